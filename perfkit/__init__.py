@@ -1,0 +1,35 @@
+"""perfkit: a PyTorch training-performance profiler.
+
+Public API (imports nothing heavy at import time)::
+
+    import perfkit
+    result = perfkit.analyze("rank0.pt.trace.json.gz")
+    result.to_dict()          # the JSON document (schema perfkit.analysis/1)
+    result.phases             # pandas DataFrame
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from .analyze.result import Analysis
+
+
+def analyze(path_or_paths: Any, **kwargs: Any) -> "Analysis":
+    """Analyze one trace file (or a list of them) and return an :class:`Analysis`."""
+    from .analyze import analyze_paths
+
+    return analyze_paths(path_or_paths, **kwargs)
+
+
+def load_trace(path: str) -> Any:
+    """Read a Kineto trace into a :class:`perfkit.trace.Trace`."""
+    from .trace import load_trace as _load
+
+    return _load(path)
+
+
+__all__ = ["__version__", "analyze", "load_trace"]

@@ -1,0 +1,338 @@
+"""Decode one chunk of ``traceEvents`` JSON into columns.
+
+A chunk is the bytes of a run of complete event objects separated by commas
+(no surrounding brackets). :func:`decode_chunk` decodes it with msgspec into
+small typed structs that keep only the fields perfkit uses (everything else,
+e.g. ``Input Dims``, is skipped by the decoder without building objects), then
+turns the structs into numpy columns. It runs in worker processes, so its input
+and output are plain picklable data.
+"""
+
+from __future__ import annotations
+
+import gc
+import math
+import operator
+import zlib
+from typing import Any, Optional, Union
+
+import msgspec
+import numpy as np
+
+from . import model as m
+
+
+class _Args(msgspec.Struct, gc=False):
+    correlation: int = -1
+    ext_id: int = msgspec.field(default=-1, name="External id")
+    ext_id_old: int = msgspec.field(default=-1, name="external id")
+    seq: int = msgspec.field(default=-1, name="Sequence number")
+    fwd_tid: int = msgspec.field(default=-1, name="Fwd thread id")
+    nbytes: int = msgspec.field(default=-1, name="bytes")
+    py_id: int = msgspec.field(default=-1, name="Python id")
+    py_parent: int = msgspec.field(default=-1, name="Python parent id")
+    stack: Any = msgspec.field(default=None, name="Call stack")
+    # [memory] instants
+    mem_bytes: int = msgspec.field(default=-1, name="Bytes")
+    total_alloc: int = msgspec.field(default=-1, name="Total Allocated")
+    total_res: int = msgspec.field(default=-1, name="Total Reserved")
+    dev_type: int = msgspec.field(default=-1, name="Device Type")
+    dev_id: int = msgspec.field(default=-1, name="Device Id")
+    # metadata events (thread_name / process_name)
+    name: Any = None
+
+
+_NO_ARGS = _Args()
+
+
+class _Event(msgspec.Struct, gc=False, tag="X", tag_field="ph"):
+    """A complete (timed) event: the rows of the event table."""
+
+    cat: Any = ""
+    name: Any = ""
+    pid: Any = 0
+    tid: Any = 0
+    ts: float = math.nan
+    dur: float = 0.0
+    args: Optional[_Args] = None
+
+
+class _Meta(msgspec.Struct, gc=False, tag="M", tag_field="ph"):
+    name: Any = ""
+    pid: Any = 0
+    tid: Any = 0
+    args: Optional[_Args] = None
+
+
+class _Instant(msgspec.Struct, gc=False, tag="i", tag_field="ph"):
+    name: Any = ""
+    ts: float = math.nan
+    args: Optional[_Args] = None
+
+
+class _InstantOld(_Instant, tag="I"):
+    pass
+
+
+# Every other Chrome trace-event phase: counted, not kept (flows, counters, async...).
+_OTHER_PHASES = "BEbenstfCPONDR()Vv"
+_OTHERS = tuple(
+    msgspec.defstruct(f"_Ph_{ord(ph)}", [], tag=ph, tag_field="ph", gc=False) for ph in _OTHER_PHASES
+)
+_ANY_EVENT = Union[(_Event, _Meta, _Instant, _InstantOld) + _OTHERS]  # type: ignore[valid-type]
+
+
+_DECODER = msgspec.json.Decoder(list[_ANY_EVENT])  # type: ignore[valid-type]
+_LOOSE = msgspec.json.Decoder()
+
+
+class ChunkError(ValueError):
+    """The chunk is not a valid run of JSON event objects."""
+
+
+def _int_id(value: Any) -> int:
+    """pid/tid/ids as written (int, float, numeric string, "stream 7", "Spans") -> int."""
+    if type(value) is int:
+        return value
+    if isinstance(value, float) and value == value:
+        return int(value)
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("stream "):
+            text = text[7:].strip()
+        try:
+            return int(text)
+        except ValueError:
+            # Non-numeric names ("Spans", "Traces", ""): a stable negative id.
+            return -1 - zlib.crc32(value.encode("utf-8", "replace"))
+    return m.MISSING
+
+
+class _IdCache(dict):
+    def __missing__(self, key: Any) -> int:
+        value = _int_id(key)
+        self[key] = value
+        return value
+
+
+def _num(value: Any) -> float:
+    """A numeric arg -> float; None/garbage -> nan."""
+    if value is None:
+        return math.nan
+    t = type(value)
+    if t is int or t is float:
+        return value
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _float_col(values: list[Any]) -> np.ndarray:
+    try:
+        return np.array(values, dtype=np.float64)
+    except (TypeError, ValueError):
+        return np.array([_num(v) for v in values], dtype=np.float64)
+
+
+def _id_col(values: list[int]) -> np.ndarray:
+    """Integer ids (absent ones already MISSING, by the struct defaults) -> int64."""
+    try:
+        return np.array(values, dtype=np.int64)
+    except OverflowError:  # ids beyond int64 (hashes): keep them distinct but bounded
+        return np.array([v if -(2**63) <= v < 2**63 else hash(v) for v in values], dtype=np.int64)
+
+
+def decode_chunk(data: bytes | memoryview) -> dict[str, Any]:
+    """Decode a comma-separated run of event objects into columns.
+
+    Returns a dict with ``events`` (column -> array, names as local codes),
+    ``names`` (local string table), ``memory`` (column -> array), ``meta_events``
+    (list of (name, pid, tid, args.name)) and ``counts``.
+
+    Raises:
+        ChunkError: if the bytes are not valid JSON event objects.
+    """
+    buf = b"[" + bytes(data) + b"]"
+    was_enabled = gc.isenabled()
+    gc.disable()  # millions of small acyclic objects: the cyclic GC only costs time here
+    try:
+        try:
+            events = _DECODER.decode(buf)
+        except msgspec.ValidationError:
+            events = _loose_decode(buf)
+        except msgspec.DecodeError as exc:
+            raise ChunkError(str(exc)) from None
+        return _to_columns(events)
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _loose_decode(buf: bytes) -> list[Any]:
+    """Slow path for chunks with unexpected types or phases: decode untyped, coerce."""
+    raw = _LOOSE.decode(buf)
+    out: list[Any] = []
+    for item in raw:
+        if not isinstance(item, dict):
+            continue
+        ph = item.get("ph")
+        cls = {"X": _Event, "M": _Meta, "i": _Instant, "I": _Instant}.get(ph) if isinstance(ph, str) else None
+        if cls is None:
+            continue
+        fields = {k: v for k, v in item.items() if k not in ("args", "ph")}
+        for key in ("ts", "dur"):
+            if key in fields and not isinstance(fields[key], (int, float)):
+                try:
+                    fields[key] = float(fields[key])
+                except (TypeError, ValueError):
+                    fields.pop(key)
+        try:
+            ev = msgspec.convert(fields, cls, strict=False)
+        except msgspec.ValidationError:
+            continue
+        args = item.get("args")
+        if isinstance(args, dict):
+            ev.args = _loose_args(args)
+        out.append(ev)
+    return out
+
+
+def _loose_args(args: dict[str, Any]) -> _Args:
+    """Keep the args that convert; drop values of the wrong type (e.g. "N/A" ids)."""
+    try:
+        return msgspec.convert(args, _Args, strict=False)
+    except msgspec.ValidationError:
+        pass
+    kept = {}
+    for key, value in args.items():
+        try:
+            msgspec.convert({key: value}, _Args, strict=False)
+        except msgspec.ValidationError:
+            continue
+        kept[key] = value
+    return msgspec.convert(kept, _Args, strict=False)
+
+
+def _to_columns(events: list[_Event]) -> dict[str, Any]:
+    counts: dict[str, int] = {}
+    meta_events: list[tuple[Any, Any, Any, Any]] = []
+
+    xs = [e for e in events if type(e) is _Event]
+    if len(xs) != len(events):
+        for e in events:
+            t = type(e)
+            if t is _Event:
+                continue
+            if t is _Meta:
+                meta_events.append((e.name, e.pid, e.tid, e.args.name if e.args is not None else None))
+            key = "ph:" + t.__struct_config__.tag
+            counts[key] = counts.get(key, 0) + 1
+        memory = _memory_columns([e for e in events if type(e) is _Instant and e.name == "[memory]"])
+    else:
+        memory = _memory_columns([])
+
+    n = len(xs)
+    cats = [e.cat for e in xs]
+    cat_local: dict[Any, int] = {}
+    cat_codes = np.fromiter(map(cat_local.setdefault, cats, range(n)), np.int64, n)
+    kind_of_first = {
+        first: m.CATEGORY_KINDS.get(c.lower() if isinstance(c, str) else "", m.Kind.OTHER)
+        for c, first in cat_local.items()
+    }
+    lut = np.zeros(n + 1 if n else 1, dtype=np.int8)
+    for first, kind in kind_of_first.items():
+        lut[first] = kind
+    kind = lut[cat_codes] if n else np.zeros(0, np.int8)
+
+    names_local: dict[Any, int] = {}
+    raw_names = [e.name for e in xs]
+    name_first = np.fromiter(map(names_local.setdefault, raw_names, range(n)), np.int64, n)
+    names, name_codes = _compact(names_local, name_first, n)
+
+    pid_cache = _IdCache()
+    pid = np.fromiter(map(pid_cache.__getitem__, [e.pid for e in xs]), np.int64, n)
+    tid = np.fromiter(map(pid_cache.__getitem__, [e.tid for e in xs]), np.int64, n)
+    ts = _float_col([e.ts for e in xs])
+    dur = _float_col([e.dur for e in xs])
+    np.nan_to_num(dur, copy=False, nan=0.0)
+
+    args = [e.args or _NO_ARGS for e in xs]
+    ext = _id_col([a.ext_id for a in args])
+    missing_ext = np.flatnonzero(ext == m.MISSING)
+    if len(missing_ext):  # 2021 traces spell it "external id" on device events
+        ext[missing_ext] = _id_col([args[i].ext_id_old for i in missing_ext.tolist()])
+    # Args that only some kinds carry are read for those rows alone.
+    linked = _rows(kind, _LINKED_KINDS)
+    cpu_ops = _rows(kind, (m.Kind.CPU_OP,))
+    cols = {
+        m.KIND: kind,
+        m.PID: pid,
+        m.TID: tid,
+        m.TS: ts,
+        m.DUR: dur,
+        m.CORR: _subset_col(args, linked, "correlation", n),
+        m.EXT: ext,
+        m.SEQ: _subset_col(args, cpu_ops, "seq", n),
+        m.FWD_TID: _subset_col(args, cpu_ops, "fwd_tid", n),
+        m.BYTES: _subset_col(args, _rows(kind, (m.Kind.MEMCPY, m.Kind.MEMSET)), "nbytes", n),
+        m.PY_ID: _subset_col(args, python := _rows(kind, (m.Kind.PYTHON,)), "py_id", n),
+        m.PY_PARENT: _subset_col(args, python, "py_parent", n),
+    }
+    # Call stacks (old traces, with_stack=True): interned into the same string table.
+    stack_codes = np.full(n, m.MISSING, dtype=np.int32)
+    stack_index: dict[str, int] = {}
+    for i, s in [(i, a.stack) for i, a in enumerate(args) if a.stack is not None]:
+        if not isinstance(s, str):
+            s = ";".join(map(str, s)) if isinstance(s, list) else str(s)
+        code = stack_index.get(s)
+        if code is None:
+            code = stack_index[s] = len(names)
+            names.append(s)
+        stack_codes[i] = code
+    cols[m.STACK] = stack_codes
+    cols[m.NAME] = name_codes
+
+    keep = ~np.isnan(ts)
+    if not keep.all():
+        counts["X:no-ts"] = int((~keep).sum())
+        cols = {k: v[keep] for k, v in cols.items()}
+    return {"events": cols, "names": names, "memory": memory, "meta_events": meta_events, "counts": counts}
+
+
+_LINKED_KINDS = (m.Kind.RUNTIME, m.Kind.DRIVER, m.Kind.KERNEL, m.Kind.MEMCPY, m.Kind.MEMSET, m.Kind.SYNC)
+
+
+def _rows(kind: np.ndarray, kinds: tuple[m.Kind, ...]) -> list[int]:
+    return np.flatnonzero(np.isin(kind, np.array(kinds, dtype=np.int8))).tolist()
+
+
+def _subset_col(args: list[_Args], rows: list[int], attr: str, n: int) -> np.ndarray:
+    """Column ``attr`` of ``args`` read for ``rows`` only; MISSING elsewhere."""
+    out = np.full(n, m.MISSING, dtype=np.int64)
+    if rows:
+        get = operator.attrgetter(attr)
+        out[rows] = _id_col([get(args[i]) for i in rows])
+    return out
+
+
+def _compact(first_of: dict[Any, int], first_idx: np.ndarray, n: int) -> tuple[list[str], np.ndarray]:
+    """Map first-occurrence indices to dense codes 0..k-1 and return the string table."""
+    names: list[str] = []
+    lut = np.zeros(n + 1 if n else 1, dtype=np.int32)
+    for value, first in first_of.items():
+        lut[first] = len(names)
+        names.append(value if isinstance(value, str) else str(value))
+    return names, (lut[first_idx] if n else np.zeros(0, np.int32))
+
+
+def _memory_columns(events: list[_Event]) -> dict[str, np.ndarray]:
+    args = [e.args or _NO_ARGS for e in events]
+    return {
+        m.MEM_TS: _float_col([e.ts for e in events]),
+        m.MEM_BYTES: _id_col([a.mem_bytes for a in args]),
+        m.MEM_ALLOCATED: _id_col([a.total_alloc for a in args]),
+        m.MEM_RESERVED: _id_col([a.total_res for a in args]),
+        m.MEM_DEVICE_TYPE: _id_col([a.dev_type for a in args]),
+        m.MEM_DEVICE_ID: _id_col([a.dev_id for a in args]),
+    }

@@ -1,0 +1,498 @@
+"""Read a Kineto / Chrome trace file into a :class:`~perfkit.trace.model.Trace`.
+
+The file is never held in memory whole. It is cut into chunks of complete event
+objects (at ``}, {`` separators between events), each chunk is decoded into
+columns by :func:`perfkit.trace.decode.decode_chunk` (in a pool of worker
+processes for large files), and the columns are concatenated. A separator that
+happens to lie inside a string value is harmless: the chunk then fails to
+decode and is merged with its neighbour.
+
+A file that ends early (a job killed while writing) yields the events that were
+complete plus a warning; a file that is not a trace raises
+:class:`~perfkit.errors.TraceFormatError` naming the file and the problem.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import re
+import zlib
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import msgspec
+import numpy as np
+
+from ..errors import TraceFormatError
+from . import model as m
+from .decode import ChunkError, decode_chunk
+
+#: Target bytes of JSON per chunk handed to one decode call.
+CHUNK_BYTES = 8 * 1024 * 1024
+#: Files at least this large (uncompressed, estimated) are decoded in worker processes.
+PARALLEL_MIN_BYTES = 48 * 1024 * 1024
+_WINDOW = 1024 * 1024
+_SEP = re.compile(rb"\}\s*,\s*\{")
+_END = re.compile(rb"\}\s*\]")
+_EVENTS_KEY = re.compile(rb'"traceEvents"\s*:\s*\[')
+
+
+@dataclass
+class _Raw:
+    """What the byte-level pass found: metadata and where the events are."""
+
+    meta: dict[str, Any]
+    truncated: Optional[str] = None
+
+
+def read_trace(path: str, *, workers: Optional[int] = None) -> m.Trace:
+    """Load a ``.json`` or ``.json.gz`` Kineto trace.
+
+    Args:
+        path: the trace file.
+        workers: decode processes to use; defaults to the CPU count for large
+            files and 0 (in-process) for small ones.
+
+    Raises:
+        TraceFormatError: the file is missing, unreadable or not a trace.
+    """
+    if not os.path.exists(path):
+        raise TraceFormatError(f"{path}: no such file")
+    if os.path.isdir(path):
+        raise TraceFormatError(f"{path}: is a directory, expected a trace file")
+    with open(path, "rb") as f:
+        magic = f.read(2)
+    source: _Source = _GzipSource(path) if magic == b"\x1f\x8b" else _FileSource(path)
+    est = source.estimated_size()
+    if workers is None:
+        workers = min(os.cpu_count() or 1, 8) if est >= PARALLEL_MIN_BYTES else 0
+    raw = _Raw(meta={})
+    chunks: Iterator[Any]
+    if isinstance(source, _FileSource):
+        chunks = iter(_plan_file(source, raw))
+    else:
+        chunks = _chunks(source, raw)
+    results: list[dict[str, Any]] = []
+    if workers > 1:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            results = _decode_all(chunks, pool, workers)
+    else:
+        results = _decode_all(chunks, None, 0)
+    trace = _assemble(path, raw, results, source.bytes_seen)
+    if raw.truncated:
+        trace.warnings.insert(0, raw.truncated)
+    if source.problem:
+        trace.warnings.insert(0, f"{path}: {source.problem}")
+    return trace
+
+
+# --------------------------------------------------------------------------- sources
+
+
+class _Source:
+    """Sequential blocks of the (decompressed) file."""
+
+    problem: Optional[str] = None
+    bytes_seen: int = 0
+
+    def blocks(self) -> Iterator[bytes]:
+        raise NotImplementedError
+
+    def estimated_size(self) -> int:
+        raise NotImplementedError
+
+
+class _FileSource(_Source):
+    def __init__(self, path: str):
+        self.path = path
+
+    def estimated_size(self) -> int:
+        return os.path.getsize(self.path)
+
+    def blocks(self) -> Iterator[bytes]:
+        with open(self.path, "rb", buffering=0) as f:
+            while True:
+                block = f.read(CHUNK_BYTES)
+                if not block:
+                    return
+                self.bytes_seen += len(block)
+                yield block
+
+
+class _GzipSource(_Source):
+    def __init__(self, path: str):
+        self.path = path
+
+    def estimated_size(self) -> int:
+        # gzip stores the uncompressed size mod 2**32 in the last 4 bytes.
+        size = os.path.getsize(self.path)
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(max(size - 4, 0))
+                isize = int.from_bytes(f.read(4), "little")
+        except OSError:
+            isize = 0
+        return max(isize, size * 10)
+
+    def blocks(self) -> Iterator[bytes]:
+        d = zlib.decompressobj(wbits=47)
+        with open(self.path, "rb", buffering=0) as f:
+            while True:
+                comp = f.read(4 * 1024 * 1024)
+                if not comp:
+                    break
+                try:
+                    out = d.decompress(comp)
+                except zlib.error as exc:
+                    self.problem = f"gzip data is corrupt ({exc}); kept what decompressed before it"
+                    return
+                if out:
+                    self.bytes_seen += len(out)
+                    yield out
+                while d.eof and d.unused_data:  # concatenated gzip members
+                    rest = d.unused_data
+                    d = zlib.decompressobj(wbits=47)
+                    out = d.decompress(rest)
+                    if out:
+                        self.bytes_seen += len(out)
+                        yield out
+            if not d.eof:
+                self.problem = "gzip stream ends early (file truncated); kept what decompressed"
+            tail = d.flush()
+            if tail:
+                self.bytes_seen += len(tail)
+                yield tail
+
+
+# --------------------------------------------------------------------------- chunking
+
+
+def _chunks(source: _Source, raw: _Raw) -> Iterator[bytes]:
+    """Yield chunks of complete, comma-separated event objects; fill ``raw.meta``."""
+    blocks = source.blocks()
+    buf = bytearray()
+    start = -1
+    head_done = False
+    for block in blocks:
+        buf += block
+        if not head_done:
+            start = _find_events_start(buf, source, raw)
+            if start < 0:
+                if len(buf) > 64 * _WINDOW:
+                    raise TraceFormatError(f"{source.path}: no traceEvents array in the first 64 MB")  # type: ignore[attr-defined]
+                continue
+            head_done = True
+            del buf[:start]
+        while len(buf) > CHUNK_BYTES + _WINDOW:
+            cut = _last_separator(buf, CHUNK_BYTES)
+            if cut is None:
+                break  # one huge event: read more
+            yield bytes(buf[:cut])
+            del buf[: _next_object(buf, cut)]
+    if not head_done:
+        text = bytes(buf[:200]).strip()
+        if not text:
+            raise TraceFormatError(f"{source.path}: file is empty")  # type: ignore[attr-defined]
+        raise TraceFormatError(f"{source.path}: not a Kineto/Chrome trace (no traceEvents array)")  # type: ignore[attr-defined]
+    yield from _final_chunks(buf, source, raw)
+
+
+def _find_events_start(buf: bytearray, source: _Source, raw: _Raw) -> int:
+    """Index just after the ``[`` that opens the events array, or -1 if not seen yet."""
+    i = 0
+    n = len(buf)
+    while i < n and buf[i] in b" \t\r\n\xef\xbb\xbf":
+        i += 1
+    if i >= n:
+        return -1
+    if buf[i] == ord("["):  # bare array form
+        raw.meta = {}
+        return i + 1
+    if buf[i] != ord("{"):
+        raise TraceFormatError(
+            f"{source.path}: not a JSON trace (starts with {bytes(buf[i:i + 20])!r})"  # type: ignore[attr-defined]
+        )
+    mt = _EVENTS_KEY.search(buf, 0, min(n, 64 * _WINDOW))
+    if mt is None:
+        return -1
+    head = bytes(buf[: mt.end()]) + b"]}"
+    try:
+        meta = msgspec.json.decode(head)
+    except msgspec.DecodeError:
+        # "traceEvents" may appear inside a string of an earlier value; fall back to
+        # treating the head as opaque metadata we cannot read.
+        meta = {}
+    if isinstance(meta, dict):
+        meta.pop("traceEvents", None)
+        raw.meta.update(meta)
+    return mt.end()
+
+
+def _last_separator(buf: bytearray, limit: int) -> Optional[int]:
+    """Offset just after the ``}`` of the last event separator before ``limit``."""
+    lo = max(0, limit - 4 * _WINDOW)
+    last = None
+    for mt in _SEP.finditer(buf, lo, limit + _WINDOW):
+        last = mt
+    if last is None:
+        mt = _SEP.search(buf, limit)
+        if mt is None:
+            return None
+        last = mt
+    return last.start() + 1
+
+
+def _next_object(buf: bytearray, cut: int) -> int:
+    """Index of the ``{`` that follows the separator ending at ``cut``."""
+    return buf.index(b"{", cut)
+
+
+def _final_chunks(buf: bytearray, source: _Source, raw: _Raw) -> Iterator[bytes]:
+    """The last events, the closing ``]`` and the metadata keys after it."""
+    end = _events_end(buf, 0, len(buf), source, raw)
+    if end > 0:
+        yield bytes(buf[:end])
+
+
+def _events_end(buf: Any, lo: int, hi: int, source: _Source, raw: _Raw) -> int:
+    """Offset just past the last complete event in ``buf[lo:hi]`` (the end of the file).
+
+    Reads the metadata keys that follow the events array into ``raw.meta``. If the
+    array is not closed (the file was cut), returns the end of the last event that
+    decodes and sets ``raw.truncated``. Returns 0 if there are no events.
+    """
+    path = source.path  # type: ignore[attr-defined]
+    window = _WINDOW
+    while True:
+        search_from = max(lo, hi - window)
+        for mt in _END.finditer(buf, search_from, hi):
+            tail_meta = _tail_meta(bytes(buf[mt.end() : hi]))
+            if tail_meta is not None:
+                raw.meta.update(tail_meta)
+                return mt.start() + 1
+        if search_from == lo or window >= 64 * _WINDOW:
+            break
+        window *= 4
+    head = bytes(buf[lo : min(hi, lo + 4096)]).strip()
+    if head.startswith(b"]"):  # empty events array
+        tail_meta = _tail_meta(head[1:] + bytes(buf[lo + 4096 : hi]))
+        if tail_meta is not None:
+            raw.meta.update(tail_meta)
+        return 0
+    # No closing bracket: the file was cut. Keep every complete event.
+    seps = list(_SEP.finditer(buf, max(lo, hi - 8 * _WINDOW), hi))
+    for i in range(len(seps) - 1, -1, -1):
+        # Validate the last event before this cut, so that a separator inside a
+        # string or a nested array does not poison the result.
+        first = buf.find(b"{", seps[i - 1].start() + 1) if i > 0 else lo
+        try:
+            decode_chunk(bytes(buf[first : seps[i].start() + 1]))
+        except ChunkError:
+            continue
+        raw.truncated = (
+            f"{path}: trace is truncated (ends inside an event after {source.bytes_seen or hi:,} bytes); "
+            "analysed the complete events before the cut"
+        )
+        return seps[i].start() + 1
+    raw.truncated = f"{path}: trace is truncated; no complete event in its last part"
+    return 0
+
+
+def _tail_meta(rest: bytes) -> Optional[dict[str, Any]]:
+    """Parse what follows the events array's ``]``: ``, "key": value ... }`` or nothing."""
+    rest = rest.strip()
+    if rest in (b"", b"}"):
+        return {}
+    if rest.startswith(b","):
+        try:
+            meta = msgspec.json.decode(b"{" + rest[1:])
+        except msgspec.DecodeError:
+            return None
+        return meta if isinstance(meta, dict) else None
+    return None
+
+
+def _plan_file(source: "_FileSource", raw: _Raw) -> list[tuple[str, int, int]]:
+    """Byte ranges of event chunks of an uncompressed file, found through mmap windows."""
+    import mmap
+
+    path = source.path
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            raise TraceFormatError(f"{path}: file is empty")
+        mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+    try:
+        source.bytes_seen = size
+        start = _find_events_start(mm, source, raw)  # type: ignore[arg-type]
+        if start < 0:
+            raise TraceFormatError(f"{path}: not a Kineto/Chrome trace (no traceEvents array)")
+        end = _events_end(mm, start, size, source, raw)
+        ranges = []
+        pos = start
+        while end - pos > CHUNK_BYTES + _WINDOW:
+            mt = _SEP.search(mm, pos + CHUNK_BYTES, end)
+            if mt is None:
+                break
+            ranges.append((path, pos, mt.start() + 1))
+            pos = mm.find(b"{", mt.start() + 1)
+        if end > pos:
+            ranges.append((path, pos, end))
+        return ranges
+    finally:
+        mm.close()
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def _decode_all(chunks: Iterator[bytes], pool: Optional[Executor], workers: int) -> list[dict[str, Any]]:
+    """Decode chunks (in order); a chunk that fails is merged with the next one."""
+    results: list[dict[str, Any]] = []
+    pending_bytes: list[bytes] = []
+
+    def run_serial(data: bytes) -> Optional[dict[str, Any]]:
+        try:
+            return decode_chunk(data)
+        except ChunkError:
+            return None
+
+    if pool is None:
+        for spec in chunks:
+            data = _chunk_bytes(spec)
+            carry = b",".join(pending_bytes + [data])
+            out = run_serial(carry)
+            if out is None:
+                pending_bytes.append(data)
+                if len(pending_bytes) > 4:
+                    raise TraceFormatError("events could not be decoded (malformed JSON inside traceEvents)")
+                continue
+            pending_bytes = []
+            results.append(out)
+    else:
+        from collections import deque
+
+        inflight: deque[tuple[bytes, Any]] = deque()
+        for data in chunks:
+            inflight.append((data, pool.submit(_decode_or_none, data)))
+            while len(inflight) > 2 * workers:
+                _collect(inflight.popleft(), results, pending_bytes)
+        while inflight:
+            _collect(inflight.popleft(), results, pending_bytes)
+    if pending_bytes:
+        # The last pieces never decoded: keep the longest decodable prefix run.
+        for k in range(len(pending_bytes), 0, -1):
+            out = run_serial(b",".join(pending_bytes[:k]))
+            if out is not None:
+                results.append(out)
+                break
+        else:
+            raise TraceFormatError("events could not be decoded (malformed JSON inside traceEvents)")
+    return results
+
+
+def _chunk_bytes(spec: Any) -> bytes:
+    """A chunk is either its bytes or (path, start, end) of an uncompressed file."""
+    if isinstance(spec, tuple):
+        path, start, end = spec
+        with open(path, "rb", buffering=0) as f:
+            f.seek(start)
+            return f.read(end - start)
+    return spec
+
+
+def _decode_or_none(spec: Any) -> Optional[dict[str, Any]]:
+    try:
+        return decode_chunk(_chunk_bytes(spec))
+    except ChunkError:
+        return None
+
+
+def _collect(item: tuple[bytes, Any], results: list[dict[str, Any]], pending: list[bytes]) -> None:
+    spec, fut = item
+    out = fut.result()
+    if out is not None and not pending:
+        results.append(out)
+        return
+    pending.append(_chunk_bytes(spec))
+    try:
+        merged = decode_chunk(b",".join(pending))
+    except ChunkError:
+        if len(pending) > 4:
+            raise TraceFormatError("events could not be decoded (malformed JSON inside traceEvents)") from None
+        return
+    pending.clear()
+    results.append(merged)
+
+
+# --------------------------------------------------------------------------- assembly
+
+
+def _assemble(path: str, raw: _Raw, results: list[dict[str, Any]], nbytes: int) -> m.Trace:
+    index: dict[str, int] = {}
+    counts: dict[str, int] = {}
+    meta_events: list[tuple[Any, Any, Any, Any]] = []
+    remaps = []
+    for r in results:
+        local = r["names"]
+        remap = np.fromiter((index.setdefault(s, len(index)) for s in local), np.int32, len(local))
+        remaps.append(remap)
+        for k, v in r["counts"].items():
+            counts[k] = counts.get(k, 0) + v
+        meta_events.extend(r["meta_events"])
+    names = list(index)
+
+    events: dict[str, np.ndarray] = {}
+    for col, dtype in m.EVENT_COLUMNS.items():
+        parts = []
+        for r, remap in zip(results, remaps):
+            arr = r["events"].pop(col)
+            if col == m.NAME and len(arr):
+                arr = remap[arr]
+            elif col == m.STACK and len(arr):
+                arr = np.where(arr >= 0, remap[np.maximum(arr, 0)], m.MISSING).astype(np.int32)
+            parts.append(arr)
+        events[col] = np.concatenate(parts).astype(dtype, copy=False) if parts else np.zeros(0, dtype)
+    memory = {
+        col: (np.concatenate([r["memory"][col] for r in results]) if results else np.zeros(0, dt)).astype(dt)
+        for col, dt in m.MEMORY_COLUMNS.items()
+    }
+    order = np.argsort(events[m.TS], kind="stable")
+    if len(order) and not (order[:-1] < order[1:]).all():
+        for col in events:
+            events[col] = events[col][order]
+    morder = np.argsort(memory[m.MEM_TS], kind="stable")
+    memory = {k: v[morder] for k, v in memory.items()}
+
+    thread_names: dict[tuple[int, int], str] = {}
+    process_names: dict[int, str] = {}
+    from .decode import _int_id
+
+    for name, pid, tid, arg in meta_events:
+        if not isinstance(arg, str):
+            continue
+        if name == "thread_name":
+            thread_names[(_int_id(pid), _int_id(tid))] = arg
+        elif name == "process_name":
+            process_names[_int_id(pid)] = arg
+    return m.Trace(
+        path=path,
+        meta=raw.meta,
+        events=events,
+        names=names,
+        memory=memory,
+        thread_names=thread_names,
+        process_names=process_names,
+        counts=counts,
+        bytes_read=nbytes,
+    )
+
+
+def open_text(path: str) -> Any:
+    """Open a possibly gzipped text file (used by tests and tools)."""
+    return gzip.open(path, "rt") if path.endswith(".gz") else open(path)
