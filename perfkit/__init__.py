@@ -15,12 +15,12 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from .analyze.result import Analysis
+    from .analysis.result import Analysis
 
 
 def analyze(path_or_paths: Any, **kwargs: Any) -> "Analysis":
     """Analyze one trace file (or a list of them) and return an :class:`Analysis`."""
-    from .analyze import analyze_paths
+    from .analysis import analyze_paths
 
     return analyze_paths(path_or_paths, **kwargs)
 

@@ -1,0 +1,221 @@
+"""Stage 3: pure functions from a Trace to an Analysis. No printing, no plotting.
+
+``analyze_trace(trace)`` runs the passes in order: timeline -> steps ->
+attribution (step/phase/category/share per device op) -> step statistics ->
+breakdowns (phases, categories, copies, overview, top ops and kernels).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Iterable, Union
+
+import numpy as np
+import pandas as pd
+
+from ..errors import TraceFormatError
+from ..trace import model as m
+from ..trace import read_trace
+from . import ops, rules
+from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps
+from .overview import ROLES, overview
+from .result import SCHEMA, Analysis
+from .steps import StepStats, kept_mask, step_stats
+from .timeline import Timeline
+
+__all__ = ["analyze_trace", "analyze_paths", "Analysis", "SCHEMA"]
+
+
+def analyze_paths(path_or_paths: Union[str, os.PathLike, Iterable[Any]], **kwargs: Any) -> Analysis:
+    """Load and analyze one trace, or several (merged: step-weighted means)."""
+    if isinstance(path_or_paths, (str, os.PathLike)):
+        paths = [os.fspath(path_or_paths)]
+    else:
+        paths = [os.fspath(p) for p in path_or_paths]
+    if not paths:
+        raise TraceFormatError("no trace given")
+    results = [analyze_trace(read_trace(p, workers=kwargs.get("workers"))) for p in paths]
+    return results[0] if len(results) == 1 else merge(results)
+
+
+def analyze_trace(trace: m.Trace) -> Analysis:
+    """Analyze a loaded trace."""
+    tl = Timeline.build(trace)
+    steps = find_steps(tl)
+    dw = attribute(tl, steps)
+    stats = step_stats(tl, steps, dw)
+    return _document(tl, steps, dw, stats)
+
+
+def _share_group(values_us: dict[str, float], n_steps: int, total_us: float) -> dict[str, dict[str, float]]:
+    return {
+        k: {"gpu_ms_per_step": v / 1000.0 / n_steps, "share": (v / total_us) if total_us > 0 else 0.0}
+        for k, v in values_us.items()
+    }
+
+
+def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats) -> Analysis:
+    trace = tl.trace
+    kept = kept_mask(dw, stats)
+    n_kept = int(stats.kept.sum())
+    busy_total = float(dw.share_us[kept].sum())
+    window_total = float(stats.window_us[stats.kept].sum())
+    warnings = list(trace.warnings)
+    if steps.synthetic:
+        warnings.append("trace has no ProfilerStep#N markers: the whole trace is analysed as one window")
+    if len(dw) == 0:
+        warnings.append("trace has no GPU kernels, copies or memsets: GPU figures are zero")
+
+    phase_us = {p: float(dw.share_us[kept & (dw.phase == PHASE_CODES[p])].sum()) for p in rules.PHASES}
+    cat_us = {c: float(dw.share_us[kept & (dw.category == CATEGORY_CODES[c])].sum()) for c in rules.CATEGORIES}
+    other_share = cat_us[rules.OTHER] / busy_total if busy_total else 0.0
+    if other_share > 0.2:
+        warnings.append(f"{other_share:.0%} of GPU time fell in category 'other' (kernel names no rule knows)")
+
+    src = ops.Sources(tl)
+    in_kept_step = _in_kept_steps(steps, stats)
+    roles = overview(tl, dw, stats)
+    role_us = {r: float(roles[r][stats.kept].sum()) for r in ROLES}
+    role_total = sum(role_us.values())
+
+    outside = ~kept
+    pre_window = (dw.step < 0) & (dw.launch < 0)
+    devices = _devices(trace, dw)
+    steps_table = pd.DataFrame({
+        "id": stats.ids,
+        "wall_ms": stats.wall_us / 1000.0,
+        "gpu_window_ms": stats.window_us / 1000.0,
+        "gpu_busy_ms": stats.busy_us / 1000.0,
+        "gpu_idle_ms": stats.idle_us / 1000.0,
+        "kept": stats.kept,
+        "reason": stats.reasons,
+    })
+    for p in rules.PHASES:
+        steps_table[f"{p}_ms"] = _per_step(dw, PHASE_CODES[p], dw.phase, len(steps)) / 1000.0
+    doc: dict[str, Any] = {
+        "schema": SCHEMA,
+        "trace": {
+            "paths": [trace.path],
+            "bytes": trace.bytes_read,
+            "events": len(trace),
+            "devices": devices,
+            "device": devices[0]["name"] if devices else None,
+            "distributed": trace.meta.get("distributedInfo") if isinstance(trace.meta.get("distributedInfo"), dict) else None,
+            "base_time_ns": trace.meta.get("baseTimeNanoseconds"),
+            "has_python_stacks": bool(len(tl.rows(m.Kind.PYTHON))) or bool((tl.col(m.STACK) >= 0).any()),
+            "warnings": warnings,
+        },
+        "steps": {
+            "count": n_kept,
+            "total": len(steps),
+            "synthetic": steps.synthetic,
+            "ids": [int(i) for i in stats.ids[stats.kept]],
+            "excluded": [{"id": int(stats.ids[i]), "reason": stats.reasons[i]} for i in np.flatnonzero(~stats.kept)],
+            "gpu_ms_median": _median(stats.window_us[stats.kept]) / 1000.0,
+            "wall_ms_median": _median(stats.wall_us[stats.kept]) / 1000.0,
+            "table": _records(steps_table),
+        },
+        "gpu": {
+            "busy_ms_per_step": busy_total / 1000.0 / max(n_kept, 1),
+            "idle_ms_per_step": float(stats.idle_us[stats.kept].sum()) / 1000.0 / max(n_kept, 1),
+            "utilization": 1.0 - float(stats.idle_us[stats.kept].sum()) / window_total if window_total > 0 else 0.0,
+            "outside_kept_steps_ms": float(dw.share_us[outside & ~pre_window].sum()) / 1000.0,
+            "launched_before_window": {
+                "count": int(pre_window.sum()),
+                "ms": float(dw.share_us[pre_window].sum()) / 1000.0,
+            },
+        },
+        "phases": _share_group(phase_us, max(n_kept, 1), busy_total),
+        "categories": _share_group(cat_us, max(n_kept, 1), busy_total),
+        "copies": ops.copies(tl, dw, kept, max(n_kept, 1), src),
+        "top_ops": ops.top_ops(tl, dw, kept, max(n_kept, 1), busy_total, src, in_kept_step),
+        "top_kernels": ops.top_kernels(tl, dw, kept, max(n_kept, 1), busy_total, src),
+        "overview": {
+            r: {"ms_per_step": v / 1000.0 / max(n_kept, 1), "share": v / role_total if role_total else 0.0}
+            for r, v in role_us.items()
+        },
+        "findings": [],
+    }
+    return Analysis(doc=doc, steps_table=steps_table)
+
+
+def _in_kept_steps(steps: Steps, stats: StepStats):  # type: ignore[no-untyped-def]
+    def check(t: np.ndarray) -> np.ndarray:
+        if steps.synthetic:
+            return np.ones(len(t), dtype=bool)
+        k = np.searchsorted(steps.cpu_start, t, side="right") - 1
+        kk = np.maximum(k, 0)
+        return (k >= 0) & (t < steps.cpu_end[kk]) & stats.kept[kk]
+
+    return check
+
+
+def _per_step(dw: DeviceWork, code: int, column: np.ndarray, n: int) -> np.ndarray:
+    sel = (dw.step >= 0) & (column == code)
+    return np.bincount(dw.step[sel], weights=dw.share_us[sel], minlength=n)[:n]
+
+
+def _median(x: np.ndarray) -> float:
+    return float(np.median(x)) if len(x) else 0.0
+
+
+def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    out = []
+    for rec in df.to_dict(orient="records"):
+        out.append({k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()})
+    return out
+
+
+def _devices(trace: m.Trace, dw: DeviceWork) -> list[dict[str, Any]]:
+    used = sorted({int(d) for d in np.unique(dw.device)}) if len(dw) else []
+    props = {int(p.get("id", i)): p for i, p in enumerate(trace.device_properties)}
+    out = []
+    for d in used or ([] if not props else [min(props)]):
+        p = props.get(d, {})
+        mem = p.get("totalGlobalMem")
+        major = p.get("computeMajor", p.get("major"))
+        minor = p.get("computeMinor", p.get("minor"))
+        out.append({
+            "id": d,
+            "name": p.get("name") or (f"device {d}" if used else None),
+            "memory_bytes": int(mem) if isinstance(mem, (int, float)) else None,
+            "compute_capability": f"{major}.{minor}" if major is not None else None,
+            "sms": p.get("numSms", p.get("multiProcessorCount")),
+        })
+    return out
+
+
+def merge(results: list[Analysis]) -> Analysis:
+    """Combine analyses of several traces: per-step figures weighted by kept steps."""
+    docs = [r.doc for r in results]
+    weights = np.array([max(d["steps"]["count"], 1) for d in docs], dtype=float)
+    total_w = float(weights.sum())
+
+    def wmean(get) -> float:  # type: ignore[no-untyped-def]
+        return float(sum(w * get(d) for w, d in zip(weights, docs)) / total_w)
+
+    base = dict(docs[0])
+    base["trace"] = dict(docs[0]["trace"])
+    base["trace"]["paths"] = [p for d in docs for p in d["trace"]["paths"]]
+    base["trace"]["warnings"] = [w for d in docs for w in d["trace"]["warnings"]]
+    base["steps"] = dict(docs[0]["steps"])
+    base["steps"]["count"] = int(sum(d["steps"]["count"] for d in docs))
+    base["steps"]["total"] = int(sum(d["steps"]["total"] for d in docs))
+    base["steps"]["ids"] = [i for d in docs for i in d["steps"]["ids"]]
+    base["steps"]["excluded"] = [e for d in docs for e in d["steps"]["excluded"]]
+    base["steps"]["table"] = [row for d in docs for row in d["steps"]["table"]]
+    kept_rows = [row for row in base["steps"]["table"] if row["kept"]]
+    base["steps"]["gpu_ms_median"] = _median(np.array([r["gpu_window_ms"] for r in kept_rows]))
+    base["steps"]["wall_ms_median"] = _median(np.array([r["wall_ms"] for r in kept_rows]))
+    base["gpu"] = {k: wmean(lambda d, k=k: d["gpu"][k]) for k in ("busy_ms_per_step", "idle_ms_per_step", "utilization")}
+    for group, value_key in (("phases", "gpu_ms_per_step"), ("categories", "gpu_ms_per_step"), ("overview", "ms_per_step")):
+        ms = {k: wmean(lambda d, k=k: d[group][k][value_key]) for k in docs[0][group]}
+        tot = sum(ms.values())
+        base[group] = {k: {value_key: v, "share": v / tot if tot else 0.0} for k, v in ms.items()}
+    copies = {}
+    for direction in ("h2d", "d2h", "d2d"):
+        copies[direction] = {k: wmean(lambda d, k=k: d["copies"][direction][k]) for k in docs[0]["copies"][direction]}
+    copies["sources"] = docs[0]["copies"]["sources"]
+    base["copies"] = copies
+    base["findings"] = [f for d in docs for f in d.get("findings", [])]
+    return Analysis(doc=base, steps_table=pd.concat([r.steps_table for r in results], ignore_index=True))

@@ -1,0 +1,408 @@
+"""Attribute every device interval to one step, one phase and one category.
+
+The output is a :class:`DeviceWork` table with one row per kernel, memcpy and
+memset. The rules, in order:
+
+1. **Launch link.** A device op is linked to the runtime call that launched it
+   (same ``correlation``) and to the CPU op it ran under (same ``External id``;
+   else the op enclosing the launch on its thread).
+2. **Step.** The ``ProfilerStep#N`` whose CPU range holds the launch. Ops with no
+   launch event (launched before the profiled window, GPU lagging the CPU) take
+   the GPU-side ``ProfilerStep#N`` range they ran in, else the step of the
+   previous op on the same stream, else none ("before the window").
+3. **Phase.** optimizer: launched inside ``Optimizer.step#…``/``zero_grad#…``.
+   An explicit phase annotation (``## forward ##``...) wins next. backward:
+   launched inside an autograd-engine range (``evaluate_function``, backward
+   nodes) or from an autograd engine thread. forward: launched before a backward
+   pass that starts later in the same step (micro-batches each get their
+   forward). Everything else (grad clipping, logging, work after the optimizer)
+   is ``other``. Unlinked ops take the phase of their neighbour on the stream.
+4. **Category.** :data:`perfkit.analysis.rules.CATEGORY_RULES`, first match wins.
+5. **Time.** Each op's ``share_us`` is its part of the device's busy time when
+   concurrent ops split overlapping time evenly; shares of a step add up to the
+   step's GPU busy time.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..trace import model as m
+from . import intervals, rules
+from .timeline import Timeline, name_mask
+
+NO_STEP = -1
+
+PHASE_CODES = {p: i for i, p in enumerate(rules.PHASES)}
+CATEGORY_CODES = {c: i for i, c in enumerate(rules.CATEGORIES)}
+
+
+@dataclass
+class Steps:
+    """Step windows (one row per step; times in µs from the timeline origin)."""
+
+    ids: np.ndarray  #: int64 N of ProfilerStep#N (0.. for synthetic windows)
+    cpu_start: np.ndarray  #: float64
+    cpu_end: np.ndarray  #: float64
+    row: np.ndarray  #: int64 event row of the ProfilerStep event, -1 if synthetic
+    synthetic: bool  #: True when the trace had no ProfilerStep (whole trace = one window)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+@dataclass
+class DeviceWork:
+    """One row per device interval; columns are numpy arrays."""
+
+    row: np.ndarray  #: event row
+    start: np.ndarray  #: µs from origin
+    end: np.ndarray  #: µs from origin
+    device: np.ndarray  #: int64 device index (pid)
+    stream: np.ndarray  #: int64 stream (tid)
+    kind: np.ndarray  #: int8 Kind (KERNEL/MEMCPY/MEMSET)
+    name: np.ndarray  #: int32 string-table code
+    launch: np.ndarray  #: int64 event row of the launching runtime call, -1 if not in the trace
+    op: np.ndarray  #: int64 event row of the CPU op it ran under, -1 if unknown
+    step: np.ndarray  #: int64 index into Steps, NO_STEP if outside every step
+    phase: np.ndarray  #: int8 index into rules.PHASES
+    category: np.ndarray  #: int8 index into rules.CATEGORIES
+    share_us: np.ndarray  #: float64 exclusive share of busy time, µs
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def find_steps(tl: Timeline) -> Steps:
+    """``ProfilerStep#N`` windows on the CPU; one synthetic window if there are none."""
+    host = np.isin(tl.kind, np.array([m.Kind.USER_ANNOTATION, m.Kind.CPU_OP], dtype=np.int8))
+    is_step = tl.matches(rules.STEP_PATTERN) & host
+    rows = np.flatnonzero(is_step)
+    if len(rows):
+        rx = re.compile(rules.STEP_PATTERN)
+        names = tl.trace.names
+        ids = np.array([int(rx.match(names[c]).group(1)) for c in tl.name[rows]], dtype=np.int64)  # type: ignore[union-attr]
+        # Keep one event per step number (some traces repeat it on two threads).
+        _, first = np.unique(ids, return_index=True)
+        rows = rows[np.sort(first)]
+        ids = ids[np.sort(first)]
+        order = np.argsort(tl.start[rows], kind="stable")
+        rows, ids = rows[order], ids[order]
+        return Steps(ids=ids, cpu_start=tl.start[rows], cpu_end=tl.end[rows], row=rows, synthetic=False)
+    hosts = tl.rows(*m.HOST_KINDS)
+    span_rows = hosts if len(hosts) else np.arange(len(tl.start))
+    lo = float(tl.start[span_rows].min()) if len(span_rows) else 0.0
+    hi = float(tl.end[span_rows].max()) if len(span_rows) else 0.0
+    return Steps(
+        ids=np.array([0]), cpu_start=np.array([lo]), cpu_end=np.array([hi]), row=np.array([-1]), synthetic=True
+    )
+
+
+def _step_of(steps: Steps, t: np.ndarray) -> np.ndarray:
+    """Index of the step whose CPU window holds time t, NO_STEP otherwise."""
+    k = np.searchsorted(steps.cpu_start, t, side="right") - 1
+    kk = np.maximum(k, 0)
+    inside = (k >= 0) & (t < steps.cpu_end[kk])
+    if steps.synthetic:
+        inside = np.ones(len(t), dtype=bool)  # everything belongs to the one window
+        kk = np.zeros(len(t), dtype=np.int64)
+    return np.where(inside, kk, NO_STEP)
+
+
+# ----------------------------------------------------------------------------- linking
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
+    """values[i] where keys[i] == query (first match), -1 where absent or query < 0."""
+    if len(keys) == 0:
+        return np.full(len(query), -1, dtype=np.int64)
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    pos = np.searchsorted(k, query)
+    pos_c = np.minimum(pos, len(k) - 1)
+    hit = (pos < len(k)) & (k[pos_c] == query) & (query >= 0)
+    return np.where(hit, values[order][pos_c], -1)
+
+
+def link(tl: Timeline, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(launch row, op row) for each device row."""
+    corr = tl.col(m.CORR)
+    ext = tl.col(m.EXT)
+    launches = tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
+    launches = launches[corr[launches] >= 0]
+    launch = _lookup(corr[launches], launches, corr[dev])
+
+    ops = tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
+    ops = ops[ext[ops] >= 0]
+    # Prefer ATen ops over annotations that share an id (both carry External id).
+    ops = ops[np.argsort(tl.kind[ops] != m.Kind.CPU_OP, kind="stable")]
+    op = _lookup(ext[ops], ops, ext[dev])
+    missing = (op < 0) & (launch >= 0)
+    if missing.any():
+        op_via_launch = _lookup(ext[ops], ops, ext[launch[missing]])
+        op[np.flatnonzero(missing)] = op_via_launch
+    missing = (op < 0) & (launch >= 0)
+    cpu = tl.rows(m.Kind.CPU_OP)
+    if missing.any() and len(cpu):
+        inner = intervals.innermost_containing(
+            tl.offset(cpu), tl.thread[cpu] * tl.span_us + tl.end[cpu], tl.offset(launch[missing])
+        )
+        op[np.flatnonzero(missing)] = np.where(inner >= 0, cpu[np.maximum(inner, 0)], -1)
+    return launch, op
+
+
+# ----------------------------------------------------------------------------- phases
+
+
+def _backward_threads(tl: Timeline, backward_ops: np.ndarray, step_rows: np.ndarray, opt_rows: np.ndarray) -> np.ndarray:
+    """Dense thread indices that run the autograd engine (not the training loop)."""
+    named = set()
+    for idx, (pid, tid) in tl.thread_ids.items():
+        if re.search(rules.BACKWARD_THREAD_PATTERN, tl.thread_name(pid, tid)):
+            named.add(idx)
+    loop_threads = set(tl.thread[step_rows].tolist()) | set(tl.thread[opt_rows].tolist())
+    hosts = set(tl.thread[backward_ops].tolist()) - loop_threads
+    return np.array(sorted(named | hosts), dtype=np.int64)
+
+
+def assign_phases(tl: Timeline, steps: Steps, launch: np.ndarray, launch_step: np.ndarray) -> np.ndarray:
+    """Phase code per device op from its launch (unlinked ops: -1, filled later)."""
+    n = len(launch)
+    phase = np.full(n, -1, dtype=np.int8)
+    linked = np.flatnonzero(launch >= 0)
+    if len(linked) == 0:
+        return phase
+    lrows = launch[linked]
+    t_off = tl.offset(lrows)
+    host = tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
+    opt_rows = host[tl.matches(rules.OPTIMIZER_PATTERN)[host]]
+    bwd_rows = host[tl.matches(rules.BACKWARD_OP_PATTERN)[host] | (tl.col(m.FWD_TID)[host] > 0)]
+    step_rows = steps.row[steps.row >= 0]
+
+    result = np.full(len(linked), -1, dtype=np.int8)
+    # (a) optimizer ranges on the launching thread
+    in_opt = tl.thread_coverage(opt_rows).contains(t_off)
+    result[in_opt] = PHASE_CODES[rules.OPTIMIZER]
+    # (b) explicit phase annotations
+    for phase_name, pattern in rules.PHASE_ANNOTATIONS:
+        ann = host[tl.matches(pattern)[host]]
+        if len(ann):
+            hit = tl.thread_coverage(ann).contains(t_off) & (result < 0)
+            result[hit] = PHASE_CODES[phase_name]
+    # (c) autograd engine ranges or threads
+    bwd_threads = _backward_threads(tl, bwd_rows, step_rows, opt_rows)
+    in_bwd = tl.thread_coverage(bwd_rows).contains(t_off) | np.isin(tl.thread[lrows], bwd_threads)
+    result[in_bwd & (result < 0)] = PHASE_CODES[rules.BACKWARD]
+    # (d) forward = the next phase boundary in the step is a backward pass (not
+    # an optimizer step); steps without any backward (eval, inference) are all
+    # forward; the rest (clipping, logging, after the optimizer) is "other".
+    rest = np.flatnonzero(result < 0)
+    if len(rest):
+        t = tl.start[lrows[rest]]
+        bwd_starts = tl.start[bwd_rows]
+        if len(bwd_threads):
+            on_bwd_thread = np.isin(tl.thread, bwd_threads) & np.isin(
+                tl.kind, np.array([m.Kind.RUNTIME, m.Kind.DRIVER], np.int8)
+            )
+            bwd_starts = np.concatenate([bwd_starts, tl.start[on_bwd_thread]])
+        bwd_starts = np.sort(bwd_starts)
+        step_opt = opt_rows[tl.matches(rules.OPTIMIZER_STEP_PATTERN)[opt_rows]]
+        opt_starts = np.sort(tl.start[step_opt])
+        marks = np.concatenate([bwd_starts, opt_starts])
+        is_bwd = np.concatenate([np.ones(len(bwd_starts), bool), np.zeros(len(opt_starts), bool)])
+        order = np.argsort(marks, kind="stable")
+        marks, is_bwd = marks[order], is_bwd[order]
+        st = launch_step[linked[rest]]
+        if steps.synthetic:
+            win_start = np.full(len(rest), -np.inf)
+            win_end = np.full(len(rest), np.inf)
+        else:
+            nxt = np.searchsorted(steps.cpu_start, t, side="right")
+            prev_end = np.where(nxt > 0, steps.cpu_end[np.maximum(nxt - 1, 0)], -np.inf)
+            win_start = np.where(st >= 0, steps.cpu_start[np.maximum(st, 0)], prev_end)
+            win_end = np.where(
+                st >= 0,
+                steps.cpu_end[np.maximum(st, 0)],
+                np.where(nxt < len(steps), steps.cpu_start[np.minimum(nxt, len(steps) - 1)], np.inf),
+            )
+        if len(marks):
+            k = np.searchsorted(marks, t, side="right")
+            kk = np.minimum(k, len(marks) - 1)
+            next_is_bwd = (k < len(marks)) & (marks[kk] < win_end) & is_bwd[kk]
+        else:
+            next_is_bwd = np.zeros(len(rest), bool)
+        bwd_in_window = np.searchsorted(bwd_starts, win_end) - np.searchsorted(bwd_starts, win_start)
+        fwd = next_is_bwd | (bwd_in_window == 0)
+        result[rest] = np.where(fwd, PHASE_CODES[rules.FORWARD], PHASE_CODES[rules.PHASE_OTHER])
+    phase[linked] = result
+    return phase
+
+
+def _fill_from_stream_neighbours(
+    device: np.ndarray, stream: np.ndarray, start: np.ndarray, values: np.ndarray, known: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """For unknown rows, the value of the previous known row on the same stream (else the next).
+
+    Returns (filled values, which rows got a value from a previous row).
+    """
+    order = np.lexsort((start, stream, device))
+    dev_o, str_o = device[order], stream[order]
+    known_o = known[order]
+    n = len(order)
+    idx = np.where(known_o, np.arange(n), -1)
+    group_start = np.ones(n, dtype=bool)
+    if n:
+        group_start[1:] = (dev_o[1:] != dev_o[:-1]) | (str_o[1:] != str_o[:-1])
+    gid = np.cumsum(group_start) - 1
+    prev = np.maximum.accumulate(idx)
+    prev_ok = (prev >= 0) & (gid[np.maximum(prev, 0)] == gid)
+    idx_rev = np.where(known_o, np.arange(n), n)
+    nxt = np.minimum.accumulate(idx_rev[::-1])[::-1]
+    next_ok = (nxt < n) & (gid[np.minimum(nxt, n - 1)] == gid)
+    src = np.where(prev_ok, prev, np.where(next_ok, nxt, -1))
+    out_o = values[order].copy()
+    fill = ~known_o & (src >= 0)
+    out_o[fill] = values[order][src[fill]]
+    out = np.empty_like(values)
+    out[order] = out_o
+    from_prev = np.empty(n, dtype=bool)
+    from_prev[order] = ~known_o & prev_ok
+    return out, from_prev
+
+
+# ----------------------------------------------------------------------------- categories
+
+
+def assign_categories(tl: Timeline, dev: np.ndarray, op: np.ndarray) -> np.ndarray:
+    """Category code per device row (rules applied once per distinct (kind, name, op name))."""
+    names = tl.trace.names
+    kind = tl.kind[dev].astype(np.int64)
+    kname = tl.name[dev].astype(np.int64)
+    oname = np.where(op >= 0, tl.name[np.maximum(op, 0)], -1).astype(np.int64)
+    combo = np.stack([kind, kname, oname], axis=1)
+    uniq, inverse = np.unique(combo, axis=0, return_inverse=True)
+    compiled = [(r, *r.compiled()) for r in rules.CATEGORY_RULES]
+    kind_words = {m.Kind.KERNEL: "kernel", m.Kind.MEMCPY: "memcpy", m.Kind.MEMSET: "memset"}
+    codes = np.empty(len(uniq), dtype=np.int8)
+    for i, (k, kn, on) in enumerate(uniq.tolist()):
+        kernel_name = names[kn]
+        op_name = names[on] if on >= 0 else ""
+        word = kind_words.get(m.Kind(k), "")
+        codes[i] = CATEGORY_CODES[_classify(compiled, word, kernel_name, op_name)]
+    return codes[inverse.reshape(-1)]
+
+
+def _classify(compiled, word: str, kernel_name: str, op_name: str) -> str:  # type: ignore[no-untyped-def]
+    for rule, krx, orx in compiled:
+        if rule.device_kind and rule.device_kind != word:
+            continue
+        if krx is not None and not krx.search(kernel_name):
+            continue
+        if orx is not None and not (op_name and orx.search(op_name)):
+            continue
+        return rule.category
+    return rules.OTHER
+
+
+def classify(kernel_name: str, op_name: str = "", device_kind: str = "kernel") -> str:
+    """The category of one device op (for tests and the slow reference implementation)."""
+    compiled = [(r, *r.compiled()) for r in rules.CATEGORY_RULES]
+    return _classify(compiled, device_kind, kernel_name, op_name)
+
+
+# ----------------------------------------------------------------------------- all together
+
+
+def attribute(tl: Timeline, steps: Steps) -> DeviceWork:
+    """Build the :class:`DeviceWork` table for a timeline."""
+    dev = tl.rows(*m.DEVICE_WORK_KINDS)
+    dev = dev[np.argsort(tl.start[dev], kind="stable")]
+    launch, op = link(tl, dev)
+    device = tl.col(m.PID)[dev]
+    stream = tl.col(m.TID)[dev]
+    start = tl.start[dev]
+    end = tl.end[dev]
+
+    # Steps: by launch time; unlinked ops by GPU-side ProfilerStep ranges, then by stream order.
+    step = np.full(len(dev), NO_STEP, dtype=np.int64)
+    linked = launch >= 0
+    launch_step = np.full(len(dev), NO_STEP, dtype=np.int64)
+    if linked.any():
+        launch_step[linked] = _step_of(steps, tl.start[launch[linked]])
+    step[linked] = launch_step[linked]
+    unlinked = ~linked
+    if unlinked.any() and not steps.synthetic:
+        gpu_steps = _gpu_step_ranges(tl, steps)
+        if gpu_steps is not None:
+            g_dev, g_start, g_end, g_step = gpu_steps
+            for d in np.unique(device[unlinked]):
+                sel = np.flatnonzero(unlinked & (device == d))
+                mine = g_dev == d
+                if not mine.any():
+                    continue
+                s, e, sid = g_start[mine], g_end[mine], g_step[mine]
+                o = np.argsort(s)
+                s, e, sid = s[o], e[o], sid[o]
+                k = np.searchsorted(s, start[sel], side="right") - 1
+                kk = np.maximum(k, 0)
+                ok = (k >= 0) & (start[sel] < e[kk])
+                step[sel[ok]] = sid[kk[ok]]
+        still = unlinked & (step == NO_STEP)
+        if still.any():
+            filled, from_prev = _fill_from_stream_neighbours(device, stream, start, step, ~still)
+            # Only inherit from an earlier op: an op before the first linked one was
+            # launched before the profiled window and belongs to no recorded step.
+            step[still & from_prev] = filled[still & from_prev]
+    elif unlinked.any():
+        step[unlinked] = 0
+
+    phase = assign_phases(tl, steps, launch, launch_step)
+    unknown = phase < 0
+    if unknown.any():
+        filled, _ = _fill_from_stream_neighbours(device, stream, start, phase, ~unknown)
+        phase = np.where(unknown, filled, phase)
+        phase[phase < 0] = PHASE_CODES[rules.PHASE_OTHER]
+
+    category = assign_categories(tl, dev, op)
+    share = np.zeros(len(dev))
+    for d in np.unique(device):
+        sel = device == d
+        share[sel] = intervals.exclusive_share(start[sel], end[sel])
+    return DeviceWork(
+        row=dev,
+        start=start,
+        end=end,
+        device=device,
+        stream=stream,
+        kind=tl.kind[dev],
+        name=tl.name[dev],
+        launch=launch,
+        op=op,
+        step=step,
+        phase=phase.astype(np.int8),
+        category=category,
+        share_us=share,
+    )
+
+
+def _gpu_step_ranges(tl: Timeline, steps: Steps):  # type: ignore[no-untyped-def]
+    """GPU-side ProfilerStep#N annotations as (device, start, end, step index), or None."""
+    rows = tl.rows(m.Kind.GPU_ANNOTATION)
+    if len(rows) == 0:
+        return None
+    is_step = name_mask(tl.trace.names, rules.STEP_PATTERN)[tl.name[rows]]
+    rows = rows[is_step]
+    if len(rows) == 0:
+        return None
+    rx = re.compile(rules.STEP_PATTERN)
+    ids = np.array([int(rx.match(tl.trace.names[c]).group(1)) for c in tl.name[rows]])  # type: ignore[union-attr]
+    index = {int(i): k for k, i in enumerate(steps.ids)}
+    sidx = np.array([index.get(int(i), NO_STEP) for i in ids], dtype=np.int64)
+    keep = sidx >= 0
+    return tl.col(m.PID)[rows][keep], tl.start[rows][keep], tl.end[rows][keep], sidx[keep]

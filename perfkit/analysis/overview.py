@@ -1,0 +1,63 @@
+"""torch-tb-profiler's Overview "Step Time Breakdown", re-implemented.
+
+Roles in priority order (kernel > memcpy > memset > communication > runtime >
+dataloader > cpu_exec), each the union of its intervals over the whole trace;
+a role gets the part of each step window not already taken by a higher one,
+and ``other`` is what is left, so the roles add up to the step's wall time.
+Differences from the plugin (documented in docs/analysis.md): GPU-side copies
+of user annotations are not counted as CPU Exec, and the steps are perfkit's
+kept steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..trace import model as m
+from . import rules
+from .attribute import CATEGORY_CODES, DeviceWork
+from .intervals import Coverage
+from .steps import StepStats
+from .timeline import Timeline
+
+ROLES = ("kernel", "memcpy", "memset", "communication", "runtime", "dataloader", "cpu_exec", "other")
+
+
+def overview(tl: Timeline, dw: DeviceWork, stats: StepStats) -> dict[str, np.ndarray]:
+    """Role -> µs per step (arrays over all steps)."""
+    comm_code = CATEGORY_CODES[rules.COMMUNICATION]
+    host = tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION, m.Kind.PYTHON)
+    comm_host = host[tl.matches(rules.COMM_OP_PATTERN)[host]]
+    loader = host[tl.matches(rules.DATALOADER_PATTERN)[host]]
+    step_like = tl.matches(rules.STEP_PATTERN)[host]
+    cpu_exec = host[~step_like & ~np.isin(host, comm_host) & ~np.isin(host, loader)]
+    dev_kind = dw.kind
+
+    def spans(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return tl.start[rows], tl.end[rows]
+
+    role_spans = {
+        "kernel": (dw.start[(dev_kind == m.Kind.KERNEL) & (dw.category != comm_code)],
+                   dw.end[(dev_kind == m.Kind.KERNEL) & (dw.category != comm_code)]),
+        "memcpy": (dw.start[dev_kind == m.Kind.MEMCPY], dw.end[dev_kind == m.Kind.MEMCPY]),
+        "memset": (dw.start[dev_kind == m.Kind.MEMSET], dw.end[dev_kind == m.Kind.MEMSET]),
+        "communication": tuple(np.concatenate(x) for x in zip(
+            (dw.start[dw.category == comm_code], dw.end[dw.category == comm_code]), spans(comm_host))),
+        "runtime": spans(tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)),
+        "dataloader": spans(loader),
+        "cpu_exec": spans(cpu_exec),
+    }
+    a, b = stats.win_start, stats.win_end
+    out: dict[str, np.ndarray] = {}
+    acc_s: list[np.ndarray] = []
+    acc_e: list[np.ndarray] = []
+    covered_before = np.zeros(len(a))
+    for role in ROLES[:-1]:
+        s, e = role_spans[role]
+        acc_s.append(np.asarray(s, dtype=float))
+        acc_e.append(np.asarray(e, dtype=float))
+        covered = Coverage(np.concatenate(acc_s), np.concatenate(acc_e)).within(a, b)
+        out[role] = covered - covered_before
+        covered_before = covered
+    out["other"] = np.maximum((b - a) - covered_before, 0.0)
+    return out

@@ -1,0 +1,96 @@
+"""Derived views of a trace that every analysis pass shares.
+
+:class:`Timeline` holds the trace's columns with times relative to the trace
+start (µs), a per-thread time offset that lets one vectorised interval query
+serve all threads at once, and name masks computed once per string table.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+
+from ..trace import model as m
+from . import intervals
+
+
+def name_mask(names: list[str], pattern: str) -> np.ndarray:
+    """Boolean per string-table entry: does the name match ``pattern`` (regex search)."""
+    rx = re.compile(pattern)
+    return np.fromiter((bool(rx.search(s)) for s in names), dtype=bool, count=len(names))
+
+
+@dataclass
+class Timeline:
+    """The trace in analysis form.
+
+    Attributes:
+        trace: the loaded trace.
+        t0_us: the origin subtracted from all times (the earliest event start).
+        start: event starts, µs from ``t0_us``.
+        end: event ends, µs from ``t0_us``.
+        thread: dense thread index per event (one per (pid, tid) pair).
+        span_us: per-thread offset unit; ``thread * span_us + start`` keeps threads apart.
+    """
+
+    trace: m.Trace
+    t0_us: float = 0.0
+    start: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    end: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    thread: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    span_us: float = 1.0
+
+    @classmethod
+    def build(cls, trace: m.Trace) -> "Timeline":
+        ev = trace.events
+        ts = ev[m.TS]
+        t0 = float(ts.min()) if len(ts) else 0.0
+        start = ts - t0
+        end = start + np.maximum(ev[m.DUR], 0.0)
+        key = ev[m.PID].astype(np.int64) * np.int64(1_000_003) + ev[m.TID].astype(np.int64)
+        _, thread = np.unique(key, return_inverse=True)
+        span = float(end.max()) + 1.0 if len(end) else 1.0
+        return cls(trace=trace, t0_us=t0, start=start, end=end, thread=thread.astype(np.int64), span_us=span)
+
+    @property
+    def kind(self) -> np.ndarray:
+        return self.trace.events[m.KIND]
+
+    @property
+    def name(self) -> np.ndarray:
+        return self.trace.events[m.NAME]
+
+    def col(self, name: str) -> np.ndarray:
+        return self.trace.events[name]
+
+    def rows(self, *kinds: m.Kind) -> np.ndarray:
+        """Row indices of events of the given kinds."""
+        return np.flatnonzero(np.isin(self.kind, np.array(kinds, dtype=np.int8)))
+
+    def matches(self, pattern: str) -> np.ndarray:
+        """Per-event boolean: the event's name matches ``pattern``."""
+        return name_mask(self.trace.names, pattern)[self.name] if len(self.name) else np.zeros(0, bool)
+
+    def offset(self, rows: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
+        """Thread-offset times (start of ``rows``, or ``t`` on the rows' threads)."""
+        base = self.start[rows] if t is None else t
+        return self.thread[rows] * self.span_us + base
+
+    def thread_coverage(self, rows: np.ndarray) -> intervals.Coverage:
+        """Union of the given events' intervals, kept per thread (query with :meth:`offset`)."""
+        off = self.thread[rows] * self.span_us
+        return intervals.Coverage(off + self.start[rows], off + self.end[rows])
+
+    def thread_name(self, pid: int, tid: int) -> str:
+        return self.trace.thread_names.get((pid, tid), "")
+
+    @cached_property
+    def thread_ids(self) -> dict[int, tuple[int, int]]:
+        """Dense thread index -> (pid, tid)."""
+        pid = self.trace.events[m.PID]
+        tid = self.trace.events[m.TID]
+        rows = np.unique(self.thread, return_index=True)[1]
+        return {int(self.thread[r]): (int(pid[r]), int(tid[r])) for r in rows}
