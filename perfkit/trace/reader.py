@@ -210,7 +210,16 @@ def _find_events_start(buf: bytearray, source: _Source, raw: _Raw) -> int:
         i += 1
     if i >= n:
         return -1
-    if buf[i] == ord("["):  # bare array form
+    if buf[i] == ord("["):  # bare array form: must be an array of event objects
+        j = i + 1
+        while j < n and buf[j] in b" \t\r\n":
+            j += 1
+        if j >= n:
+            return -1
+        if buf[j] not in b"{]":
+            raise TraceFormatError(
+                f"{source.path}: not a Kineto/Chrome trace (a JSON array whose items are not event objects)"  # type: ignore[attr-defined]
+            )
         raw.meta = {}
         return i + 1
     if buf[i] != ord("{"):

@@ -1,0 +1,58 @@
+"""The ``perfkit`` command line: a thin shell over the stages, with one error boundary.
+
+Exit codes: 0 success, 1 a budget was exceeded (later), 2 bad input or usage
+(one line on stderr, no traceback).
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Optional
+
+import typer
+
+from ..errors import PerfkitError
+
+app = typer.Typer(
+    name="perfkit",
+    help="PyTorch training-performance profiler: analyze Kineto traces and tell what to change.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+EXIT_OK = 0
+EXIT_BUDGET = 1
+EXIT_INPUT = 2
+
+
+@app.callback()
+def _root() -> None:
+    """perfkit: profile PyTorch training and analyze its traces."""
+
+
+from . import analyze as _analyze  # noqa: E402,F401  (registers the command)
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """Entry point of the console script and ``python -m perfkit``."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except PerfkitError as exc:
+        print(f"perfkit: error: {exc}", file=sys.stderr)
+        return EXIT_INPUT
+    except KeyboardInterrupt:
+        print("perfkit: interrupted", file=sys.stderr)
+        return 130
+    except SystemExit as exc:  # typer/click usage errors come through here
+        return exc.code if isinstance(exc.code, int) else EXIT_INPUT
+    except Exception as exc:  # click's own usage errors (standalone_mode=False)
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            exc.show()
+            return EXIT_INPUT
+        if isinstance(exc, click.exceptions.Abort):
+            return 130
+        raise
+    return EXIT_OK

@@ -1,0 +1,59 @@
+"""``perfkit analyze TRACE...``: the report for one or more Kineto traces."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from ..errors import TraceFormatError
+from . import app
+
+TRACE_SUFFIXES = (".json", ".json.gz")
+
+
+def expand_traces(paths: List[str]) -> List[str]:
+    """Files as given; a directory stands for the trace files directly inside it."""
+    out: List[str] = []
+    for p in paths:
+        if os.path.isdir(p):
+            found = sorted(
+                str(f) for f in Path(p).iterdir()
+                if f.is_file() and f.name.endswith(TRACE_SUFFIXES) and f.name != "analysis.json"
+            )
+            if not found:
+                raise TraceFormatError(f"{p}: directory holds no .json or .json.gz trace")
+            out.extend(found)
+        else:
+            out.append(p)
+    return out
+
+
+@app.command("analyze")
+def analyze_cmd(
+    traces: List[str] = typer.Argument(..., help="Kineto trace files (.json / .json.gz) or directories of them."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the analysis document (JSON) here."),
+    markdown_out: Optional[Path] = typer.Option(None, "--markdown", help="Write a Markdown report here."),
+    top: int = typer.Option(10, "--top", min=1, help="Rows in the top-ops and top-kernels tables."),
+    workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decode processes (default: CPU count for large files)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the terminal report."),
+) -> None:
+    """Analyze traces: where each step's GPU time goes, and what to change."""
+    from rich.console import Console
+
+    from ..analysis import analyze_paths
+    from ..report import render_console, render_markdown, write_json
+
+    result = analyze_paths(expand_traces(traces), workers=workers)
+    doc = result.to_dict()
+    if not quiet:
+        render_console(doc, Console(), top=top)
+    err = Console(stderr=True)
+    if json_out is not None:
+        write_json(doc, str(json_out))
+        err.print(f"wrote {json_out}")
+    if markdown_out is not None:
+        markdown_out.write_text(render_markdown(doc, top=top), encoding="utf-8")
+        err.print(f"wrote {markdown_out}")

@@ -1,0 +1,576 @@
+#!/usr/bin/env python3
+"""Benchmark perfkit's trace analyzer on large Kineto traces.
+
+What it measures
+----------------
+For each trace file, in *fresh* Python subprocesses (so that imports and the
+page cache are comparable from run to run):
+
+* ``perfkit.analyze(path).to_dict()``: wall seconds timed inside the child
+  around that one call (interpreter start-up is excluded; perfkit's lazy import
+  of numpy/pandas/msgspec happens inside the call and is included), plus the
+  wall seconds of the whole child process as seen by the parent;
+* peak memory: the parent samples, every ~20 ms, the sum of ``VmRSS`` (from
+  ``/proc/<pid>/status``) over the child and all of its descendants (the decode
+  pool's worker processes), and keeps the peak of that sum. This is the figure
+  that counts. The child also reports its own ``ru_maxrss`` and the largest
+  ``ru_maxrss`` of its reaped children (the pool workers);
+* ``json.load`` of the same file (through ``gzip.open`` for ``.gz``), timed and
+  sampled the same way: the baseline any Python tool pays to read the trace.
+
+Each measurement is repeated ``--repeat`` times (default 3); the median is
+reported with min and max. Before a file's first measurement the file is read
+once, untimed, to warm the page cache, and one untimed ``import
+perfkit.analysis`` warms the shared libraries. Derived figures: MB/s =
+uncompressed JSON MB / analysis seconds, and the ratio analysis / json.load.
+MB means 10**6 bytes throughout.
+
+Which traces
+------------
+* the small real anchor ``--source`` (default: HolisticTraceAnalysis's test
+  trace ``df_index_resolver.json.gz``, a 54 MB V100 DDP training trace), as
+  is (gzip) and decompressed to ``bench-data/df_index_resolver.json``;
+* large traces made from it with the inflation tool (``--inflate-tool``,
+  default ``../shared/tools/inflate_trace.py``), run as
+  ``python inflate_trace.py SRC DST --copies N``. The tool re-serialises events
+  compactly, so one copy is smaller than the source: the script first makes a
+  1-copy file to learn the bytes per copy, then picks
+  ``N = round(target / bytes_per_copy)`` for each of ``--sizes-mb``
+  (default ``150,1000``). Files go to ``bench-data/`` (git-ignored) with a
+  ``manifest.json``; a file whose size matches the manifest is reused.
+
+Targets (checked per file, PASS/FAIL printed; they are meant for the large,
+inflated traces, the anchors are shown for scale)
+* analysis time <= 0.5 x json.load time;
+* throughput >= 250 MB/s of uncompressed JSON;
+* peak RSS (sum over the process tree) <= uncompressed JSON size.
+
+Output: a Markdown table on stdout and in ``bench-data/results.md``, all raw
+runs and the machine description in ``bench-data/results.json``.
+
+Usage::
+
+    .venv/bin/python scripts/bench_analyze.py [--sizes-mb 150,1000] [--repeat 3] [--skip-build]
+    .venv/bin/python scripts/bench_analyze.py --profile   # also: cProfile of one in-process analysis
+
+Only the standard library and perfkit are used. Linux only (reads /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO / "bench-data"
+DEFAULT_TOOL = REPO.parent / "shared" / "tools" / "inflate_trace.py"
+DEFAULT_SOURCE = (
+    REPO.parent / "shared" / "anchors" / "traces" / "hta" / "tests" / "data" / "df_index_resolver" / "df_index_resolver.json.gz"
+)
+MB = 1_000_000
+SAMPLE_S = 0.02
+
+TARGET_RATIO = 0.5
+TARGET_MBPS = 250.0
+
+# Code run in the fresh child. argv: MODE PATH. Prints one line "RESULT {json}".
+CHILD = r"""
+import os, sys, time, resource
+mode, path = sys.argv[1], sys.argv[2]
+
+def vmrss():
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+out = {}
+if mode == "import":
+    t0 = time.perf_counter()
+    import perfkit.analysis
+    out["seconds"] = time.perf_counter() - t0
+elif mode == "analyze":
+    import perfkit
+    out["rss_before"] = vmrss()
+    t0 = time.perf_counter()
+    doc = perfkit.analyze(path).to_dict()
+    out["seconds"] = time.perf_counter() - t0
+    out["events"] = doc["trace"]["events"]
+    out["steps"] = doc["steps"]["total"]
+    out["bytes_read"] = doc["trace"]["bytes"]
+elif mode == "json":
+    import gzip, json
+    out["rss_before"] = vmrss()
+    with open(path, "rb") as f:
+        gz = f.read(2) == b"\x1f\x8b"
+    t0 = time.perf_counter()
+    with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+        obj = json.load(f)
+    out["seconds"] = time.perf_counter() - t0
+    ev = obj.get("traceEvents") if isinstance(obj, dict) else obj
+    out["events"] = len(ev) if isinstance(ev, list) else None
+else:
+    raise SystemExit("unknown mode " + mode)
+out["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+out["children_ru_maxrss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+sys.stdout.write("RESULT " + __import__("json").dumps(out) + "\n")
+sys.stdout.flush()
+os._exit(0)  # skip freeing a multi-GB object graph: not part of what is measured
+"""
+
+
+# --------------------------------------------------------------------------- /proc sampling
+
+
+def _vmrss(pid: int) -> Optional[int]:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return 0  # a zombie has no VmRSS line
+
+
+def _children(pid: int) -> list[int]:
+    kids: list[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return kids
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as f:
+                kids.extend(int(x) for x in f.read().split())
+        except OSError:
+            pass
+    return kids
+
+
+def _children_by_scan(pid: int) -> list[int]:
+    """Fallback where /proc/<pid>/task/<tid>/children is missing: scan every process's ppid."""
+    kids = []
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(")") + 2 :].split()[1]) == pid:
+            kids.append(int(name))
+    return kids
+
+
+_HAVE_CHILDREN_FILE = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
+
+
+def tree_rss(root: int) -> tuple[int, int, int]:
+    """(sum of VmRSS over root and all descendants, root's VmRSS, number of processes)."""
+    total = 0
+    root_rss = 0
+    n = 0
+    stack = [root]
+    seen = set()
+    while stack:
+        pid = stack.pop()
+        if pid in seen:
+            continue
+        seen.add(pid)
+        rss = _vmrss(pid)
+        if rss is None:
+            continue
+        if pid == root:
+            root_rss = rss
+        total += rss
+        n += 1
+        stack.extend(_children(pid) if _HAVE_CHILDREN_FILE else _children_by_scan(pid))
+    return total, root_rss, n
+
+
+def run_child(mode: str, path: str) -> dict[str, Any]:
+    """Run CHILD in a fresh interpreter; sample its process tree's RSS every SAMPLE_S."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, mode, path], cwd=str(REPO), env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    peak = {"tree": 0, "main": 0, "procs": 0, "samples": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            total, main, n = tree_rss(proc.pid)
+            if n:
+                peak["samples"] += 1
+                peak["tree"] = max(peak["tree"], total)
+                peak["main"] = max(peak["main"], main)
+                peak["procs"] = max(peak["procs"], n)
+            done.wait(SAMPLE_S)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    done.set()
+    th.join()
+    line = next((ln for ln in stdout.decode().splitlines() if ln.startswith("RESULT ")), None)
+    if proc.returncode != 0 or line is None:
+        raise RuntimeError(f"{mode} {path} failed (rc {proc.returncode}):\n{stderr.decode()[-4000:]}")
+    res = json.loads(line[len("RESULT "):])
+    res.update(
+        process_wall=wall,
+        peak_tree_rss=peak["tree"],
+        peak_main_rss_sampled=peak["main"],
+        max_processes=peak["procs"],
+        samples=peak["samples"],
+    )
+    return res
+
+
+def warm_page_cache(path: Path) -> None:
+    with open(path, "rb", buffering=0) as f:
+        while f.read(16 * MB):
+            pass
+
+
+# --------------------------------------------------------------------------- building traces
+
+
+def _load_manifest() -> dict[str, Any]:
+    try:
+        return json.loads((DATA / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _save_manifest(man: dict[str, Any]) -> None:
+    (DATA / "manifest.json").write_text(json.dumps(man, indent=2) + "\n")
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def decompressed_anchor(source: Path, skip_build: bool) -> Path:
+    """The source trace as plain JSON in bench-data/ (the source itself if not gzipped)."""
+    if not _is_gzip(source):
+        return source
+    name = source.name[:-3] if source.name.endswith(".gz") else source.name + ".json"
+    dst = DATA / name
+    man = _load_manifest()
+    rec = man.get(name)
+    if dst.exists() and rec and rec.get("source") == str(source) and rec.get("bytes") == dst.stat().st_size:
+        return dst
+    if skip_build:
+        sys.exit(f"--skip-build: {dst} is missing or stale")
+    print(f"decompressing {source} -> {dst}", flush=True)
+    tmp = dst.with_suffix(".tmp")
+    with gzip.open(source, "rb") as fin, open(tmp, "wb") as fout:
+        while block := fin.read(16 * MB):
+            fout.write(block)
+    os.replace(tmp, dst)
+    man[name] = {"source": str(source), "copies": None, "bytes": dst.stat().st_size}
+    _save_manifest(man)
+    return dst
+
+
+def inflated(tool: Path, source: Path, copies: int, skip_build: bool) -> Path:
+    """bench-data/<stem>.x<copies>.json, built with the inflation tool unless already there."""
+    stem = source.name.split(".")[0]
+    name = f"{stem}.x{copies}.json"
+    dst = DATA / name
+    man = _load_manifest()
+    rec = man.get(name)
+    if dst.exists() and rec and rec.get("source") == str(source) and rec.get("bytes") == dst.stat().st_size:
+        return dst
+    if skip_build:
+        sys.exit(f"--skip-build: {dst} is missing or stale")
+    if not tool.exists():
+        sys.exit(f"inflation tool not found: {tool} (use --inflate-tool)")
+    print(f"inflating {source.name} x{copies} -> {dst} ...", flush=True)
+    tmp = dst.with_suffix(".tmp")
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, str(tool), str(source), str(tmp), "--copies", str(copies)], check=True)
+    os.replace(tmp, dst)
+    size = dst.stat().st_size
+    print(f"  {size / MB:,.1f} MB in {time.perf_counter() - t0:.1f} s", flush=True)
+    man[name] = {"source": str(source), "copies": copies, "bytes": size}
+    _save_manifest(man)
+    return dst
+
+
+# --------------------------------------------------------------------------- machine
+
+
+def machine() -> dict[str, Any]:
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    ram = 0
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    ram = int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    versions = {}
+    for pkg in ("perfkit", "msgspec", "numpy", "pandas"):
+        try:
+            versions[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            versions[pkg] = None
+    if versions["perfkit"] is None:  # a source checkout that is not pip-installed
+        sys.path.insert(0, str(REPO))
+        import perfkit
+
+        versions["perfkit"] = f"{perfkit.__version__} (source)"
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "ram_bytes": ram,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+        "packages": versions,
+    }
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def summarize(label: str, path: Path, json_bytes: int, runs_a: list[dict], runs_j: list[dict]) -> dict[str, Any]:
+    a_s = _stats([r["seconds"] for r in runs_a])
+    j_s = _stats([r["seconds"] for r in runs_j])
+    row = {
+        "trace": label,
+        "path": str(path),
+        "file_bytes": path.stat().st_size,
+        "json_bytes": json_bytes,
+        "events": runs_a[0].get("events"),
+        "json_events": runs_j[0].get("events"),
+        "analyze_s": a_s,
+        "analyze_process_s": _stats([r["process_wall"] for r in runs_a]),
+        "analyze_peak_tree_rss": _stats([r["peak_tree_rss"] for r in runs_a]),
+        "analyze_main_ru_maxrss": _stats([r["ru_maxrss"] for r in runs_a]),
+        "analyze_workers_ru_maxrss": _stats([r["children_ru_maxrss"] for r in runs_a]),
+        "analyze_max_processes": max(r["max_processes"] for r in runs_a),
+        "analyze_rss_before": _stats([r["rss_before"] for r in runs_a]),
+        "json_s": j_s,
+        "json_process_s": _stats([r["process_wall"] for r in runs_j]),
+        "json_peak_tree_rss": _stats([r["peak_tree_rss"] for r in runs_j]),
+        "json_ru_maxrss": _stats([r["ru_maxrss"] for r in runs_j]),
+        "mb_per_s": json_bytes / MB / a_s["median"],
+        "ratio": a_s["median"] / j_s["median"],
+        "runs": {"analyze": runs_a, "json_load": runs_j},
+    }
+    peak = row["analyze_peak_tree_rss"]["median"]
+    row["targets"] = {
+        "time_ratio": {"value": row["ratio"], "limit": TARGET_RATIO, "pass": row["ratio"] <= TARGET_RATIO},
+        "throughput": {"value": row["mb_per_s"], "limit": TARGET_MBPS, "pass": row["mb_per_s"] >= TARGET_MBPS},
+        "peak_rss": {"value": peak, "limit": json_bytes, "pass": peak <= json_bytes},
+    }
+    return row
+
+
+def _range(s: dict[str, float], scale: float = 1.0, fmt: str = "{:.2f}") -> str:
+    return f"{fmt.format(s['median'] / scale)} ({fmt.format(s['min'] / scale)}-{fmt.format(s['max'] / scale)})"
+
+
+def markdown(rows: list[dict[str, Any]], info: dict[str, Any], repeat: int) -> str:
+    m = info
+    lines = [
+        "## perfkit.analyze benchmark",
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_bytes'] / 2**30:.1f} GiB RAM, Python {m['python']}, "
+        + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
+        f"Median of {repeat} fresh-process runs (min-max in parentheses). MB = 10^6 bytes. "
+        "Peak RSS = peak over 20 ms samples of the summed VmRSS of the process and its pool workers.",
+        "",
+        "| trace | JSON MB | events | analyze s | analyze process s | MB/s | peak RSS MB (tree sum) "
+        "| main ru_maxrss MB | json.load s | json.load peak RSS MB | analyze / json.load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['trace']} | {r['json_bytes'] / MB:,.1f} | {r['events']:,} | {_range(r['analyze_s'])} "
+            f"| {_range(r['analyze_process_s'])} | {r['mb_per_s']:,.0f} "
+            f"| {_range(r['analyze_peak_tree_rss'], MB, '{:,.0f}')} | {r['analyze_main_ru_maxrss']['median'] / MB:,.0f} "
+            f"| {_range(r['json_s'])} | {r['json_peak_tree_rss']['median'] / MB:,.0f} | {r['ratio']:.3f} |"
+        )
+    lines += [
+        "",
+        "### Targets",
+        "",
+        f"| trace | analyze <= {TARGET_RATIO} x json.load | >= {TARGET_MBPS:.0f} MB/s | peak RSS <= JSON size |",
+        "|---|---|---|---|",
+    ]
+    for r in rows:
+        t = r["targets"]
+        lines.append(
+            f"| {r['trace']} "
+            f"| {'PASS' if t['time_ratio']['pass'] else 'FAIL'} ({t['time_ratio']['value']:.3f}) "
+            f"| {'PASS' if t['throughput']['pass'] else 'FAIL'} ({t['throughput']['value']:,.0f} MB/s) "
+            f"| {'PASS' if t['peak_rss']['pass'] else 'FAIL'} ({t['peak_rss']['value'] / MB:,.0f} MB vs {t['peak_rss']['limit'] / MB:,.0f} MB) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- profile
+
+
+PROFILE = r"""
+import cProfile, pstats, sys, time
+from perfkit.analysis import analyze_paths
+path = sys.argv[1]
+pr = cProfile.Profile()
+t0 = time.perf_counter()
+pr.enable()
+analyze_paths(path, workers=0).to_dict()
+pr.disable()
+print(f"in-process analysis (workers=0) under cProfile: {time.perf_counter() - t0:.2f} s")
+st = pstats.Stats(pr, stream=sys.stdout)
+st.sort_stats("cumulative").print_stats(25)
+st.sort_stats("tottime").print_stats(25)
+"""
+
+
+def profile(path: Path) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    out = subprocess.run([sys.executable, "-c", PROFILE, str(path)], cwd=str(REPO), env=env,
+                         capture_output=True, text=True, check=True).stdout
+    (DATA / "profile.txt").write_text(out)
+    print(out)
+    print(f"written {DATA / 'profile.txt'}")
+
+
+# --------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--sizes-mb", default="150,1000", help="target sizes of the inflated traces, MB of JSON (default 150,1000)")
+    ap.add_argument("--repeat", type=int, default=3, help="fresh-process runs per measurement (default 3)")
+    ap.add_argument("--skip-build", action="store_true", help="use the files already in bench-data/, never build")
+    ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="small real trace to inflate")
+    ap.add_argument("--inflate-tool", type=Path, default=DEFAULT_TOOL, help="path of inflate_trace.py")
+    ap.add_argument("--no-anchors", action="store_true", help="skip the small real anchor traces")
+    ap.add_argument("--profile", action="store_true",
+                    help="afterwards, cProfile one in-process analysis (workers=0) of the smallest inflated trace")
+    a = ap.parse_args()
+    if a.repeat < 1:
+        ap.error("--repeat must be >= 1")
+    sizes = [float(s) for s in a.sizes_mb.split(",") if s.strip()]
+    source = a.source.resolve()
+    if not source.exists():
+        sys.exit(f"source trace not found: {source}")
+    DATA.mkdir(exist_ok=True)
+
+    # ---- build
+    anchor_json = decompressed_anchor(source, a.skip_build)
+    files: list[tuple[str, Path]] = []
+    if not a.no_anchors:
+        files.append((f"{source.name} (anchor, gzip)", source))
+        if anchor_json != source:
+            files.append((f"{anchor_json.name} (anchor)", anchor_json))
+    if sizes:
+        calib = inflated(a.inflate_tool.resolve(), source, 1, a.skip_build)
+        per_copy = calib.stat().st_size
+        print(f"one inflated copy of {source.name} = {per_copy / MB:.1f} MB "
+              f"(source {anchor_json.stat().st_size / MB:.1f} MB uncompressed)", flush=True)
+        for target in sizes:
+            copies = max(1, round(target * MB / per_copy))
+            path = inflated(a.inflate_tool.resolve(), source, copies, a.skip_build)
+            files.append((f"{path.name} (inflated x{copies}, ~{target:g} MB)", path))
+
+    # ---- measure
+    info = machine()
+    print(f"machine: {info}", flush=True)
+    run_child("import", str(source))  # untimed: warm shared libraries and .pyc files
+    import_s = _stats([run_child("import", str(source))["seconds"] for _ in range(3)])
+    print(f"fresh-process `import perfkit.analysis`: {import_s['median']:.2f} s (included in analyze s)", flush=True)
+    rows = []
+    for label, path in files:
+        json_bytes = anchor_json.stat().st_size if path == source and anchor_json != source else path.stat().st_size
+        print(f"\n== {label}: {path.stat().st_size / MB:,.1f} MB on disk, {json_bytes / MB:,.1f} MB JSON", flush=True)
+        warm_page_cache(path)
+        runs_a, runs_j = [], []
+        for i in range(a.repeat):
+            ra = run_child("analyze", str(path))
+            runs_a.append(ra)
+            print(f"  run {i + 1}: analyze {ra['seconds']:.2f} s (process {ra['process_wall']:.2f} s), "
+                  f"peak tree RSS {ra['peak_tree_rss'] / MB:,.0f} MB over {ra['max_processes']} processes, "
+                  f"main ru_maxrss {ra['ru_maxrss'] / MB:,.0f} MB, workers ru_maxrss {ra['children_ru_maxrss'] / MB:,.0f} MB",
+                  flush=True)
+            rj = run_child("json", str(path))
+            runs_j.append(rj)
+            print(f"         json.load {rj['seconds']:.2f} s (process {rj['process_wall']:.2f} s), "
+                  f"peak RSS {rj['peak_tree_rss'] / MB:,.0f} MB", flush=True)
+        rows.append(summarize(label, path, json_bytes, runs_a, runs_j))
+
+    md = markdown(rows, info, a.repeat)
+    md += f"\nFresh-process `import perfkit.analysis` (part of every analyze time): {_range(import_s)} s.\n"
+    print("\n" + md)
+    (DATA / "results.md").write_text(md)
+    doc = {
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "machine": info,
+        "repeat": a.repeat,
+        "sample_interval_s": SAMPLE_S,
+        "import_perfkit_analysis_s": import_s,
+        "targets": {"time_ratio_max": TARGET_RATIO, "mb_per_s_min": TARGET_MBPS, "peak_rss_max": "uncompressed JSON bytes"},
+        "results": rows,
+    }
+    (DATA / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
+    print(f"written {DATA / 'results.md'} and {DATA / 'results.json'}")
+
+    large = [r for r in rows if "inflated" in r["trace"]] or rows
+    print("\nTargets (large traces):")
+    ok = True
+    for key, what in (("time_ratio", f"analysis <= {TARGET_RATIO} x json.load"),
+                      ("throughput", f">= {TARGET_MBPS:.0f} MB/s"),
+                      ("peak_rss", "peak RSS (tree sum) <= JSON size")):
+        passed = all(r["targets"][key]["pass"] for r in large)
+        ok &= passed
+        print(f"  {'PASS' if passed else 'FAIL'}  {what}: "
+              + ", ".join(f"{r['trace'].split(' ')[0]}={'PASS' if r['targets'][key]['pass'] else 'FAIL'}" for r in large))
+
+    if a.profile:
+        inflated_files = [p for lbl, p in files if "inflated" in lbl]
+        if inflated_files:
+            print("\n== cProfile")
+            profile(min(inflated_files, key=lambda p: p.stat().st_size))
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,89 @@
+"""Interval algebra against brute force on random intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from perfkit.analysis import intervals
+
+
+def _brute_union_len(s, e):
+    pts = sorted(set(s.tolist()) | set(e.tolist()))
+    total = 0.0
+    for a, b in zip(pts, pts[1:]):
+        mid = (a + b) / 2
+        if any(x <= mid < y for x, y in zip(s, e)):
+            total += b - a
+    return total
+
+
+def _brute_shares(s, e):
+    pts = sorted(set(s.tolist()) | set(e.tolist()))
+    out = np.zeros(len(s))
+    for a, b in zip(pts, pts[1:]):
+        mid = (a + b) / 2
+        active = [i for i, (x, y) in enumerate(zip(s, e)) if x <= mid < y]
+        for i in active:
+            out[i] += (b - a) / len(active)
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_union_and_shares_match_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 40))
+    s = np.round(rng.uniform(0, 100, n), 1)
+    e = s + np.round(rng.exponential(8, n), 1)
+    assert intervals.union_length(s, e) == pytest.approx(_brute_union_len(s, e))
+    shares = intervals.exclusive_share(s, e)
+    np.testing.assert_allclose(shares, _brute_shares(s, e), atol=1e-9)
+    assert shares.sum() == pytest.approx(_brute_union_len(s, e))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_coverage_within_windows(seed):
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(0, 100, 30)
+    e = s + rng.exponential(5, 30)
+    cov = intervals.Coverage(s, e)
+    a = rng.uniform(0, 100, 10)
+    b = a + rng.uniform(0, 30, 10)
+    for ai, bi, got in zip(a, b, cov.within(a, b)):
+        cs, ce = np.clip(s, ai, bi), np.clip(e, ai, bi)
+        assert got == pytest.approx(_brute_union_len(cs, ce), abs=1e-9)
+
+
+def _random_tree(rng, n):
+    """Properly nested intervals (a call tree)."""
+    out = []
+
+    def grow(lo, hi, depth):
+        t = lo
+        while t < hi and len(out) < n:
+            a = t + rng.uniform(0, (hi - t) / 3)
+            b = a + rng.uniform(0, hi - a)
+            if b - a < 1e-3:
+                break
+            out.append((a, b))
+            if depth < 6:
+                grow(a, b, depth + 1)
+            t = b
+    grow(0.0, 1000.0, 0)
+    return np.array([x for x, _ in out]), np.array([y for _, y in out])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_innermost_containing_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    s, e = _random_tree(rng, 60)
+    pts = rng.uniform(0, 1000, 200)
+    got = intervals.innermost_containing(s, e, pts)
+    for p, g in zip(pts, got):
+        inside = [i for i in range(len(s)) if s[i] <= p < e[i]]
+        if not inside:
+            assert g == -1
+        else:
+            # innermost = shortest of the nested intervals holding the point
+            best = min(inside, key=lambda i: e[i] - s[i])
+            assert g == best
