@@ -153,14 +153,20 @@ def decode_chunk(data: bytes | memoryview) -> dict[str, Any]:
     Raises:
         ChunkError: if the bytes are not valid JSON event objects.
     """
-    buf = b"[" + bytes(data) + b"]"
+    body = bytes(data).rstrip(b" \t\r\n")
+    if body.endswith(b","):
+        body = body[:-1]
+    buf = b"[" + body + b"]"
     was_enabled = gc.isenabled()
     gc.disable()  # millions of small acyclic objects: the cyclic GC only costs time here
     try:
         try:
             events = _DECODER.decode(buf)
         except msgspec.ValidationError:
-            events = _loose_decode(buf)
+            try:
+                events = _loose_decode(buf)
+            except msgspec.DecodeError as exc:
+                raise ChunkError(str(exc)) from None
         except msgspec.DecodeError as exc:
             raise ChunkError(str(exc)) from None
         return _to_columns(events)

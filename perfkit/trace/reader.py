@@ -192,8 +192,9 @@ def _chunks(source: _Source, raw: _Raw) -> Iterator[bytes]:
             cut = _last_separator(buf, CHUNK_BYTES)
             if cut is None:
                 break  # one huge event: read more
-            yield bytes(buf[:cut])
-            del buf[: _next_object(buf, cut)]
+            nxt = _next_object(buf, cut)
+            yield bytes(buf[:nxt])  # keeps the separator: chunks concatenate to the original bytes
+            del buf[:nxt]
     if not head_done:
         text = bytes(buf[:200]).strip()
         if not text:
@@ -348,8 +349,9 @@ def _plan_file(source: "_FileSource", raw: _Raw) -> list[tuple[str, int, int]]:
             mt = _SEP.search(mm, pos + CHUNK_BYTES, end)
             if mt is None:
                 break
-            ranges.append((path, pos, mt.start() + 1))
-            pos = mm.find(b"{", mt.start() + 1)
+            nxt = mm.find(b"{", mt.start() + 1)
+            ranges.append((path, pos, nxt))
+            pos = nxt
         if end > pos:
             ranges.append((path, pos, end))
         return ranges
@@ -360,49 +362,90 @@ def _plan_file(source: "_FileSource", raw: _Raw) -> list[tuple[str, int, int]]:
 # --------------------------------------------------------------------------- decoding
 
 
-def _decode_all(chunks: Iterator[bytes], pool: Optional[Executor], workers: int) -> list[dict[str, Any]]:
-    """Decode chunks (in order); a chunk that fails is merged with the next one."""
+def _decode_all(chunks: Iterator[Any], pool: Optional[Executor], workers: int) -> list[dict[str, Any]]:
+    """Decode chunks in order.
+
+    A chunk whose cut fell inside a string fails to decode; it is kept pending
+    and joined with the next chunk (chunks concatenate to the original bytes).
+    If joining does not help, the pending bytes are split at true event
+    boundaries found by a string-aware scan.
+    """
     results: list[dict[str, Any]] = []
-    pending_bytes: list[bytes] = []
-
-    def run_serial(data: bytes) -> Optional[dict[str, Any]]:
-        try:
-            return decode_chunk(data)
-        except ChunkError:
-            return None
-
+    pending: list[bytes] = []
     if pool is None:
         for spec in chunks:
-            data = _chunk_bytes(spec)
-            carry = b",".join(pending_bytes + [data])
-            out = run_serial(carry)
-            if out is None:
-                pending_bytes.append(data)
-                if len(pending_bytes) > 4:
-                    raise TraceFormatError("events could not be decoded (malformed JSON inside traceEvents)")
-                continue
-            pending_bytes = []
-            results.append(out)
+            _accept(decode_or_none(spec), spec, results, pending)
     else:
         from collections import deque
 
-        inflight: deque[tuple[bytes, Any]] = deque()
-        for data in chunks:
-            inflight.append((data, pool.submit(_decode_or_none, data)))
+        inflight: deque[tuple[Any, Any]] = deque()
+        for spec in chunks:
+            inflight.append((spec, pool.submit(decode_or_none, spec)))
             while len(inflight) > 2 * workers:
-                _collect(inflight.popleft(), results, pending_bytes)
+                spec0, fut = inflight.popleft()
+                _accept(fut.result(), spec0, results, pending)
         while inflight:
-            _collect(inflight.popleft(), results, pending_bytes)
-    if pending_bytes:
-        # The last pieces never decoded: keep the longest decodable prefix run.
-        for k in range(len(pending_bytes), 0, -1):
-            out = run_serial(b",".join(pending_bytes[:k]))
-            if out is not None:
-                results.append(out)
-                break
-        else:
+            spec0, fut = inflight.popleft()
+            _accept(fut.result(), spec0, results, pending)
+    if pending:
+        data = b"".join(pending)
+        good, _rest = _split_exact(data)
+        if good:
+            results.append(decode_chunk(good))
+        if _rest.strip(b" \t\r\n,"):
             raise TraceFormatError("events could not be decoded (malformed JSON inside traceEvents)")
     return results
+
+
+def _accept(out: Optional[dict[str, Any]], spec: Any, results: list[dict[str, Any]], pending: list[bytes]) -> None:
+    if out is not None and not pending:
+        results.append(out)
+        return
+    pending.append(_chunk_bytes(spec))
+    data = b"".join(pending)
+    try:
+        results.append(decode_chunk(data))
+        pending.clear()
+        return
+    except ChunkError:
+        pass
+    good, rest = _split_exact(data)
+    if good:
+        results.append(decode_chunk(good))
+        pending[:] = [rest]
+
+
+def _split_exact(data: bytes) -> tuple[bytes, bytes]:
+    """Split at the last top-level comma between events, found outside strings.
+
+    Vectorised scan: quotes not escaped by an odd run of backslashes toggle the
+    in-string state; braces/brackets outside strings give the nesting depth.
+    """
+    b = np.frombuffer(data, dtype=np.uint8)
+    quotes = np.flatnonzero(b == ord('"'))
+    if len(quotes):
+        esc = quotes[(quotes > 0) & (b[np.maximum(quotes - 1, 0)] == ord("\\"))]
+        escaped = set()
+        for q in esc.tolist():  # rare: count the backslash run
+            k = q - 1
+            while k >= 0 and b[k] == ord("\\"):
+                k -= 1
+            if (q - 1 - k) % 2 == 1:
+                escaped.add(q)
+        if escaped:
+            quotes = np.array([q for q in quotes.tolist() if q not in escaped], dtype=np.int64)
+    toggle = np.zeros(len(b) + 1, dtype=np.int8)
+    toggle[quotes] = 1
+    in_str = (np.cumsum(toggle)[:-1] % 2).astype(bool)
+    in_str[quotes] = True
+    opens = ((b == ord("{")) | (b == ord("["))) & ~in_str
+    closes = ((b == ord("}")) | (b == ord("]"))) & ~in_str
+    depth = np.cumsum(opens.astype(np.int32) - closes.astype(np.int32))
+    commas = np.flatnonzero((b == ord(",")) & ~in_str & (depth == 0))
+    if len(commas) == 0:
+        return b"", data
+    cut = int(commas[-1])
+    return data[:cut], data[cut + 1 :]
 
 
 def _chunk_bytes(spec: Any) -> bytes:
@@ -415,28 +458,12 @@ def _chunk_bytes(spec: Any) -> bytes:
     return spec
 
 
-def _decode_or_none(spec: Any) -> Optional[dict[str, Any]]:
+def decode_or_none(spec: Any) -> Optional[dict[str, Any]]:
+    """Decode one chunk (worker entry point); None if the cut was not at an event boundary."""
     try:
         return decode_chunk(_chunk_bytes(spec))
     except ChunkError:
         return None
-
-
-def _collect(item: tuple[bytes, Any], results: list[dict[str, Any]], pending: list[bytes]) -> None:
-    spec, fut = item
-    out = fut.result()
-    if out is not None and not pending:
-        results.append(out)
-        return
-    pending.append(_chunk_bytes(spec))
-    try:
-        merged = decode_chunk(b",".join(pending))
-    except ChunkError:
-        if len(pending) > 4:
-            raise TraceFormatError("events could not be decoded (malformed JSON inside traceEvents)") from None
-        return
-    pending.clear()
-    results.append(merged)
 
 
 # --------------------------------------------------------------------------- assembly

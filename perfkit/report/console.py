@@ -1,0 +1,794 @@
+"""Terminal report: the analysis document (schema ``perfkit.analysis/1``) drawn with rich.
+
+The renderer takes only the JSON document (``Analysis.to_dict()``), never a
+Trace or torch, and never fails on a missing key: later schema revisions add
+keys and older documents lack some, so every read goes through :func:`get`
+with a default and every section is skipped when its data is absent.
+
+The first half of this module turns the document into plain rows and strings
+(no rich involved); :mod:`perfkit.report.markdown` renders the same rows, so
+the two reports always agree on names, order and number formats.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from typing import Any, Iterable
+
+from rich import box
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.rule import Rule
+from rich.table import Table
+from rich.text import Text
+
+# ---------------------------------------------------------------------------
+# Document access and formatting (shared with markdown.py; no rich below here
+# until the "Console rendering" section).
+# ---------------------------------------------------------------------------
+
+PHASE_LABELS = {"forward": "Forward", "backward": "Backward", "optimizer": "Optimizer", "other": "Other"}
+CATEGORY_LABELS = {
+    "matmul": "Matrix multiply",
+    "attention": "Attention",
+    "convolution": "Convolution",
+    "normalization": "Normalization",
+    "elementwise": "Elementwise",
+    "reduction": "Reduction",
+    "indexing": "Indexing",
+    "copy": "Copy",
+    "memset": "Memset",
+    "communication": "Communication",
+    "other": "Other",
+}
+#: torch-tb-profiler's Overview "Step Time Breakdown" roles, in its priority order.
+ROLE_LABELS = {
+    "kernel": "Kernel",
+    "memcpy": "Memcpy",
+    "memset": "Memset",
+    "communication": "Communication",
+    "runtime": "Runtime",
+    "dataloader": "DataLoader",
+    "cpu_exec": "CPU Exec",
+    "other": "Other",
+}
+DIRECTION_LABELS = {"h2d": "H2D (host to device)", "d2h": "D2H (device to host)", "d2d": "D2D (device to device)"}
+DASH = "-"
+
+
+def get(obj: Any, *path: Any, default: Any = None) -> Any:
+    """``obj[path[0]][path[1]]...``, or ``default`` where a key is missing, a value is None or a type is wrong."""
+    cur = obj
+    for key in path:
+        if isinstance(cur, dict):
+            cur = cur.get(key)
+        elif isinstance(cur, (list, tuple)) and isinstance(key, int) and -len(cur) <= key < len(cur):
+            cur = cur[key]
+        else:
+            return default
+        if cur is None:
+            return default
+    return cur
+
+
+def num(value: Any) -> float | None:
+    """A finite float, or None for anything else (missing, None, str, NaN, bool)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def as_dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def text(value: Any, default: str = DASH) -> str:
+    """A string for a free-text field; None and empty become ``default``."""
+    if value is None:
+        return default
+    s = str(value).strip()
+    return s if s else default
+
+
+def label(key: str, labels: dict[str, str]) -> str:
+    return labels.get(key, key.replace("_", " ").capitalize())
+
+
+def fmt_ms(value: Any) -> str:
+    """Milliseconds: 2 decimals, 3 below 0.1 ms so small copies do not read as zero."""
+    v = num(value)
+    if v is None:
+        return DASH
+    if v == 0:
+        return "0.00"
+    if abs(v) >= 1000:
+        return f"{v:,.1f}"
+    if abs(v) < 0.1:
+        return f"{v:.3f}"
+    return f"{v:.2f}"
+
+
+def fmt_pct(share: Any) -> str:
+    """A 0..1 share as a percentage with one decimal (no % sign: headers carry the unit)."""
+    v = num(share)
+    return DASH if v is None else f"{v * 100:.1f}"
+
+
+def fmt_count(value: Any) -> str:
+    """Calls or copies per step: integers without decimals, others with one."""
+    v = num(value)
+    if v is None:
+        return DASH
+    if abs(v - round(v)) < 1e-9:
+        return f"{int(round(v)):,}"
+    return f"{v:,.1f}"
+
+
+def fmt_us(value: Any) -> str:
+    v = num(value)
+    return DASH if v is None else f"{v:,.1f}"
+
+
+def fmt_mb(n_bytes: Any) -> str:
+    """Bytes as MB (10^6 bytes), two decimals."""
+    v = num(n_bytes)
+    return DASH if v is None else f"{v / 1e6:,.2f}"
+
+
+def fmt_value(value: Any) -> str:
+    """A finding's evidence value: numbers with 4 significant digits, lists joined, dicts as compact JSON."""
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, (int, float)):
+        v = float(value)
+        if not math.isfinite(v):
+            return str(value)
+        if isinstance(value, int) or v.is_integer():
+            return f"{int(v):,}" if abs(v) >= 10000 else str(int(v))
+        if abs(v) >= 1000:
+            return f"{v:,.0f}"
+        return f"{v:.4g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt_value(x) for x in value)
+    if isinstance(value, dict):
+        return json.dumps(value, default=str, separators=(", ", ": "))
+    return str(value)
+
+
+def evidence_items(evidence: Any) -> list[tuple[str | None, str]]:
+    """A finding's evidence as (key, value) pairs; a plain string becomes one pair with key None."""
+    if evidence is None or evidence == "" or evidence == {} or evidence == []:
+        return []
+    if isinstance(evidence, dict):
+        return [(str(k), fmt_value(v)) for k, v in evidence.items()]
+    if isinstance(evidence, (list, tuple)):
+        return [(None, fmt_value(v)) for v in evidence]
+    return [(None, str(evidence))]
+
+
+def compress_ids(ids: Iterable[Any]) -> str:
+    """[5, 6, 7, 9] -> "5-7, 9"."""
+    values = sorted({int(i) for i in ids if num(i) is not None})
+    parts: list[str] = []
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        parts.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
+        i = j + 1
+    return ", ".join(parts)
+
+
+_BORING_NAMESPACES = re.compile(
+    r"\b(?:at|native|std|c10|detail|templates|cuda|memory)::|\(anonymous namespace\)::"
+)
+_LAMBDA = re.compile(r"::\{lambda\([^{}]*?\)#\d+\}")
+_OPERATOR_CALL = re.compile(r"::operator\(\)\(\)(?: const)?")
+
+
+def _drop_param_lists(s: str) -> str:
+    """Remove every balanced ``(...)`` that directly follows a name or ``>`` (parameter lists)."""
+    out: list[str] = []
+    i = 0
+    while i < len(s):
+        ch = s[i]
+        if ch == "(" and out and (out[-1][-1:].isalnum() or out[-1][-1:] in "_>"):
+            depth = 0
+            j = i
+            while j < len(s):
+                if s[j] == "(":
+                    depth += 1
+                elif s[j] == ")":
+                    depth -= 1
+                    if depth == 0:
+                        break
+                j += 1
+            i = j + 1
+            if s.startswith(" const", i):
+                i += len(" const")
+            continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
+def _split_top_level(args: str) -> list[str]:
+    parts: list[str] = []
+    depth = 0
+    start = 0
+    for i, ch in enumerate(args):
+        if ch in "<([":
+            depth += 1
+        elif ch in ">)]":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(args[start:i].strip())
+            start = i + 1
+    parts.append(args[start:].strip())
+    return [p for p in parts if p]
+
+
+def short_kernel_name(name: Any, max_len: int = 70) -> str:
+    """A readable kernel name: the function and its leading template arguments, at most ``max_len`` chars.
+
+    ``void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda(...)::{lambda()#3}...,
+    std::array<char*, 2ul>, 4, ...>(int, ...)`` becomes
+    ``unrolled_elementwise_kernel<direct_copy_kernel_cuda, array<char*, 2ul>, 4, …>``: the return type,
+    parameter lists, lambdas and the at/native/std/c10 namespaces go; library namespaces (cudnn::,
+    cutlass::) stay. Names without templates (nvjet_*, sm90_xmma_*, triton_*) are only truncated.
+    """
+    s = text(name, default="")
+    if not s:
+        return DASH
+    if s.startswith("void "):
+        s = s[len("void "):]
+    s = _LAMBDA.sub("", s)
+    s = _OPERATOR_CALL.sub("", s)
+    s = _LAMBDA.sub("", s)
+    s = _drop_param_lists(s)
+    s = _BORING_NAMESPACES.sub("", s)
+    s = re.sub(r"\s+", " ", s).replace("> >", ">>").strip()
+    if len(s) > max_len and s.endswith(">") and "<" in s:
+        head, _, rest = s.partition("<")
+        args = _split_top_level(rest[:-1])
+        kept: list[str] = []
+        for arg in args:
+            candidate = f"{head}<{', '.join(kept + [arg])}, …>"
+            if len(candidate) > max_len:
+                break
+            kept.append(arg)
+        if kept:
+            s = f"{head}<{', '.join(kept)}, …>"
+        elif len(head) + 3 <= max_len:
+            s = f"{head}<…>"
+    if len(s) > max_len:
+        s = s[: max_len - 1] + "…"
+    return s
+
+
+# --- rows shared by both renderers -----------------------------------------
+
+
+def steps_line(doc: dict[str, Any]) -> str:
+    steps = as_dict(doc.get("steps"))
+    if not steps:
+        return "no step information"
+    if steps.get("synthetic"):
+        return "whole trace analysed as one window (no ProfilerStep#N markers)"
+    count = num(steps.get("count"))
+    total = num(steps.get("total"))
+    if count is None:
+        return "no step information"
+    line = f"{int(count)} of {int(total) if total is not None else '?'} analysed"
+    ids = compress_ids(as_list(steps.get("ids")))
+    if ids:
+        line += f" (ids {ids})"
+    return line
+
+
+def device_line(doc: dict[str, Any]) -> str:
+    devices = [d for d in as_list(get(doc, "trace", "devices")) if isinstance(d, dict)]
+    name = get(doc, "trace", "device")
+    if not devices:
+        return str(name) if name else "no GPU in the trace"
+    first = devices[0]
+    names = [text(d.get("name"), "unknown device") for d in devices]
+    title = str(name) if name else names[0]
+    if len(devices) > 1:
+        title = f"{len(devices)} x {names[0]}" if len(set(names)) == 1 else ", ".join(names)
+    details = []
+    mem = num(first.get("memory_bytes"))
+    if mem:
+        details.append(f"{mem / 2**30:.1f} GiB")
+    cc = first.get("compute_capability")
+    if cc:
+        details.append(f"compute {cc}")
+    sms = num(first.get("sms"))
+    if sms:
+        details.append(f"{int(sms)} SMs")
+    return f"{title} ({', '.join(details)})" if details else title
+
+
+def distributed_line(doc: dict[str, Any]) -> str | None:
+    dist = as_dict(get(doc, "trace", "distributed"))
+    if not dist:
+        return None
+    parts = []
+    rank, world = dist.get("rank"), dist.get("world_size")
+    if rank is not None:
+        parts.append(f"rank {rank}" + (f" of {world}" if world is not None else ""))
+    elif world is not None:
+        parts.append(f"world size {world}")
+    if dist.get("backend"):
+        parts.append(f"backend {dist['backend']}")
+    return ", ".join(parts) or None
+
+
+def trace_line(doc: dict[str, Any]) -> str:
+    trace = as_dict(doc.get("trace"))
+    paths = [str(p) for p in as_list(trace.get("paths")) if p]
+    if not paths:
+        return "(unknown)"
+    if len(paths) == 1:
+        line = paths[0]
+        extras = []
+        size = num(trace.get("bytes"))
+        if size:
+            extras.append(f"{size / 1e6:,.1f} MB")
+        events = num(trace.get("events"))
+        if events:
+            extras.append(f"{int(events):,} events")
+        return f"{line} ({', '.join(extras)})" if extras else line
+    shown = paths[:4]
+    more = f" (+{len(paths) - len(shown)} more)" if len(paths) > len(shown) else ""
+    return f"{len(paths)} files: " + ", ".join(shown) + more
+
+
+def header_facts(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    """(label, value) pairs for the report header, in display order."""
+    facts = [("Trace", trace_line(doc)), ("Device", device_line(doc))]
+    dist = distributed_line(doc)
+    if dist:
+        facts.append(("Distributed", dist))
+    facts.append(("Steps", steps_line(doc)))
+    if get(doc, "trace", "has_python_stacks") is False:
+        facts.append(("Sources", "no Python stacks in the trace (record with with_stack=True to get source lines)"))
+    return facts
+
+
+def excluded_steps(doc: dict[str, Any]) -> list[tuple[str, str]]:
+    out = []
+    for e in as_list(get(doc, "steps", "excluded")):
+        if isinstance(e, dict):
+            out.append((text(e.get("id"), "?"), text(e.get("reason"), "no reason given")))
+    return out
+
+
+def warnings_list(doc: dict[str, Any]) -> list[str]:
+    warns = [str(w) for w in as_list(get(doc, "trace", "warnings")) if w]
+    if get(doc, "steps", "synthetic"):
+        # The Steps line already says this; do not print it twice.
+        warns = [w for w in warns if "analysed as one window" not in w]
+    return warns
+
+
+def phase_rows(doc: dict[str, Any]) -> list[tuple[str, float | None, float | None]]:
+    """(label, GPU ms/step, share of GPU busy) for each phase, in forward/backward/optimizer/other order."""
+    phases = as_dict(doc.get("phases"))
+    keys = [k for k in PHASE_LABELS if k in phases] + [k for k in phases if k not in PHASE_LABELS]
+    return [
+        (label(k, PHASE_LABELS), num(get(phases, k, "gpu_ms_per_step")), num(get(phases, k, "share")))
+        for k in keys
+        if isinstance(phases.get(k), dict)
+    ]
+
+
+def category_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None, float | None]]:
+    """(key, label, GPU ms/step, share) for categories with time, largest first."""
+    cats = as_dict(doc.get("categories"))
+    rows = []
+    for k, v in cats.items():
+        ms = num(get(v, "gpu_ms_per_step"))
+        if ms:
+            rows.append((k, label(k, CATEGORY_LABELS), ms, num(get(v, "share"))))
+    rows.sort(key=lambda r: -(r[2] or 0.0))
+    return rows
+
+
+def overview_rows(doc: dict[str, Any]) -> list[tuple[str, float | None, float | None]]:
+    """(role label, ms/step, share of step) in torch-tb-profiler's priority order."""
+    ov = as_dict(doc.get("overview"))
+    keys = [k for k in ROLE_LABELS if k in ov] + [k for k in ov if k not in ROLE_LABELS]
+    return [
+        (label(k, ROLE_LABELS), num(get(ov, k, "ms_per_step")), num(get(ov, k, "share")))
+        for k in keys
+        if isinstance(ov.get(k), dict)
+    ]
+
+
+def copy_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+    """(direction, copies/step, of which copy-engine/step, MB/step, ms/step); empty when no copies at all.
+
+    Copy kernels (dtype casts, contiguous()) record no byte count, so MB/step is "-" where
+    copies exist but no bytes were recorded.
+    """
+    copies = as_dict(doc.get("copies"))
+    rows = []
+    any_copies = False
+    for key in ("h2d", "d2h", "d2d"):
+        d = copies.get(key)
+        if not isinstance(d, dict):
+            continue
+        count = num(d.get("count_per_step")) or 0.0
+        n_bytes = num(d.get("bytes_per_step"))
+        any_copies = any_copies or count > 0 or bool(num(d.get("gpu_ms_per_step")))
+        mb = DASH if (count > 0 and not n_bytes) else fmt_mb(n_bytes)
+        rows.append((
+            label(key, DIRECTION_LABELS), fmt_count(d.get("count_per_step")),
+            fmt_count(d.get("memcpy_engine_count_per_step")), mb, fmt_ms(d.get("gpu_ms_per_step")),
+        ))
+    return rows if any_copies else []
+
+
+def copy_sources(doc: dict[str, Any], top: int) -> list[dict[str, Any]]:
+    return [s for s in as_list(get(doc, "copies", "sources")) if isinstance(s, dict)][: max(top, 0)]
+
+
+def top_ops(doc: dict[str, Any], top: int) -> list[dict[str, Any]]:
+    return [o for o in as_list(doc.get("top_ops")) if isinstance(o, dict)][: max(top, 0)]
+
+
+def top_kernels(doc: dict[str, Any], top: int) -> list[dict[str, Any]]:
+    return [k for k in as_list(doc.get("top_kernels")) if isinstance(k, dict)][: max(top, 0)]
+
+
+def findings(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [f for f in as_list(doc.get("findings")) if isinstance(f, dict)]
+
+
+def breakdown_line(doc: dict[str, Any]) -> str | None:
+    """"Forward 34.0% (25.14 ms) / Backward 62.1% (45.93 ms) / ...; GPU busy ... per step"."""
+    parts = []
+    for name, ms, share in phase_rows(doc):
+        if name == "Other" and not ms:
+            continue
+        parts.append(f"{name} {fmt_pct(share)}% ({fmt_ms(ms)} ms)")
+    busy = num(get(doc, "gpu", "busy_ms_per_step"))
+    if not parts or not busy:
+        return None
+    line = " / ".join(parts) + f"; GPU busy {fmt_ms(busy)} ms per step"
+    step = num(get(doc, "steps", "gpu_ms_median"))
+    if step:
+        line += f" of a {fmt_ms(step)} ms step (median)"
+    return line
+
+
+def leading_ops(doc: dict[str, Any]) -> list[tuple[str, str, float | None, str | None]]:
+    """The largest categories with, for each, the op launching most of its listed top kernels.
+
+    Returns (category key, label, share, op or None), at most three. The op is taken from
+    ``top_kernels`` only (the document carries no per-category op table), so it is a pointer,
+    not a complete account.
+    """
+    by_cat: dict[str, dict[str, float]] = {}
+    for k in as_list(doc.get("top_kernels")):
+        cat, op, ms = get(k, "category"), get(k, "op"), num(get(k, "gpu_ms_per_step"))
+        if cat and op and ms:
+            by_cat.setdefault(str(cat), {}).setdefault(str(op), 0.0)
+            by_cat[str(cat)][str(op)] += ms
+    out = []
+    for key, name, _ms, share in category_rows(doc)[:3]:
+        ops = by_cat.get(key)
+        op = max(ops, key=lambda o: ops[o]) if ops else None
+        out.append((key, name, share, op))
+    return out
+
+
+def leading_ops_line(doc: dict[str, Any]) -> str | None:
+    items = leading_ops(doc)
+    if not items:
+        return None
+    return "  ".join(
+        f"{i}. {name} {fmt_pct(share)}%" + (f" (led by {op})" if op else "")
+        for i, (_k, name, share, op) in enumerate(items, 1)
+    )
+
+
+def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(metric, value, unit) rows of the step summary; empty when the document has neither steps nor gpu."""
+    steps, gpu = as_dict(doc.get("steps")), as_dict(doc.get("gpu"))
+    if not steps and not gpu:
+        return []
+    return [
+        ("GPU step time, median", fmt_ms(steps.get("gpu_ms_median")), "ms"),
+        ("CPU wall time, median", fmt_ms(steps.get("wall_ms_median")), "ms"),
+        ("GPU busy per step", fmt_ms(gpu.get("busy_ms_per_step")), "ms"),
+        ("GPU idle per step", fmt_ms(gpu.get("idle_ms_per_step")), "ms"),
+        ("GPU utilization", fmt_pct(gpu.get("utilization")), "%"),
+    ]
+
+
+def gpu_notes(doc: dict[str, Any]) -> list[str]:
+    """Plain sentences about GPU time not counted in the analysed steps."""
+    notes = []
+    pre_count = num(get(doc, "gpu", "launched_before_window", "count"))
+    pre_ms = num(get(doc, "gpu", "launched_before_window", "ms"))
+    if pre_count:
+        notes.append(
+            f"{int(pre_count):,} GPU ops ({fmt_ms(pre_ms)} ms in total) were launched before the profiled "
+            "window and are not counted in any step."
+        )
+    outside = num(get(doc, "gpu", "outside_kept_steps_ms"))
+    if outside:
+        notes.append(f"{fmt_ms(outside)} ms of GPU work in total fell outside the analysed steps and is not counted.")
+    return notes
+
+
+# ---------------------------------------------------------------------------
+# Console rendering
+# ---------------------------------------------------------------------------
+
+_SEVERITY_STYLES = {
+    "critical": "bold red", "high": "bold red", "error": "bold red",
+    "medium": "bold yellow", "warning": "bold yellow", "warn": "bold yellow",
+    "low": "bold cyan", "info": "bold cyan",
+}
+_BLOCKS = " ▏▎▍▌▋▊▉█"
+_BAR_WIDTH = 20
+
+
+def bar(share: float | None, width: int = _BAR_WIDTH) -> str:
+    """A horizontal bar of unicode eighth-blocks, ``width`` cells for a share of 1.0."""
+    v = min(max(num(share) or 0.0, 0.0), 1.0)
+    eighths = int(round(v * width * 8))
+    full, part = divmod(eighths, 8)
+    return "█" * full + (_BLOCKS[part] if part else "")
+
+
+def _heading(console: Console, title: str) -> None:
+    console.print()
+    console.print(Rule(Text(title, style="bold"), align="left", style="dim"))
+
+
+def _table(*columns: tuple[str, dict[str, Any]], caption: str | None = None) -> Table:
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold",
+                  caption=caption, caption_justify="left", caption_style="dim")
+    for name, kwargs in columns:
+        table.add_column(name, **kwargs)
+    return table
+
+
+_NUM: dict[str, Any] = {"justify": "right", "no_wrap": True}
+
+
+def _note(console: Console, message: str) -> None:
+    console.print(Text(message, style="dim"))
+
+
+def _header(doc: dict[str, Any], console: Console) -> None:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True)
+    grid.add_column(overflow="fold")
+    for name, value in header_facts(doc):
+        grid.add_row(name, Text(value))
+    for step_id, reason in excluded_steps(doc):
+        grid.add_row("Excluded", Text(f"step {step_id}: {reason}"))
+    for warning in warnings_list(doc):
+        grid.add_row(Text("Warning", style="bold yellow"), Text(warning, style="yellow"))
+    console.print(Panel(grid, title=Text("perfkit report", style="bold"), title_align="left",
+                        box=box.ROUNDED, expand=True))
+    lines = []
+    breakdown = breakdown_line(doc)
+    if breakdown:
+        lines.append(Text.assemble(("Time breakdown: ", "bold"), breakdown))
+    leading = leading_ops_line(doc)
+    if leading:
+        lines.append(Text.assemble(("Top GPU time:   ", "bold"), leading))
+    if lines:
+        console.print(Group(*lines))
+
+
+def _step_summary(doc: dict[str, Any], console: Console) -> None:
+    rows = summary_rows(doc)
+    if not rows:
+        return
+    _heading(console, "Step summary")
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(justify="right", no_wrap=True)
+    grid.add_column(no_wrap=True)
+    for name, value, unit in rows:
+        grid.add_row(name, value, unit)
+    console.print(grid)
+    for note in gpu_notes(doc):
+        _note(console, note)
+
+
+def _phases(doc: dict[str, Any], console: Console) -> None:
+    rows = phase_rows(doc)
+    if not rows:
+        return
+    _heading(console, "Phases (GPU time)")
+    if not any(ms for _, ms, _ in rows):
+        _note(console, "No GPU time in the analysed steps.")
+        return
+    table = _table(("Phase", {}), ("GPU ms/step", _NUM), ("% of GPU busy", _NUM), ("", {"no_wrap": True}))
+    for name, ms, share in rows:
+        table.add_row(name, fmt_ms(ms), fmt_pct(share), Text(bar(share), style="cyan"))
+    console.print(table)
+
+
+def _categories(doc: dict[str, Any], console: Console) -> None:
+    if not isinstance(doc.get("categories"), dict):
+        return
+    _heading(console, "GPU time by kernel category")
+    rows = category_rows(doc)
+    if not rows:
+        _note(console, "No GPU kernel time in the analysed steps.")
+        return
+    table = _table(("Category", {}), ("GPU ms/step", _NUM), ("% of GPU busy", _NUM), ("", {"no_wrap": True}))
+    for _key, name, ms, share in rows:
+        table.add_row(name, fmt_ms(ms), fmt_pct(share), Text(bar(share), style="magenta"))
+    console.print(table)
+
+
+def _top_ops(doc: dict[str, Any], console: Console, top: int) -> None:
+    if "top_ops" not in doc:
+        return
+    _heading(console, "Top ops by GPU time")
+    ops = top_ops(doc, top)
+    if not ops:
+        _note(console, "No ops launched GPU work in the analysed steps.")
+        return
+    table = _table(
+        ("#", _NUM), ("Op", {"ratio": 3, "overflow": "fold", "min_width": 16}),
+        ("GPU ms/step", _NUM), ("Self ms/step", _NUM), ("% of GPU busy", _NUM), ("Calls/step", _NUM),
+        ("Source", {"ratio": 2, "overflow": "fold", "style": "dim", "min_width": 10}),
+        caption="GPU ms includes kernels launched by child ops, so shares overlap; self ms counts only the op's own kernels.",
+    )
+    for i, op in enumerate(ops, 1):
+        table.add_row(
+            str(i), Text(text(op.get("name"))), fmt_ms(op.get("gpu_ms_per_step")),
+            fmt_ms(op.get("self_gpu_ms_per_step")), fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")),
+            Text(text(op.get("source"))),
+        )
+    console.print(table)
+
+
+def _top_kernels(doc: dict[str, Any], console: Console, top: int) -> None:
+    if "top_kernels" not in doc:
+        return
+    _heading(console, "Top GPU kernels")
+    kernels = top_kernels(doc, top)
+    if not kernels:
+        _note(console, "No GPU kernels in the analysed steps.")
+        return
+    table = _table(
+        ("#", _NUM), ("Kernel", {"ratio": 3, "overflow": "fold", "min_width": 20}),
+        ("Category", {"no_wrap": True}), ("GPU ms/step", _NUM), ("% of GPU busy", _NUM),
+        ("Calls/step", _NUM), ("Avg µs", _NUM),
+        ("Launched by", {"ratio": 1, "overflow": "fold", "min_width": 10}),
+    )
+    for i, k in enumerate(kernels, 1):
+        cat = get(k, "category")
+        table.add_row(
+            str(i), Text(short_kernel_name(k.get("name"))), label(str(cat), CATEGORY_LABELS) if cat else DASH,
+            fmt_ms(k.get("gpu_ms_per_step")), fmt_pct(k.get("share")), fmt_count(k.get("calls_per_step")),
+            fmt_us(k.get("avg_us")), Text(text(k.get("op"))),
+        )
+    console.print(table)
+
+
+def _copies(doc: dict[str, Any], console: Console, top: int) -> None:
+    if not isinstance(doc.get("copies"), dict):
+        return
+    _heading(console, "Memory copies")
+    rows = copy_rows(doc)
+    if not rows:
+        _note(console, "No host/device copies in the analysed steps.")
+        return
+    table = _table(
+        ("Direction", {}), ("Copies/step", _NUM), ("Copy engine/step", _NUM), ("MB/step", _NUM), ("GPU ms/step", _NUM),
+        caption="Copy engine: cudaMemcpy on the DMA engine; the rest are copy kernels, which record no byte count (-).",
+    )
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    sources = copy_sources(doc, top)
+    if sources:
+        src_table = _table(
+            ("Op", {"overflow": "fold"}), ("Source", {"overflow": "fold", "style": "dim"}), ("Dir", {"no_wrap": True}),
+            ("GPU ms/step", _NUM), ("Copies/step", _NUM),
+        )
+        for s in sources:
+            src_table.add_row(
+                Text(text(s.get("op"))), Text(text(s.get("source"))), text(s.get("direction")).upper(),
+                fmt_ms(s.get("gpu_ms_per_step")), fmt_count(s.get("count_per_step")),
+            )
+        console.print(Text("Top copy sources", style="bold"))
+        console.print(src_table)
+
+
+def _overview(doc: dict[str, Any], console: Console) -> None:
+    rows = overview_rows(doc)
+    if not rows:
+        return
+    _heading(console, "Step time breakdown (torch-tb-profiler Overview roles)")
+    table = _table(
+        ("Role", {}), ("ms/step", _NUM), ("% of step", _NUM),
+        caption="Each role gets the step time not taken by a higher-priority role (order as listed); roles sum to the step.",
+    )
+    total_ms = 0.0
+    for name, ms, share in rows:
+        total_ms += ms or 0.0
+        table.add_row(name, fmt_ms(ms), fmt_pct(share))
+    table.add_section()
+    table.add_row(Text("Total", style="bold"), fmt_ms(total_ms), fmt_pct(1.0 if total_ms else 0.0))
+    console.print(table)
+
+
+def _findings(doc: dict[str, Any], console: Console) -> None:
+    _heading(console, "Findings")
+    items = findings(doc)
+    if not items:
+        console.print("No findings.")
+        return
+    for i, f in enumerate(items, 1):
+        severity = text(f.get("severity"), "")
+        style = _SEVERITY_STYLES.get(severity.lower(), "bold")
+        title = Text(f"{i}. ", style="bold")
+        if severity:
+            title.append(f"[{severity.upper()}] ", style=style)
+        title.append(text(f.get("title"), "(untitled finding)"), style=style)
+        if f.get("id"):
+            title.append(f"  ({f['id']})", style="dim")
+        console.print(title)
+        body = Table.grid(padding=(0, 1))
+        body.add_column(style="bold", no_wrap=True)
+        body.add_column(overflow="fold")
+        if f.get("where"):
+            body.add_row("Where", Text(fmt_value(f["where"])))
+        items_ev = evidence_items(f.get("evidence"))
+        if items_ev:
+            ev = Text()
+            for j, (key, value) in enumerate(items_ev):
+                if j:
+                    ev.append("\n")
+                if key is not None:
+                    ev.append(f"{key}: ", style="dim")
+                ev.append(value)
+            body.add_row("Evidence", ev)
+        if f.get("remedy"):
+            body.add_row("Remedy", Text(fmt_value(f["remedy"]), style="green"))
+        if body.row_count:
+            console.print(Panel(body, box=box.MINIMAL, padding=(0, 0, 0, 3), expand=True))
+
+
+def render_console(doc: dict[str, Any], console: Console, *, top: int = 10) -> None:
+    """Print the analysis report to ``console``.
+
+    Args:
+        doc: the analysis document (``Analysis.to_dict()``, schema ``perfkit.analysis/1``).
+            Missing keys are tolerated: their sections are skipped or say there is no data.
+        console: where to print; the layout adapts to ``console.width`` (designed for 100
+            columns, still readable at 80).
+        top: rows in the top ops, top kernels and copy sources tables. Defaults to 10.
+    """
+    doc = doc if isinstance(doc, dict) else {}
+    _header(doc, console)
+    _step_summary(doc, console)
+    _phases(doc, console)
+    _categories(doc, console)
+    _top_ops(doc, console, top)
+    _top_kernels(doc, console, top)
+    _copies(doc, console, top)
+    _overview(doc, console)
+    _findings(doc, console)

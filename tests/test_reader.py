@@ -1,0 +1,142 @@
+"""Loading: chunking, parallel decode, truncated files, things that are not traces."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+
+from perfkit.errors import TraceFormatError
+from perfkit.trace import model as m
+from perfkit.trace import reader
+from perfkit.trace import read_trace
+
+from .conftest import BF16, anchor
+
+
+def _columns_equal(a, b):
+    assert len(a) == len(b)
+    for col in m.EVENT_COLUMNS:
+        if col in (m.NAME, m.STACK):
+            na, nb = a.name_array(), b.name_array()
+            ca, cb = a.events[col], b.events[col]
+            sa = np.where(ca >= 0, na[np.maximum(ca, 0)], None)
+            sb = np.where(cb >= 0, nb[np.maximum(cb, 0)], None)
+            assert (sa == sb).all(), col
+        else:
+            np.testing.assert_array_equal(a.events[col], b.events[col], err_msg=col)
+
+
+@pytest.fixture(scope="module")
+def bf16_json(tmp_path_factory):
+    path = tmp_path_factory.mktemp("t") / "bf16.json"
+    path.write_bytes(gzip.decompress(BF16.read_bytes()))
+    return path
+
+
+def test_small_chunks_and_workers_give_identical_columns(bf16_json, monkeypatch):
+    whole = read_trace(str(bf16_json), workers=0)
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 64 * 1024)
+    monkeypatch.setattr(reader, "_WINDOW", 16 * 1024)
+    for path in (bf16_json, BF16):  # mmap ranges and the gzip stream
+        chunked = read_trace(str(path), workers=0)
+        _columns_equal(whole, chunked)
+        parallel = read_trace(str(path), workers=2)
+        _columns_equal(whole, parallel)
+    assert not whole.warnings
+    assert whole.meta["deviceProperties"]
+
+
+def test_counts_match_stdlib_json(bf16_json):
+    doc = json.loads(bf16_json.read_text())
+    xs = [e for e in doc["traceEvents"] if e.get("ph") == "X"]
+    trace = read_trace(str(bf16_json))
+    assert len(trace) == len(xs)
+    assert trace.meta["baseTimeNanoseconds"] == doc["baseTimeNanoseconds"]  # key after the events array
+    kernels = sum(1 for e in xs if e.get("cat") == "kernel")
+    assert int((trace.events[m.KIND] == m.Kind.KERNEL).sum()) == kernels
+
+
+def test_separator_inside_a_string_is_harmless(tmp_path, monkeypatch):
+    events = [{"ph": "X", "cat": "cpu_op", "name": f"op{i}" + ("}, {" * 50), "pid": 1, "tid": 1, "ts": i, "dur": 1}
+              for i in range(400)]
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    monkeypatch.setattr(reader, "CHUNK_BYTES", 2048)
+    monkeypatch.setattr(reader, "_WINDOW", 512)
+    trace = read_trace(str(path), workers=0)
+    assert len(trace) == 400
+    assert sorted(trace.names)[0].startswith("op")
+
+
+@pytest.mark.parametrize("fraction", [0.3, 0.77, 0.999])
+def test_truncated_trace_keeps_complete_events_and_warns(tmp_path, bf16_json, fraction):
+    data = bf16_json.read_bytes()
+    cut = tmp_path / "cut.json"
+    cut.write_bytes(data[: int(len(data) * fraction)])
+    full = read_trace(str(bf16_json))
+    part = read_trace(str(cut))
+    assert any("truncated" in w for w in part.warnings)
+    assert 0 < len(part) <= len(full)
+    # every event kept is complete and identical to the full read's events
+    n = len(part)
+    assert part.events[m.TS].min() >= full.events[m.TS].min()
+
+
+def test_truncated_gzip_keeps_what_decompressed(tmp_path):
+    data = BF16.read_bytes()
+    cut = tmp_path / "cut.json.gz"
+    cut.write_bytes(data[: len(data) // 2])
+    part = read_trace(str(cut))
+    assert len(part) > 1000
+    assert any("gzip stream ends early" in w for w in part.warnings)
+    assert any("truncated" in w for w in part.warnings)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "empty"),
+        (b"hello world", "not a JSON trace"),
+        (b'{"foo": 1}', "no traceEvents"),
+        (b"[[1, 2], [3, 4]]", "not event objects"),
+    ],
+)
+def test_not_a_trace(tmp_path, content, message):
+    path = tmp_path / "bad.json"
+    path.write_bytes(content)
+    with pytest.raises(TraceFormatError, match=message) as info:
+        read_trace(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(TraceFormatError, match="no such file"):
+        read_trace(str(tmp_path / "nope.json"))
+    with pytest.raises(TraceFormatError, match="directory"):
+        read_trace(str(tmp_path))
+
+
+def test_bare_array_and_legacy_string_ids():
+    # Dec-2020 sample: a bare JSON array, "stream 7" tids, "external id".
+    trace = read_trace(str(anchor("kineto/history/a0380a32/plugin/samples/resnet50_num_workers_0/worker0.pt.trace.json.gz")))
+    kernels = trace.events[m.KIND] == m.Kind.KERNEL
+    assert kernels.sum() == 9538
+    assert (trace.events[m.TID][kernels] >= 0).all()
+    assert (trace.events[m.EXT][kernels] >= 0).mean() > 0.9
+
+
+def test_wrong_value_types_take_the_slow_path(tmp_path):
+    events = [
+        {"ph": "X", "cat": "kernel", "name": "k", "pid": 0, "tid": 7, "ts": "10", "dur": 5, "args": {"correlation": "N/A"}},
+        {"ph": "X", "cat": "cuda_runtime", "name": "cudaLaunchKernel", "pid": 1, "tid": 1, "ts": 1, "dur": 2,
+         "args": {"correlation": 3}},
+        {"ph": "Z", "name": "unknown phase"},
+    ]
+    path = tmp_path / "odd.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    trace = read_trace(str(path))
+    assert len(trace) == 2
+    assert sorted(trace.events[m.CORR].tolist()) == [-1, 3]
