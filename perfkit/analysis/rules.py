@@ -68,7 +68,7 @@ _COMM_KERNEL = r"nccl|rccl|\bgloo|all_?reduce|all_?gather|reduce_?scatter|alltoa
 _COMM_OP = r"^(nccl:|gloo:|c10d::|record_param_comms|_?c10d_functional::|torch\.distributed)"
 _ATTN_KERNEL = (
     r"flash|fmha|attention|attn|sdpa|_efficient_attention|xformers|"
-    r"cudnn_generated_fort_native_sdpa|scaled_dot_product"
+    r"cudnn_generated_fort_native_sdpa|scaled_dot_product|cudnn::fusion::(convert_dq|compute_dot_do_o)"
 )
 _ATTN_OP = r"scaled_dot_product|flash_attention|efficient_attention|_cudnn_attention|flashattn|flex_attention|Sdpa|ScaledDotProduct|FlashAttention|EfficientAttention"
 _CONV_KERNEL = (
@@ -85,7 +85,7 @@ _MATMUL_OP = (
     r"_int_mm|linalg_.*|tensordot|chain_matmul)$|MmBackward|AddmmBackward|BmmBackward|"
     r"BaddbmmBackward|MvBackward|AddmvBackward|LinearBackward|DotBackward"
 )
-_NORM_KERNEL = r"layer_?norm|rms_?norm|batch_?norm|group_?norm|instance_?norm|bn_fw|bn_bw|cudnn::bn|welford|_norm_"
+_NORM_KERNEL = r"GammaBeta|layer_?norm|rms_?norm|batch_?norm|group_?norm|instance_?norm|bn_fw|bn_bw|cudnn::bn|welford|_norm_"
 _NORM_OP = r"layer_norm|rms_norm|batch_norm|group_norm|instance_norm|native_norm|NormBackward"
 _INDEX_KERNEL = (
     r"index|gather|scatter|embedding|sort|radix|unique|nonzero|cub::|masked|take|"
@@ -119,10 +119,10 @@ CATEGORY_RULES: tuple[CategoryRule, ...] = (
     CategoryRule(COMMUNICATION, kernel=_COMM_KERNEL, why="collective / p2p kernel"),
     CategoryRule(COMMUNICATION, op=_COMM_OP, why="launched by a collective op"),
     CategoryRule(ATTENTION, kernel=_ATTN_KERNEL, why="fused attention kernel"),
+    CategoryRule(ATTENTION, op=_ATTN_OP, why="launched by an attention op"),
     CategoryRule(NORMALIZATION, kernel=_NORM_KERNEL, why="normalization kernel name"),
     CategoryRule(CONVOLUTION, kernel=_CONV_KERNEL, why="convolution kernel name"),
     CategoryRule(MATMUL, kernel=_MATMUL_KERNEL, why="GEMM library kernel"),
-    CategoryRule(ATTENTION, op=_ATTN_OP, why="launched by an attention op"),
     CategoryRule(CONVOLUTION, op=_CONV_OP, why="launched by a convolution op"),
     CategoryRule(MATMUL, op=_MATMUL_OP, why="launched by a matmul op"),
     CategoryRule(NORMALIZATION, op=_NORM_OP, why="launched by a normalization op"),
