@@ -123,8 +123,10 @@ elif mode == "json":
     out["events"] = len(ev) if isinstance(ev, list) else None
 else:
     raise SystemExit("unknown mode " + mode)
-out["ru_maxrss"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-out["children_ru_maxrss"] = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024
+ru, rc = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+out["ru_maxrss"] = ru.ru_maxrss * 1024
+out["children_ru_maxrss"] = rc.ru_maxrss * 1024
+out["cpu_s"] = ru.ru_utime + ru.ru_stime + rc.ru_utime + rc.ru_stime
 sys.stdout.write("RESULT " + __import__("json").dumps(out) + "\n")
 sys.stdout.flush()
 os._exit(0)  # skip freeing a multi-GB object graph: not part of what is measured
@@ -202,10 +204,38 @@ def tree_rss(root: int) -> tuple[int, int, int]:
     return total, root_rss, n
 
 
+_HZ = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_busy_s() -> float:
+    """Busy CPU seconds of the whole machine so far (all CPUs; from /proc/stat)."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    return (v[0] + v[1] + v[2] + v[5] + v[6] + v[7]) / _HZ
+
+
+def wait_idle(max_wait_s: float, busy_limit: float = 0.15) -> float:
+    """Wait until the machine is quiet (< busy_limit CPUs busy over 1 s); return seconds waited."""
+    t0 = time.perf_counter()
+    while True:
+        b0, w0 = cpu_busy_s(), time.perf_counter()
+        time.sleep(1.0)
+        busy = (cpu_busy_s() - b0) / (time.perf_counter() - w0)
+        waited = time.perf_counter() - t0
+        if busy < busy_limit or waited >= max_wait_s:
+            if busy >= busy_limit:
+                print(f"  (machine still busy: {busy:.2f} CPUs in use by other processes; measuring anyway)", flush=True)
+            return waited
+        time.sleep(2.0)
+
+
 def run_child(mode: str, path: str) -> dict[str, Any]:
     """Run CHILD in a fresh interpreter; sample its process tree's RSS every SAMPLE_S."""
     env = dict(os.environ)
     env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    own0 = sum(os.times()[:2])
+    busy0 = cpu_busy_s()
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-c", CHILD, mode, path], cwd=str(REPO), env=env,
@@ -230,16 +260,24 @@ def run_child(mode: str, path: str) -> dict[str, Any]:
     wall = time.perf_counter() - t0
     done.set()
     th.join()
+    busy = cpu_busy_s() - busy0
+    own = sum(os.times()[:2]) - own0  # this process (the sampler), children excluded
     line = next((ln for ln in stdout.decode().splitlines() if ln.startswith("RESULT ")), None)
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"{mode} {path} failed (rc {proc.returncode}):\n{stderr.decode()[-4000:]}")
     res = json.loads(line[len("RESULT "):])
     res.update(
         process_wall=wall,
-        peak_tree_rss=peak["tree"],
+        # The true peak of the sum is at least the main process's own exact peak
+        # (ru_maxrss), which 20 ms sampling can miss by a few MB.
+        peak_tree_rss=max(peak["tree"], res["ru_maxrss"]),
+        peak_tree_rss_sampled=peak["tree"],
         peak_main_rss_sampled=peak["main"],
         max_processes=peak["procs"],
         samples=peak["samples"],
+        # CPU seconds used during the run by processes other than the measured tree and
+        # the sampler: another job on the machine. Large values make timings suspect.
+        foreign_cpu_s=max(0.0, busy - own - res.get("cpu_s", 0.0)),
     )
     return res
 
@@ -349,7 +387,16 @@ def machine() -> dict[str, Any]:
         import perfkit
 
         versions["perfkit"] = f"{perfkit.__version__} (source)"
+    git = {}
+    try:
+        git["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", "perfkit"], cwd=REPO,
+                               capture_output=True, text=True).stdout.strip()
+        git["perfkit_modified"] = bool(dirty)
+    except OSError:
+        pass
     return {
+        "git": git,
         "nproc": os.cpu_count(),
         "cpu": cpu,
         "ram_bytes": ram,
@@ -382,6 +429,7 @@ def summarize(label: str, path: Path, json_bytes: int, runs_a: list[dict], runs_
         "analyze_main_ru_maxrss": _stats([r["ru_maxrss"] for r in runs_a]),
         "analyze_workers_ru_maxrss": _stats([r["children_ru_maxrss"] for r in runs_a]),
         "analyze_max_processes": max(r["max_processes"] for r in runs_a),
+        "foreign_cpu_s_max": max(r["foreign_cpu_s"] for r in runs_a + runs_j),
         "analyze_rss_before": _stats([r["rss_before"] for r in runs_a]),
         "json_s": j_s,
         "json_process_s": _stats([r["process_wall"] for r in runs_j]),
@@ -411,19 +459,24 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any], repeat: int) -> s
         "",
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_bytes'] / 2**30:.1f} GiB RAM, Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
+        f"perfkit at commit {m.get('git', {}).get('commit', '?')[:12]}"
+        + (" (perfkit/ had uncommitted changes)" if m.get("git", {}).get("perfkit_modified") else "") + ".",
         f"Median of {repeat} fresh-process runs (min-max in parentheses). MB = 10^6 bytes. "
-        "Peak RSS = peak over 20 ms samples of the summed VmRSS of the process and its pool workers.",
+        "Peak RSS = peak over 20 ms samples of the summed VmRSS of the process and its pool workers "
+        "(at least the main process's ru_maxrss). \"other jobs' CPU\" = CPU seconds used by unrelated "
+        "processes on the machine during a run (0 = the machine was otherwise idle).",
         "",
         "| trace | JSON MB | events | analyze s | analyze process s | MB/s | peak RSS MB (tree sum) "
-        "| main ru_maxrss MB | json.load s | json.load peak RSS MB | analyze / json.load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| main ru_maxrss MB | json.load s | json.load peak RSS MB | analyze / json.load | other jobs' CPU s (max) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
             f"| {r['trace']} | {r['json_bytes'] / MB:,.1f} | {r['events']:,} | {_range(r['analyze_s'])} "
             f"| {_range(r['analyze_process_s'])} | {r['mb_per_s']:,.0f} "
             f"| {_range(r['analyze_peak_tree_rss'], MB, '{:,.0f}')} | {r['analyze_main_ru_maxrss']['median'] / MB:,.0f} "
-            f"| {_range(r['json_s'])} | {r['json_peak_tree_rss']['median'] / MB:,.0f} | {r['ratio']:.3f} |"
+            f"| {_range(r['json_s'])} | {r['json_peak_tree_rss']['median'] / MB:,.0f} | {r['ratio']:.3f} "
+            f"| {r['foreign_cpu_s_max']:.1f} |"
         )
     lines += [
         "",
@@ -483,6 +536,8 @@ def main() -> int:
     ap.add_argument("--skip-build", action="store_true", help="use the files already in bench-data/, never build")
     ap.add_argument("--source", type=Path, default=DEFAULT_SOURCE, help="small real trace to inflate")
     ap.add_argument("--inflate-tool", type=Path, default=DEFAULT_TOOL, help="path of inflate_trace.py")
+    ap.add_argument("--max-idle-wait", type=float, default=300.0,
+                    help="before each run, wait up to this many seconds for other jobs on the machine to go quiet (default 300; 0: never wait)")
     ap.add_argument("--no-anchors", action="store_true", help="skip the small real anchor traces")
     ap.add_argument("--profile", action="store_true",
                     help="afterwards, cProfile one in-process analysis (workers=0) of the smallest inflated trace")
@@ -525,16 +580,21 @@ def main() -> int:
         warm_page_cache(path)
         runs_a, runs_j = [], []
         for i in range(a.repeat):
+            if a.max_idle_wait > 0:
+                wait_idle(a.max_idle_wait)
             ra = run_child("analyze", str(path))
             runs_a.append(ra)
             print(f"  run {i + 1}: analyze {ra['seconds']:.2f} s (process {ra['process_wall']:.2f} s), "
                   f"peak tree RSS {ra['peak_tree_rss'] / MB:,.0f} MB over {ra['max_processes']} processes, "
-                  f"main ru_maxrss {ra['ru_maxrss'] / MB:,.0f} MB, workers ru_maxrss {ra['children_ru_maxrss'] / MB:,.0f} MB",
+                  f"main ru_maxrss {ra['ru_maxrss'] / MB:,.0f} MB, workers ru_maxrss {ra['children_ru_maxrss'] / MB:,.0f} MB, "
+                  f"other jobs' CPU {ra['foreign_cpu_s']:.2f} s",
                   flush=True)
+            if a.max_idle_wait > 0:
+                wait_idle(a.max_idle_wait)
             rj = run_child("json", str(path))
             runs_j.append(rj)
             print(f"         json.load {rj['seconds']:.2f} s (process {rj['process_wall']:.2f} s), "
-                  f"peak RSS {rj['peak_tree_rss'] / MB:,.0f} MB", flush=True)
+                  f"peak RSS {rj['peak_tree_rss'] / MB:,.0f} MB, other jobs' CPU {rj['foreign_cpu_s']:.2f} s", flush=True)
         rows.append(summarize(label, path, json_bytes, runs_a, runs_j))
 
     md = markdown(rows, info, a.repeat)

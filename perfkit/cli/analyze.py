@@ -19,10 +19,12 @@ def expand_traces(paths: List[str]) -> List[str]:
     out: List[str] = []
     for p in paths:
         if os.path.isdir(p):
-            found = sorted(
-                str(f) for f in Path(p).iterdir()
-                if f.is_file() and f.name.endswith(TRACE_SUFFIXES) and f.name != "analysis.json"
-            )
+            files = sorted(f for f in Path(p).iterdir() if f.is_file() and f.name.endswith(TRACE_SUFFIXES))
+            # Prefer files named like traces (*.pt.trace.json.gz); other JSON
+            # (analysis.json, truth.json) sits beside them in run folders.
+            found = [str(f) for f in files if "trace" in f.name] or [
+                str(f) for f in files if f.name != "analysis.json"
+            ]
             if not found:
                 raise TraceFormatError(f"{p}: directory holds no .json or .json.gz trace")
             out.extend(found)

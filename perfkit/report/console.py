@@ -18,7 +18,7 @@ import re
 from typing import Any, Iterable
 
 from rich import box
-from rich.console import Console, Group
+from rich.console import Console
 from rich.panel import Panel
 from rich.rule import Rule
 from rich.table import Table
@@ -236,14 +236,81 @@ def _split_top_level(args: str) -> list[str]:
     return [p for p in parts if p]
 
 
-def short_kernel_name(name: Any, max_len: int = 70) -> str:
-    """A readable kernel name: the function and its leading template arguments, at most ``max_len`` chars.
+_TRIVIAL_TYPES = frozenset({
+    # builtin and numeric types
+    "float", "double", "int", "long", "short", "char", "bool", "half", "Half", "BFloat16", "__half",
+    "__nv_bfloat16", "float2", "float4", "int2", "int4", "int64_t", "uint32_t", "uint64_t", "size_t",
+    "true", "false",
+    # ATen TensorIterator plumbing that every elementwise kernel carries
+    "array", "Array", "TrivialOffsetCalculator", "OffsetCalculator", "LoadWithCast", "StoreWithCast",
+    "LoadWithoutCast", "StoreWithoutCast",
+})
+_NUMBER_ARG = re.compile(r"-?\d[\w.]*|\(\w+\)-?\d+")
 
-    ``void at::native::unrolled_elementwise_kernel<at::native::direct_copy_kernel_cuda(...)::{lambda()#3}...,
-    std::array<char*, 2ul>, 4, ...>(int, ...)`` becomes
-    ``unrolled_elementwise_kernel<direct_copy_kernel_cuda, array<char*, 2ul>, 4, …>``: the return type,
-    parameter lists, lambdas and the at/native/std/c10 namespaces go; library namespaces (cudnn::,
-    cutlass::) stay. Names without templates (nvjet_*, sm90_xmma_*, triton_*) are only truncated.
+
+def _template_parts(s: str) -> tuple[str, list[str]] | None:
+    """``head<a, b<c>>`` -> ("head", ["a", "b<c>"]); None when ``s`` is not one template instance."""
+    i = s.find("<")
+    if i <= 0 or not s.endswith(">"):
+        return None
+    depth = 0
+    for j in range(i, len(s)):
+        depth += {"<": 1, ">": -1}.get(s[j], 0)
+        if depth == 0 and j != len(s) - 1:
+            return None
+    return s[:i], _split_top_level(s[i + 1:-1])
+
+
+def _is_trivial(arg: str) -> bool:
+    """True for template arguments that say little about what a kernel does (sizes, dtypes, plumbing)."""
+    if _NUMBER_ARG.fullmatch(arg):
+        return True
+    words = [w for w in re.split(r"[\s*&]+", arg.split("<", 1)[0]) if w and w not in ("const", "unsigned", "signed")]
+    return not words or all(w in _TRIVIAL_TYPES for w in words)
+
+
+def _elide_trivial(s: str) -> str:
+    """Replace each run of trivial template arguments, at every nesting level, by one "…"."""
+    parts = _template_parts(s)
+    if parts is None:
+        return s
+    head, args = parts
+    out: list[str] = []
+    for arg in args:
+        if _is_trivial(arg):
+            if not out or out[-1] != "…":
+                out.append("…")
+        else:
+            out.append(_elide_trivial(arg))
+    return f"{head}<{', '.join(out)}>"
+
+
+def _fit_prefix(s: str, max_len: int) -> tuple[str, bool]:
+    """Keep the leading template arguments that fit in ``max_len``; (result, whether a non-trivial one was kept)."""
+    parts = _template_parts(s)
+    if parts is None:
+        return s, False
+    head, args = parts
+    kept: list[str] = []
+    for arg in args:
+        if len(f"{head}<{', '.join(kept + [arg])}, …>") > max_len:
+            break
+        kept.append(arg)
+    if not kept:
+        return f"{head}<…>", False
+    return f"{head}<{', '.join(kept)}, …>", any(not _is_trivial(a) for a in kept)
+
+
+def short_kernel_name(name: Any, max_len: int = 70) -> str:
+    """A readable kernel name of at most ``max_len`` characters.
+
+    The return type, parameter lists, lambdas and the at/native/std/c10 namespaces go; library
+    namespaces (cudnn::, cutlass::) stay. If that is still too long, the leading template arguments
+    that fit are kept when they include a meaningful one
+    (``unrolled_elementwise_kernel<direct_copy_kernel_cuda, array<char*, 2ul>, 4, …>``); otherwise sizes,
+    dtypes and TensorIterator plumbing are elided (``elementwise_kernel<…, gpu_kernel_impl_nocast<
+    direct_copy_kernel_cuda>>``, ``reduce_kernel<…, ReduceOp<…, MeanOps<…>, …>>``). Names without
+    templates (nvjet_*, sm90_xmma_*, triton_*) are only truncated, keeping their start.
     """
     s = text(name, default="")
     if not s:
@@ -255,20 +322,14 @@ def short_kernel_name(name: Any, max_len: int = 70) -> str:
     s = _LAMBDA.sub("", s)
     s = _drop_param_lists(s)
     s = _BORING_NAMESPACES.sub("", s)
-    s = re.sub(r"\s+", " ", s).replace("> >", ">>").strip()
-    if len(s) > max_len and s.endswith(">") and "<" in s:
-        head, _, rest = s.partition("<")
-        args = _split_top_level(rest[:-1])
-        kept: list[str] = []
-        for arg in args:
-            candidate = f"{head}<{', '.join(kept + [arg])}, …>"
-            if len(candidate) > max_len:
-                break
-            kept.append(arg)
-        if kept:
-            s = f"{head}<{', '.join(kept)}, …>"
-        elif len(head) + 3 <= max_len:
-            s = f"{head}<…>"
+    s = re.sub(r"\s+", " ", s).replace("> >", ">>").replace("> >", ">>").strip()
+    if len(s) > max_len and _template_parts(s) is not None:
+        prefix, meaningful = _fit_prefix(s, max_len)
+        elided = _elide_trivial(s)
+        if meaningful or _template_parts(elided) == (elided.split("<", 1)[0], ["…"]):
+            s = prefix
+        else:
+            s = elided
     if len(s) > max_len:
         s = s[: max_len - 1] + "…"
     return s
@@ -288,9 +349,9 @@ def steps_line(doc: dict[str, Any]) -> str:
     if count is None:
         return "no step information"
     line = f"{int(count)} of {int(total) if total is not None else '?'} analysed"
-    ids = compress_ids(as_list(steps.get("ids")))
+    ids = as_list(steps.get("ids"))
     if ids:
-        line += f" (ids {ids})"
+        line += f" ({'id' if len(ids) == 1 else 'ids'} {compress_ids(ids)})"
     return line
 
 
@@ -332,22 +393,28 @@ def distributed_line(doc: dict[str, Any]) -> str | None:
     return ", ".join(parts) or None
 
 
-def trace_line(doc: dict[str, Any]) -> str:
+def trace_parts(doc: dict[str, Any]) -> tuple[list[str], str]:
+    """(trace paths, "9.4 MB, 28,804 events"-style details; empty for several files or none known)."""
     trace = as_dict(doc.get("trace"))
     paths = [str(p) for p in as_list(trace.get("paths")) if p]
-    if not paths:
-        return "(unknown)"
+    extras = []
     if len(paths) == 1:
-        line = paths[0]
-        extras = []
         size = num(trace.get("bytes"))
         if size:
-            extras.append(f"{size / 1e6:,.1f} MB")
+            extras.append(f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.1f} kB")
         events = num(trace.get("events"))
         if events:
             extras.append(f"{int(events):,} events")
-        return f"{line} ({', '.join(extras)})" if extras else line
-    shown = paths[:4]
+    return paths, ", ".join(extras)
+
+
+def trace_line(doc: dict[str, Any], max_paths: int = 4) -> str:
+    paths, extras = trace_parts(doc)
+    if not paths:
+        return "(unknown)"
+    if len(paths) == 1:
+        return f"{paths[0]} ({extras})" if extras else paths[0]
+    shown = paths[:max_paths]
     more = f" (+{len(paths) - len(shown)} more)" if len(paths) > len(shown) else ""
     return f"{len(paths)} files: " + ", ".join(shown) + more
 
@@ -496,7 +563,7 @@ def leading_ops_line(doc: dict[str, Any]) -> str | None:
     items = leading_ops(doc)
     if not items:
         return None
-    return "  ".join(
+    return "; ".join(
         f"{i}. {name} {fmt_pct(share)}%" + (f" (led by {op})" if op else "")
         for i, (_k, name, share, op) in enumerate(items, 1)
     )
@@ -543,6 +610,8 @@ _SEVERITY_STYLES = {
 }
 _BLOCKS = " ▏▎▍▌▋▊▉█"
 _BAR_WIDTH = 20
+_NUM: dict[str, Any] = {"justify": "right", "no_wrap": True}
+_FOLD: dict[str, Any] = {"overflow": "fold"}
 
 
 def bar(share: float | None, width: int = _BAR_WIDTH) -> str:
@@ -558,15 +627,13 @@ def _heading(console: Console, title: str) -> None:
     console.print(Rule(Text(title, style="bold"), align="left", style="dim"))
 
 
-def _table(*columns: tuple[str, dict[str, Any]], caption: str | None = None) -> Table:
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, header_style="bold",
-                  caption=caption, caption_justify="left", caption_style="dim")
+def _table(*columns: tuple[str, dict[str, Any]], footer: bool = False) -> Table:
+    table = Table(box=box.SIMPLE, show_edge=False, pad_edge=False, collapse_padding=True, header_style="bold",
+                  show_footer=footer,
+                  footer_style="bold")
     for name, kwargs in columns:
         table.add_column(name, **kwargs)
     return table
-
-
-_NUM: dict[str, Any] = {"justify": "right", "no_wrap": True}
 
 
 def _note(console: Console, message: str) -> None:
@@ -585,15 +652,12 @@ def _header(doc: dict[str, Any], console: Console) -> None:
         grid.add_row(Text("Warning", style="bold yellow"), Text(warning, style="yellow"))
     console.print(Panel(grid, title=Text("perfkit report", style="bold"), title_align="left",
                         box=box.ROUNDED, expand=True))
-    lines = []
     breakdown = breakdown_line(doc)
     if breakdown:
-        lines.append(Text.assemble(("Time breakdown: ", "bold"), breakdown))
+        console.print(Text.assemble(("Time breakdown: ", "bold"), breakdown))
     leading = leading_ops_line(doc)
     if leading:
-        lines.append(Text.assemble(("Top GPU time:   ", "bold"), leading))
-    if lines:
-        console.print(Group(*lines))
+        console.print(Text.assemble(("Top GPU time: ", "bold"), leading))
 
 
 def _step_summary(doc: dict[str, Any], console: Console) -> None:
@@ -612,6 +676,13 @@ def _step_summary(doc: dict[str, Any], console: Console) -> None:
         _note(console, note)
 
 
+def _share_table(first: str, rows: list[tuple[str, float | None, float | None]], style: str) -> Table:
+    table = _table((first, {"no_wrap": True}), ("GPU ms/step", _NUM), ("% of GPU busy", _NUM), ("", {"no_wrap": True}))
+    for name, ms, share in rows:
+        table.add_row(name, fmt_ms(ms), fmt_pct(share), Text(bar(share), style=style))
+    return table
+
+
 def _phases(doc: dict[str, Any], console: Console) -> None:
     rows = phase_rows(doc)
     if not rows:
@@ -620,10 +691,7 @@ def _phases(doc: dict[str, Any], console: Console) -> None:
     if not any(ms for _, ms, _ in rows):
         _note(console, "No GPU time in the analysed steps.")
         return
-    table = _table(("Phase", {}), ("GPU ms/step", _NUM), ("% of GPU busy", _NUM), ("", {"no_wrap": True}))
-    for name, ms, share in rows:
-        table.add_row(name, fmt_ms(ms), fmt_pct(share), Text(bar(share), style="cyan"))
-    console.print(table)
+    console.print(_share_table("Phase", rows, "cyan"))
 
 
 def _categories(doc: dict[str, Any], console: Console) -> None:
@@ -634,86 +702,95 @@ def _categories(doc: dict[str, Any], console: Console) -> None:
     if not rows:
         _note(console, "No GPU kernel time in the analysed steps.")
         return
-    table = _table(("Category", {}), ("GPU ms/step", _NUM), ("% of GPU busy", _NUM), ("", {"no_wrap": True}))
-    for _key, name, ms, share in rows:
-        table.add_row(name, fmt_ms(ms), fmt_pct(share), Text(bar(share), style="magenta"))
-    console.print(table)
+    console.print(_share_table("Category", [(name, ms, share) for _k, name, ms, share in rows], "magenta"))
 
 
 def _top_ops(doc: dict[str, Any], console: Console, top: int) -> None:
     if "top_ops" not in doc:
         return
-    _heading(console, "Top ops by GPU time")
+    _heading(console, "Top ops by GPU time (per step)")
     ops = top_ops(doc, top)
     if not ops:
         _note(console, "No ops launched GPU work in the analysed steps.")
         return
     table = _table(
-        ("#", _NUM), ("Op", {"ratio": 3, "overflow": "fold", "min_width": 16}),
-        ("GPU ms/step", _NUM), ("Self ms/step", _NUM), ("% of GPU busy", _NUM), ("Calls/step", _NUM),
-        ("Source", {"ratio": 2, "overflow": "fold", "style": "dim", "min_width": 10}),
-        caption="GPU ms includes kernels launched by child ops, so shares overlap; self ms counts only the op's own kernels.",
+        ("#", _NUM), ("Op / source line", {**_FOLD, "min_width": 20}),
+        ("GPU ms", _NUM), ("Self ms", _NUM), ("% busy", _NUM), ("Calls", _NUM),
     )
     for i, op in enumerate(ops, 1):
+        cell = Text(text(op.get("name")))
+        if op.get("source"):
+            cell.append("\n  " + text(op.get("source")), style="dim")
         table.add_row(
-            str(i), Text(text(op.get("name"))), fmt_ms(op.get("gpu_ms_per_step")),
-            fmt_ms(op.get("self_gpu_ms_per_step")), fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")),
-            Text(text(op.get("source"))),
+            str(i), cell, fmt_ms(op.get("gpu_ms_per_step")), fmt_ms(op.get("self_gpu_ms_per_step")),
+            fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")),
         )
     console.print(table)
+    _note(console, "GPU ms includes kernels launched by child ops, so shares overlap; "
+                   "self ms counts only the op's own kernels.")
 
 
 def _top_kernels(doc: dict[str, Any], console: Console, top: int) -> None:
     if "top_kernels" not in doc:
         return
-    _heading(console, "Top GPU kernels")
+    _heading(console, "Top GPU kernels (per step)")
     kernels = top_kernels(doc, top)
     if not kernels:
         _note(console, "No GPU kernels in the analysed steps.")
         return
-    table = _table(
-        ("#", _NUM), ("Kernel", {"ratio": 3, "overflow": "fold", "min_width": 20}),
-        ("Category", {"no_wrap": True}), ("GPU ms/step", _NUM), ("% of GPU busy", _NUM),
-        ("Calls/step", _NUM), ("Avg µs", _NUM),
-        ("Launched by", {"ratio": 1, "overflow": "fold", "min_width": 10}),
-    )
+    # Below 100 columns the category moves under the kernel name to leave the name room.
+    wide = console.width >= 100
+    columns: list[tuple[str, dict[str, Any]]] = [("#", _NUM), ("GPU ms", _NUM), ("% busy", _NUM), ("Calls", _NUM),
+                                                 ("Avg µs", _NUM)]
+    if wide:
+        columns.append(("Category", {"no_wrap": True}))
+    columns.append(("Kernel / launching op" if wide else "Kernel / category, launching op", {**_FOLD, "min_width": 20}))
+    table = _table(*columns)
     for i, k in enumerate(kernels, 1):
-        cat = get(k, "category")
-        table.add_row(
-            str(i), Text(short_kernel_name(k.get("name"))), label(str(cat), CATEGORY_LABELS) if cat else DASH,
-            fmt_ms(k.get("gpu_ms_per_step")), fmt_pct(k.get("share")), fmt_count(k.get("calls_per_step")),
-            fmt_us(k.get("avg_us")), Text(text(k.get("op"))),
-        )
+        op, source = k.get("op"), k.get("source")
+        origin = "from " + text(op, "an unknown op") + (f" ({source})" if source else "")
+        if not wide:
+            origin = f"{text(k.get('category'))}, {origin}"
+        cell = Text(short_kernel_name(k.get("name")))
+        cell.append("\n  " + origin, style="dim")
+        cells = [str(i), fmt_ms(k.get("gpu_ms_per_step")), fmt_pct(k.get("share")), fmt_count(k.get("calls_per_step")),
+                 fmt_us(k.get("avg_us"))]
+        if wide:
+            cells.append(text(k.get("category")))
+        table.add_row(*cells, cell)
+    table.show_lines = True
     console.print(table)
 
 
 def _copies(doc: dict[str, Any], console: Console, top: int) -> None:
     if not isinstance(doc.get("copies"), dict):
         return
-    _heading(console, "Memory copies")
+    _heading(console, "Memory copies (per step)")
     rows = copy_rows(doc)
     if not rows:
         _note(console, "No host/device copies in the analysed steps.")
         return
     table = _table(
-        ("Direction", {}), ("Copies/step", _NUM), ("Copy engine/step", _NUM), ("MB/step", _NUM), ("GPU ms/step", _NUM),
-        caption="Copy engine: cudaMemcpy on the DMA engine; the rest are copy kernels, which record no byte count (-).",
+        ("Direction", {"no_wrap": True}), ("Copies", _NUM), ("Via copy engine", _NUM), ("MB", _NUM), ("GPU ms", _NUM),
     )
     for row in rows:
         table.add_row(*row)
     console.print(table)
+    _note(console, "Copy engine: cudaMemcpy transfers; the rest are copy kernels (casts, .contiguous()), "
+                   "which record no byte count (MB shown as -).")
     sources = copy_sources(doc, top)
     if sources:
+        console.print()
+        console.print(Text("Top copy sources", style="bold"))
         src_table = _table(
-            ("Op", {"overflow": "fold"}), ("Source", {"overflow": "fold", "style": "dim"}), ("Dir", {"no_wrap": True}),
-            ("GPU ms/step", _NUM), ("Copies/step", _NUM),
+            ("Op", _FOLD), ("Source", {**_FOLD, "style": "dim"}), ("Dir", {"no_wrap": True}),
+            ("GPU ms", _NUM), ("Copies", _NUM),
         )
         for s in sources:
             src_table.add_row(
                 Text(text(s.get("op"))), Text(text(s.get("source"))), text(s.get("direction")).upper(),
                 fmt_ms(s.get("gpu_ms_per_step")), fmt_count(s.get("count_per_step")),
             )
-        console.print(Text("Top copy sources", style="bold"))
         console.print(src_table)
 
 
@@ -722,17 +799,14 @@ def _overview(doc: dict[str, Any], console: Console) -> None:
     if not rows:
         return
     _heading(console, "Step time breakdown (torch-tb-profiler Overview roles)")
-    table = _table(
-        ("Role", {}), ("ms/step", _NUM), ("% of step", _NUM),
-        caption="Each role gets the step time not taken by a higher-priority role (order as listed); roles sum to the step.",
-    )
-    total_ms = 0.0
+    total_ms = sum(ms or 0.0 for _, ms, _ in rows)
+    table = _table(("Role", {"no_wrap": True, "footer": "Total"}), ("ms/step", {**_NUM, "footer": fmt_ms(total_ms)}),
+                   ("% of step", {**_NUM, "footer": fmt_pct(1.0 if total_ms else 0.0)}), footer=True)
     for name, ms, share in rows:
-        total_ms += ms or 0.0
         table.add_row(name, fmt_ms(ms), fmt_pct(share))
-    table.add_section()
-    table.add_row(Text("Total", style="bold"), fmt_ms(total_ms), fmt_pct(1.0 if total_ms else 0.0))
     console.print(table)
+    _note(console, "Roles in priority order: each gets the part of the step no role above it took, "
+                   "so they add up to the step time.")
 
 
 def _findings(doc: dict[str, Any], console: Console) -> None:
@@ -742,6 +816,8 @@ def _findings(doc: dict[str, Any], console: Console) -> None:
         console.print("No findings.")
         return
     for i, f in enumerate(items, 1):
+        if i > 1:
+            console.print()
         severity = text(f.get("severity"), "")
         style = _SEVERITY_STYLES.get(severity.lower(), "bold")
         title = Text(f"{i}. ", style="bold")
@@ -752,24 +828,25 @@ def _findings(doc: dict[str, Any], console: Console) -> None:
             title.append(f"  ({f['id']})", style="dim")
         console.print(title)
         body = Table.grid(padding=(0, 1))
+        body.add_column(width=2)
         body.add_column(style="bold", no_wrap=True)
         body.add_column(overflow="fold")
         if f.get("where"):
-            body.add_row("Where", Text(fmt_value(f["where"])))
-        items_ev = evidence_items(f.get("evidence"))
-        if items_ev:
+            body.add_row("", "Where", Text(fmt_value(f["where"])))
+        evidence = evidence_items(f.get("evidence"))
+        if evidence:
             ev = Text()
-            for j, (key, value) in enumerate(items_ev):
+            for j, (key, value) in enumerate(evidence):
                 if j:
                     ev.append("\n")
                 if key is not None:
                     ev.append(f"{key}: ", style="dim")
                 ev.append(value)
-            body.add_row("Evidence", ev)
+            body.add_row("", "Evidence", ev)
         if f.get("remedy"):
-            body.add_row("Remedy", Text(fmt_value(f["remedy"]), style="green"))
+            body.add_row("", "Remedy", Text(fmt_value(f["remedy"]), style="green"))
         if body.row_count:
-            console.print(Panel(body, box=box.MINIMAL, padding=(0, 0, 0, 3), expand=True))
+            console.print(body)
 
 
 def render_console(doc: dict[str, Any], console: Console, *, top: int = 10) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import gc
 import math
 import operator
+from collections import Counter
 import zlib
 from typing import Any, Optional, Union
 
@@ -143,20 +144,57 @@ def _id_col(values: list[int]) -> np.ndarray:
         return np.array([v if -(2**63) <= v < 2**63 else hash(v) for v in values], dtype=np.int64)
 
 
-def decode_chunk(data: bytes | memoryview) -> dict[str, Any]:
+def _bracketed(data: Any) -> bytearray:
+    """``[`` + the events + ``]`` in one new buffer (one copy), dropping a trailing comma."""
+    view = memoryview(data)
+    k = len(view)
+    while k and view[k - 1] in b" \t\r\n":
+        k -= 1
+    if k and view[k - 1] == ord(","):
+        k -= 1
+    buf = bytearray(k + 2)
+    buf[0] = ord("[")
+    buf[1 : k + 1] = view[:k]
+    buf[k + 1] = ord("]")
+    return buf
+
+
+def read_range(path: str, start: int, end: int) -> bytearray:
+    """File bytes [start, end) read straight into a bracketed buffer (no extra copy)."""
+    buf = bytearray(end - start + 2)
+    view = memoryview(buf)
+    with open(path, "rb", buffering=0) as f:
+        f.seek(start)
+        with view[1 : end - start + 1] as target:
+            got = f.readinto(target)
+    view.release()
+    k = got + 1  # one past the last byte read
+    while k > 1 and buf[k - 1] in b" \t\r\n":
+        k -= 1
+    if k > 1 and buf[k - 1] == ord(","):
+        k -= 1
+    buf[0] = ord("[")
+    buf[k] = ord("]")
+    del buf[k + 1 :]
+    return buf
+
+
+def decode_chunk(data: Any, bracketed: bool = False) -> dict[str, Any]:
     """Decode a comma-separated run of event objects into columns.
 
+    Args:
+        data: the events' bytes (a trailing comma is allowed), or with
+            ``bracketed=True`` a buffer already wrapped in ``[`` ``]``.
+
     Returns a dict with ``events`` (column -> array, names as local codes),
-    ``names`` (local string table), ``memory`` (column -> array), ``meta_events``
-    (list of (name, pid, tid, args.name)) and ``counts``.
+    ``names`` (local string table), ``threads`` (local (pid, tid) table for the
+    ``thread`` codes), ``memory`` (column -> array), ``meta_events`` (list of
+    (name, pid, tid, args.name)) and ``counts``.
 
     Raises:
         ChunkError: if the bytes are not valid JSON event objects.
     """
-    body = bytes(data).rstrip(b" \t\r\n")
-    if body.endswith(b","):
-        body = body[:-1]
-    buf = b"[" + body + b"]"
+    buf = data if bracketed else _bracketed(data)
     was_enabled = gc.isenabled()
     gc.disable()  # millions of small acyclic objects: the cyclic GC only costs time here
     try:
@@ -164,15 +202,20 @@ def decode_chunk(data: bytes | memoryview) -> dict[str, Any]:
             events = _DECODER.decode(buf)
         except msgspec.ValidationError:
             try:
-                events = _loose_decode(buf)
+                events = _loose_decode(bytes(buf))
             except msgspec.DecodeError as exc:
                 raise ChunkError(str(exc)) from None
         except msgspec.DecodeError as exc:
             raise ChunkError(str(exc)) from None
-        return _to_columns(events)
+        present = {key: key in buf for key in _OPTIONAL_KEYS}
+        return _to_columns(events, present)
     finally:
         if was_enabled:
             gc.enable()
+
+
+# Optional args: skip the Python-level extraction when a chunk has none of them.
+_OPTIONAL_KEYS = (b'"Call stack"', b'"Python id"', b'"external id"', b"[memory]")
 
 
 def _loose_decode(buf: bytes) -> list[Any]:
@@ -220,57 +263,54 @@ def _loose_args(args: dict[str, Any]) -> _Args:
     return msgspec.convert(kept, _Args, strict=False)
 
 
-def _to_columns(events: list[_Event]) -> dict[str, Any]:
+def _to_columns(events: list[Any], present: dict[bytes, bool]) -> dict[str, Any]:
     counts: dict[str, int] = {}
     meta_events: list[tuple[Any, Any, Any, Any]] = []
-
     xs = [e for e in events if type(e) is _Event]
     if len(xs) != len(events):
-        for e in events:
-            t = type(e)
-            if t is _Event:
-                continue
-            if t is _Meta:
-                meta_events.append((e.name, e.pid, e.tid, e.args.name if e.args is not None else None))
-            key = "ph:" + t.__struct_config__.tag
-            counts[key] = counts.get(key, 0) + 1
+        for t, c in Counter(map(type, events)).items():
+            if t is not _Event:
+                counts["ph:" + t.__struct_config__.tag] = c
+        meta_events = [
+            (e.name, e.pid, e.tid, e.args.name if e.args is not None else None)
+            for e in events
+            if type(e) is _Meta
+        ]
+    if present[b"[memory]"]:
         memory = _memory_columns([e for e in events if type(e) is _Instant and e.name == "[memory]"])
     else:
         memory = _memory_columns([])
+    del events
 
     n = len(xs)
-    cats = [e.cat for e in xs]
     cat_local: dict[Any, int] = {}
-    cat_codes = np.fromiter(map(cat_local.setdefault, cats, range(n)), np.int64, n)
-    kind_of_first = {
-        first: m.CATEGORY_KINDS.get(c.lower() if isinstance(c, str) else "", m.Kind.OTHER)
-        for c, first in cat_local.items()
-    }
+    cat_codes = np.fromiter(map(cat_local.setdefault, [e.cat for e in xs], range(n)), np.int64, n)
     lut = np.zeros(n + 1 if n else 1, dtype=np.int8)
-    for first, kind in kind_of_first.items():
-        lut[first] = kind
+    for c, first in cat_local.items():
+        lut[first] = m.CATEGORY_KINDS.get(c.lower() if isinstance(c, str) else "", m.Kind.OTHER)
     kind = lut[cat_codes] if n else np.zeros(0, np.int8)
+    del cat_codes
 
     names_local: dict[Any, int] = {}
-    raw_names = [e.name for e in xs]
-    name_first = np.fromiter(map(names_local.setdefault, raw_names, range(n)), np.int64, n)
+    name_first = np.fromiter(map(names_local.setdefault, [e.name for e in xs], range(n)), np.int64, n)
     names, name_codes = _compact(names_local, name_first, n)
 
-    pid_cache = _IdCache()
-    pid = np.fromiter(map(pid_cache.__getitem__, [e.pid for e in xs]), np.int64, n)
-    tid = np.fromiter(map(pid_cache.__getitem__, [e.tid for e in xs]), np.int64, n)
+    pid = _pid_col([e.pid for e in xs])
+    tid = _pid_col([e.tid for e in xs])
     ts = _float_col([e.ts for e in xs])
     dur = _float_col([e.dur for e in xs])
     np.nan_to_num(dur, copy=False, nan=0.0)
 
     args = [e.args or _NO_ARGS for e in xs]
+    del xs
     ext = _id_col([a.ext_id for a in args])
-    missing_ext = np.flatnonzero(ext == m.MISSING)
-    if len(missing_ext):  # 2021 traces spell it "external id" on device events
+    if present[b'"external id"']:  # 2021 traces spell it "external id" on device events
+        missing_ext = np.flatnonzero(ext == m.MISSING)
         ext[missing_ext] = _id_col([args[i].ext_id_old for i in missing_ext.tolist()])
     # Args that only some kinds carry are read for those rows alone.
     linked = _rows(kind, _LINKED_KINDS)
     cpu_ops = _rows(kind, (m.Kind.CPU_OP,))
+    python = _rows(kind, (m.Kind.PYTHON,)) if present[b'"Python id"'] else []
     cols = {
         m.KIND: kind,
         m.PID: pid,
@@ -278,24 +318,25 @@ def _to_columns(events: list[_Event]) -> dict[str, Any]:
         m.TS: ts,
         m.DUR: dur,
         m.CORR: _subset_col(args, linked, "correlation", n),
-        m.EXT: ext,
+        m.EXT: _narrow(ext),
         m.SEQ: _subset_col(args, cpu_ops, "seq", n),
         m.FWD_TID: _subset_col(args, cpu_ops, "fwd_tid", n),
         m.BYTES: _subset_col(args, _rows(kind, (m.Kind.MEMCPY, m.Kind.MEMSET)), "nbytes", n),
-        m.PY_ID: _subset_col(args, python := _rows(kind, (m.Kind.PYTHON,)), "py_id", n),
+        m.PY_ID: _subset_col(args, python, "py_id", n),
         m.PY_PARENT: _subset_col(args, python, "py_parent", n),
     }
     # Call stacks (old traces, with_stack=True): interned into the same string table.
     stack_codes = np.full(n, m.MISSING, dtype=np.int32)
-    stack_index: dict[str, int] = {}
-    for i, s in [(i, a.stack) for i, a in enumerate(args) if a.stack is not None]:
-        if not isinstance(s, str):
-            s = ";".join(map(str, s)) if isinstance(s, list) else str(s)
-        code = stack_index.get(s)
-        if code is None:
-            code = stack_index[s] = len(names)
-            names.append(s)
-        stack_codes[i] = code
+    if present[b'"Call stack"']:
+        stack_index: dict[str, int] = {}
+        for i, s in [(i, a.stack) for i, a in enumerate(args) if a.stack is not None]:
+            if not isinstance(s, str):
+                s = ";".join(map(str, s)) if isinstance(s, list) else str(s)
+            code = stack_index.get(s)
+            if code is None:
+                code = stack_index[s] = len(names)
+                names.append(s)
+            stack_codes[i] = code
     cols[m.STACK] = stack_codes
     cols[m.NAME] = name_codes
 
@@ -304,6 +345,21 @@ def _to_columns(events: list[_Event]) -> dict[str, Any]:
         counts["X:no-ts"] = int((~keep).sum())
         cols = {k: v[keep] for k, v in cols.items()}
     return {"events": cols, "names": names, "memory": memory, "meta_events": meta_events, "counts": counts}
+
+
+def _pid_col(values: list[Any]) -> np.ndarray:
+    """pid/tid column: ints (and numeric strings) fast; other strings through _int_id."""
+    try:
+        return np.array(values, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        return np.fromiter(map(_IdCache().__getitem__, values), np.int64, len(values))
+
+
+def _narrow(col: np.ndarray) -> np.ndarray:
+    """int64 ids -> int32 when they fit (halves memory; concatenation re-widens if needed)."""
+    if len(col) and col.max() < 2**31 and col.min() >= -(2**31):
+        return col.astype(np.int32)
+    return col
 
 
 _LINKED_KINDS = (m.Kind.RUNTIME, m.Kind.DRIVER, m.Kind.KERNEL, m.Kind.MEMCPY, m.Kind.MEMSET, m.Kind.SYNC)
@@ -316,10 +372,10 @@ def _rows(kind: np.ndarray, kinds: tuple[m.Kind, ...]) -> list[int]:
 def _subset_col(args: list[_Args], rows: list[int], attr: str, n: int) -> np.ndarray:
     """Column ``attr`` of ``args`` read for ``rows`` only; MISSING elsewhere."""
     out = np.full(n, m.MISSING, dtype=np.int64)
-    if rows:
+    if len(rows):
         get = operator.attrgetter(attr)
         out[rows] = _id_col([get(args[i]) for i in rows])
-    return out
+    return _narrow(out)
 
 
 def _compact(first_of: dict[Any, int], first_idx: np.ndarray, n: int) -> tuple[list[str], np.ndarray]:

@@ -131,7 +131,7 @@ class Trace:
         path: the file it was read from.
         meta: top-level JSON keys other than ``traceEvents`` (deviceProperties,
             distributedInfo, displayTimeUnit, baseTimeNanoseconds, ...).
-        events: column name -> numpy array, one row per timed event, sorted by ``ts_us``.
+        events: column name -> numpy array, one row per timed event, in file order.
         names: string table for the ``name`` and ``stack`` columns.
         memory: column name -> numpy array for ``[memory]`` instant events.
         thread_names: (pid, tid) -> thread name from ``thread_name`` metadata events.

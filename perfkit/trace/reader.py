@@ -27,7 +27,7 @@ import numpy as np
 
 from ..errors import TraceFormatError
 from . import model as m
-from .decode import ChunkError, decode_chunk
+from .decode import ChunkError, decode_chunk, read_range
 
 #: Target bytes of JSON per chunk handed to one decode call.
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -461,7 +461,9 @@ def _chunk_bytes(spec: Any) -> bytes:
 def decode_or_none(spec: Any) -> Optional[dict[str, Any]]:
     """Decode one chunk (worker entry point); None if the cut was not at an event boundary."""
     try:
-        return decode_chunk(_chunk_bytes(spec))
+        if isinstance(spec, tuple):
+            return decode_chunk(read_range(*spec), bracketed=True)
+        return decode_chunk(spec)
     except ChunkError:
         return None
 
@@ -498,10 +500,7 @@ def _assemble(path: str, raw: _Raw, results: list[dict[str, Any]], nbytes: int) 
         col: (np.concatenate([r["memory"][col] for r in results]) if results else np.zeros(0, dt)).astype(dt)
         for col, dt in m.MEMORY_COLUMNS.items()
     }
-    order = np.argsort(events[m.TS], kind="stable")
-    if len(order) and not (order[:-1] < order[1:]).all():
-        for col in events:
-            events[col] = events[col][order]
+    # Events stay in file order: every analysis pass sorts the subset it needs.
     morder = np.argsort(memory[m.MEM_TS], kind="stable")
     memory = {k: v[morder] for k, v in memory.items()}
 

@@ -1,0 +1,258 @@
+"""GitHub-flavoured Markdown report (for PR comments and CI summaries).
+
+Same sections, rows and number formats as the console report: both read the
+document through the helpers in :mod:`perfkit.report.console`. Names from the
+trace (ops, kernels, sources) go in code spans with ``|`` escaped, so C++
+template brackets are not taken for HTML and pipes do not split table cells.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from .console import (
+    DASH,
+    breakdown_line,
+    category_rows,
+    copy_rows,
+    copy_sources,
+    evidence_items,
+    excluded_steps,
+    findings,
+    fmt_count,
+    fmt_ms,
+    fmt_pct,
+    fmt_us,
+    fmt_value,
+    gpu_notes,
+    header_facts,
+    leading_ops_line,
+    overview_rows,
+    phase_rows,
+    short_kernel_name,
+    summary_rows,
+    text,
+    top_kernels,
+    top_ops,
+    trace_parts,
+    warnings_list,
+)
+
+
+def md_text(value: Any) -> str:
+    """Free text for Markdown: pipes, angle brackets and backslashes escaped, newlines flattened."""
+    s = str(value).replace("\\", "\\\\").replace("|", "\\|").replace("<", "\\<").replace(">", "\\>")
+    return " ".join(s.split())
+
+
+def md_code(value: Any) -> str:
+    """A code span for a name from the trace; "-" for a missing one. Pipes escaped for table cells."""
+    s = text(value, default="")
+    if not s:
+        return DASH
+    s = " ".join(s.split()).replace("|", "\\|")
+    fence = "``" if "`" in s else "`"
+    pad = " " if s.startswith("`") or s.endswith("`") else ""
+    return f"{fence}{pad}{s}{pad}{fence}"
+
+
+def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> list[str]:
+    """Lines of a GFM table; ``right`` lists the right-aligned (numeric) column indexes."""
+    align = ["---:" if i in right else "---" for i in range(len(headers))]
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join(align) + " |"]
+    for row in rows:
+        lines.append("| " + " | ".join(cell if cell != "" else " " for cell in row) + " |")
+    return lines
+
+
+def _section(out: list[str], title: str) -> None:
+    out += ["", f"### {title}", ""]
+
+
+def _header(doc: dict[str, Any], out: list[str]) -> None:
+    out.append("## perfkit report")
+    out.append("")
+    for name, value in header_facts(doc):
+        if name == "Trace":
+            paths, extras = trace_parts(doc)
+            if paths:
+                value_md = ", ".join(md_code(p) for p in paths[:8])
+                value_md += f" (+{len(paths) - 8} more)" if len(paths) > 8 else ""
+                value_md += f" ({md_text(extras)})" if extras else ""
+                out.append(f"- **Trace:** {value_md}")
+                continue
+        out.append(f"- **{name}:** {md_text(value)}")
+    for step_id, reason in excluded_steps(doc):
+        out.append(f"- **Excluded:** step {md_text(step_id)}: {md_text(reason)}")
+    for warning in warnings_list(doc):
+        out.append(f"- **Warning:** {md_text(warning)}")
+    lines = []
+    breakdown = breakdown_line(doc)
+    if breakdown:
+        lines.append(f"**Time breakdown:** {md_text(breakdown)}")
+    leading = leading_ops_line(doc)
+    if leading:
+        lines.append(f"**Top GPU time:** {md_text(leading)}")
+    if lines:
+        out.append("")
+        out.append("  \n".join(lines))
+
+
+def _step_summary(doc: dict[str, Any], out: list[str]) -> None:
+    rows = summary_rows(doc)
+    if not rows:
+        return
+    _section(out, "Step summary")
+    out += md_table(["Metric", "Value", "Unit"], [list(r) for r in rows], right=(1,))
+    notes = gpu_notes(doc)
+    if notes:
+        out.append("")
+        out += [f"_{md_text(n)}_" for n in notes]
+
+
+def _phases(doc: dict[str, Any], out: list[str]) -> None:
+    rows = phase_rows(doc)
+    if not rows:
+        return
+    _section(out, "Phases (GPU time)")
+    if not any(ms for _, ms, _ in rows):
+        out.append("No GPU time in the analysed steps.")
+        return
+    out += md_table(["Phase", "GPU ms/step", "% of GPU busy"],
+                    [[name, fmt_ms(ms), fmt_pct(share)] for name, ms, share in rows], right=(1, 2))
+
+
+def _categories(doc: dict[str, Any], out: list[str]) -> None:
+    if not isinstance(doc.get("categories"), dict):
+        return
+    _section(out, "GPU time by kernel category")
+    rows = category_rows(doc)
+    if not rows:
+        out.append("No GPU kernel time in the analysed steps.")
+        return
+    out += md_table(["Category", "GPU ms/step", "% of GPU busy"],
+                    [[name, fmt_ms(ms), fmt_pct(share)] for _k, name, ms, share in rows], right=(1, 2))
+
+
+def _top_ops(doc: dict[str, Any], out: list[str], top: int) -> None:
+    if "top_ops" not in doc:
+        return
+    _section(out, "Top ops by GPU time (per step)")
+    ops = top_ops(doc, top)
+    if not ops:
+        out.append("No ops launched GPU work in the analysed steps.")
+        return
+    rows = [
+        [str(i), md_code(op.get("name")), fmt_ms(op.get("gpu_ms_per_step")), fmt_ms(op.get("self_gpu_ms_per_step")),
+         fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")), md_code(op.get("source"))]
+        for i, op in enumerate(ops, 1)
+    ]
+    out += md_table(["#", "Op", "GPU ms", "Self ms", "% busy", "Calls", "Source"], rows, right=(0, 2, 3, 4, 5))
+    out += ["", "_GPU ms includes kernels launched by child ops, so shares overlap; "
+                "self ms counts only the op's own kernels._"]
+
+
+def _top_kernels(doc: dict[str, Any], out: list[str], top: int) -> None:
+    if "top_kernels" not in doc:
+        return
+    _section(out, "Top GPU kernels (per step)")
+    kernels = top_kernels(doc, top)
+    if not kernels:
+        out.append("No GPU kernels in the analysed steps.")
+        return
+    rows = [
+        [str(i), md_code(short_kernel_name(k.get("name"))), md_text(text(k.get("category"))),
+         fmt_ms(k.get("gpu_ms_per_step")), fmt_pct(k.get("share")), fmt_count(k.get("calls_per_step")),
+         fmt_us(k.get("avg_us")), md_code(k.get("op")), md_code(k.get("source"))]
+        for i, k in enumerate(kernels, 1)
+    ]
+    out += md_table(["#", "Kernel", "Category", "GPU ms", "% busy", "Calls", "Avg µs", "Launched by", "Source"],
+                    rows, right=(0, 3, 4, 5, 6))
+
+
+def _copies(doc: dict[str, Any], out: list[str], top: int) -> None:
+    if not isinstance(doc.get("copies"), dict):
+        return
+    _section(out, "Memory copies (per step)")
+    rows = copy_rows(doc)
+    if not rows:
+        out.append("No host/device copies in the analysed steps.")
+        return
+    out += md_table(["Direction", "Copies", "Via copy engine", "MB", "GPU ms"], [list(r) for r in rows],
+                    right=(1, 2, 3, 4))
+    out += ["", "_Copy engine: cudaMemcpy transfers; the rest are copy kernels (casts, .contiguous()), "
+                "which record no byte count (MB shown as -)._"]
+    sources = copy_sources(doc, top)
+    if sources:
+        out += ["", "**Top copy sources**", ""]
+        out += md_table(
+            ["Op", "Source", "Dir", "GPU ms", "Copies"],
+            [[md_code(s.get("op")), md_code(s.get("source")), md_text(text(s.get("direction")).upper()),
+              fmt_ms(s.get("gpu_ms_per_step")), fmt_count(s.get("count_per_step"))] for s in sources],
+            right=(3, 4),
+        )
+
+
+def _overview(doc: dict[str, Any], out: list[str]) -> None:
+    rows = overview_rows(doc)
+    if not rows:
+        return
+    _section(out, "Step time breakdown (torch-tb-profiler Overview roles)")
+    total_ms = sum(ms or 0.0 for _, ms, _ in rows)
+    table = [[name, fmt_ms(ms), fmt_pct(share)] for name, ms, share in rows]
+    table.append(["**Total**", f"**{fmt_ms(total_ms)}**", f"**{fmt_pct(1.0 if total_ms else 0.0)}**"])
+    out += md_table(["Role", "ms/step", "% of step"], table, right=(1, 2))
+    out += ["", "_Roles in priority order: each gets the part of the step no role above it took, "
+                "so they add up to the step time._"]
+
+
+def _findings(doc: dict[str, Any], out: list[str]) -> None:
+    _section(out, "Findings")
+    items = findings(doc)
+    if not items:
+        out.append("No findings.")
+        return
+    for i, f in enumerate(items, 1):
+        severity = text(f.get("severity"), "")
+        title = md_text(text(f.get("title"), "(untitled finding)"))
+        head = f"{i}. **{'[' + md_text(severity.upper()) + '] ' if severity else ''}{title}**"
+        if f.get("id"):
+            head += f" ({md_code(f['id'])})"
+        out.append(head)
+        if f.get("where"):
+            out.append(f"   - Where: {md_text(fmt_value(f['where']))}")
+        evidence = evidence_items(f.get("evidence"))
+        if evidence:
+            if len(evidence) == 1 and evidence[0][0] is None:
+                out.append(f"   - Evidence: {md_text(evidence[0][1])}")
+            else:
+                out.append("   - Evidence:")
+                for key, value in evidence:
+                    out.append(f"     - {md_text(key) + ': ' if key is not None else ''}{md_text(value)}")
+        if f.get("remedy"):
+            out.append(f"   - Remedy: {md_text(fmt_value(f['remedy']))}")
+
+
+def render_markdown(doc: dict[str, Any], *, top: int = 10) -> str:
+    """The analysis report as GitHub-flavoured Markdown.
+
+    Args:
+        doc: the analysis document (``Analysis.to_dict()``, schema ``perfkit.analysis/1``).
+            Missing keys are tolerated: their sections are skipped or say there is no data.
+        top: rows in the top ops, top kernels and copy sources tables. Defaults to 10.
+
+    Returns:
+        The Markdown text, ending with a newline.
+    """
+    doc = doc if isinstance(doc, dict) else {}
+    out: list[str] = []
+    _header(doc, out)
+    _step_summary(doc, out)
+    _phases(doc, out)
+    _categories(doc, out)
+    _top_ops(doc, out, top)
+    _top_kernels(doc, out, top)
+    _copies(doc, out, top)
+    _overview(doc, out)
+    _findings(doc, out)
+    return "\n".join(out) + "\n"
