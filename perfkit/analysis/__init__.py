@@ -11,7 +11,6 @@ import os
 from typing import Any, Iterable, Union
 
 import numpy as np
-import pandas as pd
 
 from ..errors import TraceFormatError
 from ..trace import model as m
@@ -81,7 +80,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats) -> A
     outside = ~kept
     pre_window = (dw.step < 0) & (dw.launch < 0)
     devices = _devices(trace, dw)
-    steps_table = pd.DataFrame({
+    step_rows: dict[str, Any] = {
         "id": stats.ids,
         "wall_ms": stats.wall_us / 1000.0,
         "gpu_window_ms": stats.window_us / 1000.0,
@@ -89,9 +88,9 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats) -> A
         "gpu_idle_ms": stats.idle_us / 1000.0,
         "kept": stats.kept,
         "reason": stats.reasons,
-    })
+    }
     for p in rules.PHASES:
-        steps_table[f"{p}_ms"] = _per_step(dw, PHASE_CODES[p], dw.phase, len(steps)) / 1000.0
+        step_rows[f"{p}_ms"] = _per_step(dw, PHASE_CODES[p], dw.phase, len(steps)) / 1000.0
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "trace": {
@@ -113,7 +112,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats) -> A
             "excluded": [{"id": int(stats.ids[i]), "reason": stats.reasons[i]} for i in np.flatnonzero(~stats.kept)],
             "gpu_ms_median": _median(stats.window_us[stats.kept]) / 1000.0,
             "wall_ms_median": _median(stats.wall_us[stats.kept]) / 1000.0,
-            "table": _records(steps_table),
+            "table": _records(step_rows),
         },
         "gpu": {
             "busy_ms_per_step": busy_total / 1000.0 / max(n_kept, 1),
@@ -136,7 +135,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats) -> A
         },
         "findings": [],
     }
-    return Analysis(doc=doc, steps_table=steps_table)
+    return Analysis(doc=doc)
 
 
 def _in_kept_steps(steps: Steps, stats: StepStats):  # type: ignore[no-untyped-def]
@@ -159,11 +158,11 @@ def _median(x: np.ndarray) -> float:
     return float(np.median(x)) if len(x) else 0.0
 
 
-def _records(df: pd.DataFrame) -> list[dict[str, Any]]:
-    out = []
-    for rec in df.to_dict(orient="records"):
-        out.append({k: (v.item() if hasattr(v, "item") else v) for k, v in rec.items()})
-    return out
+def _records(columns: dict[str, Any]) -> list[dict[str, Any]]:
+    """Column arrays -> list of JSON-ready row dicts."""
+    keys = list(columns)
+    lists = [np.asarray(columns[k]).tolist() for k in keys]
+    return [dict(zip(keys, row)) for row in zip(*lists)]
 
 
 def _devices(trace: m.Trace, dw: DeviceWork) -> list[dict[str, Any]]:
@@ -218,4 +217,4 @@ def merge(results: list[Analysis]) -> Analysis:
     copies["sources"] = docs[0]["copies"]["sources"]
     base["copies"] = copies
     base["findings"] = [f for d in docs for f in d.get("findings", [])]
-    return Analysis(doc=base, steps_table=pd.concat([r.steps_table for r in results], ignore_index=True))
+    return Analysis(doc=base)

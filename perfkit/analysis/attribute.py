@@ -285,11 +285,14 @@ def assign_categories(tl: Timeline, dev: np.ndarray, op: np.ndarray) -> np.ndarr
     kind = tl.kind[dev].astype(np.int64)
     kname = tl.name[dev].astype(np.int64)
     oname = np.where(op >= 0, tl.name[np.maximum(op, 0)], -1).astype(np.int64)
-    combo = np.stack([kind, kname, oname], axis=1)
-    uniq, inverse = np.unique(combo, axis=0, return_inverse=True)
+    # One int64 key per (kind, kernel name, op name); rules run once per distinct key.
+    n_names = len(names) + 1
+    key = (kname * n_names + (oname + 1)) * 16 + kind
+    uniq_keys, inverse = np.unique(key, return_inverse=True)
     compiled = [(r, *r.compiled()) for r in rules.CATEGORY_RULES]
     kind_words = {m.Kind.KERNEL: "kernel", m.Kind.MEMCPY: "memcpy", m.Kind.MEMSET: "memset"}
-    codes = np.empty(len(uniq), dtype=np.int8)
+    codes = np.empty(len(uniq_keys), dtype=np.int8)
+    uniq = np.stack([uniq_keys % 16, (uniq_keys // 16) // n_names, (uniq_keys // 16) % n_names - 1], axis=1)
     for i, (k, kn, on) in enumerate(uniq.tolist()):
         kernel_name = names[kn]
         op_name = names[on] if on >= 0 else ""

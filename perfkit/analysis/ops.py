@@ -6,7 +6,6 @@ import re
 from typing import Any, Optional
 
 import numpy as np
-import pandas as pd
 
 from ..trace import model as m
 from . import intervals, rules
@@ -70,15 +69,27 @@ def _name(tl: Timeline, code: int) -> Optional[str]:
     return format_frame(tl.trace.names[code]) if code >= 0 else None
 
 
+def group_sum(keys: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(distinct keys, sum of weights per key, count per key), keys sorted ascending."""
+    uniq, inverse = np.unique(keys, return_inverse=True)
+    inverse = inverse.reshape(-1)
+    return uniq, np.bincount(inverse, weights=weights, minlength=len(uniq)), np.bincount(inverse, minlength=len(uniq))
+
+
 def _best_source(keys: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> dict[int, int]:
     """For each key, the source code carrying the most weight (ignoring -1)."""
     ok = sources >= 0
     if not ok.any():
         return {}
-    df = pd.DataFrame({"k": keys[ok], "s": sources[ok], "w": weights[ok]})
-    g = df.groupby(["k", "s"], sort=False)["w"].sum().reset_index()
-    g = g.sort_values("w", ascending=False).drop_duplicates("k")
-    return dict(zip(g["k"].tolist(), g["s"].tolist()))
+    k, s = keys[ok].astype(np.int64), sources[ok].astype(np.int64)
+    pair = np.stack([k, s], axis=1)
+    uniq, inverse = np.unique(pair, axis=0, return_inverse=True)
+    w = np.bincount(inverse.reshape(-1), weights=weights[ok], minlength=len(uniq))
+    order = np.lexsort((-w, uniq[:, 0]))  # per key, heaviest source first
+    best: dict[int, int] = {}
+    for key, src in uniq[order].tolist():
+        best.setdefault(key, src)
+    return best
 
 
 def top_kernels(
@@ -88,12 +99,12 @@ def top_kernels(
     if len(sel) == 0:
         return []
     name = dw.name[sel]
-    df = pd.DataFrame({"name": name, "share": dw.share_us[sel], "dur": dw.end[sel] - dw.start[sel],
-                       "cat": dw.category[sel]})
-    g = df.groupby("name").agg(share=("share", "sum"), calls=("share", "size"), dur=("dur", "mean"),
-                               cat=("cat", "first"))
-    g = g.sort_values("share", ascending=False).head(limit)
-    top = g.index.to_numpy()
+    codes, share, calls = group_sum(name, dw.share_us[sel])
+    dur_sum = np.bincount(np.searchsorted(codes, name), weights=(dw.end[sel] - dw.start[sel]), minlength=len(codes))
+    cat_of = np.zeros(len(codes), dtype=np.int64)
+    cat_of[np.searchsorted(codes, name)] = dw.category[sel]
+    order = np.argsort(-share, kind="stable")[:limit]
+    top = codes[order]
     in_top = np.isin(name, top)
     rows = sel[in_top]
     op_names = np.where(dw.op[rows] >= 0, tl.name[np.maximum(dw.op[rows], 0)], -1)
@@ -104,14 +115,15 @@ def top_kernels(
         srcs[linked] = src.at(dw.launch[rows][linked])
     best_src = _best_source(name[in_top], srcs, dw.share_us[rows])
     out = []
-    for code, r in g.iterrows():
+    for i in order.tolist():
+        code = int(codes[i])
         out.append({
-            "name": tl.trace.names[int(code)],
-            "category": rules.CATEGORIES[int(r["cat"])],
-            "gpu_ms_per_step": float(r["share"]) / 1000.0 / n_steps,
-            "share": float(r["share"]) / busy_us if busy_us else 0.0,
-            "calls_per_step": float(r["calls"]) / n_steps,
-            "avg_us": float(r["dur"]),
+            "name": tl.trace.names[code],
+            "category": rules.CATEGORIES[int(cat_of[i])],
+            "gpu_ms_per_step": float(share[i]) / 1000.0 / n_steps,
+            "share": float(share[i]) / busy_us if busy_us else 0.0,
+            "calls_per_step": float(calls[i]) / n_steps,
+            "avg_us": float(dur_sum[i]) / max(int(calls[i]), 1),
             "op": tl.trace.names[best_op[code]] if code in best_op else None,
             "source": _name(tl, best_src.get(code, -1)),
         })
@@ -139,23 +151,24 @@ def top_ops(
     o_s = tl.offset(ops)
     o_e = tl.thread[ops] * tl.span_us + tl.end[ops]
     incl = cum[np.searchsorted(lt, o_e, side="left")] - cum[np.searchsorted(lt, o_s, side="left")]
-    self_ms = pd.Series(dw.share_us[sel]).groupby(
-        np.where(dw.op[sel] >= 0, tl.name[np.maximum(dw.op[sel], 0)], -1)).sum()
-    df = pd.DataFrame({"name": tl.name[ops], "incl": incl})
-    g = df.groupby("name").agg(incl=("incl", "sum"), calls=("incl", "size"))
-    g = g[g["incl"] > 0].sort_values("incl", ascending=False).head(limit)
-    top_rows = ops[np.isin(tl.name[ops], g.index.to_numpy())]
-    top_incl = incl[np.isin(tl.name[ops], g.index.to_numpy())]
-    best_src = _best_source(tl.name[top_rows].astype(np.int64), src.at(top_rows), top_incl)
+    own = np.where(dw.op[sel] >= 0, tl.name[np.maximum(dw.op[sel], 0)], -1)
+    self_codes, self_sum, _ = group_sum(own, dw.share_us[sel])
+    self_of = dict(zip(self_codes.tolist(), self_sum.tolist()))
+    codes, incl_sum, calls = group_sum(tl.name[ops], incl)
+    order = [i for i in np.argsort(-incl_sum, kind="stable").tolist() if incl_sum[i] > 0][:limit]
+    top = codes[order]
+    is_top = np.isin(tl.name[ops], top)
+    top_rows = ops[is_top]
+    best_src = _best_source(tl.name[top_rows].astype(np.int64), src.at(top_rows), incl[is_top])
     out = []
-    for code, r in g.iterrows():
-        code = int(code)
+    for i in order:
+        code = int(codes[i])
         out.append({
             "name": tl.trace.names[code],
-            "gpu_ms_per_step": float(r["incl"]) / 1000.0 / n_steps,
-            "self_gpu_ms_per_step": float(self_ms.get(code, 0.0)) / 1000.0 / n_steps,
-            "share": float(r["incl"]) / busy_us if busy_us else 0.0,
-            "calls_per_step": float(r["calls"]) / n_steps,
+            "gpu_ms_per_step": float(incl_sum[i]) / 1000.0 / n_steps,
+            "self_gpu_ms_per_step": float(self_of.get(code, 0.0)) / 1000.0 / n_steps,
+            "share": float(incl_sum[i]) / busy_us if busy_us else 0.0,
+            "calls_per_step": float(calls[i]) / n_steps,
             "source": _name(tl, best_src.get(code, -1)),
         })
     return out
@@ -197,18 +210,23 @@ def copies(
     linked = dw.launch[rows] >= 0
     if linked.any():
         srcs[linked] = src.at(dw.launch[rows][linked])
-    by = pd.DataFrame({"op": op_code, "src": srcs, "share": share, "dir": direction})
     sources = []
-    if len(by):
-        g = by.groupby(["op", "src"]).agg(share=("share", "sum"), n=("share", "size"),
-                                          dir=("dir", lambda x: x.value_counts().index[0]))
-        for (op, s), r in g.sort_values("share", ascending=False).head(8).iterrows():
+    if len(rows):
+        dir_code = np.searchsorted(np.array(["d2d", "d2h", "h2d", "other"]), direction.astype(str))
+        pair = np.stack([op_code, srcs], axis=1)
+        uniq, inverse = np.unique(pair, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        tot = np.bincount(inverse, weights=share, minlength=len(uniq))
+        cnt = np.bincount(inverse, minlength=len(uniq))
+        for i in np.argsort(-tot, kind="stable")[:8].tolist():
+            op, s_code = (int(x) for x in uniq[i])
+            dirs = np.bincount(dir_code[inverse == i], minlength=4)
             sources.append({
-                "op": names[int(op)] if op >= 0 else "(unknown: launched before the trace)",
-                "source": _name(tl, int(s)),
-                "direction": r["dir"],
-                "gpu_ms_per_step": float(r["share"]) / 1000.0 / n_steps,
-                "count_per_step": float(r["n"]) / n_steps,
+                "op": names[op] if op >= 0 else "(unknown: launched before the trace)",
+                "source": _name(tl, s_code),
+                "direction": ("d2d", "d2h", "h2d", "other")[int(np.argmax(dirs))],
+                "gpu_ms_per_step": float(tot[i]) / 1000.0 / n_steps,
+                "count_per_step": float(cnt[i]) / n_steps,
             })
     out["sources"] = sources
     return out

@@ -8,10 +8,11 @@ from it for notebook users.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-import pandas as pd
+if TYPE_CHECKING:  # pandas is imported only when a table is asked for
+    import pandas as pd
 
 SCHEMA = "perfkit.analysis/1"
 
@@ -22,11 +23,9 @@ class Analysis:
 
     Attributes:
         doc: the JSON document (see docs/analysis.md for every key and unit).
-        steps_table: one row per step (ids, wall/window/busy/idle ms, kept, reason).
     """
 
     doc: dict[str, Any]
-    steps_table: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document."""
@@ -37,43 +36,53 @@ class Analysis:
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> "Analysis":
-        steps = doc.get("steps", {}).get("table", [])
-        return cls(doc=doc, steps_table=pd.DataFrame(steps))
-
-    def _group(self, key: str, value: str = "gpu_ms_per_step") -> pd.DataFrame:
-        rows = [{"name": k, **v} for k, v in self.doc.get(key, {}).items() if isinstance(v, dict)]
-        return pd.DataFrame(rows)
+        return cls(doc=doc)
 
     @property
-    def phases(self) -> pd.DataFrame:
+    def steps_table(self) -> "pd.DataFrame":
+        """One row per step: id, wall/window/busy/idle ms, per-phase ms, kept, reason."""
+        return _frame(self.doc.get("steps", {}).get("table", []))
+
+    def _group(self, key: str) -> "pd.DataFrame":
+        rows = [{"name": k, **v} for k, v in self.doc.get(key, {}).items() if isinstance(v, dict)]
+        return _frame(rows)
+
+    @property
+    def phases(self) -> "pd.DataFrame":
         """forward/backward/optimizer/other: gpu_ms_per_step, share."""
         return self._group("phases")
 
     @property
-    def categories(self) -> pd.DataFrame:
+    def categories(self) -> "pd.DataFrame":
         """matmul/attention/...: gpu_ms_per_step, share."""
         return self._group("categories")
 
     @property
-    def copies(self) -> pd.DataFrame:
+    def copies(self) -> "pd.DataFrame":
         rows = [{"direction": k, **v} for k, v in self.doc.get("copies", {}).items() if k in ("h2d", "d2h", "d2d")]
-        return pd.DataFrame(rows)
+        return _frame(rows)
 
     @property
-    def overview(self) -> pd.DataFrame:
+    def overview(self) -> "pd.DataFrame":
         return self._group("overview")
 
     @property
-    def top_ops(self) -> pd.DataFrame:
-        return pd.DataFrame(self.doc.get("top_ops", []))
+    def top_ops(self) -> "pd.DataFrame":
+        return _frame(self.doc.get("top_ops", []))
 
     @property
-    def top_kernels(self) -> pd.DataFrame:
-        return pd.DataFrame(self.doc.get("top_kernels", []))
+    def top_kernels(self) -> "pd.DataFrame":
+        return _frame(self.doc.get("top_kernels", []))
 
     @property
     def findings(self) -> list[dict[str, Any]]:
         return list(self.doc.get("findings", []))
+
+
+def _frame(rows: Any) -> "pd.DataFrame":
+    import pandas as pd
+
+    return pd.DataFrame(rows)
 
 
 def _default(obj: Any) -> Any:

@@ -50,8 +50,7 @@ class Timeline:
         t0 = float(ts.min()) if len(ts) else 0.0
         start = ts - t0
         end = start + np.maximum(ev[m.DUR], 0.0)
-        key = ev[m.PID].astype(np.int64) * np.int64(1_000_003) + ev[m.TID].astype(np.int64)
-        _, thread = np.unique(key, return_inverse=True)
+        thread = _thread_index(ev[m.PID], ev[m.TID])
         span = float(end.max()) + 1.0 if len(end) else 1.0
         return cls(trace=trace, t0_us=t0, start=start, end=end, thread=thread.astype(np.int64), span_us=span)
 
@@ -94,3 +93,20 @@ class Timeline:
         tid = self.trace.events[m.TID]
         rows = np.unique(self.thread, return_index=True)[1]
         return {int(self.thread[r]): (int(pid[r]), int(tid[r])) for r in rows}
+
+
+def _thread_index(pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
+    """Dense index per distinct (pid, tid).
+
+    Traces hold few threads but millions of events: find the distinct pairs on
+    runs of equal keys (cheap) before the exact mapping, instead of sorting all
+    events.
+    """
+    key = pid.astype(np.int64) * np.int64(1_000_003) + tid.astype(np.int64)
+    if len(key) == 0:
+        return np.zeros(0, dtype=np.int64)
+    change = np.empty(len(key), dtype=bool)
+    change[0] = True
+    np.not_equal(key[1:], key[:-1], out=change[1:])
+    distinct = np.unique(key[change])  # run heads: far fewer than events
+    return np.searchsorted(distinct, key).astype(np.int64)

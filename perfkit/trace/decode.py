@@ -175,7 +175,8 @@ def read_range(path: str, start: int, end: int) -> bytearray:
         k -= 1
     buf[0] = ord("[")
     buf[k] = ord("]")
-    del buf[k + 1 :]
+    for i in range(k + 1, len(buf)):  # at most the separator's few bytes
+        buf[i] = ord(" ")
     return buf
 
 
@@ -207,15 +208,14 @@ def decode_chunk(data: Any, bracketed: bool = False) -> dict[str, Any]:
                 raise ChunkError(str(exc)) from None
         except msgspec.DecodeError as exc:
             raise ChunkError(str(exc)) from None
-        present = {key: key in buf for key in _OPTIONAL_KEYS}
-        return _to_columns(events, present)
+        return _to_columns(events, has_stacks=_STACK_KEY in buf)
     finally:
         if was_enabled:
             gc.enable()
 
 
-# Optional args: skip the Python-level extraction when a chunk has none of them.
-_OPTIONAL_KEYS = (b'"Call stack"', b'"Python id"', b'"external id"', b"[memory]")
+# Call stacks (2021 traces) are rare: skip their Python-level extraction when absent.
+_STACK_KEY = b'"Call stack"'
 
 
 def _loose_decode(buf: bytes) -> list[Any]:
@@ -263,7 +263,7 @@ def _loose_args(args: dict[str, Any]) -> _Args:
     return msgspec.convert(kept, _Args, strict=False)
 
 
-def _to_columns(events: list[Any], present: dict[bytes, bool]) -> dict[str, Any]:
+def _to_columns(events: list[Any], has_stacks: bool) -> dict[str, Any]:
     counts: dict[str, int] = {}
     meta_events: list[tuple[Any, Any, Any, Any]] = []
     xs = [e for e in events if type(e) is _Event]
@@ -276,7 +276,7 @@ def _to_columns(events: list[Any], present: dict[bytes, bool]) -> dict[str, Any]
             for e in events
             if type(e) is _Meta
         ]
-    if present[b"[memory]"]:
+    if counts.get("ph:i"):
         memory = _memory_columns([e for e in events if type(e) is _Instant and e.name == "[memory]"])
     else:
         memory = _memory_columns([])
@@ -304,13 +304,13 @@ def _to_columns(events: list[Any], present: dict[bytes, bool]) -> dict[str, Any]
     args = [e.args or _NO_ARGS for e in xs]
     del xs
     ext = _id_col([a.ext_id for a in args])
-    if present[b'"external id"']:  # 2021 traces spell it "external id" on device events
-        missing_ext = np.flatnonzero(ext == m.MISSING)
+    missing_ext = np.flatnonzero(ext == m.MISSING)
+    if len(missing_ext):  # 2021 traces spell it "external id" on device events
         ext[missing_ext] = _id_col([args[i].ext_id_old for i in missing_ext.tolist()])
     # Args that only some kinds carry are read for those rows alone.
     linked = _rows(kind, _LINKED_KINDS)
     cpu_ops = _rows(kind, (m.Kind.CPU_OP,))
-    python = _rows(kind, (m.Kind.PYTHON,)) if present[b'"Python id"'] else []
+    python = _rows(kind, (m.Kind.PYTHON,))
     cols = {
         m.KIND: kind,
         m.PID: pid,
@@ -327,7 +327,7 @@ def _to_columns(events: list[Any], present: dict[bytes, bool]) -> dict[str, Any]
     }
     # Call stacks (old traces, with_stack=True): interned into the same string table.
     stack_codes = np.full(n, m.MISSING, dtype=np.int32)
-    if present[b'"Call stack"']:
+    if has_stacks:
         stack_index: dict[str, int] = {}
         for i, s in [(i, a.stack) for i, a in enumerate(args) if a.stack is not None]:
             if not isinstance(s, str):
