@@ -169,6 +169,7 @@ def top_ops(
             "self_gpu_ms_per_step": float(self_of.get(code, 0.0)) / 1000.0 / n_steps,
             "share": float(incl_sum[i]) / busy_us if busy_us else 0.0,
             "calls_per_step": float(calls[i]) / n_steps,
+            "avg_gpu_us": float(incl_sum[i]) / max(int(calls[i]), 1),
             "source": _name(tl, best_src.get(code, -1)),
         })
     return out
