@@ -32,4 +32,20 @@ def load_trace(path: str) -> Any:
     return _load(path)
 
 
-__all__ = ["__version__", "analyze", "load_trace"]
+_COLLECT = {"profile", "step", "phase", "ProfileSession"}
+
+
+def __getattr__(name: str) -> Any:
+    # Collection needs torch: import it only when asked for.
+    if name in _COLLECT:
+        from . import collect
+
+        return getattr(collect, name)
+    if name == "ModuleTimer":
+        from .collect.modules import ModuleTimer
+
+        return ModuleTimer
+    raise AttributeError(f"module 'perfkit' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "analyze", "load_trace", "profile", "step", "phase", "ModuleTimer"]

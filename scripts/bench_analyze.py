@@ -25,6 +25,15 @@ perfkit.analysis`` warms the shared libraries. Derived figures: MB/s =
 uncompressed JSON MB / analysis seconds, and the ratio analysis / json.load.
 MB means 10**6 bytes throughout.
 
+Fairness on a shared machine: before every run the script waits (up to
+``--max-idle-wait`` s) until other processes use < 0.15 CPU, and it records
+for every run the CPU seconds that unrelated processes used meanwhile
+(``/proc/stat`` busy time minus the measured tree's and its own). The
+children import perfkit from a copy of ``perfkit/`` taken at the start
+(``bench-data/perfkit-snapshot``), so a run measures one version of the code
+even if the working tree changes meanwhile (``--no-snapshot`` to import the
+tree itself); the git commit and a hash of the sources are recorded.
+
 Which traces
 ------------
 * the small real anchor ``--source`` (default: HolisticTraceAnalysis's test
@@ -80,6 +89,8 @@ DEFAULT_SOURCE = (
 )
 MB = 1_000_000
 SAMPLE_S = 0.02
+#: Where the children import perfkit from (see snapshot_perfkit); the repository by default.
+CODE_ROOT = REPO
 
 TARGET_RATIO = 0.5
 TARGET_MBPS = 250.0
@@ -204,6 +215,34 @@ def tree_rss(root: int) -> tuple[int, int, int]:
     return total, root_rss, n
 
 
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(CODE_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def snapshot_perfkit() -> str:
+    """Copy perfkit/ to bench-data/perfkit-snapshot/ so that one run measures one version of
+    the code even while the working tree is being edited; return a hash of its sources."""
+    global CODE_ROOT
+    import shutil
+
+    dst = DATA / "perfkit-snapshot"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(REPO / "perfkit", dst / "perfkit", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    CODE_ROOT = dst
+    return source_hash(dst / "perfkit")
+
+
+def source_hash(pkg: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for f in sorted(pkg.rglob("*.py")):
+        h.update(str(f.relative_to(pkg)).encode() + b"\0" + f.read_bytes())
+    return h.hexdigest()[:16]
+
+
 _HZ = os.sysconf("SC_CLK_TCK")
 
 
@@ -232,8 +271,7 @@ def wait_idle(max_wait_s: float, busy_limit: float = 0.15) -> float:
 
 def run_child(mode: str, path: str) -> dict[str, Any]:
     """Run CHILD in a fresh interpreter; sample its process tree's RSS every SAMPLE_S."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = _child_env()
     own0 = sum(os.times()[:2])
     busy0 = cpu_busy_s()
     t0 = time.perf_counter()
@@ -383,10 +421,10 @@ def machine() -> dict[str, Any]:
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     if versions["perfkit"] is None:  # a source checkout that is not pip-installed
-        sys.path.insert(0, str(REPO))
-        import perfkit
-
-        versions["perfkit"] = f"{perfkit.__version__} (source)"
+        text = (CODE_ROOT / "perfkit" / "__init__.py").read_text()
+        ver = next((ln.split("=", 1)[1].strip().strip("\"'") for ln in text.splitlines()
+                    if ln.startswith("__version__")), "?")
+        versions["perfkit"] = f"{ver} (source)"
     git = {}
     try:
         git["commit"] = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True).stdout.strip()
@@ -460,7 +498,8 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any], repeat: int) -> s
         f"Machine: {m['nproc']} CPUs ({m['cpu']}), {m['ram_bytes'] / 2**30:.1f} GiB RAM, Python {m['python']}, "
         + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
         f"perfkit at commit {m.get('git', {}).get('commit', '?')[:12]}"
-        + (" (perfkit/ had uncommitted changes)" if m.get("git", {}).get("perfkit_modified") else "") + ".",
+        + (" plus uncommitted changes in perfkit/" if m.get("git", {}).get("perfkit_modified") else "")
+        + f" (perfkit sources sha256 {m.get('git', {}).get('perfkit_source_sha256', '?')}).",
         f"Median of {repeat} fresh-process runs (min-max in parentheses). MB = 10^6 bytes. "
         "Peak RSS = peak over 20 ms samples of the summed VmRSS of the process and its pool workers "
         "(at least the main process's ru_maxrss). \"other jobs' CPU\" = CPU seconds used by unrelated "
@@ -516,8 +555,7 @@ st.sort_stats("tottime").print_stats(25)
 
 
 def profile(path: Path) -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env = _child_env()
     out = subprocess.run([sys.executable, "-c", PROFILE, str(path)], cwd=str(REPO), env=env,
                          capture_output=True, text=True, check=True).stdout
     (DATA / "profile.txt").write_text(out)
@@ -538,6 +576,8 @@ def main() -> int:
     ap.add_argument("--inflate-tool", type=Path, default=DEFAULT_TOOL, help="path of inflate_trace.py")
     ap.add_argument("--max-idle-wait", type=float, default=300.0,
                     help="before each run, wait up to this many seconds for other jobs on the machine to go quiet (default 300; 0: never wait)")
+    ap.add_argument("--no-snapshot", action="store_true",
+                    help="import perfkit from the working tree itself instead of a copy taken at the start")
     ap.add_argument("--no-anchors", action="store_true", help="skip the small real anchor traces")
     ap.add_argument("--profile", action="store_true",
                     help="afterwards, cProfile one in-process analysis (workers=0) of the smallest inflated trace")
@@ -568,7 +608,10 @@ def main() -> int:
             files.append((f"{path.name} (inflated x{copies}, ~{target:g} MB)", path))
 
     # ---- measure
+    code_hash = source_hash(REPO / "perfkit") if a.no_snapshot else snapshot_perfkit()
     info = machine()
+    info["git"]["perfkit_source_sha256"] = code_hash
+    info["git"]["measured_from"] = str(CODE_ROOT)
     print(f"machine: {info}", flush=True)
     run_child("import", str(source))  # untimed: warm shared libraries and .pyc files
     import_s = _stats([run_child("import", str(source))["seconds"] for _ in range(3)])
@@ -610,6 +653,10 @@ def main() -> int:
         "targets": {"time_ratio_max": TARGET_RATIO, "mb_per_s_min": TARGET_MBPS, "peak_rss_max": "uncompressed JSON bytes"},
         "results": rows,
     }
+    if source_hash(REPO / "perfkit") != code_hash:
+        doc["note"] = "perfkit/ in the working tree changed during the run" + (
+            "; runs may mix versions" if a.no_snapshot else "; what was measured is the snapshot taken at the start")
+        print(f"note: {doc['note']}")
     (DATA / "results.json").write_text(json.dumps(doc, indent=2) + "\n")
     print(f"written {DATA / 'results.md'} and {DATA / 'results.json'}")
 

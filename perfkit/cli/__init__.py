@@ -31,7 +31,8 @@ def _root() -> None:
     """perfkit: profile PyTorch training and analyze its traces."""
 
 
-from . import analyze as _analyze  # noqa: E402,F401  (registers the command)
+from . import analyze as _analyze  # noqa: E402,F401  (registers the commands)
+from . import profile as _profile  # noqa: E402,F401
 
 
 def main(argv: Optional[list[str]] = None) -> int:
@@ -46,13 +47,13 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 130
     except SystemExit as exc:  # typer/click usage errors come through here
         return exc.code if isinstance(exc.code, int) else EXIT_INPUT
-    except Exception as exc:  # click's own usage errors (standalone_mode=False)
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
-            exc.show()
-            return EXIT_INPUT
-        if isinstance(exc, click.exceptions.Abort):
+    except Exception as exc:
+        # Usage errors of the parser (typer ships its own copy of click): they
+        # carry show() and exit_code; Abort is Ctrl-C at a prompt.
+        if type(exc).__name__ == "Abort":
             return 130
+        if hasattr(exc, "show") and hasattr(exc, "exit_code"):
+            exc.show()
+            return int(exc.exit_code) or EXIT_INPUT
         raise
     return EXIT_OK

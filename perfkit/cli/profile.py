@@ -1,0 +1,56 @@
+"""``perfkit profile [OPTIONS] SCRIPT [ARGS]...``: run a training script under the profiler."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from . import app
+
+
+@app.command(
+    "profile",
+    context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
+)
+def profile_cmd(
+    script: str = typer.Argument(..., help="The training script (or, with -m, a module name)."),
+    script_args: Optional[List[str]] = typer.Argument(None, help="Arguments passed to the script unchanged."),
+    module: bool = typer.Option(False, "-m", "--module", help="SCRIPT is a module name, run like python -m."),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="Run directory (default traces/<script>-<time>)."),
+    mode: str = typer.Option("trace", "--mode", help="trace: kernel trace of a few steps + timers; light: timers only."),
+    skip_first: int = typer.Option(5, "--skip-first", min=0, help="Steps to run before profiling (start-up)."),
+    warmup: int = typer.Option(2, "--warmup", min=0, help="Profiler warm-up steps (discarded)."),
+    active: int = typer.Option(3, "--active", min=1, help="Steps recorded in the trace."),
+    with_stack: bool = typer.Option(True, "--stack/--no-stack", help="Record Python source lines."),
+    record_shapes: bool = typer.Option(False, "--shapes", help="Record input shapes (more overhead)."),
+    profile_memory: bool = typer.Option(False, "--memory-events", help="Record allocator events in the trace."),
+    tokens_per_step: Optional[float] = typer.Option(None, "--tokens-per-step", help="For tokens/s."),
+    samples_per_step: Optional[float] = typer.Option(None, "--samples-per-step", help="For samples/s."),
+    step_fn: Optional[str] = typer.Option(None, "--step-fn", help="module:function whose calls are the steps."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the report."),
+) -> None:
+    """Profile a training script with no code change; writes a run directory and prints the report."""
+    import os
+
+    from ..collect.launcher import run_script
+    from ..collect.session import ProfileSession, Schedule, SessionOptions
+    from ..errors import UsageError
+
+    if not module and not os.path.isfile(script):
+        raise UsageError(f"{script}: no such script")
+    options = SessionOptions(
+        out=out,
+        name=script.rsplit(".", 1)[-1] if module else script,
+        mode=mode,
+        schedule=Schedule(skip_first=skip_first, warmup=warmup, active=active),
+        with_stack=with_stack,
+        record_shapes=record_shapes,
+        profile_memory=profile_memory,
+        tokens_per_step=tokens_per_step,
+        samples_per_step=samples_per_step,
+        quiet=quiet,
+    )
+    session = ProfileSession(options)
+    code = run_script(session, script, list(script_args or []), module=module, step_fn=step_fn)
+    raise typer.Exit(code)

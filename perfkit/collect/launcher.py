@@ -1,0 +1,181 @@
+"""Run a user's script under a profiling session, as ``python SCRIPT ARGS`` would.
+
+The script runs in this process as ``__main__`` with its own ``sys.argv`` and
+``sys.path[0]``; its exit code and exceptions are unchanged. Whatever happens
+(an exception, ``sys.exit``, SIGINT, SIGTERM) the session is finished first, so
+the trace and analysis collected so far are written, and then the original
+outcome is restored: the exception propagates, the exit code is returned, a
+SIGTERM is re-delivered with its default action.
+"""
+
+from __future__ import annotations
+
+import os
+import runpy
+import signal
+import sys
+from typing import Any, Callable, Optional
+
+from .session import ProfileSession
+
+
+class _Terminated(BaseException):
+    """SIGTERM turned into an exception so that cleanup runs."""
+
+
+def run_script(
+    session: ProfileSession,
+    target: str,
+    args: list[str],
+    *,
+    module: bool = False,
+    step_fn: Optional[str] = None,
+) -> int:
+    """Run ``target`` (a path, or a module name with ``module=True``) and return its exit code."""
+    argv0 = target if not module else _module_file(target) or target
+    old_argv, old_path0 = sys.argv[:], (sys.path[0] if sys.path else None)
+    sys.argv = [argv0, *args]
+    if not module:
+        script_dir = os.path.dirname(os.path.abspath(target))
+        if sys.path:
+            sys.path[0] = script_dir
+        else:
+            sys.path.insert(0, script_dir)
+    previous_term = _install_sigterm()
+    unhook = _install_step_fn(session, step_fn) if step_fn else None
+    status: Optional[int] = 0
+    outcome: Optional[BaseException] = None
+    session.start()
+    try:
+        if module:
+            runpy.run_module(target, run_name="__main__", alter_sys=True)
+        else:
+            runpy.run_path(target, run_name="__main__")
+    except SystemExit as exc:
+        status = _exit_code(exc.code)
+        outcome = exc
+    except _Terminated as exc:
+        status = 128 + signal.SIGTERM
+        outcome = exc
+    except KeyboardInterrupt as exc:
+        status = 130
+        outcome = exc
+    except BaseException as exc:  # the script's own error: re-raised below, unchanged
+        status = 1
+        outcome = exc
+    finally:
+        if unhook:
+            unhook()
+        try:
+            session.finish(status)
+        except Exception as exc:  # profiling must never change the script's outcome
+            print(f"perfkit: could not finish the profile: {exc}", file=sys.stderr)
+        sys.argv = old_argv
+        if old_path0 is not None and sys.path:
+            sys.path[0] = old_path0
+        _restore_sigterm(previous_term)
+    if isinstance(outcome, _Terminated):
+        os.kill(os.getpid(), signal.SIGTERM)  # default action now: same status as unprofiled
+        return status  # pragma: no cover (not reached)
+    if isinstance(outcome, SystemExit):
+        return status or 0
+    if outcome is not None:
+        raise outcome
+    return 0
+
+
+def _exit_code(code: Any) -> int:
+    if code is None:
+        return 0
+    if isinstance(code, int):
+        return code
+    print(code, file=sys.stderr)  # sys.exit("message") prints it and exits 1
+    return 1
+
+
+def _module_file(name: str) -> Optional[str]:
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):
+        return None
+    return spec.origin if spec is not None else None
+
+
+def _install_sigterm() -> Any:
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return None  # the script's launcher already handles it: leave it alone
+
+    def handler(signum: int, frame: Any) -> None:
+        raise _Terminated()
+
+    try:
+        return signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread
+        return None
+
+
+def _restore_sigterm(previous: Any) -> None:
+    if previous is not None:
+        try:
+            signal.signal(signal.SIGTERM, previous)
+        except ValueError:
+            pass
+
+
+def _install_step_fn(session: ProfileSession, spec: str) -> Callable[[], None]:
+    """Make each call of ``module:function`` end a step.
+
+    An importable module's function is wrapped in place (now, or when the module
+    is imported). A function of the script itself (``__main__:fn``) is found at
+    its first call through a temporary profile hook, which then replaces it in
+    the script's globals with a wrapper and removes itself.
+    """
+    from ..errors import UsageError
+
+    mod_name, _, fn_name = spec.partition(":")
+    if not mod_name or not fn_name:
+        raise UsageError(f"--step-fn must look like module:function (got {spec!r})")
+    done = {"wrapped": False}
+
+    def wrap(fn: Callable[..., Any]) -> Callable[..., Any]:
+        import functools
+
+        @functools.wraps(fn)
+        def stepped(*a: Any, **k: Any) -> Any:
+            try:
+                return fn(*a, **k)
+            finally:
+                session.mark_step()
+
+        stepped.__perfkit_step__ = True  # type: ignore[attr-defined]
+        return stepped
+
+    if mod_name != "__main__" and not mod_name.endswith(".py"):
+        import importlib
+
+        try:
+            module = importlib.import_module(mod_name)
+        except ImportError as exc:
+            raise UsageError(f"--step-fn: cannot import {mod_name!r}: {exc}") from None
+        target = getattr(module, fn_name, None)
+        if not callable(target):
+            raise UsageError(f"--step-fn: {mod_name!r} has no function {fn_name!r}")
+        setattr(module, fn_name, wrap(target))
+        return lambda: setattr(module, fn_name, target)
+
+    def hook(frame: Any, event: str, arg: Any) -> None:
+        if done["wrapped"] or event != "return" or frame.f_code.co_name != fn_name:
+            return
+        if frame.f_globals.get("__name__") != "__main__":
+            return
+        fn = frame.f_globals.get(fn_name)
+        if callable(fn) and getattr(fn, "__code__", None) is frame.f_code:
+            frame.f_globals[fn_name] = wrap(fn)
+            done["wrapped"] = True
+            session.mark_step()  # this first call just ended
+            sys.setprofile(None)
+
+    sys.setprofile(hook)
+    return lambda: sys.setprofile(None) if not done["wrapped"] else None

@@ -1,0 +1,65 @@
+"""Markers a training script can use: ``@perfkit.step`` and ``perfkit.phase``.
+
+Both are cheap no-ops when no session is running, so they can stay in code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from typing import Any, Callable, Iterator, Optional, TypeVar, overload
+
+from . import session as _session
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@overload
+def step(fn: F) -> F: ...
+@overload
+def step(fn: None = None, *, tokens: Optional[float] = None, samples: Optional[float] = None) -> Callable[[F], F]: ...
+
+
+def step(fn: Optional[F] = None, *, tokens: Optional[float] = None, samples: Optional[float] = None) -> Any:
+    """Mark one training step per call of the decorated function.
+
+    ``@perfkit.step`` or ``@perfkit.step(tokens=4096, samples=8)``; tokens and
+    samples per step give throughput. Once a script marks steps, optimizer steps
+    no longer count as step boundaries.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return func(*args, **kwargs)
+            finally:
+                s = _session.current()
+                if s is not None:
+                    s.mark_step(tokens=tokens, samples=samples)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate(fn) if fn is not None else decorate
+
+
+@contextlib.contextmanager
+def phase(name: str) -> Iterator[None]:
+    """Time a named phase (``data``, ``forward``, ``backward``, ``optimizer`` or any name).
+
+    Shows in the trace as ``perfkit.phase:<name>`` (the analyzer uses the
+    standard names to refine its forward/backward split) and in the run's
+    ``runtime.phases`` with wall and GPU time.
+    """
+    s = _session.current()
+    if s is None:
+        yield
+        return
+    import torch
+
+    token = s.phases.begin(name)
+    with torch.profiler.record_function(f"perfkit.phase:{name}"):
+        try:
+            yield
+        finally:
+            s.phases.end(name, token)

@@ -1,0 +1,341 @@
+"""The profiling session: drives torch.profiler, times steps and phases, writes the run.
+
+A :class:`ProfileSession` is what ``perfkit profile`` and ``perfkit.profile()``
+run. It finds training steps with no help from the script (every
+``torch.optim.Optimizer.step`` ends one, through torch's global optimizer
+hooks) unless the script marks them with ``@perfkit.step``. In ``trace`` mode
+it records a Kineto trace over a few steady steps chosen by a schedule, then
+stops the profiler so the rest of the run keeps its speed. In ``light`` mode
+there is no kernel trace: only step and phase timers (CUDA events, read
+lazily, never a host sync in the step) and memory counters.
+
+When the session ends (normally, on an exception, ``sys.exit`` or a signal)
+it writes the run directory: the trace, ``analysis.json`` (the analyzer's
+document plus a ``runtime`` section with what only the live process knows)
+and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from . import runtime as rt
+
+_ACTIVE: Optional["ProfileSession"] = None
+
+
+def current() -> Optional["ProfileSession"]:
+    """The session in progress in this process, if any."""
+    return _ACTIVE
+
+
+@dataclass
+class Schedule:
+    """Which steps the kernel trace covers (torch.profiler.schedule, one cycle).
+
+    Defaults skip start-up (compilation, allocator growth, autotuning) and
+    record a few steady steps.
+    """
+
+    skip_first: int = 5  #: steps run before anything is recorded
+    wait: int = 0  #: further idle steps
+    warmup: int = 2  #: steps with the profiler on, results discarded (its own warm-up)
+    active: int = 3  #: steps recorded into the trace
+
+    def validate(self) -> None:
+        from ..errors import UsageError
+
+        for name in ("skip_first", "wait", "warmup", "active"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 0:
+                raise UsageError(f"schedule {name} must be a whole number >= 0 (got {value!r})")
+        if self.active < 1:
+            raise UsageError(f"schedule active must be >= 1 (got {self.active})")
+
+    @property
+    def last_step(self) -> int:
+        """Number of step() calls after which the trace is complete."""
+        return self.skip_first + self.wait + self.warmup + self.active
+
+
+@dataclass
+class SessionOptions:
+    out: Optional[str] = None  #: run directory; default traces/<name>-<timestamp>
+    name: str = "run"  #: used in the default run directory name
+    mode: str = "trace"  #: "trace" (kernel trace + timers) or "light" (timers only)
+    schedule: Schedule = field(default_factory=Schedule)
+    with_stack: bool = True  #: Python source lines in the trace
+    record_shapes: bool = False
+    profile_memory: bool = False
+    tokens_per_step: Optional[float] = None
+    samples_per_step: Optional[float] = None
+    report: bool = True  #: print the terminal report at the end
+    quiet: bool = False
+
+
+class ProfileSession:
+    """One profiled run (see module docstring). Use :func:`perfkit.profile` to create one."""
+
+    def __init__(self, options: SessionOptions):
+        options.schedule.validate()
+        if options.mode not in ("trace", "light"):
+            from ..errors import UsageError
+
+            raise UsageError(f"mode must be 'trace' or 'light' (not {options.mode!r})")
+        self.options = options
+        self.run_dir = options.out or _default_dir(options.name)
+        self.rank = _rank()
+        self.steps = 0
+        self.explicit_steps = False  #: set when the script marks steps itself
+        self.timer = rt.StepTimer()
+        self.phases = rt.PhaseTimer()
+        self.memory = rt.MemoryCounters()
+        self.optimizers: list[Any] = []
+        self.exit_status: Optional[int] = None
+        self.error: Optional[str] = None
+        self.trace_path: Optional[str] = None
+        self._prof: Any = None
+        self._prof_done = False
+        self._hook_handle: Any = None
+        self._first_optimizer: Optional[int] = None
+        self._finished = False
+        self._started_at = 0.0
+        self.flops_per_step: Optional[float] = None
+        self.tokens_per_step = options.tokens_per_step
+        self.samples_per_step = options.samples_per_step
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def start(self) -> "ProfileSession":
+        global _ACTIVE
+        from torch.optim.optimizer import register_optimizer_step_post_hook
+
+        if _ACTIVE is not None and _ACTIVE is not self:
+            from ..errors import UsageError
+
+            raise UsageError("a perfkit profiling session is already running in this process")
+        _ACTIVE = self
+        self._started_at = time.time()
+        os.makedirs(self.run_dir, exist_ok=True)
+        self._hook_handle = register_optimizer_step_post_hook(self._on_optimizer_step)
+        self.timer.start()
+        self.memory.start()
+        if self.options.mode == "trace":
+            self._start_profiler()
+        return self
+
+    def _start_profiler(self) -> None:
+        import torch
+        from torch.profiler import ProfilerActivity, profile, schedule
+
+        activities = [ProfilerActivity.CPU]
+        if torch.cuda.is_available():
+            activities.append(ProfilerActivity.CUDA)
+        s = self.options.schedule
+        self._prof = profile(
+            activities=activities,
+            schedule=schedule(skip_first=s.skip_first, wait=s.wait, warmup=s.warmup, active=s.active, repeat=1),
+            on_trace_ready=self._on_trace_ready,
+            with_stack=self.options.with_stack,
+            record_shapes=self.options.record_shapes,
+            profile_memory=self.options.profile_memory,
+        )
+        self._prof.start()
+
+    def _on_trace_ready(self, prof: Any) -> None:
+        path = os.path.join(self.run_dir, f"rank{self.rank}.pt.trace.json.gz")
+        prof.export_chrome_trace(path)
+        self.trace_path = path
+
+    def _stop_profiler(self) -> None:
+        if self._prof is not None and not self._prof_done:
+            self._prof_done = True
+            try:
+                self._prof.stop()  # a partial active window is still exported
+            except Exception as exc:  # never let profiling break the run
+                self.error = f"torch.profiler stop failed: {exc}"
+
+    # ------------------------------------------------------------------ steps
+
+    def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
+        if self.explicit_steps:
+            return
+        key = id(optimizer)
+        if optimizer not in self.optimizers:
+            self.optimizers.append(optimizer)
+        if self._first_optimizer is None:
+            self._first_optimizer = key
+        if key == self._first_optimizer:  # several optimizers (GANs) step once per iteration together
+            self.step()
+
+    def mark_step(self, tokens: Optional[float] = None, samples: Optional[float] = None) -> None:
+        """An explicit step boundary from ``@perfkit.step`` (disables optimizer-hook steps)."""
+        self.explicit_steps = True
+        if tokens is not None:
+            self.tokens_per_step = tokens
+        if samples is not None:
+            self.samples_per_step = samples
+        self.step()
+
+    def step(self) -> None:
+        """End of one training step."""
+        self.steps += 1
+        self.timer.mark()
+        self.memory.mark_step()
+        if self._prof is not None and not self._prof_done:
+            try:
+                self._prof.step()
+            except Exception as exc:
+                self.error = f"torch.profiler step failed: {exc}"
+                self._prof_done = True
+                return
+            if self.steps >= self.options.schedule.last_step:
+                self._stop_profiler()  # the window is recorded: run at full speed from here
+
+    # ------------------------------------------------------------------ end
+
+    def finish(self, exit_status: Optional[int] = None) -> Optional[str]:
+        """Stop everything and write the run directory; returns its analysis.json path."""
+        global _ACTIVE
+        if self._finished:
+            return None
+        self._finished = True
+        self.exit_status = exit_status
+        try:
+            self._stop_profiler()
+            if self._hook_handle is not None:
+                self._hook_handle.remove()
+            self.timer.stop()
+            self.memory.stop()
+            for opt in self.optimizers:
+                self.memory.account_optimizer(opt)
+        finally:
+            if _ACTIVE is self:
+                _ACTIVE = None
+        from .output import write_run
+
+        return write_run(self)
+
+    def runtime_section(self) -> dict[str, Any]:
+        """What only the live process knows: step timings, phases, memory, throughput."""
+        steps = self.timer.summary(skip=self._steady_skip())
+        out: dict[str, Any] = {
+            "mode": self.options.mode,
+            "rank": self.rank,
+            "steps_seen": self.steps,
+            "step_source": "perfkit.step" if self.explicit_steps else "optimizer.step",
+            "exit_status": self.exit_status,
+            "error": self.error,
+            "steps": steps,
+            "phases": self.phases.summary(),
+            "memory": self.memory.summary(),
+            "throughput": _throughput(steps, self.tokens_per_step, self.samples_per_step),
+            "schedule": vars(self.options.schedule),
+        }
+        if self.flops_per_step:
+            out["flops_per_step"] = self.flops_per_step
+        return out
+
+    def _steady_skip(self) -> int:
+        return min(self.options.schedule.skip_first, max(self.steps - 1, 0))
+
+    # ------------------------------------------------------------------ context manager
+
+    def __enter__(self) -> "ProfileSession":
+        return self.start()
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        status = None
+        if exc_type is not None:
+            status = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1
+        self.finish(status)
+
+    def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
+        """Use the session as a decorator: profile every call of ``fn``."""
+        import functools
+
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            with self:
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+
+def _throughput(steps: dict[str, Any], tokens: Optional[float], samples: Optional[float]) -> dict[str, Any]:
+    step_s = (steps.get("wall_ms_median") or 0) / 1000.0
+    out: dict[str, Any] = {"tokens_per_step": tokens, "samples_per_step": samples}
+    if step_s > 0:
+        if tokens:
+            out["tokens_per_s"] = tokens / step_s
+        if samples:
+            out["samples_per_s"] = samples / step_s
+    return out
+
+
+def _rank() -> int:
+    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    try:
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return int(dist.get_rank())
+    except Exception:
+        pass
+    return 0
+
+
+def _default_dir(name: str) -> str:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    base = os.path.splitext(os.path.basename(name))[0] or "run"
+    return os.path.join("traces", f"{base}-{stamp}")
+
+
+def profile(
+    out: Optional[str] = None,
+    *,
+    mode: str = "trace",
+    skip_first: int = 5,
+    wait: int = 0,
+    warmup: int = 2,
+    active: int = 3,
+    with_stack: bool = True,
+    record_shapes: bool = False,
+    profile_memory: bool = False,
+    tokens_per_step: Optional[float] = None,
+    samples_per_step: Optional[float] = None,
+    report: bool = True,
+    name: Optional[str] = None,
+) -> ProfileSession:
+    """Profile the code in a ``with`` block (or a decorated function).
+
+    Args:
+        out: run directory. Defaults to ``traces/<name>-<timestamp>``.
+        mode: ``"trace"`` records a kernel trace of ``active`` steady steps;
+            ``"light"`` only times steps and phases (for whole runs).
+        skip_first, wait, warmup, active: the trace schedule, in steps.
+        tokens_per_step, samples_per_step: for throughput, unless ``@perfkit.step`` gives them.
+        report: print the terminal report when done.
+
+    Returns:
+        The session; ``session.run_dir`` is where the outputs go.
+    """
+    opts = SessionOptions(
+        out=out,
+        name=name or (os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "run"),
+        mode=mode,
+        schedule=Schedule(skip_first=skip_first, wait=wait, warmup=warmup, active=active),
+        with_stack=with_stack,
+        record_shapes=record_shapes,
+        profile_memory=profile_memory,
+        tokens_per_step=tokens_per_step,
+        samples_per_step=samples_per_step,
+        report=report,
+    )
+    return ProfileSession(opts)
