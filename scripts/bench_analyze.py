@@ -121,6 +121,7 @@ elif mode == "analyze":
     out["events"] = doc["trace"]["events"]
     out["steps"] = doc["steps"]["total"]
     out["bytes_read"] = doc["trace"]["bytes"]
+    out["perfkit_file"] = perfkit.__file__
 elif mode == "json":
     import gzip, json
     out["rss_before"] = vmrss()
@@ -276,7 +277,7 @@ def run_child(mode: str, path: str) -> dict[str, Any]:
     busy0 = cpu_busy_s()
     t0 = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-c", CHILD, mode, path], cwd=str(REPO), env=env,
+        [sys.executable, "-c", CHILD, mode, path], cwd=str(CODE_ROOT), env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
     peak = {"tree": 0, "main": 0, "procs": 0, "samples": 0}
@@ -304,6 +305,8 @@ def run_child(mode: str, path: str) -> dict[str, Any]:
     if proc.returncode != 0 or line is None:
         raise RuntimeError(f"{mode} {path} failed (rc {proc.returncode}):\n{stderr.decode()[-4000:]}")
     res = json.loads(line[len("RESULT "):])
+    if "perfkit_file" in res and not Path(res["perfkit_file"]).resolve().is_relative_to(CODE_ROOT.resolve()):
+        raise RuntimeError(f"child imported perfkit from {res['perfkit_file']}, not from {CODE_ROOT}")
     res.update(
         process_wall=wall,
         # The true peak of the sum is at least the main process's own exact peak
@@ -541,6 +544,8 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any], repeat: int) -> s
 PROFILE = r"""
 import cProfile, pstats, sys, time
 from perfkit.analysis import analyze_paths
+import perfkit
+print("perfkit imported from", perfkit.__file__)
 path = sys.argv[1]
 pr = cProfile.Profile()
 t0 = time.perf_counter()
@@ -556,7 +561,7 @@ st.sort_stats("tottime").print_stats(25)
 
 def profile(path: Path) -> None:
     env = _child_env()
-    out = subprocess.run([sys.executable, "-c", PROFILE, str(path)], cwd=str(REPO), env=env,
+    out = subprocess.run([sys.executable, "-c", PROFILE, str(path)], cwd=str(CODE_ROOT), env=env,
                          capture_output=True, text=True, check=True).stdout
     (DATA / "profile.txt").write_text(out)
     print(out)

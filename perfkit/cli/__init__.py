@@ -38,7 +38,9 @@ from . import profile as _profile  # noqa: E402,F401
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the console script and ``python -m perfkit``."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
+        if isinstance(rv, int):  # typer.Exit(code) comes back as the return value
+            return rv
     except PerfkitError as exc:
         print(f"perfkit: error: {exc}", file=sys.stderr)
         return EXIT_INPUT

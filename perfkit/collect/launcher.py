@@ -144,6 +144,7 @@ def _install_step_fn(session: ProfileSession, spec: str) -> Callable[[], None]:
 
         @functools.wraps(fn)
         def stepped(*a: Any, **k: Any) -> Any:
+            session.explicit_steps = True
             try:
                 return fn(*a, **k)
             finally:
@@ -166,7 +167,11 @@ def _install_step_fn(session: ProfileSession, spec: str) -> Callable[[], None]:
         return lambda: setattr(module, fn_name, target)
 
     def hook(frame: Any, event: str, arg: Any) -> None:
-        if done["wrapped"] or event != "return" or frame.f_code.co_name != fn_name:
+        if done["wrapped"] or frame.f_code.co_name != fn_name:
+            return
+        if event == "call" and frame.f_globals.get("__name__") == "__main__":
+            session.explicit_steps = True  # the first call is a step too
+        if event != "return":
             return
         if frame.f_globals.get("__name__") != "__main__":
             return

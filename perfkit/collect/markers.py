@@ -31,12 +31,14 @@ def step(fn: Optional[F] = None, *, tokens: Optional[float] = None, samples: Opt
     def decorate(func: F) -> F:
         @functools.wraps(func)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
+            s = _session.current()
+            if s is None:
+                return func(*args, **kwargs)
+            s.explicit_steps = True  # optimizer.step inside no longer marks steps
             try:
                 return func(*args, **kwargs)
             finally:
-                s = _session.current()
-                if s is not None:
-                    s.mark_step(tokens=tokens, samples=samples)
+                s.mark_step(tokens=tokens, samples=samples)
 
         return wrapper  # type: ignore[return-value]
 

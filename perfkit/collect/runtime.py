@@ -59,6 +59,10 @@ class StepTimer:
         self._last = now
         self._record()
 
+    def restart(self) -> None:
+        """Start the next step's wall clock now (after profiler bookkeeping)."""
+        self._last = time.perf_counter()
+
     def stop(self) -> None:
         pass
 

@@ -165,8 +165,13 @@ class ProfileSession:
         if self.explicit_steps:
             return
         key = id(optimizer)
-        if optimizer not in self.optimizers:
+        if not any(o is optimizer for o in self.optimizers):
             self.optimizers.append(optimizer)
+            # Gradients and the optimizer's state exist now (after step, before zero_grad).
+            try:
+                self.memory.account_optimizer(optimizer)
+            except Exception:
+                pass
         if self._first_optimizer is None:
             self._first_optimizer = key
         if key == self._first_optimizer:  # several optimizers (GANs) step once per iteration together
@@ -195,6 +200,7 @@ class ProfileSession:
                 return
             if self.steps >= self.options.schedule.last_step:
                 self._stop_profiler()  # the window is recorded: run at full speed from here
+            self.timer.restart()  # the profiler's own work (trace export) is not the next step's time
 
     # ------------------------------------------------------------------ end
 
@@ -211,8 +217,6 @@ class ProfileSession:
                 self._hook_handle.remove()
             self.timer.stop()
             self.memory.stop()
-            for opt in self.optimizers:
-                self.memory.account_optimizer(opt)
         finally:
             if _ACTIVE is self:
                 _ACTIVE = None
