@@ -41,9 +41,11 @@ def analyze_trace(trace: m.Trace) -> Analysis:
     """Analyze a loaded trace."""
     tl = Timeline.build(trace)
     steps = find_steps(tl)
-    dw = attribute(tl, steps)
+    has_device_work = bool(len(tl.rows(*m.DEVICE_WORK_KINDS)))
+    basis = "gpu" if has_device_work else "cpu"
+    dw = attribute(tl, steps, basis=basis)
     stats = step_stats(tl, steps, dw)
-    return _document(tl, steps, dw, stats)
+    return _document(tl, steps, dw, stats, basis)
 
 
 def _share_group(values_us: dict[str, float], n_steps: int, total_us: float) -> dict[str, dict[str, float]]:
@@ -53,7 +55,7 @@ def _share_group(values_us: dict[str, float], n_steps: int, total_us: float) -> 
     }
 
 
-def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats) -> Analysis:
+def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basis: str) -> Analysis:
     trace = tl.trace
     kept = kept_mask(dw, stats)
     n_kept = int(stats.kept.sum())
@@ -62,8 +64,11 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats) -> A
     warnings = list(trace.warnings)
     if steps.synthetic:
         warnings.append("trace has no ProfilerStep#N markers: the whole trace is analysed as one window")
-    if len(dw) == 0:
-        warnings.append("trace has no GPU kernels, copies or memsets: GPU figures are zero")
+    if basis == "cpu":
+        warnings.append(
+            "no device kernels, copies or memsets in the trace: figures are CPU time of the outermost "
+            "ops (busy = time inside ops, idle = Python and other time between them)"
+        )
 
     phase_us = {p: float(dw.share_us[kept & (dw.phase == PHASE_CODES[p])].sum()) for p in rules.PHASES}
     cat_us = {c: float(dw.share_us[kept & (dw.category == CATEGORY_CODES[c])].sum()) for c in rules.CATEGORIES}
@@ -79,7 +84,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats) -> A
 
     outside = ~kept
     pre_window = (dw.step < 0) & (dw.launch < 0)
-    devices = _devices(trace, dw)
+    devices = _devices(trace, dw) if basis == "gpu" else []
     step_rows: dict[str, Any] = {
         "id": stats.ids,
         "wall_ms": stats.wall_us / 1000.0,
@@ -101,6 +106,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats) -> A
             "device": devices[0]["name"] if devices else None,
             "distributed": trace.meta.get("distributedInfo") if isinstance(trace.meta.get("distributedInfo"), dict) else None,
             "base_time_ns": trace.meta.get("baseTimeNanoseconds"),
+            "time_basis": basis,
             "has_python_stacks": bool(len(tl.rows(m.Kind.PYTHON))) or bool((tl.col(m.STACK) >= 0).any()),
             "warnings": warnings,
         },
@@ -127,7 +133,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats) -> A
         "phases": _share_group(phase_us, max(n_kept, 1), busy_total),
         "categories": _share_group(cat_us, max(n_kept, 1), busy_total),
         "copies": ops.copies(tl, dw, kept, max(n_kept, 1), src),
-        "top_ops": ops.top_ops(tl, dw, kept, max(n_kept, 1), busy_total, src, in_kept_step),
+        "top_ops": ops.top_ops(tl, dw, kept, max(n_kept, 1), busy_total, src, in_kept_step, basis=basis),
         "top_kernels": ops.top_kernels(tl, dw, kept, max(n_kept, 1), busy_total, src),
         "overview": {
             r: {"ms_per_step": v / 1000.0 / max(n_kept, 1), "share": v / role_total if role_total else 0.0}

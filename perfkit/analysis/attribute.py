@@ -322,11 +322,31 @@ def classify(kernel_name: str, op_name: str = "", device_kind: str = "kernel") -
 # ----------------------------------------------------------------------------- all together
 
 
-def attribute(tl: Timeline, steps: Steps) -> DeviceWork:
-    """Build the :class:`DeviceWork` table for a timeline."""
-    dev = tl.rows(*m.DEVICE_WORK_KINDS)
-    dev = dev[np.argsort(tl.start[dev], kind="stable")]
-    launch, op = link(tl, dev)
+def host_roots(tl: Timeline) -> np.ndarray:
+    """Outermost CPU ops on each thread (annotations do not count as parents), by start time."""
+    cpu = tl.rows(m.Kind.CPU_OP)
+    if len(cpu) == 0:
+        return cpu
+    depth = intervals.depths(tl.offset(cpu), tl.thread[cpu] * tl.span_us + tl.end[cpu])
+    roots = cpu[depth == 0]
+    return roots[np.argsort(tl.start[roots], kind="stable")]
+
+
+def attribute(tl: Timeline, steps: Steps, basis: str = "gpu") -> DeviceWork:
+    """Build the :class:`DeviceWork` table for a timeline.
+
+    With ``basis="cpu"`` (traces with no device work: CPU training) the work
+    items are the outermost CPU ops instead, each its own launch, so the same
+    step / phase / category rules split CPU time.
+    """
+    if basis == "cpu":
+        dev = host_roots(tl)
+        launch = dev.copy()
+        op = dev.copy()
+    else:
+        dev = tl.rows(*m.DEVICE_WORK_KINDS)
+        dev = dev[np.argsort(tl.start[dev], kind="stable")]
+        launch, op = link(tl, dev)
     device = tl.col(m.PID)[dev]
     stream = tl.col(m.TID)[dev]
     start = tl.start[dev]
@@ -374,8 +394,9 @@ def attribute(tl: Timeline, steps: Steps) -> DeviceWork:
 
     category = assign_categories(tl, dev, op)
     share = np.zeros(len(dev))
-    for d in np.unique(device):
-        sel = device == d
+    lanes = device if basis == "gpu" else tl.thread[dev]  # CPU time: each thread is its own lane
+    for d in np.unique(lanes):
+        sel = lanes == d
         share[sel] = intervals.exclusive_share(start[sel], end[sel])
     return DeviceWork(
         row=dev,

@@ -130,6 +130,19 @@ def innermost_containing(
     return np.where(cand >= 0, order[np.maximum(cand, 0)], -1)
 
 
+def depths(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Nesting depth of each interval (0 = not inside another), in the input order."""
+    n = len(starts)
+    if n == 0:
+        return np.zeros(0, dtype=np.int64)
+    order = np.lexsort((-ends, starts))
+    s, e = starts[order], ends[order]
+    d = np.maximum(np.arange(n) - np.searchsorted(np.sort(e), s, side="right"), 0)
+    out = np.empty(n, dtype=np.int64)
+    out[order] = d
+    return out
+
+
 def _parents(s: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Parent index of each interval (sorted by start, longer first), -1 for roots.
 

@@ -132,9 +132,13 @@ def top_kernels(
 
 def top_ops(
     tl: Timeline, dw: DeviceWork, kept: np.ndarray, n_steps: int, busy_us: float, src: Sources,
-    step_of_time: Any, limit: int = 15,
+    step_of_time: Any, limit: int = 15, basis: str = "gpu",
 ) -> list[dict[str, Any]]:
-    """CPU ops ranked by the GPU time of the kernels they and their children launched."""
+    """CPU ops ranked by the GPU time of the kernels they and their children launched.
+
+    With ``basis="cpu"`` (no device work in the trace) an op's time is its own
+    CPU duration, and its self time excludes the ops it called.
+    """
     sel = np.flatnonzero(kept & (dw.launch >= 0))
     if len(sel) == 0:
         return []
@@ -150,9 +154,13 @@ def top_ops(
     ops = ops[step_of_time(tl.start[ops])]
     o_s = tl.offset(ops)
     o_e = tl.thread[ops] * tl.span_us + tl.end[ops]
-    incl = cum[np.searchsorted(lt, o_e, side="left")] - cum[np.searchsorted(lt, o_s, side="left")]
-    own = np.where(dw.op[sel] >= 0, tl.name[np.maximum(dw.op[sel], 0)], -1)
-    self_codes, self_sum, _ = group_sum(own, dw.share_us[sel])
+    if basis == "cpu":
+        incl, own_time = _cpu_times(tl, ops)
+        self_codes, self_sum, _ = group_sum(tl.name[ops], own_time)
+    else:
+        incl = cum[np.searchsorted(lt, o_e, side="left")] - cum[np.searchsorted(lt, o_s, side="left")]
+        own = np.where(dw.op[sel] >= 0, tl.name[np.maximum(dw.op[sel], 0)], -1)
+        self_codes, self_sum, _ = group_sum(own, dw.share_us[sel])
     self_of = dict(zip(self_codes.tolist(), self_sum.tolist()))
     codes, incl_sum, calls = group_sum(tl.name[ops], incl)
     order = [i for i in np.argsort(-incl_sum, kind="stable").tolist() if incl_sum[i] > 0][:limit]
@@ -173,6 +181,21 @@ def top_ops(
             "source": _name(tl, best_src.get(code, -1)),
         })
     return out
+
+
+def _cpu_times(tl: Timeline, ops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(duration, duration minus the ops called inside) of each CPU op, µs."""
+    all_ops = tl.rows(m.Kind.CPU_OP)
+    s = tl.offset(all_ops)
+    e = tl.thread[all_ops] * tl.span_us + tl.end[all_ops]
+    order = np.lexsort((-e, s))
+    parent_sorted = intervals._parents(s[order], e[order])
+    parent = np.full(len(all_ops), -1, dtype=np.int64)
+    parent[order] = np.where(parent_sorted >= 0, order[np.maximum(parent_sorted, 0)], -1)
+    dur = tl.end[all_ops] - tl.start[all_ops]
+    child_sum = np.bincount(parent[parent >= 0], weights=dur[parent >= 0], minlength=len(all_ops))
+    pos = np.searchsorted(all_ops, ops)
+    return dur[pos], np.maximum(dur[pos] - child_sum[pos], 0.0)
 
 
 def copies(

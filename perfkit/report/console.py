@@ -359,7 +359,7 @@ def device_line(doc: dict[str, Any]) -> str:
     devices = [d for d in as_list(get(doc, "trace", "devices")) if isinstance(d, dict)]
     name = get(doc, "trace", "device")
     if not devices:
-        return str(name) if name else "no GPU in the trace"
+        return str(name) if name else "none (CPU only)"
     first = devices[0]
     names = [text(d.get("name"), "unknown device") for d in devices]
     title = str(name) if name else names[0]
@@ -599,6 +599,48 @@ def gpu_notes(doc: dict[str, Any]) -> list[str]:
     return notes
 
 
+def runtime_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, value, unit) rows for what the live run measured (``perfkit profile``), if present."""
+    rt = doc.get("runtime") if isinstance(doc.get("runtime"), dict) else None
+    if not rt:
+        return []
+    rows: list[tuple[str, str, str]] = []
+    steps = rt.get("steps") if isinstance(rt.get("steps"), dict) else {}
+    rows.append(("Steps run", fmt_count(rt.get("steps_seen")), f"found by {text(rt.get('step_source'), '?')}"))
+    rows.append(("Step wall time, median", fmt_ms(steps.get("wall_ms_median")), "ms"))
+    if steps.get("gpu_ms_median") is not None:
+        rows.append(("Step GPU time, median (CUDA events)", fmt_ms(steps.get("gpu_ms_median")), "ms"))
+    if steps.get("first_step_ms") is not None:
+        rows.append(("First step", fmt_ms(steps.get("first_step_ms")), "ms"))
+    tp = rt.get("throughput") if isinstance(rt.get("throughput"), dict) else {}
+    if tp.get("tokens_per_s") is not None:
+        rows.append(("Throughput", f"{num(tp['tokens_per_s']):,.0f}", "tokens/s"))
+    if tp.get("samples_per_s") is not None:
+        rows.append(("Throughput", f"{num(tp['samples_per_s']):,.1f}", "samples/s"))
+    if rt.get("mfu") is not None:
+        rows.append(("MFU", fmt_pct(rt.get("mfu")), "% of peak"))
+    mem = rt.get("memory") if isinstance(rt.get("memory"), dict) else {}
+    for key, label in (
+        ("weights_bytes", "Weights"),
+        ("gradients_bytes", "Gradients"),
+        ("optimizer_state_bytes", "Optimizer state"),
+        ("activations_and_temporaries_bytes_estimate", "Activations + temporaries (peak - above)"),
+        ("peak_bytes", "Peak allocated"),
+        ("reserved_bytes", "Reserved by the allocator"),
+    ):
+        if mem.get(key) is not None:
+            rows.append((label, fmt_mb(mem.get(key)), "MB"))
+    phases = rt.get("phases") if isinstance(rt.get("phases"), dict) else {}
+    for name, entry in phases.items():
+        if isinstance(entry, dict):
+            value = entry.get("gpu_ms_median", entry.get("wall_ms_median"))
+            unit = "ms GPU, median per call" if "gpu_ms_median" in entry else "ms wall, median per call"
+            rows.append((f"Phase {name}", fmt_ms(value), unit))
+    if rt.get("analysis_error"):
+        rows.append(("Note", text(rt.get("analysis_error")), ""))
+    return rows
+
+
 # ---------------------------------------------------------------------------
 # Console rendering
 # ---------------------------------------------------------------------------
@@ -809,6 +851,17 @@ def _overview(doc: dict[str, Any], console: Console) -> None:
                    "so they add up to the step time.")
 
 
+def _runtime(doc: dict[str, Any], console: Console) -> None:
+    rows = runtime_rows(doc)
+    if not rows:
+        return
+    _heading(console, "Measured in the run (perfkit profile)")
+    table = _table(("Measure", {"no_wrap": True}), ("Value", _NUM), ("Unit", _FOLD))
+    for label, value, unit in rows:
+        table.add_row(Text(label), Text(value), Text(unit))
+    console.print(table)
+
+
 def _findings(doc: dict[str, Any], console: Console) -> None:
     _heading(console, "Findings")
     items = findings(doc)
@@ -860,12 +913,30 @@ def render_console(doc: dict[str, Any], console: Console, *, top: int = 10) -> N
         top: rows in the top ops, top kernels and copy sources tables. Defaults to 10.
     """
     doc = doc if isinstance(doc, dict) else {}
+    if get(doc, "trace", "time_basis") == "cpu":
+        # A trace with no GPU work: the same tables hold CPU time of the outermost
+        # ops. Render them, then relabel GPU as CPU (same width, styles kept).
+        import io
+
+        tmp = Console(file=io.StringIO(), width=console.width, record=True,
+                      color_system=console.color_system, force_terminal=console.is_terminal)
+        _render(doc, tmp, top, cpu=True)
+        out = tmp.export_text(styles=console.is_terminal)
+        console.file.write(out.replace("GPU", "CPU"))
+        console.file.flush()
+        return
+    _render(doc, console, top, cpu=False)
+
+
+def _render(doc: dict[str, Any], console: Console, top: int, *, cpu: bool) -> None:
     _header(doc, console)
     _step_summary(doc, console)
     _phases(doc, console)
     _categories(doc, console)
     _top_ops(doc, console, top)
-    _top_kernels(doc, console, top)
-    _copies(doc, console, top)
+    if not cpu:  # kernels and device copies do not exist in a CPU-only trace
+        _top_kernels(doc, console, top)
+        _copies(doc, console, top)
     _overview(doc, console)
+    _runtime(doc, console)
     _findings(doc, console)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .console import (
+    runtime_rows,
     DASH,
     breakdown_line,
     category_rows,
@@ -206,6 +207,14 @@ def _overview(doc: dict[str, Any], out: list[str]) -> None:
                 "so they add up to the step time._"]
 
 
+def _runtime(doc: dict[str, Any], out: list[str]) -> None:
+    rows = runtime_rows(doc)
+    if not rows:
+        return
+    _section(out, "Measured in the run (perfkit profile)")
+    out.extend(md_table(["Measure", "Value", "Unit"], [[md_text(a), md_text(b), md_text(c)] for a, b, c in rows], right=[1]))
+
+
 def _findings(doc: dict[str, Any], out: list[str]) -> None:
     _section(out, "Findings")
     items = findings(doc)
@@ -254,5 +263,6 @@ def render_markdown(doc: dict[str, Any], *, top: int = 10) -> str:
     _top_kernels(doc, out, top)
     _copies(doc, out, top)
     _overview(doc, out)
+    _runtime(doc, out)
     _findings(doc, out)
     return "\n".join(out) + "\n"
