@@ -69,6 +69,36 @@ class RandomTokens(torch.utils.data.Dataset):
         return torch.randint(0, self.vocab, (self.seq + 1,), generator=g)
 
 
+CONFIGS = {
+    # vocab, d_model, layers, heads, seq, batch
+    "100m": (32000, 1024, 8, 16, 1024, 8),
+    "tiny": (2048, 128, 2, 4, 128, 4),
+}
+
+
+def build(size: str = "auto", batch: int | None = None, seq: int | None = None, lr: float = 3e-4, steps: int = 20):
+    """Model, optimizer, data loader and settings for ``size`` ("auto": 100m on a GPU, tiny on a CPU)."""
+    cuda = torch.cuda.is_available()
+    size = size if size != "auto" else ("100m" if cuda else "tiny")
+    vocab, d, layers, heads, seq0, batch0 = CONFIGS[size]
+    seq = seq or seq0
+    batch = batch or batch0
+    device = "cuda" if cuda else "cpu"
+    torch.manual_seed(0)
+    model = GPT(vocab, d, layers, heads, seq).to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, fused=cuda)
+    loader = torch.utils.data.DataLoader(RandomTokens(vocab, seq, batch * steps), batch_size=batch)
+    return model, opt, loader, {"device": device, "vocab": vocab, "batch": batch, "seq": seq, "cuda": cuda}
+
+
+def forward_loss(model: nn.Module, data: torch.Tensor, cfg: dict) -> torch.Tensor:
+    data = data.to(cfg["device"], non_blocking=True)
+    x, y = data[:, :-1], data[:, 1:]
+    with torch.autocast(device_type=cfg["device"], dtype=torch.bfloat16, enabled=cfg["cuda"]):
+        logits = model(x)
+        return F.cross_entropy(logits.reshape(-1, cfg["vocab"]).float(), y.reshape(-1))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--steps", type=int, default=20)
@@ -78,36 +108,21 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=3e-4)
     args = ap.parse_args()
 
-    cuda = torch.cuda.is_available()
-    size = args.size if args.size != "auto" else ("100m" if cuda else "tiny")
-    if size == "100m":
-        vocab, d, layers, heads, seq, batch = 32000, 1024, 8, 16, 1024, 8
-    else:
-        vocab, d, layers, heads, seq, batch = 2048, 128, 2, 4, 128, 4
-    seq = args.seq or seq
-    batch = args.batch or batch
-    device = "cuda" if cuda else "cpu"
-    torch.manual_seed(0)
-    model = GPT(vocab, d, layers, heads, seq).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, fused=cuda)
-    loader = torch.utils.data.DataLoader(RandomTokens(vocab, seq, batch * args.steps), batch_size=batch)
+    model, opt, loader, cfg = build(args.size, args.batch, args.seq, args.lr, args.steps)
     params = sum(p.numel() for p in model.parameters())
-    print(f"model: {params / 1e6:.1f}M parameters on {device}; batch {batch} x {seq} tokens")
+    print(f"model: {params / 1e6:.1f}M parameters on {cfg['device']}; batch {cfg['batch']} x {cfg['seq']} tokens")
 
     t0 = time.perf_counter()
     for step, data in enumerate(loader):
-        data = data.to(device, non_blocking=True)
-        x, y = data[:, :-1], data[:, 1:]
-        with torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=cuda):
-            logits = model(x)
-            loss = F.cross_entropy(logits.reshape(-1, vocab).float(), y.reshape(-1))
+        loss = forward_loss(model, data, cfg)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
         if step % 10 == 0 or step == args.steps - 1:
             print(f"step {step:4d} loss {loss.item():.3f}")
     dt = time.perf_counter() - t0
-    print(f"{args.steps} steps in {dt:.1f} s ({args.steps * batch * seq / dt:,.0f} tokens/s)")
+    tokens = args.steps * cfg["batch"] * cfg["seq"]
+    print(f"{args.steps} steps in {dt:.1f} s ({tokens / dt:,.0f} tokens/s)")
     assert math.isfinite(loss.item())
 
 
