@@ -28,7 +28,10 @@ MB means 10**6 bytes throughout.
 Fairness on a shared machine: before every run the script waits (up to
 ``--max-idle-wait`` s) until other processes use < 0.15 CPU, and it records
 for every run the CPU seconds that unrelated processes used meanwhile
-(``/proc/stat`` busy time minus the measured tree's and its own). The
+(``/proc/stat`` busy time minus the measured tree's and its own). A run during
+which they used more than ``--max-foreign`` CPUs on average (default 0.1) is
+discarded and repeated, up to ``--retries`` times (default 3); the discarded
+runs are kept in results.json. The
 children import perfkit from a copy of ``perfkit/`` taken at the start
 (``bench-data/perfkit-snapshot``), so a run measures one version of the code
 even if the working tree changes meanwhile (``--no-snapshot`` to import the
@@ -329,6 +332,23 @@ def warm_page_cache(path: Path) -> None:
             pass
 
 
+def measure(mode: str, path: str, a: argparse.Namespace) -> dict[str, Any]:
+    """One measurement on a quiet machine: wait for quiet, run; if other jobs used more than
+    --max-foreign CPUs on average meanwhile, discard it and run again (at most --retries times)."""
+    discarded = []
+    while True:
+        if a.max_idle_wait > 0:
+            wait_idle(a.max_idle_wait)
+        res = run_child(mode, path)
+        load = res["foreign_cpu_s"] / res["process_wall"]
+        if load <= a.max_foreign or len(discarded) >= a.retries:
+            res["discarded_runs"] = discarded
+            return res
+        print(f"  ({mode} run disturbed: other jobs used {load:.2f} CPUs on average; "
+              f"{res['seconds']:.2f} s discarded, running again)", flush=True)
+        discarded.append({k: res[k] for k in ("seconds", "process_wall", "peak_tree_rss", "foreign_cpu_s")})
+
+
 # --------------------------------------------------------------------------- building traces
 
 
@@ -581,6 +601,9 @@ def main() -> int:
     ap.add_argument("--inflate-tool", type=Path, default=DEFAULT_TOOL, help="path of inflate_trace.py")
     ap.add_argument("--max-idle-wait", type=float, default=300.0,
                     help="before each run, wait up to this many seconds for other jobs on the machine to go quiet (default 300; 0: never wait)")
+    ap.add_argument("--max-foreign", type=float, default=0.1,
+                    help="rerun a measurement if other jobs used more than this many CPUs on average during it (default 0.1)")
+    ap.add_argument("--retries", type=int, default=3, help="reruns allowed per disturbed measurement (default 3)")
     ap.add_argument("--no-snapshot", action="store_true",
                     help="import perfkit from the working tree itself instead of a copy taken at the start")
     ap.add_argument("--no-anchors", action="store_true", help="skip the small real anchor traces")
@@ -628,18 +651,14 @@ def main() -> int:
         warm_page_cache(path)
         runs_a, runs_j = [], []
         for i in range(a.repeat):
-            if a.max_idle_wait > 0:
-                wait_idle(a.max_idle_wait)
-            ra = run_child("analyze", str(path))
+            ra = measure("analyze", str(path), a)
             runs_a.append(ra)
             print(f"  run {i + 1}: analyze {ra['seconds']:.2f} s (process {ra['process_wall']:.2f} s), "
                   f"peak tree RSS {ra['peak_tree_rss'] / MB:,.0f} MB over {ra['max_processes']} processes, "
                   f"main ru_maxrss {ra['ru_maxrss'] / MB:,.0f} MB, workers ru_maxrss {ra['children_ru_maxrss'] / MB:,.0f} MB, "
                   f"other jobs' CPU {ra['foreign_cpu_s']:.2f} s",
                   flush=True)
-            if a.max_idle_wait > 0:
-                wait_idle(a.max_idle_wait)
-            rj = run_child("json", str(path))
+            rj = measure("json", str(path), a)
             runs_j.append(rj)
             print(f"         json.load {rj['seconds']:.2f} s (process {rj['process_wall']:.2f} s), "
                   f"peak RSS {rj['peak_tree_rss'] / MB:,.0f} MB, other jobs' CPU {rj['foreign_cpu_s']:.2f} s", flush=True)

@@ -179,3 +179,14 @@ def test_library_api_decorator_phases_throughput(tmp_path):
     assert "perfkit.phase:forward" in names
     # markers are no-ops without a session
     train_step()
+
+
+def test_modules_flag_times_the_model_found_without_code_change(tmp_path):
+    script = write_script(tmp_path)
+    proc = profile(tmp_path, "--modules", str(script), "12", str(tmp_path / "argv.json"))
+    assert proc.returncode == 0, proc.stderr
+    rows = load(tmp_path)["runtime"]["modules"]
+    # the Sequential's three children, found from the optimizer's parameters
+    assert sorted(r["name"] for r in rows) == ["0", "1", "2"]
+    assert all(r["calls"] == 11 for r in rows)  # attached at the first optimizer step
+    assert sum(r["share"] for r in rows) == pytest.approx(1.0, abs=0.01)

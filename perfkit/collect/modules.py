@@ -78,8 +78,10 @@ def select_modules(model: nn.Module, depth: int = 1) -> list[tuple[str, nn.Modul
     do not count as a level: their elements take their place. A module with no
     children above ``depth`` is kept as it is, so the modules returned cover the
     whole model (depth 2 of a GPT: ``tok_emb``, ``blocks.0.ln1``,
-    ``blocks.0.attn``, ..., ``lm_head``). A model with no children gives itself,
-    named ``""``.
+    ``blocks.0.attn``, ..., ``lm_head``). Wrappers (``DistributedDataParallel``,
+    ``DataParallel``, FSDP, ``torch.compile``'s ``OptimizedModule``) are not a
+    level either: ``DDP(gpt)`` gives ``module.blocks.0`` and so on. A model with
+    no children gives itself, named ``""``.
     """
     if not isinstance(depth, int) or depth < 1:
         from ..errors import UsageError
@@ -90,9 +92,10 @@ def select_modules(model: nn.Module, depth: int = 1) -> list[tuple[str, nn.Modul
     def visit(prefix: str, module: nn.Module, level: int) -> None:
         for name, child in module.named_children():
             full = f"{prefix}.{name}" if prefix else name
-            if _is_container(child):
+            parent = next(child.children(), None) is not None
+            if _is_container(child) or (parent and _is_wrapper(module)):
                 visit(full, child, level)
-            elif level < depth and next(child.children(), None) is not None:
+            elif parent and level < depth:
                 visit(full, child, level + 1)
             else:
                 out.append((full, child))
@@ -101,6 +104,14 @@ def select_modules(model: nn.Module, depth: int = 1) -> list[tuple[str, nn.Modul
     if not out:
         out.append(("", model))
     return out
+
+
+#: Wrappers that hold the real model as their only child: not a level of their own.
+_WRAPPERS = {"DistributedDataParallel", "DataParallel", "OptimizedModule", "FullyShardedDataParallel"}
+
+
+def _is_wrapper(module: nn.Module) -> bool:
+    return type(module).__name__ in _WRAPPERS
 
 
 def _is_container(module: nn.Module) -> bool:
@@ -387,6 +398,8 @@ class ModuleTimer:
                         param_slots.append(slot)
                         if len(param_slots) > _MAX_PARAM_SLOTS:
                             del param_slots[: len(param_slots) - _MAX_PARAM_SLOTS]
+                if len(stack) > 32:  # calls that raised never closed: forget them
+                    del stack[:-8]
                 stack.append((stamp_fwd(), slot))
             except Exception:
                 pass
@@ -426,7 +439,7 @@ class ModuleTimer:
             _harvest(st.bwd_pending, st.bwd_pool, st.add_bwd, wait=True)
 
     def summary(self) -> list[dict[str, Any]]:
-        """One row per timed module, largest total (forward + backward) time first.
+        """One row per timed module, largest steady time first.
 
         Row keys (times in milliseconds):
             name, type: the module's dotted name and class.
@@ -435,20 +448,30 @@ class ModuleTimer:
             forward_ms_median: median forward call after the first (the last
                 ``MAX_CALLS``); None with a single call.
             forward_ms_total: all forward calls, the first included.
-            backward_calls, backward_ms_median (after the first backward, as
-                above), backward_ms_total: the same for backward.
-            share: the module's forward + backward total over the sum of all
-                timed modules' (0..1).
-            first_call_outlier: the first call took over ``OUTLIER_FACTOR``
-                times the steady median (start-up work, not steady cost).
+            backward_calls, backward_first_call_ms, backward_ms_median (after
+                the first backward; the first one when there is only one),
+                backward_ms_total: the same for backward.
+            share: the module's forward + backward time over the sum of all
+                timed modules' (0..1), first calls left out (start-up work
+                would otherwise dominate short runs); with only first calls,
+                over the totals.
+            first_call_outlier: the first forward (or backward) call took over
+                ``OUTLIER_FACTOR`` times the steady median: start-up work
+                (autotuning, lazy initialisation, compilation), not steady cost.
+
+        Rows are sorted by the time ``share`` is computed from.
         """
         self._collect()
+        steady_totals = [
+            (st.fwd_total - (st.first_fwd or 0.0)) + (st.bwd_total - (st.first_bwd or 0.0)) for st in self._stats
+        ]
         totals = [st.fwd_total + st.bwd_total for st in self._stats]
-        grand = sum(totals)
+        weights = steady_totals if sum(steady_totals) > 0 else totals
+        grand = sum(weights)
         rows = []
-        for st, total in zip(self._stats, totals):
+        for st, weight in zip(self._stats, weights):
             steady = _median(st.fwd)
-            bwd_median = _median(st.bwd) if st.bwd else st.first_bwd
+            bwd_steady = _median(st.bwd)
             rows.append(
                 {
                     "name": st.name,
@@ -458,15 +481,14 @@ class ModuleTimer:
                     "forward_ms_median": _round(steady),
                     "forward_ms_total": _round(st.fwd_total),
                     "backward_calls": st.bwd_calls,
-                    "backward_ms_median": _round(bwd_median),
+                    "backward_first_call_ms": _round(st.first_bwd),
+                    "backward_ms_median": _round(bwd_steady if bwd_steady is not None else st.first_bwd),
                     "backward_ms_total": _round(st.bwd_total),
-                    "share": round(total / grand, 4) if grand > 0 else None,
-                    "first_call_outlier": bool(
-                        st.first_fwd is not None and steady and st.first_fwd > OUTLIER_FACTOR * steady
-                    ),
+                    "share": round(weight / grand, 4) if grand > 0 else None,
+                    "first_call_outlier": _outlier(st.first_fwd, steady) or _outlier(st.first_bwd, bwd_steady),
                 }
             )
-        order = sorted(range(len(rows)), key=lambda i: -totals[i])
+        order = sorted(range(len(rows)), key=lambda i: -weights[i])
         return [rows[i] for i in order]
 
     def to_dict(self) -> dict[str, Any]:
@@ -493,6 +515,10 @@ class ModuleTimer:
     def __repr__(self) -> str:
         state = "attached" if self._handles else "detached"
         return f"<ModuleTimer {len(self.targets)} modules, {state}>"
+
+
+def _outlier(first: Optional[float], steady: Optional[float]) -> bool:
+    return bool(first is not None and steady and first > OUTLIER_FACTOR * steady)
 
 
 def _round(x: Optional[float]) -> Optional[float]:

@@ -75,6 +75,7 @@ class SessionOptions:
     samples_per_step: Optional[float] = None
     report: bool = True  #: print the terminal report at the end
     quiet: bool = False
+    modules: bool = False  #: time the model's top-level modules (found automatically)
 
 
 class ProfileSession:
@@ -105,6 +106,8 @@ class ProfileSession:
         self._finished = False
         self._started_at = 0.0
         self.flops_per_step: Optional[float] = None
+        self.module_timer: Any = None  #: a ModuleTimer registers itself here
+        self._root_finder: Optional[_RootFinder] = None
         self.tokens_per_step = options.tokens_per_step
         self.samples_per_step = options.samples_per_step
 
@@ -124,6 +127,8 @@ class ProfileSession:
         self._hook_handle = register_optimizer_step_post_hook(self._on_optimizer_step)
         self.timer.start()
         self.memory.start()
+        if self.options.modules:
+            self._root_finder = _RootFinder()
         if self.options.mode == "trace":
             self._start_profiler()
         return self
@@ -172,10 +177,26 @@ class ProfileSession:
                 self.memory.account_optimizer(optimizer)
             except Exception:
                 pass
+            if self._root_finder is not None and self.module_timer is None:
+                self._attach_module_timer(optimizer)
         if self._first_optimizer is None:
             self._first_optimizer = key
         if key == self._first_optimizer:  # several optimizers (GANs) step once per iteration together
             self.step()
+
+    def _attach_module_timer(self, optimizer: Any) -> None:
+        """Time the model the optimizer trains: the outermost module that ran in the first step."""
+        finder, self._root_finder = self._root_finder, None
+        if finder is None:
+            return
+        model = finder.finish(optimizer)
+        if model is not None:
+            from .modules import ModuleTimer
+
+            try:
+                self.module_timer = ModuleTimer(model).attach()
+            except Exception as exc:
+                self.error = f"module timer not attached: {exc}"
 
     def mark_step(self, tokens: Optional[float] = None, samples: Optional[float] = None) -> None:
         """An explicit step boundary from ``@perfkit.step`` (disables optimizer-hook steps)."""
@@ -215,6 +236,10 @@ class ProfileSession:
             self._stop_profiler()
             if self._hook_handle is not None:
                 self._hook_handle.remove()
+            if self._root_finder is not None:
+                self._root_finder.finish(None)
+            if self.module_timer is not None:
+                self.module_timer.detach()
             self.timer.stop()
             self.memory.stop()
         finally:
@@ -242,6 +267,11 @@ class ProfileSession:
         }
         if self.flops_per_step:
             out["flops_per_step"] = self.flops_per_step
+        if self.module_timer is not None:
+            try:
+                out["modules"] = self.module_timer.summary()
+            except Exception as exc:
+                out["modules_error"] = str(exc)
         return out
 
     def _steady_skip(self) -> int:
@@ -268,6 +298,49 @@ class ProfileSession:
                 return fn(*args, **kwargs)
 
         return wrapper
+
+
+class _RootFinder:
+    """Finds the model with no code change: the outermost modules called during a step.
+
+    A global forward pre-hook/hook pair (torch.nn.modules.module) tracks the
+    nesting depth; modules entered at depth 0 are candidates. At the first
+    optimizer step the candidate holding most of the optimizer's parameters is
+    the model, and the global hooks are removed (they cost a Python call per
+    module call only during that first step).
+    """
+
+    def __init__(self) -> None:
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        self.depth = 0
+        self.roots: dict[int, Any] = {}
+        self._handles = [
+            register_module_forward_pre_hook(self._pre),
+            register_module_forward_hook(self._post),
+        ]
+
+    def _pre(self, module: Any, args: Any) -> None:
+        if self.depth == 0:
+            self.roots.setdefault(id(module), module)
+        self.depth += 1
+
+    def _post(self, module: Any, args: Any, output: Any) -> None:
+        self.depth = max(self.depth - 1, 0)
+
+    def finish(self, optimizer: Any) -> Any:
+        for h in self._handles:
+            h.remove()
+        self._handles = []
+        if optimizer is None or not self.roots:
+            return None
+        owned = {id(p) for g in optimizer.param_groups for p in g["params"]}
+        best, best_n = None, 0
+        for module in self.roots.values():
+            n = sum(1 for p in module.parameters() if id(p) in owned)
+            if n > best_n:
+                best, best_n = module, n
+        return best
 
 
 def _throughput(steps: dict[str, Any], tokens: Optional[float], samples: Optional[float]) -> dict[str, Any]:
