@@ -402,3 +402,11 @@ def test_no_session_no_registration(monkeypatch):
     with ModuleTimer(TinyGPT()) as mt:
         assert psession.current() is None
     assert mt.summary()[0]["calls"] == 0
+
+
+def test_wrappers_are_not_a_level():
+    wrapped = nn.DataParallel(TinyGPT())  # on a machine without GPUs it just calls the model
+    names = [n for n, _ in select_modules(wrapped, 1)]
+    assert names == ["module.tok_emb", "module.blocks.0", "module.blocks.1", "module.blocks.2",
+                     "module.ln_f", "module.lm_head"]
+    assert [n for n, _ in select_modules(nn.DataParallel(nn.Linear(2, 2)), 1)] == ["module"]
