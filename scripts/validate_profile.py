@@ -95,7 +95,8 @@ def profiled(out: Path, steps: int) -> dict:
     cmd = [sys.executable, "-m", "perfkit", "profile", "--quiet", "--out", str(run),
            str(REPO / "examples" / "train_gpt.py"), "--steps", str(steps), "--size", "100m", "--batch", str(BATCH)]
     t0 = time.time()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
     (out / "profile_stderr.txt").write_text(proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"perfkit profile failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
