@@ -141,7 +141,17 @@ class ProfileSession:
         if torch.cuda.is_available():
             activities.append(ProfilerActivity.CUDA)
         s = self.options.schedule
-        self._prof = profile(
+        import warnings
+
+        with warnings.catch_warnings():
+            # One cycle only (repeat=1), so torch's notice that events are cleared
+            # between cycles does not apply; keep the user's output clean.
+            warnings.filterwarnings("ignore", message=".*clears events at the end of each cycle.*")
+            self._prof = self._make_profiler(profile, schedule, activities, s)
+        self._prof.start()
+
+    def _make_profiler(self, profile: Any, schedule: Any, activities: Any, s: "Schedule") -> Any:
+        return profile(
             activities=activities,
             schedule=schedule(skip_first=s.skip_first, wait=s.wait, warmup=s.warmup, active=s.active, repeat=1),
             on_trace_ready=self._on_trace_ready,
@@ -149,7 +159,6 @@ class ProfileSession:
             record_shapes=self.options.record_shapes,
             profile_memory=self.options.profile_memory,
         )
-        self._prof.start()
 
     def _on_trace_ready(self, prof: Any) -> None:
         path = os.path.join(self.run_dir, f"rank{self.rank}.pt.trace.json.gz")

@@ -16,7 +16,7 @@ from torch import nn
 from perfkit.collect import flops as pf
 from perfkit.collect.flops import PEAK_TFLOPS, count_flops, mfu, peak_tflops
 from perfkit.collect.memory import ActivationTracker, memory_breakdown, tensor_bytes
-from tests.test_collect_flops_memory import *  # noqa: F401,F403  (the small models and constants)
+from tests.test_collect_flops_memory import N_PARAM_TENSORS, WEIGHTS, Tied  # the small models and constants
 
 if not torch.cuda.is_available():
     raise RuntimeError("these checks need a CUDA GPU")

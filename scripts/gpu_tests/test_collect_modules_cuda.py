@@ -23,7 +23,7 @@ from perfkit.collect import modules as pm
 from perfkit.collect import session as psession
 from perfkit.collect.modules import ModuleTimer, select_modules
 from perfkit.errors import UsageError
-from tests.test_collect_modules import *  # noqa: F401,F403  (the small models and constants)
+from tests.test_collect_modules import TinyGPT  # the small model
 
 if not torch.cuda.is_available():
     raise RuntimeError("these checks need a CUDA GPU")
