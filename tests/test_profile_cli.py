@@ -190,3 +190,24 @@ def test_modules_flag_times_the_model_found_without_code_change(tmp_path):
     assert sorted(r["name"] for r in rows) == ["0", "1", "2"]
     assert all(r["calls"] == 11 for r in rows)  # attached at the first optimizer step
     assert sum(r["share"] for r in rows) == pytest.approx(1.0, abs=0.01)
+
+
+def test_flops_counted_once_and_model_hooks_from_the_api(tmp_path):
+    import perfkit
+
+    model = torch.nn.Sequential(torch.nn.Linear(64, 128), torch.nn.ReLU(), torch.nn.Linear(128, 8))
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = tmp_path / "flops"
+    with perfkit.profile(out=str(out), skip_first=3, warmup=1, active=1, report=False, model=model, flops=True):
+        for _ in range(6):
+            model(torch.randn(32, 64)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+    rt = json.loads((out / "analysis.json").read_text())["runtime"]
+    # forward 2*B*(64*128 + 128*8) plus backward twice that (grad input + grad weight), batch 32
+    forward = 2 * 32 * (64 * 128 + 128 * 8)
+    assert rt["flops_per_step"] == 3 * forward - 2 * 32 * 64 * 128  # no grad input for the first layer
+    assert [r["name"] for r in rt["modules"]]  # module timers were on
+    assert rt["memory"]["activations"]["output_bytes"] == 32 * 8 * 4
+    for handle_dict in ("_forward_hooks", "_forward_pre_hooks"):
+        assert all(not getattr(mod, handle_dict) for mod in model.modules())

@@ -28,7 +28,8 @@ def profile_cmd(
     tokens_per_step: Optional[float] = typer.Option(None, "--tokens-per-step", help="For tokens/s."),
     samples_per_step: Optional[float] = typer.Option(None, "--samples-per-step", help="For samples/s."),
     step_fn: Optional[str] = typer.Option(None, "--step-fn", help="module:function whose calls are the steps."),
-    modules: bool = typer.Option(False, "--modules", help="Time the model's top-level modules (forward/backward)."),
+    modules: bool = typer.Option(False, "--modules", help="Time the model's top-level modules; activation memory per module."),
+    flops: bool = typer.Option(False, "--flops", help="Count FLOPs of step 2 for MFU (that step runs slower)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the report."),
 ) -> None:
     """Profile a training script with no code change; writes a run directory and prints the report."""
@@ -52,6 +53,7 @@ def profile_cmd(
         samples_per_step=samples_per_step,
         quiet=quiet,
         modules=modules,
+        flops=flops,
     )
     session = ProfileSession(options)
     code = run_script(session, script, list(script_args or []), module=module, step_fn=step_fn)

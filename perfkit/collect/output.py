@@ -37,7 +37,7 @@ def write_run(session: "ProfileSession") -> Optional[str]:
                 f"window (steps {s.skip_first + s.wait + s.warmup + 1}-{s.last_step}); "
                 "lower --skip-first/--warmup or run more steps"
             )
-    runtime = session.runtime_section()
+    runtime = session.runtime_section(doc)
     if analysis_error:
         runtime["analysis_error"] = analysis_error
         doc["trace"].setdefault("warnings", []).append(analysis_error)

@@ -151,6 +151,10 @@ class MemoryCounters:
         self.gradients_bytes = 0
         self.optimizer_state_bytes = 0
         self._seen: set[int] = set()
+        self.forward_peak_bytes: list[int] = []  #: allocator peak from step start to the model's forward end
+        self.after_forward_peak_bytes: list[int] = []  #: peak from forward end to step end (loss, backward, optimizer)
+        self._fwd_hook: Any = None
+        self._fwd_done = False
 
     def start(self) -> None:
         self._cuda = _cuda()
@@ -160,10 +164,33 @@ class MemoryCounters:
             except Exception:
                 self._cuda = None
 
+    def watch_forward(self, model: Any) -> None:
+        """Split each step's peak at the end of ``model``'s forward (a forward hook on the root)."""
+        if self._cuda is None or self._fwd_hook is not None:
+            return
+
+        def hook(module: Any, args: Any, output: Any) -> None:
+            if not self._fwd_done:
+                self.forward_peak_bytes.append(int(self._cuda.max_memory_allocated()))
+                self._cuda.reset_peak_memory_stats()
+                self._fwd_done = True
+
+        self._fwd_hook = model.register_forward_hook(hook)
+
+    def unwatch(self) -> None:
+        if self._fwd_hook is not None:
+            self._fwd_hook.remove()
+            self._fwd_hook = None
+
     def mark_step(self) -> None:
         if self._cuda is not None:
-            self.step_peak_bytes.append(int(self._cuda.max_memory_allocated()))
+            peak = int(self._cuda.max_memory_allocated())
+            if self._fwd_done:
+                self.after_forward_peak_bytes.append(peak)
+                peak = max(peak, self.forward_peak_bytes[-1])
+            self.step_peak_bytes.append(peak)
             self._cuda.reset_peak_memory_stats()
+            self._fwd_done = False
 
     def stop(self) -> None:
         pass
@@ -198,6 +225,11 @@ class MemoryCounters:
             out["peak_bytes"] = max(peaks) if peaks else int(self._cuda.max_memory_allocated())
             out["reserved_bytes"] = int(self._cuda.memory_reserved())
             out["allocated_bytes_end"] = int(self._cuda.memory_allocated())
+            if self.forward_peak_bytes:
+                out["peak_forward_bytes"] = int(statistics.median(self.forward_peak_bytes[1:] or self.forward_peak_bytes))
+            if self.after_forward_peak_bytes:
+                after = self.after_forward_peak_bytes
+                out["peak_backward_bytes"] = int(statistics.median(after[1:] or after))
             steady = peaks[1:] if len(peaks) > 1 else peaks
             if steady:
                 known = self.weights_bytes + self.gradients_bytes + self.optimizer_state_bytes

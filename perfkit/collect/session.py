@@ -76,12 +76,13 @@ class SessionOptions:
     report: bool = True  #: print the terminal report at the end
     quiet: bool = False
     modules: bool = False  #: time the model's top-level modules (found automatically)
+    flops: bool = False  #: count FLOPs of one early step (torch.utils.flop_counter) for MFU
 
 
 class ProfileSession:
     """One profiled run (see module docstring). Use :func:`perfkit.profile` to create one."""
 
-    def __init__(self, options: SessionOptions):
+    def __init__(self, options: SessionOptions, model: Any = None):
         options.schedule.validate()
         if options.mode not in ("trace", "light"):
             from ..errors import UsageError
@@ -107,7 +108,10 @@ class ProfileSession:
         self._started_at = 0.0
         self.flops_per_step: Optional[float] = None
         self.module_timer: Any = None  #: a ModuleTimer registers itself here
+        self.activations: Any = None  #: ActivationTracker on the model, when module hooks are on
+        self.model = model
         self._root_finder: Optional[_RootFinder] = None
+        self._flop_mode: Any = None
         self.tokens_per_step = options.tokens_per_step
         self.samples_per_step = options.samples_per_step
 
@@ -127,7 +131,9 @@ class ProfileSession:
         self._hook_handle = register_optimizer_step_post_hook(self._on_optimizer_step)
         self.timer.start()
         self.memory.start()
-        if self.options.modules:
+        if self.model is not None:
+            self._watch_model(self.model)
+        elif self.options.modules:
             self._root_finder = _RootFinder()
         if self.options.mode == "trace":
             self._start_profiler()
@@ -193,6 +199,24 @@ class ProfileSession:
         if key == self._first_optimizer:  # several optimizers (GANs) step once per iteration together
             self.step()
 
+    def _count_flops(self) -> None:
+        """Count the FLOPs of step 2 (step 1 compiles and warms up) with FlopCounterMode."""
+        try:
+            if self.steps == 1 and self._flop_mode is None:
+                from torch.utils.flop_counter import FlopCounterMode
+
+                self._flop_mode = FlopCounterMode(display=False)
+                self._flop_mode.__enter__()
+            elif self._flop_mode is not None:
+                mode, self._flop_mode = self._flop_mode, None
+                mode.__exit__(None, None, None)
+                self.flops_per_step = float(mode.get_total_flops())
+                self.options.flops = False
+        except Exception as exc:
+            self._flop_mode = None
+            self.options.flops = False
+            self.error = f"FLOP counting failed: {exc}"
+
     def _attach_module_timer(self, optimizer: Any) -> None:
         """Time the model the optimizer trains: the outermost module that ran in the first step."""
         finder, self._root_finder = self._root_finder, None
@@ -200,12 +224,21 @@ class ProfileSession:
             return
         model = finder.finish(optimizer)
         if model is not None:
-            from .modules import ModuleTimer
+            self._watch_model(model)
 
-            try:
+    def _watch_model(self, model: Any) -> None:
+        """Module timers, activation memory per module and the forward peak, on ``model``."""
+        from .memory import ActivationTracker
+        from .modules import ModuleTimer
+
+        self.model = model
+        try:
+            if self.module_timer is None:
                 self.module_timer = ModuleTimer(model).attach()
-            except Exception as exc:
-                self.error = f"module timer not attached: {exc}"
+            self.activations = ActivationTracker(model).attach()
+            self.memory.watch_forward(model)
+        except Exception as exc:  # hooks must never take the run down
+            self.error = f"module hooks not attached: {exc}"
 
     def mark_step(self, tokens: Optional[float] = None, samples: Optional[float] = None) -> None:
         """An explicit step boundary from ``@perfkit.step`` (disables optimizer-hook steps)."""
@@ -221,6 +254,8 @@ class ProfileSession:
         self.steps += 1
         self.timer.mark()
         self.memory.mark_step()
+        if self.options.flops:
+            self._count_flops()
         if self._prof is not None and not self._prof_done:
             try:
                 self._prof.step()
@@ -247,8 +282,14 @@ class ProfileSession:
                 self._hook_handle.remove()
             if self._root_finder is not None:
                 self._root_finder.finish(None)
+            if self._flop_mode is not None:
+                self._flop_mode.__exit__(None, None, None)
+                self._flop_mode = None
             if self.module_timer is not None:
                 self.module_timer.detach()
+            if self.activations is not None:
+                self.activations.detach()
+            self.memory.unwatch()
             self.timer.stop()
             self.memory.stop()
         finally:
@@ -258,7 +299,7 @@ class ProfileSession:
 
         return write_run(self)
 
-    def runtime_section(self) -> dict[str, Any]:
+    def runtime_section(self, doc: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """What only the live process knows: step timings, phases, memory, throughput."""
         steps = self.timer.summary(skip=self._steady_skip())
         out: dict[str, Any] = {
@@ -276,6 +317,12 @@ class ProfileSession:
         }
         if self.flops_per_step:
             out["flops_per_step"] = self.flops_per_step
+            out.update(_mfu(self.flops_per_step, steps, _dtype_from_kernels(doc)))
+        if self.activations is not None:
+            try:
+                out["memory"]["activations"] = self.activations.to_dict()
+            except Exception as exc:
+                out["memory"]["activations_error"] = str(exc)
         if self.module_timer is not None:
             try:
                 out["modules"] = self.module_timer.summary()
@@ -352,6 +399,45 @@ class _RootFinder:
         return best
 
 
+def _dtype_from_kernels(doc: Optional[dict[str, Any]]) -> Optional[str]:
+    """The matmul dtype seen in the trace's top kernels (bf16/fp16), if any."""
+    import re
+
+    names = " ".join(str(k.get("name", "")) for k in (doc or {}).get("top_kernels", []) if k.get("category") == "matmul")
+    if re.search(r"bf16|bfloat16", names, re.I):
+        return "bf16"
+    if re.search(r"f16|half|h884|h1688|hmma", names, re.I):
+        return "fp16"
+    return None
+
+
+def _mfu(flops: float, steps: dict[str, Any], dtype_hint: Optional[str]) -> dict[str, Any]:
+    """Model FLOPs utilisation against the device's dense peak, when the device is known."""
+    import torch
+
+    from .flops import mfu, peak_tflops
+
+    if not torch.cuda.is_available():
+        return {}
+    name = torch.cuda.get_device_name()
+    dtype = dtype_hint or _matmul_dtype()
+    step_ms = steps.get("gpu_ms_median") or steps.get("wall_ms_median")
+    out: dict[str, Any] = {"mfu_dtype": dtype, "peak_tflops": peak_tflops(name, dtype)}
+    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if step_ms:
+        value = mfu(flops * world, step_ms / 1000.0, name, dtype, n_devices=world)
+        if value is not None:
+            out["mfu"] = value
+    return out
+
+
+def _matmul_dtype() -> str:
+    """Without a bf16/fp16 kernel in the trace: fp32 matmuls, tf32 if enabled."""
+    import torch
+
+    return "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
+
+
 def _throughput(steps: dict[str, Any], tokens: Optional[float], samples: Optional[float]) -> dict[str, Any]:
     step_s = (steps.get("wall_ms_median") or 0) / 1000.0
     out: dict[str, Any] = {"tokens_per_step": tokens, "samples_per_step": samples}
@@ -398,6 +484,8 @@ def profile(
     samples_per_step: Optional[float] = None,
     report: bool = True,
     name: Optional[str] = None,
+    model: Any = None,
+    flops: bool = False,
 ) -> ProfileSession:
     """Profile the code in a ``with`` block (or a decorated function).
 
@@ -408,6 +496,9 @@ def profile(
         skip_first, wait, warmup, active: the trace schedule, in steps.
         tokens_per_step, samples_per_step: for throughput, unless ``@perfkit.step`` gives them.
         report: print the terminal report when done.
+        model: the model being trained; enables module timers, activation memory
+            per top-level module and the forward/backward memory peaks.
+        flops: count the FLOPs of one early step (for MFU); that step runs slower.
 
     Returns:
         The session; ``session.run_dir`` is where the outputs go.
@@ -423,5 +514,6 @@ def profile(
         tokens_per_step=tokens_per_step,
         samples_per_step=samples_per_step,
         report=report,
+        flops=flops,
     )
-    return ProfileSession(opts)
+    return ProfileSession(opts, model=model)
