@@ -10,9 +10,10 @@ page cache are comparable from run to run):
   around that one call (interpreter start-up is excluded; perfkit's lazy import
   of numpy/pandas/msgspec happens inside the call and is included), plus the
   wall seconds of the whole child process as seen by the parent;
-* peak memory: the parent samples, every ~20 ms, the sum of ``VmRSS`` (from
-  ``/proc/<pid>/status``) over the child and all of its descendants (the decode
-  pool's worker processes), and keeps the peak of that sum. This is the figure
+* peak memory: the parent samples, every ~20 ms, the sum of ``Pss`` (from
+  ``/proc/<pid>/smaps_rollup``: resident memory with pages shared between the
+  forked workers counted once) over the child and all of its descendants (the
+  decode pool's worker processes), and keeps the peak of that sum. This is the figure
   that counts. The child also reports its own ``ru_maxrss`` and the largest
   ``ru_maxrss`` of its reaped children (the pool workers);
 * ``json.load`` of the same file (through ``gzip.open`` for ``.gz``), timed and
@@ -152,6 +153,21 @@ os._exit(0)  # skip freeing a multi-GB object graph: not part of what is measure
 
 
 def _vmrss(pid: int) -> Optional[int]:
+    """Resident memory of one process, counting pages shared with others proportionally (PSS).
+
+    Pool workers are forked: they share the parent's pages (the interpreter,
+    numpy, the libraries). Summing VmRSS over the tree would count those pages
+    once per process; PSS (``/proc/<pid>/smaps_rollup``) splits each shared page
+    among its sharers, so the sum over the tree is the real memory used. Falls
+    back to VmRSS where smaps_rollup is not available.
+    """
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            for line in f:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
     try:
         with open(f"/proc/{pid}/status") as f:
             for line in f:
@@ -197,7 +213,7 @@ _HAVE_CHILDREN_FILE = os.path.exists(f"/proc/self/task/{os.getpid()}/children")
 
 
 def tree_rss(root: int) -> tuple[int, int, int]:
-    """(sum of VmRSS over root and all descendants, root's VmRSS, number of processes)."""
+    """(sum of PSS over root and all descendants, root's PSS, number of processes)."""
     total = 0
     root_rss = 0
     n = 0
@@ -524,7 +540,7 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any], repeat: int) -> s
         + (" plus uncommitted changes in perfkit/" if m.get("git", {}).get("perfkit_modified") else "")
         + f" (perfkit sources sha256 {m.get('git', {}).get('perfkit_source_sha256', '?')}).",
         f"Median of {repeat} fresh-process runs (min-max in parentheses). MB = 10^6 bytes. "
-        "Peak RSS = peak over 20 ms samples of the summed VmRSS of the process and its pool workers "
+        "Peak RSS = peak over 20 ms samples of the summed PSS (shared pages counted once) of the process and its pool workers "
         "(at least the main process's ru_maxrss). \"other jobs' CPU\" = CPU seconds used by unrelated "
         "processes on the machine during a run (0 = the machine was otherwise idle).",
         "",
