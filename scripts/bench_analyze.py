@@ -66,6 +66,7 @@ Usage::
     .venv/bin/python scripts/bench_analyze.py [--sizes-mb 150,1000] [--repeat 3] [--skip-build]
     .venv/bin/python scripts/bench_analyze.py --profile   # also: cProfile of one in-process analysis
 
+Exit status: 0 if every target is met on the inflated traces, 1 otherwise.
 Only the standard library and perfkit are used. Linux only (reads /proc).
 """
 

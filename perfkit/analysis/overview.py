@@ -49,14 +49,15 @@ def overview(tl: Timeline, dw: DeviceWork, stats: StepStats) -> dict[str, np.nda
     }
     a, b = stats.win_start, stats.win_end
     out: dict[str, np.ndarray] = {}
-    acc_s: list[np.ndarray] = []
-    acc_e: list[np.ndarray] = []
+    # Union of the roles so far, carried forward already merged (disjoint and
+    # small), so each role only adds its own spans to it.
+    acc_s, acc_e = np.zeros(0), np.zeros(0)
     covered_before = np.zeros(len(a))
     for role in ROLES[:-1]:
         s, e = role_spans[role]
-        acc_s.append(np.asarray(s, dtype=float))
-        acc_e.append(np.asarray(e, dtype=float))
-        covered = Coverage(np.concatenate(acc_s), np.concatenate(acc_e)).within(a, b)
+        cov = Coverage(np.concatenate([acc_s, np.asarray(s, float)]), np.concatenate([acc_e, np.asarray(e, float)]))
+        acc_s, acc_e = cov.starts, cov.ends
+        covered = cov.within(a, b)
         out[role] = covered - covered_before
         covered_before = covered
     out["other"] = np.maximum((b - a) - covered_before, 0.0)

@@ -79,7 +79,7 @@ PID = "pid"  #: int64 process id (CPU) or device index (GPU)
 TID = "tid"  #: int64 thread id (CPU) or stream id (GPU)
 TS = "ts_us"  #: float64 start, µs
 DUR = "dur_us"  #: float64 duration, µs
-CORR = "corr"  #: int64 CUPTI correlation id (runtime <-> device op), MISSING if none
+CORR = "corr"  #: int32/int64 CUPTI correlation id (runtime <-> device op), MISSING if none
 EXT = "ext_id"  #: int64 External id (CPU op <-> runtime/device op), MISSING if none
 SEQ = "seq"  #: int64 autograd Sequence number, MISSING if none
 FWD_TID = "fwd_tid"  #: int64 "Fwd thread id" (>0 marks a backward op), MISSING if none
@@ -88,6 +88,8 @@ PY_ID = "py_id"  #: int64 "Python id" of a python_function frame
 PY_PARENT = "py_parent"  #: int64 "Python parent id"
 STACK = "stack"  #: int32 index into Trace.names of the "Call stack" arg, MISSING if none
 
+#: Column -> widest dtype. Id columns (corr, ext_id, seq, fwd_tid, bytes, py_id,
+#: py_parent) are int32 when all values fit, to halve their memory.
 EVENT_COLUMNS: dict[str, Any] = {
     KIND: np.int8,
     NAME: np.int32,
