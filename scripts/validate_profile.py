@@ -90,14 +90,14 @@ def truth(steps: int, warmup: int) -> dict:
     }
 
 
-def profiled(out: Path, steps: int) -> dict:
-    run = out / "profile_run"
-    cmd = [sys.executable, "-m", "perfkit", "profile", "--quiet", "--out", str(run),
+def profiled(out: Path, steps: int, extra: tuple[str, ...] = (), name: str = "profile_run") -> dict:
+    run = out / name
+    cmd = [sys.executable, "-m", "perfkit", "profile", "--quiet", "--out", str(run), *extra,
            str(REPO / "examples" / "train_gpt.py"), "--steps", str(steps), "--size", "100m", "--batch", str(BATCH)]
     t0 = time.time()
     path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
     proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": path})
-    (out / "profile_stderr.txt").write_text(proc.stderr)
+    (out / f"{name}_stderr.txt").write_text(proc.stderr)
     if proc.returncode != 0:
         raise SystemExit(f"perfkit profile failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     doc = json.loads((run / "analysis.json").read_text())
@@ -128,7 +128,25 @@ def main() -> None:
     steady = statistics.median(steady_peaks)
     checks.append(("steady step peak bytes", steady, t["peak_allocated_bytes"],
                    abs(steady - t["peak_allocated_bytes"]) <= 0.10 * t["peak_allocated_bytes"], "within 10%"))
+    # Second run with the module hooks and FLOP counting on: module table,
+    # activation memory per module, forward/backward peaks and MFU.
+    hooked = profiled(args.out, args.steps, ("--modules", "--flops"), "profile_run_modules")
+    hrt = hooked["runtime"]
+    hmem = hrt["memory"]
+    rows = hrt.get("modules", [])
+    acts = hmem.get("activations", {}).get("modules", [])
+    checks.append(("module rows (blocks + others)", len(rows), 12, len(rows) == 12, "8 blocks, tok, pos, ln, head"))
+    checks.append(("activation rows", len(acts), len(rows), len(acts) >= 8, "one per module with activations"))
+    checks.append(("forward peak < step peak", hmem.get("peak_forward_bytes", 0), hmem.get("peak_bytes", 0),
+                   0 < hmem.get("peak_forward_bytes", 0) <= hmem.get("peak_bytes", 0), "forward peak is part of the step"))
+    mfu_value = hrt.get("mfu")
+    checks.append(("MFU", mfu_value or 0.0, 1.0, mfu_value is not None and 0.05 < mfu_value < 1.0, "known device, 5-100%"))
+    ratio = hrt["steps"]["gpu_ms_median"] / doc["runtime"]["steps"]["gpu_ms_median"]
+    checks.append(("step time with hooks / without", ratio, 1.0, ratio < 1.03, "module timers cost < 3%"))
     result = {
+        "hooked_run": {"modules": rows, "activations": hmem.get("activations"), "flops_per_step": hrt.get("flops_per_step"),
+                       "mfu": mfu_value, "mfu_dtype": hrt.get("mfu_dtype"), "peak_forward_bytes": hmem.get("peak_forward_bytes"),
+                       "peak_backward_bytes": hmem.get("peak_backward_bytes"), "steps": hrt["steps"]},
         "truth": t,
         "perfkit": {"phases": doc["phases"], "memory": mem, "steps": doc["steps"]["ids"],
                     "runtime_steps": doc["runtime"]["steps"], "warnings": doc["trace"]["warnings"]},

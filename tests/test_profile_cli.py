@@ -211,3 +211,24 @@ def test_flops_counted_once_and_model_hooks_from_the_api(tmp_path):
     assert rt["memory"]["activations"]["output_bytes"] == 32 * 8 * 4
     for handle_dict in ("_forward_hooks", "_forward_pre_hooks"):
         assert all(not getattr(mod, handle_dict) for mod in model.modules())
+
+
+def test_profile_as_decorator_writes_the_same_outputs(tmp_path):
+    import perfkit
+
+    model = torch.nn.Linear(8, 8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = tmp_path / "deco"
+
+    @perfkit.profile(out=str(out), skip_first=1, warmup=1, active=2, report=False)
+    def train(n):
+        for _ in range(n):
+            model(torch.randn(4, 8)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        return "done"
+
+    assert train(6) == "done"
+    assert (out / "rank0.pt.trace.json.gz").exists() and (out / "report.md").exists()
+    doc = json.loads((out / "analysis.json").read_text())
+    assert doc["runtime"]["steps_seen"] == 6 and doc["steps"]["count"] >= 1

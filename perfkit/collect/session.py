@@ -112,6 +112,7 @@ class ProfileSession:
         self.model = model
         self._root_finder: Optional[_RootFinder] = None
         self._flop_mode: Any = None
+        self.matmul_dtype: Optional[str] = None  #: "bf16"/"fp16" when seen in the FLOP-counting step
         self.tokens_per_step = options.tokens_per_step
         self.samples_per_step = options.samples_per_step
 
@@ -205,6 +206,7 @@ class ProfileSession:
             if self.steps == 1 and self._flop_mode is None:
                 from torch.utils.flop_counter import FlopCounterMode
 
+                self._watch_dtype()
                 self._flop_mode = FlopCounterMode(display=False)
                 self._flop_mode.__enter__()
             elif self._flop_mode is not None:
@@ -216,6 +218,24 @@ class ProfileSession:
             self._flop_mode = None
             self.options.flops = False
             self.error = f"FLOP counting failed: {exc}"
+
+    def _watch_dtype(self) -> None:
+        """Note the dtype matmuls run in (autocast, else the weights') at the next module call."""
+        import torch
+        from torch.nn.modules.module import register_module_forward_pre_hook
+
+        def hook(module: Any, args: Any) -> None:
+            handle.remove()
+            try:
+                if torch.is_autocast_enabled("cuda"):
+                    dt = torch.get_autocast_dtype("cuda")
+                else:
+                    dt = next(module.parameters()).dtype
+                self.matmul_dtype = {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(dt)
+            except Exception:
+                pass
+
+        handle = register_module_forward_pre_hook(hook)
 
     def _attach_module_timer(self, optimizer: Any) -> None:
         """Time the model the optimizer trains: the outermost module that ran in the first step."""
@@ -317,7 +337,7 @@ class ProfileSession:
         }
         if self.flops_per_step:
             out["flops_per_step"] = self.flops_per_step
-            out.update(_mfu(self.flops_per_step, steps, _dtype_from_kernels(doc)))
+            out.update(_mfu(self.flops_per_step, steps, self.matmul_dtype or _dtype_from_kernels(doc)))
         if self.activations is not None:
             try:
                 out["memory"]["activations"] = self.activations.to_dict()
