@@ -30,8 +30,8 @@ class _Args(msgspec.Struct, gc=False):
     seq: int = msgspec.field(default=-1, name="Sequence number")
     fwd_tid: int = msgspec.field(default=-1, name="Fwd thread id")
     nbytes: int = msgspec.field(default=-1, name="bytes")
-    py_id: int = msgspec.field(default=-1, name="Python id")
-    py_parent: int = msgspec.field(default=-1, name="Python parent id")
+    py_id: Optional[int] = msgspec.field(default=-1, name="Python id")
+    py_parent: Optional[int] = msgspec.field(default=-1, name="Python parent id")  # null for root frames
     stack: Any = msgspec.field(default=None, name="Call stack")
     # [memory] instants
     mem_bytes: int = msgspec.field(default=-1, name="Bytes")
@@ -87,6 +87,103 @@ _DECODER = msgspec.json.Decoder(list[_ANY_EVENT])  # type: ignore[valid-type]
 _LOOSE = msgspec.json.Decoder()
 
 
+try:  # the optional C scanner (setup.py builds it); the msgspec path below is the fallback
+    from . import _scan
+except ImportError:  # pragma: no cover (depends on the build)
+    _scan = None
+
+
+def _scan_columns(buf: Any) -> Optional[dict[str, Any]]:
+    """Columns from the C scanner, in the same form as :func:`_to_columns`; None to fall back."""
+    try:
+        raw = _scan.scan(buf)  # type: ignore[union-attr]
+    except ValueError:
+        return None
+    arena = raw["str_arena"]
+    offs = np.frombuffer(raw["str_offsets"], np.int64).tolist()
+    lens = np.frombuffer(raw["str_lengths"], np.int64).tolist()
+    escs = raw["str_escaped"]
+    strings: list[str] = []
+    for o, n, e in zip(offs, lens, escs):
+        piece = arena[o : o + n]
+        if e:
+            try:
+                strings.append(msgspec.json.decode(b'"' + piece + b'"'))
+            except msgspec.DecodeError:
+                return None
+        else:
+            strings.append(piece.decode("utf-8", "replace"))
+    i32 = lambda key: np.frombuffer(raw[key], np.int32)  # noqa: E731
+    i64 = lambda key: np.frombuffer(raw[key], np.int64)  # noqa: E731
+    f64 = lambda key: np.frombuffer(raw[key], np.float64)  # noqa: E731
+
+    cat = i32("cat")
+    kind_of = np.array(
+        [m.CATEGORY_KINDS.get(x.lower(), m.Kind.OTHER) for x in strings] or [0], dtype=np.int8
+    )
+    kind = kind_of[cat] if len(cat) else np.zeros(0, np.int8)
+
+    def ids(values: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        out = values.copy()
+        has = codes >= 0
+        if has.any():
+            uniq = np.unique(codes[has])
+            lut = {int(c): _int_id(strings[int(c)]) for c in uniq}
+            out[has] = [lut[int(c)] for c in codes[has]]
+        return out
+
+    def only(col: np.ndarray, kinds: tuple[m.Kind, ...]) -> np.ndarray:
+        out = np.where(np.isin(kind, np.array(kinds, dtype=np.int8)), col, m.MISSING)
+        return _narrow(out)
+
+    ext = i64("ext_id").copy()
+    old = i64("ext_id_old")
+    missing = ext == m.MISSING
+    ext[missing] = old[missing]
+    dur = f64("dur").copy()
+    np.nan_to_num(dur, copy=False, nan=0.0)
+    cols = {
+        m.KIND: kind,
+        m.PID: ids(i64("pid"), i32("pid_s")),
+        m.TID: ids(i64("tid"), i32("tid_s")),
+        m.TS: f64("ts").copy(),
+        m.DUR: dur,
+        m.CORR: only(i64("corr"), _LINKED_KINDS),
+        m.EXT: _narrow(ext),
+        m.SEQ: only(i64("seq"), (m.Kind.CPU_OP,)),
+        m.FWD_TID: only(i64("fwd_tid"), (m.Kind.CPU_OP,)),
+        m.BYTES: only(i64("bytes"), (m.Kind.MEMCPY, m.Kind.MEMSET)),
+        m.PY_ID: only(i64("py_id"), (m.Kind.PYTHON,)),
+        m.PY_PARENT: only(i64("py_parent"), (m.Kind.PYTHON,)),
+        m.STACK: i32("stack").copy(),
+        m.NAME: i32("name").copy(),
+    }
+    memory = {
+        m.MEM_TS: f64("mem_ts").copy(),
+        m.MEM_BYTES: i64("mem_bytes").copy(),
+        m.MEM_ALLOCATED: i64("mem_alloc").copy(),
+        m.MEM_RESERVED: i64("mem_res").copy(),
+        m.MEM_DEVICE_TYPE: i64("mem_dtype").copy(),
+        m.MEM_DEVICE_ID: i64("mem_did").copy(),
+    }
+    meta_events = []
+    for name, pid, tid, ps, ts_, arg in zip(
+        i32("meta_name").tolist(), i64("meta_pid").tolist(), i64("meta_tid").tolist(),
+        i32("meta_pid_s").tolist(), i32("meta_tid_s").tolist(), i32("meta_arg").tolist(),
+    ):
+        meta_events.append((
+            strings[name],
+            strings[ps] if ps >= 0 else pid,
+            strings[ts_] if ts_ >= 0 else tid,
+            strings[arg] if arg >= 0 else None,
+        ))
+    counts_arr = np.frombuffer(raw["counts"], np.int64)
+    counts = {f"ph:{chr(c)}": int(counts_arr[c]) for c in np.flatnonzero(counts_arr).tolist() if c not in (0, ord("X"))}
+    if counts_arr[0]:
+        counts["X:no-ts"] = int(counts_arr[0])
+    return {"events": cols, "names": strings, "memory": memory, "meta_events": meta_events, "counts": counts}
+
+
 class ChunkError(ValueError):
     """The chunk is not a valid run of JSON event objects."""
 
@@ -140,6 +237,8 @@ def _id_col(values: list[int]) -> np.ndarray:
     """Integer ids (absent ones already MISSING, by the struct defaults) -> int64."""
     try:
         return np.array(values, dtype=np.int64)
+    except TypeError:  # null ids (a root python frame has "Python parent id": null)
+        return _id_col([m.MISSING if v is None else v for v in values])
     except OverflowError:  # ids beyond int64 (hashes): keep them distinct but bounded
         return np.array([v if -(2**63) <= v < 2**63 else hash(v) for v in values], dtype=np.int64)
 
@@ -196,6 +295,10 @@ def decode_chunk(data: Any, bracketed: bool = False) -> dict[str, Any]:
         ChunkError: if the bytes are not valid JSON event objects.
     """
     buf = data if bracketed else _bracketed(data)
+    if _scan is not None:
+        fast = _scan_columns(buf)
+        if fast is not None:
+            return fast
     was_enabled = gc.isenabled()
     gc.disable()  # millions of small acyclic objects: the cyclic GC only costs time here
     try:

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..errors import TraceFormatError
 from . import model as m
+from . import decode as decode_mod
 from .decode import ChunkError, decode_chunk, read_range
 
 #: Target bytes of JSON per chunk handed to one decode call.
@@ -75,7 +76,14 @@ def read_trace(path: str, *, workers: Optional[int] = None) -> m.Trace:
     else:
         chunks = _chunks(source, raw)
     results: list[dict[str, Any]] = []
-    if workers > 1:
+    if workers > 1 and decode_mod._scan is not None:
+        # The C scanner releases the GIL: threads share the columns without
+        # pickling them between processes.
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=workers) as tpool:
+            results = _decode_all(chunks, tpool, workers)
+    elif workers > 1:
         import multiprocessing as mp
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None

@@ -1,0 +1,539 @@
+/*
+ * perfkit.trace._scan: a single-pass scanner from Kineto traceEvents JSON to columns.
+ *
+ * scan(buffer) takes the bytes of a JSON array of event objects ("[{...},{...}]")
+ * and returns plain bytes columns (no Python object per event): for timed ("X")
+ * events the fields perfkit uses, for "[memory]" instants the allocator fields,
+ * for "M" metadata events the names, plus a table of the distinct strings.
+ *
+ * It understands exactly the JSON it needs to. Anything unexpected (malformed
+ * JSON, a field of an unexpected type) raises ValueError, and the caller falls
+ * back to the general msgspec decoder for that chunk, so results never depend
+ * on which path ran.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+typedef struct {
+    char *data;
+    size_t len, cap;
+} Buf;
+
+static int buf_grow(Buf *b, size_t n) {
+    if (b->len + n <= b->cap) return 0;
+    size_t nc = b->cap ? b->cap * 2 : 65536;
+    while (nc < b->len + n) nc *= 2;
+    char *p = (char *)realloc(b->data, nc);
+    if (!p) return -1;
+    b->data = p;
+    b->cap = nc;
+    return 0;
+}
+
+#define PUSH(b, x)                                                   \
+    do {                                                             \
+        if (buf_grow(&(b), sizeof(x)) < 0) goto nomem;               \
+        memcpy((b).data + (b).len, &(x), sizeof(x));                 \
+        (b).len += sizeof(x);                                        \
+    } while (0)
+
+/* ------------------------------------------------------------------ interning */
+
+typedef struct {
+    uint64_t hash;
+    int32_t id;
+    size_t off, len;
+} Slot;
+
+typedef struct {
+    Slot *slots;
+    size_t cap, count;
+    Buf arena;     /* raw bytes of every distinct string */
+    Buf offsets;   /* int64 start offset per id */
+    Buf lengths;   /* int64 length per id */
+    Buf escaped;   /* int8: 1 when the raw string holds a backslash escape */
+} Intern;
+
+static uint64_t fnv(const char *s, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ULL;
+    }
+    return h;
+}
+
+static int intern_init(Intern *t) {
+    memset(t, 0, sizeof(*t));
+    t->cap = 1024;
+    t->slots = (Slot *)calloc(t->cap, sizeof(Slot));
+    if (!t->slots) return -1;
+    for (size_t i = 0; i < t->cap; i++) t->slots[i].id = -1;
+    return 0;
+}
+
+static void intern_free(Intern *t) {
+    free(t->slots);
+    free(t->arena.data);
+    free(t->offsets.data);
+    free(t->lengths.data);
+    free(t->escaped.data);
+}
+
+static int intern_rehash(Intern *t) {
+    size_t nc = t->cap * 2;
+    Slot *ns = (Slot *)calloc(nc, sizeof(Slot));
+    if (!ns) return -1;
+    for (size_t i = 0; i < nc; i++) ns[i].id = -1;
+    for (size_t i = 0; i < t->cap; i++) {
+        if (t->slots[i].id < 0) continue;
+        size_t j = t->slots[i].hash & (nc - 1);
+        while (ns[j].id >= 0) j = (j + 1) & (nc - 1);
+        ns[j] = t->slots[i];
+    }
+    free(t->slots);
+    t->slots = ns;
+    t->cap = nc;
+    return 0;
+}
+
+/* id of the string s[0:n] (raw JSON content between the quotes); -2 on no memory */
+static int32_t intern(Intern *t, const char *s, size_t n, int esc) {
+    uint64_t h = fnv(s, n);
+    size_t j = h & (t->cap - 1);
+    while (t->slots[j].id >= 0) {
+        Slot *sl = &t->slots[j];
+        if (sl->hash == h && sl->len == n && memcmp(t->arena.data + sl->off, s, n) == 0) return sl->id;
+        j = (j + 1) & (t->cap - 1);
+    }
+    int32_t id = (int32_t)t->count;
+    if (buf_grow(&t->arena, n + 1) < 0) return -2;
+    size_t off = t->arena.len;
+    memcpy(t->arena.data + off, s, n);
+    t->arena.len += n;
+    int64_t o = (int64_t)off, l = (int64_t)n;
+    int8_t e = (int8_t)esc;
+    if (buf_grow(&t->offsets, 8) < 0 || buf_grow(&t->lengths, 8) < 0 || buf_grow(&t->escaped, 1) < 0) return -2;
+    memcpy(t->offsets.data + t->offsets.len, &o, 8);
+    t->offsets.len += 8;
+    memcpy(t->lengths.data + t->lengths.len, &l, 8);
+    t->lengths.len += 8;
+    t->escaped.data[t->escaped.len++] = e;
+    t->slots[j].hash = h;
+    t->slots[j].id = id;
+    t->slots[j].off = off;
+    t->slots[j].len = n;
+    t->count++;
+    if (t->count * 2 > t->cap && intern_rehash(t) < 0) return -2;
+    return id;
+}
+
+/* ------------------------------------------------------------------ lexing */
+
+typedef struct {
+    const char *p, *end, *start;
+    const char *err;
+} Lex;
+
+static inline void ws(Lex *L) {
+    while (L->p < L->end) {
+        char c = *L->p;
+        if (c == ' ' || c == '\n' || c == '\r' || c == '\t') L->p++;
+        else break;
+    }
+}
+
+/* at '"': sets *s/*n to the raw content, *esc if a backslash was seen; moves past the closing quote */
+static int lex_string(Lex *L, const char **s, size_t *n, int *esc) {
+    if (L->p >= L->end || *L->p != '"') { L->err = "expected a string"; return -1; }
+    const char *q = ++L->p;
+    int e = 0;
+    while (q < L->end) {
+        const char *hit = (const char *)memchr(q, '"', (size_t)(L->end - q));
+        if (!hit) break;
+        /* a quote preceded by an odd run of backslashes is escaped */
+        const char *b = hit;
+        size_t run = 0;
+        while (b > L->p && b[-1] == '\\') { b--; run++; }
+        if (run) e = 1;
+        if (run % 2 == 0) {
+            if (!e && memchr(L->p, '\\', (size_t)(hit - L->p))) e = 1;
+            *s = L->p;
+            *n = (size_t)(hit - L->p);
+            *esc = e;
+            L->p = hit + 1;
+            return 0;
+        }
+        q = hit + 1;
+    }
+    L->err = "unterminated string";
+    return -1;
+}
+
+static int skip_value(Lex *L);
+
+static int skip_container(Lex *L) {
+    /* at '{' or '[': skip to the matching close, strings aware */
+    int depth = 0;
+    while (L->p < L->end) {
+        char c = *L->p;
+        if (c == '"') {
+            const char *s; size_t n; int e;
+            if (lex_string(L, &s, &n, &e) < 0) return -1;
+            continue;
+        }
+        if (c == '{' || c == '[') depth++;
+        else if (c == '}' || c == ']') {
+            depth--;
+            if (depth == 0) { L->p++; return 0; }
+        }
+        L->p++;
+    }
+    L->err = "unterminated object or array";
+    return -1;
+}
+
+static int skip_value(Lex *L) {
+    ws(L);
+    if (L->p >= L->end) { L->err = "unexpected end"; return -1; }
+    char c = *L->p;
+    if (c == '"') { const char *s; size_t n; int e; return lex_string(L, &s, &n, &e); }
+    if (c == '{' || c == '[') return skip_container(L);
+    /* number or literal: up to the next delimiter */
+    while (L->p < L->end) {
+        c = *L->p;
+        if (c == ',' || c == '}' || c == ']' || c == ' ' || c == '\n' || c == '\r' || c == '\t') break;
+        L->p++;
+    }
+    return 0;
+}
+
+/* number: kind 1 = integer (in *iv), 2 = real (in *dv); 0 = not a number (e.g. a string: left unread) */
+static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
+    ws(L);
+    const char *p = L->p;
+    if (p >= L->end) { L->err = "unexpected end"; return -1; }
+    char c = *p;
+    if (!((c >= '0' && c <= '9') || c == '-')) { *kind = 0; return 0; }
+    const char *q = p;
+    int neg = 0;
+    if (*q == '-') { neg = 1; q++; }
+    uint64_t v = 0;
+    int digits = 0;
+    while (q < L->end && *q >= '0' && *q <= '9') {
+        if (digits < 18) v = v * 10 + (uint64_t)(*q - '0');
+        digits++;
+        q++;
+    }
+    if (digits == 0) { L->err = "bad number"; return -1; }
+    if (q < L->end && (*q == '.' || *q == 'e' || *q == 'E' || digits >= 18)) {
+        char *endp;
+        double d = strtod(p, &endp);
+        if (endp == p) { L->err = "bad number"; return -1; }
+        L->p = endp;
+        *dv = d;
+        *kind = 2;
+        return 0;
+    }
+    *iv = neg ? -(int64_t)v : (int64_t)v;
+    *dv = (double)*iv;
+    *kind = 1;
+    L->p = q;
+    return 0;
+}
+
+/* ------------------------------------------------------------------ events */
+
+enum { A_CORR, A_EXT, A_EXT_OLD, A_SEQ, A_FWD, A_BYTES, A_PYID, A_PYPAR, A_MBYTES, A_TALLOC, A_TRES, A_DTYPE, A_DID, NARGS };
+
+static int arg_index(const char *k, size_t n) {
+#define K(str, idx) if (n == sizeof(str) - 1 && memcmp(k, str, n) == 0) return idx
+    switch (n) {
+    case 5: K("bytes", A_BYTES); K("Bytes", A_MBYTES); break;
+    case 9: K("Device Id", A_DID); K("Python id", A_PYID); break;
+    case 11: K("correlation", A_CORR); K("External id", A_EXT); K("external id", A_EXT_OLD); K("Device Type", A_DTYPE); break;
+    case 13: K("Fwd thread id", A_FWD); break;
+    case 14: K("Total Reserved", A_TRES); break;
+    case 15: K("Sequence number", A_SEQ); K("Total Allocated", A_TALLOC); break;
+    case 16: K("Python parent id", A_PYPAR); break;
+    default: break;
+    }
+#undef K
+    return -1;
+}
+
+typedef struct {
+    char ph;
+    int32_t cat, name, pid_s, tid_s, stack, argname;
+    int64_t pid, tid;
+    double ts, dur;
+    int has_ts;
+    int64_t a[NARGS];
+} Ev;
+
+typedef struct {
+    Buf cat, name, pid, tid, pid_s, tid_s, ts, dur, stack;
+    Buf a[NARGS];
+    /* memory instants */
+    Buf m_ts, m_bytes, m_alloc, m_res, m_dtype, m_did;
+    /* metadata events */
+    Buf meta_name, meta_pid, meta_tid, meta_pid_s, meta_tid_s, meta_arg;
+    int64_t counts[256];
+} Out;
+
+static void out_free(Out *o) {
+    Buf *all[] = {&o->cat, &o->name, &o->pid, &o->tid, &o->pid_s, &o->tid_s, &o->ts, &o->dur, &o->stack,
+                  &o->m_ts, &o->m_bytes, &o->m_alloc, &o->m_res, &o->m_dtype, &o->m_did,
+                  &o->meta_name, &o->meta_pid, &o->meta_tid, &o->meta_pid_s, &o->meta_tid_s, &o->meta_arg};
+    for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) free(all[i]->data);
+    for (int i = 0; i < NARGS; i++) free(o->a[i].data);
+}
+
+/* pid/tid: an integer, or a string interned (numeric strings are resolved in Python) */
+static int lex_id(Lex *L, Intern *T, int64_t *v, int32_t *s) {
+    int64_t iv; double dv; int kind;
+    if (lex_number(L, &iv, &dv, &kind) < 0) return -1;
+    if (kind == 1) { *v = iv; *s = -1; return 0; }
+    if (kind == 2) { *v = (int64_t)dv; *s = -1; return 0; }
+    if (*L->p == '"') {
+        const char *str; size_t n; int e;
+        if (lex_string(L, &str, &n, &e) < 0) return -1;
+        int32_t id = intern(T, str, n, e);
+        if (id == -2) { L->err = "out of memory"; return -1; }
+        *v = 0; *s = id;
+        return 0;
+    }
+    L->err = "pid/tid of an unexpected type";
+    return -1;
+}
+
+static int parse_args(Lex *L, Intern *T, Ev *ev) {
+    ws(L);
+    if (L->p >= L->end || *L->p != '{') { /* args that are not an object: ignore */
+        return skip_value(L);
+    }
+    L->p++;
+    ws(L);
+    if (L->p < L->end && *L->p == '}') { L->p++; return 0; }
+    while (L->p < L->end) {
+        ws(L);
+        const char *k; size_t kn; int ke;
+        if (lex_string(L, &k, &kn, &ke) < 0) return -1;
+        ws(L);
+        if (L->p >= L->end || *L->p != ':') { L->err = "expected ':'"; return -1; }
+        L->p++;
+        ws(L);
+        int idx = ke ? -1 : arg_index(k, kn);
+        if (idx >= 0) {
+            int64_t iv; double dv; int kind;
+            if (lex_number(L, &iv, &dv, &kind) < 0) return -1;
+            if (kind == 1) ev->a[idx] = iv;
+            else if (kind == 2) { L->err = "fractional id"; return -1; }
+            else if (skip_value(L) < 0) return -1; /* a string or null: absent, like the general decoder */
+        } else if (kn == 10 && memcmp(k, "Call stack", 10) == 0 && *L->p == '"') {
+            const char *s; size_t n; int e;
+            if (lex_string(L, &s, &n, &e) < 0) return -1;
+            ev->stack = intern(T, s, n, e);
+            if (ev->stack == -2) { L->err = "out of memory"; return -1; }
+        } else if (kn == 4 && memcmp(k, "name", 4) == 0 && *L->p == '"') {
+            const char *s; size_t n; int e;
+            if (lex_string(L, &s, &n, &e) < 0) return -1;
+            ev->argname = intern(T, s, n, e);
+            if (ev->argname == -2) { L->err = "out of memory"; return -1; }
+        } else {
+            if (skip_value(L) < 0) return -1;
+        }
+        ws(L);
+        if (L->p < L->end && *L->p == ',') { L->p++; continue; }
+        if (L->p < L->end && *L->p == '}') { L->p++; return 0; }
+        L->err = "expected ',' or '}' in args";
+        return -1;
+    }
+    L->err = "unterminated args";
+    return -1;
+}
+
+static int parse_event(Lex *L, Intern *T, Ev *ev) {
+    /* at '{' */
+    L->p++;
+    ev->ph = 0;
+    ev->cat = ev->name = ev->pid_s = ev->tid_s = ev->stack = ev->argname = -1;
+    ev->pid = ev->tid = 0;
+    ev->ts = 0; ev->dur = 0; ev->has_ts = 0;
+    for (int i = 0; i < NARGS; i++) ev->a[i] = -1;
+    int has_name = 0, has_cat = 0;
+    ws(L);
+    if (L->p < L->end && *L->p == '}') { L->p++; return 0; }
+    while (L->p < L->end) {
+        ws(L);
+        const char *k; size_t kn; int ke;
+        if (lex_string(L, &k, &kn, &ke) < 0) return -1;
+        ws(L);
+        if (L->p >= L->end || *L->p != ':') { L->err = "expected ':'"; return -1; }
+        L->p++;
+        ws(L);
+        if (L->p >= L->end) { L->err = "unexpected end"; return -1; }
+        if (kn == 2 && k[0] == 'p' && k[1] == 'h') {
+            const char *s; size_t n; int e;
+            if (lex_string(L, &s, &n, &e) < 0) return -1;
+            if (n != 1) { L->err = "unusual ph"; return -1; }
+            ev->ph = s[0];
+        } else if (kn == 3 && memcmp(k, "cat", 3) == 0) {
+            const char *s; size_t n; int e;
+            if (*L->p != '"') { L->err = "cat is not a string"; return -1; }
+            if (lex_string(L, &s, &n, &e) < 0) return -1;
+            ev->cat = intern(T, s, n, e);
+            has_cat = 1;
+        } else if (kn == 4 && memcmp(k, "name", 4) == 0) {
+            const char *s; size_t n; int e;
+            if (*L->p != '"') { L->err = "name is not a string"; return -1; }
+            if (lex_string(L, &s, &n, &e) < 0) return -1;
+            ev->name = intern(T, s, n, e);
+            has_name = 1;
+        } else if (kn == 3 && memcmp(k, "pid", 3) == 0) {
+            if (lex_id(L, T, &ev->pid, &ev->pid_s) < 0) return -1;
+        } else if (kn == 3 && memcmp(k, "tid", 3) == 0) {
+            if (lex_id(L, T, &ev->tid, &ev->tid_s) < 0) return -1;
+        } else if (kn == 2 && k[0] == 't' && k[1] == 's') {
+            int64_t iv; double dv; int kind;
+            if (lex_number(L, &iv, &dv, &kind) < 0) return -1;
+            if (kind == 0) { L->err = "ts is not a number"; return -1; }
+            ev->ts = dv;
+            ev->has_ts = 1;
+        } else if (kn == 3 && memcmp(k, "dur", 3) == 0) {
+            int64_t iv; double dv; int kind;
+            if (lex_number(L, &iv, &dv, &kind) < 0) return -1;
+            if (kind == 0) { L->err = "dur is not a number"; return -1; }
+            ev->dur = dv;
+        } else if (kn == 4 && memcmp(k, "args", 4) == 0) {
+            if (parse_args(L, T, ev) < 0) return -1;
+        } else {
+            if (skip_value(L) < 0) return -1;
+        }
+        if (ev->cat == -2 || ev->name == -2) { L->err = "out of memory"; return -1; }
+        ws(L);
+        if (L->p < L->end && *L->p == ',') { L->p++; continue; }
+        if (L->p < L->end && *L->p == '}') { L->p++; break; }
+        L->err = "expected ',' or '}'";
+        return -1;
+    }
+    if (!has_name) ev->name = intern(T, "", 0, 0);
+    if (!has_cat) ev->cat = intern(T, "", 0, 0);
+    return 0;
+}
+
+static PyObject *bytes_of(Buf *b) { return PyBytes_FromStringAndSize(b->data ? b->data : "", (Py_ssize_t)b->len); }
+
+static PyObject *scan(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    if (!PyArg_ParseTuple(args, "y*", &view)) return NULL;
+    Lex L = {(const char *)view.buf, (const char *)view.buf + view.len, (const char *)view.buf, NULL};
+    Intern T;
+    Out O;
+    memset(&O, 0, sizeof(O));
+    PyObject *result = NULL;
+    int32_t memory_name = -1;
+    if (intern_init(&T) < 0) { PyBuffer_Release(&view); return PyErr_NoMemory(); }
+    int failed = 0;
+
+    Py_BEGIN_ALLOW_THREADS
+    ws(&L);
+    if (L.p >= L.end || *L.p != '[') { L.err = "expected '['"; failed = 1; }
+    else {
+        L.p++;
+        ws(&L);
+        if (L.p < L.end && *L.p == ']') L.p++;
+        else {
+            memory_name = intern(&T, "[memory]", 8, 0);
+            Ev ev;
+            while (L.p < L.end) {
+                ws(&L);
+                if (L.p >= L.end || *L.p != '{') { L.err = "expected an event object"; failed = 1; break; }
+                if (parse_event(&L, &T, &ev) < 0) { failed = 1; break; }
+                unsigned char ph = (unsigned char)ev.ph;
+                O.counts[ph]++;
+                if (ph == 'X') {
+                    if (ev.has_ts) {
+                        PUSH(O.cat, ev.cat); PUSH(O.name, ev.name);
+                        PUSH(O.pid, ev.pid); PUSH(O.tid, ev.tid);
+                        PUSH(O.pid_s, ev.pid_s); PUSH(O.tid_s, ev.tid_s);
+                        PUSH(O.ts, ev.ts); PUSH(O.dur, ev.dur); PUSH(O.stack, ev.stack);
+                        for (int i = 0; i < NARGS; i++) PUSH(O.a[i], ev.a[i]);
+                    } else {
+                        O.counts[0]++; /* timed event without ts: counted, not kept */
+                    }
+                } else if (ph == 'i' && ev.name == memory_name) {
+                    double ts = ev.has_ts ? ev.ts : 0.0;
+                    PUSH(O.m_ts, ts); PUSH(O.m_bytes, ev.a[A_MBYTES]); PUSH(O.m_alloc, ev.a[A_TALLOC]);
+                    PUSH(O.m_res, ev.a[A_TRES]); PUSH(O.m_dtype, ev.a[A_DTYPE]); PUSH(O.m_did, ev.a[A_DID]);
+                } else if (ph == 'M') {
+                    PUSH(O.meta_name, ev.name); PUSH(O.meta_pid, ev.pid); PUSH(O.meta_tid, ev.tid);
+                    PUSH(O.meta_pid_s, ev.pid_s); PUSH(O.meta_tid_s, ev.tid_s); PUSH(O.meta_arg, ev.argname);
+                }
+                ws(&L);
+                if (L.p < L.end && *L.p == ',') { L.p++; continue; }
+                if (L.p < L.end && *L.p == ']') { L.p++; break; }
+                L.err = "expected ',' or ']' between events";
+                failed = 1;
+                break;
+            }
+        }
+        if (!failed) {
+            ws(&L);
+            if (L.p != L.end) { L.err = "trailing data after the events"; failed = 1; }
+        }
+    }
+    goto done;
+nomem:
+    L.err = "out of memory";
+    failed = 1;
+done:
+    Py_END_ALLOW_THREADS
+
+    if (failed) {
+        PyErr_Format(PyExc_ValueError, "%s at byte %zd", L.err ? L.err : "parse error", (Py_ssize_t)(L.p - L.start));
+        goto cleanup;
+    }
+    {
+        static const char *argnames[NARGS] = {"corr", "ext_id", "ext_id_old", "seq", "fwd_tid", "bytes",
+                                             "py_id", "py_parent", "m_bytes", "m_alloc", "m_res", "m_dtype", "m_did"};
+        PyObject *d = PyDict_New();
+        if (!d) goto cleanup;
+#define PUT(key, buf)                                                   \
+        do {                                                            \
+            PyObject *b_ = bytes_of(&(buf));                            \
+            if (!b_ || PyDict_SetItemString(d, key, b_) < 0) { Py_XDECREF(b_); Py_DECREF(d); goto cleanup; } \
+            Py_DECREF(b_);                                              \
+        } while (0)
+        PUT("cat", O.cat); PUT("name", O.name); PUT("pid", O.pid); PUT("tid", O.tid);
+        PUT("pid_s", O.pid_s); PUT("tid_s", O.tid_s); PUT("ts", O.ts); PUT("dur", O.dur); PUT("stack", O.stack);
+        for (int i = 0; i < NARGS; i++) PUT(argnames[i], O.a[i]);
+        PUT("mem_ts", O.m_ts); PUT("mem_bytes", O.m_bytes); PUT("mem_alloc", O.m_alloc);
+        PUT("mem_res", O.m_res); PUT("mem_dtype", O.m_dtype); PUT("mem_did", O.m_did);
+        PUT("meta_name", O.meta_name); PUT("meta_pid", O.meta_pid); PUT("meta_tid", O.meta_tid);
+        PUT("meta_pid_s", O.meta_pid_s); PUT("meta_tid_s", O.meta_tid_s); PUT("meta_arg", O.meta_arg);
+        PUT("str_offsets", T.offsets); PUT("str_lengths", T.lengths); PUT("str_escaped", T.escaped);
+        PUT("str_arena", T.arena);
+        Buf counts = {(char *)O.counts, sizeof(O.counts), sizeof(O.counts)};
+        PUT("counts", counts);
+#undef PUT
+        result = d;
+    }
+cleanup:
+    intern_free(&T);
+    out_free(&O);
+    PyBuffer_Release(&view);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"scan", scan, METH_VARARGS, "scan(buffer) -> dict of column bytes (see perfkit/trace/decode.py)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_scan", "Kineto traceEvents scanner.", -1, methods};
+
+PyMODINIT_FUNC PyInit__scan(void) { return PyModule_Create(&module); }
