@@ -68,7 +68,8 @@ def test_separator_inside_a_string_is_harmless(tmp_path, monkeypatch):
     monkeypatch.setattr(reader, "_WINDOW", 512)
     trace = read_trace(str(path), workers=0)
     assert len(trace) == 400
-    assert sorted(trace.names)[0].startswith("op")
+    names = trace.name_array()[trace.events[m.NAME]]
+    assert sorted(names.tolist()) == sorted(e["name"] for e in events)
 
 
 @pytest.mark.parametrize("fraction", [0.3, 0.77, 0.999])
@@ -140,3 +141,38 @@ def test_wrong_value_types_take_the_slow_path(tmp_path):
     trace = read_trace(str(path))
     assert len(trace) == 2
     assert sorted(trace.events[m.CORR].tolist()) == [-1, 3]
+
+
+AGREE = [
+    "kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz",  # 2021, memory events
+    "kineto/history/a0380a32/plugin/samples/resnet50_num_workers_0/worker0.pt.trace.json.gz",  # bare array, "stream 7"
+    "hta/tests/data/ns_resolution_trace/rank-0.Apr_03_18_51_38.1102.pt.trace.json.gz",  # ns timestamps
+    "hta/tests/data/mtia_inference_trace/mtia_inference_rank_0.json.gz",
+    "kineto/docs/traces/after_fix_trace.json",
+]
+
+
+@pytest.mark.parametrize("rel", AGREE + ["BF16"], ids=lambda r: r.split("/")[-1][:30])
+def test_c_scanner_and_msgspec_decoder_agree(rel, monkeypatch):
+    from perfkit.trace import decode
+
+    assert decode._scan is not None, "the C scanner was not built (setup.py): pip install -e . builds it"
+    path = str(BF16 if rel == "BF16" else anchor(rel))
+    fast = read_trace(path, workers=0)
+    monkeypatch.setattr(decode, "_scan", None)
+    slow = read_trace(path, workers=0)
+    _columns_equal(slow, fast)
+    for col in m.MEMORY_COLUMNS:
+        np.testing.assert_array_equal(slow.memory[col], fast.memory[col])
+    assert slow.thread_names == fast.thread_names and slow.process_names == fast.process_names
+    assert slow.meta == fast.meta
+
+
+def test_scanner_rejects_what_it_does_not_know_and_the_fallback_reads_it(tmp_path):
+    from perfkit.trace import decode
+
+    weird = b'[{"ph": "X", "name": "k", "cat": "kernel", "pid": 0, "tid": 7, "ts": "12.5", "dur": 1}]'
+    with pytest.raises(ValueError):
+        decode._scan.scan(weird)
+    out = decode.decode_chunk(weird, bracketed=True)
+    assert out["events"][m.TS].tolist() == [12.5]
