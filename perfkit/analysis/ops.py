@@ -70,10 +70,19 @@ def _name(tl: Timeline, code: int) -> Optional[str]:
 
 
 def group_sum(keys: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(distinct keys, sum of weights per key, count per key), keys sorted ascending."""
-    uniq, inverse = np.unique(keys, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    return uniq, np.bincount(inverse, weights=weights, minlength=len(uniq)), np.bincount(inverse, minlength=len(uniq))
+    """(distinct keys, sum of weights per key, count per key), keys sorted ascending.
+
+    Keys are string-table codes (>= -1, bounded by the table size), so one
+    bincount does it without sorting.
+    """
+    keys = np.asarray(keys, dtype=np.int64)
+    if len(keys) == 0:
+        return keys, np.zeros(0), np.zeros(0, dtype=np.int64)
+    shifted = keys + 1  # -1 ("no op") becomes bin 0
+    counts = np.bincount(shifted)
+    sums = np.bincount(shifted, weights=weights, minlength=len(counts))
+    present = np.flatnonzero(counts)
+    return present - 1, sums[present], counts[present]
 
 
 def _best_source(keys: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> dict[int, int]:
