@@ -91,12 +91,13 @@ def _best_source(keys: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> 
     if not ok.any():
         return {}
     k, s = keys[ok].astype(np.int64), sources[ok].astype(np.int64)
-    pair = np.stack([k, s], axis=1)
-    uniq, inverse = np.unique(pair, axis=0, return_inverse=True)
-    w = np.bincount(inverse.reshape(-1), weights=weights[ok], minlength=len(uniq))
-    order = np.lexsort((-w, uniq[:, 0]))  # per key, heaviest source first
+    span = int(s.max()) + 2
+    combined, inverse = np.unique((k + 1) * span + (s + 1), return_inverse=True)
+    w = np.bincount(inverse.reshape(-1), weights=weights[ok], minlength=len(combined))
+    uk, us = combined // span - 1, combined % span - 1
+    order = np.lexsort((-w, uk))  # per key, heaviest source first
     best: dict[int, int] = {}
-    for key, src in uniq[order].tolist():
+    for key, src in zip(uk[order].tolist(), us[order].tolist()):
         best.setdefault(key, src)
     return best
 

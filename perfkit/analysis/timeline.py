@@ -105,8 +105,11 @@ def _thread_index(pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
     key = pid.astype(np.int64) * np.int64(1_000_003) + tid.astype(np.int64)
     if len(key) == 0:
         return np.zeros(0, dtype=np.int64)
-    change = np.empty(len(key), dtype=bool)
-    change[0] = True
-    np.not_equal(key[1:], key[:-1], out=change[1:])
-    distinct = np.unique(key[change])  # run heads: far fewer than events
-    return np.searchsorted(distinct, key).astype(np.int64)
+    # Guess the distinct keys from a sample, then check every event against them;
+    # only a thread the sample missed costs a full pass.
+    distinct = np.unique(key[:: max(len(key) // 4096, 1)])
+    index = np.minimum(np.searchsorted(distinct, key), len(distinct) - 1)
+    if not np.array_equal(distinct[index], key):
+        distinct = np.unique(key)
+        index = np.searchsorted(distinct, key)
+    return index.astype(np.int64)
