@@ -36,8 +36,13 @@ def bf16_json(tmp_path_factory):
     return path
 
 
-def test_small_chunks_and_workers_give_identical_columns(bf16_json, monkeypatch):
+@pytest.mark.parametrize("scanner", ["c", "msgspec"])
+def test_small_chunks_and_workers_give_identical_columns(bf16_json, monkeypatch, scanner):
+    from perfkit.trace import decode
+
     whole = read_trace(str(bf16_json), workers=0)
+    if scanner == "msgspec":  # the fallback decoder, in a process pool
+        monkeypatch.setattr(decode, "_scan", None)
     monkeypatch.setattr(reader, "CHUNK_BYTES", 64 * 1024)
     monkeypatch.setattr(reader, "_WINDOW", 16 * 1024)
     for path in (bf16_json, BF16):  # mmap ranges and the gzip stream

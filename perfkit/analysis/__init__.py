@@ -78,7 +78,17 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
 
     src = ops.Sources(tl)
     in_kept_step = _in_kept_steps(steps, stats)
-    roles = overview(tl, dw, stats)
+    # The tables are independent and mostly numpy work, which releases the GIL:
+    # build them on two threads.
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        f_roles = pool.submit(overview, tl, dw, stats)
+        f_copies = pool.submit(ops.copies, tl, dw, kept, max(n_kept, 1), src)
+        f_top_ops = pool.submit(ops.top_ops, tl, dw, kept, max(n_kept, 1), busy_total, src, in_kept_step, basis=basis)
+        f_top_kernels = pool.submit(ops.top_kernels, tl, dw, kept, max(n_kept, 1), busy_total, src)
+        roles = f_roles.result()
+        tables = {"copies": f_copies.result(), "top_ops": f_top_ops.result(), "top_kernels": f_top_kernels.result()}
     role_us = {r: float(roles[r][stats.kept].sum()) for r in ROLES}
     role_total = sum(role_us.values())
 
@@ -132,9 +142,9 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
         },
         "phases": _share_group(phase_us, max(n_kept, 1), busy_total),
         "categories": _share_group(cat_us, max(n_kept, 1), busy_total),
-        "copies": ops.copies(tl, dw, kept, max(n_kept, 1), src),
-        "top_ops": ops.top_ops(tl, dw, kept, max(n_kept, 1), busy_total, src, in_kept_step, basis=basis),
-        "top_kernels": ops.top_kernels(tl, dw, kept, max(n_kept, 1), busy_total, src),
+        "copies": tables["copies"],
+        "top_ops": tables["top_ops"],
+        "top_kernels": tables["top_kernels"],
         "overview": {
             r: {"ms_per_step": v / 1000.0 / max(n_kept, 1), "share": v / role_total if role_total else 0.0}
             for r, v in role_us.items()

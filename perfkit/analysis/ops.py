@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 from typing import Any, Optional
 
 import numpy as np
@@ -35,6 +36,7 @@ class Sources:
         self._s = tl.offset(self.frames)
         self._e = tl.thread[self.frames] * tl.span_us + tl.end[self.frames]
         self._user_stack = user
+        self._lock = threading.Lock()
 
     def at(self, rows: np.ndarray, t: Optional[np.ndarray] = None) -> np.ndarray:
         """String-table code of the user frame around each row (or time t on its thread), -1 if none."""
@@ -52,6 +54,10 @@ class Sources:
         return out
 
     def _first_user_frame(self, code: int) -> int:
+        with self._lock:  # tables are built on several threads; this one appends to the string table
+            return self._first_user_frame_locked(code)
+
+    def _first_user_frame_locked(self, code: int) -> int:
         names = self.tl.trace.names
         lib = re.compile(rules.LIBRARY_FRAME_PATTERN)
         for frame in names[code].split(";"):
