@@ -1,0 +1,395 @@
+"""Findings: what is wrong with the step, where, how much it costs, what to change.
+
+Each detector is a function ``(ctx) -> Optional[Finding dict]`` over the
+analysis context (timeline, steps, device work, step statistics, the document
+built so far). A finding is ``{id, severity, title, where, evidence, remedy,
+cost_ms_per_step}``; the list is ranked by the time at stake. Thresholds are
+constants in :mod:`perfkit.analysis.rules` style, here at the top, so a healthy
+GPU-bound step raises nothing above ``info``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from ..trace import model as m
+from . import rules
+from .attribute import CATEGORY_CODES, DeviceWork, Steps
+from .intervals import Coverage
+from .ops import Sources, format_frame
+from .steps import StepStats
+from .timeline import Timeline, name_mask
+
+# --------------------------------------------------------------------- thresholds (shares of the step)
+
+IDLE_WARN = 0.20  #: GPU idle share of the step window for host_bound_idle: warning
+IDLE_CRIT = 0.50  #: ... critical
+SYNC_WARN_SHARE = 0.05  #: time blocked in host-device syncs / step wall time: warning
+SYNC_WARN_COUNT = 20  #: or this many syncs per step
+TINY_KERNEL_US = 10.0  #: a kernel shorter than this is "tiny"
+LAUNCH_MIN_KERNELS = 300  #: kernels per step before launch-bound is considered
+DATALOADER_WARN = 0.10  #: data-loader time / step wall time: warning
+COPY_INFO = 0.05  #: copy share of GPU time: info
+COPY_WARN = 0.20  #: ... warning
+SLOW_OP_WARN = 0.05  #: one slow op's share of the step: warning
+MEMORY_WARN = 0.90  #: peak allocated / device memory: warning
+
+#: Host calls that block until the GPU catches up.
+SYNC_RUNTIME = r"^(cudaStreamSynchronize|cudaDeviceSynchronize|cudaEventSynchronize|cudaMemcpy|hipStreamSynchronize|hipDeviceSynchronize|hipMemcpy)$"
+#: ATen ops that synchronise (a scalar or a data-dependent shape read back to the host).
+SYNC_OPS = r"^aten::(item|_local_scalar_dense|nonzero|unique|_unique2|unique_consecutive|unique_dim|masked_select|repeat_interleave|tolist)$"
+#: Ops whose cost is often out of proportion.
+SLOW_OPS = r"^aten::(unique|_unique2|unique_consecutive|unique_dim|sort|argsort|nonzero|index_put_|_index_put_impl_|scatter_add_?|masked_select|masked_scatter_|topk|bincount|histc|linalg_inv|inverse|linalg_svd|svd|linalg_eigh|cholesky|matrix_exp|linalg_matrix_exp|logdet|linalg_slogdet)$"
+
+SLOW_OP_REMEDIES = {
+    "unique": "call torch.unique once outside the loop, with sorted=False, or keep a boolean mask instead",
+    "sort": "sort once and reuse the permutation, or use topk when only the largest values are needed",
+    "nonzero": "use a boolean mask (torch.where / masked ops) instead of materialising indices",
+    "index_put": "use scatter_/index_copy_ on contiguous indices, or build the tensor with torch.where",
+    "masked_select": "keep the mask and use torch.where; masked_select returns a data-dependent shape",
+    "inv": "solve instead of inverting (torch.linalg.solve / cholesky_solve), batched over the pairs",
+    "svd": "batch the decompositions, or use torch.linalg.svdvals / a truncated method when possible",
+    "exp": "batch matrix exponentials over the pairs (torch.linalg.matrix_exp accepts a batch)",
+}
+
+
+@dataclass
+class Context:
+    tl: Timeline
+    steps: Steps
+    dw: DeviceWork
+    stats: StepStats
+    doc: dict[str, Any]
+    src: Sources
+    kept: np.ndarray  #: device rows in kept steps
+
+    @property
+    def n(self) -> int:
+        return max(int(self.stats.kept.sum()), 1)
+
+    def kept_windows(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.stats.win_start[self.stats.kept], self.stats.win_end[self.stats.kept]
+
+    def step_wall_ms(self) -> float:
+        return float(self.doc["steps"]["wall_ms_median"] or 0.0)
+
+    def in_kept_steps(self, t: np.ndarray) -> np.ndarray:
+        if self.steps.synthetic:
+            return np.ones(len(t), dtype=bool)
+        k = np.searchsorted(self.steps.cpu_start, t, side="right") - 1
+        kk = np.maximum(k, 0)
+        return (k >= 0) & (t < self.steps.cpu_end[kk]) & self.stats.kept[kk]
+
+
+def finding(fid: str, severity: str, title: str, where: Any, evidence: dict[str, Any], remedy: str,
+            cost_ms: float) -> dict[str, Any]:
+    return {"id": fid, "severity": severity, "title": title, "where": where, "evidence": evidence,
+            "remedy": remedy, "cost_ms_per_step": round(float(cost_ms), 4)}
+
+
+def _src(ctx: Context, code: int) -> Optional[str]:
+    return format_frame(ctx.tl.trace.names[code]) if code >= 0 else None
+
+
+def _top_by(ctx: Context, rows: np.ndarray, weight: np.ndarray, k: int = 3, use_source: bool = True) -> list[dict[str, Any]]:
+    """The names (and source lines) of ``rows`` carrying the most ``weight`` (µs), as [{name, source, ms_per_step}]."""
+    if len(rows) == 0 or weight.sum() <= 0:
+        return []
+    names = ctx.tl.name[rows].astype(np.int64)
+    srcs = ctx.src.at(rows) if use_source else np.full(len(rows), -1)
+    key = names * (len(ctx.tl.trace.names) + 2) + (srcs + 1)
+    uniq, inv = np.unique(key, return_inverse=True)
+    tot = np.bincount(inv.reshape(-1), weights=weight, minlength=len(uniq))
+    out = []
+    for i in np.argsort(-tot)[:k].tolist():
+        if tot[i] <= 0:
+            break
+        code, s = divmod(int(uniq[i]), len(ctx.tl.trace.names) + 2)
+        out.append({"name": ctx.tl.trace.names[code], "source": _src(ctx, s - 1),
+                    "ms_per_step": round(float(tot[i]) / 1000.0 / ctx.n, 4)})
+    return out
+
+
+# --------------------------------------------------------------------- detectors
+
+
+def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
+    """The GPU idles a large part of the step while the CPU is busy."""
+    if ctx.doc["trace"].get("time_basis") == "cpu" or len(ctx.dw) == 0:
+        return None
+    a, b = ctx.kept_windows()
+    window = float((b - a).sum())
+    idle = float(ctx.stats.idle_us[ctx.stats.kept].sum())
+    if window <= 0 or idle / window < IDLE_WARN:
+        return None
+    # The idle gaps of the kept windows, and what the host ran inside them.
+    busy = Coverage(ctx.dw.start, ctx.dw.end)
+    gap_s, gap_e = _complement(busy.starts, busy.ends, a, b)
+    gaps = Coverage(gap_s, gap_e)
+    frames = ctx.src.frames
+    if len(frames):  # user Python frames: the innermost ones say the most
+        rows = frames
+    else:
+        rows = ctx.tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
+        rows = rows[~name_mask(ctx.tl.trace.names, rules.STEP_PATTERN)[ctx.tl.name[rows]]]
+    overlap = gaps.within(ctx.tl.start[rows], ctx.tl.end[rows])
+    sel = overlap > 0
+    where = _top_by(ctx, rows[sel], overlap[sel], use_source=not len(frames))
+    if len(frames):
+        for w in where:
+            w["source"] = format_frame(w.pop("name"))
+    share = idle / window
+    sev = "critical" if share >= IDLE_CRIT else "warning"
+    idle_ms = idle / 1000.0 / ctx.n
+    lead = where[0]["source"] or where[0].get("name") if where else "host code"
+    return finding(
+        "host_bound_idle", sev,
+        f"GPU idle {share:.0%} of each step ({idle_ms:.1f} ms) while the CPU runs {lead}",
+        where, {"gpu_idle_ms_per_step": round(idle_ms, 3), "idle_share": round(share, 4),
+                "step_window_ms": round(window / 1000.0 / ctx.n, 3)},
+        "Take the CPU work off the step's critical path: vectorise or compile it (e.g. a compiled solver such as "
+        "scipy.optimize.linear_sum_assignment instead of a Python loop), run it on the GPU, overlap it with GPU "
+        "work (prefetch in a DataLoader worker, a background thread, or async copies), or do it less often.",
+        idle_ms,
+    )
+
+
+def host_device_sync(ctx: Context) -> Optional[dict[str, Any]]:
+    """Synchronisations in the step: the host waits for the GPU."""
+    tl = ctx.tl
+    rt = tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
+    syncs = rt[tl.matches(SYNC_RUNTIME)[rt]]
+    cpu = tl.rows(m.Kind.CPU_OP)
+    sync_ops = cpu[tl.matches(SYNC_OPS)[cpu]]
+    syncs = syncs[ctx.in_kept_steps(tl.start[syncs])]
+    sync_ops = sync_ops[ctx.in_kept_steps(tl.start[sync_ops])]
+    if len(syncs) == 0 and len(sync_ops) == 0:
+        return None
+    blocked = tl.end[syncs] - tl.start[syncs]
+    count = max(len(syncs), len(sync_ops)) / ctx.n
+    blocked_ms = float(blocked.sum()) / 1000.0 / ctx.n
+    wall = ctx.step_wall_ms()
+    share = blocked_ms / wall if wall else 0.0
+    sev = "warning" if (share >= SYNC_WARN_SHARE or count >= SYNC_WARN_COUNT) else "info"
+    # where: the ops that caused them (with source), else the runtime calls' source lines
+    if len(sync_ops):
+        dur = tl.end[sync_ops] - tl.start[sync_ops]
+        where = _top_by(ctx, sync_ops, np.maximum(dur, 1e-3))
+    else:
+        where = _top_by(ctx, syncs, np.maximum(blocked, 1e-3))
+    lead = where[0] if where else {"name": "?", "source": None}
+    at = f" at {lead['source']}" if lead.get("source") else ""
+    return finding(
+        "host_device_sync", sev,
+        f"{count:.0f} host-device syncs per step ({blocked_ms:.1f} ms blocked) from {lead['name']}{at}",
+        where, {"syncs_per_step": round(count, 2), "blocked_ms_per_step": round(blocked_ms, 3),
+                "share_of_step": round(share, 4), "sync_calls_per_step": round(len(syncs) / ctx.n, 2),
+                "syncing_ops_per_step": round(len(sync_ops) / ctx.n, 2)},
+        "Keep values on the GPU: avoid .item(), .tolist(), .cpu() and data-dependent shapes (nonzero, unique, "
+        "boolean indexing) inside the step; log scalars every N steps; replace Python loops over tensor values "
+        "with tensor ops (masks, torch.where, scatter). torch.cuda.set_sync_debug_mode('warn') lists them.",
+        blocked_ms,
+    )
+
+
+def launch_bound(ctx: Context) -> Optional[dict[str, Any]]:
+    """Many tiny kernels: the CPU's launch rate, not the GPU, sets the pace."""
+    dw = ctx.dw
+    kern = ctx.kept & (dw.kind == m.Kind.KERNEL)
+    n_k = int(kern.sum()) / ctx.n
+    if n_k < LAUNCH_MIN_KERNELS or ctx.doc["trace"].get("time_basis") == "cpu":
+        return None
+    dur = (dw.end - dw.start)[kern]
+    med = float(np.median(dur))
+    util = float(ctx.doc["gpu"]["utilization"])
+    tiny = kern & ((dw.end - dw.start) < TINY_KERNEL_US)
+    tiny_share = float(tiny.sum()) / max(int(kern.sum()), 1)
+    if med >= TINY_KERNEL_US or util >= 0.9:
+        return None
+    rows = np.flatnonzero(tiny & (dw.launch >= 0))
+    launches = dw.launch[rows]
+    where = _top_by(ctx, dw.op[rows][dw.op[rows] >= 0], np.ones(int((dw.op[rows] >= 0).sum())))
+    idle_ms = float(ctx.stats.idle_us[ctx.stats.kept].sum()) / 1000.0 / ctx.n
+    lead = where[0] if where else {"name": "?", "source": None}
+    at = f" at {lead['source']}" if lead.get("source") else ""
+    sev = "warning" if util < 0.8 else "info"
+    return finding(
+        "launch_bound", sev,
+        f"{n_k:.0f} kernels per step, median {med:.1f} µs: launch-bound ({lead['name']}{at})",
+        where, {"kernels_per_step": round(n_k, 1), "median_kernel_us": round(med, 3),
+                "tiny_kernel_share": round(tiny_share, 4), "gpu_utilization": round(util, 4),
+                "launches_from_top_op_per_step": round(len(launches) / ctx.n, 1)},
+        "Batch the work: replace Python loops over components with one batched op (torch.einsum, bmm, "
+        "torch.vmap over stacked weights), fuse elementwise chains with torch.compile, or capture the step in a "
+        "CUDA graph (torch.cuda.graphs / torch.compile mode='reduce-overhead').",
+        idle_ms,
+    )
+
+
+def dataloader_bound(ctx: Context) -> Optional[dict[str, Any]]:
+    tl = ctx.tl
+    host = tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
+    loader = host[tl.matches(rules.DATALOADER_PATTERN)[host]]
+    loader = loader[ctx.in_kept_steps(tl.start[loader])]
+    if len(loader) == 0:
+        return None
+    wait_ms = float(Coverage(tl.start[loader], tl.end[loader]).total) / 1000.0 / ctx.n
+    wall = ctx.step_wall_ms()
+    share = wait_ms / wall if wall else 0.0
+    if share < DATALOADER_WARN / 2:
+        return None
+    sev = "warning" if share >= DATALOADER_WARN else "info"
+    return finding(
+        "dataloader_bound", sev,
+        f"The step waits {wait_ms:.1f} ms ({share:.0%}) for its next batch",
+        _top_by(ctx, loader, tl.end[loader] - tl.start[loader], k=2),
+        {"dataloader_ms_per_step": round(wait_ms, 3), "share_of_step": round(share, 4)},
+        "Load data in parallel and ahead: DataLoader(num_workers=N, pin_memory=True, prefetch_factor=4, "
+        "persistent_workers=True), move decoding/tokenisation offline, and copy with .to(device, non_blocking=True).",
+        wait_ms,
+    )
+
+
+def warmup_outlier(ctx: Context) -> Optional[dict[str, Any]]:
+    excluded = [e for e in ctx.doc["steps"]["excluded"] if e["reason"].startswith("warm-up")]
+    if not excluded:
+        return None
+    rows = {r["id"]: r for r in ctx.doc["steps"]["table"]}
+    extra = [max(rows[e["id"]]["wall_ms"], rows[e["id"]]["gpu_window_ms"]) - ctx.doc["steps"]["gpu_ms_median"]
+             for e in excluded if e["id"] in rows]
+    return finding(
+        "warmup_outlier", "info",
+        f"{len(excluded)} step(s) far slower than steady state, excluded from the figures",
+        [{"step": e["id"], "reason": e["reason"]} for e in excluded],
+        {"excluded_steps": [e["id"] for e in excluded], "extra_ms": [round(x, 3) for x in extra]},
+        "Nothing to fix if it happens once (compilation, cuDNN/cuBLAS autotuning, allocator growth); profile after "
+        "warm-up (perfkit profile --skip-first N). If it recurs, look for recompilation (torch._dynamo.explain) or "
+        "shapes that change between steps.",
+        0.0,
+    )
+
+
+def copy_overhead(ctx: Context) -> Optional[dict[str, Any]]:
+    cats = ctx.doc["categories"]
+    share = float(cats.get("copy", {}).get("share", 0.0))
+    if share < COPY_INFO:
+        return None
+    ms = float(cats["copy"]["gpu_ms_per_step"])
+    copies = ctx.doc["copies"]
+    where = copies.get("sources", [])[:3]
+    sev = "warning" if share >= COPY_WARN else "info"
+    lead = where[0] if where else {"op": "?", "source": None}
+    at = f" at {lead['source']}" if lead.get("source") else ""
+    return finding(
+        "copy_overhead", sev,
+        f"Copies take {share:.0%} of GPU time ({ms:.1f} ms per step), most from {lead['op']}{at}",
+        where, {d: copies[d] for d in ("h2d", "d2h", "d2d") if d in copies} | {"copy_share": round(share, 4)},
+        "Remove avoidable copies: dtype round trips (a .float() of bf16 logits, casts inside the loop), "
+        ".contiguous() after transpose/slicing, .cpu()/.to() of tensors that stay on the GPU; keep weights in the "
+        "compute dtype; use pinned memory and non_blocking=True for host copies.",
+        ms,
+    )
+
+
+def slow_op(ctx: Context) -> Optional[dict[str, Any]]:
+    tl = ctx.tl
+    top = ctx.doc.get("top_ops", [])
+    rx = re.compile(SLOW_OPS)
+    cands = [o for o in top if rx.search(o["name"])]
+    wall = ctx.step_wall_ms()
+    # CPU time of slow ops too (unique/sort on the host, or their synchronising part)
+    cpu = tl.rows(m.Kind.CPU_OP)
+    slow = cpu[tl.matches(SLOW_OPS)[cpu]]
+    slow = slow[ctx.in_kept_steps(tl.start[slow])]
+    if len(slow):
+        by = _top_by(ctx, slow, tl.end[slow] - tl.start[slow], k=3)
+        best_cpu = by[0] if by else None
+    else:
+        best_cpu = None
+    best_gpu = max(cands, key=lambda o: o["gpu_ms_per_step"]) if cands else None
+    gpu_ms = best_gpu["gpu_ms_per_step"] if best_gpu else 0.0
+    cpu_ms = best_cpu["ms_per_step"] if best_cpu else 0.0
+    if max(gpu_ms, cpu_ms) <= 0 or max(gpu_ms, cpu_ms) / max(wall, 1e-9) < SLOW_OP_WARN / 2:
+        return None
+    name = (best_gpu if gpu_ms >= cpu_ms else best_cpu)["name"]
+    source = (best_gpu if gpu_ms >= cpu_ms else best_cpu).get("source")
+    ms = max(gpu_ms, cpu_ms)
+    calls = sum(1 for r in slow if tl.trace.names[tl.name[r]] == name) / ctx.n
+    share = ms / wall if wall else 0.0
+    remedy = next((v for k, v in SLOW_OP_REMEDIES.items() if k in name), "avoid this op in the step or batch it")
+    return finding(
+        "slow_op", "warning" if share >= SLOW_OP_WARN else "info",
+        f"{name} takes {ms:.1f} ms per step ({share:.0%}) in {calls:.0f} calls" + (f" at {source}" if source else ""),
+        {"op": name, "source": source}, {"ms_per_step": round(ms, 3), "calls_per_step": round(calls, 1),
+                                         "share_of_step": round(share, 4)},
+        remedy[0].upper() + remedy[1:] + ".",
+        ms,
+    )
+
+
+def memory_pressure(ctx: Context) -> Optional[dict[str, Any]]:
+    mem = ctx.tl.trace.memory
+    if len(mem[m.MEM_TS]) == 0:
+        return None
+    alloc = mem[m.MEM_ALLOCATED]
+    dev = mem[m.MEM_DEVICE_TYPE]
+    sel = (alloc >= 0) & (dev == 1)
+    if not sel.any():
+        return None
+    peak = int(alloc[sel].max())
+    total = next((d.get("memory_bytes") for d in ctx.doc["trace"]["devices"] if d.get("memory_bytes")), None)
+    if not total:
+        return None
+    frac = peak / total
+    if frac < MEMORY_WARN:
+        return None
+    return finding(
+        "memory_pressure", "warning",
+        f"Peak GPU memory {peak / 2**30:.1f} GiB is {frac:.0%} of the device",
+        None, {"peak_allocated_bytes": peak, "device_bytes": total, "fraction": round(frac, 4)},
+        "Cut the peak: chunked / fused cross-entropy instead of materialising full logits, activation "
+        "checkpointing on the largest blocks, a smaller micro-batch with gradient accumulation, or bf16 weights.",
+        0.0,
+    )
+
+
+DETECTORS: tuple[Callable[[Context], Optional[dict[str, Any]]], ...] = (
+    host_bound_idle, host_device_sync, launch_bound, dataloader_bound, warmup_outlier, copy_overhead,
+    slow_op, memory_pressure,
+)
+
+_SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
+
+
+def detect(ctx: Context) -> list[dict[str, Any]]:
+    """Run every detector; ranked by severity, then by the time at stake."""
+    out = []
+    for det in DETECTORS:
+        try:
+            f = det(ctx)
+        except Exception as exc:  # a detector must never take the analysis down
+            f = finding(det.__name__, "info", f"detector {det.__name__} failed: {exc}", None, {}, "", 0.0)
+        if f is not None:
+            out.append(f)
+    out.sort(key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f["cost_ms_per_step"]))
+    return out
+
+
+def _complement(bs: np.ndarray, be: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Gaps of the disjoint, sorted busy intervals [bs, be) inside the windows [a, b)."""
+    gs, ge = [], []
+    for lo, hi in zip(a.tolist(), b.tolist()):  # one iteration per step window
+        i = np.searchsorted(be, lo, side="right")
+        j = np.searchsorted(bs, hi, side="left")
+        s = np.concatenate([[lo], be[i:j]])
+        e = np.concatenate([bs[i:j], [hi]])
+        s = np.maximum(s, lo)
+        e = np.minimum(e, hi)
+        keep = e > s
+        gs.append(s[keep])
+        ge.append(e[keep])
+    return (np.concatenate(gs) if gs else np.zeros(0)), (np.concatenate(ge) if ge else np.zeros(0))
