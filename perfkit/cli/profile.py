@@ -30,6 +30,7 @@ def profile_cmd(
     step_fn: Optional[str] = typer.Option(None, "--step-fn", help="module:function whose calls are the steps."),
     modules: bool = typer.Option(False, "--modules", help="Time the model's top-level modules; activation memory per module."),
     flops: bool = typer.Option(False, "--flops", help="Count FLOPs of step 2 for MFU (that step runs slower)."),
+    watchdog: Optional[float] = typer.Option(None, "--watchdog", min=0.1, help="Dump every thread's stack when no step ends for SECONDS."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the report."),
 ) -> None:
     """Profile a training script with no code change; writes a run directory and prints the report."""
@@ -54,6 +55,7 @@ def profile_cmd(
         quiet=quiet,
         modules=modules,
         flops=flops,
+        watchdog_s=watchdog,
     )
     session = ProfileSession(options)
     code = run_script(session, script, list(script_args or []), module=module, step_fn=step_fn)

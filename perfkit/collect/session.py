@@ -77,6 +77,7 @@ class SessionOptions:
     quiet: bool = False
     modules: bool = False  #: time the model's top-level modules (found automatically)
     flops: bool = False  #: count FLOPs of one early step (torch.utils.flop_counter) for MFU
+    watchdog_s: Optional[float] = None  #: stall watchdog: dump stacks when no step ends for this long
 
 
 class ProfileSession:
@@ -112,6 +113,7 @@ class ProfileSession:
         self.model = model
         self._root_finder: Optional[_RootFinder] = None
         self._flop_mode: Any = None
+        self.watchdog: Any = None  #: perfkit.collect.watchdog.Watchdog when --watchdog is on
         self.matmul_dtype: Optional[str] = None  #: "bf16"/"fp16" when seen in the FLOP-counting step
         self.tokens_per_step = options.tokens_per_step
         self.samples_per_step = options.samples_per_step
@@ -136,6 +138,10 @@ class ProfileSession:
             self._watch_model(self.model)
         elif self.options.modules:
             self._root_finder = _RootFinder()
+        if self.options.watchdog_s:
+            from .watchdog import Watchdog
+
+            self.watchdog = Watchdog(self.run_dir, self.options.watchdog_s, rank=self.rank).start()
         if self.options.mode == "trace":
             self._start_profiler()
         return self
@@ -276,6 +282,11 @@ class ProfileSession:
         self.memory.mark_step()
         if self.options.flops:
             self._count_flops()
+        if self.watchdog is not None:
+            wall = self.timer.wall_ms[-1] if self.timer.wall_ms else None
+            tps = (self.tokens_per_step / (wall / 1000.0)) if (self.tokens_per_step and wall) else None
+            peak = self.memory.step_peak_bytes[-1] if self.memory.step_peak_bytes else None
+            self.watchdog.beat(step=self.steps, step_ms=wall, tokens_per_s=tps, memory_bytes=peak)
         if self._prof is not None and not self._prof_done:
             try:
                 self._prof.step()
@@ -305,6 +316,8 @@ class ProfileSession:
             if self._flop_mode is not None:
                 self._flop_mode.__exit__(None, None, None)
                 self._flop_mode = None
+            if self.watchdog is not None:
+                self.watchdog.stop()
             if self.module_timer is not None:
                 self.module_timer.detach()
             if self.activations is not None:

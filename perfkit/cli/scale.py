@@ -1,0 +1,1 @@
+"""``perfkit scale MODULE:FUNCTION --sizes ...``: the scaling probe (being written)."""

@@ -1,0 +1,1 @@
+"""``perfkit stalls RUN_DIR``: summarise the watchdog's stall dumps (being written)."""
