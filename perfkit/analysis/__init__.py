@@ -151,6 +151,9 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
         },
         "findings": [],
     }
+    from . import findings
+
+    doc["findings"] = findings.detect(findings.Context(tl=tl, steps=steps, dw=dw, stats=stats, doc=doc, src=src, kept=kept))
     return Analysis(doc=doc)
 
 

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..trace import model as m
-from . import rules
+from . import intervals, rules
 from .attribute import CATEGORY_CODES, DeviceWork, Steps
 from .intervals import Coverage
 from .ops import Sources, format_frame
@@ -91,6 +91,10 @@ def finding(fid: str, severity: str, title: str, where: Any, evidence: dict[str,
             "remedy": remedy, "cost_ms_per_step": round(float(cost_ms), 4)}
 
 
+def _basis(ctx: Context) -> str:
+    return "CPU" if ctx.doc["trace"].get("time_basis") == "cpu" else "GPU"
+
+
 def _src(ctx: Context, code: int) -> Optional[str]:
     return format_frame(ctx.tl.trace.names[code]) if code >= 0 else None
 
@@ -145,7 +149,11 @@ def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
     share = idle / window
     sev = "critical" if share >= IDLE_CRIT else "warning"
     idle_ms = idle / 1000.0 / ctx.n
-    lead = where[0]["source"] or where[0].get("name") if where else "host code"
+    if where:
+        top = where[0]
+        lead = " ".join(x for x in (top.get("name"), f"({top['source']})" if top.get("source") and top.get("name") else top.get("source")) if x)
+    else:
+        lead = "host code"
     return finding(
         "host_bound_idle", sev,
         f"GPU idle {share:.0%} of each step ({idle_ms:.1f} ms) while the CPU runs {lead}",
@@ -159,36 +167,41 @@ def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
 
 
 def host_device_sync(ctx: Context) -> Optional[dict[str, Any]]:
-    """Synchronisations in the step: the host waits for the GPU."""
+    """Synchronisations in the step: the host blocks until the GPU catches up.
+
+    A sync is a blocking runtime call (cudaStreamSynchronize, cudaMemcpy, ...);
+    ``.item()``/``.tolist()``/``nonzero`` on a GPU tensor show up as one inside
+    their ATen op. (``.item()`` on a CPU tensor is not a sync and is not counted.)
+    """
     tl = ctx.tl
     rt = tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
     syncs = rt[tl.matches(SYNC_RUNTIME)[rt]]
-    cpu = tl.rows(m.Kind.CPU_OP)
-    sync_ops = cpu[tl.matches(SYNC_OPS)[cpu]]
     syncs = syncs[ctx.in_kept_steps(tl.start[syncs])]
-    sync_ops = sync_ops[ctx.in_kept_steps(tl.start[sync_ops])]
-    if len(syncs) == 0 and len(sync_ops) == 0:
+    if len(syncs) == 0:
         return None
     blocked = tl.end[syncs] - tl.start[syncs]
-    count = max(len(syncs), len(sync_ops)) / ctx.n
+    count = len(syncs) / ctx.n
     blocked_ms = float(blocked.sum()) / 1000.0 / ctx.n
     wall = ctx.step_wall_ms()
     share = blocked_ms / wall if wall else 0.0
     sev = "warning" if (share >= SYNC_WARN_SHARE or count >= SYNC_WARN_COUNT) else "info"
-    # where: the ops that caused them (with source), else the runtime calls' source lines
-    if len(sync_ops):
-        dur = tl.end[sync_ops] - tl.start[sync_ops]
-        where = _top_by(ctx, sync_ops, np.maximum(dur, 1e-3))
-    else:
-        where = _top_by(ctx, syncs, np.maximum(blocked, 1e-3))
+    # where: the ATen op around each sync (item, nonzero, unique, copy_...), with its source line
+    cpu = tl.rows(m.Kind.CPU_OP)
+    cpu = cpu[~tl.matches(r"^aten::_local_scalar_dense$|^aten::copy_$|^aten::_to_copy$|^aten::to$|" + rules.STEP_PATTERN)[cpu]]
+    holder = np.full(len(syncs), -1, dtype=np.int64)
+    if len(cpu):
+        idx = intervals.innermost_containing(tl.offset(cpu), tl.thread[cpu] * tl.span_us + tl.end[cpu], tl.offset(syncs))
+        holder = np.where(idx >= 0, cpu[np.maximum(idx, 0)], -1)
+    rows = np.where(holder >= 0, holder, syncs)
+    where = _top_by(ctx, rows, np.maximum(blocked, 1e-3))
     lead = where[0] if where else {"name": "?", "source": None}
     at = f" at {lead['source']}" if lead.get("source") else ""
+    by_op = sorted({ctx.tl.trace.names[c] for c in tl.name[holder[holder >= 0]]})
     return finding(
         "host_device_sync", sev,
         f"{count:.0f} host-device syncs per step ({blocked_ms:.1f} ms blocked) from {lead['name']}{at}",
         where, {"syncs_per_step": round(count, 2), "blocked_ms_per_step": round(blocked_ms, 3),
-                "share_of_step": round(share, 4), "sync_calls_per_step": round(len(syncs) / ctx.n, 2),
-                "syncing_ops_per_step": round(len(sync_ops) / ctx.n, 2)},
+                "share_of_step": round(share, 4), "syncing_ops": by_op[:8]},
         "Keep values on the GPU: avoid .item(), .tolist(), .cpu() and data-dependent shapes (nonzero, unique, "
         "boolean indexing) inside the step; log scalars every N steps; replace Python loops over tensor values "
         "with tensor ops (masks, torch.where, scatter). torch.cuda.set_sync_debug_mode('warn') lists them.",
@@ -214,6 +227,10 @@ def launch_bound(ctx: Context) -> Optional[dict[str, Any]]:
     launches = dw.launch[rows]
     where = _top_by(ctx, dw.op[rows][dw.op[rows] >= 0], np.ones(int((dw.op[rows] >= 0).sum())))
     idle_ms = float(ctx.stats.idle_us[ctx.stats.kept].sum()) / 1000.0 / ctx.n
+    # At stake: the CPU time spent launching (bounded by the GPU idle it can explain).
+    rt = ctx.tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
+    rt = rt[ctx.tl.matches(rules.LAUNCH_API_PATTERN)[rt] & ctx.in_kept_steps(ctx.tl.start[rt])]
+    launch_ms = float((ctx.tl.end[rt] - ctx.tl.start[rt]).sum()) / 1000.0 / ctx.n
     lead = where[0] if where else {"name": "?", "source": None}
     at = f" at {lead['source']}" if lead.get("source") else ""
     sev = "warning" if util < 0.8 else "info"
@@ -222,11 +239,12 @@ def launch_bound(ctx: Context) -> Optional[dict[str, Any]]:
         f"{n_k:.0f} kernels per step, median {med:.1f} µs: launch-bound ({lead['name']}{at})",
         where, {"kernels_per_step": round(n_k, 1), "median_kernel_us": round(med, 3),
                 "tiny_kernel_share": round(tiny_share, 4), "gpu_utilization": round(util, 4),
-                "launches_from_top_op_per_step": round(len(launches) / ctx.n, 1)},
+                "launches_from_top_op_per_step": round(len(launches) / ctx.n, 1),
+                "cpu_launch_ms_per_step": round(launch_ms, 3), "gpu_idle_ms_per_step": round(idle_ms, 3)},
         "Batch the work: replace Python loops over components with one batched op (torch.einsum, bmm, "
         "torch.vmap over stacked weights), fuse elementwise chains with torch.compile, or capture the step in a "
         "CUDA graph (torch.cuda.graphs / torch.compile mode='reduce-overhead').",
-        idle_ms,
+        min(launch_ms, idle_ms) if launch_ms > 0 else idle_ms,
     )
 
 
@@ -286,7 +304,7 @@ def copy_overhead(ctx: Context) -> Optional[dict[str, Any]]:
     at = f" at {lead['source']}" if lead.get("source") else ""
     return finding(
         "copy_overhead", sev,
-        f"Copies take {share:.0%} of GPU time ({ms:.1f} ms per step), most from {lead['op']}{at}",
+        f"Copies take {share:.0%} of {_basis(ctx)} time ({ms:.1f} ms per step), most from {lead['op']}{at}",
         where, {d: copies[d] for d in ("h2d", "d2h", "d2d") if d in copies} | {"copy_share": round(share, 4)},
         "Remove avoidable copies: dtype round trips (a .float() of bf16 logits, casts inside the loop), "
         ".contiguous() after transpose/slicing, .cpu()/.to() of tensors that stay on the GPU; keep weights in the "
@@ -375,6 +393,13 @@ def detect(ctx: Context) -> list[dict[str, Any]]:
             f = finding(det.__name__, "info", f"detector {det.__name__} failed: {exc}", None, {}, "", 0.0)
         if f is not None:
             out.append(f)
+    ids = {f["id"]: f for f in out}
+    idle, loader = ids.get("host_bound_idle"), ids.get("dataloader_bound")
+    if idle and loader and loader["severity"] != "info":
+        top = (idle["where"] or [{}])[0]
+        if re.search(rules.DATALOADER_PATTERN, str(top.get("name") or "")):
+            out.remove(idle)  # the same idle time: the data loader is its cause
+            loader["evidence"]["gpu_idle_ms_per_step"] = idle["evidence"]["gpu_idle_ms_per_step"]
     out.sort(key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f["cost_ms_per_step"]))
     return out
 

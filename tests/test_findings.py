@@ -1,0 +1,136 @@
+"""Findings on real traces (healthy and not) and on small hand-built traces with one known problem each."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+import perfkit
+
+from .conftest import BF16, FP32, TRACES, anchor
+
+SEVERE = ("warning", "critical")
+
+
+@pytest.mark.parametrize("trace", [BF16, FP32, TRACES / "example_gpt_h100" / "rank0.pt.trace.json.gz"],
+                         ids=["bf16_adamw", "fp32_sgd", "example_gpt_h100"])
+def test_healthy_gpu_bound_training_raises_no_warning(trace):
+    findings = perfkit.analyze(str(trace)).to_dict()["findings"]
+    assert not [f for f in findings if f["severity"] in SEVERE], findings
+
+
+def test_data_loader_starvation_is_found_and_named_first():
+    # ResNet-50 with DataLoader(num_workers=0): 39% of the step waits for data
+    doc = perfkit.analyze(str(anchor("kineto/tb_plugin/samples/resnet50_num_workers_0/worker0.1623143089861.pt.trace.json.gz"))).to_dict()
+    first = doc["findings"][0]
+    assert first["id"] == "dataloader_bound" and first["severity"] == "warning"
+    assert first["evidence"]["share_of_step"] > 0.3
+    assert "DataLoader" in json.dumps(first["where"])
+    assert "num_workers" in first["remedy"]
+    ids = [f["id"] for f in doc["findings"]]
+    assert "host_bound_idle" not in ids  # the same idle time, already explained by the data loader
+
+
+def test_findings_have_the_documented_shape():
+    doc = perfkit.analyze(str(anchor("hta/tests/data/negative_queue_length_values_check/rank0.json.gz"))).to_dict()
+    assert doc["findings"]
+    ranks = {"critical": 0, "warning": 1, "info": 2}
+    keys = [(ranks[f["severity"]], -f["cost_ms_per_step"]) for f in doc["findings"]]
+    assert keys == sorted(keys)  # ranked by severity, then by the time at stake
+    for f in doc["findings"]:
+        assert set(f) >= {"id", "severity", "title", "where", "evidence", "remedy", "cost_ms_per_step"}
+        assert f["remedy"] and f["title"]
+
+
+# ----------------------------------------------------------------------------- hand-built traces
+
+
+def _trace(tmp_path, events, name="t.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps({"traceEvents": events}))
+    return str(path)
+
+
+def _x(cat, name, ts, dur, pid=1, tid=1, **args):
+    return {"ph": "X", "cat": cat, "name": name, "pid": pid, "tid": tid, "ts": ts, "dur": dur, "args": args}
+
+
+def _kernel(corr, ts, dur):
+    return [
+        _x("cuda_runtime", "cudaLaunchKernel", ts - 50, 5, correlation=corr),
+        _x("kernel", "void gemm_kernel<float>()", ts, dur, pid=0, tid=7, correlation=corr),
+    ]
+
+
+def test_gpu_idle_while_python_runs_names_the_function(tmp_path):
+    events = []
+    corr = 1
+    for step in range(3):
+        t0 = step * 10_000.0
+        events.append(_x("user_annotation", f"ProfilerStep#{step}", t0, 10_000))
+        for k in range(3):  # 3 ms of GPU work ...
+            events += _kernel(corr, t0 + 100 + k * 1000, 1000)
+            corr += 1
+        # ... then 6.5 ms of a Python solver while the GPU waits
+        events.append(_x("python_function", "train.py(40): hungarian_assignment", t0 + 3200, 6500, **{"Python id": corr}))
+    doc = perfkit.analyze(_trace(tmp_path, events)).to_dict()
+    first = doc["findings"][0]
+    assert first["id"] == "host_bound_idle" and first["severity"] == "critical"
+    assert "hungarian_assignment" in first["title"]
+    assert first["evidence"]["idle_share"] > 0.6
+
+
+def test_syncs_are_counted_with_their_op_and_line(tmp_path):
+    events = []
+    corr = 1
+    for step in range(3):
+        t0 = step * 10_000.0
+        events.append(_x("user_annotation", f"ProfilerStep#{step}", t0, 10_000))
+        events.append(_x("python_function", "model.py(146): select_blocks", t0 + 10, 9_000, **{"Python id": 100 + step}))
+        for k in range(30):  # 30 .item() calls, each blocking 200 us
+            ts = t0 + 100 + k * 290
+            events.append(_x("cpu_op", "aten::item", ts, 260))
+            events.append(_x("cuda_runtime", "cudaStreamSynchronize", ts + 20, 200, correlation=corr))
+            corr += 1
+            events += _kernel(corr, ts + 60, 150)
+            corr += 1
+    doc = perfkit.analyze(_trace(tmp_path, events)).to_dict()
+    sync = next(f for f in doc["findings"] if f["id"] == "host_device_sync")
+    assert sync["severity"] == "warning"
+    assert sync["evidence"]["syncs_per_step"] == 30
+    assert sync["evidence"]["blocked_ms_per_step"] == pytest.approx(6.0)
+    assert sync["where"][0]["name"] == "aten::item"
+    assert sync["where"][0]["source"] == "model.py:146 select_blocks"
+
+
+def test_item_on_a_cpu_tensor_is_not_a_sync(tmp_path):
+    events = []
+    for step in range(3):
+        t0 = step * 1000.0
+        events.append(_x("user_annotation", f"ProfilerStep#{step}", t0, 1000))
+        events += [_x("cpu_op", "aten::item", t0 + 10 + k * 20, 10) for k in range(40)]
+        events += _kernel(step + 1, t0 + 900, 50)
+    doc = perfkit.analyze(_trace(tmp_path, events)).to_dict()
+    assert "host_device_sync" not in [f["id"] for f in doc["findings"]]
+
+
+def test_many_tiny_kernels_from_a_loop_are_launch_bound(tmp_path):
+    events = []
+    corr = 1
+    for step in range(3):
+        t0 = step * 20_000.0
+        events.append(_x("user_annotation", f"ProfilerStep#{step}", t0, 20_000))
+        for k in range(400):  # 400 kernels of 4 us, launched every 45 us: the GPU mostly waits
+            ts = t0 + 100 + k * 45
+            events.append(_x("cpu_op", "aten::mm", ts, 40))
+            events.append(_x("cuda_runtime", "cudaLaunchKernel", ts + 5, 25, correlation=corr))
+            events.append(_x("kernel", "void gemv_small()", ts + 35, 4, pid=0, tid=7, correlation=corr))
+            corr += 1
+    doc = perfkit.analyze(_trace(tmp_path, events)).to_dict()
+    launch = next(f for f in doc["findings"] if f["id"] == "launch_bound")
+    assert launch["severity"] == "warning"
+    assert launch["evidence"]["kernels_per_step"] == 400
+    assert launch["evidence"]["median_kernel_us"] == pytest.approx(4.0)
+    assert launch["where"][0]["name"] == "aten::mm"
+    assert "einsum" in launch["remedy"]
