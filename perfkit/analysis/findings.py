@@ -225,7 +225,8 @@ def launch_bound(ctx: Context) -> Optional[dict[str, Any]]:
         return None
     rows = np.flatnonzero(tiny & (dw.launch >= 0))
     launches = dw.launch[rows]
-    where = _top_by(ctx, dw.op[rows][dw.op[rows] >= 0], np.ones(int((dw.op[rows] >= 0).sum())))
+    has_op = dw.op[rows] >= 0
+    where = _top_by(ctx, dw.op[rows][has_op], (dw.end - dw.start)[rows][has_op])  # GPU time of their tiny kernels
     idle_ms = float(ctx.stats.idle_us[ctx.stats.kept].sum()) / 1000.0 / ctx.n
     # At stake: the CPU time spent launching (bounded by the GPU idle it can explain).
     rt = ctx.tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)

@@ -142,6 +142,25 @@ def fmt_mb(n_bytes: Any) -> str:
     return DASH if v is None else f"{v / 1e6:,.2f}"
 
 
+def fmt_where(where: Any) -> str:
+    """A finding's ``where``: "name at source (x ms/step)" entries, or the value as text."""
+    items = where if isinstance(where, list) else [where]
+    parts = []
+    for item in items:
+        if not isinstance(item, dict):
+            return fmt_value(where)
+        label = item.get("name") or item.get("op") or item.get("step")
+        src = item.get("source")
+        ms = item.get("ms_per_step", item.get("gpu_ms_per_step"))
+        text_ = " ".join(str(x) for x in (label, f"at {src}" if src else None) if x not in (None, ""))
+        if ms is not None:
+            text_ += f" ({float(ms):.3g} ms/step)"
+        elif item.get("reason"):
+            text_ += f": {item['reason']}"
+        parts.append(text_ or fmt_value(item))
+    return "; ".join(parts)
+
+
 def fmt_value(value: Any) -> str:
     """A finding's evidence value: numbers with 4 significant digits, lists joined, dicts as compact JSON."""
     if isinstance(value, bool) or value is None:
@@ -885,7 +904,7 @@ def _findings(doc: dict[str, Any], console: Console) -> None:
         body.add_column(style="bold", no_wrap=True)
         body.add_column(overflow="fold")
         if f.get("where"):
-            body.add_row("", "Where", Text(fmt_value(f["where"])))
+            body.add_row("", "Where", Text(fmt_where(f["where"])))
         evidence = evidence_items(f.get("evidence"))
         if evidence:
             ev = Text()

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .console import (
+    fmt_where,
     runtime_rows,
     DASH,
     breakdown_line,
@@ -229,7 +230,7 @@ def _findings(doc: dict[str, Any], out: list[str]) -> None:
             head += f" ({md_code(f['id'])})"
         out.append(head)
         if f.get("where"):
-            out.append(f"   - Where: {md_text(fmt_value(f['where']))}")
+            out.append(f"   - Where: {md_text(fmt_where(f['where']))}")
         evidence = evidence_items(f.get("evidence"))
         if evidence:
             if len(evidence) == 1 and evidence[0][0] is None:
