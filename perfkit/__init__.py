@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from .analysis.result import Analysis
+    from .collect.scaling import ScaleResult
 
 
 def analyze(path_or_paths: Any, **kwargs: Any) -> "Analysis":
@@ -23,6 +24,13 @@ def analyze(path_or_paths: Any, **kwargs: Any) -> "Analysis":
     from .analysis import analyze_paths
 
     return analyze_paths(path_or_paths, **kwargs)
+
+
+def scale(fn: Any, sizes: Any, **kwargs: Any) -> "ScaleResult":
+    """Time ``fn`` at growing sizes and fit ``t = c * n^k`` (see docs/scaling.md); returns a ScaleResult."""
+    from .collect.scaling import scale as _scale
+
+    return _scale(fn, sizes, **kwargs)
 
 
 def load_trace(path: str) -> Any:
@@ -45,7 +53,11 @@ def __getattr__(name: str) -> Any:
         from .collect.modules import ModuleTimer
 
         return ModuleTimer
+    if name == "Watchdog":
+        from .collect.watchdog import Watchdog
+
+        return Watchdog
     raise AttributeError(f"module 'perfkit' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "analyze", "load_trace", "profile", "step", "phase", "ModuleTimer"]
+__all__ = ["__version__", "analyze", "load_trace", "scale", "profile", "step", "phase", "ModuleTimer", "Watchdog"]

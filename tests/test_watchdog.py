@@ -108,6 +108,39 @@ def test_kill_true_terminates_after_the_dump(tmp_path):
     assert "sending SIGTERM" in proc.stderr
 
 
+GIL_HELD = """
+import math, re, sys, time
+from perfkit.collect.watchdog import Watchdog
+
+def catastrophic(n):  # exponential backtracking inside the C regex engine, which keeps the GIL
+    return re.match(r"(a+)+$", "a" * n + "b")
+
+t = time.perf_counter(); catastrophic(20); t20 = time.perf_counter() - t
+n = 20 + max(0, round(math.log2(2.0 / max(t20, 1e-6))))  # about 2 s here (x2 per character)
+wd = Watchdog(sys.argv[1], 0.2).start()
+for step in range(1, 4):
+    time.sleep(0.02)
+    wd.beat(step)
+catastrophic(n)
+wd.stop()
+"""
+
+
+def test_c_code_holding_the_gil_is_caught_by_faulthandler(tmp_path):
+    script = tmp_path / "gil.py"
+    script.write_text(GIL_HELD)
+    proc = subprocess.run([sys.executable, str(script), str(tmp_path / "run")],
+                          capture_output=True, text=True, timeout=60, env=ENV)
+    assert proc.returncode == 0, proc.stderr
+    fault = (tmp_path / "run" / "stall_rank0_faulthandler.txt").read_text()
+    assert "Timeout (0:00:00.6" in fault and "in catastrophic" in fault
+    doc = summarize_stalls(str(tmp_path / "run"))
+    rank = doc["ranks"][0]
+    assert rank["status"] == "stuck" and rank["faulthandler_dumps"] >= 1
+    if rank["where_source"] == "faulthandler":  # the watchdog thread was starved past its due time
+        assert rank["where"]["function"] == "match"
+
+
 PROFILED = """
 import time, torch
 

@@ -83,8 +83,8 @@ def stalls_cmd(
             )
         out.print(table)
         for note in fault_notes:
-            out.print(note, markup=False, highlight=False)
-        out.print(doc["verdict"], markup=False, highlight=False)
+            out.print(note, markup=False, highlight=False, soft_wrap=True)
+        out.print(doc["verdict"], markup=False, highlight=False, soft_wrap=True)
         ago = doc["seconds_since_newest_activity"]
         if ago is not None and ago > max(doc["stale_s"], 60.0):
             out.print(f"(newest heartbeat or dump {_ago(ago)} ago: the run may have ended)", markup=False, highlight=False)

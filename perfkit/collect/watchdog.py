@@ -236,7 +236,8 @@ class Watchdog:
                     last_flush = now
                 stalled = now - beat_mono
                 if stalled >= self.seconds and now >= next_dump:
-                    self._stall(step, beat_mono)  # the stacks first, then the heartbeats
+                    due = max(beat_mono + self.seconds, next_dump)
+                    self._stall(step, beat_mono, now - due)  # the stacks first, then the heartbeats
                     next_dump = time.monotonic() + self.seconds
                     self._flush_heartbeats()
                     last_flush = now
@@ -289,7 +290,7 @@ class Watchdog:
             f.write("\n".join(lines) + "\n")
             f.flush()
 
-    def _stall(self, step: Any, beat_mono: float) -> None:
+    def _stall(self, step: Any, beat_mono: float, late: float = 0.0) -> None:
         if len(self.dumps) >= _MAX_DUMPS:
             if not self._capped:
                 self._capped = True
@@ -320,8 +321,13 @@ class Watchdog:
             f"watchdog_s: {self.seconds:g}",
             f"dump: {dump_no}",
             f"where: {where[0]} ({where[1]}:{where[2]})" if where else "where: unknown",
-            "",
         ]
+        # The thread could not run for a while: C code held the GIL, and the main
+        # thread may have moved on since. faulthandler's dump saw it in the act.
+        starved = late > max(1.0, 3 * self._poll)
+        if starved:
+            header.append(f"late_s: {late:.3f}")
+        header.append("")
         me = threading.get_ident()
         order = sorted(frames, key=lambda i: (i != watched, i != threading.main_thread().ident, i))
         body = []
@@ -348,7 +354,11 @@ class Watchdog:
         self._dumped_after = beat_mono
         after = f"after step {step}" if step is not None else "before the first step"
         place = f"in {where[0]} ({where[1]}:{where[2]})" if where else "in an unknown place"
-        self._say(f"perfkit: rank {self.rank} stalled {stalled:.1f}s {after} {place} \u2014 stacks in {path}")
+        note = ""
+        if starved:
+            note = f" (the watchdog ran {late:.1f}s late: C code held the GIL"
+            note += f"; see {self.faulthandler_path})" if self._fh_file is not None else ")"
+        self._say(f"perfkit: rank {self.rank} stalled {stalled:.1f}s {after} {place} \u2014 stacks in {path}{note}")
         if self.kill and not self._killed:
             self._killed = True
             self._say(f"perfkit: rank {self.rank}: watchdog kill=True, sending SIGTERM to pid {os.getpid()}")
@@ -492,13 +502,15 @@ def summarize_stalls(run_dir: str, *, stale_s: Optional[float] = None, now: Opti
         r["faulthandler_dumps"] = fault["dumps"] if fault else 0
         r["faulthandler_file"] = fault["file"] if fault else None
         fault_after = bool(fault and fault["dumps"] and (hb_t is None or fault["time"] > hb_t))
-        if fault_after and (last_dump is None or fault["time"] > (last_dump["time"] or 0) + 1.0):
-            # No Python dump since the last step, but faulthandler's C timer fired:
-            # the GIL was held (C code) so the watchdog thread could not run.
-            where = fault["where"] or where
-            source = "faulthandler"
+        late = bool(last_dump and last_dump.get("late_s"))
+        if fault_after and (last_dump is None or late or fault["time"] > (last_dump["time"] or 0) + 1.0):
+            # faulthandler's C timer fired and the watchdog thread could not run in
+            # time (no dump of its own since, or a late one): C code held the GIL.
+            # faulthandler saw the main thread in the act.
+            if fault["where"]:
+                where, source = fault["where"], "faulthandler"
             if hb_t is not None:
-                seconds = fault["time"] - hb_t
+                seconds = max(seconds or 0.0, fault["time"] - hb_t)
         stuck = (last_dump is not None and (hb_t is None or (last_dump["time"] or 0) > hb_t)) or fault_after
         if stuck:
             status = "stuck"
@@ -616,6 +628,7 @@ def _read_stall(path: str) -> Optional[dict[str, Any]]:
         "watchdog_s": _float(head.get("watchdog_s")),
         "where": where,
         "stopped": stopped,
+        "late_s": _float(head.get("late_s")),
     }
 
 

@@ -14,7 +14,6 @@ complete plus a warning; a file that is not a trace raises
 
 from __future__ import annotations
 
-import gzip
 import os
 import re
 import zlib
@@ -554,8 +553,3 @@ def _release_freed_memory() -> None:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass
-
-
-def open_text(path: str) -> Any:
-    """Open a possibly gzipped text file (used by tests and tools)."""
-    return gzip.open(path, "rt") if path.endswith(".gz") else open(path)
