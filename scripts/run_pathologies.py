@@ -66,12 +66,13 @@ class Run:
     error: Optional[str] = None
     findings: list[dict[str, Any]] = field(default_factory=list)
     step_ms: Optional[float] = None
+    first_traced_ms: Optional[float] = None  #: wall time of the first step in the trace
     log_tail: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {
             "out": str(self.out), "cmd": self.cmd, "rc": self.rc, "seconds": round(self.seconds, 2),
-            "error": self.error, "step_ms": self.step_ms,
+            "error": self.error, "step_ms": self.step_ms, "first_traced_step_ms": self.first_traced_ms,
             "findings": [{k: f.get(k) for k in ("id", "severity", "title", "where", "evidence", "cost_ms_per_step")}
                          for f in self.findings],
         }
@@ -107,6 +108,8 @@ def profile(case: Case, out: Path, fixed: bool, small: bool, timeout: float) -> 
         run.findings = list(doc.get("findings") or [])
         runtime = doc.get("runtime") or {}
         run.step_ms = (runtime.get("steps") or {}).get("wall_ms_median")
+        table = (doc.get("steps") or {}).get("table") or []
+        run.first_traced_ms = table[0].get("wall_ms") if table else None
         if runtime.get("analysis_error") and run.error is None:
             run.error = f"analysis_error: {runtime['analysis_error']}"
     return run
@@ -163,8 +166,10 @@ def print_table(rows: list[dict[str, Any]]) -> None:
         print("  ".join(str(x).ljust(w) for x, w in zip(line, widths)).rstrip())
     for r in rows:
         print(f"\n{r['name']}: {'PASS' if r['pass'] else 'FAIL: ' + '; '.join(r['reasons'])}")
-        print(f"  as is: {', '.join(r['ranked']) or '(no findings)'}")
-        print(f"  fixed: {', '.join(r['ranked_fixed']) or '(no findings)'}")
+        for label, key in (("as is", "as_is"), ("fixed", "fixed")):
+            run = r["runs"][key]
+            ranked = ", ".join(f"{f['id']}:{f['severity']}" for f in run["findings"]) or "(no findings)"
+            print(f"  {label}: {ranked}; first traced step {fmt_ms(run['first_traced_step_ms'])} ms")
 
 
 def main() -> int:

@@ -56,7 +56,8 @@ class RelPosAttention(nn.Module):
             self.build_table(H, W, x.device)
         t = x.flatten(2).transpose(1, 2)  # (B, T, C)
         q, k, v = self.qkv(t).view(B, H * W, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=self.bias[:, self.table])
+        bias = F.embedding(self.table, self.bias.t()).permute(2, 0, 1)  # (heads, T, T)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
         y = self.proj(y.transpose(1, 2).reshape(B, H * W, C))
         return x + y.transpose(1, 2).reshape(B, C, H, W)
 

@@ -29,7 +29,8 @@ Choices:
   such a loop is. C code that holds the GIL and never returns (a kernel in an
   extension that does not release it) starves every Python thread; for that
   case :func:`faulthandler.dump_traceback_later` is armed with ``3 * seconds``
-  as a fallback: its timer is a C thread that needs no GIL. Re-arming it costs
+  as a fallback: its timer is a C thread that needs no GIL (a dump of the
+  watchdog's own that comes late says so: ``late_s`` in its header). Re-arming it costs
   tens of microseconds, so :meth:`beat` never does it: the watchdog thread
   re-arms it when it sees that a beat happened, at most once per poll
   (``seconds / 10``, at most one second). faulthandler has one timer per
@@ -115,13 +116,13 @@ class Watchdog:
         self._hb_file: Optional[TextIO] = None
         self._fh_file: Optional[TextIO] = None
         self._fh_header = 0
-        self._fh_armed_for: Optional[float] = None
         self._watched_ident: Optional[int] = None
         self._started = False
         self._stopped = False
         self._killed = False
         self._capped = False
         self._dumped_after: Optional[float] = None  # the beat the last dump came after
+        self._errors: set[str] = set()  # said once each
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -241,11 +242,11 @@ class Watchdog:
                     next_dump = time.monotonic() + self.seconds
                     self._flush_heartbeats()
                     last_flush = now
-            except Exception as exc:  # the watchdog must never take the job down
-                try:
-                    print(f"perfkit: watchdog error: {exc}", file=self.stream or sys.stderr, flush=True)
-                except Exception:
-                    pass
+            except Exception as exc:  # the watchdog must never take the job down (disk full ...)
+                message = f"perfkit: rank {self.rank} watchdog error: {type(exc).__name__}: {exc}"
+                if message not in self._errors:
+                    self._errors.add(message)
+                    self._say(message)
                 self._stop.wait(1.0)
 
     def _arm_faulthandler(self) -> None:
