@@ -86,7 +86,8 @@ class SetPredictor(nn.Module):
     def __init__(self, d: int, hidden: int, layers: int, n: int):
         super().__init__()
         self.n = n
-        self.mlp = nn.Sequential(*[m for _ in range(layers) for m in (nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d))])
+        blocks = [(nn.Linear(d, hidden), nn.GELU(), nn.Linear(hidden, d)) for _ in range(layers)]
+        self.mlp = nn.Sequential(*[m for block in blocks for m in block])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.mlp(x).view(self.n, -1, x.shape[-1]).mean(1)  # (n, d)

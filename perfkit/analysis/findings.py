@@ -141,6 +141,9 @@ def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
         rows = ctx.tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
         rows = rows[~name_mask(ctx.tl.trace.names, rules.STEP_PATTERN)[ctx.tl.name[rows]]]
     overlap = gaps.within(ctx.tl.start[rows], ctx.tl.end[rows])
+    # Credit each frame/op with the idle time it covers itself, not through a
+    # function it called: outer frames (<module>, main) would otherwise tie.
+    overlap = _self_overlap(ctx.tl, rows, overlap)
     sel = overlap > 0
     where = _top_by(ctx, rows[sel], overlap[sel], use_source=not len(frames))
     if len(frames):
@@ -154,11 +157,16 @@ def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
         lead = " ".join(x for x in (top.get("name"), f"({top['source']})" if top.get("source") and top.get("name") else top.get("source")) if x)
     else:
         lead = "host code"
+    # How much of the idle time the data loader explains (the merge in detect() uses it).
+    host = ctx.tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
+    loader = host[ctx.tl.matches(rules.DATALOADER_PATTERN)[host]]
+    loader_idle = float(gaps.within(ctx.tl.start[loader], ctx.tl.end[loader]).sum()) if len(loader) else 0.0
     return finding(
         "host_bound_idle", sev,
         f"GPU idle {share:.0%} of each step ({idle_ms:.1f} ms) while the CPU runs {lead}",
         where, {"gpu_idle_ms_per_step": round(idle_ms, 3), "idle_share": round(share, 4),
-                "step_window_ms": round(window / 1000.0 / ctx.n, 3)},
+                "step_window_ms": round(window / 1000.0 / ctx.n, 3),
+                "dataloader_share_of_idle": round(loader_idle / idle, 4) if idle else 0.0},
         "Take the CPU work off the step's critical path: vectorise or compile it (e.g. a compiled solver such as "
         "scipy.optimize.linear_sum_assignment instead of a Python loop), run it on the GPU, overlap it with GPU "
         "work (prefetch in a DataLoader worker, a background thread, or async copies), or do it less often.",
@@ -394,15 +402,40 @@ def detect(ctx: Context) -> list[dict[str, Any]]:
             f = finding(det.__name__, "info", f"detector {det.__name__} failed: {exc}", None, {}, "", 0.0)
         if f is not None:
             out.append(f)
+    # One cause, one finding: when the GPU's idle time is explained by the data
+    # loader or by launch overhead, that finding carries the idle time instead.
     ids = {f["id"]: f for f in out}
-    idle, loader = ids.get("host_bound_idle"), ids.get("dataloader_bound")
-    if idle and loader and loader["severity"] != "info":
-        top = (idle["where"] or [{}])[0]
-        if re.search(rules.DATALOADER_PATTERN, str(top.get("name") or "")):
-            out.remove(idle)  # the same idle time: the data loader is its cause
-            loader["evidence"]["gpu_idle_ms_per_step"] = idle["evidence"]["gpu_idle_ms_per_step"]
+    idle = ids.get("host_bound_idle")
+    cause = None
+    loader, launch = ids.get("dataloader_bound"), ids.get("launch_bound")
+    if idle and loader and idle["evidence"].get("dataloader_share_of_idle", 0.0) >= 0.5:
+        cause = loader
+    elif idle and launch and launch["severity"] != "info":
+        cause = launch
+    if idle and cause:
+        out.remove(idle)
+        cause["evidence"]["gpu_idle_ms_per_step"] = idle["evidence"]["gpu_idle_ms_per_step"]
+        cause["evidence"]["idle_share"] = idle["evidence"]["idle_share"]
+        cause["cost_ms_per_step"] = max(cause["cost_ms_per_step"], idle["cost_ms_per_step"])
+        if _SEVERITY_RANK[idle["severity"]] < _SEVERITY_RANK[cause["severity"]]:
+            cause["severity"] = idle["severity"]
     out.sort(key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f["cost_ms_per_step"]))
     return out
+
+
+def _self_overlap(tl: Timeline, rows: np.ndarray, overlap: np.ndarray) -> np.ndarray:
+    """Overlap of each interval minus the overlap of the intervals nested directly in it (same thread)."""
+    if len(rows) == 0:
+        return overlap
+    s = tl.offset(rows)
+    e = tl.thread[rows] * tl.span_us + tl.end[rows]
+    order = np.lexsort((-e, s))
+    parent_sorted = intervals._parents(s[order], e[order])
+    parent = np.full(len(rows), -1, dtype=np.int64)
+    parent[order] = np.where(parent_sorted >= 0, order[np.maximum(parent_sorted, 0)], -1)
+    has = parent >= 0
+    child_sum = np.bincount(parent[has], weights=overlap[has], minlength=len(rows))
+    return np.maximum(overlap - child_sum, 0.0)
 
 
 def _complement(bs: np.ndarray, be: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
