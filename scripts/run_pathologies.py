@@ -50,7 +50,9 @@ class Case:
 
 CASES = [
     Case("hungarian", ("host_bound_idle",), ("hungarian_assignment",)),
-    Case("sync_selection", ("host_device_sync",), ("select_blocks",)),
+    Case("sync_selection", ("host_device_sync", "launch_bound"), ("select_blocks",),
+         note="the per-block loop both syncs (.tolist/.item) and launches thousands of tiny kernels; "
+              "whichever costs the GPU more idle time ranks first, both are reported"),
     Case("component_loop", ("launch_bound",), ("aten::mm", "aten::matmul")),
     Case("kl_attention", ("launch_bound", "slow_op"), ("linalg_inv", "kl_attention"),
          note="launch_bound or slow_op: the GPU run decides"),

@@ -97,7 +97,10 @@ def test_syncs_are_counted_with_their_op_and_line(tmp_path):
             corr += 1
     doc = perfkit.analyze(_trace(tmp_path, events)).to_dict()
     sync = next(f for f in doc["findings"] if f["id"] == "host_device_sync")
-    assert sync["severity"] == "warning"
+    # the GPU idles after every sync until the loop launches more: the syncs carry the idle time
+    assert sync["severity"] == "critical" and doc["findings"][0]["id"] == "host_device_sync"
+    assert "host_bound_idle" not in [f["id"] for f in doc["findings"]]
+    assert sync["evidence"]["gpu_idle_after_syncs_ms_per_step"] > 0.5 * sync["evidence"]["gpu_idle_ms_per_step"]
     assert sync["evidence"]["syncs_per_step"] == 30
     assert sync["evidence"]["blocked_ms_per_step"] == pytest.approx(6.0)
     assert sync["where"][0]["name"] == "aten::item"

@@ -205,11 +205,15 @@ def host_device_sync(ctx: Context) -> Optional[dict[str, Any]]:
     lead = where[0] if where else {"name": "?", "source": None}
     at = f" at {lead['source']}" if lead.get("source") else ""
     by_op = sorted({ctx.tl.trace.names[c] for c in tl.name[holder[holder >= 0]]})
+    # GPU idle that follows the syncs: after a sync the GPU's queue is empty and it
+    # waits for whatever the CPU does next (the loop's Python work).
+    idle_after_ms = _idle_after(ctx, tl.end[syncs]) / 1000.0 / ctx.n
     return finding(
         "host_device_sync", sev,
         f"{count:.0f} host-device syncs per step ({blocked_ms:.1f} ms blocked) from {lead['name']}{at}",
         where, {"syncs_per_step": round(count, 2), "blocked_ms_per_step": round(blocked_ms, 3),
-                "share_of_step": round(share, 4), "syncing_ops": by_op[:8]},
+                "share_of_step": round(share, 4), "syncing_ops": by_op[:8],
+                "gpu_idle_after_syncs_ms_per_step": round(idle_after_ms, 3)},
         "Keep values on the GPU: avoid .item(), .tolist(), .cpu() and data-dependent shapes (nonzero, unique, "
         "boolean indexing) inside the step; log scalars every N steps; replace Python loops over tensor values "
         "with tensor ops (masks, torch.where, scatter). torch.cuda.set_sync_debug_mode('warn') lists them.",
@@ -290,13 +294,13 @@ def warmup_outlier(ctx: Context) -> Optional[dict[str, Any]]:
              for e in excluded if e["id"] in rows]
     return finding(
         "warmup_outlier", "info",
-        f"{len(excluded)} step(s) far slower than steady state, excluded from the figures",
+        f"{len(excluded)} step(s) far slower than steady state ({sum(extra):.0f} ms extra), excluded from the figures",
         [{"step": e["id"], "reason": e["reason"]} for e in excluded],
         {"excluded_steps": [e["id"] for e in excluded], "extra_ms": [round(x, 3) for x in extra]},
         "Nothing to fix if it happens once (compilation, cuDNN/cuBLAS autotuning, allocator growth); profile after "
         "warm-up (perfkit profile --skip-first N). If it recurs, look for recompilation (torch._dynamo.explain) or "
         "shapes that change between steps.",
-        0.0,
+        sum(extra) / ctx.n,  # one-off, spread over the analysed steps
     )
 
 
@@ -408,8 +412,13 @@ def detect(ctx: Context) -> list[dict[str, Any]]:
     idle = ids.get("host_bound_idle")
     cause = None
     loader, launch = ids.get("dataloader_bound"), ids.get("launch_bound")
+    sync = ids.get("host_device_sync")
+    idle_ms = idle["evidence"]["gpu_idle_ms_per_step"] if idle else 0.0
     if idle and loader and idle["evidence"].get("dataloader_share_of_idle", 0.0) >= 0.5:
         cause = loader
+    elif idle and sync and sync["severity"] != "info" and \
+            sync["evidence"].get("gpu_idle_after_syncs_ms_per_step", 0.0) >= 0.5 * idle_ms:
+        cause = sync  # the GPU waits after each sync: the syncs set the pace
     elif idle and launch and launch["severity"] != "info":
         cause = launch
     if idle and cause:
@@ -421,6 +430,25 @@ def detect(ctx: Context) -> list[dict[str, Any]]:
             cause["severity"] = idle["severity"]
     out.sort(key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f["cost_ms_per_step"]))
     return out
+
+
+def _idle_after(ctx: Context, t: np.ndarray) -> float:
+    """GPU idle time (µs) from each time t (the GPU idle then) to the next device op, within kept windows."""
+    dw = ctx.dw
+    if len(dw) == 0 or len(t) == 0:
+        return 0.0
+    busy = Coverage(dw.start, dw.end)
+    idle_now = ~busy.contains(t)
+    starts = np.sort(dw.start)
+    k = np.searchsorted(starts, t, side="left")
+    nxt = np.where(k < len(starts), starts[np.minimum(k, len(starts) - 1)], t)
+    # bound each gap by the end of the step window it falls in
+    a, b = ctx.kept_windows()
+    w = np.searchsorted(a, t, side="right") - 1
+    inside = (w >= 0) & (t < b[np.maximum(w, 0)])
+    end = np.minimum(nxt, b[np.maximum(w, 0)])
+    gap = np.where(idle_now & inside, np.maximum(end - t, 0.0), 0.0)
+    return float(gap.sum())
 
 
 def _self_overlap(tl: Timeline, rows: np.ndarray, overlap: np.ndarray) -> np.ndarray:
