@@ -140,3 +140,31 @@ def test_many_tiny_kernels_from_a_loop_are_launch_bound(tmp_path):
     assert launch["evidence"]["median_kernel_us"] == pytest.approx(4.0)
     assert launch["where"][0]["name"] == "aten::mm"
     assert "einsum" in launch["remedy"]
+
+
+def test_runtime_findings_large_logits_and_first_call_outliers():
+    from perfkit.analysis import runtime_findings
+
+    doc = {
+        "trace": {"devices": [{"memory_bytes": 80 * 2**30}]},
+        "findings": [{"id": "copy_overhead", "severity": "info", "cost_ms_per_step": 1.0}],
+        "runtime": {
+            "memory": {"peak_bytes": 24 * 2**30, "activations": {"output_bytes": 6 * 2**30}},
+            "modules": [
+                {"name": "blocks.0", "first_call_ms": 800.0, "forward_ms_median": 20.0, "first_call_outlier": True},
+                {"name": "blocks.1", "first_call_ms": 21.0, "forward_ms_median": 20.0, "first_call_outlier": False},
+            ],
+        },
+    }
+    runtime_findings.merge(doc)
+    ids = [f["id"] for f in doc["findings"]]
+    assert ids.count("memory_pressure") == 1 and ids.count("warmup_outlier") == 1
+    mem = next(f for f in doc["findings"] if f["id"] == "memory_pressure")
+    assert mem["severity"] == "info" and mem["evidence"]["output_share_of_peak"] == 0.25
+    assert "cross-entropy" in mem["remedy"]
+    warm = next(f for f in doc["findings"] if f["id"] == "warmup_outlier")
+    assert "blocks.0" in warm["title"] and "40x" in warm["title"]
+    # near capacity: a warning
+    doc2 = {"trace": {"devices": [{"memory_bytes": 10 * 2**30}]}, "runtime": {"memory": {"peak_bytes": int(9.5 * 2**30)}}}
+    runtime_findings.merge(doc2)
+    assert doc2["findings"][0]["id"] == "memory_pressure" and doc2["findings"][0]["severity"] == "warning"

@@ -42,6 +42,12 @@ def write_run(session: "ProfileSession") -> Optional[str]:
         runtime["analysis_error"] = analysis_error
         doc["trace"].setdefault("warnings", []).append(analysis_error)
     doc["runtime"] = runtime
+    try:
+        from ..analysis import runtime_findings
+
+        runtime_findings.merge(doc)
+    except Exception as exc:  # findings must never cost the run its outputs
+        runtime["findings_error"] = str(exc)
     path = os.path.join(run_dir, "analysis.json")
     try:
         with open(path, "w", encoding="utf-8") as f:
