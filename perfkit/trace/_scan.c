@@ -318,6 +318,17 @@ static int lex_id(Lex *L, Intern *T, int64_t *v, int32_t *s) {
     return -1;
 }
 
+/* an object key and its ':' (whitespace around them skipped) */
+static int lex_key(Lex *L, const char **k, size_t *kn, int *ke) {
+    ws(L);
+    if (lex_string(L, k, kn, ke) < 0) return -1;
+    ws(L);
+    if (L->p >= L->end || *L->p != ':') { L->err = "expected ':'"; return -1; }
+    L->p++;
+    ws(L);
+    return 0;
+}
+
 static int parse_args(Lex *L, Intern *T, Ev *ev) {
     ws(L);
     if (L->p >= L->end || *L->p != '{') { /* args that are not an object: ignore */
@@ -327,13 +338,8 @@ static int parse_args(Lex *L, Intern *T, Ev *ev) {
     ws(L);
     if (L->p < L->end && *L->p == '}') { L->p++; return 0; }
     while (L->p < L->end) {
-        ws(L);
         const char *k; size_t kn; int ke;
-        if (lex_string(L, &k, &kn, &ke) < 0) return -1;
-        ws(L);
-        if (L->p >= L->end || *L->p != ':') { L->err = "expected ':'"; return -1; }
-        L->p++;
-        ws(L);
+        if (lex_key(L, &k, &kn, &ke) < 0) return -1;
         int idx = ke ? -1 : arg_index(k, kn);
         if (idx >= 0) {
             int64_t iv; double dv; int kind;
@@ -376,13 +382,8 @@ static int parse_event(Lex *L, Intern *T, Ev *ev) {
     ws(L);
     if (L->p < L->end && *L->p == '}') { L->p++; return 0; }
     while (L->p < L->end) {
-        ws(L);
         const char *k; size_t kn; int ke;
-        if (lex_string(L, &k, &kn, &ke) < 0) return -1;
-        ws(L);
-        if (L->p >= L->end || *L->p != ':') { L->err = "expected ':'"; return -1; }
-        L->p++;
-        ws(L);
+        if (lex_key(L, &k, &kn, &ke) < 0) return -1;
         if (L->p >= L->end) { L->err = "unexpected end"; return -1; }
         if (kn == 2 && k[0] == 'p' && k[1] == 'h') {
             const char *s; size_t n; int e;
