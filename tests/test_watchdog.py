@@ -36,7 +36,7 @@ def slow_hungarian(seconds):
         n += 1
     return n
 
-wd = Watchdog(sys.argv[1], {seconds}, rank=3, kill={kill}).start()
+wd = Watchdog(sys.argv[1], {seconds}, rank=3, kill={kill}, faulthandler=True).start()
 for step in range(1, 4):
     time.sleep(0.02)
     wd.beat(step, step_ms=20.0, tokens_per_s=1000.0, memory_bytes=1 << 20)
@@ -117,7 +117,7 @@ def catastrophic(n):  # exponential backtracking inside the C regex engine, whic
 
 t = time.perf_counter(); catastrophic(20); t20 = time.perf_counter() - t
 n = 20 + max(0, round(math.log2(2.0 / max(t20, 1e-6))))  # about 2 s here (x2 per character)
-wd = Watchdog(sys.argv[1], 0.2).start()
+wd = Watchdog(sys.argv[1], 0.2, faulthandler=True).start()
 for step in range(1, 4):
     time.sleep(0.02)
     wd.beat(step)
@@ -281,7 +281,7 @@ def watchdog_threads() -> list[threading.Thread]:
 
 def test_stop_leaves_no_thread_and_is_idempotent(tmp_path):
     stream = io.StringIO()
-    wd = Watchdog(str(tmp_path / "run"), 30.0, rank=2, stream=stream).start()
+    wd = Watchdog(str(tmp_path / "run"), 30.0, rank=2, stream=stream, faulthandler=True).start()
     assert wd.running and len(watchdog_threads()) == 1
     for step in range(1, 6):
         wd.beat(step, step_ms=1.5)

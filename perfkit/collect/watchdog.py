@@ -34,7 +34,9 @@ Choices:
   tens of microseconds, so :meth:`beat` never does it: the watchdog thread
   re-arms it when it sees that a beat happened, at most once per poll
   (``seconds / 10``, at most one second). faulthandler has one timer per
-  process: ``faulthandler=False`` leaves it to the script.
+  process, and its C thread reads other threads' frames without the GIL: once
+  seen to crash a process (SIGSEGV) while it was importing modules, so it is
+  opt-in (``faulthandler=True``), never armed by ``perfkit profile``.
 * :func:`summarize_stalls` reads a run directory back (``perfkit stalls``); it
   and this module import nothing heavy (no torch).
 """
@@ -88,7 +90,7 @@ class Watchdog:
         rank: int = 0,
         kill: bool = False,
         stream: Optional[TextIO] = None,
-        faulthandler: bool = True,
+        faulthandler: bool = False,
     ) -> None:
         try:
             seconds = float(seconds)
