@@ -80,3 +80,22 @@ def test_directory_argument(tmp_path):
     proc = run_cli("analyze", str(BF16.parent), "--json", str(out), "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(out.read_text())["trace"]["paths"] == [str(BF16)]
+
+
+def test_several_traces_merge_step_weighted(tmp_path):
+    import perfkit
+
+    from .conftest import FP32
+
+    one = perfkit.analyze(str(BF16)).to_dict()
+    two = perfkit.analyze(str(FP32)).to_dict()
+    both = perfkit.analyze([str(BF16), str(FP32)]).to_dict()
+    n1, n2 = one["steps"]["count"], two["steps"]["count"]
+    assert both["steps"]["count"] == n1 + n2
+    expect = (one["gpu"]["busy_ms_per_step"] * n1 + two["gpu"]["busy_ms_per_step"] * n2) / (n1 + n2)
+    assert both["gpu"]["busy_ms_per_step"] == pytest.approx(expect)
+    mm = lambda d: next(r for r in d["top_ops"] if r["name"] == "aten::mm")["gpu_ms_per_step"]  # noqa: E731
+    assert next(r for r in both["top_ops"] if r["name"] == "aten::mm")["gpu_ms_per_step"] == pytest.approx(
+        (mm(one) * n1 + mm(two) * n2) / (n1 + n2))
+    assert sum(v["share"] for v in both["phases"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert all("trace" in f for f in both["findings"])

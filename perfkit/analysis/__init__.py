@@ -8,7 +8,7 @@ breakdowns (phases, categories, copies, overview, top ops and kernels).
 from __future__ import annotations
 
 import os
-from typing import Any, Iterable, Union
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
@@ -157,6 +157,26 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     return Analysis(doc=doc)
 
 
+def _merge_rows(docs: list[dict[str, Any]], weights: np.ndarray, key: str, ident: tuple[str, ...],
+                additive: tuple[str, ...], of: Optional[str] = None) -> list[dict[str, Any]]:
+    """Rows of a top list across traces: per-step figures averaged with the traces' step weights.
+
+    A row missing from a trace's (truncated) list counts as zero there, so merged
+    figures of rare rows are lower bounds.
+    """
+    total = float(weights.sum())
+    merged: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for w, d in zip(weights, docs):
+        rows = (d.get(of) or {}).get(key, []) if of else d.get(key, [])
+        for r in rows:
+            k = tuple(r.get(x) for x in ident)
+            m_ = merged.setdefault(k, {**r, **{a: 0.0 for a in additive}})
+            for a in additive:
+                m_[a] += float(r.get(a) or 0.0) * w / total
+    out = sorted(merged.values(), key=lambda r: -r[additive[0]])
+    return out[: max(len((d.get(of) or {}).get(key, []) if of else d.get(key, [])) for d in docs)]
+
+
 def _in_kept_steps(steps: Steps, stats: StepStats):  # type: ignore[no-untyped-def]
     def check(t: np.ndarray) -> np.ndarray:
         if steps.synthetic:
@@ -233,7 +253,23 @@ def merge(results: list[Analysis]) -> Analysis:
     copies = {}
     for direction in ("h2d", "d2h", "d2d"):
         copies[direction] = {k: wmean(lambda d, k=k: d["copies"][direction][k]) for k in docs[0]["copies"][direction]}
-    copies["sources"] = docs[0]["copies"]["sources"]
+    copies["sources"] = _merge_rows(docs, weights, "sources", ("op", "source", "direction"),
+                                    ("gpu_ms_per_step", "count_per_step"), of="copies")
     base["copies"] = copies
-    base["findings"] = [f for d in docs for f in d.get("findings", [])]
+    busy = base["gpu"]["busy_ms_per_step"]
+    for key, ident, additive in (
+        ("top_ops", ("name",), ("gpu_ms_per_step", "self_gpu_ms_per_step", "calls_per_step")),
+        ("top_kernels", ("name",), ("gpu_ms_per_step", "calls_per_step")),
+    ):
+        rows = _merge_rows(docs, weights, key, ident, additive)
+        for r in rows:
+            r["share"] = r["gpu_ms_per_step"] / busy if busy else 0.0
+        base[key] = rows
+    # Findings stay per trace (each names its own trace's steps); the worst first.
+    found = []
+    for d in docs:
+        for f in d.get("findings", []):
+            found.append({**f, "trace": d["trace"]["paths"][0]})
+    rank = {"critical": 0, "warning": 1, "info": 2}
+    base["findings"] = sorted(found, key=lambda f: (rank.get(f["severity"], 3), -f.get("cost_ms_per_step", 0.0)))
     return Analysis(doc=base)
