@@ -146,7 +146,7 @@ def _scan_columns(buf: Any) -> Optional[dict[str, Any]]:
         m.KIND: kind,
         m.PID: ids(i64("pid"), i32("pid_s")),
         m.TID: ids(i64("tid"), i32("tid_s")),
-        m.TS: f64("ts").copy(),
+        m.TS: f64("ts"),  # read-only views on the scanner's bytes: concatenated later anyway
         m.DUR: dur,
         m.CORR: only(i64("corr"), _LINKED_KINDS),
         m.EXT: _narrow(ext),
@@ -155,16 +155,16 @@ def _scan_columns(buf: Any) -> Optional[dict[str, Any]]:
         m.BYTES: only(i64("bytes"), (m.Kind.MEMCPY, m.Kind.MEMSET)),
         m.PY_ID: only(i64("py_id"), (m.Kind.PYTHON,)),
         m.PY_PARENT: only(i64("py_parent"), (m.Kind.PYTHON,)),
-        m.STACK: i32("stack").copy(),
-        m.NAME: i32("name").copy(),
+        m.STACK: i32("stack"),
+        m.NAME: i32("name"),
     }
     memory = {
-        m.MEM_TS: f64("mem_ts").copy(),
-        m.MEM_BYTES: i64("mem_bytes").copy(),
-        m.MEM_ALLOCATED: i64("mem_alloc").copy(),
-        m.MEM_RESERVED: i64("mem_res").copy(),
-        m.MEM_DEVICE_TYPE: i64("mem_dtype").copy(),
-        m.MEM_DEVICE_ID: i64("mem_did").copy(),
+        m.MEM_TS: f64("mem_ts"),
+        m.MEM_BYTES: i64("mem_bytes"),
+        m.MEM_ALLOCATED: i64("mem_alloc"),
+        m.MEM_RESERVED: i64("mem_res"),
+        m.MEM_DEVICE_TYPE: i64("mem_dtype"),
+        m.MEM_DEVICE_ID: i64("mem_did"),
     }
     meta_events = []
     for name, pid, tid, ps, ts_, arg in zip(
