@@ -35,6 +35,7 @@ from . import analyze as _analyze  # noqa: E402,F401  (registers the commands)
 from . import profile as _profile  # noqa: E402,F401
 from . import stalls as _stalls  # noqa: E402,F401
 from . import scale as _scale  # noqa: E402,F401
+from . import diff as _diff  # noqa: E402,F401
 
 
 def main(argv: Optional[list[str]] = None) -> int:

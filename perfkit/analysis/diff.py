@@ -1,0 +1,113 @@
+"""Before/after comparison of two analyses (``perfkit diff A B``).
+
+Pure data in, data out: ``diff(doc_a, doc_b)`` takes two analysis documents
+(schema ``perfkit.analysis/1``) and returns a document (schema
+``perfkit.diff/1``) of deltas and ratios: step time, GPU busy/idle, phases,
+categories, top ops, memory (when the runs measured it), and the findings that
+appeared or disappeared. ``ratio`` is B / A; ``delta`` is B - A (ms unless the
+key says otherwise).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Optional
+
+SCHEMA = "perfkit.diff/1"
+
+
+def _pair(a: Optional[float], b: Optional[float]) -> dict[str, Any]:
+    a = float(a) if isinstance(a, (int, float)) else None
+    b = float(b) if isinstance(b, (int, float)) else None
+    out: dict[str, Any] = {"a": a, "b": b}
+    if a is not None and b is not None:
+        out["delta"] = b - a
+        out["ratio"] = (b / a) if a else None
+    return out
+
+
+def _group(a: dict[str, Any], b: dict[str, Any], value: str) -> dict[str, Any]:
+    keys = list(dict.fromkeys([*a.keys(), *b.keys()]))
+    return {k: _pair((a.get(k) or {}).get(value), (b.get(k) or {}).get(value)) for k in keys}
+
+
+def _rows(a: list[dict[str, Any]], b: list[dict[str, Any]], value: str, limit: int) -> list[dict[str, Any]]:
+    """Top rows of either side, matched by name, largest absolute change first."""
+    va = {r["name"]: r.get(value) for r in a if "name" in r}
+    vb = {r["name"]: r.get(value) for r in b if "name" in r}
+    rows = []
+    for name in dict.fromkeys([*va, *vb]):
+        p = _pair(va.get(name, 0.0), vb.get(name, 0.0))
+        p["name"] = name
+        p["only_in"] = "a" if name not in vb else ("b" if name not in va else None)
+        rows.append(p)
+    rows.sort(key=lambda r: -abs(r.get("delta") or 0.0))
+    return rows[:limit]
+
+
+def diff(a: dict[str, Any], b: dict[str, Any], *, top: int = 10) -> dict[str, Any]:
+    """Compare analysis documents ``a`` (before) and ``b`` (after)."""
+    sa, sb = a.get("steps") or {}, b.get("steps") or {}
+    ga, gb = a.get("gpu") or {}, b.get("gpu") or {}
+    fa = {f["id"]: f for f in a.get("findings") or []}
+    fb = {f["id"]: f for f in b.get("findings") or []}
+    ma = ((a.get("runtime") or {}).get("memory") or {})
+    mb = ((b.get("runtime") or {}).get("memory") or {})
+    memory_keys = ("peak_bytes", "weights_bytes", "gradients_bytes", "optimizer_state_bytes",
+                   "activations_and_temporaries_bytes_estimate")
+    return {
+        "schema": SCHEMA,
+        "a": {"paths": (a.get("trace") or {}).get("paths"), "device": (a.get("trace") or {}).get("device")},
+        "b": {"paths": (b.get("trace") or {}).get("paths"), "device": (b.get("trace") or {}).get("device")},
+        "step": {
+            "gpu_ms_median": _pair(sa.get("gpu_ms_median"), sb.get("gpu_ms_median")),
+            "wall_ms_median": _pair(sa.get("wall_ms_median"), sb.get("wall_ms_median")),
+            "busy_ms_per_step": _pair(ga.get("busy_ms_per_step"), gb.get("busy_ms_per_step")),
+            "idle_ms_per_step": _pair(ga.get("idle_ms_per_step"), gb.get("idle_ms_per_step")),
+            "utilization": _pair(ga.get("utilization"), gb.get("utilization")),
+        },
+        "phases": _group(a.get("phases") or {}, b.get("phases") or {}, "gpu_ms_per_step"),
+        "categories": _group(a.get("categories") or {}, b.get("categories") or {}, "gpu_ms_per_step"),
+        "top_ops": _rows(a.get("top_ops") or [], b.get("top_ops") or [], "gpu_ms_per_step", top),
+        "memory": {k: _pair(ma.get(k), mb.get(k)) for k in memory_keys if k in ma or k in mb},
+        "findings": {
+            "appeared": [{"id": i, "severity": fb[i]["severity"], "title": fb[i]["title"]} for i in fb if i not in fa],
+            "disappeared": [{"id": i, "severity": fa[i]["severity"], "title": fa[i]["title"]} for i in fa if i not in fb],
+            "remaining": [{"id": i, "a": fa[i]["severity"], "b": fb[i]["severity"], "title": fb[i]["title"]}
+                          for i in fb if i in fa],
+        },
+    }
+
+
+def load_doc(path: str) -> dict[str, Any]:
+    """An analysis document from a run directory, an analysis.json, or a trace (analysed now)."""
+    from ..errors import TraceFormatError
+
+    if os.path.isdir(path) and os.path.exists(os.path.join(path, "analysis.json")):
+        path = os.path.join(path, "analysis.json")
+    if path.endswith("analysis.json") or (path.endswith(".json") and _is_analysis(path)):
+        try:
+            with open(path, encoding="utf-8") as f:
+                doc = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise TraceFormatError(f"{path}: cannot read the analysis ({exc})") from None
+        if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("perfkit.analysis/"):
+            raise TraceFormatError(f"{path}: not a perfkit analysis document (no schema perfkit.analysis/1)")
+        return doc
+    from . import analyze_paths
+
+    if os.path.isdir(path):
+        from ..cli.analyze import expand_traces
+
+        return analyze_paths(expand_traces([path])).to_dict()
+    return analyze_paths(path).to_dict()
+
+
+def _is_analysis(path: str) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return b'"schema": "perfkit.analysis/' in head or b'"schema":"perfkit.analysis/' in head
