@@ -232,3 +232,19 @@ def test_profile_as_decorator_writes_the_same_outputs(tmp_path):
     assert (out / "rank0.pt.trace.json.gz").exists() and (out / "report.md").exists()
     doc = json.loads((out / "analysis.json").read_text())
     assert doc["runtime"]["steps_seen"] == 6 and doc["steps"]["count"] >= 1
+
+
+def test_a_profiler_already_running_does_not_break_the_run(tmp_path):
+    import perfkit
+
+    model = torch.nn.Linear(4, 4)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    out = tmp_path / "nested"
+    with torch.profiler.profile():  # the user's own profiler owns the process
+        with perfkit.profile(out=str(out), skip_first=1, warmup=1, active=1, report=False):
+            for _ in range(4):
+                model(torch.randn(2, 4)).sum().backward()
+                opt.step()
+                opt.zero_grad()
+    rt = json.loads((out / "analysis.json").read_text())["runtime"]
+    assert rt["steps_seen"] == 4

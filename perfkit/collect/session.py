@@ -143,7 +143,12 @@ class ProfileSession:
 
             self.watchdog = Watchdog(self.run_dir, self.options.watchdog_s, rank=self.rank).start()
         if self.options.mode == "trace":
-            self._start_profiler()
+            try:
+                self._start_profiler()
+            except Exception as exc:  # e.g. another profiler already running: go on without a trace
+                self._prof, self._prof_done = None, True
+                self.error = f"kernel trace not started: {exc}"
+                print(f"perfkit: {self.error}; timers and memory counters only", file=sys.stderr)
         return self
 
     def _start_profiler(self) -> None:
