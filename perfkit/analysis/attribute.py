@@ -150,6 +150,12 @@ def link(tl: Timeline, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     missing = (op < 0) & (launch >= 0)
     cpu = tl.rows(m.Kind.CPU_OP)
     if missing.any() and len(cpu):
+        # Only ops holding at least one of these launches can be innermost: filter
+        # with a search over the (few) launch times instead of sorting every op.
+        lt = np.sort(tl.offset(launch[missing]))
+        c_s, c_e = tl.offset(cpu), tl.thread[cpu] * tl.span_us + tl.end[cpu]
+        cpu = cpu[np.searchsorted(lt, c_e, side="left") > np.searchsorted(lt, c_s, side="left")]
+    if missing.any() and len(cpu):
         inner = intervals.innermost_containing(
             tl.offset(cpu), tl.thread[cpu] * tl.span_us + tl.end[cpu], tl.offset(launch[missing])
         )

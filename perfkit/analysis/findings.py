@@ -141,6 +141,11 @@ def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
         rows = ctx.tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
         rows = rows[~name_mask(ctx.tl.trace.names, rules.STEP_PATTERN)[ctx.tl.name[rows]]]
     overlap = gaps.within(ctx.tl.start[rows], ctx.tl.end[rows])
+    # Only intervals covering some idle time matter (a parent of one that does covers
+    # it too); those under 10 µs in all are folded into their parents, which keeps
+    # the call-tree pass small on traces with millions of short ops.
+    touch = overlap >= 10.0
+    rows, overlap = rows[touch], overlap[touch]
     # Credit each frame/op with the idle time it covers itself, not through a
     # function it called: outer frames (<module>, main) would otherwise tie.
     overlap = _self_overlap(ctx.tl, rows, overlap)
@@ -197,6 +202,12 @@ def host_device_sync(ctx: Context) -> Optional[dict[str, Any]]:
     cpu = tl.rows(m.Kind.CPU_OP)
     cpu = cpu[~tl.matches(r"^aten::_local_scalar_dense$|^aten::copy_$|^aten::_to_copy$|^aten::to$|" + rules.STEP_PATTERN)[cpu]]
     holder = np.full(len(syncs), -1, dtype=np.int64)
+    if len(cpu):
+        # Only ops that hold at one sync can be its innermost op: filter first
+        # (a searchsorted over the few syncs) instead of sorting every op.
+        sync_t = np.sort(tl.offset(syncs))
+        c_s, c_e = tl.offset(cpu), tl.thread[cpu] * tl.span_us + tl.end[cpu]
+        cpu = cpu[np.searchsorted(sync_t, c_e, side="left") > np.searchsorted(sync_t, c_s, side="left")]
     if len(cpu):
         idx = intervals.innermost_containing(tl.offset(cpu), tl.thread[cpu] * tl.span_us + tl.end[cpu], tl.offset(syncs))
         holder = np.where(idx >= 0, cpu[np.maximum(idx, 0)], -1)

@@ -392,7 +392,7 @@ def _decode_all(chunks: Iterator[Any], pool: Optional[Executor], workers: int) -
         inflight: deque[tuple[Any, Any]] = deque()
         for spec in chunks:
             inflight.append((spec, pool.submit(decode_or_none, spec)))
-            while len(inflight) > workers:  # bounded: each chunk in flight holds its buffers
+            while len(inflight) > 2 * workers:  # bounded: each chunk in flight holds its buffers
                 spec0, fut = inflight.popleft()
                 _accept(fut.result(), spec0, results, pending)
         while inflight:
