@@ -7,6 +7,7 @@ breakdowns (phases, categories, copies, overview, top ops and kernels).
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any, Iterable, Optional, Union
 
@@ -19,7 +20,7 @@ from . import ops, rules
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps
 from .overview import ROLES, overview
 from .result import SCHEMA, Analysis
-from .steps import StepStats, kept_mask, step_stats
+from .steps import StepStats, in_kept_steps, kept_mask, step_stats
 from .timeline import Timeline
 
 __all__ = ["analyze_trace", "analyze_paths", "Analysis", "SCHEMA"]
@@ -77,7 +78,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
         warnings.append(f"{other_share:.0%} of GPU time fell in category 'other' (kernel names no rule knows)")
 
     src = ops.Sources(tl)
-    in_kept_step = _in_kept_steps(steps, stats)
+    in_kept_step = functools.partial(in_kept_steps, steps, stats)
     # The tables are independent and mostly numpy work, which releases the GIL:
     # build them on two threads.
     from concurrent.futures import ThreadPoolExecutor
@@ -175,17 +176,6 @@ def _merge_rows(docs: list[dict[str, Any]], weights: np.ndarray, key: str, ident
                 m_[a] += float(r.get(a) or 0.0) * w / total
     out = sorted(merged.values(), key=lambda r: -r[additive[0]])
     return out[: max(len((d.get(of) or {}).get(key, []) if of else d.get(key, [])) for d in docs)]
-
-
-def _in_kept_steps(steps: Steps, stats: StepStats):  # type: ignore[no-untyped-def]
-    def check(t: np.ndarray) -> np.ndarray:
-        if steps.synthetic:
-            return np.ones(len(t), dtype=bool)
-        k = np.searchsorted(steps.cpu_start, t, side="right") - 1
-        kk = np.maximum(k, 0)
-        return (k >= 0) & (t < steps.cpu_end[kk]) & stats.kept[kk]
-
-    return check
 
 
 def _per_step(dw: DeviceWork, code: int, column: np.ndarray, n: int) -> np.ndarray:

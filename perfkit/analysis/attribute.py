@@ -104,7 +104,7 @@ def find_steps(tl: Timeline) -> Steps:
     )
 
 
-def _step_of(steps: Steps, t: np.ndarray) -> np.ndarray:
+def step_of(steps: Steps, t: np.ndarray) -> np.ndarray:
     """Index of the step whose CPU window holds time t, NO_STEP otherwise."""
     k = np.searchsorted(steps.cpu_start, t, side="right") - 1
     kk = np.maximum(k, 0)
@@ -363,7 +363,7 @@ def attribute(tl: Timeline, steps: Steps, basis: str = "gpu") -> DeviceWork:
     linked = launch >= 0
     launch_step = np.full(len(dev), NO_STEP, dtype=np.int64)
     if linked.any():
-        launch_step[linked] = _step_of(steps, tl.start[launch[linked]])
+        launch_step[linked] = step_of(steps, tl.start[launch[linked]])
     step[linked] = launch_step[linked]
     unlinked = ~linked
     if unlinked.any() and not steps.synthetic:

@@ -21,7 +21,7 @@ from . import intervals, rules
 from .attribute import CATEGORY_CODES, DeviceWork, Steps
 from .intervals import Coverage
 from .ops import Sources, format_frame
-from .steps import StepStats
+from .steps import StepStats, in_kept_steps
 from .timeline import Timeline, name_mask
 
 # --------------------------------------------------------------------- thresholds (shares of the step)
@@ -78,11 +78,7 @@ class Context:
         return float(self.doc["steps"]["wall_ms_median"] or 0.0)
 
     def in_kept_steps(self, t: np.ndarray) -> np.ndarray:
-        if self.steps.synthetic:
-            return np.ones(len(t), dtype=bool)
-        k = np.searchsorted(self.steps.cpu_start, t, side="right") - 1
-        kk = np.maximum(k, 0)
-        return (k >= 0) & (t < self.steps.cpu_end[kk]) & self.stats.kept[kk]
+        return in_kept_steps(self.steps, self.stats, t)
 
 
 def finding(fid: str, severity: str, title: str, where: Any, evidence: dict[str, Any], remedy: str,
@@ -468,10 +464,7 @@ def _self_overlap(tl: Timeline, rows: np.ndarray, overlap: np.ndarray) -> np.nda
         return overlap
     s = tl.offset(rows)
     e = tl.thread[rows] * tl.span_us + tl.end[rows]
-    order = np.lexsort((-e, s))
-    parent_sorted = intervals._parents(s[order], e[order])
-    parent = np.full(len(rows), -1, dtype=np.int64)
-    parent[order] = np.where(parent_sorted >= 0, order[np.maximum(parent_sorted, 0)], -1)
+    parent = intervals.parent_index(s, e)
     has = parent >= 0
     child_sum = np.bincount(parent[has], weights=overlap[has], minlength=len(rows))
     return np.maximum(overlap - child_sum, 0.0)

@@ -143,6 +143,15 @@ def depths(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return out
 
 
+def parent_index(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
+    """Index (in the input order) of each interval's immediate parent, -1 for roots (nested intervals)."""
+    order = np.lexsort((-ends, starts))
+    ps = _parents(starts[order], ends[order])
+    parent = np.full(len(starts), -1, dtype=np.int64)
+    parent[order] = np.where(ps >= 0, order[np.maximum(ps, 0)], -1)
+    return parent
+
+
 def _parents(s: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Parent index of each interval (sorted by start, longer first), -1 for roots.
 

@@ -204,10 +204,7 @@ def _cpu_times(tl: Timeline, ops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     all_ops = tl.rows(m.Kind.CPU_OP)
     s = tl.offset(all_ops)
     e = tl.thread[all_ops] * tl.span_us + tl.end[all_ops]
-    order = np.lexsort((-e, s))
-    parent_sorted = intervals._parents(s[order], e[order])
-    parent = np.full(len(all_ops), -1, dtype=np.int64)
-    parent[order] = np.where(parent_sorted >= 0, order[np.maximum(parent_sorted, 0)], -1)
+    parent = intervals.parent_index(s, e)
     dur = tl.end[all_ops] - tl.start[all_ops]
     child_sum = np.bincount(parent[parent >= 0], weights=dur[parent >= 0], minlength=len(all_ops))
     pos = np.searchsorted(all_ops, ops)

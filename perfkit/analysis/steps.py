@@ -8,7 +8,7 @@ import numpy as np
 
 from ..trace import model as m
 from . import rules
-from .attribute import NO_STEP, DeviceWork, Steps
+from .attribute import NO_STEP, DeviceWork, Steps, step_of
 from .intervals import Coverage
 from .timeline import Timeline
 
@@ -108,6 +108,12 @@ def _exclusions(
     return kept, reasons
 
 
+def in_kept_steps(steps: Steps, stats: StepStats, t: np.ndarray) -> np.ndarray:
+    """Whether each CPU time t lies inside a kept step's CPU window."""
+    k = step_of(steps, t)
+    return (k >= 0) & stats.kept[np.maximum(k, 0)]
+
+
 def kept_mask(dw: DeviceWork, stats: StepStats) -> np.ndarray:
     """Device rows that belong to kept steps."""
     ok = dw.step >= 0
@@ -116,4 +122,4 @@ def kept_mask(dw: DeviceWork, stats: StepStats) -> np.ndarray:
     return out
 
 
-__all__ = ["StepStats", "step_stats", "kept_mask", "NO_STEP"]
+__all__ = ["StepStats", "step_stats", "kept_mask", "in_kept_steps", "NO_STEP"]
