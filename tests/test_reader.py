@@ -181,3 +181,42 @@ def test_scanner_rejects_what_it_does_not_know_and_the_fallback_reads_it(tmp_pat
         decode._scan.scan(weird)
     out = decode.decode_chunk(weird, bracketed=True)
     assert out["events"][m.TS].tolist() == [12.5]
+
+
+def test_scanner_numbers_are_exactly_what_python_parses():
+    """The scanner's decimal fast path (m / 10^k) must round exactly like strtod / float()."""
+    from perfkit.trace import decode
+
+    rng = np.random.default_rng(7)
+    texts = ["0.5", "-0.0", "1.0", "0.1", "0.30000000000000004", "9007199254740991.0", "9007199254740993.5",
+             "1699999999999.123", "123456789.123456789", "1e3", "1.5e-3", "12345678901234567890.5",
+             "0.000000000000000000000001", "5954312.583", "42"]
+    # Kineto-like values: 10-16 digit timestamps with 0-9 decimals, and short durations.
+    for _ in range(3000):
+        whole = int(rng.integers(0, 10 ** int(rng.integers(1, 17))))
+        decimals = int(rng.integers(0, 10))
+        frac = "" if decimals == 0 else "." + "".join(str(d) for d in rng.integers(0, 10, decimals))
+        texts.append(f"{'-' if rng.random() < 0.05 else ''}{whole}{frac}")
+    body = ",".join(
+        f'{{"ph":"X","cat":"kernel","name":"k","pid":0,"tid":7,"ts":{t},"dur":{t}}}' for t in texts
+    )
+    raw = decode._scan.scan(("[" + body + "]").encode())
+    got = np.frombuffer(raw["ts"], np.float64)
+    want = np.array([float(t) for t in texts])
+    np.testing.assert_array_equal(got, want)  # bit for bit (assert_array_equal treats -0.0 == 0.0)
+    assert np.array_equal(np.signbit(got), np.signbit(want))
+    np.testing.assert_array_equal(np.frombuffer(raw["dur"], np.float64), want)
+
+
+def test_scanner_strings_with_escapes_and_long_names():
+    from perfkit.trace import decode
+
+    names = ['plain', 'with \\"quote\\" inside', 'ends with backslash \\\\', 'x' * 300 + '\\\\\\"' + 'y' * 17,
+             'tab\\there', 'unicode \\u00e9', '']
+    body = ",".join(f'{{"ph":"X","cat":"cpu_op","name":"{n}","pid":1,"tid":2,"ts":1,"dur":1}}' for n in names)
+    out = decode.decode_chunk(("[" + body + "]").encode(), bracketed=True)
+    import json
+
+    want = [json.loads(f'"{n}"') for n in names]
+    got = [out["names"][i] for i in out["events"][m.NAME].tolist()]
+    assert got == want

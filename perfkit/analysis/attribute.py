@@ -119,9 +119,23 @@ def step_of(steps: Steps, t: np.ndarray) -> np.ndarray:
 
 
 def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """values[i] where keys[i] == query (first match), -1 where absent or query < 0."""
+    """values[i] where keys[i] == query (first match), -1 where absent or query < 0.
+
+    Keys are correlation / external ids: non-negative and dense in practice, so a
+    direct-address table (O(n), no sort) is used when the key range is at most a
+    few times the number of keys; otherwise a sort and a binary search.
+    """
     if len(keys) == 0:
         return np.full(len(query), -1, dtype=np.int64)
+    lo, hi = int(keys.min()), int(keys.max())
+    if lo >= 0 and hi < 4 * (len(keys) + len(query)) + (1 << 20):
+        first = np.full(hi + 1, len(keys), dtype=np.int64)
+        np.minimum.at(first, keys, np.arange(len(keys), dtype=np.int64))  # first position per key
+        ok = (query >= 0) & (query <= hi)
+        pos = np.full(len(query), len(keys), dtype=np.int64)
+        pos[ok] = first[query[ok]]
+        hit = pos < len(keys)
+        return np.where(hit, values[np.minimum(pos, len(keys) - 1)], -1)
     order = np.argsort(keys, kind="stable")
     k = keys[order]
     pos = np.searchsorted(k, query)

@@ -28,6 +28,7 @@ from .timeline import Timeline, name_mask
 
 IDLE_WARN = 0.20  #: GPU idle share of the step window for host_bound_idle: warning
 IDLE_CRIT = 0.50  #: ... critical
+MIN_IDLE_OVERLAP_US = 10.0  #: host intervals covering less idle time than this are folded into their parents
 SYNC_WARN_SHARE = 0.05  #: time blocked in host-device syncs / step wall time: warning
 SYNC_WARN_COUNT = 20  #: or this many syncs per step
 TINY_KERNEL_US = 10.0  #: a kernel shorter than this is "tiny"
@@ -136,11 +137,13 @@ def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
     else:
         rows = ctx.tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
         rows = rows[~name_mask(ctx.tl.trace.names, rules.STEP_PATTERN)[ctx.tl.name[rows]]]
-    overlap = gaps.within(ctx.tl.start[rows], ctx.tl.end[rows])
     # Only intervals covering some idle time matter (a parent of one that does covers
     # it too); those under 10 µs in all are folded into their parents, which keeps
-    # the call-tree pass small on traces with millions of short ops.
-    touch = overlap >= 10.0
+    # the call-tree pass small on traces with millions of short ops. An interval
+    # shorter than 10 µs cannot cover 10 µs: dropped before the interval query.
+    rows = rows[(ctx.tl.end[rows] - ctx.tl.start[rows]) >= MIN_IDLE_OVERLAP_US]
+    overlap = gaps.within(ctx.tl.start[rows], ctx.tl.end[rows])
+    touch = overlap >= MIN_IDLE_OVERLAP_US
     rows, overlap = rows[touch], overlap[touch]
     # Credit each frame/op with the idle time it covers itself, not through a
     # function it called: outer frames (<module>, main) would otherwise tie.

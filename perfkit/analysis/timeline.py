@@ -42,6 +42,7 @@ class Timeline:
     end: np.ndarray = field(default_factory=lambda: np.zeros(0))
     thread: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     span_us: float = 1.0
+    _rows_cache: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, trace: m.Trace) -> "Timeline":
@@ -66,8 +67,14 @@ class Timeline:
         return self.trace.events[name]
 
     def rows(self, *kinds: m.Kind) -> np.ndarray:
-        """Row indices of events of the given kinds."""
-        return np.flatnonzero(np.isin(self.kind, np.array(kinds, dtype=np.int8)))
+        """Row indices of events of the given kinds (cached: passes ask for the same sets)."""
+        key = tuple(sorted(int(k) for k in kinds))
+        hit = self._rows_cache.get(key)
+        if hit is None:
+            hit = np.flatnonzero(np.isin(self.kind, np.array(key, dtype=np.int8)))
+            hit.flags.writeable = False  # shared between passes
+            self._rows_cache[key] = hit
+        return hit
 
     def matches(self, pattern: str) -> np.ndarray:
         """Per-event boolean: the event's name matches ``pattern``."""
@@ -91,8 +98,13 @@ class Timeline:
         """Dense thread index -> (pid, tid)."""
         pid = self.trace.events[m.PID]
         tid = self.trace.events[m.TID]
-        rows = np.unique(self.thread, return_index=True)[1]
-        return {int(self.thread[r]): (int(pid[r]), int(tid[r])) for r in rows}
+        n_threads = int(self.thread.max()) + 1 if len(self.thread) else 0
+        out = {}
+        for i in range(n_threads):  # few threads, millions of events: one scan per thread
+            r = int(np.argmax(self.thread == i))
+            if self.thread[r] == i:
+                out[i] = (int(pid[r]), int(tid[r]))
+        return out
 
 
 def _thread_index(pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
