@@ -108,20 +108,21 @@ class Timeline:
 
 
 def _thread_index(pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
-    """Dense index per distinct (pid, tid).
+    """Dense index per distinct (pid, tid), in order of the distinct pairs.
 
-    Traces hold few threads but millions of events: find the distinct pairs on
-    runs of equal keys (cheap) before the exact mapping, instead of sorting all
-    events.
+    Traces hold few threads but millions of events, and events of one thread come
+    in runs: the pairs are resolved once per run (a run starts where pid or tid
+    changes), then spread over the run, instead of sorting or searching per event.
     """
-    key = pid.astype(np.int64) * np.int64(1_000_003) + tid.astype(np.int64)
-    if len(key) == 0:
+    n = len(pid)
+    if n == 0:
         return np.zeros(0, dtype=np.int64)
-    # Guess the distinct keys from a sample, then check every event against them;
-    # only a thread the sample missed costs a full pass.
-    distinct = np.unique(key[:: max(len(key) // 4096, 1)])
-    index = np.minimum(np.searchsorted(distinct, key), len(distinct) - 1)
-    if not np.array_equal(distinct[index], key):
-        distinct = np.unique(key)
-        index = np.searchsorted(distinct, key)
-    return index.astype(np.int64)
+    change = np.empty(n, dtype=bool)
+    change[0] = True
+    np.not_equal(pid[1:], pid[:-1], out=change[1:])
+    change[1:] |= tid[1:] != tid[:-1]
+    run_start = np.flatnonzero(change)
+    pairs = np.stack([pid[run_start].astype(np.int64), tid[run_start].astype(np.int64)], axis=1)
+    _, run_index = np.unique(pairs, axis=0, return_inverse=True)
+    lengths = np.diff(np.append(run_start, n))
+    return np.repeat(run_index.reshape(-1).astype(np.int64), lengths)
