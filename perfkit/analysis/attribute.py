@@ -81,9 +81,8 @@ class DeviceWork:
 
 def find_steps(tl: Timeline) -> Steps:
     """``ProfilerStep#N`` windows on the CPU; one synthetic window if there are none."""
-    host = np.isin(tl.kind, np.array([m.Kind.USER_ANNOTATION, m.Kind.CPU_OP], dtype=np.int8))
-    is_step = tl.matches(rules.STEP_PATTERN) & host
-    rows = np.flatnonzero(is_step)
+    rows = np.flatnonzero(tl.matches(rules.STEP_PATTERN))
+    rows = rows[np.isin(tl.kind[rows], np.array([m.Kind.USER_ANNOTATION, m.Kind.CPU_OP], dtype=np.int8))]
     if len(rows):
         rx = re.compile(rules.STEP_PATTERN)
         names = tl.trace.names
@@ -227,9 +226,8 @@ def assign_phases(tl: Timeline, steps: Steps, launch: np.ndarray, launch_step: n
         t = tl.start[lrows[rest]]
         bwd_starts = tl.start[bwd_rows]
         if len(bwd_threads):
-            on_bwd_thread = np.isin(tl.thread, bwd_threads) & np.isin(
-                tl.kind, np.array([m.Kind.RUNTIME, m.Kind.DRIVER], np.int8)
-            )
+            runtime = tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
+            on_bwd_thread = runtime[np.isin(tl.thread[runtime], bwd_threads)]
             bwd_starts = np.concatenate([bwd_starts, tl.start[on_bwd_thread]])
         bwd_starts = np.sort(bwd_starts)
         step_opt = opt_rows[tl.matches(rules.OPTIMIZER_STEP_PATTERN)[opt_rows]]

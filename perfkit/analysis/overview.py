@@ -27,10 +27,12 @@ def overview(tl: Timeline, dw: DeviceWork, stats: StepStats) -> dict[str, np.nda
     """Role -> µs per step (arrays over all steps)."""
     comm_code = CATEGORY_CODES[rules.COMMUNICATION]
     host = tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION, m.Kind.PYTHON)
-    comm_host = host[tl.matches(rules.COMM_OP_PATTERN)[host]]
-    loader = host[tl.matches(rules.DATALOADER_PATTERN)[host]]
+    is_comm = tl.matches(rules.COMM_OP_PATTERN)[host]
+    is_loader = tl.matches(rules.DATALOADER_PATTERN)[host]
+    comm_host = host[is_comm]
+    loader = host[is_loader]
     step_like = tl.matches(rules.STEP_PATTERN)[host]
-    cpu_exec = host[~step_like & ~np.isin(host, comm_host) & ~np.isin(host, loader)]
+    cpu_exec = host[~step_like & ~is_comm & ~is_loader]
     dev_kind = dw.kind
 
     def spans(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -78,7 +78,9 @@ def _exclusions(
     launches = tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
     launches = launches[(tl.col(m.CORR)[launches] >= 0) & tl.matches(rules.LAUNCH_API_PATTERN)[launches]]
     if len(launches):
-        matched = np.isin(launches, dw.launch[dw.launch >= 0])
+        linked = np.zeros(len(tl.start), dtype=bool)
+        linked[dw.launch[dw.launch >= 0]] = True
+        matched = linked[launches]
         k = np.searchsorted(steps.cpu_start, tl.start[launches], side="right") - 1
         inside = (k >= 0) & (tl.start[launches] < steps.cpu_end[np.maximum(k, 0)])
         total = np.bincount(k[inside], minlength=n)[:n]

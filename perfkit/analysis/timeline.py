@@ -43,6 +43,7 @@ class Timeline:
     thread: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     span_us: float = 1.0
     _rows_cache: dict = field(default_factory=dict, repr=False)
+    _name_masks: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def build(cls, trace: m.Trace) -> "Timeline":
@@ -78,7 +79,12 @@ class Timeline:
 
     def matches(self, pattern: str) -> np.ndarray:
         """Per-event boolean: the event's name matches ``pattern``."""
-        return name_mask(self.trace.names, pattern)[self.name] if len(self.name) else np.zeros(0, bool)
+        if not len(self.name):
+            return np.zeros(0, bool)
+        mask = self._name_masks.get(pattern)
+        if mask is None:  # one regex pass over the string table per pattern
+            mask = self._name_masks[pattern] = name_mask(self.trace.names, pattern)
+        return mask[self.name]
 
     def offset(self, rows: np.ndarray, t: np.ndarray | None = None) -> np.ndarray:
         """Thread-offset times (start of ``rows``, or ``t`` on the rows' threads)."""
