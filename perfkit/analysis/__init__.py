@@ -34,6 +34,10 @@ def analyze_paths(path_or_paths: Union[str, os.PathLike, Iterable[Any]], **kwarg
         paths = [os.fspath(p) for p in path_or_paths]
     if not paths:
         raise TraceFormatError("no trace given")
+    if len(paths) > 1:  # each trace in its own process; ranks of one job -> the job view
+        from . import ranks
+
+        return ranks.analyze_many(paths, workers=kwargs.get("workers"))
     results = [analyze_trace(read_trace(p, workers=kwargs.get("workers"))) for p in paths]
     return results[0] if len(results) == 1 else merge(results)
 
@@ -154,7 +158,12 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     }
     from . import findings
 
+    from . import comm, frames
+
+    doc["communication"] = comm.section(tl, dw, stats, basis)
+    doc["frames"] = frames.user_frames(tl, steps, stats, src)
     doc["findings"] = findings.detect(findings.Context(tl=tl, steps=steps, dw=dw, stats=stats, doc=doc, src=src, kept=kept))
+    comm.add_finding(doc)
     return Analysis(doc=doc)
 
 

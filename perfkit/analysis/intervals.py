@@ -174,3 +174,29 @@ def _parents(s: np.ndarray, e: np.ndarray) -> np.ndarray:
         pos = np.searchsorted(ups, kids, side="left") - 1
         parent[kids] = np.where(pos >= 0, ups[np.maximum(pos, 0)], -1)
     return parent
+
+
+def intersection(
+    a_starts: np.ndarray, a_ends: np.ndarray, b_starts: np.ndarray, b_ends: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted, disjoint intervals covered by both sets (each set may overlap itself).
+
+    One sweep over all endpoints: a segment between consecutive endpoints is in
+    the intersection when at least one interval of each set is open over it.
+    """
+    sa, ea = union(np.asarray(a_starts, float), np.asarray(a_ends, float))
+    sb, eb = union(np.asarray(b_starts, float), np.asarray(b_ends, float))
+    if len(sa) == 0 or len(sb) == 0:
+        return np.zeros(0), np.zeros(0)
+    points = np.concatenate([sa, ea, sb, eb])
+    da = np.concatenate([np.ones(len(sa)), -np.ones(len(ea)), np.zeros(len(sb) + len(eb))])
+    db = np.concatenate([np.zeros(len(sa) + len(ea)), np.ones(len(sb)), -np.ones(len(eb))])
+    order = np.argsort(points, kind="stable")
+    p = points[order]
+    # Open counts just after each point (all events at one time applied together).
+    open_a = np.cumsum(da[order])
+    open_b = np.cumsum(db[order])
+    last = np.append(p[1:] != p[:-1], True)  # the last event at each distinct time
+    p, open_a, open_b = p[last], open_a[last], open_b[last]
+    both = (open_a[:-1] > 0) & (open_b[:-1] > 0)
+    return union(p[:-1][both], p[1:][both])

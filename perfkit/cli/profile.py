@@ -31,6 +31,7 @@ def profile_cmd(
     modules: bool = typer.Option(False, "--modules", help="Time the model's top-level modules; activation memory per module."),
     flops: bool = typer.Option(False, "--flops", help="Count FLOPs of step 2 for MFU (that step runs slower)."),
     watchdog: Optional[float] = typer.Option(None, "--watchdog", min=0.1, help="Dump every thread's stack when no step ends for SECONDS."),
+    job_wait: float = typer.Option(120.0, "--job-wait", min=0.0, help="Several ranks: seconds rank 0 waits for the others' analyses."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the report."),
 ) -> None:
     """Profile a training script with no code change; writes a run directory and prints the report."""
@@ -56,6 +57,7 @@ def profile_cmd(
         modules=modules,
         flops=flops,
         watchdog_s=watchdog,
+        job_wait_s=job_wait,
     )
     session = ProfileSession(options)
     code = run_script(session, script, list(script_args or []), module=module, step_fn=step_fn)

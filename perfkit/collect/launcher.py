@@ -68,6 +68,9 @@ def run_script(
             unhook()
         try:
             session.finish(status)
+        except (_Terminated, KeyboardInterrupt) as exc:  # a signal while rank 0 waited for the other ranks
+            if outcome is None or isinstance(outcome, SystemExit):
+                status, outcome = (128 + signal.SIGTERM if isinstance(exc, _Terminated) else 130), exc
         except Exception as exc:  # profiling must never change the script's outcome
             print(f"perfkit: could not finish the profile: {exc}", file=sys.stderr)
         sys.argv = old_argv

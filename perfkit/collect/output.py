@@ -48,6 +48,9 @@ def write_run(session: "ProfileSession") -> Optional[str]:
         runtime_findings.merge(doc)
     except Exception as exc:  # findings must never cost the run its outputs
         runtime["findings_error"] = str(exc)
+    world = getattr(session, "world", None)
+    if world is not None and world.multi:
+        return _write_rank(session, doc, trace)
     path = os.path.join(run_dir, "analysis.json")
     try:
         with open(path, "w", encoding="utf-8") as f:
@@ -60,6 +63,47 @@ def write_run(session: "ProfileSession") -> Optional[str]:
     if session.options.report and not session.options.quiet:
         _print_report(doc, session, trace)
     return path
+
+
+def _write_rank(session: "ProfileSession", doc: dict[str, Any], trace: Optional[str]) -> Optional[str]:
+    """One rank of several: rank<R>.analysis.json (its done marker) and rank<R>.report.md; rank 0 then
+    waits for the others and writes the job's analysis.json and report.md (perfkit/collect/job.py)."""
+    from ..report import render_markdown
+    from . import job
+
+    run_dir, world = session.run_dir, session.world
+    path = job.rank_doc_path(run_dir, world.rank)
+    try:
+        with open(os.path.join(run_dir, f"rank{world.rank}.report.md"), "w", encoding="utf-8") as f:
+            f.write(render_markdown(doc))
+        job.write_json_atomic(path, doc, _default)
+    except OSError as exc:
+        print(f"perfkit: could not write the run directory {run_dir}: {exc}", file=sys.stderr)
+        return None
+    if world.rank != 0:
+        if not session.options.quiet:
+            print(f"perfkit: rank {world.rank} wrote {path}", file=sys.stderr)
+        return path
+    docs, missing, interrupted = job.wait_for_ranks(
+        run_dir, world, wait_s=session.options.job_wait_s, started_at=session._started_at,
+        say=lambda line: print(line, file=sys.stderr, flush=True))
+    job_path = os.path.join(run_dir, "analysis.json")
+    try:
+        job_doc = job.job_document(docs, missing, run_dir, world)
+        job.write_json_atomic(job_path, job_doc, _default)
+        with open(os.path.join(run_dir, "report.md"), "w", encoding="utf-8") as f:
+            f.write(render_markdown(job_doc))
+    except Exception as exc:  # the job view must never cost the ranks their own files
+        print(f"perfkit: could not write the job analysis in {run_dir}: {exc}", file=sys.stderr)
+        job_doc, job_path = None, path
+    if job_doc is not None and session.options.report and not session.options.quiet:
+        _print_report(job_doc, session, None)
+        session_traces = sorted(f for f in os.listdir(run_dir) if f.endswith(".pt.trace.json.gz"))
+        if session_traces:
+            print(f"perfkit: re-run the job analysis with:  perfkit analyze {run_dir}", file=sys.stderr)
+    if interrupted is not None:
+        raise interrupted
+    return job_path
 
 
 def _print_report(doc: dict[str, Any], session: "ProfileSession", trace: Optional[str]) -> None:

@@ -78,6 +78,7 @@ class SessionOptions:
     modules: bool = False  #: time the model's top-level modules (found automatically)
     flops: bool = False  #: count FLOPs of one early step (torch.utils.flop_counter) for MFU
     watchdog_s: Optional[float] = None  #: stall watchdog: dump stacks when no step ends for this long
+    job_wait_s: float = 120.0  #: several ranks: how long rank 0 waits for the others' analyses (collect/job.py)
 
 
 class ProfileSession:
@@ -90,8 +91,12 @@ class ProfileSession:
 
             raise UsageError(f"mode must be 'trace' or 'light' (not {options.mode!r})")
         self.options = options
-        self.run_dir = options.out or _default_dir(options.name)
-        self.rank = _rank()
+        from .job import default_run_dir, world_info
+
+        self.world = world_info()  #: rank, local rank, world size (collect/job.py)
+        self.run_dir = options.out or (default_run_dir(options.name, self.world) if self.world.multi
+                                       else _default_dir(options.name))
+        self.rank = self.world.rank
         self.steps = 0
         self.explicit_steps = False  #: set when the script marks steps itself
         self.timer = rt.StepTimer()
@@ -179,6 +184,7 @@ class ProfileSession:
         )
 
     def _on_trace_ready(self, prof: Any) -> None:
+        self._refresh_world()
         path = os.path.join(self.run_dir, f"rank{self.rank}.pt.trace.json.gz")
         prof.export_chrome_trace(path)
         self.trace_path = path
@@ -335,7 +341,20 @@ class ProfileSession:
                 _ACTIVE = None
         from .output import write_run
 
+        self._refresh_world()
         return write_run(self)
+
+    def _refresh_world(self) -> None:
+        """torch.distributed, once the script has initialised it, knows the rank best (the environment may not)."""
+        from .job import world_info
+
+        try:
+            w = world_info()
+        except Exception:
+            return
+        if w.source == "torch.distributed" or (w.multi and not self.world.multi):
+            self.world = w
+            self.rank = w.rank
 
     def runtime_section(self, doc: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """What only the live process knows: step timings, phases, memory, throughput."""
@@ -343,6 +362,8 @@ class ProfileSession:
         out: dict[str, Any] = {
             "mode": self.options.mode,
             "rank": self.rank,
+            "local_rank": self.world.local_rank,
+            "world_size": self.world.world_size,
             "steps_seen": self.steps,
             "step_source": "perfkit.step" if self.explicit_steps else "optimizer.step",
             "exit_status": self.exit_status,
@@ -485,20 +506,6 @@ def _throughput(steps: dict[str, Any], tokens: Optional[float], samples: Optiona
         if samples:
             out["samples_per_s"] = samples / step_s
     return out
-
-
-def _rank() -> int:
-    for var in ("RANK", "LOCAL_RANK", "SLURM_PROCID"):
-        if os.environ.get(var, "").isdigit():
-            return int(os.environ[var])
-    try:
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return int(dist.get_rank())
-    except Exception:
-        pass
-    return 0
 
 
 def _default_dir(name: str) -> str:

@@ -65,6 +65,13 @@ _FAULT_RE = re.compile(r"^stall_rank(\d+)_faulthandler\.txt$")
 _WHERE_RE = re.compile(r"^(.*) \((.*):(\d+)\)$")
 _FAULT_HEADER = "perfkit faulthandler fallback: rank {rank}, pid {pid}, main thread 0x{ident:x}\n"
 _MAX_DUMPS = 1000  #: stall files one watchdog writes at most (a stall of days at a short period)
+#: A main-thread frame in one of these files means the rank waits for the others: torch.distributed
+#: calls (all_reduce, barrier, work.wait, FSDP), DDP, or the autograd engine (DDP's gradient
+#: all-reduce blocks the backward until every rank has contributed).
+COLLECTIVE_FRAME_PATTERN = r"torch/distributed/|torch/nn/parallel/distributed\.py|torch/autograd/(graph|__init__)\.py"
+#: Files of library code (the innermost frame outside them is the user's line).
+LIBRARY_FILE_PATTERN = r"site-packages|dist-packages|lib/python3|(^|/)torch/|^<frozen|^<string>|(^|/)perfkit/"
+_FRAME_LINE_RE = re.compile(r'^  File "(.*)", line (\d+), in (.*)$')
 
 
 class Watchdog:
@@ -531,6 +538,12 @@ def summarize_stalls(run_dir: str, *, stale_s: Optional[float] = None, now: Opti
         r["where"] = where
         r["where_text"] = _where_text(where)
         r["where_source"] = source if where else None
+        frames = last_dump.get("frames") if last_dump else []
+        user = next((fr for fr in reversed(frames or []) if not re.search(LIBRARY_FILE_PATTERN, fr["file"])), None)
+        r["user_where"] = user
+        r["user_where_text"] = _where_text(user)
+        r["waiting_in_collective"] = bool(status == "stuck" and any(
+            re.search(COLLECTIVE_FRAME_PATTERN, fr["file"]) for fr in (frames or [])))
 
     def label(r: dict[str, Any]) -> str:
         return f"{r['dir']}/{r['rank']}" if r["dir"] else str(r["rank"])
@@ -552,12 +565,26 @@ def summarize_stalls(run_dir: str, *, stale_s: Optional[float] = None, now: Opti
 def _verdict(ranks: list[dict[str, Any]], groups: dict[str, list[str]], label: Any) -> str:
     parts = []
     if groups["stuck"]:
+        stuck = [r for r in ranks if r["status"] == "stuck"]
+        # Ranks blocked in a collective are waiting for the others; when some stuck
+        # rank is elsewhere, it is the one they wait for.
+        culprits = [r for r in stuck if not r.get("waiting_in_collective")]
+        waiting = [r for r in stuck if r.get("waiting_in_collective")] if culprits else []
         places = []
-        for r in ranks:
-            if r["status"] == "stuck":
-                tail = " (until its run ended)" if r.get("ended_stalled") else ""
-                places.append(f"rank {label(r)} in {r['where_text'] or 'an unknown place'}{tail}")
-        parts.append(f"stuck: {'; '.join(places)}")
+        for r in culprits or stuck:
+            tail = " (until its run ended)" if r.get("ended_stalled") else ""
+            places.append(f"rank {label(r)} in {r['where_text'] or 'an unknown place'}{tail}")
+        text = f"stuck: {'; '.join(places)}"
+        if waiting:
+            how = []
+            for r in waiting:
+                at = r["where_text"] or "an unknown place"
+                if r.get("user_where_text") and r.get("user_where_text") != r.get("where_text"):
+                    at += f", from {r['user_where_text']}"
+                how.append(f"{label(r)} (in {at})")
+            noun = "rank" if len(waiting) == 1 else "ranks"
+            text += f"; waiting for it in a collective: {noun} {', '.join(how)}"
+        parts.append(text)
     else:
         parts.append("no rank is stuck")
     for key, word in (("recovered", "recovered after a stall"), ("healthy", "healthy"), ("silent", "silent (no recent heartbeat, no dump)")):
@@ -616,9 +643,19 @@ def _read_stall(path: str) -> Optional[dict[str, Any]]:
                 key, sep, value = line.partition(": ")
                 if sep:
                     head[key.strip()] = value.strip()
+            frames: list[dict[str, Any]] = []
+            in_main = None  # the first thread block is the watched (main) thread
             for line in f:
                 if line.startswith("watchdog_stopped: "):
                     stopped = _float(line.split()[1])
+                elif line.startswith("Thread "):
+                    in_main = in_main is None
+                elif in_main and not line.strip():
+                    in_main = False
+                elif in_main:
+                    fm = _FRAME_LINE_RE.match(line.rstrip("\n"))
+                    if fm:
+                        frames.append({"function": fm.group(3), "file": fm.group(1), "line": int(fm.group(2))})
     except OSError:
         return None
     m = _WHERE_RE.match(head.get("where", ""))
@@ -632,6 +669,7 @@ def _read_stall(path: str) -> Optional[dict[str, Any]]:
         "where": where,
         "stopped": stopped,
         "late_s": _float(head.get("late_s")),
+        "frames": frames,
     }
 
 

@@ -1,0 +1,52 @@
+"""User Python frames by their own wall time per step (the ``frames`` section).
+
+With ``with_stack=True`` the trace holds every Python call as a
+``python_function`` range. A user frame's *own* time is its duration minus that
+of the user frames it called directly (library frames, ops and waits inside it
+stay its own): a function that sleeps, spins in Python or waits on the host
+keeps that time, while ``main`` keeps only what its callees do not explain.
+The job view compares these between ranks to say where a straggler spends its
+extra time when no op carries it (a host sleep, a Python loop).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import intervals
+from .ops import Sources, format_frame
+from .steps import StepStats, in_kept_steps
+from .attribute import Steps
+from .timeline import Timeline
+
+#: Frames listed in ``frames`` (the most own time first).
+TOP_FRAMES = 15
+
+
+def user_frames(tl: Timeline, steps: Steps, stats: StepStats, src: Sources) -> list[dict[str, Any]]:
+    """[{source, ms_per_step, calls_per_step}] of user frames that start in kept steps."""
+    rows = src.frames
+    if len(rows) == 0:
+        return []
+    rows = rows[in_kept_steps(steps, stats, tl.start[rows])]
+    if len(rows) == 0:
+        return []
+    s = tl.offset(rows)
+    e = tl.thread[rows] * tl.span_us + tl.end[rows]
+    incl = e - s
+    parent = intervals.parent_index(s, e)
+    has = parent >= 0
+    own = incl - np.bincount(parent[has], weights=incl[has], minlength=len(rows))
+    own = np.maximum(own, 0.0)
+    codes, inv = np.unique(tl.name[rows].astype(np.int64), return_inverse=True)
+    tot = np.bincount(inv.reshape(-1), weights=own, minlength=len(codes))
+    calls = np.bincount(inv.reshape(-1), minlength=len(codes))
+    n = max(int(stats.kept.sum()), 1)
+    order = [i for i in np.argsort(-tot, kind="stable")[:TOP_FRAMES].tolist() if tot[i] > 0]
+    return [
+        {"source": format_frame(tl.trace.names[int(codes[i])]), "ms_per_step": float(tot[i]) / 1000.0 / n,
+         "calls_per_step": float(calls[i]) / n}
+        for i in order
+    ]
