@@ -114,11 +114,11 @@ class Timeline:
 
 
 def _thread_index(pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
-    """Dense index per distinct (pid, tid), in order of the distinct pairs.
+    """Dense index per distinct (pid, tid), in the order of the pairs.
 
-    Traces hold few threads but millions of events, and events of one thread come
-    in runs: the pairs are resolved once per run (a run starts where pid or tid
-    changes), then spread over the run, instead of sorting or searching per event.
+    Traces hold few threads but millions of events, and events of one thread
+    come in runs: the pairs are resolved once per run (a run starts where pid or
+    tid changes), then spread over the run.
     """
     n = len(pid)
     if n == 0:
@@ -128,7 +128,12 @@ def _thread_index(pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
     np.not_equal(pid[1:], pid[:-1], out=change[1:])
     change[1:] |= tid[1:] != tid[:-1]
     run_start = np.flatnonzero(change)
-    pairs = np.stack([pid[run_start].astype(np.int64), tid[run_start].astype(np.int64)], axis=1)
-    _, run_index = np.unique(pairs, axis=0, return_inverse=True)
+    p = pid[run_start].astype(np.int64)
+    t = tid[run_start].astype(np.int64)
+    # (pid, tid) -> small codes -> one key, ordered as the pairs; unique() without
+    # return_inverse plus a search is much faster than unique(..., return_inverse).
+    pu, tu = np.unique(p), np.unique(t)
+    key = np.searchsorted(pu, p) * len(tu) + np.searchsorted(tu, t)
+    index = np.searchsorted(np.unique(key), key)
     lengths = np.diff(np.append(run_start, n))
-    return np.repeat(run_index.reshape(-1).astype(np.int64), lengths)
+    return np.repeat(index.reshape(-1).astype(np.int64), lengths)
