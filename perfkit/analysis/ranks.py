@@ -172,6 +172,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     dist.pop("rank", None)
     dist["world_size"] = world
     job["trace"] = {**job.get("trace", {}), "distributed": dist}
+    job["trace"]["warnings"] = list(dict.fromkeys(job["trace"].get("warnings") or []))  # once, not once per rank
     job["communication"] = _mean_communication(docs)
     job.pop("runtime", None)  # each rank's runtime section stays in its own document
     job["ranks"] = rows + missing_rows
@@ -330,12 +331,15 @@ def rank_stuck(stalls: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     where_ = lead[0].get("where_text") or "an unknown place"
     title = f"Rank{'s' if len(lead) > 1 else ''} {names} stuck in {where_}"
     if culprits and waiting:
-        title += f"; rank{'s' if len(waiting) > 1 else ''} {', '.join(str(r['rank']) for r in waiting)} wait for it in a collective"
+        many = len(waiting) > 1
+        title += f"; rank{'s' if many else ''} {', '.join(str(r['rank']) for r in waiting)} wait{'' if many else 's'} " \
+                 "for it in a collective"
     return {
         "id": "rank_stuck",
         "severity": "critical",
         "title": title,
-        "where": [{"rank": r["rank"], "name": r.get("where_text"), "source": r.get("user_where_text")} for r in lead],
+        "where": [{"rank": r["rank"], "name": r.get("where_text"),
+                   "source": r.get("user_where_text") if _other_function(r) else None} for r in lead],
         "evidence": {
             "stuck_ranks": [r["rank"] for r in culprits] or [r["rank"] for r in waiting],
             "waiting_ranks": [r["rank"] for r in waiting] if culprits else [],
@@ -348,16 +352,24 @@ def rank_stuck(stalls: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     }
 
 
+def _other_function(r: dict[str, Any]) -> bool:
+    """Whether the innermost user frame is another function than the innermost frame (worth naming too)."""
+    a, b = r.get("where") or {}, r.get("user_where") or {}
+    return bool(b) and (a.get("function"), a.get("file")) != (b.get("function"), b.get("file"))
+
+
 def rank_missing(missing_rows: list[dict[str, Any]], world: int) -> Optional[dict[str, Any]]:
     """``rank_missing``: ranks of the job that wrote no analysis (only when the run expected them)."""
-    known = [r for r in missing_rows if r["reason"] != "no trace or analysis given for this rank"]
+    # Not ranks that were merely not given, nor stuck ones (rank_stuck names those).
+    known = [r for r in missing_rows if r["reason"] != "no trace or analysis given for this rank"
+             and not r["reason"].startswith("stuck")]
     if not known:
         return None
     return {
         "id": "rank_missing",
         "severity": "warning",
-        "title": f"{len(known)} of {world} ranks wrote no analysis (ranks {', '.join(str(r['rank']) for r in known[:16])}"
-                 + (" ..." if len(known) > 16 else "") + ")",
+        "title": f"{len(known)} of {world} ranks wrote no analysis (rank{'s' if len(known) > 1 else ''} "
+                 + ", ".join(str(r["rank"]) for r in known[:16]) + (" ..." if len(known) > 16 else "") + ")",
         "where": [{"rank": r["rank"], "reason": r["reason"]} for r in known[:16]],
         "evidence": {"missing_ranks": [r["rank"] for r in known], "world_size": world},
         "remedy": FINDING_TEXTS["rank_missing"],

@@ -36,6 +36,7 @@ from . import profile as _profile  # noqa: E402,F401
 from . import stalls as _stalls  # noqa: E402,F401
 from . import scale as _scale  # noqa: E402,F401
 from . import diff as _diff  # noqa: E402,F401
+from . import merge as _merge  # noqa: E402,F401
 from . import budget as _budget  # noqa: E402,F401
 
 

@@ -921,6 +921,25 @@ def _findings(doc: dict[str, Any], console: Console) -> None:
             console.print(body)
 
 
+def _ranks(doc: dict[str, Any], console: Console) -> None:
+    from . import ranks
+
+    if not ranks.has_ranks(doc):
+        return
+    _heading(console, "Ranks")
+    for line in ranks.job_lines(doc):
+        console.print(Text(line))
+    rows, hidden = ranks.rank_table(doc)
+    if rows:
+        table = _table(*[(h, _NUM if i else {"no_wrap": True}) for i, h in enumerate(ranks.HEADERS)])
+        for row in rows:
+            table.add_row(*row)
+        console.print(table)
+        if hidden:
+            _note(console, f"{hidden} more ranks in the document's ranks list.")
+        _note(console, ranks.NOTE)
+
+
 def render_console(doc: dict[str, Any], console: Console, *, top: int = 10) -> None:
     """Print the analysis report to ``console``.
 
@@ -950,6 +969,7 @@ def render_console(doc: dict[str, Any], console: Console, *, top: int = 10) -> N
 def _render(doc: dict[str, Any], console: Console, top: int, *, cpu: bool) -> None:
     _header(doc, console)
     _step_summary(doc, console)
+    _ranks(doc, console)
     _phases(doc, console)
     _categories(doc, console)
     _top_ops(doc, console, top)

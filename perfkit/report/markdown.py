@@ -243,6 +243,23 @@ def _findings(doc: dict[str, Any], out: list[str]) -> None:
             out.append(f"   - Remedy: {md_text(fmt_value(f['remedy']))}")
 
 
+def _ranks(doc: dict[str, Any], out: list[str]) -> None:
+    from . import ranks
+
+    if not ranks.has_ranks(doc):
+        return
+    _section(out, "Ranks")
+    out += [f"- {md_text(line)}" for line in ranks.job_lines(doc)]
+    rows, hidden = ranks.rank_table(doc)
+    if rows:
+        out.append("")
+        out += md_table(list(ranks.HEADERS), [[md_text(c) for c in row] for row in rows], right=range(1, len(ranks.HEADERS)))
+        out.append("")
+        if hidden:
+            out.append(f"_{hidden} more ranks in the document's ranks list._")
+        out.append(f"_{md_text(ranks.NOTE)}_")
+
+
 def render_markdown(doc: dict[str, Any], *, top: int = 10) -> str:
     """The analysis report as GitHub-flavoured Markdown.
 
@@ -258,6 +275,7 @@ def render_markdown(doc: dict[str, Any], *, top: int = 10) -> str:
     out: list[str] = []
     _header(doc, out)
     _step_summary(doc, out)
+    _ranks(doc, out)
     _phases(doc, out)
     _categories(doc, out)
     _top_ops(doc, out, top)
