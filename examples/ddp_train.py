@@ -82,6 +82,7 @@ def main() -> None:
     ap.add_argument("--slow-mode", choices=("compute", "sleep"), default="compute")
     ap.add_argument("--hang-rank", type=int, default=None, help="This rank hangs in a Python loop.")
     ap.add_argument("--hang-after", type=int, default=8, help="... at this step.")
+    ap.add_argument("--log-every", type=int, default=10, help="Rank 0 prints the loss (a GPU sync) every N steps.")
     ap.add_argument("--pg-timeout-s", type=float, default=1800.0, help="Process-group timeout (blocked collectives fail after it).")
     args = ap.parse_args()
 
@@ -127,7 +128,7 @@ def main() -> None:
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)
-        if rank == 0 and (step % 10 == 0 or step == args.steps - 1):
+        if rank == 0 and (step % args.log_every == 0 or step == args.steps - 1):
             print(f"step {step:4d} loss {loss.item():.3f}", flush=True)
     if rank == 0:
         print(f"{args.steps} steps in {time.perf_counter() - t0:.1f} s")

@@ -226,8 +226,8 @@ def test_rank0_waits_then_lists_missing_ranks(tmp_path):
 def test_stall_verdict_names_the_rank_the_others_wait_for(tmp_path):
     now = time.time()
 
-    def dump(rank: int, frames: list[tuple[str, int, str]]) -> None:
-        body = "\n".join(f'  File "{f}", line {n}, in {fn}\n    pass' for f, n, fn in frames)
+    def dump(rank: int, frames: list[tuple[str, int, str]], code: str = "pass") -> None:
+        body = "\n".join(f'  File "{f}", line {n}, in {fn}\n    {code}' for f, n, fn in frames)
         f, n, fn = frames[-1]
         (tmp_path / f"stall_rank{rank}_20260101-000000.txt").write_text(
             f"perfkit stall dump\nrank: {rank}\npid: 1\nlast_step: 7\nseconds_since_last_step: 30.0\n"
@@ -241,16 +241,17 @@ def test_stall_verdict_names_the_rank_the_others_wait_for(tmp_path):
     dump(1, [("/src/train.py", 118, "main"), ("/src/align.py", 88, "_hungarian")])
     dump(2, [("/src/train.py", 131, "main"), (f"{lib}/distributed/c10d_logger.py", 81, "wrapper"),
              (f"{lib}/distributed/distributed_c10d.py", 2806, "all_reduce")])
+    dump(3, [("/src/train.py", 140, "main")], code='print(f"step {step} loss {loss.item():.3f}")')  # GPU: NCCL
     from perfkit.collect.watchdog import summarize_stalls
 
     doc = summarize_stalls(str(tmp_path))
     by = {r["rank"]: r for r in doc["ranks"]}
-    assert [by[r]["waiting_in_collective"] for r in (0, 1, 2)] == [True, False, True]
+    assert [by[r]["waiting_in"] for r in (0, 1, 2, 3)] == ["collective", None, "collective", "gpu_sync"]
     assert by[0]["user_where_text"] == "main (/src/train.py:120)"
-    assert doc["verdict"].startswith("stuck: rank 1 in _hungarian (/src/align.py:88); waiting for it in a collective: ranks 0")
+    assert doc["verdict"].startswith("stuck: rank 1 in _hungarian (/src/align.py:88); waiting for it: ranks 0 (in ")
     f = ranks.rank_stuck(doc)
-    assert f["evidence"]["stuck_ranks"] == [1] and f["evidence"]["waiting_ranks"] == [0, 2]
-    assert f["title"].startswith("Rank 1 stuck in _hungarian (/src/align.py:88); ranks 0, 2 wait")
+    assert f["evidence"]["stuck_ranks"] == [1] and f["evidence"]["waiting_ranks"] == [0, 2, 3]
+    assert f["title"].startswith("Rank 1 stuck in _hungarian (/src/align.py:88); ranks 0, 2, 3 wait")
 
 
 # --------------------------------------------------------------------- real torchrun jobs (CPU, gloo)
@@ -293,6 +294,11 @@ def test_torchrun_gloo_straggler_found_and_named(tmp_path):
     assert "straggler_work" in json.dumps(f["where"])  # the Python function that sleeps
     assert "Rank 1 is the straggler" in out  # rank 0 printed the job report
     assert "Ranks" in (run / "report.md").read_text()
+    # The job view from the rank files alone is the one rank 0 wrote.
+    proc = subprocess.run([sys.executable, "-m", "perfkit", "merge", str(run), "--json", str(tmp_path / "m.json"), "-q"],
+                          capture_output=True, text=True, env=ENV, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "m.json").read_text()) == doc
 
 
 def test_torchrun_gloo_hang_stall_view_names_the_stuck_rank(tmp_path):
@@ -307,9 +313,9 @@ def test_torchrun_gloo_hang_stall_view_names_the_stuck_rank(tmp_path):
     stalls = json.loads((tmp_path / "s.json").read_text())
     by = {r["rank"]: r for r in stalls["ranks"]}
     assert by[1]["status"] == "stuck" and by[1]["where"]["function"] == "stuck_in_python"
-    assert by[0]["waiting_in_collective"] and not by[1]["waiting_in_collective"]
+    assert by[0]["waiting_in"] == "collective" and by[1]["waiting_in"] is None
     assert stalls["verdict"].startswith("stuck: rank 1 in stuck_in_python")
-    assert "waiting for it in a collective: rank 0" in stalls["verdict"]
+    assert "waiting for it: rank 0 (in _engine_run_backward" in stalls["verdict"]
     doc = json.loads((run / "analysis.json").read_text())  # rank 0 did not wait for the stuck rank
     f = doc["findings"][0]
     assert f["id"] == "rank_stuck" and f["evidence"]["stuck_ranks"] == [1], [x["title"] for x in doc["findings"]]

@@ -324,8 +324,8 @@ def rank_stuck(stalls: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     if not stalls or not stalls.get("stuck"):
         return None
     ranks = stalls.get("ranks") or []
-    culprits = [r for r in ranks if r.get("status") == "stuck" and not r.get("waiting_in_collective")]
-    waiting = [r for r in ranks if r.get("status") == "stuck" and r.get("waiting_in_collective")]
+    culprits = [r for r in ranks if r.get("status") == "stuck" and not r.get("waiting_in")]
+    waiting = [r for r in ranks if r.get("status") == "stuck" and r.get("waiting_in")]
     lead = culprits or waiting
     names = ", ".join(str(r["rank"]) for r in lead)
     where_ = lead[0].get("where_text") or "an unknown place"
@@ -333,7 +333,7 @@ def rank_stuck(stalls: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
     if culprits and waiting:
         many = len(waiting) > 1
         title += f"; rank{'s' if many else ''} {', '.join(str(r['rank']) for r in waiting)} wait{'' if many else 's'} " \
-                 "for it in a collective"
+                 "for it (in a collective or a GPU sync)"
     return {
         "id": "rank_stuck",
         "severity": "critical",

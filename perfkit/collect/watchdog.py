@@ -69,6 +69,9 @@ _MAX_DUMPS = 1000  #: stall files one watchdog writes at most (a stall of days a
 #: calls (all_reduce, barrier, work.wait, FSDP), DDP, or the autograd engine (DDP's gradient
 #: all-reduce blocks the backward until every rank has contributed).
 COLLECTIVE_FRAME_PATTERN = r"torch/distributed/|torch/nn/parallel/distributed\.py|torch/autograd/(graph|__init__)\.py"
+#: A main thread blocked on a host-device sync (on GPUs the host then waits for the queued NCCL
+#: kernels, which wait for the other ranks): the code line of its innermost user frame.
+HOST_SYNC_CODE_PATTERN = r"\.(item|tolist|cpu|numpy)\(|synchronize\(|\.wait\("
 #: Files of library code (the innermost frame outside them is the user's line).
 LIBRARY_FILE_PATTERN = r"site-packages|dist-packages|lib/python3|(^|/)torch/|^<frozen|^<string>|(^|/)perfkit/"
 _FRAME_LINE_RE = re.compile(r'^  File "(.*)", line (\d+), in (.*)$')
@@ -542,8 +545,7 @@ def summarize_stalls(run_dir: str, *, stale_s: Optional[float] = None, now: Opti
         user = next((fr for fr in reversed(frames or []) if not re.search(LIBRARY_FILE_PATTERN, fr["file"])), None)
         r["user_where"] = user
         r["user_where_text"] = _where_text(user)
-        r["waiting_in_collective"] = bool(status == "stuck" and any(
-            re.search(COLLECTIVE_FRAME_PATTERN, fr["file"]) for fr in (frames or [])))
+        r["waiting_in"] = _waiting_in(frames or [], user) if status == "stuck" else None
 
     def label(r: dict[str, Any]) -> str:
         return f"{r['dir']}/{r['rank']}" if r["dir"] else str(r["rank"])
@@ -568,8 +570,8 @@ def _verdict(ranks: list[dict[str, Any]], groups: dict[str, list[str]], label: A
         stuck = [r for r in ranks if r["status"] == "stuck"]
         # Ranks blocked in a collective are waiting for the others; when some stuck
         # rank is elsewhere, it is the one they wait for.
-        culprits = [r for r in stuck if not r.get("waiting_in_collective")]
-        waiting = [r for r in stuck if r.get("waiting_in_collective")] if culprits else []
+        culprits = [r for r in stuck if not r.get("waiting_in")]
+        waiting = [r for r in stuck if r.get("waiting_in")] if culprits else []
         places = []
         for r in culprits or stuck:
             tail = " (until its run ended)" if r.get("ended_stalled") else ""
@@ -581,9 +583,9 @@ def _verdict(ranks: list[dict[str, Any]], groups: dict[str, list[str]], label: A
                 at = r["where_text"] or "an unknown place"
                 if r.get("user_where_text") and r.get("user_where_text") != r.get("where_text"):
                     at += f", from {r['user_where_text']}"
-                how.append(f"{label(r)} (in {at})")
+                how.append(f"{label(r)} (in {at}{', a GPU sync' if r['waiting_in'] == 'gpu_sync' else ''})")
             noun = "rank" if len(waiting) == 1 else "ranks"
-            text += f"; waiting for it in a collective: {noun} {', '.join(how)}"
+            text += f"; waiting for it: {noun} {', '.join(how)}"
         parts.append(text)
     else:
         parts.append("no rank is stuck")
@@ -591,6 +593,22 @@ def _verdict(ranks: list[dict[str, Any]], groups: dict[str, list[str]], label: A
         if groups[key]:
             parts.append(f"{word}: {_rank_list(groups[key])}")
     return "; ".join(parts[:1]) + (". " + "; ".join(parts[1:]) if parts[1:] else "")
+
+
+def _waiting_in(frames: list[dict[str, Any]], user: Optional[dict[str, Any]]) -> Optional[str]:
+    """Whether a stuck main thread waits for the other ranks: "collective", "gpu_sync", or None.
+
+    "collective": a frame in torch.distributed, DDP or the autograd engine (where
+    DDP's gradient all-reduce blocks). "gpu_sync": the innermost user line syncs
+    with the GPU (``.item()``, ``.cpu()``, ``synchronize()``), where a GPU rank's
+    host waits for NCCL kernels that wait for the others. Heuristics on the stack
+    only: a rank stuck in its own loop of ``.tolist()`` calls reads as waiting too.
+    """
+    if any(re.search(COLLECTIVE_FRAME_PATTERN, fr["file"]) for fr in frames):
+        return "collective"
+    if user is not None and re.search(HOST_SYNC_CODE_PATTERN, user.get("code") or ""):
+        return "gpu_sync"
+    return None
 
 
 def _rank_list(labels: list[str]) -> str:
@@ -656,6 +674,8 @@ def _read_stall(path: str) -> Optional[dict[str, Any]]:
                     fm = _FRAME_LINE_RE.match(line.rstrip("\n"))
                     if fm:
                         frames.append({"function": fm.group(3), "file": fm.group(1), "line": int(fm.group(2))})
+                    elif frames and line.startswith("    ") and "code" not in frames[-1]:
+                        frames[-1]["code"] = line.strip()
     except OSError:
         return None
     m = _WHERE_RE.match(head.get("where", ""))

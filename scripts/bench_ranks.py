@@ -1,0 +1,234 @@
+#!/usr/bin/env python3
+"""Benchmark the multi-rank analysis: ``perfkit analyze RUN_DIR`` on N rank traces, time and memory.
+
+What it measures
+----------------
+For each N in ``--ranks`` (default ``1,2,4,8``), a directory with N rank traces
+of about ``--size-mb`` MB of JSON each (default 1000) is analysed by the command
+a user runs, ``python -m perfkit analyze DIR --json OUT -q``, in a fresh
+process:
+
+* wall seconds of the whole command (interpreter start-up included);
+* peak memory: every ~20 ms the summed PSS of the command's process tree (the
+  CLI and its analysis worker processes; pages shared between processes counted
+  once), the same sampler as ``scripts/bench_analyze.py``;
+* the most processes seen at once, and the job view's sanity (N ranks analysed).
+
+Targets (printed PASS/FAIL): the largest N finishes within ``--max-seconds``
+(default 60, for 8 ranks of 1 GB on the 2-core machine), and its peak memory is
+at most ``--max-growth`` (default 1.25) times the peak of the smallest N that
+already uses every worker process (memory does not grow with the number of
+ranks).
+
+The traces
+----------
+The anchor (HolisticTraceAnalysis' ``df_index_resolver.json.gz``, a 54 MB V100
+DDP trace) is inflated to the target size with ``../shared/tools/inflate_trace.py``
+(through ``bench_analyze.inflated``: files in ``bench-data/``, reused when
+already there). Its ``distributedInfo`` names rank 1; the copy used here has
+that key renamed (same length, only the file's first block rewritten), so each
+file's rank comes from its name: ``bench-data/ranks/n<N>/rank<R>.json`` are
+links to that one file (``--distinct`` makes real copies instead: N times the
+disk space, and N different files in the page cache, as on a real run).
+
+Usage::
+
+    .venv/bin/python scripts/bench_ranks.py                       # 1,2,4,8 ranks of 1 GB
+    .venv/bin/python scripts/bench_ranks.py --size-mb 60 --ranks 1,2,4 --repeat 1   # a smoke run
+
+Output: a Markdown table on stdout and in ``bench-data/ranks/results.md``, raw
+runs and the machine in ``bench-data/ranks/results.json``. Exit status 0 when
+the targets are met. Linux only (reads /proc).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from scripts import bench_analyze as ba  # noqa: E402  (the sampler, machine info, trace building)
+
+OUT = ba.DATA / "ranks"
+MB = ba.MB
+
+
+def rank_base(src: Path) -> Path:
+    """``src`` with ``distributedInfo``'s ``"rank"`` key renamed (same length), so ranks come from file names."""
+    dst = OUT / f"base.{src.name}"
+    if dst.exists() and dst.stat().st_size == src.stat().st_size:
+        return dst
+    OUT.mkdir(parents=True, exist_ok=True)
+    tmp = dst.with_suffix(".tmp")
+    with open(src, "rb") as fin, open(tmp, "wb") as fout:
+        head = fin.read(1 << 20)
+        cut = head.find(b'"traceEvents"')
+        meta = head[: cut if cut > 0 else len(head)]
+        fout.write(meta.replace(b'"rank":', b'"_rnk":').replace(b'"rank" :', b'"_rnk" :') + head[len(meta):])
+        shutil.copyfileobj(fin, fout, 16 * MB)
+    os.replace(tmp, dst)
+    return dst
+
+
+def rank_dir(base: Path, n: int, distinct: bool) -> Path:
+    d = OUT / f"n{n}{'-copies' if distinct else ''}"
+    d.mkdir(parents=True, exist_ok=True)
+    for r in range(n):
+        f = d / f"rank{r}.json"
+        if f.exists() or f.is_symlink():
+            if distinct and f.stat().st_size == base.stat().st_size and not f.is_symlink():
+                continue
+            if not distinct and f.is_symlink():
+                continue
+            f.unlink()
+        if distinct:
+            shutil.copyfile(base, f)
+        else:
+            f.symlink_to(base.resolve())
+    return d
+
+
+def run_analyze(directory: Path, out: Path) -> dict[str, Any]:
+    """``perfkit analyze DIR --json OUT -q`` in a fresh process; the process tree's PSS sampled meanwhile."""
+    env = ba._child_env()
+    busy0, own0 = ba.cpu_busy_s(), sum(os.times()[:2])
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "perfkit", "analyze", str(directory), "--json", str(out), "-q"],
+                            cwd=str(ba.CODE_ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    peak = {"tree": 0, "main": 0, "procs": 0, "samples": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            total, main, n = ba.tree_rss(proc.pid)
+            if n:
+                peak["samples"] += 1
+                peak["tree"] = max(peak["tree"], total)
+                peak["main"] = max(peak["main"], main)
+                peak["procs"] = max(peak["procs"], n)
+            done.wait(ba.SAMPLE_S)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    _, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    done.set()
+    th.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"perfkit analyze {directory} failed (rc {proc.returncode}):\n{stderr.decode()[-4000:]}")
+    busy = ba.cpu_busy_s() - busy0 - (sum(os.times()[:2]) - own0)
+    doc = json.loads(out.read_text())
+    analysed = [r for r in doc.get("ranks", []) if r.get("status") == "analysed"]
+    return {"seconds": wall, "peak_tree_pss": peak["tree"], "peak_main_pss": peak["main"],
+            "max_processes": peak["procs"], "samples": peak["samples"], "ranks_analysed": len(analysed) or 1,
+            "events_per_rank": doc["trace"]["events"] if len(analysed) <= 1 else None,
+            "busy_cpu_s": busy}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--ranks", default="1,2,4,8", help="rank counts to measure (default 1,2,4,8)")
+    ap.add_argument("--size-mb", type=float, default=1000.0, help="JSON MB per rank trace (default 1000)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per rank count; the median is reported (default 3)")
+    ap.add_argument("--distinct", action="store_true", help="real copies per rank instead of links to one file")
+    ap.add_argument("--source", type=Path, default=ba.DEFAULT_SOURCE, help="small real trace to inflate")
+    ap.add_argument("--inflate-tool", type=Path, default=ba.DEFAULT_TOOL, help="path of inflate_trace.py")
+    ap.add_argument("--max-seconds", type=float, default=60.0, help="target: the largest rank count within this (default 60)")
+    ap.add_argument("--max-growth", type=float, default=1.25, help="target: peak memory growth allowed (default 1.25x)")
+    ap.add_argument("--max-idle-wait", type=float, default=120.0, help="wait up to this long for a quiet machine before each run")
+    ap.add_argument("--no-snapshot", action="store_true", help="import perfkit from the working tree, not a copy")
+    a = ap.parse_args()
+    counts = sorted({int(x) for x in a.ranks.split(",") if x.strip()})
+    if not counts or counts[0] < 1 or a.repeat < 1:
+        ap.error("--ranks must list numbers >= 1 and --repeat must be >= 1")
+    source = a.source.resolve()
+    if not source.exists():
+        sys.exit(f"source trace not found: {source}")
+    ba.DATA.mkdir(exist_ok=True)
+
+    calib = ba.inflated(a.inflate_tool.resolve(), source, 1, False)
+    copies = max(1, round(a.size_mb * MB / calib.stat().st_size))
+    big = ba.inflated(a.inflate_tool.resolve(), source, copies, False)
+    base = rank_base(big)
+    print(f"rank trace: {base} ({base.stat().st_size / MB:,.1f} MB JSON, x{copies} of {source.name})", flush=True)
+    code_hash = ba.source_hash(REPO / "perfkit") if a.no_snapshot else ba.snapshot_perfkit()
+    info = ba.machine()
+    info["git"]["perfkit_source_sha256"] = code_hash
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+    rows = []
+    for n in counts:
+        d = rank_dir(base, n, a.distinct)
+        ba.warm_page_cache(base)
+        runs = []
+        for i in range(a.repeat):
+            if a.max_idle_wait > 0:
+                ba.wait_idle(a.max_idle_wait)
+            res = run_analyze(d, OUT / f"job-n{n}.json")
+            runs.append(res)
+            print(f"  {n} rank(s), run {i + 1}: {res['seconds']:.2f} s, peak PSS (tree) {res['peak_tree_pss'] / MB:,.0f} MB "
+                  f"over up to {res['max_processes']} processes; {res['ranks_analysed']} ranks in the job view", flush=True)
+        med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
+        rows.append({"ranks": n, "json_mb_total": n * base.stat().st_size / MB, "seconds": med("seconds"),
+                     "seconds_min": min(r["seconds"] for r in runs), "seconds_max": max(r["seconds"] for r in runs),
+                     "peak_tree_pss": med("peak_tree_pss"), "peak_main_pss": med("peak_main_pss"),
+                     "max_processes": max(r["max_processes"] for r in runs), "runs": runs})
+
+    full = [r for r in rows if r["ranks"] >= min(cpus, counts[-1])]
+    ref = full[0] if full else rows[0]
+    last = rows[-1]
+    growth = last["peak_tree_pss"] / ref["peak_tree_pss"] if ref["peak_tree_pss"] else 0.0
+    targets = {
+        "time": {"value": last["seconds"], "limit": a.max_seconds, "pass": last["seconds"] <= a.max_seconds},
+        "memory_growth": {"value": growth, "limit": a.max_growth, "reference_ranks": ref["ranks"],
+                          "pass": growth <= a.max_growth},
+    }
+    lines = [
+        "## perfkit analyze RUN_DIR: time and memory by number of ranks",
+        "",
+        f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram_bytes'] / 2**30:.1f} GiB RAM, Python {info['python']}; "
+        f"perfkit at {info.get('git', {}).get('commit', '?')[:12]}"
+        + (" plus uncommitted changes" if info.get("git", {}).get("perfkit_modified") else "") + ".",
+        f"Each rank trace: {base.stat().st_size / MB:,.1f} MB of JSON ({source.name} inflated x{copies}); "
+        f"{'distinct copies' if a.distinct else 'links to one file'}. Median of {a.repeat} run(s) of "
+        "`python -m perfkit analyze DIR --json OUT -q`, interpreter start-up included. Peak memory: summed PSS of the "
+        "command's process tree, sampled every 20 ms. MB = 10^6 bytes.",
+        "",
+        "| ranks | JSON MB (all ranks) | wall s | s per rank | peak memory MB (tree) | peak main process MB | processes at once |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        lines.append(f"| {r['ranks']} | {r['json_mb_total']:,.0f} | {r['seconds']:.2f} ({r['seconds_min']:.2f}-{r['seconds_max']:.2f}) "
+                     f"| {r['seconds'] / r['ranks']:.2f} | {r['peak_tree_pss'] / MB:,.0f} | {r['peak_main_pss'] / MB:,.0f} "
+                     f"| {r['max_processes']} |")
+    lines += [
+        "",
+        f"- {'PASS' if targets['time']['pass'] else 'FAIL'}: {last['ranks']} ranks in {last['seconds']:.1f} s "
+        f"(target <= {a.max_seconds:g} s)",
+        f"- {'PASS' if targets['memory_growth']['pass'] else 'FAIL'}: peak memory at {last['ranks']} ranks is "
+        f"{growth:.2f}x that at {ref['ranks']} (target <= {a.max_growth:g}x)",
+    ]
+    md = "\n".join(lines) + "\n"
+    print("\n" + md)
+    OUT.mkdir(parents=True, exist_ok=True)
+    (OUT / "results.md").write_text(md)
+    (OUT / "results.json").write_text(json.dumps({"command": " ".join([Path(sys.executable).name, *sys.argv]),
+                                                  "machine": info, "rank_trace_bytes": base.stat().st_size,
+                                                  "targets": targets, "results": rows}, indent=2) + "\n")
+    print(f"written {OUT / 'results.md'} and {OUT / 'results.json'}")
+    return 0 if all(t["pass"] for t in targets.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
