@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Iterable, Optional, Union
+from typing import Any, Callable, Iterable, Optional, Union
 
 import numpy as np
 
 from ..errors import TraceFormatError
 from ..trace import model as m
 from ..trace import read_trace
-from . import ops, rules
+from . import ops, rules, series
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps
 from .overview import ROLES, overview
 from .result import SCHEMA, Analysis
@@ -26,19 +26,32 @@ from .timeline import Timeline
 __all__ = ["analyze_trace", "analyze_paths", "Analysis", "SCHEMA"]
 
 
-def analyze_paths(path_or_paths: Union[str, os.PathLike, Iterable[Any]], **kwargs: Any) -> Analysis:
-    """Load and analyze one trace, or several (merged: step-weighted means)."""
+def analyze_paths(path_or_paths: Union[str, os.PathLike, Iterable[Any]], *,
+                  progress: Optional[Callable[[str, int, int], None]] = None, **kwargs: Any) -> Analysis:
+    """Load and analyze one trace, or several (merged: step-weighted means).
+
+    ``progress(description, done, total)``, if given, is called before reading and
+    before analysing each trace (two units per trace) and once at the end.
+    """
     if isinstance(path_or_paths, (str, os.PathLike)):
         paths = [os.fspath(path_or_paths)]
     else:
         paths = [os.fspath(p) for p in path_or_paths]
     if not paths:
         raise TraceFormatError("no trace given")
+    report = progress or (lambda description, done, total: None)
     if len(paths) > 1:  # each trace in its own process; ranks of one job -> the job view
         from . import ranks
 
-        return ranks.analyze_many(paths, workers=kwargs.get("workers"))
-    results = [analyze_trace(read_trace(p, workers=kwargs.get("workers"))) for p in paths]
+        return ranks.analyze_many(paths, workers=kwargs.get("workers"), progress=report)
+    results = []
+    for i, p in enumerate(paths):
+        report(f"reading {os.path.basename(p)}", 2 * i, 2 * len(paths))
+        trace = read_trace(p, workers=kwargs.get("workers"))
+        report(f"analyzing {os.path.basename(p)}", 2 * i + 1, 2 * len(paths))
+        results.append(analyze_trace(trace))
+        del trace
+    report("analysed", 2 * len(paths), 2 * len(paths))
     return results[0] if len(results) == 1 else merge(results)
 
 
@@ -111,6 +124,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     }
     for p in rules.PHASES:
         step_rows[f"{p}_ms"] = _per_step(dw, PHASE_CODES[p], dw.phase, len(steps)) / 1000.0
+    step_rows["categories_ms"] = series.categories_ms_per_step(dw, len(steps))
     doc: dict[str, Any] = {
         "schema": SCHEMA,
         "trace": {
@@ -155,6 +169,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
             for r, v in role_us.items()
         },
         "findings": [],
+        "memory_timeline": series.memory_timeline(trace, tl.t0_us, steps),
     }
     from . import findings
 

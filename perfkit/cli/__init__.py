@@ -38,6 +38,8 @@ from . import scale as _scale  # noqa: E402,F401
 from . import diff as _diff  # noqa: E402,F401
 from . import merge as _merge  # noqa: E402,F401
 from . import budget as _budget  # noqa: E402,F401
+from . import report as _report  # noqa: E402,F401
+from . import view as _view  # noqa: E402,F401
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import List, Optional
 
@@ -41,14 +42,22 @@ def analyze_cmd(
     top: int = typer.Option(10, "--top", min=1, help="Rows in the top-ops and top-kernels tables."),
     workers: Optional[int] = typer.Option(None, "--workers", min=0, help="Decode processes (default: CPU count for large files)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the terminal report."),
+    plots_dir: Optional[Path] = typer.Option(None, "--plots", help="Write the figures (PNG) into this directory."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained HTML report here."),
 ) -> None:
     """Analyze traces: where each step's GPU time goes, and what to change."""
     from rich.console import Console
 
     from ..analysis import analyze_paths
     from ..report import render_console, render_markdown, write_json
+    from ..report.progress import progress_bar
 
-    result = analyze_paths(expand_traces(traces), workers=workers)
+    if plots_dir is not None:  # fail before a long analysis, not after it
+        from ..report.plots import require_matplotlib
+
+        require_matplotlib()
+    with progress_bar(enabled=sys.stderr.isatty()) as progress:
+        result = analyze_paths(expand_traces(traces), workers=workers, progress=progress)
     doc = result.to_dict()
     if not quiet:
         render_console(doc, Console(), top=top)
@@ -59,3 +68,7 @@ def analyze_cmd(
     if markdown_out is not None:
         markdown_out.write_text(render_markdown(doc, top=top), encoding="utf-8")
         err.print(f"wrote {markdown_out}")
+    if plots_dir is not None or html_out is not None:
+        from .report import write_outputs
+
+        write_outputs(doc, html_out=html_out, plots_dir=plots_dir, top=top, err=err)

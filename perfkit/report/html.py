@@ -1,0 +1,433 @@
+"""One self-contained HTML file of the analysis: tables, findings and figures inline.
+
+``render_html(doc)`` takes only the analysis document (schema
+``perfkit.analysis/1``), like the terminal and Markdown reports, and reads it
+through the same helpers (:mod:`perfkit.report.console`), so the three agree on
+names, order and number formats. The page loads nothing: the CSS is inline, the
+figures are PNG ``data:`` URIs, there is no script and no external URL, so it
+can be opened anywhere or attached to a PR. Every string from the document is
+HTML-escaped.
+
+Sections (each a ``<section id=...>``): ``summary``, ``findings``, ``phases``,
+``categories``, ``plots``, ``top-ops``, ``top-kernels``, ``copies``,
+``overview``, ``runtime`` (runs made by ``perfkit profile``), ``modules`` (with
+``--modules``) and ``steps`` (one row per step).
+
+Figures need matplotlib; without it the page is still written and the plots
+section says how to install it.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+from typing import Any, Iterable, Optional, Sequence
+
+from .. import __version__ as _version
+from ..errors import MissingDependencyError
+from .console import (
+    as_dict,
+    as_list,
+    breakdown_line,
+    category_rows,
+    copy_rows,
+    copy_sources,
+    evidence_items,
+    excluded_steps,
+    findings,
+    fmt_count,
+    fmt_ms,
+    fmt_pct,
+    fmt_us,
+    fmt_value,
+    fmt_where,
+    gpu_notes,
+    header_facts,
+    leading_ops_line,
+    num,
+    overview_rows,
+    phase_rows,
+    runtime_rows,
+    short_kernel_name,
+    summary_rows,
+    text,
+    top_kernels,
+    top_ops,
+    warnings_list,
+)
+
+#: Rows of the per-step table shown in full; longer tables show the first and last half of this.
+MAX_STEP_ROWS = 200
+
+_CSS = """
+:root { --fg:#1f2328; --muted:#59636e; --line:#d1d9e0; --bg:#ffffff; --band:#f6f8fa; --accent:#4C78A8; }
+* { box-sizing: border-box; }
+body { margin: 0; background: var(--bg); color: var(--fg);
+       font: 14px/1.45 -apple-system, "Segoe UI", "Helvetica Neue", Arial, sans-serif; }
+main { max-width: 1180px; margin: 0 auto; padding: 24px 28px 48px; }
+h1 { font-size: 26px; margin: 0 0 4px; }
+h2 { font-size: 19px; margin: 32px 0 10px; padding-bottom: 4px; border-bottom: 1px solid var(--line); }
+h3 { font-size: 15px; margin: 18px 0 6px; }
+nav { margin: 10px 0 18px; font-size: 13px; }
+nav a { color: var(--accent); margin-right: 12px; text-decoration: none; }
+dl.facts { display: grid; grid-template-columns: max-content 1fr; gap: 2px 14px; margin: 10px 0; }
+dl.facts dt { font-weight: 600; color: var(--muted); }
+dl.facts dd { margin: 0; overflow-wrap: anywhere; }
+table { border-collapse: collapse; margin: 6px 0 8px; font-size: 13px; }
+th, td { padding: 4px 10px; border-bottom: 1px solid var(--line); text-align: left; vertical-align: top; }
+th { background: var(--band); font-weight: 600; }
+td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.excluded td { color: var(--muted); font-style: italic; }
+code { font: 12px/1.4 ui-monospace, "SFMono-Regular", Menlo, Consolas, monospace; overflow-wrap: anywhere; }
+.bar { display: inline-block; height: 10px; background: var(--accent); border-radius: 2px; vertical-align: middle; }
+.note { color: var(--muted); font-size: 12.5px; margin: 4px 0; }
+.warning { background: #fff8c5; border: 1px solid #d4a72c; border-radius: 6px; padding: 6px 10px; margin: 6px 0; }
+.finding { border: 1px solid var(--line); border-left: 5px solid #8c959f; border-radius: 6px; padding: 8px 14px; margin: 10px 0; }
+.finding.critical { border-left-color: #cf222e; }
+.finding.warning-sev { border-left-color: #d4a72c; }
+.finding.info { border-left-color: #0969da; }
+.finding h3 { margin: 2px 0 6px; }
+.finding dl { display: grid; grid-template-columns: max-content 1fr; gap: 2px 12px; margin: 0; }
+.finding dt { font-weight: 600; color: var(--muted); }
+.finding dd { margin: 0; overflow-wrap: anywhere; }
+.sev { display: inline-block; font-size: 11px; font-weight: 700; padding: 1px 7px; border-radius: 10px; color: #fff;
+       background: #8c959f; margin-right: 6px; vertical-align: middle; }
+.sev.critical { background: #cf222e; } .sev.warning { background: #9a6700; } .sev.info { background: #0969da; }
+figure { margin: 14px 0 22px; }
+figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
+figcaption { color: var(--muted); font-size: 12.5px; margin-top: 3px; }
+footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
+"""
+
+
+def render_html(doc: dict[str, Any], *, top: int = 10, plots: Optional[Sequence[Any]] = None,
+                with_plots: bool = True) -> str:
+    """The analysis report as one self-contained HTML page.
+
+    Args:
+        doc: the analysis document (``Analysis.to_dict()``, schema ``perfkit.analysis/1``).
+            Missing keys are tolerated: their sections are skipped or say there is no data.
+        top: rows in the top ops, top kernels and copy sources tables.
+        plots: figures already drawn (:func:`perfkit.report.plots.build_plots` or
+            ``write_plots``); None draws them here when ``with_plots``.
+        with_plots: False leaves the figures out (the plots section says so).
+
+    Returns:
+        The HTML text.
+    """
+    doc = doc if isinstance(doc, dict) else {}
+    cpu = (as_dict(doc.get("trace")).get("time_basis") == "cpu")
+    w = _Words(cpu)
+    parts: list[str] = []
+    parts += _header(doc)
+    parts += _summary(doc)
+    parts += _findings(doc)
+    parts += _phases(doc, w)
+    parts += _categories(doc, w)
+    parts += _plots(doc, plots, with_plots)
+    parts += _top_ops(doc, top, w)
+    if not cpu:
+        parts += _top_kernels(doc, top)
+        parts += _copies(doc, top)
+    parts += _overview(doc)
+    parts += _runtime(doc)
+    parts += _modules(doc)
+    parts += _steps(doc, w)
+    title = "perfkit report"
+    paths = as_list(as_dict(doc.get("trace")).get("paths"))
+    if paths:
+        title += " - " + str(paths[0]).rsplit("/", 1)[-1]
+    nav = "".join(f'<a href="#{sid}">{_e(name)}</a>' for sid, name in _NAV if f'<section id="{sid}"' in "".join(parts))
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+        "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n"
+        f"<title>{_e(title)}</title>\n<style>{_CSS}</style>\n</head>\n<body>\n<main>\n"
+        f"<h1>perfkit report</h1>\n<nav>{nav}</nav>\n"
+        + "\n".join(parts)
+        + f"\n<footer>Generated by perfkit {_e(_version)} from a document of schema "
+        f"{_e(text(doc.get('schema'), '?'))}. Every figure is defined in docs/analysis.md.</footer>\n"
+        "</main>\n</body>\n</html>\n"
+    )
+
+
+_NAV = [
+    ("summary", "Summary"), ("findings", "Findings"), ("phases", "Phases"), ("categories", "Categories"),
+    ("plots", "Plots"), ("top-ops", "Top ops"), ("top-kernels", "Top kernels"), ("copies", "Copies"),
+    ("overview", "Overview"), ("runtime", "Run"), ("modules", "Modules"), ("steps", "Steps"),
+]
+
+
+class _Words:
+    """'GPU' in labels, or 'CPU' for a trace without device work (time_basis cpu)."""
+
+    def __init__(self, cpu: bool) -> None:
+        self.cpu = cpu
+
+    def __call__(self, s: str) -> str:
+        return s.replace("GPU", "CPU") if self.cpu else s
+
+
+# ---------------------------------------------------------------------------
+# Building blocks (every argument text is escaped here)
+# ---------------------------------------------------------------------------
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _code(value: Any, full: Any = None) -> str:
+    s = text(value, default="")
+    if not s:
+        return "-"
+    title = f' title="{_e(full)}"' if full is not None and str(full) != s else ""
+    return f"<code{title}>{_e(s)}</code>"
+
+
+def _section(sid: str, title: str, body: Iterable[str]) -> list[str]:
+    return [f'<section id="{_e(sid)}">', f"<h2>{_e(title)}</h2>", *body, "</section>"]
+
+
+def _table(headers: Sequence[str], rows: Iterable[Sequence[str]], right: Sequence[int] = (),
+           row_classes: Optional[Sequence[str]] = None) -> str:
+    """A table; ``rows`` hold HTML (already escaped), ``headers`` plain text."""
+    num_cls = ' class="num"'
+    head = "".join(f"<th{num_cls if i in right else ''}>{_e(h)}</th>" for i, h in enumerate(headers))
+    body = []
+    for k, row in enumerate(rows):
+        cls = f' class="{_e(row_classes[k])}"' if row_classes and row_classes[k] else ""
+        cells = "".join(f"<td{num_cls if i in right else ''}>{c}</td>" for i, c in enumerate(row))
+        body.append(f"<tr{cls}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _bar(share: Any) -> str:
+    v = num(share)
+    pct = 0.0 if v is None else max(0.0, min(1.0, v)) * 100
+    return f'<span class="bar" style="width:{pct * 1.6:.0f}px"></span>'
+
+
+def _note(s: str) -> str:
+    return f'<p class="note">{_e(s)}</p>'
+
+
+# ---------------------------------------------------------------------------
+# Sections
+# ---------------------------------------------------------------------------
+
+
+def _header(doc: dict[str, Any]) -> list[str]:
+    facts = [f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in header_facts(doc)]
+    for step_id, reason in excluded_steps(doc):
+        facts.append(f"<dt>Excluded</dt><dd>step {_e(step_id)}: {_e(reason)}</dd>")
+    out = [f'<dl class="facts">{"".join(facts)}</dl>']
+    for warning in warnings_list(doc):
+        out.append(f'<div class="warning"><strong>Warning:</strong> {_e(warning)}</div>')
+    for line, head in ((breakdown_line(doc), "Time breakdown"), (leading_ops_line(doc), "Top GPU time")):
+        if line:
+            out.append(f"<p><strong>{_e(head)}:</strong> {_e(line)}</p>")
+    return out
+
+
+def _summary(doc: dict[str, Any]) -> list[str]:
+    rows = summary_rows(doc)
+    if not rows:
+        return []
+    body = [_table(["Metric", "Value", "Unit"], [[_e(a), _e(b), _e(c)] for a, b, c in rows], right=(1,))]
+    body += [_note(n) for n in gpu_notes(doc)]
+    return _section("summary", "Step summary", body)
+
+
+def _findings(doc: dict[str, Any]) -> list[str]:
+    items = findings(doc)
+    if not items:
+        return _section("findings", "Findings", ["<p>No findings.</p>"])
+    body = []
+    for i, f in enumerate(items, 1):
+        severity = text(f.get("severity"), "").lower()
+        css = {"warning": "warning-sev"}.get(severity, severity)
+        badge = f'<span class="sev {_e(severity)}">{_e(severity.upper())}</span>' if severity else ""
+        ident = f" <code>{_e(f['id'])}</code>" if f.get("id") else ""
+        rows = []
+        if f.get("trace"):
+            rows.append(f"<dt>Trace</dt><dd>{_code(f['trace'])}</dd>")
+        if f.get("where"):
+            rows.append(f"<dt>Where</dt><dd>{_e(fmt_where(f['where']))}</dd>")
+        evidence = evidence_items(f.get("evidence"))
+        if evidence:
+            ev = "<br>".join((f"{_e(k)}: " if k is not None else "") + _e(v) for k, v in evidence)
+            rows.append(f"<dt>Evidence</dt><dd>{ev}</dd>")
+        if f.get("remedy"):
+            rows.append(f"<dt>Remedy</dt><dd>{_e(fmt_value(f['remedy']))}</dd>")
+        if num(f.get("cost_ms_per_step")) is not None:
+            rows.append(f"<dt>At stake</dt><dd>{_e(fmt_ms(f.get('cost_ms_per_step')))} ms per step</dd>")
+        title = _e(text(f.get("title"), "(untitled finding)"))
+        body.append(f'<div class="finding {_e(css)}"><h3>{i}. {badge}{title}{ident}</h3><dl>{"".join(rows)}</dl></div>')
+    return _section("findings", "Findings", body)
+
+
+def _phases(doc: dict[str, Any], w: _Words) -> list[str]:
+    rows = phase_rows(doc)
+    if not rows:
+        return []
+    if not any(ms for _, ms, _ in rows):
+        return _section("phases", w("Phases (GPU time)"), [_e(w("No GPU time in the analysed steps."))])
+    table = _table(["Phase", w("GPU ms/step"), w("% of GPU busy"), ""],
+                   [[_e(n), _e(fmt_ms(ms)), _e(fmt_pct(s)), _bar(s)] for n, ms, s in rows], right=(1, 2))
+    return _section("phases", w("Phases (GPU time)"), [table])
+
+
+def _categories(doc: dict[str, Any], w: _Words) -> list[str]:
+    if not isinstance(doc.get("categories"), dict):
+        return []
+    rows = category_rows(doc)
+    if not rows:
+        return _section("categories", w("GPU time by kernel category"), [_e(w("No GPU kernel time in the analysed steps."))])
+    table = _table(["Category", w("GPU ms/step"), w("% of GPU busy"), ""],
+                   [[_e(n), _e(fmt_ms(ms)), _e(fmt_pct(s)), _bar(s)] for _k, n, ms, s in rows], right=(1, 2))
+    return _section("categories", w("GPU time by kernel category"), [table])
+
+
+def _plots(doc: dict[str, Any], plots: Optional[Sequence[Any]], with_plots: bool) -> list[str]:
+    if not with_plots:
+        return _section("plots", "Plots", [_note("Figures left out (--no-plots).")])
+    if plots is None:
+        from .plots import build_plots
+
+        try:
+            plots = build_plots(doc)
+        except MissingDependencyError as exc:
+            return _section("plots", "Plots", [f'<div class="warning">No figures: {_e(exc)}</div>'])
+    from .plots import figure_bytes
+
+    body = []
+    skipped = []
+    for p in plots:
+        if p.figure is None:
+            skipped.append(f"<li>{_e(p.title)}: {_e(p.skipped)}</li>")
+            continue
+        data = base64.b64encode(figure_bytes(p.figure, "png")).decode("ascii")
+        body.append(
+            f'<figure id="plot-{_e(p.name)}"><img alt="{_e(p.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(p.title)}</figcaption></figure>"
+        )
+    if skipped:
+        body.append(f'<p class="note">Not drawn:</p><ul class="note">{"".join(skipped)}</ul>')
+    return _section("plots", "Plots", body)
+
+
+def _top_ops(doc: dict[str, Any], top: int, w: _Words) -> list[str]:
+    if "top_ops" not in doc:
+        return []
+    ops = top_ops(doc, top)
+    if not ops:
+        return _section("top-ops", w("Top ops by GPU time (per step)"), [_e(w("No ops launched GPU work in the analysed steps."))])
+    rows = [
+        [_e(i), _code(o.get("name")), _e(fmt_ms(o.get("gpu_ms_per_step"))), _e(fmt_ms(o.get("self_gpu_ms_per_step"))),
+         _e(fmt_pct(o.get("share"))), _e(fmt_count(o.get("calls_per_step"))), _code(o.get("source"))]
+        for i, o in enumerate(ops, 1)
+    ]
+    table = _table(["#", "Op", w("GPU ms"), "Self ms", "% busy", "Calls", "Source"], rows, right=(0, 2, 3, 4, 5))
+    note = _note(w("GPU ms includes kernels launched by child ops, so shares overlap; self ms counts only the op's own kernels."))
+    return _section("top-ops", w("Top ops by GPU time (per step)"), [table, note])
+
+
+def _top_kernels(doc: dict[str, Any], top: int) -> list[str]:
+    if "top_kernels" not in doc:
+        return []
+    kernels = top_kernels(doc, top)
+    if not kernels:
+        return _section("top-kernels", "Top GPU kernels (per step)", ["No GPU kernels in the analysed steps."])
+    rows = [
+        [_e(i), _code(short_kernel_name(k.get("name")), k.get("name")), _e(text(k.get("category"))),
+         _e(fmt_ms(k.get("gpu_ms_per_step"))), _e(fmt_pct(k.get("share"))), _e(fmt_count(k.get("calls_per_step"))),
+         _e(fmt_us(k.get("avg_us"))), _code(k.get("op")), _code(k.get("source"))]
+        for i, k in enumerate(kernels, 1)
+    ]
+    table = _table(["#", "Kernel", "Category", "GPU ms", "% busy", "Calls", "Avg µs", "Launched by", "Source"],
+                   rows, right=(0, 3, 4, 5, 6))
+    return _section("top-kernels", "Top GPU kernels (per step)", [table])
+
+
+def _copies(doc: dict[str, Any], top: int) -> list[str]:
+    if not isinstance(doc.get("copies"), dict):
+        return []
+    rows = copy_rows(doc)
+    if not rows:
+        return _section("copies", "Memory copies (per step)", ["No host/device copies in the analysed steps."])
+    body = [_table(["Direction", "Copies", "Via copy engine", "MB", "GPU ms"], [[_e(c) for c in r] for r in rows],
+                   right=(1, 2, 3, 4)),
+            _note("Copy engine: cudaMemcpy transfers; the rest are copy kernels (casts, .contiguous()), "
+                  "which record no byte count (MB shown as -).")]
+    sources = copy_sources(doc, top)
+    if sources:
+        body.append("<h3>Top copy sources</h3>")
+        body.append(_table(
+            ["Op", "Source", "Dir", "GPU ms", "Copies"],
+            [[_code(s.get("op")), _code(s.get("source")), _e(text(s.get("direction")).upper()),
+              _e(fmt_ms(s.get("gpu_ms_per_step"))), _e(fmt_count(s.get("count_per_step")))] for s in sources],
+            right=(3, 4)))
+    return _section("copies", "Memory copies (per step)", body)
+
+
+def _overview(doc: dict[str, Any]) -> list[str]:
+    rows = overview_rows(doc)
+    if not rows:
+        return []
+    total = sum(ms or 0.0 for _, ms, _ in rows)
+    table_rows = [[_e(n), _e(fmt_ms(ms)), _e(fmt_pct(s)), _bar(s)] for n, ms, s in rows]
+    table_rows.append(["<strong>Total</strong>", f"<strong>{_e(fmt_ms(total))}</strong>",
+                       f"<strong>{_e(fmt_pct(1.0 if total else 0.0))}</strong>", ""])
+    body = [_table(["Role", "ms/step", "% of step", ""], table_rows, right=(1, 2)),
+            _note("Roles in priority order: each gets the part of the step no role above it took, "
+                  "so they add up to the step time.")]
+    return _section("overview", "Step time breakdown (torch-tb-profiler Overview roles)", body)
+
+
+def _runtime(doc: dict[str, Any]) -> list[str]:
+    rows = runtime_rows(doc)
+    if not rows:
+        return []
+    return _section("runtime", "Measured in the run (perfkit profile)",
+                    [_table(["Measure", "Value", "Unit"], [[_e(a), _e(b), _e(c)] for a, b, c in rows], right=(1,))])
+
+
+def _modules(doc: dict[str, Any]) -> list[str]:
+    modules = [m for m in as_list(as_dict(doc.get("runtime")).get("modules")) if isinstance(m, dict)]
+    if not modules:
+        return []
+    rows = [
+        [_code(m.get("name")), _e(text(m.get("type"))), _e(fmt_count(m.get("calls"))),
+         _e(fmt_ms(m.get("forward_ms_median"))), _e(fmt_ms(m.get("backward_ms_median"))),
+         _e(fmt_ms(m.get("first_call_ms"))), _e(fmt_pct(m.get("share"))),
+         _e("yes" if m.get("first_call_outlier") else "")]
+        for m in modules
+    ]
+    table = _table(["Module", "Type", "Calls", "Forward ms (median)", "Backward ms (median)", "First call ms",
+                    "% of module time", "Slow first call"], rows, right=(2, 3, 4, 5, 6))
+    return _section("modules", "Modules (perfkit profile --modules)", [table])
+
+
+def _steps(doc: dict[str, Any], w: _Words) -> list[str]:
+    rows = [r for r in as_list(as_dict(doc.get("steps")).get("table")) if isinstance(r, dict)]
+    if not rows:
+        return []
+    shown = rows
+    note = []
+    if len(rows) > MAX_STEP_ROWS:
+        half = MAX_STEP_ROWS // 2
+        shown = rows[:half] + rows[-half:]
+        note.append(_note(f"{len(rows)} steps: the first and last {half} are shown (all are in the JSON document)."))
+    headers = ["Step", "Wall ms", w("GPU window ms"), w("GPU busy ms"), w("GPU idle ms"), "Forward ms", "Backward ms",
+               "Optimizer ms", "Other ms", "Kept"]
+    body_rows = [
+        [_e(text(r.get("id"))), *(_e(fmt_ms(r.get(k))) for k in (
+            "wall_ms", "gpu_window_ms", "gpu_busy_ms", "gpu_idle_ms", "forward_ms", "backward_ms", "optimizer_ms", "other_ms")),
+         _e("yes" if r.get("kept", True) else f"no: {text(r.get('reason'), 'excluded')}")]
+        for r in shown
+    ]
+    classes = ["" if r.get("kept", True) else "excluded" for r in shown]
+    return _section("steps", "Steps", [_table(headers, body_rows, right=range(1, 9), row_classes=classes), *note])
+
+
+__all__ = ["render_html"]

@@ -1,0 +1,459 @@
+"""matplotlib figures of an analysis document: what ``perfkit analyze --plots DIR`` writes and the HTML embeds.
+
+Like every renderer, the figures take only the JSON document (schema
+``perfkit.analysis/1``), so a saved ``analysis.json`` plots like a fresh one::
+
+    from perfkit.report.plots import write_plots
+    for plot in write_plots(doc, "plots/"):
+        print(plot.name, plot.path or plot.skipped)
+
+Figures (:data:`PLOT_NAMES`, in order):
+
+* ``phases_per_step``: forward / backward / optimizer / other GPU ms of each step, stacked;
+  excluded steps (warm-up outliers, incomplete) hatched.
+* ``categories_per_step``: GPU ms per kernel category of each step, stacked
+  (``steps.table[i].categories_ms``).
+* ``step_times``: CPU wall time and GPU window of each profiled step, the median of
+  the kept steps, and the excluded steps marked with a red cross. For runs made by
+  ``perfkit profile`` a second panel shows every step the run timed
+  (``runtime.steps.wall_ms``), marking steps slower than ``rules.OUTLIER_FACTOR`` x
+  their median the same way.
+* ``memory``: allocated and reserved device memory over time from the trace's
+  ``[memory]`` events (``memory_timeline``, recorded with ``profile_memory=True``),
+  steps shaded; else the allocator peak of each step from the run's counters
+  (``runtime.memory.step_peak_bytes``) against weights, gradients and optimizer state.
+* ``top_modules``: forward and backward median ms of the slowest modules
+  (``runtime.modules``, ``perfkit profile --modules``); without module timings,
+  the top ops by GPU ms per step instead (``top_ops``).
+
+A figure the document has no data for is not drawn; its :class:`Plot` says why.
+Each :class:`Plot` also carries ``info``: what was drawn (step ids, the outliers
+marked, the data source), so callers and tests need not read pixels.
+
+matplotlib is optional (``pip install 'perfkit[plots]'``) and imported only inside
+these functions; figures are drawn on their own Agg canvas (no pyplot, no global
+backend). A missing matplotlib raises :class:`~perfkit.errors.MissingDependencyError`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from ..errors import MissingDependencyError
+from .console import CATEGORY_LABELS, PHASE_LABELS, as_dict, as_list, num
+from .scaling_plot import INSTALL_HINT
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+PLOT_NAMES = ("phases_per_step", "categories_per_step", "step_times", "memory", "top_modules")
+
+#: Steps drawn as bars up to this many; beyond, as stacked areas.
+MAX_BARS = 300
+#: Rows in the top-modules / top-ops chart.
+TOP_ROWS = 12
+#: Figure size (inches) and resolution of the PNG files.
+FIG_SIZE_IN = (9.0, 3.8)
+DPI = 100
+
+_PHASE_COLORS = {"forward": "#4C78A8", "backward": "#F58518", "optimizer": "#54A24B", "other": "#9D9D9D"}
+_CATEGORY_COLORS = {
+    "matmul": "#4C78A8", "attention": "#F58518", "convolution": "#B279A2", "normalization": "#54A24B",
+    "elementwise": "#72B7B2", "reduction": "#EECA3B", "indexing": "#FF9DA6", "copy": "#E45756",
+    "memset": "#BAB0AC", "communication": "#9D755D", "other": "#79706E",
+}
+_OUTLIER_COLOR = "#D62728"
+GIB = 1024.0**3
+
+
+@dataclass
+class Plot:
+    """One figure: drawn (``figure`` set) or skipped (``skipped`` says why).
+
+    Attributes:
+        name: one of :data:`PLOT_NAMES`.
+        title: the figure's title (also the HTML caption).
+        figure: the matplotlib Figure, or None when skipped.
+        info: what was drawn (plain data): e.g. ``outlier_step_ids`` for ``step_times``.
+        skipped: why the figure was not drawn, or None.
+        path: the file written by :func:`write_plots`, or None.
+    """
+
+    name: str
+    title: str
+    figure: Optional["Figure"] = None
+    info: dict[str, Any] = field(default_factory=dict)
+    skipped: Optional[str] = None
+    path: Optional[str] = None
+
+
+def require_matplotlib() -> None:
+    """Raise :class:`MissingDependencyError` with the install command when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+        from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: F401
+        from matplotlib.figure import Figure  # noqa: F401
+    except ImportError:
+        raise MissingDependencyError(f"plots need matplotlib: {INSTALL_HINT}") from None
+
+
+def build_plots(doc: dict[str, Any]) -> list[Plot]:
+    """Every figure of :data:`PLOT_NAMES`, drawn or skipped (in that order)."""
+    require_matplotlib()
+    doc = doc if isinstance(doc, dict) else {}
+    builders: list[Callable[[dict[str, Any]], Plot]] = [
+        plot_phases_per_step, plot_categories_per_step, plot_step_times, plot_memory, plot_top_modules,
+    ]
+    return [b(doc) for b in builders]
+
+
+def write_plots(doc: dict[str, Any], out_dir: str | os.PathLike[str], fmt: str = "png") -> list[Plot]:
+    """Draw every figure and write the drawn ones to ``out_dir/<name>.<fmt>`` (``png`` or ``svg``).
+
+    Returns all plots, skipped ones included (with ``path`` None and ``skipped`` set).
+    """
+    if fmt not in ("png", "svg"):
+        from ..errors import UsageError
+
+        raise UsageError(f"plot format must be png or svg, not {fmt!r}")
+    plots = build_plots(doc)
+    os.makedirs(out_dir, exist_ok=True)
+    for p in plots:
+        if p.figure is not None:
+            p.path = os.path.join(os.fspath(out_dir), f"{p.name}.{fmt}")
+            with open(p.path, "wb") as fh:
+                fh.write(figure_bytes(p.figure, fmt))
+    return plots
+
+
+def figure_bytes(fig: "Figure", fmt: str = "png") -> bytes:
+    """The figure encoded as PNG or SVG bytes (no metadata, so output is reproducible)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    metadata = {"Software": None} if fmt == "png" else {"Creator": None, "Date": None}
+    fig.savefig(buf, format=fmt, metadata=metadata)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------------
+# The figures
+# ---------------------------------------------------------------------------
+
+
+def plot_phases_per_step(doc: dict[str, Any]) -> Plot:
+    """Stacked GPU ms per phase for each step."""
+    title = "GPU time per step by phase"
+    rows = _step_rows(doc)
+    if not rows:
+        return Plot("phases_per_step", title, skipped="the document has no per-step table")
+    series = {p: [num(r.get(f"{p}_ms")) or 0.0 for r in rows] for p in PHASE_LABELS}
+    labels = {p: PHASE_LABELS[p] for p in PHASE_LABELS}
+    fig, info = _stacked(rows, series, labels, _PHASE_COLORS, title, "GPU ms")
+    return Plot("phases_per_step", title, fig, info)
+
+
+def plot_categories_per_step(doc: dict[str, Any]) -> Plot:
+    """Stacked GPU ms per kernel category for each step."""
+    title = "GPU time per step by kernel category"
+    rows = _step_rows(doc)
+    if not rows:
+        return Plot("categories_per_step", title, skipped="the document has no per-step table")
+    if not all(isinstance(r.get("categories_ms"), dict) for r in rows):
+        return Plot("categories_per_step", title,
+                    skipped="the document has no per-step categories (made by an older perfkit: analyze the trace again)")
+    keys = list(dict.fromkeys(k for r in rows for k in r["categories_ms"]))
+    series = {k: [num(r["categories_ms"].get(k)) or 0.0 for r in rows] for k in keys}
+    series = {k: v for k, v in series.items() if any(v)}  # categories with time only
+    labels = {k: CATEGORY_LABELS.get(k, k) for k in series}
+    colors = {k: _CATEGORY_COLORS.get(k, "#777777") for k in series}
+    fig, info = _stacked(rows, series, labels, colors, title, "GPU ms")
+    info["categories"] = list(series)
+    return Plot("categories_per_step", title, fig, info)
+
+
+def plot_step_times(doc: dict[str, Any]) -> Plot:
+    """Step wall and GPU-window times with the median of kept steps; excluded steps marked as outliers."""
+    from ..analysis.rules import OUTLIER_FACTOR
+
+    title = "Step times"
+    rows = _step_rows(doc)
+    rt_steps = as_dict(as_dict(doc.get("runtime")).get("steps"))
+    rt_wall = [num(x) for x in as_list(rt_steps.get("wall_ms"))]
+    rt_wall = [x for x in rt_wall if x is not None]
+    if not rows and not rt_wall:
+        return Plot("step_times", title, skipped="the document has no step times")
+    fig = _figure(height_scale=1.6 if rows and rt_wall else 1.0)
+    panels = (2 if rows and rt_wall else 1)
+    info: dict[str, Any] = {"step_ids": [], "outlier_step_ids": [], "runtime_outlier_steps": []}
+    k = 1
+    if rows:
+        ax = fig.add_subplot(panels, 1, k)
+        k += 1
+        x = list(range(len(rows)))
+        wall = [num(r.get("wall_ms")) or 0.0 for r in rows]
+        window = [num(r.get("gpu_window_ms")) or 0.0 for r in rows]
+        ax.plot(x, wall, "o-", color="#4C78A8", ms=3, lw=1, label="CPU wall ms (ProfilerStep)")
+        ax.plot(x, window, "s-", color="#F58518", ms=3, lw=1, label="GPU window ms")
+        kept_window = sorted(w for w, r in zip(window, rows) if r.get("kept", True))
+        if kept_window:
+            median_ms = _median(kept_window)
+            ax.axhline(median_ms, color="#555555", ls="--", lw=1, label=f"median GPU window, kept steps: {median_ms:.1f} ms")
+            info["median_gpu_window_ms"] = median_ms
+        out = [i for i, r in enumerate(rows) if not r.get("kept", True)]
+        if out:
+            top = [max(wall[i], window[i]) for i in out]
+            ax.plot(out, top, "x", color=_OUTLIER_COLOR, ms=10, mew=2, label="excluded step (outlier / incomplete)")
+            for i, y in zip(out, top):
+                right_half = i > (len(rows) - 1) / 2
+                ax.annotate(_tex_safe(_short(rows[i].get("reason") or "excluded", 40)), (i, y), textcoords="offset points",
+                            xytext=(-8 if right_half else 8, -12), ha="right" if right_half else "left",
+                            fontsize=7, color=_OUTLIER_COLOR)
+        _log_if_wide(ax, wall + window)
+        _step_axis(ax, rows)
+        ax.set_ylabel("ms")
+        ax.set_title("Profiled steps (trace)", fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+        info["step_ids"] = [r.get("id") for r in rows]
+        info["outlier_step_ids"] = [rows[i].get("id") for i in out]
+    if rt_wall:
+        ax = fig.add_subplot(panels, 1, k)
+        x = list(range(1, len(rt_wall) + 1))
+        ax.plot(x, rt_wall, "o-", color="#4C78A8", ms=3, lw=1, label="wall ms per step (run counters)")
+        median_ms = num(rt_steps.get("wall_ms_median")) or _median(sorted(rt_wall))
+        ax.axhline(median_ms, color="#555555", ls="--", lw=1, label=f"median: {median_ms:.1f} ms")
+        slow = [i for i, w in enumerate(rt_wall) if median_ms and w > OUTLIER_FACTOR * median_ms]
+        if slow:
+            ax.plot([x[i] for i in slow], [rt_wall[i] for i in slow], "x", color=_OUTLIER_COLOR, ms=10, mew=2,
+                    label=f"outlier (> {OUTLIER_FACTOR:g}x median)")
+        _log_if_wide(ax, rt_wall)
+        ax.set_xlabel("step of the run")
+        ax.set_ylabel("ms")
+        ax.set_title("Every step of the run (perfkit profile)", fontsize=10)
+        ax.legend(fontsize=7, loc="best")
+        info["runtime_outlier_steps"] = [x[i] for i in slow]
+        info["runtime_median_ms"] = median_ms
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return Plot("step_times", title, fig, info)
+
+
+def plot_memory(doc: dict[str, Any]) -> Plot:
+    """Device memory over time (trace ``[memory]`` events) or per-step allocator peaks (run counters)."""
+    timeline = as_dict(doc.get("memory_timeline"))
+    devices = [d for d in as_list(timeline.get("devices")) if isinstance(d, dict) and d.get("t_ms")]
+    if devices:
+        return _memory_timeline(timeline, devices)
+    mem = as_dict(as_dict(doc.get("runtime")).get("memory"))
+    peaks = [num(x) for x in as_list(mem.get("step_peak_bytes"))]
+    peaks = [x for x in peaks if x is not None]
+    if peaks:
+        return _memory_step_peaks(mem, peaks)
+    return Plot("memory", "Device memory", skipped=(
+        "no memory data: the trace has no [memory] events (record with profile_memory=True) "
+        "and the run measured no allocator counters (perfkit profile on CUDA)"))
+
+
+def plot_top_modules(doc: dict[str, Any]) -> Plot:
+    """Forward + backward median ms of the slowest modules; the top ops when modules were not timed."""
+    modules = [m for m in as_list(as_dict(doc.get("runtime")).get("modules")) if isinstance(m, dict)]
+    fig = None
+    if modules:
+        title = "Top modules (median ms per call)"
+        modules.sort(key=lambda m: -((num(m.get("forward_ms_median")) or 0.0) + (num(m.get("backward_ms_median")) or 0.0)))
+        rows = modules[:TOP_ROWS]
+        names = [_short(m.get("name") or "?", 40) for m in rows]
+        fwd = [num(m.get("forward_ms_median")) or 0.0 for m in rows]
+        bwd = [num(m.get("backward_ms_median")) or 0.0 for m in rows]
+        fig = _figure(height_scale=max(1.0, len(rows) / 10))
+        ax = fig.add_subplot(1, 1, 1)
+        y = list(range(len(rows)))[::-1]
+        ax.barh(y, fwd, color=_PHASE_COLORS["forward"], label="forward")
+        ax.barh(y, bwd, left=fwd, color=_PHASE_COLORS["backward"], label="backward")
+        ax.set_xlabel("ms per call (median)")
+        info = {"source": "runtime.modules", "names": [m.get("name") for m in rows]}
+    else:
+        ops = [o for o in as_list(doc.get("top_ops")) if isinstance(o, dict)]
+        if not ops:
+            return Plot("top_modules", "Top modules", skipped="no module timings (perfkit profile --modules) and no top ops")
+        title = "Top ops by GPU time per step (no module timings: perfkit profile --modules)"
+        rows = ops[:TOP_ROWS]
+        names = [_short(o.get("name") or "?", 40) for o in rows]
+        total = [num(o.get("gpu_ms_per_step")) or 0.0 for o in rows]
+        self_ms = [min(num(o.get("self_gpu_ms_per_step")) or 0.0, t) for o, t in zip(rows, total)]
+        fig = _figure(height_scale=max(1.0, len(rows) / 10))
+        ax = fig.add_subplot(1, 1, 1)
+        y = list(range(len(rows)))[::-1]
+        ax.barh(y, total, color="#9ECAE9", label="GPU ms (with child ops)")
+        ax.barh(y, self_ms, color="#4C78A8", label="self GPU ms")
+        ax.set_xlabel("GPU ms per step")
+        info = {"source": "top_ops", "names": [o.get("name") for o in rows]}
+    ax.set_yticks(y)
+    ax.set_yticklabels([_tex_safe(n) for n in names], fontsize=8)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    return Plot("top_modules", title, fig, info)
+
+
+# ---------------------------------------------------------------------------
+# Helpers
+# ---------------------------------------------------------------------------
+
+
+def _figure(height_scale: float = 1.0) -> "Figure":
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(FIG_SIZE_IN[0], FIG_SIZE_IN[1] * height_scale), dpi=DPI)
+
+
+def _step_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in as_list(as_dict(doc.get("steps")).get("table")) if isinstance(r, dict)]
+
+
+def _stacked(rows: list[dict[str, Any]], series: dict[str, list[float]], labels: dict[str, str],
+             colors: dict[str, str], title: str, ylabel: str) -> tuple["Figure", dict[str, Any]]:
+    """Stacked bars (areas beyond MAX_BARS steps) of ``series`` over the steps; excluded steps hatched."""
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    x = list(range(len(rows)))
+    excluded = [i for i, r in enumerate(rows) if not r.get("kept", True)]
+    bottom = [0.0] * len(rows)
+    as_bars = len(rows) <= MAX_BARS
+    for key, values in series.items():
+        if as_bars:
+            bars = ax.bar(x, values, bottom=bottom, width=0.8, color=colors.get(key))
+            for i in excluded:
+                bars[i].set_alpha(0.45)
+                bars[i].set_hatch("//")
+        else:
+            top = [b + v for b, v in zip(bottom, values)]
+            ax.fill_between(x, bottom, top, step="mid", color=colors.get(key), lw=0)
+        bottom = [b + v for b, v in zip(bottom, values)]
+    from matplotlib.patches import Patch
+
+    # Legend from plain patches: the first bar of a series may be an excluded (hatched) one.
+    handles = [Patch(facecolor=colors.get(k), label=labels.get(k, k)) for k in series]
+    if excluded and as_bars:
+        handles.append(Patch(facecolor="white", edgecolor="#555555", hatch="//", label="excluded step"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    _step_axis(ax, rows)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, axis="y", alpha=0.3)
+    fig.tight_layout()
+    info = {
+        "step_ids": [r.get("id") for r in rows],
+        "excluded_step_ids": [rows[i].get("id") for i in excluded],
+        "series": list(series),
+        "style": "bars" if as_bars else "areas",
+    }
+    return fig, info
+
+
+def _step_axis(ax: Any, rows: list[dict[str, Any]]) -> None:
+    """X axis labelled with the step ids (a subset when there are many)."""
+    n = len(rows)
+    every = max(1, n // 20)
+    ticks = list(range(0, n, every))
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(rows[i].get("id", i)) for i in ticks], fontsize=7)
+    ax.set_xlabel("step (ProfilerStep#)")
+    if n:
+        ax.set_xlim(-0.6, n - 0.4)
+
+
+def _memory_timeline(timeline: dict[str, Any], devices: list[dict[str, Any]]) -> Plot:
+    title = "Device memory over time (trace [memory] events)"
+    cuda = [d for d in devices if d.get("device_type") == 1]
+    shown = cuda or devices[:1]
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    for i, d in enumerate(shown):
+        color = f"C{i}"
+        name = str(d.get("device", "?"))
+        rel = " (change since the first event)" if d.get("relative") else ""
+        t = [num(v) or 0.0 for v in d["t_ms"]]
+        ax.plot(t, [(num(v) or 0.0) / GIB for v in d.get("allocated_bytes") or []], "-", color=color, lw=1,
+                drawstyle="steps-post", label=f"{name} allocated{rel}")
+        if d.get("reserved_bytes"):
+            ax.plot(t, [(num(v) or 0.0) / GIB for v in d["reserved_bytes"]], "--", color=color, lw=1,
+                    drawstyle="steps-post", label=f"{name} reserved")
+    starts = [num(s) for s in as_list(timeline.get("step_start_ms"))]
+    ends = [num(s) for s in as_list(timeline.get("step_end_ms"))]
+    ids = as_list(timeline.get("step_ids"))
+    for j, (s, e) in enumerate(zip(starts, ends)):
+        if s is None or e is None:
+            continue
+        ax.axvspan(s, e, color="#000000", alpha=0.04 if j % 2 else 0.08, lw=0)
+        if j < len(ids) and len(starts) <= 40:
+            ax.annotate(f"step {ids[j]}", (s, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10),
+                        textcoords="offset points", fontsize=7, color="#555555")
+    ax.set_xlabel("ms since the trace start")
+    ax.set_ylabel("GiB")
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    info = {
+        "source": "memory_timeline",
+        "devices": [d.get("device") for d in shown],
+        "peak_allocated_bytes": {str(d.get("device")): d.get("peak_allocated_bytes") for d in shown},
+        "points": sum(len(d["t_ms"]) for d in shown),
+    }
+    return Plot("memory", title, fig, info)
+
+
+def _memory_step_peaks(mem: dict[str, Any], peaks: list[float]) -> Plot:
+    title = "Allocator peak per step (run counters; the trace has no [memory] events)"
+    fig = _figure()
+    ax = fig.add_subplot(1, 1, 1)
+    x = list(range(1, len(peaks) + 1))
+    ax.plot(x, [p / GIB for p in peaks], "o-", color="#4C78A8", ms=3, lw=1, label="peak allocated in the step")
+    level = 0.0
+    for key, name, color in (("weights_bytes", "weights", "#54A24B"), ("gradients_bytes", "+ gradients", "#F58518"),
+                             ("optimizer_state_bytes", "+ optimizer state", "#B279A2")):
+        v = num(mem.get(key))
+        if v:
+            level += v
+            ax.axhline(level / GIB, color=color, ls="--", lw=1, label=name)
+    ax.set_ylim(bottom=0)
+    ax.set_xlabel("step of the run")
+    ax.set_ylabel("GiB")
+    ax.set_title(title, fontsize=11)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    info = {"source": "runtime.memory.step_peak_bytes", "steps": len(peaks), "peak_bytes": max(peaks)}
+    return Plot("memory", title, fig, info)
+
+
+def _log_if_wide(ax: Any, values_ms: list[float]) -> None:
+    """Log y axis when the values span more than 50x (a 10 s first step beside 10 ms steps)."""
+    positive = [v for v in values_ms if v > 0]
+    if positive and max(positive) / min(positive) > 50:
+        ax.set_yscale("log")
+
+
+def _median(sorted_values: list[float]) -> float:
+    n = len(sorted_values)
+    mid = n // 2
+    return sorted_values[mid] if n % 2 else (sorted_values[mid - 1] + sorted_values[mid]) / 2.0
+
+
+def _short(s: Any, n: int) -> str:
+    s = " ".join(str(s).split())
+    return s if len(s) <= n else s[: n - 1] + "…"
+
+
+def _tex_safe(s: str) -> str:
+    """Names from the trace are not mathtext: escape ``$``."""
+    return s.replace("$", r"\$")
+
+
+__all__ = ["PLOT_NAMES", "Plot", "build_plots", "write_plots", "figure_bytes", "require_matplotlib"]
