@@ -151,16 +151,21 @@ def main() -> int:
     ap.add_argument("--slow-ms", type=float, default=40.0, help="the straggler's extra work per step (default 40)")
     ap.add_argument("--watchdog", type=float, default=10.0, help="watchdog period of the hang job, s (default 10)")
     ap.add_argument("--hang-timeout", type=float, default=300.0, help="kill the hang job after this many s (default 300)")
+    ap.add_argument("--pg-timeout-s", type=float, default=120.0, help="process-group timeout of the hang job (default 120)")
     ap.add_argument("--only", default="balanced,straggler,straggler_sleep,hang", help="jobs to run (comma-separated)")
+    ap.add_argument("--cpu-smoke", action="store_true",
+                    help="check this script on a CPU machine: gloo, the tiny model, a 2 s watchdog and a 10 s timeout")
     a = ap.parse_args()
     env = environment()
-    if len(env["gpus"]) < 2:
+    if a.cpu_smoke:
+        a.watchdog, a.pg_timeout_s, a.batch = 2.0, 10.0, 4
+    elif len(env["gpus"]) < 2:
         print(json.dumps({"error": "needs 2 CUDA GPUs", "environment": env}, indent=2))
         return 2
     out = a.out if a.out.is_absolute() else REPO / a.out
     out.mkdir(parents=True, exist_ok=True)
     only = {x.strip() for x in a.only.split(",") if x.strip()}
-    common = ["--steps", str(a.steps), "--batch", str(a.batch)]
+    common = ["--steps", str(a.steps), "--batch", str(a.batch)] + (["--size", "tiny"] if a.cpu_smoke else [])
     summary: dict[str, Any] = {"environment": env, "jobs": {}, "checks": []}
     checks: list[dict[str, Any]] = summary["checks"]
 
@@ -198,7 +203,7 @@ def main() -> int:
     if "hang" in only:
         folder = out / "hang"
         res = profile_job(out, "hang", ["--quiet", "--watchdog", str(a.watchdog)],
-                          common + ["--hang-rank", "1", "--hang-after", "12", "--log-every", "1", "--pg-timeout-s", "120"],
+                          common + ["--hang-rank", "1", "--hang-after", "12", "--log-every", "1", "--pg-timeout-s", str(a.pg_timeout_s)],
                           timeout=a.hang_timeout)
         res["stalls"] = perfkit(out, "hang.stalls.log", "stalls", str(folder), "--json", str(folder / "stalls.json"))
         res["reanalysis"] = perfkit(out, "hang.reanalysis.log", "analyze", str(folder), "--json",

@@ -24,6 +24,7 @@ rank) plus:
 
 from __future__ import annotations
 
+import copy
 import os
 import re
 from typing import Any, Callable, Iterable, Optional
@@ -154,7 +155,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     from . import merge
 
     docs = sorted(docs, key=lambda d: (rank_of(d) is None, rank_of(d) or 0))
-    job = merge([Analysis(doc=d) for d in docs]).doc if len(docs) > 1 else dict(docs[0])
+    job = merge([Analysis(doc=d) for d in docs]).doc if len(docs) > 1 else copy.deepcopy(docs[0])
     rows = [rank_row(d) for d in docs]
     if rows:
         med = float(np.median([r["work_ms_per_step"] for r in rows]))
