@@ -164,7 +164,9 @@ def test_anchor_multi_rank_traces_give_the_rank_table():
     assert doc["job"]["world_size"] == 128 and len(doc["job"]["missing_ranks"]) == 126
     assert doc["trace"]["distributed"]["world_size"] == 128 and "rank" not in doc["trace"]["distributed"]
     assert not any(f["id"] == "rank_missing" for f in doc["findings"])  # not given is not missing
-    assert {f.get("rank") for f in doc["findings"] if f["id"] == "host_bound_idle"} == {0, 1}
+    idle = [f for f in doc["findings"] if f["id"] == "host_bound_idle"]
+    assert len(idle) == 1 and idle[0]["ranks"] == [0, 1] and "2 of 2 ranks" in idle[0]["title"]  # one per id
+    assert {row["rank"] for row in doc["steps"]["table"]} == {0, 1}
     from rich.console import Console
 
     from perfkit.report import render_console, render_markdown

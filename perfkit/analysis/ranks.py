@@ -189,11 +189,14 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     if stalls is not None:
         job["stalls"] = stalls
 
+    # Step rows say which rank they are from.
+    job["steps"]["table"] = [{**row, "rank": rank_of(d)} for d in docs for row in (d.get("steps") or {}).get("table", [])]
     found = [f for f in job.get("findings", []) if f.get("id") != "comm_exposed"]
     by_trace = {r["trace"]: r["rank"] for r in rows}
     for f in found:
         if "rank" not in f:
             f["rank"] = by_trace.get(f.get("trace"), rows[0]["rank"] if len(rows) == 1 else None)
+    found = _one_per_id(found, len(rows))
     job_found = [strag, comm.exposed_finding([
         {"rank": r["rank"], "step_ms": r["step_ms_median"], "communication": d.get("communication")}
         for r, d in zip(rows, docs)
@@ -203,6 +206,26 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     found = [f for f in job_found if f is not None] + found
     job["findings"] = sorted(found, key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f.get("cost_ms_per_step", 0.0)))
     return job
+
+
+def _one_per_id(found: list[dict[str, Any]], n_ranks: int) -> list[dict[str, Any]]:
+    """The ranks' own findings, one per id: the worst rank's, with ``ranks`` listing every rank that has it.
+
+    A job of 1,000 ranks with the same idle GPU would otherwise list 1,000 findings.
+    """
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for f in found:
+        groups.setdefault(f["id"], []).append(f)
+    out = []
+    for fs in groups.values():
+        worst = min(fs, key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f.get("cost_ms_per_step", 0.0)))
+        g = dict(worst)
+        have = sorted({f["rank"] for f in fs if f.get("rank") is not None})
+        g["ranks"] = have
+        if g.get("rank") is not None and n_ranks > 1:
+            g["title"] = f"{g['title']} (rank {g['rank']}" + (f"; {len(have)} of {n_ranks} ranks)" if len(have) > 1 else ")")
+        out.append(g)
+    return out
 
 
 def _mean_communication(docs: list[dict[str, Any]]) -> dict[str, Any]:
