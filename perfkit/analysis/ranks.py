@@ -394,7 +394,7 @@ def rank_missing(missing_rows: list[dict[str, Any]], world: int) -> Optional[dic
         "severity": "warning",
         "title": f"{len(known)} of {world} ranks wrote no analysis (rank{'s' if len(known) > 1 else ''} "
                  + ", ".join(str(r["rank"]) for r in known[:16]) + (" ..." if len(known) > 16 else "") + ")",
-        "where": [{"rank": r["rank"], "reason": r["reason"]} for r in known[:16]],
+        "where": [{"rank": r["rank"], "name": f"rank {r['rank']}", "reason": r["reason"]} for r in known[:16]],
         "evidence": {"missing_ranks": [r["rank"] for r in known], "world_size": world},
         "remedy": FINDING_TEXTS["rank_missing"],
         "cost_ms_per_step": 0.0,

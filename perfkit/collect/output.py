@@ -80,13 +80,14 @@ def _write_rank(session: "ProfileSession", doc: dict[str, Any], trace: Optional[
     except OSError as exc:
         print(f"perfkit: could not write the run directory {run_dir}: {exc}", file=sys.stderr)
         return None
-    if world.rank != 0:
+    if world.rank != 0 or session.options.mode != "trace":  # light mode: no traces to compare
         if not session.options.quiet:
             print(f"perfkit: rank {world.rank} wrote {path}", file=sys.stderr)
         return path
+    quiet = session.options.quiet
     docs, missing, interrupted = job.wait_for_ranks(
         run_dir, world, wait_s=session.options.job_wait_s, started_at=session._started_at,
-        say=lambda line: print(line, file=sys.stderr, flush=True))
+        say=lambda line: None if quiet else print(line, file=sys.stderr, flush=True))
     job_path = os.path.join(run_dir, "analysis.json")
     try:
         job_doc = job.job_document(docs, missing, run_dir, world)
