@@ -72,7 +72,7 @@ def section(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str) -> dict[
         host = tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
         rows = host[tl.matches(COLLECTIVE_HOST_PATTERN)[host]]
         c_s, c_e = tl.start[rows], tl.end[rows]
-        busy = dw.category != comm_code
+        busy = ~tl.matches(COLLECTIVE_HOST_PATTERN)[dw.row] if len(dw) else np.zeros(0, bool)
         p_s, p_e = dw.start[busy], dw.end[busy]
         n_lanes = 1
         names, dur, starts = tl.name[rows], c_e - c_s, c_s
