@@ -306,7 +306,7 @@ def test_torchrun_gloo_straggler_found_and_named(tmp_path):
 def test_torchrun_gloo_hang_stall_view_names_the_stuck_rank(tmp_path):
     code, out = torchrun(tmp_path, "--out", "run", "--watchdog", "2", "--skip-first", "1", "--warmup", "0",
                          "--active", "2", str(DDP), "--steps", "20", "--hang-rank", "1", "--hang-after", "4",
-                         "--pg-timeout-s", "6", timeout=150)
+                         "--pg-timeout-s", "8", timeout=150)
     assert code != 0  # the job failed: rank 0's all-reduce timed out, torchrun stopped rank 1
     run = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "perfkit", "stalls", str(run), "--json", str(tmp_path / "s.json")],

@@ -372,7 +372,8 @@ def rank_stuck(stalls: Optional[dict[str, Any]]) -> Optional[dict[str, Any]]:
             "verdict": stalls.get("verdict"),
         },
         "remedy": FINDING_TEXTS["rank_stuck"],
-        "cost_ms_per_step": 0.0,
+        # A stuck job loses every step from now on: the stall so far (ms) outranks any per-step cost.
+        "cost_ms_per_step": round(1000.0 * max([float(r.get("seconds_stalled") or 0.0) for r in lead] or [0.0]), 1),
     }
 
 
