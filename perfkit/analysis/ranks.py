@@ -203,9 +203,33 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     ]), rank_stuck(stalls), rank_missing(missing_rows, world)]
     if strag is not None:
         strag["rank"] = strag["evidence"]["rank"]
+        found = _absorb_straggler_idle(strag, found)
     found = [f for f in job_found if f is not None] + found
     job["findings"] = sorted(found, key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f.get("cost_ms_per_step", 0.0)))
     return job
+
+
+def _absorb_straggler_idle(strag: dict[str, Any], found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One cause, one finding across ranks: idle GPU time on the straggler alone is the straggler's extra work.
+
+    When ``host_bound_idle`` is raised by the straggler rank only (a rank whose host
+    is slow leaves its own GPU idle), it is the same cause seen from that rank: the
+    straggler finding carries its idle figures, its severity if worse, and its cost.
+    Idle time present on other ranks too has another cause and stays its own finding.
+    """
+    out = []
+    for f in found:
+        if f.get("id") == "host_bound_idle" and f.get("ranks") == [strag["rank"]]:
+            ev = f.get("evidence") or {}
+            for key in ("gpu_idle_ms_per_step", "idle_share"):
+                if key in ev:
+                    strag["evidence"][f"straggler_{key}"] = ev[key]
+            if _SEVERITY_RANK.get(f["severity"], 3) < _SEVERITY_RANK.get(strag["severity"], 3):
+                strag["severity"] = f["severity"]
+            strag["cost_ms_per_step"] = max(strag["cost_ms_per_step"], f.get("cost_ms_per_step", 0.0))
+            continue
+        out.append(f)
+    return out
 
 
 def _one_per_id(found: list[dict[str, Any]], n_ranks: int) -> list[dict[str, Any]]:
