@@ -100,11 +100,20 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     # build them on two threads.
     from concurrent.futures import ThreadPoolExecutor
 
+    from . import comm, findings, frames
+
+    def context(doc: dict[str, Any]) -> findings.Context:
+        return findings.Context(tl=tl, steps=steps, dw=dw, stats=stats, doc=doc, src=src, kept=kept)
+
     with ThreadPoolExecutor(max_workers=2) as pool:
+        f_early = pool.submit(findings.run_early, context({"trace": {"time_basis": basis}}))
+        f_top_ops = pool.submit(ops.top_ops, tl, dw, kept, max(n_kept, 1), busy_total, src, in_kept_step, basis=basis)
         f_roles = pool.submit(overview, tl, dw, stats)
         f_copies = pool.submit(ops.copies, tl, dw, kept, max(n_kept, 1), src)
-        f_top_ops = pool.submit(ops.top_ops, tl, dw, kept, max(n_kept, 1), busy_total, src, in_kept_step, basis=basis)
         f_top_kernels = pool.submit(ops.top_kernels, tl, dw, kept, max(n_kept, 1), busy_total, src)
+        f_comm = pool.submit(comm.section, tl, dw, stats, basis)
+        f_frames = pool.submit(frames.user_frames, tl, steps, stats, src)
+        f_memory = pool.submit(series.memory_timeline, trace, tl.t0_us, steps)
         roles = f_roles.result()
         tables = {"copies": f_copies.result(), "top_ops": f_top_ops.result(), "top_kernels": f_top_kernels.result()}
     role_us = {r: float(roles[r][stats.kept].sum()) for r in ROLES}
@@ -169,15 +178,11 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
             for r, v in role_us.items()
         },
         "findings": [],
-        "memory_timeline": series.memory_timeline(trace, tl.t0_us, steps),
+        "memory_timeline": f_memory.result(),
     }
-    from . import findings
-
-    from . import comm, frames
-
-    doc["communication"] = comm.section(tl, dw, stats, basis)
-    doc["frames"] = frames.user_frames(tl, steps, stats, src)
-    doc["findings"] = findings.detect(findings.Context(tl=tl, steps=steps, dw=dw, stats=stats, doc=doc, src=src, kept=kept))
+    doc["communication"] = f_comm.result()
+    doc["frames"] = f_frames.result()
+    doc["findings"] = findings.detect(context(doc), early=f_early.result())
     comm.add_finding(doc)
     return Analysis(doc=doc)
 

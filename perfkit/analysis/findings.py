@@ -403,17 +403,31 @@ DETECTORS: tuple[Callable[[Context], Optional[dict[str, Any]]], ...] = (
     slow_op, memory_pressure,
 )
 
+#: Detectors that read nothing of the document but ``trace``: they may run early,
+#: beside the tables (``run_early``), and their results be handed to ``detect``.
+EARLY_DETECTORS = (host_bound_idle,)
+
 _SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
-def detect(ctx: Context) -> list[dict[str, Any]]:
-    """Run every detector; ranked by severity, then by the time at stake."""
+def _run(det: Callable[[Context], Optional[dict[str, Any]]], ctx: Context) -> Optional[dict[str, Any]]:
+    try:
+        return det(ctx)
+    except Exception as exc:  # a detector must never take the analysis down
+        return finding(det.__name__, "info", f"detector {det.__name__} failed: {exc}", None, {}, "", 0.0)
+
+
+def run_early(ctx: Context) -> dict[str, Optional[dict[str, Any]]]:
+    """The early detectors' findings by detector name (``ctx.doc`` needs only ``trace``)."""
+    return {det.__name__: _run(det, ctx) for det in EARLY_DETECTORS}
+
+
+def detect(ctx: Context, early: Optional[dict[str, Optional[dict[str, Any]]]] = None) -> list[dict[str, Any]]:
+    """Run every detector (or take its result from ``early``); ranked by severity, then by the time at stake."""
+    early = early or {}
     out = []
     for det in DETECTORS:
-        try:
-            f = det(ctx)
-        except Exception as exc:  # a detector must never take the analysis down
-            f = finding(det.__name__, "info", f"detector {det.__name__} failed: {exc}", None, {}, "", 0.0)
+        f = early[det.__name__] if det.__name__ in early else _run(det, ctx)
         if f is not None:
             out.append(f)
     # One cause, one finding: when the GPU's idle time is explained by the data
