@@ -249,3 +249,15 @@ def test_chromium_dom_has_the_main_sections(page: Path, profile: Path) -> None:
     for heading in HEADINGS:
         assert htmllib.escape(heading) in dom, heading
     assert dom.count("<img ") == 5 and dom.count('class="finding') >= 1
+
+
+def test_job_report_has_the_ranks_section(tmp_path: Path) -> None:
+    """A multi-rank job document (2x H200 DDP with a straggler) shows the per-rank table and the straggler."""
+    job = json.loads((REPO / "traces" / "ddp_gpt_2xh200" / "straggler" / "analysis.json").read_text())
+    page = render_html(job, with_plots=False)
+    assert '<section id="ranks">' in page and 'href="#ranks"' in page
+    section = page.split('<section id="ranks">', 1)[1].split("</section>", 1)[0]
+    assert "straggler: rank 1" in section
+    assert section.count("<tr>") == 1 + 2  # header + two ranks
+    single = json.loads((REPO / "traces" / "example_gpt_h100" / "analysis.json").read_text())
+    assert '<section id="ranks">' not in render_html(single, with_plots=False)

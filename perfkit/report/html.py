@@ -122,6 +122,7 @@ def render_html(doc: dict[str, Any], *, top: int = 10, plots: Optional[Sequence[
     parts += _header(doc)
     parts += _summary(doc)
     parts += _findings(doc)
+    parts += _ranks(doc)
     parts += _phases(doc, w)
     parts += _categories(doc, w)
     parts += _plots(doc, plots, with_plots)
@@ -151,7 +152,7 @@ def render_html(doc: dict[str, Any], *, top: int = 10, plots: Optional[Sequence[
 
 
 _NAV = [
-    ("summary", "Summary"), ("findings", "Findings"), ("phases", "Phases"), ("categories", "Categories"),
+    ("summary", "Summary"), ("findings", "Findings"), ("ranks", "Ranks"), ("phases", "Phases"), ("categories", "Categories"),
     ("plots", "Plots"), ("top-ops", "Top ops"), ("top-kernels", "Top kernels"), ("copies", "Copies"),
     ("overview", "Overview"), ("runtime", "Run"), ("modules", "Modules"), ("steps", "Steps"),
 ]
@@ -264,6 +265,21 @@ def _findings(doc: dict[str, Any]) -> list[str]:
         title = _e(text(f.get("title"), "(untitled finding)"))
         body.append(f'<div class="finding {_e(css)}"><h3>{i}. {badge}{title}{ident}</h3><dl>{"".join(rows)}</dl></div>')
     return _section("findings", "Findings", body)
+
+
+def _ranks(doc: dict[str, Any]) -> list[str]:
+    """The job view of a multi-rank run (the same rows as the terminal and Markdown reports)."""
+    from . import ranks
+
+    if not ranks.has_ranks(doc):
+        return []
+    rows, hidden = ranks.rank_table(doc)
+    body = [f"<p>{_e(line)}</p>" for line in ranks.job_lines(doc)]
+    body.append(_table(list(ranks.HEADERS), [[_e(c) for c in row] for row in rows], right=tuple(range(1, len(ranks.HEADERS)))))
+    if hidden:
+        body.append(_note(f"{hidden} more ranks not shown (the slowest and fastest are)"))
+    body.append(_note(ranks.NOTE))
+    return _section("ranks", "Ranks", body)
 
 
 def _phases(doc: dict[str, Any], w: _Words) -> list[str]:
