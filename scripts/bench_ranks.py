@@ -89,8 +89,8 @@ def rank_dir(base: Path, n: int, distinct: bool) -> Path:
         if f.exists() or f.is_symlink():
             if distinct and f.stat().st_size == base.stat().st_size and not f.is_symlink():
                 continue
-            if not distinct and f.is_symlink():
-                continue
+            if not distinct and f.is_symlink() and f.resolve() == base.resolve():
+                continue  # a link to another size (an earlier run with --size-mb) is replaced
             f.unlink()
         if distinct:
             shutil.copyfile(base, f)
