@@ -99,3 +99,22 @@ def test_several_traces_merge_step_weighted(tmp_path):
         (mm(one) * n1 + mm(two) * n2) / (n1 + n2))
     assert sum(v["share"] for v in both["phases"].values()) == pytest.approx(1.0, abs=1e-3)
     assert all("trace" in f for f in both["findings"])
+
+
+def test_job_analysis_merge_report_and_budget_without_torch(tmp_path):
+    """The multi-rank job view (with the stall files), merge, HTML and the budget check import no torch."""
+    runs = REPO / "traces" / "ddp_gpt_2xh200"
+    proc = run_cli("analyze", str(runs / "hang"), "--json", str(tmp_path / "job.json"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads((tmp_path / "job.json").read_text())
+    assert job["findings"][0]["id"] == "rank_stuck"
+    proc = run_cli("merge", str(runs / "straggler" / "rank0.analysis.json"), str(runs / "straggler" / "rank1.analysis.json"),
+                   "--json", str(tmp_path / "merged.json"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("report", str(tmp_path / "merged.json"), "--html", str(tmp_path / "r.html"))
+    assert proc.returncode == 0, proc.stderr
+    assert '<section id="ranks">' in (tmp_path / "r.html").read_text()
+    (tmp_path / "b.toml").write_text('[budget]\nstep_ms = 10\n')
+    proc = run_cli("budget", "check", str(tmp_path / "b.toml"), str(tmp_path / "merged.json"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # an 85 ms step breaks a 10 ms budget
+    assert "Traceback" not in proc.stderr

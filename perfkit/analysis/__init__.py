@@ -25,6 +25,12 @@ from .timeline import Timeline
 
 __all__ = ["analyze_trace", "analyze_paths", "Analysis", "SCHEMA"]
 
+#: The tables and detectors run on two threads from this many events on. Below
+#: it one thread: the two threads' temporaries at once cost ~20 MB of peak memory
+#: on a 171 MB trace (0.5 M events) for a 0.08 s gain; on a 1 GB trace (3 M
+#: events) the gain is ~0.4 s and the memory stays well under the JSON size.
+TABLE_THREADS_MIN_EVENTS = 1_000_000
+
 
 def analyze_paths(path_or_paths: Union[str, os.PathLike, Iterable[Any]], *,
                   progress: Optional[Callable[[str, int, int], None]] = None, **kwargs: Any) -> Analysis:
@@ -97,7 +103,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     src = ops.Sources(tl)
     in_kept_step = functools.partial(in_kept_steps, steps, stats)
     # The tables are independent and mostly numpy work, which releases the GIL:
-    # build them on two threads.
+    # on large traces they are built on two threads.
     from concurrent.futures import ThreadPoolExecutor
 
     from . import comm, findings, frames
@@ -105,7 +111,8 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     def context(doc: dict[str, Any]) -> findings.Context:
         return findings.Context(tl=tl, steps=steps, dw=dw, stats=stats, doc=doc, src=src, kept=kept)
 
-    with ThreadPoolExecutor(max_workers=2) as pool:
+    threads = 2 if len(trace) >= TABLE_THREADS_MIN_EVENTS else 1
+    with ThreadPoolExecutor(max_workers=threads) as pool:
         f_early = pool.submit(findings.run_early, context({"trace": {"time_basis": basis}}))
         f_top_ops = pool.submit(ops.top_ops, tl, dw, kept, max(n_kept, 1), busy_total, src, in_kept_step, basis=basis)
         f_roles = pool.submit(overview, tl, dw, stats)
