@@ -34,6 +34,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any, Callable, Optional
 
 from ..errors import PerfkitError, TraceFormatError
+from .._json import json_default
 
 #: Exit status of a worker whose trace was bad input (its stderr holds the one-line message).
 _BAD_INPUT = 2
@@ -119,18 +120,10 @@ def _worker_main(argv: list[str]) -> int:
     except PerfkitError as exc:
         sys.stderr.write(f"{exc}\n")
         return _BAD_INPUT
-    out = json.dumps(doc, allow_nan=False, default=_plain, separators=(",", ":"))
+    out = json.dumps(doc, allow_nan=False, default=json_default, separators=(",", ":"))
     sys.stdout.write(out)
     sys.stdout.flush()
     return 0
-
-
-def _plain(obj: Any) -> Any:
-    if hasattr(obj, "item") and getattr(obj, "ndim", 0) == 0:
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 if __name__ == "__main__":

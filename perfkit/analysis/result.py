@@ -11,6 +11,8 @@ import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from .._json import json_default
+
 if TYPE_CHECKING:  # pandas is imported only when a table is asked for
     import pandas as pd
 
@@ -32,7 +34,7 @@ class Analysis:
         return self.doc
 
     def to_json(self, indent: int = 2) -> str:
-        return json.dumps(self.doc, indent=indent, allow_nan=False, default=_default)
+        return json.dumps(self.doc, indent=indent, allow_nan=False, default=json_default)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> "Analysis":
@@ -83,11 +85,3 @@ def _frame(rows: Any) -> "pd.DataFrame":
     import pandas as pd
 
     return pd.DataFrame(rows)
-
-
-def _default(obj: Any) -> Any:
-    if hasattr(obj, "item"):
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")

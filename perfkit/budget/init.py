@@ -16,6 +16,7 @@ import re
 from typing import Any, Optional
 
 from ..errors import UsageError
+from ..report.budget import fmt_value
 from . import metrics
 
 SHARE_FLOOR = 0.01  #: a share's limit is at least one percentage point above the measured value
@@ -47,16 +48,6 @@ def _toml_number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
-def _fmt_measured(x: float, unit: str) -> str:
-    if unit == "ms":
-        return f"{x:.2f} ms"
-    if unit == "bytes":
-        return f"{x / 2**30:.2f} GiB"
-    if unit == "share":
-        return f"{100 * x:.2f}%"
-    return f"{x:,.1f} {unit}"
-
-
 def starting_budget(doc: dict[str, Any], source: str, headroom: float = 0.10) -> str:
     """TOML text of a budget that ``doc`` passes with ``headroom`` to spare."""
     lines = [
@@ -82,7 +73,7 @@ def starting_budget(doc: dict[str, Any], source: str, headroom: float = 0.10) ->
             limit, bound = float(math.ceil(x * (1.0 + headroom))), "max"
         else:
             limit, bound = _round_out(x * (1.0 + headroom), up=True), "max"
-        lines.append(f"{key} = {{ {bound} = {_toml_number(limit)} }}   # measured {_fmt_measured(x, m.unit)}")
+        lines.append(f"{key} = {{ {bound} = {_toml_number(limit)} }}   # measured {fmt_value(x, m.unit)}")
 
     for key in ("step_ms", "gpu_step_ms", "tokens_per_s", "samples_per_s", "peak_memory_bytes", "mfu",
                 "gpu_idle_share"):

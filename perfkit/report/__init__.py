@@ -19,6 +19,7 @@ import os
 from typing import Any, Union
 
 from .console import render_console
+from .._json import json_default
 from .markdown import render_markdown
 
 
@@ -26,17 +27,8 @@ def write_json(doc: dict[str, Any], path: Union[str, "os.PathLike[str]"]) -> Non
     """Write the document as indented JSON (2 spaces); NaN or infinity raise ValueError instead of
     producing invalid JSON."""
     with open(path, "w", encoding="utf-8") as fh:
-        json.dump(doc, fh, indent=2, allow_nan=False, default=_plain)
+        json.dump(doc, fh, indent=2, allow_nan=False, default=json_default)
         fh.write("\n")
-
-
-def _plain(obj: Any) -> Any:
-    """numpy scalars and arrays that slipped into a document become plain Python values."""
-    if hasattr(obj, "item") and getattr(obj, "ndim", 0) == 0:
-        return obj.item()
-    if hasattr(obj, "tolist"):
-        return obj.tolist()
-    raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
 __all__ = ["render_console", "render_markdown", "write_json"]
