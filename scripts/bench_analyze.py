@@ -290,6 +290,32 @@ def wait_idle(max_wait_s: float, busy_limit: float = 0.15) -> float:
         time.sleep(2.0)
 
 
+class TreeSampler:
+    """Samples a process tree's summed PSS every SAMPLE_S on a thread: ``peak`` holds the maxima."""
+
+    def __init__(self, pid: int):
+        self.pid = pid
+        self.peak = {"tree": 0, "main": 0, "procs": 0, "samples": 0}
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            total, main, n = tree_rss(self.pid)
+            if n:
+                self.peak["samples"] += 1
+                self.peak["tree"] = max(self.peak["tree"], total)
+                self.peak["main"] = max(self.peak["main"], main)
+                self.peak["procs"] = max(self.peak["procs"], n)
+            self._done.wait(SAMPLE_S)
+
+    def stop(self) -> dict[str, int]:
+        self._done.set()
+        self._thread.join()
+        return self.peak
+
+
 def run_child(mode: str, path: str) -> dict[str, Any]:
     """Run CHILD in a fresh interpreter; sample its process tree's RSS every SAMPLE_S."""
     env = _child_env()
@@ -300,25 +326,10 @@ def run_child(mode: str, path: str) -> dict[str, Any]:
         [sys.executable, "-c", CHILD, mode, path], cwd=str(CODE_ROOT), env=env,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )
-    peak = {"tree": 0, "main": 0, "procs": 0, "samples": 0}
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            total, main, n = tree_rss(proc.pid)
-            if n:
-                peak["samples"] += 1
-                peak["tree"] = max(peak["tree"], total)
-                peak["main"] = max(peak["main"], main)
-                peak["procs"] = max(peak["procs"], n)
-            done.wait(SAMPLE_S)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
+    sampler = TreeSampler(proc.pid)
     stdout, stderr = proc.communicate()
     wall = time.perf_counter() - t0
-    done.set()
-    th.join()
+    peak = sampler.stop()
     busy = cpu_busy_s() - busy0
     own = sum(os.times()[:2]) - own0  # this process (the sampler), children excluded
     line = next((ln for ln in stdout.decode().splitlines() if ln.startswith("RESULT ")), None)

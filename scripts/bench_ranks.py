@@ -50,7 +50,6 @@ import shutil
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -106,25 +105,10 @@ def run_analyze(directory: Path, out: Path) -> dict[str, Any]:
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "perfkit", "analyze", str(directory), "--json", str(out), "-q"],
                             cwd=str(ba.CODE_ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-    peak = {"tree": 0, "main": 0, "procs": 0, "samples": 0}
-    done = threading.Event()
-
-    def sample() -> None:
-        while not done.is_set():
-            total, main, n = ba.tree_rss(proc.pid)
-            if n:
-                peak["samples"] += 1
-                peak["tree"] = max(peak["tree"], total)
-                peak["main"] = max(peak["main"], main)
-                peak["procs"] = max(peak["procs"], n)
-            done.wait(ba.SAMPLE_S)
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
+    sampler = ba.TreeSampler(proc.pid)
     _, stderr = proc.communicate()
     wall = time.perf_counter() - t0
-    done.set()
-    th.join()
+    peak = sampler.stop()
     if proc.returncode != 0:
         raise RuntimeError(f"perfkit analyze {directory} failed (rc {proc.returncode}):\n{stderr.decode()[-4000:]}")
     busy = ba.cpu_busy_s() - busy0 - (sum(os.times()[:2]) - own0)
