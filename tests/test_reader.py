@@ -220,3 +220,22 @@ def test_scanner_strings_with_escapes_and_long_names():
     want = [json.loads(f'"{n}"') for n in names]
     got = [out["names"][i] for i in out["events"][m.NAME].tolist()]
     assert got == want
+
+
+def test_scanner_reads_large_integer_ids_exactly(monkeypatch):
+    """19-digit thread ids and ids above 2^53 stay exact (as the general decoder reads them), not rounded via double."""
+    from perfkit.trace import decode
+
+    body = (b'[{"ph":"X","cat":"cpu_op","name":"a","pid":783658,"tid":6212393379229260556,"ts":1,"dur":2,'
+            b'"args":{"External id":9007199254740993,"Sequence number":-9223372036854775808}},'
+            b'{"ph":"X","cat":"kernel","name":"k","pid":0,"tid":-1645028596,"ts":3,"dur":1,'
+            b'"args":{"correlation":9223372036854775807}}]')
+    raw = decode._scan.scan(body)  # the scanner itself reads them (no fallback to the general decoder)
+    assert np.frombuffer(raw["tid"], np.int64).tolist() == [6212393379229260556, -1645028596]
+    fast = decode.decode_chunk(body, bracketed=True)
+    monkeypatch.setattr(decode, "_scan", None)
+    slow = decode.decode_chunk(body, bracketed=True)
+    assert fast["events"][m.TID].tolist() == slow["events"][m.TID].tolist() == [6212393379229260556, -1645028596]
+    assert fast["events"][m.EXT].tolist()[0] == 9007199254740993 == slow["events"][m.EXT].tolist()[0]
+    assert fast["events"][m.SEQ].tolist() == slow["events"][m.SEQ].tolist()
+    assert fast["events"][m.CORR].tolist() == slow["events"][m.CORR].tolist()

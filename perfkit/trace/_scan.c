@@ -247,7 +247,7 @@ static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
     uint64_t v = 0;
     int digits = 0;
     while (q < L->end && *q >= '0' && *q <= '9') {
-        if (digits < 18) v = v * 10 + (uint64_t)(*q - '0');
+        if (digits < 19) v = v * 10 + (uint64_t)(*q - '0'); /* 19 digits fit in a uint64 */
         digits++;
         q++;
     }
@@ -276,7 +276,16 @@ static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
             return 0;
         }
     }
-    if (q < L->end && (*q == '.' || *q == 'e' || *q == 'E' || digits >= 18)) {
+    int is_int = !(q < L->end && (*q == '.' || *q == 'e' || *q == 'E'));
+    if (is_int && digits <= 19 && v <= (neg ? (1ULL << 63) : (uint64_t)INT64_MAX)) {
+        /* an integer that fits in int64 (ids such as 6212393379229260556): exact, as the JSON decoder gives it */
+        *iv = neg ? (int64_t)(0 - v) : (int64_t)v;
+        *dv = (double)*iv;
+        *kind = 1;
+        L->p = q;
+        return 0;
+    }
+    {
         char *endp;
         double d = strtod(p, &endp);
         if (endp == p) { L->err = "bad number"; return -1; }
@@ -285,11 +294,6 @@ static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
         *kind = 2;
         return 0;
     }
-    *iv = neg ? -(int64_t)v : (int64_t)v;
-    *dv = (double)*iv;
-    *kind = 1;
-    L->p = q;
-    return 0;
 }
 
 /* ------------------------------------------------------------------ events */
