@@ -124,6 +124,8 @@ def test_format_seconds():
     assert format_seconds(53.0) == "53 s"
     assert "min" in format_seconds(540.0)
     assert "h" in format_seconds(5.4e4)
+    assert format_seconds(540.0, exact=False) == "9 min"  # plot labels, "... ago"
+    assert format_seconds(0.0004, exact=False, digits=2) == "400 us"  # never 4e+02
 
 
 def test_projection_and_document(helper, monkeypatch):

@@ -8,7 +8,7 @@ The ``communication`` section of the analysis document, per trace (per rank):
   time on the same device, on another stream, and *exposed* elsewhere.
 * On a CPU-only trace (gloo), communication is the host ranges of collectives
   (``gloo:all_reduce`` on gloo's threads, ``c10d::allreduce_`` ...,
-  :data:`COLLECTIVE_HOST_PATTERN`); it is overlapped where the training threads
+  :data:`rules.COLLECTIVE_HOST_PATTERN`); it is overlapped where the training threads
   run an op (the outermost CPU ops, the same work items as the CPU time basis)
   and exposed where they wait.
 
@@ -38,8 +38,6 @@ from .timeline import Timeline
 COMM_EXPOSED_INFO = 0.05
 COMM_EXPOSED_WARN = 0.15
 COMM_EXPOSED_CRIT = 0.35
-#: Host ranges of collectives (CPU time basis): backend ranges and c10d ops, not DDP's own copies.
-COLLECTIVE_HOST_PATTERN = r"^(nccl:|gloo:|mpi:|ucc:|c10d::|record_param_comms$|_?c10d_functional::)"
 #: Collective names listed in ``communication.ops``.
 TOP_OPS = 5
 
@@ -70,9 +68,9 @@ def section(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str) -> dict[
         starts = dw.start[is_comm]
     else:
         host = tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
-        rows = host[tl.matches(COLLECTIVE_HOST_PATTERN)[host]]
+        rows = host[tl.matches(rules.COLLECTIVE_HOST_PATTERN)[host]]
         c_s, c_e = tl.start[rows], tl.end[rows]
-        busy = ~tl.matches(COLLECTIVE_HOST_PATTERN)[dw.row] if len(dw) else np.zeros(0, bool)
+        busy = ~tl.matches(rules.COLLECTIVE_HOST_PATTERN)[dw.row] if len(dw) else np.zeros(0, bool)
         p_s, p_e = dw.start[busy], dw.end[busy]
         n_lanes = 1
         names, dur, starts = tl.name[rows], c_e - c_s, c_s

@@ -65,7 +65,8 @@ class CategoryRule:
 
 
 _COMM_KERNEL = r"nccl|rccl|\bgloo|all_?reduce|all_?gather|reduce_?scatter|alltoall|all_to_all|sendrecv|cross_device_reduce|multimem"
-_COMM_OP = r"^(nccl:|gloo:|c10d::|record_param_comms|_?c10d_functional::|torch\.distributed)"
+_COMM_BACKENDS = r"nccl:|gloo:|mpi:|ucc:"
+_COMM_OP = rf"^({_COMM_BACKENDS}|c10d::|record_param_comms|_?c10d_functional::|torch\.distributed)"
 _ATTN_KERNEL = (
     r"flash|fmha|attention|attn|sdpa|_efficient_attention|xformers|"
     r"cudnn_generated_fort_native_sdpa|scaled_dot_product|cudnn::fusion::(convert_dq|compute_dot_do_o)"
@@ -171,6 +172,10 @@ DATALOADER_PATTERN = r"^enumerate\(DataLoader\)#.*\.__next__$|^enumerate\(DataPi
 LAUNCH_API_PATTERN = r"Launch|Memcpy|Memset|GraphLaunch"
 #: Host-side communication ops (torch-tb-profiler's Communication role).
 COMM_OP_PATTERN = _COMM_OP
+#: Host ranges of the collectives themselves (backend ranges, c10d ops): communication on a CPU-only
+#: trace. Narrower than COMM_OP_PATTERN: only the collectives' own ranges count as waiting; DDP's
+#: Python-level work around them (torch.distributed frames, bucket copies) is compute.
+COLLECTIVE_HOST_PATTERN = rf"^({_COMM_BACKENDS}|c10d::|record_param_comms$|_?c10d_functional::)"
 #: python_function / Call stack frames that belong to libraries, not the user's code.
 LIBRARY_FRAME_PATTERN = (
     r"site-packages|dist-packages|lib/python3|(^|/)torch/|<built-in|<frozen|^nn\.Module:|"

@@ -94,7 +94,8 @@ def render_scale(doc: dict[str, Any], console: Any) -> None:
     from rich.markup import escape
     from rich.table import Table
 
-    from ..collect.scaling import ScaleResult, SizeTiming, format_seconds
+    from ..collect.scaling import ScaleResult, SizeTiming
+    from ..units import format_seconds
 
     table = Table(title=f"scaling of {escape(doc['function'])}", title_justify="left")
     table.add_column("size", justify="right")

@@ -9,6 +9,7 @@ from typing import Any, Optional
 
 import typer
 
+from ..units import format_seconds
 from . import app
 
 _STYLE = {"stuck": "bold red", "recovered": "yellow", "healthy": "green", "silent": "magenta"}
@@ -18,18 +19,6 @@ def _when(t: Any) -> str:
     if not isinstance(t, (int, float)):
         return "-"
     return time.strftime("%m-%d %H:%M:%S", time.localtime(t))
-
-
-def _ago(seconds: Optional[float]) -> str:
-    if seconds is None:
-        return ""
-    if seconds < 120:
-        return f"{seconds:.0f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f} min"
-    if seconds < 172800:
-        return f"{seconds / 3600:.1f} h"
-    return f"{seconds / 86400:.1f} days"
 
 
 @app.command("stalls")
@@ -87,7 +76,8 @@ def stalls_cmd(
         out.print(doc["verdict"], markup=False, highlight=False, soft_wrap=True)
         ago = doc["seconds_since_newest_activity"]
         if ago is not None and ago > max(doc["stale_s"], 60.0):
-            out.print(f"(newest heartbeat or dump {_ago(ago)} ago: the run may have ended)", markup=False, highlight=False)
+            since = format_seconds(ago, exact=False, digits=2)
+            out.print(f"(newest heartbeat or dump {since} ago: the run may have ended)", markup=False, highlight=False)
     if json_out is not None:
         json_out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
         Console(stderr=True).print(f"wrote {json_out}", markup=False, highlight=False)

@@ -42,6 +42,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence, Union
 
 from ..errors import UsageError
+from ..units import format_seconds
 
 SCHEMA = "perfkit.scale/1"
 
@@ -209,25 +210,6 @@ def complexity_label(exponent: float, n_lo: float = 100.0, n_hi: float = 1000.0)
     top = max(3, int(math.ceil(exponent)) + 1)
     candidates += [(float(m), f"O(n^{m})") for m in range(2, top + 1)]
     return min(candidates, key=lambda c: abs(exponent - c[0]))[1]
-
-
-def format_seconds(s: float) -> str:
-    """A duration for people: ``0.42 ms``, ``52 ms``, ``53 s``, ``9.0 min (540 s)``, ``15 h (5.3e+04 s)``."""
-    if s != s or s < 0:
-        return "?"
-    if s < 1e-3:
-        return f"{s * 1e6:.3g} us"
-    if s < 1.0:
-        return f"{s * 1e3:.3g} ms"
-    if s < 120.0:
-        return f"{s:.3g} s"
-    if s < 7200.0:
-        return f"{s / 60:.2g} min ({s:.3g} s)"
-    if s < 3 * 86400.0:
-        return f"{s / 3600:.2g} h ({s:.2g} s)"
-    if s < 2 * 365 * 86400.0:
-        return f"{s / 86400:.2g} days ({s:.2g} s)"
-    return f"{s / (365 * 86400):.2g} years ({s:.2g} s)"
 
 
 # --------------------------------------------------------------------------- targets

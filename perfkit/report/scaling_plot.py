@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..errors import MissingDependencyError
+from ..units import format_seconds
 
 INSTALL_HINT = "pip install 'perfkit[plots]'"
 
@@ -84,7 +85,7 @@ def plot_scaling(result_dict: dict[str, Any], path: str) -> None:
             for p in proj:
                 ax.plot([p["size"]], [p["predicted_s"]], "s", color="C1", mfc="none", zorder=3)
                 ax.annotate(
-                    f"n={p['size']}: {_short_s(p['predicted_s'])}",
+                    f"n={p['size']}: {format_seconds(p['predicted_s'], exact=False, digits=2)}",
                     (p["size"], p["predicted_s"]),
                     textcoords="offset points",
                     xytext=(-6, 6),
@@ -111,20 +112,6 @@ def _geom(a: float, b: float, num: int = 50) -> list[float]:
         return [float(a)]
     ratio = (b / a) ** (1.0 / (num - 1))
     return [a * ratio**i for i in range(num)]
-
-
-def _short_s(s: float) -> str:
-    if s < 1e-3:
-        return f"{s * 1e6:.2g} us"
-    if s < 1:
-        return f"{s * 1e3:.2g} ms"
-    if s < 120:
-        return f"{s:.2g} s"
-    if s < 7200:
-        return f"{s / 60:.2g} min"
-    if s < 3 * 86400:
-        return f"{s / 3600:.2g} h"
-    return f"{s / 86400:.2g} days"
 
 
 __all__ = ["plot_scaling", "require_matplotlib"]
