@@ -239,3 +239,27 @@ def test_scanner_reads_large_integer_ids_exactly(monkeypatch):
     assert fast["events"][m.EXT].tolist()[0] == 9007199254740993 == slow["events"][m.EXT].tolist()[0]
     assert fast["events"][m.SEQ].tolist() == slow["events"][m.SEQ].tolist()
     assert fast["events"][m.CORR].tolist() == slow["events"][m.CORR].tolist()
+
+
+def test_malloc_tuning_leaves_a_process_with_torch_alone(monkeypatch):
+    """The analysis tunes glibc's thresholds in an analysis process, never in one that may go on training."""
+    import ctypes
+    import sys
+
+    from perfkit.trace import reader
+
+    calls = []
+
+    class FakeLibc:
+        def mallopt(self, param, value):
+            calls.append((param, value))
+            return 1
+
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.setitem(sys.modules, "torch", object())
+    reader._tune_malloc(10**9)
+    assert calls == []
+    monkeypatch.delitem(sys.modules, "torch")
+    reader._tune_malloc(2 * 10**9)  # 2 GB of JSON: the trim threshold's 64 MB cap
+    reader._tune_malloc(100 << 20)  # 100 MB: 1/16 of it
+    assert calls == [(-3, 32 << 20), (-1, 64 << 20), (-3, 32 << 20), (-1, (100 << 20) // 16)]

@@ -94,8 +94,7 @@ class ProfileSession:
         from .job import default_run_dir, world_info
 
         self.world = world_info()  #: rank, local rank, world size (collect/job.py)
-        self.run_dir = options.out or (default_run_dir(options.name, self.world) if self.world.multi
-                                       else _default_dir(options.name))
+        self.run_dir = options.out or default_run_dir(options.name, self.world)
         self.rank = self.world.rank
         self.steps = 0
         self.explicit_steps = False  #: set when the script marks steps itself
@@ -506,12 +505,6 @@ def _throughput(steps: dict[str, Any], tokens: Optional[float], samples: Optiona
         if samples:
             out["samples_per_s"] = samples / step_s
     return out
-
-
-def _default_dir(name: str) -> str:
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    base = os.path.splitext(os.path.basename(name))[0] or "run"
-    return os.path.join("traces", f"{base}-{stamp}")
 
 
 def profile(

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import zlib
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -562,7 +563,13 @@ def _tune_malloc(json_bytes: int) -> None:
     back and faulting them in again (1 GB trace: 2.0 -> 1.3 s of system time).
     Measured on a 171 MB trace: peak RSS 180 MB with glibc's defaults, ~150 MB
     with these (docs/performance.md). Process-wide, glibc only; elsewhere a no-op.
+
+    Never in a process that has imported torch: an analysis at the end of a
+    ``perfkit.profile`` block (or in a notebook) must not change the allocator
+    of a process that may go on training.
     """
+    if "torch" in sys.modules:
+        return
     trim = min(max(json_bytes // 16, _TRIM_MIN_BYTES), _TRIM_MAX_BYTES)
     try:
         import ctypes
