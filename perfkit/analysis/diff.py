@@ -10,7 +10,6 @@ key says otherwise).
 
 from __future__ import annotations
 
-import json
 import os
 from typing import Any, Optional
 
@@ -82,23 +81,16 @@ def diff(a: dict[str, Any], b: dict[str, Any], *, top: int = 10) -> dict[str, An
 
 def load_doc(path: str) -> dict[str, Any]:
     """An analysis document from a run directory, an analysis.json, or a trace (analysed now)."""
-    from ..errors import TraceFormatError
-
     if os.path.isdir(path) and os.path.exists(os.path.join(path, "analysis.json")):
         path = os.path.join(path, "analysis.json")
     if path.endswith("analysis.json") or (path.endswith(".json") and _is_analysis(path)):
-        try:
-            with open(path, encoding="utf-8") as f:
-                doc = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise TraceFormatError(f"{path}: cannot read the analysis ({exc})") from None
-        if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("perfkit.analysis/"):
-            raise TraceFormatError(f"{path}: not a perfkit analysis document (no schema perfkit.analysis/1)")
-        return doc
+        from .result import read_document
+
+        return read_document(path)
     from . import analyze_paths
 
     if os.path.isdir(path):
-        from ..cli.analyze import expand_traces
+        from ..trace.files import expand_traces
 
         return analyze_paths(expand_traces([path])).to_dict()
     return analyze_paths(path).to_dict()

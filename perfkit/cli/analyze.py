@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import List, Optional
 
 import typer
 
-from ..errors import TraceFormatError
+from ..trace.files import expand_traces
 from . import app
-
-TRACE_SUFFIXES = (".json", ".json.gz")
-
-
-def expand_traces(paths: List[str]) -> List[str]:
-    """Files as given; a directory stands for the trace files directly inside it."""
-    out: List[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            files = sorted(f for f in Path(p).iterdir() if f.is_file() and f.name.endswith(TRACE_SUFFIXES))
-            # Prefer files named like traces (*.pt.trace.json.gz); other JSON
-            # (analysis.json, truth.json) sits beside them in run folders.
-            found = [str(f) for f in files if "trace" in f.name] or [
-                str(f) for f in files if f.name != "analysis.json"
-            ]
-            if not found:
-                raise TraceFormatError(f"{p}: directory holds no .json or .json.gz trace")
-            out.extend(found)
-        else:
-            out.append(p)
-    return out
-
 
 @app.command("analyze")
 def analyze_cmd(

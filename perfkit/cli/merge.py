@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, List, Optional
 
 import typer
 
+from ..analysis.result import read_document
 from ..errors import TraceFormatError
 from . import app
 
@@ -28,15 +28,7 @@ def load_rank_docs(paths: List[str]) -> list[dict[str, Any]]:
             files.append(p)
     docs = []
     for f in files:
-        try:
-            with open(f, encoding="utf-8") as fh:
-                doc = json.load(fh)
-        except OSError as exc:
-            raise TraceFormatError(f"{f}: cannot read: {exc.strerror or exc}") from None
-        except ValueError as exc:
-            raise TraceFormatError(f"{f}: not JSON: {exc}") from None
-        if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("perfkit.analysis/"):
-            raise TraceFormatError(f"{f}: not a perfkit analysis document (schema perfkit.analysis/1)")
+        doc = read_document(f)
         if "ranks" in doc:
             raise TraceFormatError(f"{f}: a job-level analysis already; merge the per-rank rank<R>.analysis.json files")
         if not (doc.get("steps") or {}).get("count"):

@@ -30,7 +30,7 @@ def tensorboard_available() -> bool:
 
 def find_traces(run: str) -> tuple[str, List[str]]:
     """(log directory, trace files) of a run directory, a trace file, or an analysis.json (its traces)."""
-    from .analyze import expand_traces
+    from ..trace.files import expand_traces
 
     if os.path.isdir(run):
         return run, expand_traces([run])
