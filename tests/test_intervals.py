@@ -41,6 +41,27 @@ def test_union_and_shares_match_brute_force(seed):
     assert shares.sum() == pytest.approx(_brute_union_len(s, e))
 
 
+def _brute_union(s, e):
+    """Sort by start and sweep: the obvious merge."""
+    out = []
+    for a, b in sorted(zip(s.tolist(), np.maximum(e, s).tolist())):
+        if out and a <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_union_is_the_sorted_disjoint_merge(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 60))
+    s = np.round(rng.uniform(0, 100, n), 0)  # coarse: many equal and touching endpoints
+    e = s + np.round(rng.exponential(6, n), 0) * rng.choice([1, 1, 1, -1], n)  # some end before they start
+    got_s, got_e = intervals.union(s, e)
+    assert [[a, b] for a, b in zip(got_s.tolist(), got_e.tolist())] == _brute_union(s, e)
+
+
 @pytest.mark.parametrize("seed", range(10))
 def test_coverage_within_windows(seed):
     rng = np.random.default_rng(seed)

@@ -10,20 +10,21 @@ import numpy as np
 
 
 def union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Merge intervals into sorted, disjoint intervals covering the same time."""
+    """Merge intervals into sorted, disjoint intervals covering the same time.
+
+    Starts and ends are sorted independently (two plain sorts, no argsort and
+    gather): the k-th smallest end is never before the k-th smallest start, so
+    time between the k-th smallest end and the (k+1)-th smallest start, when
+    that start lies beyond it, is covered by no interval, and those are exactly
+    the gaps of the union. Touching intervals ([0, 1) and [1, 2)) merge.
+    """
     if len(starts) == 0:
         return np.zeros(0), np.zeros(0)
-    order = np.argsort(starts, kind="stable")
-    s = starts[order]
-    e = np.maximum(ends[order], s)
-    reach = np.maximum.accumulate(e)
-    # A new merged interval begins where the start lies beyond everything before it.
-    new = np.empty(len(s), dtype=bool)
-    new[0] = True
-    new[1:] = s[1:] > reach[:-1]
-    first = np.flatnonzero(new)
-    last = np.append(first[1:] - 1, len(s) - 1)
-    return s[first], reach[last]
+    starts = np.asarray(starts, dtype=np.float64)
+    s = np.sort(starts, kind="stable")  # timsort: traces are nearly in time order
+    e = np.sort(np.maximum(np.asarray(ends, dtype=np.float64), starts), kind="stable")
+    gap = np.flatnonzero(s[1:] > e[:-1])
+    return np.concatenate([s[:1], s[gap + 1]]), np.concatenate([e[gap], e[-1:]])
 
 
 def union_length(starts: np.ndarray, ends: np.ndarray) -> float:

@@ -54,7 +54,7 @@ class Timeline:
         end = start + np.maximum(ev[m.DUR], 0.0)
         thread = _thread_index(ev[m.PID], ev[m.TID])
         span = float(end.max()) + 1.0 if len(end) else 1.0
-        return cls(trace=trace, t0_us=t0, start=start, end=end, thread=thread.astype(np.int64), span_us=span)
+        return cls(trace=trace, t0_us=t0, start=start, end=end, thread=thread.astype(np.int64, copy=False), span_us=span)
 
     @property
     def kind(self) -> np.ndarray:
@@ -128,12 +128,17 @@ def _thread_index(pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
     np.not_equal(pid[1:], pid[:-1], out=change[1:])
     change[1:] |= tid[1:] != tid[:-1]
     run_start = np.flatnonzero(change)
-    p = pid[run_start].astype(np.int64)
-    t = tid[run_start].astype(np.int64)
-    # (pid, tid) -> small codes -> one key, ordered as the pairs; unique() without
-    # return_inverse plus a search is much faster than unique(..., return_inverse).
-    pu, tu = np.unique(p), np.unique(t)
-    key = np.searchsorted(pu, p) * len(tu) + np.searchsorted(tu, t)
+    p = pid[run_start].astype(np.int64, copy=False)
+    t = tid[run_start].astype(np.int64, copy=False)
+    lim = 1 << 31
+    if len(p) and -lim <= min(p.min(), t.min()) and max(p.max(), t.max()) < lim:
+        # Both fit in 32 bits (the usual case): one key that sorts like the pair.
+        key = (p << 32) + (t + lim)
+    else:
+        # (pid, tid) -> small codes -> one key, ordered as the pairs; unique() without
+        # return_inverse plus a search is much faster than unique(..., return_inverse).
+        pu, tu = np.unique(p), np.unique(t)
+        key = np.searchsorted(pu, p) * len(tu) + np.searchsorted(tu, t)
     index = np.searchsorted(np.unique(key), key)
     lengths = np.diff(np.append(run_start, n))
-    return np.repeat(index.reshape(-1).astype(np.int64), lengths)
+    return np.repeat(index.astype(np.int64, copy=False), lengths)
