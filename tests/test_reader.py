@@ -190,12 +190,19 @@ def test_scanner_numbers_are_exactly_what_python_parses():
     rng = np.random.default_rng(7)
     texts = ["0.5", "-0.0", "1.0", "0.1", "0.30000000000000004", "9007199254740991.0", "9007199254740993.5",
              "1699999999999.123", "123456789.123456789", "1e3", "1.5e-3", "12345678901234567890.5",
-             "0.000000000000000000000001", "5954312.583", "42"]
+             "0.000000000000000000000001", "5954312.583", "42",
+             # zero fractions above 2^53, where rounding the integer matters (Python's json writes floats so)
+             "1669783704212433.0", "9007199254740993.0", "18014398509481987.000", "-9223372036854775807.0",
+             "9223372036854775807.0", "9223372036854775808.0", "1234567890123456789.00", "12345678901234567891.0",
+             "123.000000000000000000000", "1.00000000000000000000001", "7.0e2", "3.00e-1"]
     # Kineto-like values: 10-16 digit timestamps with 0-9 decimals, and short durations.
     for _ in range(3000):
         whole = int(rng.integers(0, 10 ** int(rng.integers(1, 17))))
         decimals = int(rng.integers(0, 10))
         frac = "" if decimals == 0 else "." + "".join(str(d) for d in rng.integers(0, 10, decimals))
+        if rng.random() < 0.2:  # integers of up to 19 digits written with a zero fraction
+            whole = int(rng.integers(0, 10 ** int(rng.integers(1, 19)))) * int(rng.integers(1, 10))
+            frac = "." + "0" * int(rng.integers(1, 4))
         texts.append(f"{'-' if rng.random() < 0.05 else ''}{whole}{frac}")
     body = ",".join(
         f'{{"ph":"X","cat":"kernel","name":"k","pid":0,"tid":7,"ts":{t},"dur":{t}}}' for t in texts

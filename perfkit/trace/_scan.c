@@ -1,8 +1,8 @@
 /*
  * perfkit.trace._scan: a single-pass scanner from Kineto traceEvents JSON to columns.
  *
- * scan(buffer) takes the bytes of a JSON array of event objects ("[{...},{...}]")
- * and returns plain bytes columns (no Python object per event): for timed ("X")
+ * scan(buffer) takes the bytes of a JSON array of event objects ("[{...},{...}]"),
+ * or of a run of event objects separated by commas ("{...},{...},"), and returns plain bytes columns (no Python object per event): for timed ("X")
  * events the fields perfkit uses, for "[memory]" instants the allocator fields,
  * for "M" metadata events the names, plus a table of the distinct strings.
  *
@@ -252,6 +252,23 @@ static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
         q++;
     }
     if (digits == 0) { L->err = "bad number"; return -1; }
+    if (q < L->end && *q == '.' && digits <= 19 && v <= (uint64_t)INT64_MAX) {
+        /* An integer written with a zero fraction (1669783704212433.0, as Python's
+         * json writes floats): exactly the integer, which the int64 -> double
+         * conversion rounds as strtod does (to nearest). Above 2^53 the general
+         * fast path below cannot take it, and strtod is slow. */
+        const char *f = q + 1;
+        while (f < L->end && *f == '0') f++;
+        int zeros = (int)(f - (q + 1));
+        int more = f < L->end && ((*f >= '0' && *f <= '9') || *f == 'e' || *f == 'E');
+        if (zeros > 0 && !more) {
+            double d = (double)(int64_t)v;
+            *dv = neg ? -d : d;
+            *kind = 2;
+            L->p = f;
+            return 0;
+        }
+    }
     if (q < L->end && *q == '.' && digits < 18) {
         /* Fast path for plain decimals (timestamps such as 1699999999999.123): when
          * the digits as an integer m are below 2^53 and there are at most 22 of
@@ -493,11 +510,13 @@ static PyObject *scan(PyObject *self, PyObject *args) {
 
     Py_BEGIN_ALLOW_THREADS
     ws(&L);
-    if (L.p >= L.end || *L.p != '[') { L.err = "expected '['"; failed = 1; }
+    /* "[{...},{...}]", or the bare events "{...},{...}" (a slice of the file, a trailing comma allowed) */
+    int bare = L.p < L.end && *L.p == '{';
+    if (!bare && (L.p >= L.end || *L.p != '[')) { L.err = "expected '[' or '{'"; failed = 1; }
     else {
-        L.p++;
+        if (!bare) L.p++;
         ws(&L);
-        if (L.p < L.end && *L.p == ']') L.p++;
+        if (!bare && L.p < L.end && *L.p == ']') L.p++;
         else {
             memory_name = intern(&T, "[memory]", 8, 0);
             Ev ev;
@@ -526,8 +545,13 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                     PUSH(O.meta_pid_s, ev.pid_s); PUSH(O.meta_tid_s, ev.tid_s); PUSH(O.meta_arg, ev.argname);
                 }
                 ws(&L);
-                if (L.p < L.end && *L.p == ',') { L.p++; continue; }
-                if (L.p < L.end && *L.p == ']') { L.p++; break; }
+                if (L.p < L.end && *L.p == ',') {
+                    L.p++;
+                    if (bare) { ws(&L); if (L.p >= L.end) break; }
+                    continue;
+                }
+                if (bare && L.p >= L.end) break;
+                if (!bare && L.p < L.end && *L.p == ']') { L.p++; break; }
                 L.err = "expected ',' or ']' between events";
                 failed = 1;
                 break;

@@ -294,11 +294,11 @@ def decode_chunk(data: Any, bracketed: bool = False) -> dict[str, Any]:
     Raises:
         ChunkError: if the bytes are not valid JSON event objects.
     """
-    buf = data if bracketed else _bracketed(data)
-    if _scan is not None:
-        fast = _scan_columns(buf)
+    if _scan is not None:  # the scanner takes the bare events as well as the bracketed array
+        fast = _scan_columns(data)
         if fast is not None:
             return fast
+    buf = data if bracketed else _bracketed(data)
     was_enabled = gc.isenabled()
     gc.disable()  # millions of small acyclic objects: the cyclic GC only costs time here
     try:

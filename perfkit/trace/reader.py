@@ -77,13 +77,15 @@ def read_trace(path: str, *, workers: Optional[int] = None) -> m.Trace:
     else:
         chunks = _chunks(source, raw)
     results: list[dict[str, Any]] = []
-    if workers > 1 and decode_mod._scan is not None:
+    if decode_mod._scan is not None and (workers > 1 or isinstance(source, _FileSource)):
         # The C scanner releases the GIL: threads share the columns without
-        # pickling them between processes.
+        # pickling them between processes. It reads the chunks of a plain file
+        # straight from the page cache through a memory map (no read buffers to
+        # allocate, fault in and copy into).
         from concurrent.futures import ThreadPoolExecutor
 
-        with ThreadPoolExecutor(max_workers=workers) as tpool:
-            results = _decode_all(chunks, tpool, workers)
+        with _FileMap(source) as fmap, ThreadPoolExecutor(max_workers=max(workers, 1)) as tpool:
+            results = _decode_all(chunks, tpool if workers > 1 else None, workers, fmap.decode_or_none)
     elif workers > 1:
         import multiprocessing as mp
 
@@ -375,7 +377,51 @@ def _plan_file(source: "_FileSource", raw: _Raw) -> list[tuple[str, int, int]]:
 # --------------------------------------------------------------------------- decoding
 
 
-def _decode_all(chunks: Iterator[Any], pool: Optional[Executor], workers: int) -> list[dict[str, Any]]:
+class _FileMap:
+    """A read-only memory map of a plain trace file, for decoding its chunks in place."""
+
+    def __init__(self, source: _Source):
+        self.mm: Any = None
+        if isinstance(source, _FileSource):
+            import mmap
+
+            try:
+                with open(source.path, "rb") as f:
+                    self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+            except (OSError, ValueError):  # not mappable: chunks are read into buffers
+                self.mm = None
+
+    def __enter__(self) -> "_FileMap":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.mm is not None:
+            self.mm.close()
+
+    def decode_or_none(self, spec: Any) -> Optional[dict[str, Any]]:
+        if self.mm is None or not isinstance(spec, tuple):
+            return decode_or_none(spec)
+        _path, start, end = spec
+        try:
+            with memoryview(self.mm) as whole, whole[start:end] as view:
+                try:
+                    return decode_chunk(view)
+                except ChunkError:
+                    return None
+        finally:
+            # Unmap the chunk's pages (they stay in the page cache): mapped file
+            # pages count in the resident size, and a 1 GB trace would otherwise
+            # end up resident whole. A page shared with the next chunk is simply
+            # faulted in again from the cache if that chunk still reads it.
+            if hasattr(self.mm, "madvise"):
+                import mmap
+
+                lo = start - start % mmap.PAGESIZE
+                self.mm.madvise(mmap.MADV_DONTNEED, lo, end - lo)
+
+
+def _decode_all(chunks: Iterator[Any], pool: Optional[Executor], workers: int,
+                decode: Any = None) -> list[dict[str, Any]]:
     """Decode chunks in order.
 
     A chunk whose cut fell inside a string fails to decode; it is kept pending
@@ -383,17 +429,18 @@ def _decode_all(chunks: Iterator[Any], pool: Optional[Executor], workers: int) -
     If joining does not help, the pending bytes are split at true event
     boundaries found by a string-aware scan.
     """
+    decode = decode or decode_or_none
     results: list[dict[str, Any]] = []
     pending: list[bytes] = []
     if pool is None:
         for spec in chunks:
-            _accept(decode_or_none(spec), spec, results, pending)
+            _accept(decode(spec), spec, results, pending)
     else:
         from collections import deque
 
         inflight: deque[tuple[Any, Any]] = deque()
         for spec in chunks:
-            inflight.append((spec, pool.submit(decode_or_none, spec)))
+            inflight.append((spec, pool.submit(decode, spec)))
             while len(inflight) > 2 * workers:  # bounded: each chunk in flight holds its buffers
                 spec0, fut = inflight.popleft()
                 _accept(fut.result(), spec0, results, pending)
