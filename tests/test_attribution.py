@@ -130,3 +130,23 @@ def test_whole_trace_is_one_window_without_profiler_steps():
     assert doc["steps"]["synthetic"] is True
     assert any("one window" in w for w in doc["trace"]["warnings"])
     assert doc["phases"]["optimizer"]["share"] > 0
+
+
+@pytest.mark.parametrize("spread", [3, 10**12])  # dense ids (direct table) and sparse ones (sorted search)
+def test_id_index_matches_a_dict(spread):
+    from perfkit.analysis.attribute import _IdIndex
+
+    rng = np.random.default_rng(spread)
+    keys = rng.integers(5, 5 + spread * 500, 500)
+    keys[:50] = keys[50:100]  # repeated ids: the first occurrence wins
+    values = rng.permutation(10_000)[:500].astype(np.int64)
+    query = np.concatenate([rng.choice(keys, 300), rng.integers(-3, 8 + spread * 600, 300), [-1, 0, 4]])
+    first: dict[int, int] = {}
+    for k, v in zip(keys.tolist(), values.tolist()):
+        first.setdefault(k, v)
+    want = [first.get(q, -1) if q >= 0 else -1 for q in query.tolist()]
+    index = _IdIndex(keys, values, len(query))
+    assert (index.first is not None) == (spread == 3)
+    assert index.get(query).tolist() == want
+    assert index.get(query[::-1]).tolist() == want[::-1]  # reusable
+    assert _IdIndex(keys[:0], values[:0]).get(query).tolist() == [-1] * len(query)

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 
@@ -117,30 +118,44 @@ def step_of(steps: Steps, t: np.ndarray) -> np.ndarray:
 # ----------------------------------------------------------------------------- linking
 
 
-def _lookup(keys: np.ndarray, values: np.ndarray, query: np.ndarray) -> np.ndarray:
-    """values[i] where keys[i] == query (first match), -1 where absent or query < 0.
+class _IdIndex:
+    """values[i] where keys[i] == id (the first match), -1 where absent or id < 0.
 
     Keys are correlation / external ids: non-negative and dense in practice, so a
     direct-address table (O(n), no sort) is used when the key range is at most a
-    few times the number of keys; otherwise a sort and a binary search.
+    few times the number of keys (plus the queries expected); otherwise a sort
+    and a binary search. Built once, queried as often as needed.
     """
-    if len(keys) == 0:
-        return np.full(len(query), -1, dtype=np.int64)
-    lo, hi = int(keys.min()), int(keys.max())
-    if lo >= 0 and hi < 4 * (len(keys) + len(query)) + (1 << 20):
-        first = np.full(hi + 1, len(keys), dtype=np.int64)
-        np.minimum.at(first, keys, np.arange(len(keys), dtype=np.int64))  # first position per key
-        ok = (query >= 0) & (query <= hi)
-        pos = np.full(len(query), len(keys), dtype=np.int64)
-        pos[ok] = first[query[ok]]
-        hit = pos < len(keys)
-        return np.where(hit, values[np.minimum(pos, len(keys) - 1)], -1)
-    order = np.argsort(keys, kind="stable")
-    k = keys[order]
-    pos = np.searchsorted(k, query)
-    pos_c = np.minimum(pos, len(k) - 1)
-    hit = (pos < len(k)) & (k[pos_c] == query) & (query >= 0)
-    return np.where(hit, values[order][pos_c], -1)
+
+    def __init__(self, keys: np.ndarray, values: np.ndarray, n_queries: int = 0):
+        self.n = len(keys)
+        self.values = np.append(values, -1)  # position n: absent
+        self.first: Optional[np.ndarray] = None
+        if self.n == 0:
+            return
+        self.lo, hi = int(keys.min()), int(keys.max())
+        self.span = hi - self.lo
+        if self.lo >= 0 and self.span < 4 * (self.n + n_queries) + (1 << 20):
+            pos_type = np.int32 if self.n < (1 << 31) else np.int64
+            self.first = np.full(self.span + 1, self.n, dtype=pos_type)  # first position per key
+            np.minimum.at(self.first, keys.astype(np.intp) - self.lo, np.arange(self.n, dtype=pos_type))
+        else:
+            self.order = np.argsort(keys, kind="stable")
+            self.sorted_keys = keys[self.order]
+
+    def get(self, query: np.ndarray) -> np.ndarray:
+        if self.n == 0:
+            return np.full(len(query), -1, dtype=np.int64)
+        if self.first is not None:
+            q = query.astype(np.intp) - self.lo
+            pos = self.first[np.clip(q, 0, self.span)]
+            pos[(q < 0) | (q > self.span)] = self.n  # outside the keys' range, and MISSING (< 0)
+            return self.values[pos]
+        k = self.sorted_keys
+        pos = np.searchsorted(k, query)
+        pos_c = np.minimum(pos, self.n - 1)
+        hit = (pos < self.n) & (k[pos_c] == query) & (query >= 0)
+        return np.where(hit, self.values[:-1][self.order][pos_c], -1)
 
 
 def link(tl: Timeline, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,16 +164,17 @@ def link(tl: Timeline, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     ext = tl.col(m.EXT)
     launches = tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
     launches = launches[corr[launches] >= 0]
-    launch = _lookup(corr[launches], launches, corr[dev])
+    launch = _IdIndex(corr[launches], launches, len(dev)).get(corr[dev])
 
     ops = tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
     ops = ops[ext[ops] >= 0]
     # Prefer ATen ops over annotations that share an id (both carry External id).
     ops = ops[np.argsort(tl.kind[ops] != m.Kind.CPU_OP, kind="stable")]
-    op = _lookup(ext[ops], ops, ext[dev])
+    by_ext = _IdIndex(ext[ops], ops, len(dev))
+    op = by_ext.get(ext[dev])
     missing = (op < 0) & (launch >= 0)
     if missing.any():
-        op_via_launch = _lookup(ext[ops], ops, ext[launch[missing]])
+        op_via_launch = by_ext.get(ext[launch[missing]])
         op[np.flatnonzero(missing)] = op_via_launch
     missing = (op < 0) & (launch >= 0)
     cpu = tl.rows(m.Kind.CPU_OP)

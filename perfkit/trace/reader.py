@@ -14,21 +14,23 @@ complete plus a warning; a file that is not a trace raises
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import sys
 import zlib
-from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Iterator, Optional
 
-import msgspec
 import numpy as np
 
 from ..errors import TraceFormatError
 from . import model as m
 from . import decode as decode_mod
 from .decode import ChunkError, decode_chunk, read_range
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
 
 #: Target bytes of JSON per chunk handed to one decode call.
 CHUNK_BYTES = 8 * 1024 * 1024
@@ -86,8 +88,9 @@ def read_trace(path: str, *, workers: Optional[int] = None) -> m.Trace:
 
         with _FileMap(source) as fmap, ThreadPoolExecutor(max_workers=max(workers, 1)) as tpool:
             results = _decode_all(chunks, tpool if workers > 1 else None, workers, fmap.decode_or_none)
-    elif workers > 1:
+    elif workers > 1:  # no C scanner: the msgspec decoder holds the GIL, so processes
         import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
 
         ctx = mp.get_context("fork") if "fork" in mp.get_all_start_methods() else None
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
@@ -247,8 +250,8 @@ def _find_events_start(buf: bytearray, source: _Source, raw: _Raw) -> int:
         return -1
     head = bytes(buf[: mt.end()]) + b"]}"
     try:
-        meta = msgspec.json.decode(head)
-    except msgspec.DecodeError:
+        meta = json.loads(head)
+    except (ValueError, RecursionError):
         # "traceEvents" may appear inside a string of an earlier value; fall back to
         # treating the head as opaque metadata we cannot read.
         meta = {}
@@ -335,8 +338,8 @@ def _tail_meta(rest: bytes) -> Optional[dict[str, Any]]:
         return {}
     if rest.startswith(b","):
         try:
-            meta = msgspec.json.decode(b"{" + rest[1:])
-        except msgspec.DecodeError:
+            meta = json.loads(b"{" + rest[1:])
+        except (ValueError, RecursionError):
             return None
         return meta if isinstance(meta, dict) else None
     return None
@@ -420,7 +423,7 @@ class _FileMap:
                 self.mm.madvise(mmap.MADV_DONTNEED, lo, end - lo)
 
 
-def _decode_all(chunks: Iterator[Any], pool: Optional[Executor], workers: int,
+def _decode_all(chunks: Iterator[Any], pool: Optional["Executor"], workers: int,
                 decode: Any = None) -> list[dict[str, Any]]:
     """Decode chunks in order.
 
