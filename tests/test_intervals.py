@@ -108,3 +108,14 @@ def test_innermost_containing_matches_brute_force(seed):
             # innermost = shortest of the nested intervals holding the point
             best = min(inside, key=lambda i: e[i] - s[i])
             assert g == best
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_tree_order_is_the_lexsort(seed):
+    rng = np.random.default_rng(seed)
+    n = 500
+    s = np.round(np.sort(rng.uniform(0, 50, n)) + rng.normal(0, 2, n))  # nearly sorted, many equal starts
+    e = s + np.round(rng.exponential(3, n))
+    e[::7] = s[::7]  # zero-length ones
+    s[::11], e[::11] = s[0], e[0]  # fully equal intervals keep the input order
+    np.testing.assert_array_equal(intervals.tree_order(s, e), np.lexsort((-e, s)))
