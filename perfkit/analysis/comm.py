@@ -61,7 +61,7 @@ def section(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str) -> dict[
         lane_ids, lane = np.unique(lanes, return_inverse=True) if len(lanes) else (np.zeros(0, np.int64), lanes)
         off = lane.reshape(-1) * tl.span_us
         c_s, c_e = off[is_comm] + dw.start[is_comm], off[is_comm] + dw.end[is_comm]
-        busy = (dw.kind == m.Kind.KERNEL) & ~is_comm
+        busy = (dw.kind == m.Kind.KERNEL) & ~is_comm & is_comm.any()  # compute overlap matters only with communication
         p_s, p_e = off[busy] + dw.start[busy], off[busy] + dw.end[busy]
         n_lanes = max(len(lane_ids), 1)
         names, dur = dw.name[is_comm], dw.end[is_comm] - dw.start[is_comm]

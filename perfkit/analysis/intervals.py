@@ -204,10 +204,10 @@ def intersection(
     One sweep over all endpoints: a segment between consecutive endpoints is in
     the intersection when at least one interval of each set is open over it.
     """
+    if len(a_starts) == 0 or len(b_starts) == 0:
+        return np.zeros(0), np.zeros(0)
     sa, ea = union(np.asarray(a_starts, float), np.asarray(a_ends, float))
     sb, eb = union(np.asarray(b_starts, float), np.asarray(b_ends, float))
-    if len(sa) == 0 or len(sb) == 0:
-        return np.zeros(0), np.zeros(0)
     points = np.concatenate([sa, ea, sb, eb])
     da = np.concatenate([np.ones(len(sa)), -np.ones(len(ea)), np.zeros(len(sb) + len(eb))])
     db = np.concatenate([np.zeros(len(sa) + len(ea)), np.ones(len(sb)), -np.ones(len(eb))])

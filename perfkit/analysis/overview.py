@@ -38,16 +38,18 @@ def overview(tl: Timeline, dw: DeviceWork, stats: StepStats) -> dict[str, np.nda
     def spans(rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         return tl.start[rows], tl.end[rows]
 
+    def device(sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return dw.start[sel], dw.end[sel]
+
+    # Each role's spans are made when its turn comes (fewer arrays alive at once).
     role_spans = {
-        "kernel": (dw.start[(dev_kind == m.Kind.KERNEL) & (dw.category != comm_code)],
-                   dw.end[(dev_kind == m.Kind.KERNEL) & (dw.category != comm_code)]),
-        "memcpy": (dw.start[dev_kind == m.Kind.MEMCPY], dw.end[dev_kind == m.Kind.MEMCPY]),
-        "memset": (dw.start[dev_kind == m.Kind.MEMSET], dw.end[dev_kind == m.Kind.MEMSET]),
-        "communication": tuple(np.concatenate(x) for x in zip(
-            (dw.start[dw.category == comm_code], dw.end[dw.category == comm_code]), spans(comm_host))),
-        "runtime": spans(tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)),
-        "dataloader": spans(loader),
-        "cpu_exec": spans(cpu_exec),
+        "kernel": lambda: device((dev_kind == m.Kind.KERNEL) & (dw.category != comm_code)),
+        "memcpy": lambda: device(dev_kind == m.Kind.MEMCPY),
+        "memset": lambda: device(dev_kind == m.Kind.MEMSET),
+        "communication": lambda: tuple(np.concatenate(x) for x in zip(device(dw.category == comm_code), spans(comm_host))),
+        "runtime": lambda: spans(tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)),
+        "dataloader": lambda: spans(loader),
+        "cpu_exec": lambda: spans(cpu_exec),
     }
     a, b = stats.win_start, stats.win_end
     out: dict[str, np.ndarray] = {}
@@ -56,8 +58,9 @@ def overview(tl: Timeline, dw: DeviceWork, stats: StepStats) -> dict[str, np.nda
     acc_s, acc_e = np.zeros(0), np.zeros(0)
     covered_before = np.zeros(len(a))
     for role in ROLES[:-1]:
-        s, e = role_spans[role]
+        s, e = role_spans[role]()
         cov = Coverage(np.concatenate([acc_s, np.asarray(s, float)]), np.concatenate([acc_e, np.asarray(e, float)]))
+        del s, e
         acc_s, acc_e = cov.starts, cov.ends
         covered = cov.within(a, b)
         out[role] = covered - covered_before

@@ -150,6 +150,7 @@ typedef struct {
 } Lex;
 
 static inline void ws(Lex *L) {
+    if (L->p < L->end && (unsigned char)*L->p > ' ') return; /* compact JSON: no whitespace at all */
     while (L->p < L->end) {
         char c = *L->p;
         if (c == ' ' || c == '\n' || c == '\r' || c == '\t') L->p++;
@@ -234,6 +235,27 @@ static int skip_value(Lex *L) {
     return 0;
 }
 
+/* Eight ASCII digits at p (p + 8 <= end) -> their value in *out; 0 if any byte is not a digit.
+ * The SWAR method of simdjson / fast_float: three multiplications instead of eight steps. */
+static inline int eight_digits(const char *p, uint64_t *out) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint64_t v;
+    memcpy(&v, p, 8);
+    if ((((v & 0xF0F0F0F0F0F0F0F0ULL) | (((v + 0x0606060606060606ULL) & 0xF0F0F0F0F0F0F0F0ULL) >> 4))) !=
+        0x3333333333333333ULL)
+        return 0;
+    v -= 0x3030303030303030ULL;
+    v = (v * 10) + (v >> 8);
+    v = (((v & 0x000000FF000000FFULL) * 0x000F424000000064ULL) +
+         (((v >> 16) & 0x000000FF000000FFULL) * 0x0000271000000001ULL)) >> 32;
+    *out = (uint32_t)v;
+    return 1;
+#else
+    (void)p; (void)out;
+    return 0;
+#endif
+}
+
 /* number: kind 1 = integer (in *iv), 2 = real (in *dv); 0 = not a number (e.g. a string: left unread) */
 static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
     ws(L);
@@ -246,6 +268,12 @@ static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
     if (*q == '-') { neg = 1; q++; }
     uint64_t v = 0;
     int digits = 0;
+    uint64_t eight;
+    while (digits <= 11 && L->end - q >= 8 && eight_digits(q, &eight)) { /* timestamps: 10-16 digits */
+        v = v * 100000000ULL + eight;
+        digits += 8;
+        q += 8;
+    }
     while (q < L->end && *q >= '0' && *q <= '9') {
         if (digits < 19) v = v * 10 + (uint64_t)(*q - '0'); /* 19 digits fit in a uint64 */
         digits++;
@@ -279,6 +307,11 @@ static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
         const char *f = q + 1;
         uint64_t m = v;
         int frac = 0;
+        while (frac <= 11 && L->end - f >= 8 && eight_digits(f, &eight)) {
+            m = m * 100000000ULL + eight; /* may wrap when digits + frac > 19: then unused */
+            frac += 8;
+            f += 8;
+        }
         while (f < L->end && *f >= '0' && *f <= '9' && frac < 19) {
             m = m * 10 + (uint64_t)(*f - '0');
             frac++;
@@ -315,7 +348,9 @@ static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
 
 /* ------------------------------------------------------------------ events */
 
+/* args kept per timed event (the first N_EVENT_ARGS), then those of "[memory]" instants */
 enum { A_CORR, A_EXT, A_EXT_OLD, A_SEQ, A_FWD, A_BYTES, A_PYID, A_PYPAR, A_MBYTES, A_TALLOC, A_TRES, A_DTYPE, A_DID, NARGS };
+#define N_EVENT_ARGS (A_PYPAR + 1)
 
 static int arg_index(const char *k, size_t n) {
 #define K(str, idx) if (n == sizeof(str) - 1 && memcmp(k, str, n) == 0) return idx
@@ -343,8 +378,10 @@ typedef struct {
 } Ev;
 
 typedef struct {
+    /* timed events: every column has nx rows and room for capx (grown together) */
     Buf cat, name, pid, tid, pid_s, tid_s, ts, dur, stack;
-    Buf a[NARGS];
+    Buf a[N_EVENT_ARGS];
+    size_t nx, capx;
     /* memory instants */
     Buf m_ts, m_bytes, m_alloc, m_res, m_dtype, m_did;
     /* metadata events */
@@ -357,8 +394,26 @@ static void out_free(Out *o) {
                   &o->m_ts, &o->m_bytes, &o->m_alloc, &o->m_res, &o->m_dtype, &o->m_did,
                   &o->meta_name, &o->meta_pid, &o->meta_tid, &o->meta_pid_s, &o->meta_tid_s, &o->meta_arg};
     for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) free(all[i]->data);
-    for (int i = 0; i < NARGS; i++) free(o->a[i].data);
+    for (int i = 0; i < N_EVENT_ARGS; i++) free(o->a[i].data);
 }
+
+/* room for one more timed event in every column (one check per event, not one per column) */
+static int x_reserve(Out *o) {
+    if (o->nx < o->capx) return 0;
+    size_t nc = o->capx ? o->capx * 2 : 8192;
+    Buf *narrow[] = {&o->cat, &o->name, &o->pid_s, &o->tid_s, &o->stack};
+    Buf *wide[] = {&o->pid, &o->tid, &o->ts, &o->dur};
+    for (size_t i = 0; i < sizeof(narrow) / sizeof(narrow[0]); i++)
+        if (buf_grow(narrow[i], nc * 4 - narrow[i]->len) < 0) return -1;
+    for (size_t i = 0; i < sizeof(wide) / sizeof(wide[0]); i++)
+        if (buf_grow(wide[i], nc * 8 - wide[i]->len) < 0) return -1;
+    for (int i = 0; i < N_EVENT_ARGS; i++)
+        if (buf_grow(&o->a[i], nc * 8 - o->a[i].len) < 0) return -1;
+    o->capx = nc;
+    return 0;
+}
+
+#define XSET(buf, type, value) (((type *)(buf).data)[O.nx] = (value))
 
 /* pid/tid: an integer, or a string interned (numeric strings are resolved in Python) */
 static int lex_id(Lex *L, Intern *T, int64_t *v, int32_t *s) {
@@ -482,7 +537,6 @@ static int parse_event(Lex *L, Intern *T, Ev *ev) {
         } else {
             if (skip_value(L) < 0) return -1;
         }
-        if (ev->cat == -2 || ev->name == -2) { L->err = "out of memory"; return -1; }
         ws(L);
         if (L->p < L->end && *L->p == ',') { L->p++; continue; }
         if (L->p < L->end && *L->p == '}') { L->p++; break; }
@@ -491,6 +545,7 @@ static int parse_event(Lex *L, Intern *T, Ev *ev) {
     }
     if (!has_name) ev->name = intern(T, "", 0, 0);
     if (!has_cat) ev->cat = intern(T, "", 0, 0);
+    if (ev->cat == -2 || ev->name == -2) { L->err = "out of memory"; return -1; }
     return 0;
 }
 
@@ -528,11 +583,13 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                 O.counts[ph]++;
                 if (ph == 'X') {
                     if (ev.has_ts) {
-                        PUSH(O.cat, ev.cat); PUSH(O.name, ev.name);
-                        PUSH(O.pid, ev.pid); PUSH(O.tid, ev.tid);
-                        PUSH(O.pid_s, ev.pid_s); PUSH(O.tid_s, ev.tid_s);
-                        PUSH(O.ts, ev.ts); PUSH(O.dur, ev.dur); PUSH(O.stack, ev.stack);
-                        for (int i = 0; i < NARGS; i++) PUSH(O.a[i], ev.a[i]);
+                        if (x_reserve(&O) < 0) goto nomem;
+                        XSET(O.cat, int32_t, ev.cat); XSET(O.name, int32_t, ev.name);
+                        XSET(O.pid, int64_t, ev.pid); XSET(O.tid, int64_t, ev.tid);
+                        XSET(O.pid_s, int32_t, ev.pid_s); XSET(O.tid_s, int32_t, ev.tid_s);
+                        XSET(O.ts, double, ev.ts); XSET(O.dur, double, ev.dur); XSET(O.stack, int32_t, ev.stack);
+                        for (int i = 0; i < N_EVENT_ARGS; i++) XSET(O.a[i], int64_t, ev.a[i]);
+                        O.nx++;
                     } else {
                         O.counts[0]++; /* timed event without ts: counted, not kept */
                     }
@@ -574,8 +631,8 @@ done:
         goto cleanup;
     }
     {
-        static const char *argnames[NARGS] = {"corr", "ext_id", "ext_id_old", "seq", "fwd_tid", "bytes",
-                                             "py_id", "py_parent", "m_bytes", "m_alloc", "m_res", "m_dtype", "m_did"};
+        static const char *argnames[N_EVENT_ARGS] = {"corr", "ext_id", "ext_id_old", "seq", "fwd_tid", "bytes",
+                                                    "py_id", "py_parent"};
         PyObject *d = PyDict_New();
         if (!d) goto cleanup;
 #define PUT(key, buf)                                                   \
@@ -584,9 +641,12 @@ done:
             if (!b_ || PyDict_SetItemString(d, key, b_) < 0) { Py_XDECREF(b_); Py_DECREF(d); goto cleanup; } \
             Py_DECREF(b_);                                              \
         } while (0)
+        O.cat.len = O.name.len = O.pid_s.len = O.tid_s.len = O.stack.len = O.nx * 4;
+        O.pid.len = O.tid.len = O.ts.len = O.dur.len = O.nx * 8;
+        for (int i = 0; i < N_EVENT_ARGS; i++) O.a[i].len = O.nx * 8;
         PUT("cat", O.cat); PUT("name", O.name); PUT("pid", O.pid); PUT("tid", O.tid);
         PUT("pid_s", O.pid_s); PUT("tid_s", O.tid_s); PUT("ts", O.ts); PUT("dur", O.dur); PUT("stack", O.stack);
-        for (int i = 0; i < NARGS; i++) PUT(argnames[i], O.a[i]);
+        for (int i = 0; i < N_EVENT_ARGS; i++) PUT(argnames[i], O.a[i]);
         PUT("mem_ts", O.m_ts); PUT("mem_bytes", O.m_bytes); PUT("mem_alloc", O.m_alloc);
         PUT("mem_res", O.m_res); PUT("mem_dtype", O.m_dtype); PUT("mem_did", O.m_did);
         PUT("meta_name", O.meta_name); PUT("meta_pid", O.meta_pid); PUT("meta_tid", O.meta_tid);
