@@ -269,4 +269,4 @@ def test_malloc_tuning_leaves_a_process_with_torch_alone(monkeypatch):
     monkeypatch.delitem(sys.modules, "torch")
     reader._tune_malloc(2 * 10**9)  # 2 GB of JSON: the trim threshold's 64 MB cap
     reader._tune_malloc(100 << 20)  # 100 MB: 1/16 of it
-    assert calls == [(-3, 32 << 20), (-1, 64 << 20), (-3, 32 << 20), (-1, (100 << 20) // 16)]
+    assert calls == [(-3, 32 << 20), (-1, 64 << 20), (-8, 1), (-3, 32 << 20), (-1, (100 << 20) // 16), (-8, 1)]

@@ -26,11 +26,11 @@ from .timeline import Timeline
 __all__ = ["analyze_trace", "analyze_paths", "Analysis", "SCHEMA"]
 
 #: The tables and detectors run on two threads from this many events on. Below
-#: it one thread: the two threads' temporaries at once cost ~20 MB of peak memory
-#: on a 171 MB trace (0.5 M events) for a 0.08 s gain; on a 1 GB trace (3 M
-#: events) the analysis took 1.7-2.7 s with two threads against 2.2-3.2 s with one
-#: (4 alternating runs in one process), and memory stays well under the JSON size.
-TABLE_THREADS_MIN_EVENTS = 1_000_000
+#: it one thread: the gain is a few ms and the two threads' temporaries at once
+#: cost memory. On a 171 MB trace (0.5 M events) two threads took 0.77 s against
+#: 0.87 s for one (median of 3 runs, reading included) for a peak of 149-153 MB
+#: against 139-143 MB (glibc's arenas limited to one, see trace/reader.py).
+TABLE_THREADS_MIN_EVENTS = 300_000
 
 
 def analyze_paths(path_or_paths: Union[str, os.PathLike, Iterable[Any]], *,

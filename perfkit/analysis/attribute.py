@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Optional
 
 import numpy as np
@@ -75,6 +76,11 @@ class DeviceWork:
 
     def __len__(self) -> int:
         return len(self.row)
+
+    @cached_property
+    def busy(self) -> intervals.Coverage:
+        """When any device is busy: the union of the intervals, built once and shared by the passes."""
+        return intervals.Coverage(self.start, self.end)
 
 
 # ----------------------------------------------------------------------------- steps

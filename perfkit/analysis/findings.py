@@ -18,7 +18,7 @@ import numpy as np
 
 from ..trace import model as m
 from . import intervals, rules
-from .attribute import CATEGORY_CODES, DeviceWork, Steps
+from .attribute import DeviceWork, Steps
 from .intervals import Coverage
 from .ops import Sources, format_frame
 from .steps import StepStats, in_kept_steps
@@ -128,7 +128,7 @@ def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
     if window <= 0 or idle / window < IDLE_WARN:
         return None
     # The idle gaps of the kept windows, and what the host ran inside them.
-    busy = Coverage(ctx.dw.start, ctx.dw.end)
+    busy = ctx.dw.busy
     gap_s, gap_e = _complement(busy.starts, busy.ends, a, b)
     gaps = Coverage(gap_s, gap_e)
     frames = ctx.src.frames
@@ -461,7 +461,7 @@ def _idle_after(ctx: Context, t: np.ndarray) -> float:
     dw = ctx.dw
     if len(dw) == 0 or len(t) == 0:
         return 0.0
-    busy = Coverage(dw.start, dw.end)
+    busy = dw.busy
     idle_now = ~busy.contains(t)
     starts = np.sort(dw.start)
     k = np.searchsorted(starts, t, side="left")

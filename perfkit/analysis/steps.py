@@ -9,7 +9,6 @@ import numpy as np
 from ..trace import model as m
 from . import rules
 from .attribute import NO_STEP, DeviceWork, Steps, step_of
-from .intervals import Coverage
 from .timeline import Timeline
 
 
@@ -57,7 +56,7 @@ def step_stats(tl: Timeline, steps: Steps, dw: DeviceWork) -> StepStats:
         win_end[i] = max(steps.cpu_end[i], last[i], win_start[i])
         prev_end = win_end[i]
     # Idle = the part of the window where no device work of any step runs.
-    covered = Coverage(dw.start, dw.end).within(win_start, win_end)
+    covered = dw.busy.within(win_start, win_end)
     idle = np.maximum(win_end - win_start - covered, 0.0)
     wall = steps.cpu_end - steps.cpu_start
     kept, reasons = _exclusions(tl, steps, dw, win_end - win_start, wall)
