@@ -24,7 +24,11 @@ reported with min and max. Before a file's first measurement the file is read
 once, untimed, to warm the page cache, and one untimed ``import
 perfkit.analysis`` warms the shared libraries. Derived figures: MB/s =
 uncompressed JSON MB / analysis seconds, and the ratio analysis / json.load.
-MB means 10**6 bytes throughout.
+MB means 10**6 bytes throughout. Before each analysis run a fixed CPU workload
+(the "machine probe": numpy sorts and searches and a Python loop, in a fresh
+process) is timed: on a shared virtual machine the speed varies over the day
+(up to ~1.7x, with nothing visible running), and the probe says in which
+state each figure was taken.
 
 Fairness on a shared machine: before every run the script waits (up to
 ``--max-idle-wait`` s) until other processes use < 0.15 CPU, and it records
@@ -127,6 +131,18 @@ elif mode == "analyze":
     out["steps"] = doc["steps"]["total"]
     out["bytes_read"] = doc["trace"]["bytes"]
     out["perfkit_file"] = perfkit.__file__
+elif mode == "probe":
+    # A fixed CPU workload (numpy sorts and searches, a Python loop): its time
+    # tells how fast the machine runs at the moment of a measurement.
+    import numpy as np
+    t0 = time.perf_counter()
+    x = np.random.default_rng(0).random(1_000_000)
+    for _ in range(2):
+        np.searchsorted(np.sort(x), x)
+    acc = 0
+    for i in range(1_000_000):
+        acc += i * i
+    out["seconds"] = time.perf_counter() - t0
 elif mode == "json":
     import gzip, json
     out["rss_before"] = vmrss()
@@ -525,6 +541,7 @@ def summarize(label: str, path: Path, json_bytes: int, runs_a: list[dict], runs_
         "json_peak_tree_rss": _stats([r["peak_tree_rss"] for r in runs_j]),
         "json_ru_maxrss": _stats([r["ru_maxrss"] for r in runs_j]),
         "mb_per_s": json_bytes / MB / a_s["median"],
+        "probe_s": _stats([r["probe_s"] for r in runs_a]),
         "ratio": a_s["median"] / j_s["median"],
         "runs": {"analyze": runs_a, "json_load": runs_j},
     }
@@ -554,11 +571,14 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any], repeat: int) -> s
         f"Median of {repeat} fresh-process runs (min-max in parentheses). MB = 10^6 bytes. "
         "Peak RSS = peak over 20 ms samples of the summed PSS (shared pages counted once) of the process and its pool workers "
         "(at least the main process's ru_maxrss). \"other jobs' CPU\" = CPU seconds used by unrelated "
-        "processes on the machine during a run (0 = the machine was otherwise idle).",
+        "processes on the machine during a run (0 = the machine was otherwise idle). \"machine probe\" = seconds of a fixed "
+        "CPU workload (numpy sorts and searches, a Python loop) run just before each analysis: the machine's speed varies "
+        "over the day with no visible cause on it, and this figure says how fast it ran.",
         "",
         "| trace | JSON MB | events | analyze s | analyze process s | MB/s | peak RSS MB (tree sum) "
-        "| main ru_maxrss MB | json.load s | json.load peak RSS MB | analyze / json.load | other jobs' CPU s (max) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| main ru_maxrss MB | json.load s | json.load peak RSS MB | analyze / json.load | other jobs' CPU s (max) "
+        "| machine probe s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
@@ -566,7 +586,7 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any], repeat: int) -> s
             f"| {_range(r['analyze_process_s'])} | {r['mb_per_s']:,.0f} "
             f"| {_range(r['analyze_peak_tree_rss'], MB, '{:,.0f}')} | {r['analyze_main_ru_maxrss']['median'] / MB:,.0f} "
             f"| {_range(r['json_s'])} | {r['json_peak_tree_rss']['median'] / MB:,.0f} | {r['ratio']:.3f} "
-            f"| {r['foreign_cpu_s_max']:.1f} |"
+            f"| {r['foreign_cpu_s_max']:.1f} | {_range(r['probe_s'])} |"
         )
     lines += [
         "",
@@ -679,12 +699,14 @@ def main() -> int:
         warm_page_cache(path)
         runs_a, runs_j = [], []
         for i in range(a.repeat):
+            probe_s = run_child("probe", str(path))["seconds"]
             ra = measure("analyze", str(path), a)
+            ra["probe_s"] = probe_s
             runs_a.append(ra)
             print(f"  run {i + 1}: analyze {ra['seconds']:.2f} s (process {ra['process_wall']:.2f} s), "
                   f"peak tree RSS {ra['peak_tree_rss'] / MB:,.0f} MB over {ra['max_processes']} processes, "
                   f"main ru_maxrss {ra['ru_maxrss'] / MB:,.0f} MB, workers ru_maxrss {ra['children_ru_maxrss'] / MB:,.0f} MB, "
-                  f"other jobs' CPU {ra['foreign_cpu_s']:.2f} s",
+                  f"other jobs' CPU {ra['foreign_cpu_s']:.2f} s, machine probe {probe_s:.2f} s",
                   flush=True)
             rj = measure("json", str(path), a)
             runs_j.append(rj)
