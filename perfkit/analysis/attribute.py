@@ -183,19 +183,26 @@ def link(tl: Timeline, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         op_via_launch = by_ext.get(ext[launch[missing]])
         op[np.flatnonzero(missing)] = op_via_launch
     missing = (op < 0) & (launch >= 0)
-    cpu = tl.rows(m.Kind.CPU_OP)
-    if missing.any() and len(cpu):
-        # Only ops holding at least one of these launches can be innermost: filter
-        # with a search over the (few) launch times instead of sorting every op.
-        lt = np.sort(tl.offset(launch[missing]))
-        c_s, c_e = tl.offset(cpu), tl.thread[cpu] * tl.span_us + tl.end[cpu]
-        cpu = cpu[np.searchsorted(lt, c_e, side="left") > np.searchsorted(lt, c_s, side="left")]
-    if missing.any() and len(cpu):
-        inner = intervals.innermost_containing(
-            tl.offset(cpu), tl.thread[cpu] * tl.span_us + tl.end[cpu], tl.offset(launch[missing])
-        )
-        op[np.flatnonzero(missing)] = np.where(inner >= 0, cpu[np.maximum(inner, 0)], -1)
+    if missing.any():
+        op[np.flatnonzero(missing)] = innermost_around(tl, tl.rows(m.Kind.CPU_OP), launch[missing])
     return launch, op
+
+
+def innermost_around(tl: Timeline, ops: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """For each of ``rows``, the innermost of ``ops`` around its start on its thread (a row), -1 if none."""
+    if len(ops) == 0 or len(rows) == 0:
+        return np.full(len(rows), -1, dtype=np.int64)
+    # Only ops holding at least one of the points can be innermost: filter with a
+    # search over the (sorted) points before building the call tree of the rest.
+    points = tl.offset(rows)
+    sorted_points = np.sort(points)
+    o_s, o_e = tl.offset_span(ops)
+    holds = np.searchsorted(sorted_points, o_e, side="left") > np.searchsorted(sorted_points, o_s, side="left")
+    ops, o_s, o_e = ops[holds], o_s[holds], o_e[holds]
+    if len(ops) == 0:
+        return np.full(len(rows), -1, dtype=np.int64)
+    inner = intervals.innermost_containing(o_s, o_e, points)
+    return np.where(inner >= 0, ops[np.maximum(inner, 0)], -1)
 
 
 # ----------------------------------------------------------------------------- phases
@@ -367,7 +374,7 @@ def host_roots(tl: Timeline) -> np.ndarray:
     cpu = tl.rows(m.Kind.CPU_OP)
     if len(cpu) == 0:
         return cpu
-    depth = intervals.depths(tl.offset(cpu), tl.thread[cpu] * tl.span_us + tl.end[cpu])
+    depth = intervals.depths(*tl.offset_span(cpu))
     roots = cpu[depth == 0]
     return roots[np.argsort(tl.start[roots], kind="stable")]
 

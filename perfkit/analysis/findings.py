@@ -18,7 +18,7 @@ import numpy as np
 
 from ..trace import model as m
 from . import intervals, rules
-from .attribute import DeviceWork, Steps
+from .attribute import DeviceWork, Steps, innermost_around
 from .intervals import Coverage
 from .ops import Sources, format_frame
 from .steps import StepStats, in_kept_steps
@@ -200,16 +200,7 @@ def host_device_sync(ctx: Context) -> Optional[dict[str, Any]]:
     # where: the ATen op around each sync (item, nonzero, unique, copy_...), with its source line
     cpu = tl.rows(m.Kind.CPU_OP)
     cpu = cpu[~tl.matches(r"^aten::_local_scalar_dense$|^aten::copy_$|^aten::_to_copy$|^aten::to$|" + rules.STEP_PATTERN)[cpu]]
-    holder = np.full(len(syncs), -1, dtype=np.int64)
-    if len(cpu):
-        # Only ops that hold at one sync can be its innermost op: filter first
-        # (a searchsorted over the few syncs) instead of sorting every op.
-        sync_t = np.sort(tl.offset(syncs))
-        c_s, c_e = tl.offset(cpu), tl.thread[cpu] * tl.span_us + tl.end[cpu]
-        cpu = cpu[np.searchsorted(sync_t, c_e, side="left") > np.searchsorted(sync_t, c_s, side="left")]
-    if len(cpu):
-        idx = intervals.innermost_containing(tl.offset(cpu), tl.thread[cpu] * tl.span_us + tl.end[cpu], tl.offset(syncs))
-        holder = np.where(idx >= 0, cpu[np.maximum(idx, 0)], -1)
+    holder = innermost_around(tl, cpu, syncs)
     rows = np.where(holder >= 0, holder, syncs)
     where = _top_by(ctx, rows, np.maximum(blocked, 1e-3))
     lead = where[0] if where else {"name": "?", "source": None}
@@ -479,8 +470,7 @@ def _self_overlap(tl: Timeline, rows: np.ndarray, overlap: np.ndarray) -> np.nda
     """Overlap of each interval minus the overlap of the intervals nested directly in it (same thread)."""
     if len(rows) == 0:
         return overlap
-    s = tl.offset(rows)
-    e = tl.thread[rows] * tl.span_us + tl.end[rows]
+    s, e = tl.offset_span(rows)
     parent = intervals.parent_index(s, e)
     has = parent >= 0
     child_sum = np.bincount(parent[has], weights=overlap[has], minlength=len(rows))

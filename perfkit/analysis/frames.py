@@ -33,8 +33,7 @@ def user_frames(tl: Timeline, steps: Steps, stats: StepStats, src: Sources) -> l
     rows = rows[in_kept_steps(steps, stats, tl.start[rows])]
     if len(rows) == 0:
         return []
-    s = tl.offset(rows)
-    e = tl.thread[rows] * tl.span_us + tl.end[rows]
+    s, e = tl.offset_span(rows)
     incl = e - s
     parent = intervals.parent_index(s, e)
     has = parent >= 0

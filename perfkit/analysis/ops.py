@@ -33,8 +33,7 @@ class Sources:
         py = tl.rows(m.Kind.PYTHON)
         user = ~name_mask(names, rules.LIBRARY_FRAME_PATTERN) & name_mask(names, rules.FRAME_PATTERN)
         self.frames = py[user[tl.name[py]]] if len(py) else py
-        self._s = tl.offset(self.frames)
-        self._e = tl.thread[self.frames] * tl.span_us + tl.end[self.frames]
+        self._s, self._e = tl.offset_span(self.frames)
         self._user_stack = user
         self._lock = threading.Lock()
 
@@ -168,8 +167,7 @@ def top_ops(
     ops = ops[~skip[tl.name[ops]]]
     # Count only op instances inside kept steps.
     ops = ops[step_of_time(tl.start[ops])]
-    o_s = tl.offset(ops)
-    o_e = tl.thread[ops] * tl.span_us + tl.end[ops]
+    o_s, o_e = tl.offset_span(ops)
     if basis == "cpu":
         incl, own_time = _cpu_times(tl, ops)
         self_codes, self_sum, _ = group_sum(tl.name[ops], own_time)
@@ -202,8 +200,7 @@ def top_ops(
 def _cpu_times(tl: Timeline, ops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(duration, duration minus the ops called inside) of each CPU op, µs."""
     all_ops = tl.rows(m.Kind.CPU_OP)
-    s = tl.offset(all_ops)
-    e = tl.thread[all_ops] * tl.span_us + tl.end[all_ops]
+    s, e = tl.offset_span(all_ops)
     parent = intervals.parent_index(s, e)
     dur = tl.end[all_ops] - tl.start[all_ops]
     child_sum = np.bincount(parent[parent >= 0], weights=dur[parent >= 0], minlength=len(all_ops))

@@ -91,6 +91,11 @@ class Timeline:
         base = self.start[rows] if t is None else t
         return self.thread[rows] * self.span_us + base
 
+    def offset_span(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Thread-offset (start, end) of ``rows``: intervals of different threads never meet."""
+        off = self.thread[rows] * self.span_us
+        return off + self.start[rows], off + self.end[rows]
+
     def thread_coverage(self, rows: np.ndarray) -> intervals.Coverage:
         """Union of the given events' intervals, kept per thread (query with :meth:`offset`)."""
         off = self.thread[rows] * self.span_us
