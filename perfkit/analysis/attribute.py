@@ -379,25 +379,62 @@ def host_roots(tl: Timeline) -> np.ndarray:
     return roots[np.argsort(tl.start[roots], kind="stable")]
 
 
-def attribute(tl: Timeline, steps: Steps, basis: str = "gpu") -> DeviceWork:
+def attribute(tl: Timeline, steps: Steps, basis: str = "gpu", threads: int = 1) -> DeviceWork:
     """Build the :class:`DeviceWork` table for a timeline.
 
     With ``basis="cpu"`` (traces with no device work: CPU training) the work
     items are the outermost CPU ops instead, each its own launch, so the same
     step / phase / category rules split CPU time.
+
+    With ``threads=2`` the time shares and then the categories are computed on a
+    second thread while linking, steps and phases run on this one (numpy work
+    that releases the GIL; used for large traces).
     """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    pool = ThreadPoolExecutor(max_workers=1) if threads > 1 else None
+
+    def later(fn, *args):  # type: ignore[no-untyped-def]
+        if pool is not None:
+            return pool.submit(fn, *args)
+        done: Future = Future()
+        done.set_result(fn(*args))
+        return done
+
+    try:
+        return _attribute(tl, steps, basis, later)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+
+
+def _shares(lanes: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
+    """Each interval's exclusive share of its lane's busy time (see intervals.exclusive_share)."""
+    share = np.zeros(len(start))
+    for d in np.unique(lanes):
+        sel = lanes == d
+        share[sel] = intervals.exclusive_share(start[sel], end[sel])
+    return share
+
+
+def _attribute(tl: Timeline, steps: Steps, basis: str, later) -> DeviceWork:  # type: ignore[no-untyped-def]
     if basis == "cpu":
         dev = host_roots(tl)
-        launch = dev.copy()
-        op = dev.copy()
     else:
         dev = tl.rows(*m.DEVICE_WORK_KINDS)
         dev = dev[np.argsort(tl.start[dev], kind="stable")]
-        launch, op = link(tl, dev)
     device = tl.col(m.PID)[dev]
     stream = tl.col(m.TID)[dev]
     start = tl.start[dev]
     end = tl.end[dev]
+    lanes = device if basis == "gpu" else tl.thread[dev]  # CPU time: each thread is its own lane
+    f_share = later(_shares, lanes, start, end)
+    if basis == "cpu":
+        launch = dev.copy()
+        op = dev.copy()
+    else:
+        launch, op = link(tl, dev)
+    f_category = later(assign_categories, tl, dev, op)
 
     # Steps: by launch time; unlinked ops by GPU-side ProfilerStep ranges, then by stream order.
     step = np.full(len(dev), NO_STEP, dtype=np.int64)
@@ -439,12 +476,8 @@ def attribute(tl: Timeline, steps: Steps, basis: str = "gpu") -> DeviceWork:
         phase = np.where(unknown, filled, phase)
         phase[phase < 0] = PHASE_CODES[rules.PHASE_OTHER]
 
-    category = assign_categories(tl, dev, op)
-    share = np.zeros(len(dev))
-    lanes = device if basis == "gpu" else tl.thread[dev]  # CPU time: each thread is its own lane
-    for d in np.unique(lanes):
-        sel = lanes == d
-        share[sel] = intervals.exclusive_share(start[sel], end[sel])
+    category = f_category.result()
+    share = f_share.result()
     return DeviceWork(
         row=dev,
         start=start,
