@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -33,6 +35,8 @@ def _columns_equal(a, b):
 def bf16_json(tmp_path_factory):
     path = tmp_path_factory.mktemp("t") / "bf16.json"
     path.write_bytes(gzip.decompress(BF16.read_bytes()))
+    old = time.time() - 3600  # not "being written": read through the memory map
+    os.utime(path, (old, old))
     return path
 
 
@@ -270,3 +274,16 @@ def test_malloc_tuning_leaves_a_process_with_torch_alone(monkeypatch):
     reader._tune_malloc(2 * 10**9)  # 2 GB of JSON: the trim threshold's 64 MB cap
     reader._tune_malloc(100 << 20)  # 100 MB: 1/16 of it
     assert calls == [(-3, 32 << 20), (-1, 64 << 20), (-8, 1), (-3, 32 << 20), (-1, (100 << 20) // 16), (-8, 1)]
+
+
+def test_recently_written_files_are_read_not_mapped(bf16_json, tmp_path):
+    """A file still being written could shrink under a memory map: read it into buffers instead."""
+    import shutil
+
+    fresh = tmp_path / "fresh.json"
+    shutil.copy(bf16_json, fresh)
+    with reader._FileMap(reader._FileSource(str(bf16_json))) as fm:
+        assert fm.mm is not None
+    with reader._FileMap(reader._FileSource(str(fresh))) as fm:
+        assert fm.mm is None
+    _columns_equal(read_trace(str(bf16_json)), read_trace(str(fresh)))

@@ -380,6 +380,11 @@ def _plan_file(source: "_FileSource", raw: _Raw) -> list[tuple[str, int, int]]:
 # --------------------------------------------------------------------------- decoding
 
 
+#: A file modified less than this many seconds ago may still be written: it is read
+#: into buffers, not mapped (a mapped file cut short under the reader ends it with SIGBUS).
+RECENT_WRITE_S = 5.0
+
+
 class _FileMap:
     """A read-only memory map of a plain trace file, for decoding its chunks in place."""
 
@@ -387,10 +392,12 @@ class _FileMap:
         self.mm: Any = None
         if isinstance(source, _FileSource):
             import mmap
+            import time
 
             try:
                 with open(source.path, "rb") as f:
-                    self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+                    if time.time() - os.fstat(f.fileno()).st_mtime >= RECENT_WRITE_S:
+                        self.mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
             except (OSError, ValueError):  # not mappable: chunks are read into buffers
                 self.mm = None
 
