@@ -485,6 +485,43 @@ static int parse_args(Lex *L, Intern *T, Ev *ev) {
     return -1;
 }
 
+enum { K_OTHER, K_PH, K_CAT, K_NAME, K_PID, K_TID, K_TS, K_DUR, K_ARGS };
+
+/* the code of a top-level event key */
+static inline int top_key_code(const char *k, size_t kn) {
+    switch (kn) {
+    case 2: if (k[0] == 'p' && k[1] == 'h') return K_PH; if (k[0] == 't' && k[1] == 's') return K_TS; break;
+    case 3:
+        if (memcmp(k, "cat", 3) == 0) return K_CAT;
+        if (memcmp(k, "pid", 3) == 0) return K_PID;
+        if (memcmp(k, "tid", 3) == 0) return K_TID;
+        if (memcmp(k, "dur", 3) == 0) return K_DUR;
+        break;
+    case 4: if (memcmp(k, "name", 4) == 0) return K_NAME; if (memcmp(k, "args", 4) == 0) return K_ARGS; break;
+    default: break;
+    }
+    return K_OTHER;
+}
+
+/* A known key written as Kineto writes it ("ph": with the colon right after the
+ * quote) at p: its code, *len set to the bytes up to and with the colon; -1
+ * otherwise (then the general key lexer runs). */
+static inline int top_key_fast(const char *p, const char *end, int *len) {
+    if (end - p < 8 || p[0] != '"') return -1;
+#define FK(lit, code) if (memcmp(p, lit, sizeof(lit) - 1) == 0) { *len = (int)sizeof(lit) - 1; return code; }
+    switch (p[1]) {
+    case 'p': FK("\"ph\":", K_PH); FK("\"pid\":", K_PID); break;
+    case 'c': FK("\"cat\":", K_CAT); break;
+    case 'n': FK("\"name\":", K_NAME); break;
+    case 't': FK("\"ts\":", K_TS); FK("\"tid\":", K_TID); break;
+    case 'd': FK("\"dur\":", K_DUR); break;
+    case 'a': FK("\"args\":", K_ARGS); break;
+    default: break;
+    }
+#undef FK
+    return -1;
+}
+
 static int parse_event(Lex *L, Intern *T, Ev *ev) {
     /* at '{' */
     L->p++;
@@ -497,48 +534,69 @@ static int parse_event(Lex *L, Intern *T, Ev *ev) {
     ws(L);
     if (L->p < L->end && *L->p == '}') { L->p++; return 0; }
     while (L->p < L->end) {
-        const char *k; size_t kn; int ke;
-        if (lex_key(L, &k, &kn, &ke) < 0) return -1;
+        int klen, code = top_key_fast(L->p, L->end, &klen);
+        if (code >= 0) {
+            L->p += klen;
+            ws(L);
+        } else {
+            const char *k; size_t kn; int ke;
+            if (lex_key(L, &k, &kn, &ke) < 0) return -1;
+            code = top_key_code(k, kn);
+        }
         if (L->p >= L->end) { L->err = "unexpected end"; return -1; }
-        if (kn == 2 && k[0] == 'p' && k[1] == 'h') {
+        switch (code) {
+        case K_PH: {
             const char *s; size_t n; int e;
             if (lex_string(L, &s, &n, &e) < 0) return -1;
             if (n != 1) { L->err = "unusual ph"; return -1; }
             ev->ph = s[0];
-        } else if (kn == 3 && memcmp(k, "cat", 3) == 0) {
+            break;
+        }
+        case K_CAT: {
             const char *s; size_t n; int e;
             if (*L->p != '"') { L->err = "cat is not a string"; return -1; }
             if (lex_string(L, &s, &n, &e) < 0) return -1;
             ev->cat = intern(T, s, n, e);
             has_cat = 1;
-        } else if (kn == 4 && memcmp(k, "name", 4) == 0) {
+            break;
+        }
+        case K_NAME: {
             const char *s; size_t n; int e;
             if (*L->p != '"') { L->err = "name is not a string"; return -1; }
             if (lex_string(L, &s, &n, &e) < 0) return -1;
             ev->name = intern(T, s, n, e);
             has_name = 1;
-        } else if (kn == 3 && memcmp(k, "pid", 3) == 0) {
+            break;
+        }
+        case K_PID:
             if (lex_id(L, T, &ev->pid, &ev->pid_s) < 0) return -1;
-        } else if (kn == 3 && memcmp(k, "tid", 3) == 0) {
+            break;
+        case K_TID:
             if (lex_id(L, T, &ev->tid, &ev->tid_s) < 0) return -1;
-        } else if (kn == 2 && k[0] == 't' && k[1] == 's') {
+            break;
+        case K_TS: {
             int64_t iv; double dv; int kind;
             if (lex_number(L, &iv, &dv, &kind) < 0) return -1;
             if (kind == 0) { L->err = "ts is not a number"; return -1; }
             ev->ts = dv;
             ev->has_ts = 1;
-        } else if (kn == 3 && memcmp(k, "dur", 3) == 0) {
+            break;
+        }
+        case K_DUR: {
             int64_t iv; double dv; int kind;
             if (lex_number(L, &iv, &dv, &kind) < 0) return -1;
             if (kind == 0) { L->err = "dur is not a number"; return -1; }
             ev->dur = dv;
-        } else if (kn == 4 && memcmp(k, "args", 4) == 0) {
+            break;
+        }
+        case K_ARGS:
             if (parse_args(L, T, ev) < 0) return -1;
-        } else {
+            break;
+        default:
             if (skip_value(L) < 0) return -1;
         }
         ws(L);
-        if (L->p < L->end && *L->p == ',') { L->p++; continue; }
+        if (L->p < L->end && *L->p == ',') { L->p++; ws(L); continue; }
         if (L->p < L->end && *L->p == '}') { L->p++; break; }
         L->err = "expected ',' or '}'";
         return -1;
