@@ -287,3 +287,31 @@ def test_recently_written_files_are_read_not_mapped(bf16_json, tmp_path):
     with reader._FileMap(reader._FileSource(str(fresh))) as fm:
         assert fm.mm is None
     _columns_equal(read_trace(str(bf16_json)), read_trace(str(fresh)))
+
+
+def test_scanner_key_layouts_give_the_same_columns():
+    """Known keys are matched by a fast path when written as Kineto writes them; any other layout
+    (space before the colon, other key order, unknown keys, keys near the buffer's end) goes
+    through the general lexer, with the same result."""
+    from perfkit.trace import decode
+
+    ev = {"ph": "X", "cat": "kernel", "name": "k1", "pid": 0, "tid": 7, "ts": 12.5, "dur": 3,
+          "args": {"correlation": 5, "External id": 9}}
+    layouts = [
+        json.dumps([ev], separators=(",", ":")),
+        json.dumps([ev], indent=2),
+        '[{"ph" : "X", "cat" :"kernel","name"  :  "k1","pid" :0,"tid":7 ,"ts" : 12.5,"dur" :3,'
+        '"args" : {"correlation" : 5, "External id" : 9}}]',
+        '[{"args":{"External id":9,"correlation":5},"dur":3,"ts":12.5,"x":[1,{"ph":"M"}],"tid":7,'
+        '"pid":0,"name":"k1","cat":"kernel","ph":"X"}]',
+        '[{"name":"k1","cat":"kernel","pid":0,"tid":7,"ts":12.5,"dur":3,"args":{"correlation":5,"External id":9},"ph":"X"}]',
+    ]
+    outs = [decode._scan.scan(text.encode()) for text in layouts]
+    for out in outs:
+        names = np.frombuffer(out["name"], np.int32)
+        assert len(names) == 1
+        for key in ("ts", "dur", "pid", "tid", "corr", "ext_id"):
+            assert out[key] == outs[0][key], key
+        arena, offs = out["str_arena"], np.frombuffer(out["str_offsets"], np.int64)
+        lens = np.frombuffer(out["str_lengths"], np.int64)
+        assert arena[offs[names[0]]: offs[names[0]] + lens[names[0]]] == b"k1"
