@@ -146,8 +146,8 @@ class _IdIndex:
             self.first = np.full(self.span + 1, self.n, dtype=pos_type)  # first position per key
             np.minimum.at(self.first, keys.astype(np.intp) - self.lo, np.arange(self.n, dtype=pos_type))
         else:
-            self.order = np.argsort(keys, kind="stable")
-            self.sorted_keys = keys[self.order]
+            order = np.argsort(keys, kind="stable")
+            self.sorted_keys, self.sorted_values = keys[order], values[order]
 
     def get(self, query: np.ndarray) -> np.ndarray:
         if self.n == 0:
@@ -161,7 +161,7 @@ class _IdIndex:
         pos = np.searchsorted(k, query)
         pos_c = np.minimum(pos, self.n - 1)
         hit = (pos < self.n) & (k[pos_c] == query) & (query >= 0)
-        return np.where(hit, self.values[:-1][self.order][pos_c], -1)
+        return np.where(hit, self.sorted_values[pos_c], -1)
 
 
 def link(tl: Timeline, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

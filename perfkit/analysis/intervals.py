@@ -109,8 +109,8 @@ def tree_order(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     Equals ``np.lexsort((-ends, starts))`` (stable: input order for equal
     intervals), computed as one stable sort of the starts, which are nearly in
     order in a trace (timsort runs in near-linear time on them), and a lexsort
-    of the few intervals that share a start: 10x faster than the full lexsort,
-    whose sort by end is not near any order, on 1.4 M CPU ops.
+    of the few intervals that share a start: 12-32 ms against 130 ms for the
+    full lexsort (whose sort by end is not near any order) on 1.4 M CPU ops.
     """
     order = np.argsort(starts, kind="stable")
     s = starts[order]

@@ -98,8 +98,7 @@ class Timeline:
 
     def thread_coverage(self, rows: np.ndarray) -> intervals.Coverage:
         """Union of the given events' intervals, kept per thread (query with :meth:`offset`)."""
-        off = self.thread[rows] * self.span_us
-        return intervals.Coverage(off + self.start[rows], off + self.end[rows])
+        return intervals.Coverage(*self.offset_span(rows))
 
     def thread_name(self, pid: int, tid: int) -> str:
         return self.trace.thread_names.get((pid, tid), "")
@@ -136,7 +135,7 @@ def _thread_index(pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
     p = pid[run_start].astype(np.int64, copy=False)
     t = tid[run_start].astype(np.int64, copy=False)
     lim = 1 << 31
-    if len(p) and -lim <= min(p.min(), t.min()) and max(p.max(), t.max()) < lim:
+    if -lim <= min(p.min(), t.min()) and max(p.max(), t.max()) < lim:
         # Both fit in 32 bits (the usual case): one key that sorts like the pair.
         key = (p << 32) + (t + lim)
     else:

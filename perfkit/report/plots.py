@@ -394,12 +394,7 @@ def _memory_timeline(timeline: dict[str, Any], devices: list[dict[str, Any]]) ->
         if j < len(ids) and len(starts) <= 40:
             ax.annotate(f"step {ids[j]}", (s, 1.0), xycoords=("data", "axes fraction"), xytext=(2, -10),
                         textcoords="offset points", fontsize=7, color="#555555")
-    ax.set_xlabel("ms since the trace start")
-    ax.set_ylabel("GiB")
-    ax.set_title(title, fontsize=11)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+    _memory_axes(fig, ax, "ms since the trace start", title)
     info = {
         "source": "memory_timeline",
         "devices": [d.get("device") for d in shown],
@@ -423,14 +418,19 @@ def _memory_step_peaks(mem: dict[str, Any], peaks: list[float]) -> Plot:
             level += v
             ax.axhline(level / GIB, color=color, ls="--", lw=1, label=name)
     ax.set_ylim(bottom=0)
-    ax.set_xlabel("step of the run")
+    _memory_axes(fig, ax, "step of the run", title)
+    info = {"source": "runtime.memory.step_peak_bytes", "steps": len(peaks), "peak_bytes": max(peaks)}
+    return Plot("memory", title, fig, info)
+
+
+def _memory_axes(fig: "Figure", ax: Any, xlabel: str, title: str) -> None:
+    """The memory figures' common axes: GiB against ``xlabel``, grid, legend."""
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("GiB")
     ax.set_title(title, fontsize=11)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    info = {"source": "runtime.memory.step_peak_bytes", "steps": len(peaks), "peak_bytes": max(peaks)}
-    return Plot("memory", title, fig, info)
 
 
 def _log_if_wide(ax: Any, values_ms: list[float]) -> None:

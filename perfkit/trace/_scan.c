@@ -2,8 +2,9 @@
  * perfkit.trace._scan: a single-pass scanner from Kineto traceEvents JSON to columns.
  *
  * scan(buffer) takes the bytes of a JSON array of event objects ("[{...},{...}]"),
- * or of a run of event objects separated by commas ("{...},{...},"), and returns plain bytes columns (no Python object per event): for timed ("X")
- * events the fields perfkit uses, for "[memory]" instants the allocator fields,
+ * or of a run of event objects separated by commas ("{...},{...},"), and returns
+ * plain bytes columns (no Python object per event): for timed ("X") events the
+ * fields perfkit uses, for "[memory]" instants the allocator fields,
  * for "M" metadata events the names, plus a table of the distinct strings.
  *
  * It understands exactly the JSON it needs to. Anything unexpected (malformed

@@ -19,7 +19,7 @@ import numpy as np
 from . import model as m
 
 
-try:  # the optional C scanner (setup.py builds it); the msgspec path below is the fallback
+try:  # the optional C scanner (setup.py builds it); fallback.py is the general decoder
     from . import _scan
 except ImportError:  # pragma: no cover (depends on the build)
     _scan = None

@@ -2,8 +2,9 @@
 
 The file is never held in memory whole. It is cut into chunks of complete event
 objects (at ``}, {`` separators between events), each chunk is decoded into
-columns by :func:`perfkit.trace.decode.decode_chunk` (in a pool of worker
-processes for large files), and the columns are concatenated. A separator that
+columns by :func:`perfkit.trace.decode.decode_chunk` (on several threads for
+large files, or worker processes without the C scanner; a plain file's chunks
+are read in place through a memory map), and the columns are concatenated. A separator that
 happens to lie inside a string value is harmless: the chunk then fails to
 decode and is merged with its neighbour.
 
@@ -15,6 +16,7 @@ complete plus a warning; a file that is not a trace raises
 from __future__ import annotations
 
 import json
+import mmap
 import os
 import re
 import sys
@@ -34,7 +36,7 @@ if TYPE_CHECKING:
 
 #: Target bytes of JSON per chunk handed to one decode call.
 CHUNK_BYTES = 8 * 1024 * 1024
-#: Files at least this large (uncompressed, estimated) are decoded in worker processes.
+#: Files at least this large (uncompressed, estimated) are decoded on several threads (processes without the C scanner).
 PARALLEL_MIN_BYTES = 48 * 1024 * 1024
 _WINDOW = 1024 * 1024
 _SEP = re.compile(rb"\}\s*,\s*\{")
@@ -86,8 +88,12 @@ def read_trace(path: str, *, workers: Optional[int] = None) -> m.Trace:
         # allocate, fault in and copy into).
         from concurrent.futures import ThreadPoolExecutor
 
-        with _FileMap(source) as fmap, ThreadPoolExecutor(max_workers=max(workers, 1)) as tpool:
-            results = _decode_all(chunks, tpool if workers > 1 else None, workers, fmap.decode_or_none)
+        with _FileMap(source) as fmap:
+            if workers > 1:
+                with ThreadPoolExecutor(max_workers=workers) as tpool:
+                    results = _decode_all(chunks, tpool, workers, fmap.decode_or_none)
+            else:
+                results = _decode_all(chunks, None, 0, fmap.decode_or_none)
     elif workers > 1:  # no C scanner: the msgspec decoder holds the GIL, so processes
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -347,8 +353,6 @@ def _tail_meta(rest: bytes) -> Optional[dict[str, Any]]:
 
 def _plan_file(source: "_FileSource", raw: _Raw) -> list[tuple[str, int, int]]:
     """Byte ranges of event chunks of an uncompressed file, found through mmap windows."""
-    import mmap
-
     path = source.path
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
@@ -391,7 +395,6 @@ class _FileMap:
     def __init__(self, source: _Source):
         self.mm: Any = None
         if isinstance(source, _FileSource):
-            import mmap
             import time
 
             try:
@@ -424,8 +427,6 @@ class _FileMap:
             # end up resident whole. A page shared with the next chunk is simply
             # faulted in again from the cache if that chunk still reads it.
             if hasattr(self.mm, "madvise"):
-                import mmap
-
                 lo = start - start % mmap.PAGESIZE
                 self.mm.madvise(mmap.MADV_DONTNEED, lo, end - lo)
 
