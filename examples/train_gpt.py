@@ -1,6 +1,6 @@
 """A small but realistic GPT training script (no perfkit import): the example to profile.
 
-    python examples/train_gpt.py [--steps 20] [--batch 8] [--seq 1024] [--size auto|tiny|100m]
+    python examples/train_gpt.py [--steps 20] [--batch 8] [--seq 1024] [--size auto|tiny|100m|150m]
 
 On a GPU it trains a ~100M-parameter GPT (8 layers, d_model 1024, 16 heads,
 vocab 32k) with bf16 autocast, AdamW and scaled_dot_product_attention. On a CPU
@@ -72,6 +72,7 @@ class RandomTokens(torch.utils.data.Dataset):
 CONFIGS = {
     # vocab, d_model, layers, heads, seq, batch
     "100m": (32000, 1024, 8, 16, 1024, 8),
+    "150m": (32000, 1024, 9, 16, 1024, 8),
     "tiny": (2048, 128, 2, 4, 128, 4),
 }
 
@@ -104,7 +105,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=20)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--seq", type=int, default=None)
-    ap.add_argument("--size", choices=("auto", "tiny", "100m"), default="auto")
+    ap.add_argument("--size", choices=tuple(["auto", *CONFIGS]), default="auto")
     ap.add_argument("--lr", type=float, default=3e-4)
     args = ap.parse_args()
 

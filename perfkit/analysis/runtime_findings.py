@@ -7,6 +7,7 @@ as the trace's (see :mod:`perfkit.analysis.findings`).
 
 from __future__ import annotations
 
+import statistics
 from typing import Any, Optional
 
 from .findings import MEMORY_WARN, finding
@@ -62,11 +63,58 @@ def first_call_outliers(runtime: dict[str, Any]) -> Optional[dict[str, Any]]:
     )
 
 
+#: Steps at the start of a run that are never taken as steady (compilation, allocator growth).
+START_UP_STEPS = 2
+
+
+def measured_recording(runtime: dict[str, Any], gpu_busy_ms: Optional[float]) -> Optional[dict[str, Any]]:
+    """The unprofiled steps' wall time against the traced steps' and the GPU busy time (``perfkit profile``).
+
+    Unprofiled steps: those after the profiled window (the profiler is stopped then), else those
+    before it past the start-up. GPU-bound without the recording when the unprofiled median is within
+    :data:`perfkit.analysis.findings.GPU_BOUND_TOLERANCE` of the GPU busy time per step.
+    """
+    from .findings import GPU_BOUND_TOLERANCE
+
+    steps = runtime.get("steps") or {}
+    sched = runtime.get("schedule") or {}
+    wall = [float(x) for x in steps.get("wall_ms") or [] if isinstance(x, (int, float))]
+    if not wall or not gpu_busy_ms or not sched:
+        return None
+    first = int(steps.get("count") or len(wall)) - len(wall)  # wall_ms keeps the last steps only
+    skip, wait, warm, active = (int(sched.get(k) or 0) for k in ("skip_first", "wait", "warmup", "active"))
+    traced_lo, traced_hi = skip + wait + warm, skip + wait + warm + active
+    index = range(first, first + len(wall))
+    after = [w for i, w in zip(index, wall) if i >= traced_hi]
+    before = [w for i, w in zip(index, wall) if START_UP_STEPS <= i < skip]
+    unprofiled = after if len(after) >= 2 else before
+    traced = [w for i, w in zip(index, wall) if traced_lo <= i < traced_hi]
+    if not unprofiled or not traced:
+        return None
+    u, t = statistics.median(unprofiled), statistics.median(traced)
+    return {
+        "basis": "measured",
+        "unprofiled_step_ms": round(u, 3),
+        "unprofiled_steps": len(unprofiled),
+        "profiled_step_ms": round(t, 3),
+        "slowdown": round(t / u, 3) if u > 0 else None,
+        "gpu_busy_ms_per_step": round(float(gpu_busy_ms), 3),
+        "gpu_bound_without_recording": bool(u <= GPU_BOUND_TOLERANCE * float(gpu_busy_ms)),
+    }
+
+
 def merge(doc: dict[str, Any]) -> None:
     """Add the runtime findings to ``doc["findings"]``, keeping one finding per id and the ranking."""
-    from .findings import _SEVERITY_RANK
+    from .findings import _SEVERITY_RANK, lower_recording_artifacts
 
     runtime = doc.get("runtime") or {}
+    gpu = doc.get("gpu") or {}
+    if (doc.get("trace") or {}).get("time_basis") == "gpu":
+        measured = measured_recording(runtime, gpu.get("busy_ms_per_step"))
+        if measured is not None:
+            rec = doc.get("recording") if isinstance(doc.get("recording"), dict) else {}
+            doc["recording"] = {**rec, "measured": measured}
+            lower_recording_artifacts(doc.setdefault("findings", []), measured)
     devices = (doc.get("trace") or {}).get("devices") or []
     device_bytes = next((d.get("memory_bytes") for d in devices if d.get("memory_bytes")), None)
     found = doc.setdefault("findings", [])

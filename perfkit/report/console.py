@@ -615,6 +615,31 @@ def gpu_notes(doc: dict[str, Any]) -> list[str]:
     outside = num(get(doc, "gpu", "outside_kept_steps_ms"))
     if outside:
         notes.append(f"{fmt_ms(outside)} ms of GPU work in total fell outside the analysed steps and is not counted.")
+    notes.extend(recording_notes(doc))
+    return notes
+
+
+def recording_notes(doc: dict[str, Any]) -> list[str]:
+    """What recording the trace cost the host (estimated from the trace, measured by perfkit profile)."""
+    rec = as_dict(doc.get("recording"))
+    notes = []
+    if rec.get("estimated_cost_ms_per_step") is not None:
+        ev = as_dict(rec.get("events_per_step"))
+        notes.append(
+            f"Recording the trace cost the host about {fmt_ms(rec.get('estimated_cost_ms_per_step'))} ms per step "
+            f"(estimate: {fmt_count(ev.get('ops_and_runtime_calls'))} ops and runtime calls, "
+            f"{fmt_count(ev.get('python_frames'))} Python frames, {fmt_count(ev.get('memory_events'))} memory events "
+            f"per step); without it the host works about {fmt_ms(rec.get('host_ms_without_recording'))} ms per step "
+            f"against {fmt_ms(rec.get('gpu_busy_ms_per_step'))} ms of GPU work."
+        )
+    measured = as_dict(rec.get("measured"))
+    if measured.get("unprofiled_step_ms") is not None:
+        notes.append(
+            f"Unprofiled steps took {fmt_ms(measured.get('unprofiled_step_ms'))} ms (median of "
+            f"{fmt_count(measured.get('unprofiled_steps'))}), traced steps {fmt_ms(measured.get('profiled_step_ms'))} ms: "
+            + ("the run is GPU-bound without the profiler." if measured.get("gpu_bound_without_recording")
+               else "the unprofiled step is longer than the GPU's work.")
+        )
     return notes
 
 
