@@ -233,20 +233,42 @@ def _records(columns: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _devices(trace: m.Trace, dw: DeviceWork) -> list[dict[str, Any]]:
+    """The devices the trace's device work ran on, with their ``deviceProperties``.
+
+    Kernels may run on a device id that ``deviceProperties`` does not list (ROCm traces often
+    list only id 0 while the kernels run on device 2). Then, when every listed device has the
+    same name (one kind of accelerator in the node), that name and its properties are shown,
+    marked ``assumed`` with ``properties_from`` the listed id they were taken from; otherwise
+    the device is named by its id only, with "no properties in the trace".
+    """
     used = sorted({int(d) for d in np.unique(dw.device)}) if len(dw) else []
     props = {int(p.get("id", i)): p for i, p in enumerate(trace.device_properties)}
+    listed_names = {p.get("name") for p in props.values()}
+    homogeneous = len(props) > 0 and len(listed_names) == 1 and None not in listed_names
     out = []
     for d in used or ([] if not props else [min(props)]):
-        p = props.get(d, {})
+        source: Optional[int] = d if d in props else (min(props) if homogeneous else None)
+        p = props.get(source, {}) if source is not None else {}
         mem = p.get("totalGlobalMem")
         major = p.get("computeMajor", p.get("major"))
         minor = p.get("computeMinor", p.get("minor"))
+        assumed = source is not None and source != d
+        if source == d:
+            name = p.get("name") or f"device {d} (no name in its properties)"
+        elif assumed:
+            ids = ", ".join(str(i) for i in sorted(props))
+            which = f"device {ids}" if len(props) == 1 else f"devices {ids}"
+            name = f"{p.get('name')} (device {d}; properties listed for {which} only)"
+        else:
+            name = f"device {d} (no properties in the trace)"
         out.append({
             "id": d,
-            "name": p.get("name") or (f"device {d}" if used else None),
+            "name": name,
             "memory_bytes": int(mem) if isinstance(mem, (int, float)) else None,
             "compute_capability": f"{major}.{minor}" if major is not None else None,
             "sms": p.get("numSms", p.get("multiProcessorCount")),
+            "properties_from": source,
+            "assumed": assumed,
         })
     return out
 

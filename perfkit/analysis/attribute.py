@@ -379,12 +379,55 @@ def host_roots(tl: Timeline) -> np.ndarray:
     return roots[np.argsort(tl.start[roots], kind="stable")]
 
 
+def cpu_self_items(tl: Timeline) -> tuple[np.ndarray, np.ndarray]:
+    """CPU-basis work items: (CPU op rows, each one's share of CPU busy time, µs).
+
+    Every CPU op is an item whose share is its self time (its duration not covered by the CPU
+    ops it called on the same thread), so the work of ``aten::addmm`` inside a
+    ``model_inference`` range counts as matmul and only the time between ops stays with the
+    range. Each outermost op's exclusive share of its thread's busy time (as before) is split
+    among the ops of its call tree in proportion to their self times: the shares still add up
+    to the union of the outermost ops per thread. Items with no self time are left out.
+    """
+    cpu = tl.rows(m.Kind.CPU_OP)
+    if len(cpu) == 0:
+        return cpu, np.zeros(0)
+    o_s, o_e = tl.offset_span(cpu)  # per-thread offsets: nesting only within a thread
+    parent = intervals.parent_index(o_s, o_e)
+    dur = tl.end[cpu] - tl.start[cpu]
+    has_parent = parent >= 0
+    child_sum = np.bincount(parent[has_parent], weights=dur[has_parent], minlength=len(cpu))
+    self_us = np.maximum(dur - child_sum, 0.0)
+    # Root of each op's call tree, by pointer jumping (log2(depth) passes).
+    root = np.where(has_parent, parent, np.arange(len(cpu)))
+    while True:
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    roots = np.flatnonzero(~has_parent)
+    root_share = np.zeros(len(cpu))
+    root_share[roots] = _shares(tl.thread[cpu[roots]], tl.start[cpu[roots]], tl.end[cpu[roots]])
+    tree_self = np.bincount(root, weights=self_us, minlength=len(cpu))
+    share = np.zeros(len(cpu))
+    ok = tree_self[root] > 0
+    share[ok] = root_share[root[ok]] * self_us[ok] / tree_self[root[ok]]
+    # A tree with no self time anywhere (zero-length ops) keeps its share on the root.
+    empty = roots[tree_self[roots] <= 0]
+    share[empty] = root_share[empty]
+    keep = (self_us > 0) | ((~has_parent) & (tree_self[root] <= 0))
+    rows = cpu[keep]
+    order = np.argsort(tl.start[rows], kind="stable")
+    return rows[order], share[keep][order]
+
+
 def attribute(tl: Timeline, steps: Steps, basis: str = "gpu", threads: int = 1) -> DeviceWork:
     """Build the :class:`DeviceWork` table for a timeline.
 
     With ``basis="cpu"`` (traces with no device work: CPU training) the work
-    items are the outermost CPU ops instead, each its own launch, so the same
-    step / phase / category rules split CPU time.
+    items are the CPU ops instead, each its own launch and weighted by its self
+    time (:func:`cpu_self_items`), so the same step / phase / category rules split
+    CPU time by the op that does the work, innermost first.
 
     With ``threads=2`` the time shares and then the categories are computed on a
     second thread while linking, steps and phases run on this one (numpy work
@@ -419,7 +462,7 @@ def _shares(lanes: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray
 
 def _attribute(tl: Timeline, steps: Steps, basis: str, later) -> DeviceWork:  # type: ignore[no-untyped-def]
     if basis == "cpu":
-        dev = host_roots(tl)
+        dev, cpu_share = cpu_self_items(tl)
     else:
         dev = tl.rows(*m.DEVICE_WORK_KINDS)
         dev = dev[np.argsort(tl.start[dev], kind="stable")]
@@ -427,8 +470,10 @@ def _attribute(tl: Timeline, steps: Steps, basis: str, later) -> DeviceWork:  # 
     stream = tl.col(m.TID)[dev]
     start = tl.start[dev]
     end = tl.end[dev]
-    lanes = device if basis == "gpu" else tl.thread[dev]  # CPU time: each thread is its own lane
-    f_share = later(_shares, lanes, start, end)
+    if basis == "cpu":
+        f_share = later(lambda share: share, cpu_share)
+    else:
+        f_share = later(_shares, device, start, end)
     if basis == "cpu":
         launch = dev.copy()
         op = dev.copy()

@@ -116,14 +116,15 @@ def top_kernels(
     name = dw.name[sel]
     codes, share, calls = group_sum(name, dw.share_us[sel])
     dur_sum = np.bincount(np.searchsorted(codes, name), weights=(dw.end[sel] - dw.start[sel]), minlength=len(codes))
-    cat_of = np.zeros(len(codes), dtype=np.int64)
-    cat_of[np.searchsorted(codes, name)] = dw.category[sel]
     order = np.argsort(-share, kind="stable")[:limit]
     top = codes[order]
     in_top = np.isin(name, top)
     rows = sel[in_top]
     op_names = np.where(dw.op[rows] >= 0, tl.name[np.maximum(dw.op[rows], 0)], -1)
     best_op = _best_source(name[in_top], op_names, dw.share_us[rows])
+    # A kernel's category is the one carrying most of its GPU time (the same kernel can be
+    # classified differently when different ops launch it).
+    best_cat = _best_source(name[in_top], dw.category[rows].astype(np.int64), dw.share_us[rows])
     linked = dw.launch[rows] >= 0
     srcs = np.full(len(rows), -1, dtype=np.int64)
     if linked.any():
@@ -134,7 +135,7 @@ def top_kernels(
         code = int(codes[i])
         out.append({
             "name": tl.trace.names[code],
-            "category": rules.CATEGORIES[int(cat_of[i])],
+            "category": rules.CATEGORIES[best_cat[code]],
             "gpu_ms_per_step": float(share[i]) / 1000.0 / n_steps,
             "share": float(share[i]) / busy_us if busy_us else 0.0,
             "calls_per_step": float(calls[i]) / n_steps,

@@ -64,41 +64,82 @@ class CategoryRule:
         )
 
 
-_COMM_KERNEL = r"nccl|rccl|\bgloo|all_?reduce|all_?gather|reduce_?scatter|alltoall|all_to_all|sendrecv|cross_device_reduce|multimem"
+_COMM_KERNEL = (
+    r"nccl|rccl|msccl|nvshmem|\bgloo|all_?reduce|all_?gather|reduce_?scatter|alltoall|all_to_all|sendrecv|"
+    r"cross_device_reduce|multimem|"
+    # Expert-parallel all-to-all libraries (DeepEP and its forks): every kernel of their
+    # intranode / internode / low-latency / elastic namespaces moves tokens between ranks.
+    r"\b(deep_ep|dpsk::ep)::(legacy::|elastic::)?(intranode|internode|internode_ll)::|"
+    r"\bdeep_ep::elastic::(hybrid_)?(dispatch|combine|barrier)"
+)
 _COMM_BACKENDS = r"nccl:|gloo:|mpi:|ucc:"
 _COMM_OP = rf"^({_COMM_BACKENDS}|c10d::|record_param_comms|_?c10d_functional::|torch\.distributed)"
+#: Inductor's fused kernels say what they are in their prefix: ``triton_poi_`` pointwise,
+#: ``triton_red_`` / ``triton_per_`` reductions (looped / persistent), ``triton_tem_`` templates
+#: (GEMM, conv, flex attention). The rest of the name lists the fused ATen ops, which may name a
+#: matmul or attention op whose pointwise epilogue this kernel is, so the prefix decides first.
+_INDUCTOR_POINTWISE = r"^triton_poi_"
+_INDUCTOR_REDUCTION = r"^triton_(red|per)_"
+#: A pointwise kernel that fuses only data-movement ops is a copy.
+_INDUCTOR_COPY_ONLY = (
+    r"^triton_poi_fused_((_to_copy|_unsafe_view|as_strided|cat|clone|constant_pad_nd|contiguous|copy|"
+    r"empty|empty_like|expand|new_zeros|permute|reshape|select|slice|split|split_with_sizes|squeeze|"
+    r"stack|t|transpose|unbind|unsqueeze|view|zeros)_)+\d+$"
+)
+#: Normalization written out by Inductor: a named norm op, or the rsqrt of a mean (RMS / layer norm).
+_INDUCTOR_NORM = r"^triton_(red|per)_fused_.*(native_layer_norm|native_group_norm|native_batch_norm|rms_norm|_norm_|mean_.*rsqrt)"
 _ATTN_KERNEL = (
     r"flash|fmha|attention|attn|sdpa|_efficient_attention|xformers|"
-    r"cudnn_generated_fort_native_sdpa|scaled_dot_product|cudnn::fusion::(convert_dq|compute_dot_do_o)"
+    r"cudnn_generated_fort_native_sdpa|scaled_dot_product|cudnn::fusion::(convert_dq|compute_dot_do_o)|"
+    r"\bsage_(fwd|bwd|attn)"
 )
 _ATTN_OP = r"scaled_dot_product|flash_attention|efficient_attention|_cudnn_attention|flashattn|flex_attention|Sdpa|ScaledDotProduct|FlashAttention|EfficientAttention"
+#: Scatters by index whose names hold other rules' words: paged KV-cache writes and index builds of
+#: inference engines (named after the attention backend they feed, "flash", "flashinfer", but doing no
+#: attention math), and ATen's index_copy_ / index_put_ kernels ("copy").
+_KV_CACHE_KERNEL = r"reshape_and_cache|store_kvcache|kv_?cache_(store|write|copy)|kv_indices|index_(copy|put)_kernel_impl"
 _CONV_KERNEL = (
-    r"conv|cudnn|implicit_?gemm|wgrad|dgrad|fprop|winograd|_fft|"
-    r"igemm|miopen|xmma_fprop|scudnn|nchwToNhwc|nhwcToNchw"
+    r"conv(?!ert)|cudnn|implicit_?gemm|wgrad|dgrad|fprop|winograd|\bfft|_fft|"
+    r"igemm_(fwd|bwd|wrw)|miopen(?!batchnorm)|xmma_fprop|scudnn|nchwToNhwc|nhwcToNchw|"
+    r"im2col|col2im|Im\dd2Col|xdlops_bwd_weight"
 )
 _CONV_OP = r"conv|cudnn_convolution|ConvolutionBackward|CudnnConvolution|ThnnConv"
+#: Kernel-name prefixes that only GEMM libraries use (their names may also hold "bias", "swiGlu"...).
+_GEMM_PREFIX = r"^(bmm_|nvjet_|Cijk_|sm\d+_xmma_gemm_|(ampere|volta|turing|hopper)_[a-z0-9]*gemm_)"
+#: "cutlass" alone also names types in template arguments (cutlass::bfloat16_t): match its kernels.
+#: "gemm" inside "fbgemm" (Meta's embedding library namespace) is not a GEMM.
 _MATMUL_KERNEL = (
-    r"gemm|gemv|sgemm|hgemm|cublas|cutlass|nvjet|wgmma|Cijk_|"
-    r"splitKreduce|_mm_|matmul|dot_kernel|tensorop|triton_tem_|\bmm\b"
+    r"(?<!fb)gemm|gemv|cublas|nvjet|wgmma|Cijk_|"
+    r"cutlass::(Kernel2?|device_kernel)<|cutlass_\d|cutlass3x|"
+    r"splitKreduce|_mm_|matmul|dot_kernel|(?<!Sub)tensorop|triton_tem_|\bmm\b|"
+    r"(^|\s|::)bmm_"
 )
 _MATMUL_OP = (
     r"^aten::(mm|addmm|bmm|baddbmm|matmul|linear|_scaled_mm|addmv|mv|dot|addbmm|einsum|"
     r"_int_mm|linalg_.*|tensordot|chain_matmul)$|MmBackward|AddmmBackward|BmmBackward|"
     r"BaddbmmBackward|MvBackward|AddmvBackward|LinearBackward|DotBackward"
 )
-_NORM_KERNEL = r"GammaBeta|layer_?norm|rms_?norm|batch_?norm|group_?norm|instance_?norm|bn_fw|bn_bw|cudnn::bn|welford|_norm_"
+_NORM_KERNEL = (
+    r"GammaBeta|layer_?norm|rms_?norm|batch_?norm|group_?norm|instance_?norm|bn_fw|bn_bw|cudnn::bn|"
+    r"cuWelford|_norm_|\bln_(fwd|bwd)"
+)
 _NORM_OP = r"layer_norm|rms_norm|batch_norm|group_norm|instance_norm|native_norm|NormBackward"
+#: Transposes are copies even inside GEMM / BLAS libraries (cuBLAS geam, grouped-GEMM layout prep).
+_TRANSPOSE_KERNEL = r"(^|\s|::)(batched_)?transpose(_readWrite\w*)?(<|_\d|\(|$)|^transpose_[A-Z]+2[A-Z]+"
 _INDEX_KERNEL = (
-    r"index|gather|scatter|embedding|sort|radix|unique|nonzero|cub::|masked|take|"
-    r"where_kernel|compute_cuda_kernel|segment|histogram|topk|bitonic"
+    r"index|gather|scatter|embedding|sort|radix|unique|nonzero|cub::|masked_(select|scatter)|take|"
+    r"compute_cuda_kernel|segment|histogram|topk|bitonic|indices"
 )
 _INDEX_OP = (
     r"^aten::(index|index_select|index_put_?|_index_put_impl_|gather|scatter|scatter_add_?|"
     r"embedding|embedding_dense_backward|embedding_backward|sort|argsort|unique|_unique2?|"
     r"unique_consecutive|nonzero|masked_select|masked_scatter_?|take|topk|searchsorted|"
-    r"bincount|histc|where|repeat_interleave)$|IndexBackward|EmbeddingBackward|GatherBackward"
+    r"bincount|histc|repeat_interleave)$|IndexBackward|EmbeddingBackward|GatherBackward"
 )
-_REDUCE_KERNEL = r"reduce|softmax|cross_?entropy|nll_loss|log_softmax|argmax|argmin|\bsum\b|mean|norm_kernel|triton_red_|triton_per_|cumsum|scan"
+_REDUCE_KERNEL = (
+    r"reduce|softmax|cross_?entropy|nll_loss|NLLCriterion|log_softmax|argmax|argmin|\bsum\b|mean|"
+    r"norm_kernel|cumsum|scan"
+)
 _REDUCE_OP = (
     r"^aten::(sum|mean|max|min|amax|amin|argmax|argmin|prod|norm|linalg_vector_norm|std|var|"
     r"softmax|_softmax|log_softmax|_log_softmax|cross_entropy_loss|nll_loss.*|mse_loss|"
@@ -106,6 +147,13 @@ _REDUCE_OP = (
 )
 _COPY_KERNEL = r"copy|CatArrayBatchedCopy|transpose|permute|contiguous|fill_kernel_cuda_impl_dummy"
 _COPY_OP = r"^aten::(copy_|to|_to_copy|contiguous|clone|cat|_cat|stack|cpu|cuda|type_as|t_copy|transpose_copy|permute_copy|_copy_from|_copy_from_and_resize)$|CopyBackwards|ToCopyBackward|CloneBackward|CatBackward"
+#: Kernels that are elementwise although their names contain words of other rules: MIOpen's
+#: SubTensorOp* (scale / cast a tensor; "tensorop" is not a tensor-core GEMM here), rotary
+#: position embedding ("embedding"), quantize / cast kernels, torch.where / masked_fill.
+_ELEMENTWISE_EARLY_KERNEL = (
+    r"SubTensorOp|rotary|quantiz|_quant_kernel|per_token_cast|cast_back|cast_to_fp8|swiglu|"
+    r"where_kernel|masked_fill|elementwise_kernel_with_index"
+)
 _ELEMENTWISE_KERNEL = (
     r"elementwise|vectorized|unrolled|pointwise|triton_poi_|multi_tensor_apply|"
     r"foreach|fused_adam|adam|sgd|fill|relu|gelu|silu|sigmoid|tanh|dropout|"
@@ -114,26 +162,62 @@ _ELEMENTWISE_KERNEL = (
 )
 
 #: Ordered rules; the first match wins. Edit here to change classification everywhere.
+#: Each ``why`` names real kernels (from public traces / sources) that justify the rule's place.
 CATEGORY_RULES: tuple[CategoryRule, ...] = (
     CategoryRule(MEMSET, device_kind="memset", why="memset engine"),
     CategoryRule(COPY, device_kind="memcpy", why="memcpy engine (h2d/d2h/d2d/p2p)"),
-    CategoryRule(COMMUNICATION, kernel=_COMM_KERNEL, why="collective / p2p kernel"),
+    CategoryRule(COPY, kernel=_INDUCTOR_COPY_ONLY,
+                 why="Inductor pointwise kernel fusing only layout ops: triton_poi_fused_clone_transpose_21"),
+    CategoryRule(ELEMENTWISE, kernel=_INDUCTOR_POINTWISE,
+                 why="Inductor pointwise kernel (its name may list addmm / attention ops whose epilogue it is): "
+                     "triton_poi_fused_addmm_gelu_view_26"),
+    CategoryRule(NORMALIZATION, kernel=_INDUCTOR_NORM,
+                 why="Inductor reduction computing a norm: triton_red_fused_add_mean_mul_pow_rsqrt_0 (RMSNorm), "
+                     "triton_red_fused_add_addmm_mul_native_layer_norm_split_unsqueeze_view_27"),
+    CategoryRule(REDUCTION, kernel=_INDUCTOR_REDUCTION,
+                 why="Inductor reduction kernel: triton_red_fused_abs_amax_transpose_view_32"),
+    CategoryRule(COMMUNICATION, kernel=_COMM_KERNEL,
+                 why="collective / p2p / expert-parallel kernel: ncclDevKernel_AllGather_RING_LL, "
+                     "multimem_all_reduce_kernel, dpsk::ep::internode::dispatch, deep_ep::legacy::intranode::combine"),
     CategoryRule(COMMUNICATION, op=_COMM_OP, why="launched by a collective op"),
-    CategoryRule(ATTENTION, kernel=_ATTN_KERNEL, why="fused attention kernel"),
+    CategoryRule(INDEXING, kernel=_KV_CACHE_KERNEL,
+                 why="paged KV-cache scatter: vllm::reshape_and_cache_flash_kernel, store_kvcache, "
+                     "create_flashinfer_kv_indices_triton"),
+    CategoryRule(MATMUL, kernel=_GEMM_PREFIX,
+                 why="GEMM-only name prefixes: bmm_MxE4m3_MxE2m1MxE4m3_*_biasM_*_swiGlu_* (trtllm-gen MoE), "
+                     "nvjet_tst_*_bias_TNT, Cijk_Alik_Bljk_*_Bias_* (hipBLASLt), sm90_xmma_gemm_*, volta_sgemm_*"),
+    CategoryRule(NORMALIZATION, kernel=_NORM_KERNEL,
+                 why="normalization kernel: vectorized_layer_norm_kernel, MIOpenBatchNormFwdTrainSpatial, "
+                     "layer_norm::ln_fwd_kernel, vllm::rms_norm_kernel, aiter add_rmsnorm_quant_kernel"),
+    CategoryRule(ELEMENTWISE, kernel=_ELEMENTWISE_EARLY_KERNEL,
+                 why="elementwise despite other rules' words: SubTensorOpWithScalar1d (MIOpen, not a GEMM), "
+                     "vllm::rotary_embedding_kernel, scaled_fp8_quant_kernel, where_kernel_impl, masked_fill_kernel"),
+    CategoryRule(ATTENTION, kernel=_ATTN_KERNEL,
+                 why="fused attention kernel: pytorch_flash::flash_fwd_kernel, flash::FlashAttnBwd, "
+                     "fmhaSm100aKernel_*, fmha_cutlassF_*, ck_tile FmhaBatchPrefill*, attn_fwd, sage_fwd"),
     CategoryRule(ATTENTION, op=_ATTN_OP, why="launched by an attention op"),
-    CategoryRule(NORMALIZATION, kernel=_NORM_KERNEL, why="normalization kernel name"),
-    CategoryRule(CONVOLUTION, kernel=_CONV_KERNEL, why="convolution kernel name"),
-    CategoryRule(MATMUL, kernel=_MATMUL_KERNEL, why="GEMM library kernel"),
+    CategoryRule(COPY, kernel=_TRANSPOSE_KERNEL,
+                 why="transpose inside a GEMM / BLAS library: transpose_readWrite_alignment_kernel (cuBLAS), "
+                     "dpsk::grouped_gemm::cuda::utils::transpose, batched_transpose_32x32_half (MIOpen)"),
+    CategoryRule(CONVOLUTION, kernel=_CONV_KERNEL,
+                 why="convolution kernel: volta_scudnn_*, sm80_xmma_fprop_implicit_gemm_*, igemm_fwd_gtcx3_*, "
+                     "Im2d2Col_v2, ck kernel_grouped_conv_fwd_*, ck kernel_batched_gemm_xdlops_bwd_weight"),
+    CategoryRule(MATMUL, kernel=_MATMUL_KERNEL,
+                 why="GEMM library kernel: nvjet_tst_*, sm90_xmma_gemm_*, Cijk_* (hipBLASLt), cutlass::Kernel2<...gemm>, "
+                     "cutlass::device_kernel<...GemmKernel>, bmm_MxE4m3_MxE2m1MxE4m3_* (trtllm-gen MoE, names hold 'bias')"),
     CategoryRule(CONVOLUTION, op=_CONV_OP, why="launched by a convolution op"),
     CategoryRule(MATMUL, op=_MATMUL_OP, why="launched by a matmul op"),
     CategoryRule(NORMALIZATION, op=_NORM_OP, why="launched by a normalization op"),
-    CategoryRule(COPY, kernel=_COPY_KERNEL, why="copy / layout kernel"),
+    CategoryRule(COPY, kernel=_COPY_KERNEL, why="copy / layout kernel: direct_copy_kernel_cuda, CatArrayBatchedCopy"),
     CategoryRule(COPY, op=_COPY_OP, why="launched by a copy op"),
     CategoryRule(INDEXING, op=_INDEX_OP, why="launched by an indexing / sort op"),
     CategoryRule(REDUCTION, op=_REDUCE_OP, why="launched by a reduction op"),
-    CategoryRule(INDEXING, kernel=_INDEX_KERNEL, why="indexing / sort kernel name"),
-    CategoryRule(REDUCTION, kernel=_REDUCE_KERNEL, why="reduction kernel name"),
-    CategoryRule(ELEMENTWISE, kernel=_ELEMENTWISE_KERNEL, why="elementwise kernel name"),
+    CategoryRule(INDEXING, kernel=_INDEX_KERNEL,
+                 why="indexing / sort kernel: indexSelectLargeIndex, vectorized_gather_kernel, cub::DeviceRadixSort*, "
+                     "moe::dev::routing::routingIndicesHistogramKernel, split_embedding_codegen_forward_*"),
+    CategoryRule(REDUCTION, kernel=_REDUCE_KERNEL,
+                 why="reduction kernel: reduce_kernel<...>, softmax_warp_forward, cunn_ClassNLLCriterion_updateOutput_kernel"),
+    CategoryRule(ELEMENTWISE, kernel=_ELEMENTWISE_KERNEL, why="elementwise kernel name: vectorized_elementwise_kernel"),
 )
 
 #: Copy direction from a memcpy event name ("Memcpy HtoD (Pageable -> Device)").

@@ -25,8 +25,13 @@ from .attribute import CATEGORY_CODES, DeviceWork, Steps
 #: Most points kept per device in ``memory_timeline`` (each the maximum of a run of events).
 MAX_POINTS = 2000
 
-#: c10 DeviceType codes in ``[memory]`` events.
-_DEVICE_TYPES = {0: "cpu", 1: "cuda"}
+#: c10 DeviceType codes in ``[memory]`` events (c10/core/DeviceType.h). ROCm builds of PyTorch
+#: usually report their GPUs as 1 ("cuda"); 6 is HIP proper.
+DEVICE_TYPES = {
+    0: "cpu", 1: "cuda", 2: "mkldnn", 3: "opengl", 4: "opencl", 5: "ideep", 6: "hip", 7: "fpga",
+    8: "maia", 9: "xla", 10: "vulkan", 11: "metal", 12: "xpu", 13: "mps", 14: "meta", 15: "hpu",
+    16: "ve", 17: "lazy", 18: "ipu", 19: "mtia", 20: "privateuse1",
+}
 
 
 def categories_ms_per_step(dw: DeviceWork, n_steps: int) -> list[dict[str, float]]:
@@ -65,7 +70,7 @@ def memory_timeline(trace: m.Trace, t0_us: float, steps: Steps, max_points: int 
     if int(np.isin(key, distinct).sum()) != len(key):
         distinct = np.unique(key)
     distinct = distinct.tolist()
-    pairs = sorted(((k >> 32, (k & 0xFFFFFFFF) - 1) for k in distinct), key=lambda p: (p[0] != 1, p))  # CUDA first
+    pairs = sorted(((k >> 32, (k & 0xFFFFFFFF) - 1) for k in distinct), key=lambda p: (p[0] == 0, p))  # accelerators first
     for t, i in pairs:
         sel = np.flatnonzero(key == (t << 32) + (i + 1))
         devices.append(_device_series(mem, sel, t, i, t0_us, max_points))
@@ -91,7 +96,7 @@ def _device_series(mem: dict[str, np.ndarray], rows: np.ndarray, dev_type: int, 
         reserved = None
     t_ms = (mem[m.MEM_TS][rows] - t0_us) / 1000.0
     starts = _bins(len(rows), max_points)
-    name = _DEVICE_TYPES.get(dev_type, f"device type {dev_type}")
+    name = DEVICE_TYPES.get(dev_type, f"unknown device type {dev_type}")
     return {
         "device": name if dev_type == 0 else f"{name}:{dev_id}",
         "device_type": dev_type,

@@ -370,8 +370,8 @@ def _step_axis(ax: Any, rows: list[dict[str, Any]]) -> None:
 
 def _memory_timeline(timeline: dict[str, Any], devices: list[dict[str, Any]]) -> Plot:
     title = "Device memory over time (trace [memory] events)"
-    cuda = [d for d in devices if d.get("device_type") == 1]
-    shown = cuda or devices[:1]
+    accelerators = [d for d in devices if d.get("device_type") not in (0, None)]  # not the CPU
+    shown = accelerators or devices[:1]
     fig = _figure()
     ax = fig.add_subplot(1, 1, 1)
     for i, d in enumerate(shown):
