@@ -17,7 +17,7 @@ from ..errors import TraceFormatError
 from ..trace import model as m
 from ..trace import read_trace
 from . import ops, rules, series
-from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps
+from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps, has_host_evidence
 from .overview import ROLES, overview
 from .result import SCHEMA, Analysis
 from .steps import StepStats, in_kept_steps, kept_mask, step_stats
@@ -237,7 +237,7 @@ def _phases_unknown(tl: Timeline, phase_us: dict[str, float], busy_total: float,
         return None
     share = unknown_us / busy_total
     whole = share >= 1.0 - 1e-9
-    if not len(tl.rows(m.Kind.CPU_OP)):
+    if not has_host_evidence(tl):
         reason = "the trace has no CPU ops (no optimizer, annotation or autograd ranges), so only kernel names can tell phases"
         if whole:
             reason += ("; no kernel's name marks forward, backward or optimizer work (an inference run would be all "

@@ -383,6 +383,19 @@ def _kernel_order_phases(
     return out
 
 
+def has_host_evidence(tl: Timeline) -> bool:
+    """Whether host ranges can tell phases: the trace has CPU ops, or phase / optimizer annotations."""
+    if len(tl.rows(m.Kind.CPU_OP)):
+        return True
+    ann = tl.rows(m.Kind.USER_ANNOTATION)
+    if not len(ann):
+        return False
+    named = tl.matches(rules.OPTIMIZER_PATTERN)[ann]
+    for _, pattern in rules.PHASE_ANNOTATIONS:
+        named = named | tl.matches(pattern)[ann]
+    return bool(named.any())
+
+
 def assign_phases(
     tl: Timeline,
     steps: Steps,
@@ -406,8 +419,7 @@ def assign_phases(
     phase = np.full(n, -1, dtype=np.int8)
     evidence = np.full(n, EVIDENCE_CODES[rules.EVIDENCE_NONE], dtype=np.int8)
     by_name = kernel_name_phases(tl, dev)
-    has_host_ops = bool(len(tl.rows(m.Kind.CPU_OP)))
-    if not has_host_ops:
+    if not has_host_evidence(tl):
         ordered = _kernel_order_phases(device, step, start, by_name)
         phase[:] = ordered
         evidence[by_name >= 0] = EVIDENCE_CODES[rules.EVIDENCE_KERNEL]
