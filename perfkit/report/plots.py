@@ -9,7 +9,7 @@ Like every renderer, the figures take only the JSON document (schema
 
 Figures (:data:`PLOT_NAMES`, in order):
 
-* ``phases_per_step``: forward / backward / optimizer / other GPU ms of each step, stacked;
+* ``phases_per_step``: forward / backward / optimizer / other (/ unknown) GPU ms of each step, stacked;
   excluded steps (warm-up outliers, incomplete) hatched.
 * ``categories_per_step``: GPU ms per kernel category of each step, stacked
   (``steps.table[i].categories_ms``).
