@@ -105,25 +105,42 @@ def reference_attribution(path):
     bwd = [e for e in host if bwd_rx.search(str(e.get("name", ""))) or ((e.get("args") or {}).get("Fwd thread id") or 0) > 0]
     by_thread = lambda evs: {th: _merge([(e["ts"], e["_end"]) for e in evs if e["_thread"] == th]) for th in {e["_thread"] for e in evs}}  # noqa: E731
     opt_ranges, bwd_ranges = by_thread(opt), by_thread(bwd)
-    ann_ranges = []
-    for phase, pattern in rules.PHASE_ANNOTATIONS:
-        rx = re.compile(pattern)
-        ann_ranges.append((phase, by_thread([e for e in host if rx.search(str(e.get("name", "")))])))
+    annotations = []  # (event, phase) of names that match exactly one phase pattern
+    ann_rx = [(phase, re.compile(pattern)) for phase, pattern in rules.PHASE_ANNOTATIONS]
+    for e in host:
+        named = [phase for phase, rx in ann_rx if rx.search(str(e.get("name", "")))]
+        if len(named) == 1:
+            annotations.append((e, named[0]))
     loop_threads = {e["_thread"] for _, e in step_list} | {e["_thread"] for e in opt}
     bwd_threads = {th for th, name in threads.items() if re.search(rules.BACKWARD_THREAD_PATTERN, name)}
     bwd_threads |= {e["_thread"] for e in bwd} - loop_threads
-    bwd_marks = sorted([e["ts"] for e in bwd] + [e["ts"] for e in xs if e["_cat"] in LAUNCH_CATS and e["_thread"] in bwd_threads])
+    bwd_marks = sorted([e["ts"] for e in bwd] + [e["ts"] for e in xs if e["_cat"] in LAUNCH_CATS and e["_thread"] in bwd_threads]
+                       + [e["ts"] for e, phase in annotations if phase == rules.BACKWARD])
+    name_rx = [(rules.BACKWARD, re.compile(rules.BACKWARD_KERNEL_PATTERN)),
+               (rules.OPTIMIZER, re.compile(rules.OPTIMIZER_KERNEL_PATTERN)),
+               (rules.FORWARD, re.compile(rules.FORWARD_KERNEL_PATTERN))]
+
+    def phase_by_name(device_op):
+        if device_op["_cat"] != "kernel":
+            return None
+        for phase, rx in name_rx:
+            if rx.search(str(device_op.get("name", ""))):
+                return phase
+        return None
     opt_marks = sorted(e["ts"] for e in opt if optstep_rx.search(str(e.get("name", ""))))
 
-    def phase_of(launch):
+    def phase_of(launch, device_op):
         t, th = launch["ts"], launch["_thread"]
         if _inside(opt_ranges.get(th, []), t):
             return rules.OPTIMIZER
-        for phase, ranges in ann_ranges:
-            if _inside(ranges.get(th, []), t):
-                return phase
+        around = [(e, phase) for e, phase in annotations if e["_thread"] == th and e["ts"] <= t < e["_end"]]
+        if around:  # the innermost annotation decides
+            return max(around, key=lambda ep: (ep[0]["ts"], -ep[0]["_end"]))[1]
         if _inside(bwd_ranges.get(th, []), t) or th in bwd_threads:
             return rules.BACKWARD
+        by_name = phase_by_name(device_op)
+        if by_name is not None:
+            return by_name
         sid = step_of(t)
         if synthetic:
             lo, hi = float("-inf"), float("inf")
@@ -181,7 +198,7 @@ def reference_attribution(path):
                 op = max(holding, key=lambda h: (h["ts"], -h["_end"]))
         category = classify(str(e.get("name", "")), str(op.get("name", "")) if op else "", DEVICE_CATS[e["_cat"]])
         if launch is not None:
-            sid, phase = step_of(launch["ts"]), phase_of(launch)
+            sid, phase = step_of(launch["ts"]), phase_of(launch, e)
         else:
             sid, phase = "unlinked", None
         key = (_tid(e.get("pid")), _tid(e.get("tid")), round(e["ts"], 3))

@@ -29,7 +29,7 @@ def test_analyze_writes_json_and_markdown_without_torch(tmp_path):
     assert doc["schema"] == "perfkit.analysis/1"
     assert set(doc) >= {"trace", "steps", "gpu", "phases", "categories", "copies", "top_ops", "top_kernels",
                         "overview", "findings"}
-    assert set(doc["phases"]) == {"forward", "backward", "optimizer", "other"}
+    assert set(doc["phases"]) == {"forward", "backward", "optimizer", "other", "unknown"}
     for key in ("count", "ids", "excluded", "gpu_ms_median", "wall_ms_median"):
         assert key in doc["steps"]
     for key in ("busy_ms_per_step", "idle_ms_per_step", "utilization"):

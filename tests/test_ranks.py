@@ -160,7 +160,7 @@ def test_anchor_multi_rank_traces_give_the_rank_table():
     for r in analysed:
         assert r["steps"] >= 1 and r["step_ms_median"] > 0 and r["gpu_busy_ms_per_step"] > 0
         assert 0 < r["comm_exposed_ms_per_step"] <= r["comm_ms_per_step"] < r["step_ms_median"]
-        assert set(r["phase_ms_per_step"]) == {"forward", "backward", "optimizer", "other"}
+        assert set(r["phase_ms_per_step"]) == {"forward", "backward", "optimizer", "other", "unknown"}
     assert doc["job"]["world_size"] == 128 and len(doc["job"]["missing_ranks"]) == 126
     assert doc["trace"]["distributed"]["world_size"] == 128 and "rank" not in doc["trace"]["distributed"]
     assert not any(f["id"] == "rank_missing" for f in doc["findings"])  # not given is not missing

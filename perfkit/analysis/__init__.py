@@ -17,7 +17,7 @@ from ..errors import TraceFormatError
 from ..trace import model as m
 from ..trace import read_trace
 from . import ops, rules, series
-from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps
+from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps, has_host_evidence
 from .overview import ROLES, overview
 from .result import SCHEMA, Analysis
 from .steps import StepStats, in_kept_steps, kept_mask, step_stats
@@ -97,6 +97,8 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
         )
 
     phase_us = {p: float(dw.share_us[kept & (dw.phase == PHASE_CODES[p])].sum()) for p in rules.PHASES}
+    phases_evidence = _phase_evidence(dw, kept)
+    phases_unknown = _phases_unknown(tl, phase_us, busy_total, max(n_kept, 1))
     cat_us = {c: float(dw.share_us[kept & (dw.category == CATEGORY_CODES[c])].sum()) for c in rules.CATEGORIES}
     other_share = cat_us[rules.OTHER] / busy_total if busy_total else 0.0
     if other_share > 0.2:
@@ -142,6 +144,10 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     }
     for p in rules.PHASES:
         step_rows[f"{p}_ms"] = _per_step(dw, PHASE_CODES[p], dw.phase, len(steps)) / 1000.0
+    if phases_unknown and phases_unknown["whole_trace"]:  # no evidence for any phase: not 0 ms, unknown
+        for p in rules.PHASES:
+            if p != rules.PHASE_UNKNOWN:
+                step_rows[f"{p}_ms"] = [None] * len(steps)
     step_rows["categories_ms"] = series.categories_ms_per_step(dw, len(steps))
     doc: dict[str, Any] = {
         "schema": SCHEMA,
@@ -177,7 +183,9 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
                 "ms": float(dw.share_us[pre_window].sum()) / 1000.0,
             },
         },
-        "phases": _share_group(phase_us, max(n_kept, 1), busy_total),
+        "phases": _phase_group(phase_us, max(n_kept, 1), busy_total, phases_unknown),
+        "phases_evidence": phases_evidence,
+        "phases_unknown": phases_unknown,
         "categories": _share_group(cat_us, max(n_kept, 1), busy_total),
         "copies": tables["copies"],
         "top_ops": tables["top_ops"],
@@ -194,6 +202,52 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     doc["findings"] = findings.detect(context(doc), early=f_early.result())
     comm.add_finding(doc)
     return Analysis(doc=doc)
+
+
+def _phase_group(phase_us: dict[str, float], n_steps: int, busy_total: float,
+                 unknown: Optional[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The phases' figures; when nothing decided any phase, the decided phases are unknown (None), not 0."""
+    group: dict[str, dict[str, Any]] = _share_group(phase_us, n_steps, busy_total)
+    if unknown and unknown["whole_trace"]:
+        for p in rules.PHASES:
+            if p != rules.PHASE_UNKNOWN:
+                group[p] = {"gpu_ms_per_step": None, "share": None}
+    return group
+
+
+def _phase_evidence(dw: DeviceWork, kept: np.ndarray) -> dict[str, dict[str, float]]:
+    """Per phase with GPU time in the kept steps: the share of that time each kind of evidence decided."""
+    if dw.phase_evidence is None:
+        return {}
+    n_ev = len(rules.PHASE_EVIDENCE)
+    key = dw.phase[kept].astype(np.int64) * n_ev + dw.phase_evidence[kept]
+    us = np.bincount(key, weights=dw.share_us[kept], minlength=len(rules.PHASES) * n_ev).reshape(len(rules.PHASES), n_ev)
+    out: dict[str, dict[str, float]] = {}
+    for i, p in enumerate(rules.PHASES):
+        total = float(us[i].sum())
+        if total > 0:
+            out[p] = {e: float(us[i, j]) / total for j, e in enumerate(rules.PHASE_EVIDENCE) if us[i, j] > 0}
+    return out
+
+
+def _phases_unknown(tl: Timeline, phase_us: dict[str, float], busy_total: float, n_steps: int) -> Optional[dict[str, Any]]:
+    """None when every kept device op has a phase; else the unknown share and why nothing decided it."""
+    unknown_us = phase_us.get(rules.PHASE_UNKNOWN, 0.0)
+    if unknown_us <= 0 or busy_total <= 0:
+        return None
+    share = unknown_us / busy_total
+    whole = share >= 1.0 - 1e-9
+    if not has_host_evidence(tl):
+        reason = "the trace has no CPU ops (no optimizer, annotation or autograd ranges), so only kernel names can tell phases"
+        if whole:
+            reason += ("; no kernel's name marks forward, backward or optimizer work (an inference run would be all "
+                       "forward, but nothing in the trace says so)")
+        else:
+            reason += "; this time is not bracketed by kernels whose names tell its phase"
+    else:
+        reason = ("device ops without a launch event in the trace, on a stream with no op of known phase, "
+                  "whose names tell nothing")
+    return {"share": share, "gpu_ms_per_step": unknown_us / 1000.0 / n_steps, "whole_trace": whole, "reason": reason}
 
 
 def _merge_rows(docs: list[dict[str, Any]], weights: np.ndarray, key: str, ident: tuple[str, ...],
@@ -214,6 +268,19 @@ def _merge_rows(docs: list[dict[str, Any]], weights: np.ndarray, key: str, ident
                 m_[a] += float(r.get(a) or 0.0) * w / total
     out = sorted(merged.values(), key=lambda r: -r[additive[0]])
     return out[: max(len((d.get(of) or {}).get(key, []) if of else d.get(key, [])) for d in docs)]
+
+
+def _known_mean(docs: list[dict[str, Any]], weights: np.ndarray, group: str, key: str, value_key: str) -> Optional[float]:
+    """Step-weighted mean of one figure over the traces that know it (a trace without the key counts 0)."""
+    num, den = 0.0, 0.0
+    for w, d in zip(weights, docs):
+        entry = (d.get(group) or {}).get(key)
+        v = entry.get(value_key) if isinstance(entry, dict) else 0.0
+        if v is None:
+            continue
+        num += float(w) * float(v)
+        den += float(w)
+    return num / den if den else None
 
 
 def _per_step(dw: DeviceWork, code: int, column: np.ndarray, n: int) -> np.ndarray:
@@ -297,9 +364,29 @@ def merge(results: list[Analysis]) -> Analysis:
     base["steps"]["wall_ms_median"] = _median(np.array([r["wall_ms"] for r in kept_rows]))
     base["gpu"] = {k: wmean(lambda d, k=k: d["gpu"][k]) for k in ("busy_ms_per_step", "idle_ms_per_step", "utilization")}
     for group, value_key in (("phases", "gpu_ms_per_step"), ("categories", "gpu_ms_per_step"), ("overview", "ms_per_step")):
-        ms = {k: wmean(lambda d, k=k: d[group][k][value_key]) for k in docs[0][group]}
-        tot = sum(ms.values())
-        base[group] = {k: {value_key: v, "share": v / tot if tot else 0.0} for k, v in ms.items()}
+        keys = list(dict.fromkeys(k for d in docs for k in (d.get(group) or {})))
+        # a figure a trace does not know (None: its phases are unknown) is left out of the mean
+        ms = {k: _known_mean(docs, weights, group, k, value_key) for k in keys}
+        tot = sum(v for v in ms.values() if v is not None)
+        base[group] = {k: {value_key: v, "share": (v / tot if tot else 0.0) if v is not None else None}
+                       for k, v in ms.items()}
+    evidence_us: dict[str, dict[str, float]] = {}
+    for w, d in zip(weights, docs):
+        for p, shares in (d.get("phases_evidence") or {}).items():
+            ms_p = ((d.get("phases") or {}).get(p) or {}).get("gpu_ms_per_step") or 0.0
+            for e, x in shares.items():
+                evidence_us.setdefault(p, {}).setdefault(e, 0.0)
+                evidence_us[p][e] += float(x) * float(ms_p) * float(w)
+    base["phases_evidence"] = {p: {e: v / sum(ev.values()) for e, v in ev.items()}
+                               for p, ev in evidence_us.items() if sum(ev.values()) > 0}
+    unknown = base["phases"].get(rules.PHASE_UNKNOWN) or {}
+    reasons = [d["phases_unknown"]["reason"] for d in docs if d.get("phases_unknown")]
+    base["phases_unknown"] = None if not reasons else {
+        "share": unknown.get("share"),
+        "gpu_ms_per_step": unknown.get("gpu_ms_per_step"),
+        "whole_trace": all((d.get("phases_unknown") or {}).get("whole_trace") for d in docs),
+        "reason": reasons[0],
+    }
     copies = {}
     for direction in ("h2d", "d2h", "d2d"):
         copies[direction] = {k: wmean(lambda d, k=k: d["copies"][direction][k]) for k in docs[0]["copies"][direction]}

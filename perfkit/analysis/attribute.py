@@ -39,6 +39,7 @@ from .timeline import Timeline, name_mask
 NO_STEP = -1
 
 PHASE_CODES = {p: i for i, p in enumerate(rules.PHASES)}
+EVIDENCE_CODES = {e: i for i, e in enumerate(rules.PHASE_EVIDENCE)}
 CATEGORY_CODES = {c: i for i, c in enumerate(rules.CATEGORIES)}
 
 
@@ -73,6 +74,8 @@ class DeviceWork:
     phase: np.ndarray  #: int8 index into rules.PHASES
     category: np.ndarray  #: int8 index into rules.CATEGORIES
     share_us: np.ndarray  #: float64 exclusive share of busy time, µs
+    #: int8 index into rules.PHASE_EVIDENCE: what decided the phase (None: not recorded)
+    phase_evidence: Optional[np.ndarray] = None
 
     def __len__(self) -> int:
         return len(self.row)
@@ -219,41 +222,81 @@ def _backward_threads(tl: Timeline, backward_ops: np.ndarray, step_rows: np.ndar
     return np.array(sorted(named | hosts), dtype=np.int64)
 
 
-def assign_phases(tl: Timeline, steps: Steps, launch: np.ndarray, launch_step: np.ndarray) -> np.ndarray:
-    """Phase code per device op from its launch (unlinked ops: -1, filled later)."""
-    n = len(launch)
-    phase = np.full(n, -1, dtype=np.int8)
-    linked = np.flatnonzero(launch >= 0)
-    if len(linked) == 0:
-        return phase
-    lrows = launch[linked]
+def _phase_annotations(tl: Timeline, host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Host rows that are explicit phase annotations, and the phase code each names."""
+    rows, codes = [], []
+    for phase_name, pattern in rules.PHASE_ANNOTATIONS:
+        ann = host[tl.matches(pattern)[host]]
+        rows.append(ann)
+        codes.append(np.full(len(ann), PHASE_CODES[phase_name], dtype=np.int8))
+    all_rows = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+    all_codes = np.concatenate(codes) if codes else np.zeros(0, np.int8)
+    # a name matching both patterns names no single phase
+    uniq, count = np.unique(all_rows, return_counts=True)
+    both = uniq[count > 1]
+    keep = ~np.isin(all_rows, both)
+    return all_rows[keep], all_codes[keep]
+
+
+def kernel_name_phases(tl: Timeline, dev: np.ndarray) -> np.ndarray:
+    """Phase code each device op's own name implies (backward, optimizer, forward), -1 where none."""
+    out = np.full(len(dev), -1, dtype=np.int8)
+    if len(dev) == 0:
+        return out
+    is_kernel = tl.kind[dev] == m.Kind.KERNEL
+    # first match wins: backward, then optimizer, then forward
+    for phase_name, pattern in (
+        (rules.FORWARD, rules.FORWARD_KERNEL_PATTERN),
+        (rules.OPTIMIZER, rules.OPTIMIZER_KERNEL_PATTERN),
+        (rules.BACKWARD, rules.BACKWARD_KERNEL_PATTERN),
+    ):
+        hit = tl.matches(pattern)[dev] & is_kernel
+        out[hit] = PHASE_CODES[phase_name]
+    return out
+
+
+def _host_phases(
+    tl: Timeline, steps: Steps, lrows: np.ndarray, lstep: np.ndarray, by_name: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(phase code, evidence code) per launch row from host evidence; kernel names before position."""
+    n = len(lrows)
+    result = np.full(n, -1, dtype=np.int8)
+    evidence = np.full(n, EVIDENCE_CODES[rules.EVIDENCE_NONE], dtype=np.int8)
     t_off = tl.offset(lrows)
     host = tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
     opt_rows = host[tl.matches(rules.OPTIMIZER_PATTERN)[host]]
     bwd_rows = host[tl.matches(rules.BACKWARD_OP_PATTERN)[host] | (tl.col(m.FWD_TID)[host] > 0)]
     step_rows = steps.row[steps.row >= 0]
 
-    result = np.full(len(linked), -1, dtype=np.int8)
+    def decide(mask: np.ndarray, code, ev: str) -> None:  # type: ignore[no-untyped-def]
+        sel = mask & (result < 0)
+        result[sel] = code if np.isscalar(code) else code[sel]
+        evidence[sel] = EVIDENCE_CODES[ev]
+
     # (a) optimizer ranges on the launching thread
-    in_opt = tl.thread_coverage(opt_rows).contains(t_off)
-    result[in_opt] = PHASE_CODES[rules.OPTIMIZER]
-    # (b) explicit phase annotations
-    for phase_name, pattern in rules.PHASE_ANNOTATIONS:
-        ann = host[tl.matches(pattern)[host]]
-        if len(ann):
-            hit = tl.thread_coverage(ann).contains(t_off) & (result < 0)
-            result[hit] = PHASE_CODES[phase_name]
+    decide(tl.thread_coverage(opt_rows).contains(t_off), PHASE_CODES[rules.OPTIMIZER], rules.EVIDENCE_OPTIMIZER)
+    # (b) explicit phase / pipeline-stage annotations: the innermost one around the launch
+    ann_rows, ann_codes = _phase_annotations(tl, host)
+    if len(ann_rows):
+        inner = innermost_around(tl, ann_rows, lrows)
+        o = np.argsort(ann_rows)
+        pos = np.clip(np.searchsorted(ann_rows[o], inner), 0, len(ann_rows) - 1)
+        codes = np.where(inner >= 0, ann_codes[o][pos], -1).astype(np.int8)
+        decide(codes >= 0, codes, rules.EVIDENCE_ANNOTATION)
     # (c) autograd engine ranges or threads
     bwd_threads = _backward_threads(tl, bwd_rows, step_rows, opt_rows)
     in_bwd = tl.thread_coverage(bwd_rows).contains(t_off) | np.isin(tl.thread[lrows], bwd_threads)
-    result[in_bwd & (result < 0)] = PHASE_CODES[rules.BACKWARD]
-    # (d) forward = the next phase boundary in the step is a backward pass (not
+    decide(in_bwd, PHASE_CODES[rules.BACKWARD], rules.EVIDENCE_AUTOGRAD)
+    # (d) the kernel's own name
+    decide(by_name >= 0, by_name, rules.EVIDENCE_KERNEL)
+    # (e) forward = the next phase boundary in the step is a backward pass (not
     # an optimizer step); steps without any backward (eval, inference) are all
     # forward; the rest (clipping, logging, after the optimizer) is "other".
     rest = np.flatnonzero(result < 0)
     if len(rest):
         t = tl.start[lrows[rest]]
-        bwd_starts = tl.start[bwd_rows]
+        bwd_ann = ann_rows[ann_codes == PHASE_CODES[rules.BACKWARD]] if len(ann_rows) else ann_rows
+        bwd_starts = np.concatenate([tl.start[bwd_rows], tl.start[bwd_ann]])
         if len(bwd_threads):
             runtime = tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
             on_bwd_thread = runtime[np.isin(tl.thread[runtime], bwd_threads)]
@@ -265,7 +308,7 @@ def assign_phases(tl: Timeline, steps: Steps, launch: np.ndarray, launch_step: n
         is_bwd = np.concatenate([np.ones(len(bwd_starts), bool), np.zeros(len(opt_starts), bool)])
         order = np.argsort(marks, kind="stable")
         marks, is_bwd = marks[order], is_bwd[order]
-        st = launch_step[linked[rest]]
+        st = lstep[rest]
         if steps.synthetic:
             win_start = np.full(len(rest), -np.inf)
             win_end = np.full(len(rest), np.inf)
@@ -284,11 +327,123 @@ def assign_phases(tl: Timeline, steps: Steps, launch: np.ndarray, launch_step: n
             next_is_bwd = (k < len(marks)) & (marks[kk] < win_end) & is_bwd[kk]
         else:
             next_is_bwd = np.zeros(len(rest), bool)
-        bwd_in_window = np.searchsorted(bwd_starts, win_end) - np.searchsorted(bwd_starts, win_start)
-        fwd = next_is_bwd | (bwd_in_window == 0)
-        result[rest] = np.where(fwd, PHASE_CODES[rules.FORWARD], PHASE_CODES[rules.PHASE_OTHER])
-    phase[linked] = result
-    return phase
+        no_bwd = (np.searchsorted(bwd_starts, win_end) - np.searchsorted(bwd_starts, win_start)) == 0
+        result[rest] = np.where(next_is_bwd | no_bwd, PHASE_CODES[rules.FORWARD], PHASE_CODES[rules.PHASE_OTHER])
+        evidence[rest] = np.where(
+            next_is_bwd | ~no_bwd, EVIDENCE_CODES[rules.EVIDENCE_POSITION], EVIDENCE_CODES[rules.EVIDENCE_NO_BACKWARD]
+        )
+    return result, evidence
+
+
+def _neighbour_marks(group: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For rows in sorted order: index of the previous / next ``known`` row of the same group (-1 if none)."""
+    n = len(group)
+    if n == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    idx = np.where(known, np.arange(n), -1)
+    # exclude the row itself: previous known strictly before, next strictly after
+    prev = np.concatenate([[-1], np.maximum.accumulate(idx)[:-1]])
+    idx_rev = np.where(known, np.arange(n), n)
+    nxt = np.concatenate([np.minimum.accumulate(idx_rev[::-1])[::-1][1:], [n]])
+    prev_ok = (prev >= 0) & (group[np.maximum(prev, 0)] == group)
+    next_ok = (nxt < n) & (group[np.minimum(nxt, n - 1)] == group)
+    return np.where(prev_ok, prev, -1), np.where(next_ok, nxt, -1)
+
+
+def _kernel_order_phases(
+    device: np.ndarray, step: np.ndarray, start: np.ndarray, by_name: np.ndarray
+) -> np.ndarray:
+    """Phases of unnamed device ops from the named ones around them (traces without CPU ops).
+
+    On each device, within a step, in start order: an op between two ops whose names give
+    the same phase takes it; an op after an optimizer kernel (or the start) and before a
+    forward or backward kernel is forward, and so is one after a forward kernel and before
+    a backward kernel. Anything else (after the last backward kernel, between a backward
+    and a forward kernel with no optimizer kernel between) is left unknown (-1).
+    """
+    n = len(device)
+    out = by_name.copy()
+    if n == 0:
+        return out
+    order = np.lexsort((start, step, device))
+    dev_o, step_o, named_o = device[order], step[order], by_name[order]
+    group = np.cumsum(np.concatenate([[True], (dev_o[1:] != dev_o[:-1]) | (step_o[1:] != step_o[:-1])]))
+    prev, nxt = _neighbour_marks(group, named_o >= 0)
+    p = np.where(prev >= 0, named_o[np.maximum(prev, 0)], -1)
+    q = np.where(nxt >= 0, named_o[np.maximum(nxt, 0)], -1)
+    fwd, bwd, opt = (PHASE_CODES[x] for x in (rules.FORWARD, rules.BACKWARD, rules.OPTIMIZER))
+    res = np.full(n, -1, dtype=np.int8)
+    same = (p == q) & (p >= 0)
+    res[same] = p[same]
+    before_pass = ((p < 0) | (p == opt)) & ((q == fwd) | (q == bwd))
+    res[before_pass] = fwd
+    res[(p == fwd) & (q == bwd)] = fwd
+    res[named_o >= 0] = named_o[named_o >= 0]
+    out[order] = res
+    return out
+
+
+def has_host_evidence(tl: Timeline) -> bool:
+    """Whether host ranges can tell phases: the trace has CPU ops, or phase / optimizer annotations."""
+    if len(tl.rows(m.Kind.CPU_OP)):
+        return True
+    ann = tl.rows(m.Kind.USER_ANNOTATION)
+    if not len(ann):
+        return False
+    named = tl.matches(rules.OPTIMIZER_PATTERN)[ann]
+    for _, pattern in rules.PHASE_ANNOTATIONS:
+        named = named | tl.matches(pattern)[ann]
+    return bool(named.any())
+
+
+def assign_phases(
+    tl: Timeline,
+    steps: Steps,
+    dev: np.ndarray,
+    launch: np.ndarray,
+    launch_step: np.ndarray,
+    step: np.ndarray,
+    device: np.ndarray,
+    stream: np.ndarray,
+    start: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(phase code, evidence code) per device op. Every op gets one; "unknown" where nothing decides.
+
+    Rules in order (docs/analysis.md "Phases"): host ranges around the launch (optimizer,
+    annotation, autograd), the kernel's name, its position between the step's backward and
+    optimizer boundaries; ops without a launch: their name, else their stream neighbour's
+    phase. A trace without CPU ops has no host ranges: names, then the order of the named
+    kernels decide, and the rest is unknown.
+    """
+    n = len(dev)
+    phase = np.full(n, -1, dtype=np.int8)
+    evidence = np.full(n, EVIDENCE_CODES[rules.EVIDENCE_NONE], dtype=np.int8)
+    by_name = kernel_name_phases(tl, dev)
+    if not has_host_evidence(tl):
+        ordered = _kernel_order_phases(device, step, start, by_name)
+        phase[:] = ordered
+        evidence[by_name >= 0] = EVIDENCE_CODES[rules.EVIDENCE_KERNEL]
+        evidence[(by_name < 0) & (ordered >= 0)] = EVIDENCE_CODES[rules.EVIDENCE_POSITION]
+    else:
+        linked = np.flatnonzero(launch >= 0)
+        if len(linked):
+            phase[linked], evidence[linked] = _host_phases(
+                tl, steps, launch[linked], launch_step[linked], by_name[linked]
+            )
+        unlinked = launch < 0
+        named = unlinked & (by_name >= 0)
+        phase[named] = by_name[named]
+        evidence[named] = EVIDENCE_CODES[rules.EVIDENCE_KERNEL]
+        unknown = phase < 0
+        if unknown.any() and (~unknown).any():
+            filled, _ = _fill_from_stream_neighbours(device, stream, start, phase, ~unknown)
+            got = unknown & (filled >= 0)
+            phase[got] = filled[got]
+            evidence[got] = EVIDENCE_CODES[rules.EVIDENCE_NEIGHBOUR]
+    still = phase < 0
+    phase[still] = PHASE_CODES[rules.PHASE_UNKNOWN]
+    evidence[still] = EVIDENCE_CODES[rules.EVIDENCE_NONE]
+    return phase, evidence
 
 
 def _fill_from_stream_neighbours(
@@ -514,12 +669,7 @@ def _attribute(tl: Timeline, steps: Steps, basis: str, later) -> DeviceWork:  # 
     elif unlinked.any():
         step[unlinked] = 0
 
-    phase = assign_phases(tl, steps, launch, launch_step)
-    unknown = phase < 0
-    if unknown.any():
-        filled, _ = _fill_from_stream_neighbours(device, stream, start, phase, ~unknown)
-        phase = np.where(unknown, filled, phase)
-        phase[phase < 0] = PHASE_CODES[rules.PHASE_OTHER]
+    phase, phase_evidence = assign_phases(tl, steps, dev, launch, launch_step, step, device, stream, start)
 
     category = f_category.result()
     share = f_share.result()
@@ -537,6 +687,7 @@ def _attribute(tl: Timeline, steps: Steps, basis: str, later) -> DeviceWork:  # 
         phase=phase.astype(np.int8),
         category=category,
         share_us=share,
+        phase_evidence=phase_evidence,
     )
 
 

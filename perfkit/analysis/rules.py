@@ -233,7 +233,30 @@ FORWARD = "forward"
 BACKWARD = "backward"
 OPTIMIZER = "optimizer"
 PHASE_OTHER = "other"
-PHASES = (FORWARD, BACKWARD, OPTIMIZER, PHASE_OTHER)
+#: Device time no evidence places in a phase (a trace without CPU ops whose kernel names do not
+#: bracket it, device ops launched before the window on a stream with no placed neighbour).
+PHASE_UNKNOWN = "unknown"
+PHASES = (FORWARD, BACKWARD, OPTIMIZER, PHASE_OTHER, PHASE_UNKNOWN)
+
+#: What decided a device op's phase, in the order the rules are tried (docs/analysis.md "Phases").
+EVIDENCE_OPTIMIZER = "optimizer_range"  #: launched inside Optimizer.step#/zero_grad#
+EVIDENCE_ANNOTATION = "annotation"  #: inside an explicit phase / pipeline-stage annotation
+EVIDENCE_AUTOGRAD = "autograd"  #: inside an autograd-engine range or from an autograd thread
+EVIDENCE_KERNEL = "kernel_name"  #: the kernel's own name (``*_backward*``, ``igemm_wrw``, ``multi_tensor_apply``...)
+EVIDENCE_POSITION = "position"  #: where it falls between backward / optimizer boundaries of its step
+EVIDENCE_NO_BACKWARD = "no_backward"  #: its step has no backward pass at all (inference, evaluation)
+EVIDENCE_NEIGHBOUR = "stream_neighbour"  #: no launch event: the phase of its neighbour on the stream
+EVIDENCE_NONE = "none"  #: nothing: the phase is unknown
+PHASE_EVIDENCE = (
+    EVIDENCE_OPTIMIZER,
+    EVIDENCE_ANNOTATION,
+    EVIDENCE_AUTOGRAD,
+    EVIDENCE_KERNEL,
+    EVIDENCE_POSITION,
+    EVIDENCE_NO_BACKWARD,
+    EVIDENCE_NEIGHBOUR,
+    EVIDENCE_NONE,
+)
 
 #: ``ProfilerStep#N`` (torch.profiler schedule) marks steps.
 STEP_PATTERN = r"^ProfilerStep#(\d+)$"
@@ -245,10 +268,65 @@ OPTIMIZER_STEP_PATTERN = r"^Optimizer\.step#|^perfkit\.phase:optimizer$|^## *opt
 BACKWARD_OP_PATTERN = r"^autograd::engine::evaluate_function: |Backward\d*$|^torch::autograd::AccumulateGrad$"
 #: Thread names of the autograd engine's device threads.
 BACKWARD_THREAD_PATTERN = r"pt_autograd|autograd"
-#: User annotations that name a phase explicitly (refine the automatic split).
+
+# Explicit phase annotations: user markers and the ranges pipeline-parallel engines record around
+# each stage's work. The innermost matching annotation around a launch decides. A weight-gradient
+# pass (zero-bubble "W", torch.distributed.pipelining BACKWARD_WEIGHT / BACKWARD_INPUT "I") is
+# backward: it is the second half of the backward pass, split off to fill pipeline bubbles.
+# Names that hold both directions (a whole "1F1B" schedule, torch's "OVERLAP_F_B" action,
+# "forward-backward") and the schedules' send/recv/unshard/reduce actions name no phase.
+_FWD_ANNOTATION = (
+    r"(?i)^## *forward *##$|^perfkit\.phase:forward$"
+    # plain user names: "forward", "fwd", "forward_pass", "model.forward", "forward step 3"
+    r"|^(model[._ ])?(forward|fwd)([_ .-]?(pass|step|compute|microstep|micro_?batch))?([ _#:]*\d+)?$"
+    # torch.distributed.pipelining: PipelineScheduleSingle "Forward {mb}", runtime "PP:{stage}F{mb}"
+    r"|^PP:\d+F\d*$"
+    # DualPipe / zero-bubble style stage annotations: "attn(F)", "mlp(F)", "(F)"
+    r"|^[\w.:/ -]*\(F\)$"
+    # Megatron timers, DeepSpeed pipeline instructions / engine timers
+    r"|^forward-compute$|^ForwardPass(\(.*\))?$|^forward_microstep$"
+    # "stage 0 Forward", "stage0.forward"
+    r"|^stage[ _]?\d+[ _.]+(forward|fwd)( \d+)?$"
+)
+_BWD_ANNOTATION = (
+    r"(?i)^## *backward *##$|^perfkit\.phase:backward$"
+    r"|^(model[._ ]|loss[._ ])?(backward|bwd)([_ .-]?(pass|step|compute|microstep|micro_?batch))?([ _#:]*\d+)?$"
+    r"|^PP:\d+[BIW]\d*$"
+    r"|^[\w.:/ -]*\([BW]\)$"
+    r"|^backward-compute$|^BackwardPass(\(.*\))?$|^backward_(inner_)?microstep$"
+    r"|^stage[ _]?\d+[ _.]+(backward|bwd)( \d+)?$"
+    # weight-gradient passes named in words
+    r"|^(backward[_ ]weight|weight[_ ]grad(ient)?|wgrad)([ _#:]*\d+)?$"
+)
+#: (phase, regex on the annotation / op name), case-insensitive.
 PHASE_ANNOTATIONS: tuple[tuple[str, str], ...] = (
-    (FORWARD, r"^## *forward *##$|^perfkit\.phase:forward$|^forward$|^fwd$"),
-    (BACKWARD, r"^## *backward *##$|^perfkit\.phase:backward$|^backward$|^bwd$"),
+    (FORWARD, _FWD_ANNOTATION),
+    (BACKWARD, _BWD_ANNOTATION),
+)
+
+# Kernel-name evidence: used where no host range decides (the op was launched outside every
+# optimizer, annotation and autograd range), for ops without a launch event, and for the whole
+# trace when it has no CPU ops. Backward is tried first (a fused "bwd + optimizer" kernel such
+# as FBGEMM's split_embedding_backward_..._adagrad is backward work), then optimizer, then forward.
+#: Backward / weight-gradient kernels: autograd kernels of ATen (``*_backward_*``, ``GammaBetaBackward``,
+#: ``layer_norm_grad_input``), cuDNN ``dgrad``/``wgrad``, MIOpen ``igemm_bwd``/``igemm_wrw``,
+#: flash-attention ``bwd``. "grad" alone would match "winograd"; "upgrade" and such are excluded too.
+BACKWARD_KERNEL_PATTERN = (
+    r"(?i)backward|bwd|wgrad|dgrad|_wrw|wrw_|(?<![a-z])grad(?![a-z])|(?<!wino)grad_|_grad(?!e)|"
+    r"updateGradInput|GradInput|GradWeight"
+)
+#: Optimizer update kernels (foreach / fused torch.optim, apex, DeepSpeed). Note: gradient clipping
+#: with foreach ops also runs multi_tensor_apply kernels.
+OPTIMIZER_KERNEL_PATTERN = (
+    r"(?i)multi_tensor_apply|fused_?adam|AdamFunctor|adam_?w?_(kernel|update|step)|"
+    r"fused_?sgd|sgd_(kernel|update|step)|SGDFunctor|lamb_(kernel|stage|update)|LAMBStage|"
+    r"adagrad_(kernel|update)|fused_optim"
+)
+#: Forward-only kernels (their backward has its own name): convolution fprop, flash-attention fwd,
+#: batch-norm statistics, MIOpen igemm_fwd.
+FORWARD_KERNEL_PATTERN = (
+    r"(?i)igemm_fwd|_fwd_|fwd_kernel|flash_fwd|fprop|batch_norm_collect_statistics|bn_fw_|"
+    r"batch_norm_transform_input"
 )
 #: Data loading ranges (torch DataLoader / DataPipe iteration).
 DATALOADER_PATTERN = r"^enumerate\(DataLoader\)#.*\.__next__$|^enumerate\(DataPipe\)#|^perfkit\.phase:data$"

@@ -29,7 +29,18 @@ from rich.text import Text
 # until the "Console rendering" section).
 # ---------------------------------------------------------------------------
 
-PHASE_LABELS = {"forward": "Forward", "backward": "Backward", "optimizer": "Optimizer", "other": "Other"}
+PHASE_LABELS = {"forward": "Forward", "backward": "Backward", "optimizer": "Optimizer", "other": "Other", "unknown": "Unknown"}
+#: How each kind of phase evidence reads in the report (docs/analysis.md "Phases").
+EVIDENCE_LABELS = {
+    "optimizer_range": "optimizer range",
+    "annotation": "annotation",
+    "autograd": "autograd range/thread",
+    "kernel_name": "kernel name",
+    "position": "position before/after backward",
+    "no_backward": "step without backward",
+    "stream_neighbour": "stream neighbour",
+    "none": "no evidence",
+}
 CATEGORY_LABELS = {
     "matmul": "Matrix multiply",
     "attention": "Attention",
@@ -467,14 +478,50 @@ def warnings_list(doc: dict[str, Any]) -> list[str]:
 
 
 def phase_rows(doc: dict[str, Any]) -> list[tuple[str, float | None, float | None]]:
-    """(label, GPU ms/step, share of GPU busy) for each phase, in forward/backward/optimizer/other order."""
+    """(label, GPU ms/step, share of GPU busy) for each phase, in forward/backward/optimizer/other order.
+
+    The "unknown" row is listed only when some GPU time has no phase; when nothing decided
+    any phase (``phases_unknown.whole_trace``) only that row is listed, never zeros for the others.
+    """
     phases = as_dict(doc.get("phases"))
     keys = [k for k in PHASE_LABELS if k in phases] + [k for k in phases if k not in PHASE_LABELS]
-    return [
-        (label(k, PHASE_LABELS), num(get(phases, k, "gpu_ms_per_step")), num(get(phases, k, "share")))
-        for k in keys
-        if isinstance(phases.get(k), dict)
-    ]
+    whole = bool(get(doc, "phases_unknown", "whole_trace"))
+    rows = []
+    for k in keys:
+        if not isinstance(phases.get(k), dict):
+            continue
+        ms, share = num(get(phases, k, "gpu_ms_per_step")), num(get(phases, k, "share"))
+        if k == "unknown" and not ms:
+            continue
+        if whole and k != "unknown":
+            continue
+        rows.append((label(k, PHASE_LABELS), ms, share))
+    return rows
+
+
+def phase_evidence_line(doc: dict[str, Any]) -> str | None:
+    """"Backward: autograd range/thread 93%, annotation 7%; Forward: position before/after backward 100%"."""
+    ev = as_dict(doc.get("phases_evidence"))
+    parts = []
+    for k in [k for k in PHASE_LABELS if k in ev] + [k for k in ev if k not in PHASE_LABELS]:
+        shares = as_dict(ev.get(k))
+        items = sorted(((num(v) or 0.0, e) for e, v in shares.items()), reverse=True)
+        text_ = ", ".join(f"{label(e, EVIDENCE_LABELS)} {v * 100:.0f}%" for v, e in items if v > 0)
+        if text_:
+            parts.append(f"{label(k, PHASE_LABELS)}: {text_}")
+    return "; ".join(parts) or None
+
+
+def phase_unknown_note(doc: dict[str, Any]) -> str | None:
+    """Why some (or all) GPU time has no phase, or None."""
+    unk = as_dict(doc.get("phases_unknown"))
+    if not unk:
+        return None
+    reason = str(unk.get("reason") or "no evidence")
+    if unk.get("whole_trace"):
+        return f"Phases unknown for the whole trace: {reason}."
+    return (f"{fmt_pct(unk.get('share'))}% of GPU time has no phase (unknown): {reason}. "
+            "The other phases are lower bounds.")
 
 
 def category_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None, float | None]]:
@@ -543,10 +590,13 @@ def findings(doc: dict[str, Any]) -> list[dict[str, Any]]:
 def breakdown_line(doc: dict[str, Any]) -> str | None:
     """"Forward 34.0% (25.14 ms) / Backward 62.1% (45.93 ms) / ...; GPU busy ... per step"."""
     parts = []
-    for name, ms, share in phase_rows(doc):
-        if name == "Other" and not ms:
-            continue
-        parts.append(f"{name} {fmt_pct(share)}% ({fmt_ms(ms)} ms)")
+    if get(doc, "phases_unknown", "whole_trace"):
+        parts.append("phases unknown (no evidence)")
+    else:
+        for name, ms, share in phase_rows(doc):
+            if name == "Other" and not ms:
+                continue
+            parts.append(f"{name} {fmt_pct(share)}% ({fmt_ms(ms)} ms)")
     busy = num(get(doc, "gpu", "busy_ms_per_step"))
     if not parts or not busy:
         return None
@@ -778,6 +828,12 @@ def _phases(doc: dict[str, Any], console: Console) -> None:
         _note(console, "No GPU time in the analysed steps.")
         return
     console.print(_share_table("Phase", rows, "cyan"))
+    evidence = phase_evidence_line(doc)
+    if evidence:
+        _note(console, f"Evidence: {evidence}")
+    unknown = phase_unknown_note(doc)
+    if unknown:
+        console.print(Text(unknown, style="yellow"))
 
 
 def _categories(doc: dict[str, Any], console: Console) -> None:

@@ -46,7 +46,9 @@ from .console import (
     leading_ops_line,
     num,
     overview_rows,
+    phase_evidence_line,
     phase_rows,
+    phase_unknown_note,
     runtime_rows,
     short_kernel_name,
     summary_rows,
@@ -290,7 +292,14 @@ def _phases(doc: dict[str, Any], w: _Words) -> list[str]:
         return _section("phases", w("Phases (GPU time)"), [_e(w("No GPU time in the analysed steps."))])
     table = _table(["Phase", w("GPU ms/step"), w("% of GPU busy"), ""],
                    [[_e(n), _e(fmt_ms(ms)), _e(fmt_pct(s)), _bar(s)] for n, ms, s in rows], right=(1, 2))
-    return _section("phases", w("Phases (GPU time)"), [table])
+    body = [table]
+    evidence = phase_evidence_line(doc)
+    if evidence:
+        body.append(_note(f"Evidence: {evidence}"))
+    unknown = phase_unknown_note(doc)
+    if unknown:
+        body.append(f'<div class="warning">{_e(unknown)}</div>')
+    return _section("phases", w("Phases (GPU time)"), body)
 
 
 def _categories(doc: dict[str, Any], w: _Words) -> list[str]:
@@ -434,16 +443,20 @@ def _steps(doc: dict[str, Any], w: _Words) -> list[str]:
         half = MAX_STEP_ROWS // 2
         shown = rows[:half] + rows[-half:]
         note.append(_note(f"{len(rows)} steps: the first and last {half} are shown (all are in the JSON document)."))
+    columns = ["wall_ms", "gpu_window_ms", "gpu_busy_ms", "gpu_idle_ms", "forward_ms", "backward_ms", "optimizer_ms", "other_ms"]
     headers = ["Step", "Wall ms", w("GPU window ms"), w("GPU busy ms"), w("GPU idle ms"), "Forward ms", "Backward ms",
-               "Optimizer ms", "Other ms", "Kept"]
+               "Optimizer ms", "Other ms"]
+    if any(num(r.get("unknown_ms")) for r in rows):  # time no evidence places in a phase
+        columns.append("unknown_ms")
+        headers.append("Unknown ms")
+    headers.append("Kept")
     body_rows = [
-        [_e(text(r.get("id"))), *(_e(fmt_ms(r.get(k))) for k in (
-            "wall_ms", "gpu_window_ms", "gpu_busy_ms", "gpu_idle_ms", "forward_ms", "backward_ms", "optimizer_ms", "other_ms")),
+        [_e(text(r.get("id"))), *(_e(fmt_ms(r.get(k))) for k in columns),
          _e("yes" if r.get("kept", True) else f"no: {text(r.get('reason'), 'excluded')}")]
         for r in shown
     ]
     classes = ["" if r.get("kept", True) else "excluded" for r in shown]
-    return _section("steps", "Steps", [_table(headers, body_rows, right=range(1, 9), row_classes=classes), *note])
+    return _section("steps", "Steps", [_table(headers, body_rows, right=range(1, len(columns) + 1), row_classes=classes), *note])
 
 
 __all__ = ["render_html"]

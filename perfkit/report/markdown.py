@@ -30,7 +30,9 @@ from .console import (
     header_facts,
     leading_ops_line,
     overview_rows,
+    phase_evidence_line,
     phase_rows,
+    phase_unknown_note,
     short_kernel_name,
     summary_rows,
     text,
@@ -122,6 +124,11 @@ def _phases(doc: dict[str, Any], out: list[str]) -> None:
         return
     out += md_table(["Phase", "GPU ms/step", "% of GPU busy"],
                     [[name, fmt_ms(ms), fmt_pct(share)] for name, ms, share in rows], right=(1, 2))
+    evidence, unknown = phase_evidence_line(doc), phase_unknown_note(doc)
+    notes = ([f"Evidence: {evidence}"] if evidence else []) + ([unknown] if unknown else [])
+    if notes:
+        out.append("")
+        out += [f"_{md_text(n)}_" for n in notes]
 
 
 def _categories(doc: dict[str, Any], out: list[str]) -> None:

@@ -9,7 +9,7 @@ Like every renderer, the figures take only the JSON document (schema
 
 Figures (:data:`PLOT_NAMES`, in order):
 
-* ``phases_per_step``: forward / backward / optimizer / other GPU ms of each step, stacked;
+* ``phases_per_step``: forward / backward / optimizer / other (/ unknown) GPU ms of each step, stacked;
   excluded steps (warm-up outliers, incomplete) hatched.
 * ``categories_per_step``: GPU ms per kernel category of each step, stacked
   (``steps.table[i].categories_ms``).
@@ -59,7 +59,8 @@ TOP_ROWS = 12
 FIG_SIZE_IN = (9.0, 3.8)
 DPI = 100
 
-_PHASE_COLORS = {"forward": "#4C78A8", "backward": "#F58518", "optimizer": "#54A24B", "other": "#9D9D9D"}
+_PHASE_COLORS = {"forward": "#4C78A8", "backward": "#F58518", "optimizer": "#54A24B", "other": "#9D9D9D",
+                 "unknown": "#D9D9D9"}
 _CATEGORY_COLORS = {
     "matmul": "#4C78A8", "attention": "#F58518", "convolution": "#B279A2", "normalization": "#54A24B",
     "elementwise": "#72B7B2", "reduction": "#EECA3B", "indexing": "#FF9DA6", "copy": "#E45756",
@@ -152,7 +153,9 @@ def plot_phases_per_step(doc: dict[str, Any]) -> Plot:
     if not rows:
         return Plot("phases_per_step", title, skipped="the document has no per-step table")
     series = {p: [num(r.get(f"{p}_ms")) or 0.0 for r in rows] for p in PHASE_LABELS}
-    labels = {p: PHASE_LABELS[p] for p in PHASE_LABELS}
+    if not any(series["unknown"]):
+        del series["unknown"]  # the unknown band only where some time has no phase
+    labels = {p: PHASE_LABELS[p] for p in series}
     fig, info = _stacked(rows, series, labels, _PHASE_COLORS, title, "GPU ms")
     return Plot("phases_per_step", title, fig, info)
 
