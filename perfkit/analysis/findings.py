@@ -317,7 +317,7 @@ def _idle_not_host_bound(ctx: Context, cls: _IdleClasses, idle: float, window: f
     """An info finding: the GPU idles much of the step, but the host is not what it waits for."""
     others = {k: v for k, v in cls.total_us.items() if k != "host_bound"}
     top = max(others, key=lambda k: others[k])
-    where = [{"class": k, "what": IDLE_CLASS_TEXT[k], "ms_per_step": round(v / 1000.0 / ctx.n, 4)}
+    where = [{"class": k, "name": IDLE_CLASS_TEXT[k], "ms_per_step": round(v / 1000.0 / ctx.n, 4)}
              for k, v in sorted(cls.total_us.items(), key=lambda kv: -kv[1]) if v > 0]
     idle_ms = idle / 1000.0 / ctx.n
     top_ms = others[top] / 1000.0 / ctx.n
