@@ -247,10 +247,12 @@ def _feeding_threads(ctx: Context) -> np.ndarray:
 
 def _thread_labels(ctx: Context, feed: np.ndarray, k: int = 4) -> list[str]:
     """Up to k feeding threads as 'pid/tid name' strings (for the evidence)."""
+    tl = ctx.tl
     out = []
-    for i in np.flatnonzero(feed)[:k].tolist():
-        pid, tid = ctx.tl.thread_ids.get(i, (-1, -1))
-        name = ctx.tl.thread_name(pid, tid)
+    for i in np.flatnonzero(feed)[:k].tolist():  # a few threads: one scan each
+        r = int(np.argmax(tl.thread == i))
+        pid, tid = int(tl.col(m.PID)[r]), int(tl.col(m.TID)[r])
+        name = tl.thread_name(pid, tid)
         out.append(f"{pid}/{tid}" + (f" {name}" if name else ""))
     return out
 
