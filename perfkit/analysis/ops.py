@@ -25,17 +25,47 @@ def format_frame(frame: str) -> str:
 
 
 class Sources:
-    """Finds the innermost user-code Python frame around a point on a thread."""
+    """Finds the innermost user-code Python frame around a point on a thread.
+
+    Only frames of the threads that feed the device count (:meth:`feeding_threads`):
+    a background thread (tqdm's monitor, a DataLoader queue feeder, a logger) runs
+    a frame for the whole trace, and it explains nothing about the device's work.
+    """
 
     def __init__(self, tl: Timeline):
         self.tl = tl
         names = tl.trace.names
         py = tl.rows(m.Kind.PYTHON)
         user = ~name_mask(names, rules.LIBRARY_FRAME_PATTERN) & name_mask(names, rules.FRAME_PATTERN)
-        self.frames = py[user[tl.name[py]]] if len(py) else py
+        self.threads = self.feeding_threads(tl)  #: bool per dense thread index
+        self.frames = py[user[tl.name[py]] & self.threads[tl.thread[py]]] if len(py) else py
         self._s, self._e = tl.offset_span(self.frames)
         self._user_stack = user
         self._lock = threading.Lock()
+
+    @staticmethod
+    def feeding_threads(tl: Timeline) -> np.ndarray:
+        """Bool per dense thread index: the threads that feed the device.
+
+        Those that call a runtime/driver API which launches device work
+        (``rules.LAUNCH_API_PATTERN``: kernel and graph launches, copies, memsets)
+        and the main thread (the one holding ``ProfilerStep#N``). A trace with
+        neither (CPU only, no step markers) keeps the threads that run ATen ops,
+        and failing that every thread.
+        """
+        n = int(tl.thread.max()) + 1 if len(tl.thread) else 0
+        out = np.zeros(n, dtype=bool)
+        if n == 0:
+            return out
+        rt = tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
+        out[tl.thread[rt[tl.matches(rules.LAUNCH_API_PATTERN)[rt]]]] = True
+        marks = tl.rows(m.Kind.USER_ANNOTATION, m.Kind.CPU_OP)
+        out[tl.thread[marks[tl.matches(rules.STEP_PATTERN)[marks]]]] = True
+        if not out.any():
+            out[tl.thread[tl.rows(m.Kind.CPU_OP)]] = True
+        if not out.any():
+            out[:] = True
+        return out
 
     def at(self, rows: np.ndarray, t: Optional[np.ndarray] = None) -> np.ndarray:
         """String-table code of the user frame around each row (or time t on its thread), -1 if none."""

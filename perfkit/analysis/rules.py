@@ -338,10 +338,46 @@ COMM_OP_PATTERN = _COMM_OP
 #: trace. Narrower than COMM_OP_PATTERN: only the collectives' own ranges count as waiting; DDP's
 #: Python-level work around them (torch.distributed frames, bucket copies) is compute.
 COLLECTIVE_HOST_PATTERN = rf"^({_COMM_BACKENDS}|c10d::|record_param_comms$|_?c10d_functional::)"
+#: Top-level packages whose frames are library code, not the user's. torch's Python tracer
+#: strips the ``sys.path`` entry from each file name (site-packages, the standard library's
+#: directory, the script's directory), so a library frame reads "multiprocessing/queues.py(251):
+#: _feed" or "tqdm/_monitor.py(60): run", with nothing left to say it was installed: these
+#: names say it. Standard-library packages, then common third-party infrastructure
+#: (numerics, progress bars, logging, serialisation, compilers). Frameworks a user builds
+#: the step with (transformers, vllm, lightning, ...) are not listed: their frames are the
+#: nearest code a user can act on when the step runs inside them.
+LIBRARY_PACKAGES = (
+    # standard library packages
+    "asyncio", "collections", "concurrent", "ctypes", "curses", "dbm", "distutils", "email", "encodings",
+    "ensurepip", "html", "http", "idlelib", "importlib", "json", "lib2to3", "logging", "multiprocessing",
+    "pydoc_data", "re", "sqlite3", "tkinter", "tomllib", "unittest", "urllib", "venv", "wsgiref", "xml",
+    "xmlrpc", "zoneinfo",
+    # third-party infrastructure
+    "numpy", "scipy", "pandas", "tqdm", "triton", "torchvision", "torchaudio", "torchtext", "torchdata",
+    "torch_xla", "functorch", "PIL", "cv2", "sklearn", "einops", "safetensors", "huggingface_hub", "tokenizers",
+    "filelock", "fsspec", "packaging", "yaml", "regex", "requests", "urllib3", "wandb", "tensorboard",
+    "tensorboardX", "google", "typing_extensions", "psutil", "sympy", "jinja2", "networkx", "setuptools",
+    "pkg_resources", "_pytest", "pytest", "pluggy", "IPython", "ipykernel", "tornado", "zmq", "traitlets",
+    "debugpy", "_pydevd_bundle", "pydevd", "rich", "click", "absl", "optree", "pydantic", "attr", "cloudpickle",
+)
+#: Single-file standard-library modules, as the tracer writes them ("threading.py(1012): run").
+#: Names a user might give a script (trace, profile, code, test, types) are left out.
+LIBRARY_MODULES = (
+    "threading", "queue", "selectors", "socket", "socketserver", "subprocess", "runpy", "contextlib",
+    "functools", "abc", "weakref", "_weakrefset", "copy", "copyreg", "pickle", "typing", "dataclasses", "enum",
+    "inspect", "os", "posixpath", "genericpath", "shutil", "tempfile", "traceback", "linecache", "tokenize",
+    "warnings", "codecs", "signal", "random", "pathlib", "glob", "fnmatch", "datetime", "argparse", "bisect",
+    "heapq", "operator", "struct", "gzip", "zipfile", "tarfile", "ssl", "reprlib", "pprint", "ast", "dis",
+    "site", "sysconfig", "atexit", "contextvars", "io", "_pyio", "stat", "pkgutil", "cProfile", "pstats",
+    "timeit", "pdb", "bdb", "shlex", "csv", "configparser", "difflib", "sre_compile", "sre_parse",
+    "_collections_abc", "_threading_local", "numbers", "decimal", "fractions", "statistics", "base64",
+    "hashlib", "uuid", "string", "textwrap", "locale", "_compat_pickle", "_bootlocale",
+)
 #: python_function / Call stack frames that belong to libraries, not the user's code.
 LIBRARY_FRAME_PATTERN = (
     r"site-packages|dist-packages|lib/python3|(^|/)torch/|<built-in|<frozen|^nn\.Module:|"
-    r"threading\.py|runpy\.py|(^|/)perfkit/|importlib|^<string>|contextlib\.py|functools\.py"
+    r"threading\.py|runpy\.py|(^|/)perfkit/|importlib|^<string>|contextlib\.py|functools\.py|"
+    rf"^(?:{'|'.join(LIBRARY_PACKAGES)})/|^(?:{'|'.join(LIBRARY_MODULES)})\.py\("
 )
 #: A Python frame as torch.profiler writes it: "path/file.py(123): function".
 FRAME_PATTERN = r"^(?P<file>.*)\((?P<line>\d+)\): (?P<func>.*)$"
