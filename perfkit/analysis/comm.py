@@ -139,7 +139,7 @@ def _r(x: np.ndarray) -> list[Any]:
 
 
 def collectives(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str,
-                cap: int = COLLECTIVES_CAP) -> dict[str, Any]:
+                cap: Optional[int] = None) -> dict[str, Any]:
     """The rank's collectives in kept steps, columnar, for matching across ranks.
 
     One row per collective kernel (NCCL/RCCL, :data:`rules.COLLECTIVE_KERNEL_PATTERN`) on a
@@ -155,6 +155,7 @@ def collectives(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str,
     ``steps`` gives the listed steps' CPU start. At most ``cap`` rows: the latest whole
     steps that fit (when the latest step alone has more, its first ``cap``: ``truncated``).
     """
+    cap = COLLECTIVES_CAP if cap is None else cap
     steps = find_steps(tl)
     names = tl.trace.names
     kinds: list[str] = []

@@ -498,9 +498,13 @@ def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] =
     s = int(np.argmax(caused))
     rank = arr["ranks"][s]
     wait_ms = float(caused[s])
+    # Jitter makes every rank last now and then: only the wait beyond what a typical rank
+    # causes is this rank's own (in a balanced job the ranks cause about the same).
+    typical_ms = float(np.median(np.delete(caused, s)))
+    excess_ms = wait_ms - typical_ms
     step = float(np.median([r["step_ms_median"] for r in rows])) if rows else 0.0
-    share = wait_ms / step if step > 0 else 0.0
-    if share < STRAGGLER_INFO or wait_ms < STRAGGLER_MIN_MS:
+    share = excess_ms / step if step > 0 else 0.0
+    if share < STRAGGLER_INFO or excess_ms < STRAGGLER_MIN_MS:
         return None
     late = arr["is_last"][s]
     n_late, n_coll = int(late.sum()), int(arr["collectives"])
@@ -536,6 +540,7 @@ def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] =
     where: list[dict[str, Any]] = [{"rank": rank, "name": f"last to arrive at {n_late} of {n_coll} collectives",
                                     "ms_per_step": round(wait_ms, 4)}]
     causes: list[dict[str, Any]] = []
+    phase, phase_ms = None, 0.0
     if s in range(len(rows)) and rows[by_rank.get(rank, s)]["rank"] == rank and len(rows) == len(arr["ranks"]):
         i = by_rank[rank]
         phase, phase_ms = _largest_excess(rows, i)
@@ -550,18 +555,23 @@ def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] =
 
     bits = [f"Rank {rank} arrives last at {n_late} of {n_coll} collectives"
             + (f" per step" if n_steps == 1 else f" in {n_steps} steps")
-            + f": the other ranks wait {wait_ms:.1f} ms per step for it ({share:.0%} of the step"
-            + (f"; rank {first_rank} waits {max_ms:.1f} ms)" if len(rows) > 2 else ")")]
+            + f": the other ranks wait {wait_ms:.1f} ms per step for it"
+            + (f" on average (rank {first_rank}: {max_ms:.1f} ms)" if len(rows) > 2 else "")
+            + (f", a typical rank {typical_ms:.1f} ms" if typical_ms >= 0.05 * wait_ms else "")
+            + f", {share:.0%} of the step"]
     if step_late_ms is not None and step_late_ms >= 0.5 * wait_ms and earliest is not None and earliest != rank:
         bits.append(f"its step begins {step_late_ms:.1f} ms after rank {earliest}'s")
     if gap_ms > 0 and busy_ms < 0.5 * gap_ms and host_last >= max(n_late // 2, 1):
         bits.append("its GPU idles before them: the host enqueues them late")
     elif top_before and top_before[0][1] >= 0.3 * wait_ms:
         bits.append(f"before them its GPU runs {top_before[0][0]}")
-    if causes:
-        c = causes[0]
-        bits.append(f"it does more {c.get('name') or c.get('source')}"
-                    + (f" at {c['source']}" if c.get("name") and c.get("source") else ""))
+    if (phase and phase_ms >= 0.3 * excess_ms) or causes:
+        more = f"it does {phase_ms:.1f} ms more in {phase}" if phase and phase_ms >= 0.3 * excess_ms else "it does more"
+        if causes:
+            c = causes[0]
+            more += (", most of it " if more != "it does more" else " ") + str(c.get("name") or c.get("source")) \
+                + (f" at {c['source']}" if c.get("name") and c.get("source") else "")
+        bits.append(more)
     sev = "critical" if share >= STRAGGLER_CRIT else "warning" if share >= STRAGGLER_WARN else "info"
     return {
         "id": "straggler_rank",
@@ -572,6 +582,8 @@ def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] =
             "rank": rank,
             "method": "collective arrival order",
             "others_wait_ms_per_step": round(wait_ms, 3),
+            "typical_rank_caused_wait_ms_per_step": round(typical_ms, 3),
+            "excess_wait_ms_per_step": round(excess_ms, 3),
             "max_wait_ms_per_step": round(max_ms, 3),
             "longest_waiting_rank": first_rank,
             "extra_ms_per_step": round(lead_ms, 3),
@@ -598,7 +610,7 @@ def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] =
             "ranks_compared": len(arr["ranks"]),
         },
         "remedy": FINDING_TEXTS["straggler_rank"],
-        "cost_ms_per_step": round(wait_ms, 4),
+        "cost_ms_per_step": round(excess_ms, 4),
     }
 
 
