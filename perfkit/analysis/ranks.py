@@ -391,7 +391,10 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
                         + "; ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else "") + ")")
 
     def take(c: dict[str, Any], col: str, rows: np.ndarray) -> np.ndarray:
-        return np.array([np.nan if v is None else float(v) for v in c[col]], dtype=float)[rows]
+        try:  # no nulls: one conversion
+            return np.asarray(c[col], dtype=float)[rows]
+        except TypeError:
+            return np.array([np.nan if v is None else float(v) for v in c[col]], dtype=float)[rows]
 
     mats: dict[str, list[np.ndarray]] = {k: [] for k in ("start", "end", "launch", "gap", "busy", "before")}
     keys_ref = None
@@ -407,9 +410,9 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
         mats["launch"].append(take(c, "launch_us", rows_) + shift)
         mats["gap"].append(take(c, "gap_us", rows_))
         mats["busy"].append(take(c, "before_busy_us", rows_))
-        ops = c.get("ops") or []
-        mats["before"].append(np.array([ops[int(i)] if 0 <= int(i) < len(ops) else "" for i in
-                                        np.asarray(c["before_op"], dtype=np.int64)[rows_]], dtype=object))
+        ops = np.array(list(c.get("ops") or []) + [""], dtype=object)  # -1 (none) -> ""
+        codes = np.asarray(c["before_op"], dtype=np.int64)[rows_]
+        mats["before"].append(ops[np.where((codes >= 0) & (codes < len(ops) - 1), codes, -1)])
     start, end, launch = (np.stack(mats[k]) for k in ("start", "end", "launch"))
     offset = np.median(end - end[0], axis=1)
     shifted = np.abs(offset) > CLOCK_SHIFT_MIN_US
@@ -541,8 +544,8 @@ def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] =
                                     "ms_per_step": round(wait_ms, 4)}]
     causes: list[dict[str, Any]] = []
     phase, phase_ms = None, 0.0
-    if s in range(len(rows)) and rows[by_rank.get(rank, s)]["rank"] == rank and len(rows) == len(arr["ranks"]):
-        i = by_rank[rank]
+    i = by_rank.get(rank)
+    if i is not None and len(rows) >= 2:  # what it does more per step than the others' median
         phase, phase_ms = _largest_excess(rows, i)
         if phase:
             where.append({"rank": rank, "name": phase, "ms_per_step": round(phase_ms, 4)})
