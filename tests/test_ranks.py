@@ -103,10 +103,16 @@ def test_straggler_named_with_phase_and_op(tmp_path):
     assert rows[2]["comm_exposed_ms_per_step"] == pytest.approx(3.0)  # 7-12, GEMM covers 7-9
     f = next(f for f in view["findings"] if f["id"] == "straggler_rank")
     assert f["rank"] == 2 and f["evidence"]["rank"] == 2
+    # Rank 2 starts each all-reduce at 7 ms, the others at 4: each waits 3 ms per step for it.
+    assert f["evidence"]["method"] == "collective arrival order"
     assert f["evidence"]["extra_ms_per_step"] == pytest.approx(3.0, abs=1e-3)
     assert f["evidence"]["others_wait_ms_per_step"] == pytest.approx(3.0, abs=1e-3)
+    assert f["evidence"]["late_collectives"] == 4 and f["evidence"]["collectives_matched"] == 4
     assert "Rank 2" in f["title"] and "forward" in f["title"] and "aten::mm" in f["title"]
-    assert view["job"]["straggler"] == {"rank": 2, "extra_ms_per_step": pytest.approx(3.0, abs=1e-3)}
+    assert view["job"]["straggler"] == {"rank": 2, "others_wait_ms_per_step": pytest.approx(3.0, abs=1e-3),
+                                        "extra_ms_per_step": pytest.approx(3.0, abs=1e-3), "late_collectives": 4,
+                                        "collectives_matched": 4}
+    assert rows[2]["last_arrivals"] == 4 and rows[0]["arrival_wait_ms_per_step"] == pytest.approx(3.0, abs=1e-3)
     # The unavoidable part of communication is the least exposed rank's: 3 ms, not the waiting ranks' 6.
     ce = next(f for f in view["findings"] if f["id"] == "comm_exposed")
     assert ce["cost_ms_per_step"] == pytest.approx(3.0)
@@ -296,7 +302,7 @@ def test_torchrun_gloo_straggler_found_and_named(tmp_path):
     # test runner), so the measured extra varies (60 ms sleeps gave 13-66 ms): a broad lower bound.
     assert f["evidence"]["extra_ms_per_step"] > 75
     assert "straggler_work" in json.dumps(f["where"])  # the Python function that sleeps
-    assert "Rank 1 is the straggler" in out  # rank 0 printed the job report
+    assert "Rank 1 arrives last" in out  # rank 0 printed the job report
     assert "Ranks" in (run / "report.md").read_text()
     # The job view from the rank files alone is the one rank 0 wrote.
     proc = subprocess.run([sys.executable, "-m", "perfkit", "merge", str(run), "--json", str(tmp_path / "m.json"), "-q"],

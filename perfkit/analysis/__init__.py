@@ -353,6 +353,9 @@ def merge(results: list[Analysis]) -> Analysis:
     base["trace"] = dict(docs[0]["trace"])
     base["trace"]["paths"] = [p for d in docs for p in d["trace"]["paths"]]
     base["trace"]["warnings"] = [w for d in docs for w in d["trace"]["warnings"]]
+    for key in ("bytes", "events"):  # the traces' together, not the first one's
+        values = [d["trace"].get(key) for d in docs]
+        base["trace"][key] = int(sum(values)) if all(isinstance(v, (int, float)) for v in values) else None
     base["steps"] = dict(docs[0]["steps"])
     base["steps"]["count"] = int(sum(d["steps"]["count"] for d in docs))
     base["steps"]["total"] = int(sum(d["steps"]["total"] for d in docs))

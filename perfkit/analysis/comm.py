@@ -20,17 +20,24 @@ A fast rank waiting for a slow one waits inside its collectives: its exposed
 communication includes that wait. The job view (:mod:`perfkit.analysis.ranks`)
 takes the least-exposed rank as the communication cost, and the rest as the
 straggler's.
+
+``communication.collectives`` lists the rank's collectives in kept steps (at most
+:data:`COLLECTIVES_CAP`, the latest whole steps), columnar, on the trace's
+absolute clock (``origin_ns`` plus the µs values): the job view matches the
+n-th collective of each kind in each step across ranks and finds who arrives
+last (:func:`perfkit.analysis.ranks.arrivals`).
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Optional
 
 import numpy as np
 
 from ..trace import model as m
 from . import intervals, rules
-from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork
+from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, find_steps, innermost_around, step_of
 from .steps import StepStats
 from .timeline import Timeline
 
@@ -40,6 +47,8 @@ COMM_EXPOSED_WARN = 0.15
 COMM_EXPOSED_CRIT = 0.35
 #: Collective names listed in ``communication.ops``.
 TOP_OPS = 5
+#: Collectives listed per rank in ``communication.collectives`` (the latest whole kept steps that fit).
+COLLECTIVES_CAP = 2000
 
 COMM_EXPOSED_REMEDY = (
     "Overlap communication with compute: let DDP start all-reduces during the backward (bucket_cap_mb "
@@ -107,7 +116,186 @@ def section(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str) -> dict[
             {"id": int(i), "ms": float(c) / 1000.0, "exposed_ms": float(e) / 1000.0}
             for i, c, e in zip(stats.ids.tolist(), comm_us.tolist(), exposed_us.tolist())
         ],
+        "collectives": collectives(tl, dw, stats, basis),
     }
+
+
+def _kind_codes(names: list[str], codes: np.ndarray, kinds: list[str]) -> np.ndarray:
+    """Index into ``kinds`` (appended to) of each string-table code's collective kind, -1 if none."""
+    out = np.full(len(codes), -1, dtype=np.int64)
+    rules_ = [(k, re.compile(p, re.I)) for k, p in rules.COLLECTIVE_KINDS]
+    for c in np.unique(codes[codes >= 0]).tolist():  # one regex pass per distinct name
+        kind = next((k for k, rx in rules_ if rx.search(names[c])), None)
+        if kind is not None:
+            if kind not in kinds:
+                kinds.append(kind)
+            out[codes == c] = kinds.index(kind)
+    return out
+
+
+def _r(x: np.ndarray) -> list[Any]:
+    """µs values as JSON numbers rounded to the ns; NaN (absent) as null."""
+    return [None if v != v else round(v, 3) for v in x.tolist()]
+
+
+def collectives(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str,
+                cap: Optional[int] = None) -> dict[str, Any]:
+    """The rank's collectives in kept steps, columnar, for matching across ranks.
+
+    One row per collective kernel (NCCL/RCCL, :data:`rules.COLLECTIVE_KERNEL_PATTERN`) on a
+    GPU trace, per backend range (``gloo:all_reduce`` ...) on a CPU-only trace. Columns:
+    ``step`` (ProfilerStep id), ``kind`` (index into ``kinds``: from the innermost collective
+    op around the launch, else from the kernel name), ``n`` (its order among the step's
+    collectives of that kind, by launch), ``launch_us`` (host enqueue; null when the launch
+    is not in the trace), ``start_us``/``end_us`` (device kernel; the host range on a CPU
+    trace), ``gap_us`` (device time since the previous collective of the step ended, or
+    since the step's GPU window opened), ``before_busy_us`` and ``before_op`` (index into
+    ``ops``: the CPU op whose device work filled most of that gap, -1 if none). Times are µs
+    after ``origin_ns``, the trace's absolute clock (``ts`` + ``baseTimeNanoseconds``).
+    ``steps`` gives the listed steps' CPU start. At most ``cap`` rows: the latest whole
+    steps that fit (when the latest step alone has more, its first ``cap``: ``truncated``).
+    """
+    cap = COLLECTIVES_CAP if cap is None else cap
+    steps = find_steps(tl)
+    names = tl.trace.names
+    kinds: list[str] = []
+    if basis == "gpu":
+        comm_code = CATEGORY_CODES[rules.COMMUNICATION]
+        sel = np.flatnonzero((dw.kind == m.Kind.KERNEL) & (dw.category == comm_code) & (dw.step >= 0))
+        sel = sel[tl.matches(rules.COLLECTIVE_KERNEL_PATTERN)[dw.row[sel]]]
+        sel = sel[stats.kept[dw.step[sel]]]
+        start, end, step_idx = dw.start[sel], dw.end[sel], dw.step[sel]
+        lrow = dw.launch[sel]
+        launch = np.where(lrow >= 0, tl.start[np.maximum(lrow, 0)], np.nan)
+        host = tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
+        host = host[tl.matches(rules.COLLECTIVE_HOST_PATTERN)[host]]
+        op = np.full(len(sel), -1, dtype=np.int64)
+        has = lrow >= 0
+        if has.any():
+            op[has] = innermost_around(tl, host, lrow[has])
+        kind = _kind_codes(names, np.where(op >= 0, tl.name[np.maximum(op, 0)], -1), kinds)
+        if (kind < 0).any():  # the op says nothing (record_param_comms): the kernel's name
+            kind[kind < 0] = _kind_codes(names, tl.name[dw.row[sel[kind < 0]]].astype(np.int64), kinds)
+    else:
+        host = tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
+        host = host[tl.matches(rules.COLLECTIVE_BACKEND_RANGE_PATTERN)[host]]
+        step_idx = step_of(steps, tl.start[host]) if len(host) else np.zeros(0, np.int64)
+        ok = step_idx >= 0
+        ok[ok] = stats.kept[step_idx[ok]]
+        host, step_idx = host[ok], step_idx[ok]
+        start, end = tl.start[host], tl.end[host]
+        launch = start.copy()
+        kind = _kind_codes(names, tl.name[host].astype(np.int64), kinds)
+    if "collective" not in kinds and (kind < 0).any():
+        kinds.append("collective")
+    kind = np.where(kind >= 0, kind, kinds.index("collective") if "collective" in kinds else 0)
+
+    # Program order: by launch (the host's order is the same on every rank), within each step.
+    t = np.where(np.isnan(launch), start, launch)
+    order = np.lexsort((t, step_idx))
+    start, end, launch, step_idx, kind = start[order], end[order], launch[order], step_idx[order], kind[order]
+    n = _order_in_group(step_idx * (len(kinds) + 1) + kind)
+
+    # The latest whole steps that fit under the cap.
+    total = len(start)
+    keep = np.ones(total, dtype=bool)
+    truncated = False
+    if total > cap:
+        uniq, counts = np.unique(step_idx, return_counts=True)
+        from_end = np.cumsum(counts[::-1])
+        fit = int((from_end <= cap).sum())
+        if fit == 0:  # the latest step alone is over the cap: its first `cap` collectives
+            keep = (step_idx == uniq[-1]) & (n >= 0)
+            keep[np.flatnonzero(keep)[cap:]] = False
+            truncated = True
+        else:
+            keep = np.isin(step_idx, uniq[len(uniq) - fit:])
+    start, end, launch, step_idx, kind, n = (a[keep] for a in (start, end, launch, step_idx, kind, n))
+
+    gap, busy, before, ops = _before(tl, dw, stats, start, end, step_idx) if basis == "gpu" and len(start) \
+        else (np.full(len(start), np.nan), np.full(len(start), np.nan), np.full(len(start), -1, np.int64), [])
+    listed_steps = np.unique(step_idx)
+    base = tl.trace.meta.get("baseTimeNanoseconds")
+    base_ns = int(base) if isinstance(base, (int, float)) and base > 0 else 0
+    return {
+        "basis": basis,
+        "cap": cap,
+        "count": int(total),
+        "listed": int(len(start)),
+        "truncated": truncated,
+        "clock": "ts + baseTimeNanoseconds" if base_ns else "ts (absolute)",
+        "origin_ns": base_ns + int(round(tl.t0_us)) * 1000 + int(round((tl.t0_us - round(tl.t0_us)) * 1000.0)),
+        "kinds": kinds,
+        "ops": ops,
+        "steps": {"id": [int(stats.ids[i]) for i in listed_steps.tolist()],
+                  "start_us": _r(steps.cpu_start[listed_steps]) if not steps.synthetic else [None] * len(listed_steps)},
+        "step": [int(stats.ids[i]) for i in step_idx.tolist()],
+        "kind": kind.tolist(),
+        "n": n.tolist(),
+        "launch_us": _r(launch),
+        "start_us": _r(start),
+        "end_us": _r(end),
+        "gap_us": _r(gap),
+        "before_busy_us": _r(busy),
+        "before_op": before.tolist(),
+    }
+
+
+def _order_in_group(group: np.ndarray) -> np.ndarray:
+    """0, 1, 2 ... within each group value, in the rows' order."""
+    if not len(group):
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(group, kind="stable")
+    g = group[order]
+    first = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
+    pos = np.arange(len(g)) - np.repeat(first, np.diff(np.r_[first, len(g)]))
+    out = np.empty(len(g), dtype=np.int64)
+    out[order] = pos
+    return out
+
+
+def _before(tl: Timeline, dw: DeviceWork, stats: StepStats, start: np.ndarray, end: np.ndarray,
+            step_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """For each collective: the device gap before it, the device work in that gap, and the op that ran most of it.
+
+    The gap opens when the step's previous collective ended (by start order; the step's GPU
+    window start for the first) and closes at the collective's start. Work counts by its part
+    inside the gap (streams summed, so busy may exceed the gap on several streams).
+    """
+    by_start = np.argsort(start, kind="stable")
+    s, e, k = start[by_start], end[by_start], step_idx[by_start]
+    prev_end = np.maximum.accumulate(e)
+    lo = np.empty(len(s))
+    lo[0] = stats.win_start[k[0]]
+    lo[1:] = np.where(k[1:] == k[:-1], prev_end[:-1], stats.win_start[k[1:]])
+    lo = np.minimum(lo, s)
+    comm_code = CATEGORY_CODES[rules.COMMUNICATION]
+    work = np.flatnonzero(dw.category != comm_code)
+    w_s, w_e = dw.start[work], dw.end[work]
+    # The collective whose gap holds each work item's start.
+    c = np.searchsorted(s, w_s, side="right")
+    inside = (c < len(s))
+    c = np.minimum(c, len(s) - 1)
+    inside &= w_s >= lo[c]
+    work, w_s, w_e, c = work[inside], w_s[inside], w_e[inside], c[inside]
+    w = np.maximum(np.minimum(w_e, s[c]) - w_s, 0.0)
+    op = dw.op[work]
+    code = np.where(op >= 0, tl.name[np.maximum(op, 0)], tl.name[dw.row[work]]).astype(np.int64)
+    busy_sorted = np.bincount(c, weights=w, minlength=len(s))
+    best_sorted = np.full(len(s), -1, dtype=np.int64)
+    if len(c):
+        keys, inv = np.unique(c * (int(code.max()) + 1) + code, return_inverse=True)
+        tot = np.bincount(inv.reshape(-1), weights=w)
+        kc, kcode = keys // (int(code.max()) + 1), keys % (int(code.max()) + 1)
+        pick = np.lexsort((-tot, kc))
+        first = np.r_[True, kc[pick][1:] != kc[pick][:-1]]
+        best_sorted[kc[pick][first]] = kcode[pick][first]
+    used = np.unique(best_sorted[best_sorted >= 0])
+    ops = [tl.trace.names[i] for i in used.tolist()]
+    best_sorted = np.where(best_sorted >= 0, np.searchsorted(used, best_sorted), -1)
+    gap, busy, best = (np.empty(len(s)), np.empty(len(s)), np.empty(len(s), dtype=np.int64))
+    gap[by_start], busy[by_start], best[by_start] = s - lo, busy_sorted, best_sorted
+    return gap, busy, best, ops
 
 
 def _top_names(tl: Timeline, stats: StepStats, names: np.ndarray, dur: np.ndarray, starts: np.ndarray,

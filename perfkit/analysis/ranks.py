@@ -36,10 +36,16 @@ from .result import Analysis
 
 # --------------------------------------------------------------------- thresholds and texts (data)
 
-STRAGGLER_INFO = 0.05  #: extra work of the slowest rank / median step time: info
+#: The straggler's severity: the others' wait for it per step (mean over the waiting ranks) / median step time.
+STRAGGLER_INFO = 0.05  #: ... info (the same thresholds grade the work-based fallback's extra work)
 STRAGGLER_WARN = 0.10  #: ... warning
 STRAGGLER_CRIT = 0.25  #: ... critical
 STRAGGLER_MIN_MS = 0.5  #: and at least this many ms per step
+#: A rank's clock is shifted onto the reference rank's only when its collectives end this far away (median, µs):
+#: closer than that the clocks are taken as one (ranks of one host), further the ends set the offset.
+CLOCK_SHIFT_MIN_US = 100.0
+#: Ops named as what the straggler's device ran before its late collectives.
+BEFORE_OPS = 3
 #: A rank's trace or document file name that carries its rank.
 RANK_FILE_PATTERN = r"(?:^|[^a-z])rank[-_]?(\d+)(?=\D|$)"
 #: Ops that are not where a straggler's time goes (wrappers and waits).
@@ -118,11 +124,14 @@ def rank_row(doc: dict[str, Any]) -> dict[str, Any]:
     com = doc.get("communication") or {}
     step_ms = float(steps.get("gpu_ms_median") or steps.get("wall_ms_median") or 0.0)
     exposed = float(com.get("exposed_ms_per_step") or 0.0)
-    paths = (doc.get("trace") or {}).get("paths") or []
+    trace = doc.get("trace") or {}
+    paths = trace.get("paths") or []
     return {
         "rank": rank_of(doc),
         "status": "analysed",
         "trace": paths[0] if paths else None,
+        "bytes": trace.get("bytes"),
+        "events": trace.get("events"),
         "steps": int(steps.get("count") or 0),
         "step_ms_median": step_ms,
         "wall_ms_median": float(steps.get("wall_ms_median") or 0.0),
@@ -176,19 +185,31 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     job["trace"]["warnings"] = list(dict.fromkeys(job["trace"].get("warnings") or []))  # once, not once per rank
     job["communication"] = _mean_communication(docs)
     job.pop("runtime", None)  # each rank's runtime section stays in its own document
+    arr = arrivals(docs)
+    _arrival_columns(rows, arr)
     job["ranks"] = rows + missing_rows
-    strag = straggler(rows, docs)
+    strag = straggler(rows, docs, arr)
+    known = strag is not None and strag["evidence"].get("rank") is not None
     job["job"] = {
         "world_size": world,
         "ranks_analysed": len(rows),
         "missing_ranks": sorted(missing),
         "step_ms_median": float(np.median([r["step_ms_median"] for r in rows])) if rows else 0.0,
-        "straggler": ({"rank": strag["evidence"]["rank"], "extra_ms_per_step": strag["evidence"]["extra_ms_per_step"]}
-                      if strag else None),
+        "straggler": ({"rank": strag["evidence"]["rank"],
+                       "others_wait_ms_per_step": strag["evidence"]["others_wait_ms_per_step"],
+                       "extra_ms_per_step": strag["evidence"]["extra_ms_per_step"],
+                       "late_collectives": strag["evidence"]["late_collectives"],
+                       "collectives_matched": strag["evidence"]["collectives_matched"]}
+                      if known else None),
+        "arrivals": _arrival_summary(arr),
     }
     if stalls is not None:
         job["stalls"] = stalls
 
+    # Steps: per rank, not pooled (one step on each of 8 ranks is "1 step per rank", not "8 of 8").
+    job["steps"]["ids"] = sorted({int(i) for d in docs for i in (d.get("steps") or {}).get("ids", [])})
+    job["steps"]["per_rank"] = {str(r["rank"]): {"count": r["steps"], "total": int((d.get("steps") or {}).get("total") or 0)}
+                                for r, d in zip(rows, docs)}
     # Step rows say which rank they are from.
     job["steps"]["table"] = [{**row, "rank": rank_of(d)} for d in docs for row in (d.get("steps") or {}).get("table", [])]
     found = [f for f in job.get("findings", []) if f.get("id") != "comm_exposed"]
@@ -203,10 +224,43 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     ]), rank_stuck(stalls), rank_missing(missing_rows, world)]
     if strag is not None:
         strag["rank"] = strag["evidence"]["rank"]
-        found = _absorb_straggler_idle(strag, found)
+        if known:
+            found = _absorb_straggler_idle(strag, found)
     found = [f for f in job_found if f is not None] + found
     job["findings"] = sorted(found, key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f.get("cost_ms_per_step", 0.0)))
     return job
+
+
+def _arrival_columns(rows: list[dict[str, Any]], arr: dict[str, Any]) -> None:
+    """Each rank row's arrival figures (ms per matched step); null when the collectives were not matched."""
+    ok = arr.get("status") == "matched"
+    at = {r: i for i, r in enumerate(arr["ranks"])} if ok else {}
+    n_steps = max(len(arr["steps"]), 1) if ok else 1
+    for r in rows:
+        i = at.get(r["rank"])
+        r["last_arrivals"] = int(arr["last"][i]) if i is not None else None
+        r["collectives_matched"] = int(arr["collectives"]) if i is not None else None
+        r["arrival_wait_ms_per_step"] = float(arr["wait_us"][i]) / 1000.0 / n_steps if i is not None else None
+        r["caused_wait_ms_per_step"] = float(arr["caused_wait_us"][i]) / 1000.0 / n_steps if i is not None else None
+        r["clock_offset_us"] = float(arr["clock_offset_us"][i]) if i is not None else None
+
+
+def _arrival_summary(arr: dict[str, Any]) -> dict[str, Any]:
+    """``job.arrivals``: how the collectives were matched (or why not)."""
+    if arr.get("status") != "matched":
+        return {"status": "unknown", "reason": arr.get("reason")}
+    return {
+        "status": "matched",
+        "collectives": int(arr["collectives"]),
+        "kinds": arr["kinds"],
+        "steps": arr["steps"],
+        "skipped": arr["skipped"][:8],
+        "ranks_without_collectives": arr["ranks_without_collectives"],
+        "clock_offsets_us": {str(r): round(float(o), 3) for r, o in zip(arr["ranks"], arr["clock_offset_us"].tolist())},
+        "clocks_shifted": [r for r, sh in zip(arr["ranks"], arr["clock_shifted"].tolist()) if sh],
+        "end_spread_us": round(arr["end_spread_us"], 3),
+        "arrival": "device kernel start (host range start on a CPU-only trace)",
+    }
 
 
 def _absorb_straggler_idle(strag: dict[str, Any], found: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -267,8 +321,327 @@ def _mean_communication(docs: list[dict[str, Any]]) -> dict[str, Any]:
 # --------------------------------------------------------------------- job findings
 
 
-def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] = None) -> Optional[dict[str, Any]]:
-    """``straggler_rank``: the rank that works longest per step while the others wait for it.
+def _unknown(reason: str) -> dict[str, Any]:
+    return {"status": "unknown", "reason": reason}
+
+
+def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Who waits for whom, from the collectives themselves (each document's ``communication.collectives``).
+
+    The n-th collective of each kind in each step is the same collective on every rank. It
+    is matched across ranks where every rank lists that step and the same number of that
+    kind in it (else that step and kind is left out, and said). Clocks: each rank's times
+    are put on the reference (lowest) rank's clock through the documents' absolute
+    origins; a rank whose collectives then still end more than :data:`CLOCK_SHIFT_MIN_US`
+    from the reference's (median over collectives) is shifted by that median: a collective
+    ends within microseconds on every rank. A rank *arrives* at a collective when its
+    kernel starts (the host range on a CPU trace); the last to arrive keeps every other
+    rank waiting ``its arrival - their arrival``.
+
+    Returns ``{"status": "unknown", "reason"}`` when nothing can be matched, else
+    ``status: "matched"`` with per-rank arrays (in ``ranks`` order): ``last`` (collectives
+    where it arrived last), ``caused_wait_us`` (the others' mean wait for it, summed over
+    those), ``caused_max_wait_us`` (the first arrival's wait, summed), ``lead_us`` (how much
+    later than the next-latest rank, summed), ``wait_us`` (its own wait for later ranks),
+    ``clock_offset_us``, plus the matched matrices needed to explain the straggler.
+    """
+    if len(docs) < 2:
+        return _unknown("one rank: there is nobody to wait for")
+    lists = [((d.get("communication") or {}).get("collectives") or {}) for d in docs]
+    rks = [rank_of(d) for d in docs]
+    if not any("origin_ns" in c for c in lists):
+        return _unknown("the rank documents list no collectives (analysed by an older perfkit: analyse the traces again)")
+    have = [i for i, c in enumerate(lists) if c.get("listed")]
+    without = [rks[i] for i in range(len(docs)) if i not in have]
+    if len(have) < 2:
+        return _unknown("no collectives in the kept steps of " + ("any rank" if not have else
+                                                                  f"ranks other than {rks[have[0]]}"))
+    lists = [lists[i] for i in have]
+    rks = [rks[i] for i in have]
+    kinds = sorted({k for c in lists for k in c.get("kinds") or []})
+    # Per rank: key (step, kind, n) as one integer; steps and kinds through common tables.
+    step_sets = [set(c["step"]) for c in lists]
+    common_steps = sorted(set.intersection(*step_sets))
+    if not common_steps:
+        return _unknown("the ranks' listed collectives share no step id (" + ", ".join(
+            f"rank {r}: steps {compress(sorted(ss))}" for r, ss in zip(rks, step_sets)) + ")")
+    n_max = max(max(c["n"]) for c in lists) + 1
+    steps_arr = np.array(common_steps)
+    per_rank = []
+    for c in lists:
+        kind_map = np.array([kinds.index(k) for k in c["kinds"]], dtype=np.int64)
+        step = np.asarray(c["step"], dtype=np.int64)
+        sp = np.searchsorted(steps_arr, step)
+        ok = (sp < len(steps_arr)) & (steps_arr[np.minimum(sp, len(steps_arr) - 1)] == step)
+        kind = kind_map[np.asarray(c["kind"], dtype=np.int64)]
+        group = sp * len(kinds) + kind
+        key = group * n_max + np.asarray(c["n"], dtype=np.int64)
+        per_rank.append((key[ok], group[ok], np.flatnonzero(ok)))
+    groups = np.unique(np.concatenate([g for _, g, _ in per_rank]))
+    counts = np.stack([np.bincount(np.searchsorted(groups, g), minlength=len(groups)) for _, g, _ in per_rank])
+    agreed = (counts == counts[0]).all(axis=0)
+    skipped = [
+        f"step {common_steps[int(g) // len(kinds)]} {kinds[int(g) % len(kinds)]}: "
+        + ", ".join(f"rank {r} has {int(n)}" for r, n in zip(rks, counts[:, j]))
+        for j, g in enumerate(groups.tolist()) if not agreed[j]
+    ]
+    good = groups[agreed]
+    if not len(good):
+        return _unknown("no step has the same number of each kind of collective on every rank ("
+                        + "; ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else "") + ")")
+
+    def take(c: dict[str, Any], col: str, rows: np.ndarray) -> np.ndarray:
+        try:  # no nulls: one conversion
+            return np.asarray(c[col], dtype=float)[rows]
+        except TypeError:
+            return np.array([np.nan if v is None else float(v) for v in c[col]], dtype=float)[rows]
+
+    mats: dict[str, list[np.ndarray]] = {k: [] for k in ("start", "end", "launch", "gap", "busy", "before")}
+    keys_ref = None
+    for c, (key, group, rows) in zip(lists, per_rank):
+        sel = np.isin(group, good)
+        order = np.argsort(key[sel], kind="stable")
+        rows_ = rows[sel][order]
+        if keys_ref is None:
+            keys_ref = key[sel][order]
+        shift = (int(c["origin_ns"]) - int(lists[0]["origin_ns"])) / 1000.0  # onto the reference's clock
+        mats["start"].append(take(c, "start_us", rows_) + shift)
+        mats["end"].append(take(c, "end_us", rows_) + shift)
+        mats["launch"].append(take(c, "launch_us", rows_) + shift)
+        mats["gap"].append(take(c, "gap_us", rows_))
+        mats["busy"].append(take(c, "before_busy_us", rows_))
+        ops = np.array(list(c.get("ops") or []) + [""], dtype=object)  # -1 (none) -> ""
+        codes = np.asarray(c["before_op"], dtype=np.int64)[rows_]
+        mats["before"].append(ops[np.where((codes >= 0) & (codes < len(ops) - 1), codes, -1)])
+    start, end, launch = (np.stack(mats[k]) for k in ("start", "end", "launch"))
+    offset = np.median(end - end[0], axis=1)
+    shifted = np.abs(offset) > CLOCK_SHIFT_MIN_US
+    applied = np.where(shifted, offset, 0.0)
+    start -= applied[:, None]
+    end -= applied[:, None]
+    launch -= applied[:, None]
+    step_start = []
+    for c in lists:  # each listed step's CPU start on the reference clock
+        shift = (int(c["origin_ns"]) - int(lists[0]["origin_ns"])) / 1000.0
+        by_id = dict(zip(c["steps"]["id"], c["steps"]["start_us"]))
+        step_start.append([np.nan if by_id.get(s) is None else float(by_id[s]) + shift for s in common_steps])
+    step_start_arr = np.array(step_start) - applied[:, None]
+
+    n_ranks, n_coll = start.shape
+    last = np.argmax(start, axis=0)
+    a_last = start[last, np.arange(n_coll)]
+    wait = a_last[None, :] - start
+    srt = np.sort(start, axis=0)
+    lead = srt[-1] - srt[-2]
+    is_last = last[None, :] == np.arange(n_ranks)[:, None]
+    caused = (is_last * (wait.sum(axis=0) / (n_ranks - 1))[None, :]).sum(axis=1)
+    caused_max = (is_last * wait.max(axis=0)[None, :]).sum(axis=1)
+    key_steps = np.unique(keys_ref // n_max // len(kinds))
+    return {
+        "status": "matched",
+        "ranks": rks,
+        "ranks_without_collectives": without,
+        "kinds": kinds,
+        "steps": [common_steps[int(i)] for i in key_steps.tolist()],
+        "collectives": int(n_coll),
+        "skipped": skipped,
+        "clock_offset_us": offset,
+        "clock_shifted": shifted,
+        "end_spread_us": float(np.median(end.max(axis=0) - end.min(axis=0))),
+        "last": is_last.sum(axis=1),
+        "caused_wait_us": caused,
+        "caused_max_wait_us": caused_max,
+        "lead_us": (is_last * lead[None, :]).sum(axis=1),
+        "wait_us": wait.sum(axis=1),
+        "is_last": is_last,
+        "start": start,
+        "launch": launch,
+        "wait": wait,
+        "kind": np.array([kinds[int(k)] for k in (keys_ref // n_max % len(kinds)).tolist()], dtype=object),
+        "gap": np.stack(mats["gap"]),
+        "busy": np.stack(mats["busy"]),
+        "before": np.stack(mats["before"]),
+        "step_start": step_start_arr,
+        "common_steps": common_steps,
+    }
+
+
+def compress(ids: list[int]) -> str:
+    """Step ids as "1-4, 7"."""
+    out, i = [], 0
+    while i < len(ids):
+        j = i
+        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
+            j += 1
+        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
+        i = j + 1
+    return ", ".join(out)
+
+
+def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] = None,
+              arr: Optional[dict[str, Any]] = None) -> Optional[dict[str, Any]]:
+    """``straggler_rank``: the rank that arrives last at the collectives, and what the others wait for it.
+
+    From :func:`arrivals`: the rank whose late arrivals cost the others the most waiting
+    (their mean wait, summed over its late collectives, per matched step). Severity from
+    that wait against the median step time. When the collectives cannot be matched the
+    finding says "unknown" and why, with the older work-based estimate (step minus exposed
+    communication, :func:`work_estimate`) as a labelled fallback when it finds anything.
+    """
+    pairs = [(r, d) for r, d in zip(rows, docs or [{}] * len(rows)) if r.get("status") == "analysed"]
+    rows = [r for r, _ in pairs]
+    docs = [d for _, d in pairs]
+    if arr is None:
+        arr = arrivals(docs)
+    if arr["status"] != "matched":
+        return _straggler_unknown(rows, docs, arr["reason"])
+    by_rank = {r["rank"]: i for i, r in enumerate(rows)}
+    n_steps = max(len(arr["steps"]), 1)
+    caused = arr["caused_wait_us"] / 1000.0 / n_steps
+    s = int(np.argmax(caused))
+    rank = arr["ranks"][s]
+    wait_ms = float(caused[s])
+    # Jitter makes every rank last now and then: only the wait beyond what a typical rank
+    # causes is this rank's own (in a balanced job the ranks cause about the same).
+    typical_ms = float(np.median(np.delete(caused, s)))
+    excess_ms = wait_ms - typical_ms
+    step = float(np.median([r["step_ms_median"] for r in rows])) if rows else 0.0
+    share = excess_ms / step if step > 0 else 0.0
+    if share < STRAGGLER_INFO or excess_ms < STRAGGLER_MIN_MS:
+        return None
+    late = arr["is_last"][s]
+    n_late, n_coll = int(late.sum()), int(arr["collectives"])
+    max_ms = float(arr["caused_max_wait_us"][s]) / 1000.0 / n_steps
+    lead_ms = float(arr["lead_us"][s]) / 1000.0 / n_steps
+    # Who waits longest for it: the earliest arrival on its late collectives.
+    waits_for_it = (arr["wait"][:, late]).sum(axis=1) / 1000.0 / n_steps
+    first_rank = arr["ranks"][int(np.argmax(waits_for_it))]
+    # Host or device: did it also enqueue last, and how long did its kernels queue?
+    launch = arr["launch"][:, late]
+    host_last = int(np.sum(np.nanargmax(np.where(np.isnan(launch), -np.inf, launch), axis=0) == s)) if late.any() else 0
+    queue = arr["start"][:, late] - launch
+    queue_ms = float(np.nansum(queue[s])) / 1000.0 / n_steps if late.any() else 0.0
+    others_queue_ms = float(np.nanmedian(np.nansum(np.delete(queue, s, axis=0), axis=1))) / 1000.0 / n_steps \
+        if late.any() else 0.0
+    # Its step start against the earliest rank's (median over matched steps).
+    ss = arr["step_start"]
+    behind = ss[s] - np.nanmin(ss, axis=0)
+    step_late_ms = float(np.nanmedian(behind)) / 1000.0 if np.isfinite(behind).any() else None
+    earliest = arr["ranks"][int(np.nanargmin(np.nanmedian(ss, axis=1)))] if np.isfinite(ss).any() else None
+    # What its device ran in the gaps before its late collectives (weighted by the wait they caused).
+    before: dict[str, float] = {}
+    busy = arr["busy"][s][late]
+    for name, b in zip(arr["before"][s][late].tolist(), busy.tolist()):
+        if name and b == b:
+            before[name] = before.get(name, 0.0) + b / 1000.0 / n_steps
+    gap_ms = float(np.nansum(arr["gap"][s][late])) / 1000.0 / n_steps
+    busy_ms = float(np.nansum(busy)) / 1000.0 / n_steps
+    others_gap_ms = float(np.nanmedian(np.nansum(np.delete(arr["gap"], s, axis=0)[:, late], axis=1))) / 1000.0 / n_steps
+    top_before = sorted(before.items(), key=lambda kv: -kv[1])[:BEFORE_OPS]
+    kinds_late = sorted(set(arr["kind"][late].tolist()))
+
+    where: list[dict[str, Any]] = [{"rank": rank, "name": f"last to arrive at {n_late} of {n_coll} collectives",
+                                    "ms_per_step": round(wait_ms, 4)}]
+    causes: list[dict[str, Any]] = []
+    phase, phase_ms = None, 0.0
+    i = by_rank.get(rank)
+    if i is not None and len(rows) >= 2:  # what it does more per step than the others' median
+        phase, phase_ms = _largest_excess(rows, i)
+        if phase:
+            where.append({"rank": rank, "name": phase, "ms_per_step": round(phase_ms, 4)})
+        causes = _excess_items(docs, i, "top_ops", "name", "gpu_ms_per_step") + \
+            _excess_items(docs, i, "frames", "source", "ms_per_step")
+        causes = sorted((c for c in causes if c["ms_per_step"] >= 0.3 * wait_ms), key=lambda c: -c["ms_per_step"])[:3]
+        where += causes
+    where += [{"rank": rank, "name": n, "ms_per_step": round(v, 4), "before_late_collectives": True}
+              for n, v in top_before if v >= 0.1 * wait_ms]
+
+    bits = [f"Rank {rank} arrives last at {n_late} of {n_coll} collectives"
+            + (f" per step" if n_steps == 1 else f" in {n_steps} steps")
+            + f": the other ranks wait {wait_ms:.1f} ms per step for it"
+            + (f" on average (rank {first_rank}: {max_ms:.1f} ms)" if len(rows) > 2 else "")
+            + (f", a typical rank {typical_ms:.1f} ms" if typical_ms >= 0.05 * wait_ms else "")
+            + f", {share:.0%} of the step"]
+    if step_late_ms is not None and step_late_ms >= 0.5 * wait_ms and earliest is not None and earliest != rank:
+        bits.append(f"its step begins {step_late_ms:.1f} ms after rank {earliest}'s")
+    if gap_ms > 0 and busy_ms < 0.5 * gap_ms and host_last >= max(n_late // 2, 1):
+        bits.append("its GPU idles before them: the host enqueues them late")
+    elif top_before and top_before[0][1] >= 0.3 * wait_ms:
+        bits.append(f"before them its GPU runs {top_before[0][0]}")
+    if (phase and phase_ms >= 0.3 * excess_ms) or causes:
+        more = f"it does {phase_ms:.1f} ms more in {phase}" if phase and phase_ms >= 0.3 * excess_ms else "it does more"
+        if causes:
+            c = causes[0]
+            more += (", most of it " if more != "it does more" else " ") + str(c.get("name") or c.get("source")) \
+                + (f" at {c['source']}" if c.get("name") and c.get("source") else "")
+        bits.append(more)
+    sev = "critical" if share >= STRAGGLER_CRIT else "warning" if share >= STRAGGLER_WARN else "info"
+    return {
+        "id": "straggler_rank",
+        "severity": sev,
+        "title": "; ".join(bits),
+        "where": where,
+        "evidence": {
+            "rank": rank,
+            "method": "collective arrival order",
+            "others_wait_ms_per_step": round(wait_ms, 3),
+            "typical_rank_caused_wait_ms_per_step": round(typical_ms, 3),
+            "excess_wait_ms_per_step": round(excess_ms, 3),
+            "max_wait_ms_per_step": round(max_ms, 3),
+            "longest_waiting_rank": first_rank,
+            "extra_ms_per_step": round(lead_ms, 3),
+            "share_of_step": round(share, 4),
+            "late_collectives": n_late,
+            "collectives_matched": n_coll,
+            "late_kinds": kinds_late,
+            "steps_matched": arr["steps"],
+            "last_arrivals_by_rank": {str(r): int(v) for r, v in zip(arr["ranks"], arr["last"].tolist())},
+            "caused_wait_ms_per_step_by_rank": {str(r): round(float(v), 3) for r, v in zip(arr["ranks"], caused.tolist())},
+            "enqueued_last": host_last,
+            "queue_ms_per_step": round(queue_ms, 3),
+            "others_queue_ms_per_step": round(others_queue_ms, 3),
+            "gap_before_ms_per_step": round(gap_ms, 3),
+            "others_gap_before_ms_per_step": round(others_gap_ms, 3),
+            "busy_before_ms_per_step": round(busy_ms, 3),
+            "step_start_after_earliest_ms": None if step_late_ms is None else round(step_late_ms, 3),
+            "earliest_rank": earliest,
+            "clock_offsets_us": {str(r): round(float(o), 3) for r, o in zip(arr["ranks"], arr["clock_offset_us"].tolist())},
+            "clocks_shifted": [r for r, sh in zip(arr["ranks"], arr["clock_shifted"].tolist()) if sh],
+            "end_spread_us": round(arr["end_spread_us"], 3),
+            "skipped": arr["skipped"][:8],
+            "step_ms": round(step, 3),
+            "ranks_compared": len(arr["ranks"]),
+        },
+        "remedy": FINDING_TEXTS["straggler_rank"],
+        "cost_ms_per_step": round(excess_ms, 4),
+    }
+
+
+def _straggler_unknown(rows: list[dict[str, Any]], docs: list[dict[str, Any]], reason: str) -> dict[str, Any]:
+    """The straggler is unknown from the collectives: say why, with the work-based estimate labelled as such."""
+    est = work_estimate(rows, docs)
+    evidence: dict[str, Any] = {"rank": None, "method": "unknown", "reason": reason}
+    title = f"Straggler unknown: the collectives cannot be compared across ranks ({reason})"
+    if est is not None:
+        evidence["work_estimate"] = est["evidence"]
+        e = est["evidence"]
+        title += (f"; by work per step (step minus exposed communication, a weaker estimate) rank {e['rank']} "
+                  f"does {e['extra_ms_per_step']:.1f} ms more than the others")
+    return {
+        "id": "straggler_rank",
+        "severity": "info",
+        "title": title,
+        "where": est["where"] if est is not None else [],
+        "evidence": evidence,
+        "remedy": FINDING_TEXTS["straggler_rank"],
+        "cost_ms_per_step": 0.0,
+    }
+
+
+def work_estimate(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] = None) -> Optional[dict[str, Any]]:
+    """The older, weaker straggler estimate: the rank that works longest per step inside its own window.
+
+    Used only as a labelled fallback when the collectives cannot be matched across ranks.
 
     A rank's work is its step time minus its exposed communication (in a
     synchronous job every rank's step takes as long as the slowest; the fast

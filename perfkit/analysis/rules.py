@@ -373,6 +373,24 @@ LIBRARY_MODULES = (
     "_collections_abc", "_threading_local", "numbers", "decimal", "fractions", "statistics", "base64",
     "hashlib", "uuid", "string", "textwrap", "locale", "_compat_pickle", "_bootlocale",
 )
+#: Device kernels that are collectives themselves (one per collective call; the arrival-order
+#: comparison of ranks matches them), not the copies and casts that collective ops also launch.
+COLLECTIVE_KERNEL_PATTERN = r"nccl|rccl|msccl"
+#: Host ranges of a backend's collective (the arrival-order comparison on a CPU-only, gloo, trace).
+COLLECTIVE_BACKEND_RANGE_PATTERN = rf"^({_COMM_BACKENDS})"
+#: Kind of a collective from the name of its op (``nccl:all_to_all``, ``c10d::allreduce_``) or, when the
+#: op says nothing (``record_param_comms``), its kernel (``ncclKernel_SendRecv_...``): first match wins
+#: (case-insensitive). NCCL runs all-to-all as grouped send/recv kernels: the op name tells them apart.
+COLLECTIVE_KINDS: tuple[tuple[str, str], ...] = (
+    ("all_to_all", r"all_?to_?all"),
+    ("all_reduce", r"all_?reduce"),
+    ("all_gather", r"all_?gather"),
+    ("reduce_scatter", r"reduce_?scatter"),
+    ("broadcast", r"broadcast|bcast"),
+    ("reduce", r"reduce"),
+    ("barrier", r"barrier"),
+    ("send_recv", r"send|recv"),
+)
 #: python_function / Call stack frames that belong to libraries, not the user's code.
 LIBRARY_FRAME_PATTERN = (
     r"site-packages|dist-packages|lib/python3|(^|/)torch/|<built-in|<frozen|^nn\.Module:|"

@@ -372,6 +372,12 @@ def steps_line(doc: dict[str, Any]) -> str:
     steps = as_dict(doc.get("steps"))
     if not steps:
         return "no step information"
+    if as_list(doc.get("ranks")):  # a job: steps per rank
+        from .ranks import job_steps_line
+
+        line = job_steps_line(doc)
+        if line:
+            return line
     if steps.get("synthetic"):
         return "whole trace analysed as one window (no ProfilerStep#N markers)"
     count = num(steps.get("count"))
@@ -428,13 +434,14 @@ def trace_parts(doc: dict[str, Any]) -> tuple[list[str], str]:
     trace = as_dict(doc.get("trace"))
     paths = [str(p) for p in as_list(trace.get("paths")) if p]
     extras = []
-    if len(paths) == 1:
-        size = num(trace.get("bytes"))
-        if size:
-            extras.append(f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.1f} kB")
-        events = num(trace.get("events"))
-        if events:
-            extras.append(f"{int(events):,} events")
+    size = num(trace.get("bytes"))  # several files: their sum (a merge or a job adds them up)
+    if size:
+        extras.append(f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.1f} kB")
+    events = num(trace.get("events"))
+    if events:
+        extras.append(f"{int(events):,} events")
+    if extras and len(paths) > 1:
+        extras[-1] += " in all"
     return paths, ", ".join(extras)
 
 
@@ -446,7 +453,7 @@ def trace_line(doc: dict[str, Any], max_paths: int = 4) -> str:
         return f"{paths[0]} ({extras})" if extras else paths[0]
     shown = paths[:max_paths]
     more = f" (+{len(paths) - len(shown)} more)" if len(paths) > len(shown) else ""
-    return f"{len(paths)} files: " + ", ".join(shown) + more
+    return f"{len(paths)} files" + (f" ({extras})" if extras else "") + ": " + ", ".join(shown) + more
 
 
 def header_facts(doc: dict[str, Any]) -> list[tuple[str, str]]:

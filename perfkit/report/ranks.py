@@ -9,31 +9,39 @@ from __future__ import annotations
 
 from typing import Any
 
-from .console import as_dict, as_list, compress_ids, fmt_ms, num, text
+from .console import DASH, as_dict, as_list, compress_ids, fmt_ms, num, text
 
-#: Ranks shown in the table; larger jobs show the slowest and the fastest ranks.
+#: Ranks shown in the table; larger jobs show the ranks that keep the others waiting most and least.
 MAX_ROWS = 16
 
-HEADERS = ("Rank", "Steps", "Step", "Busy", "Idle", "Comm", "Exposed", "Work", "vs median")
+HEADERS = ("Rank", "Steps", "Step", "Busy", "Idle", "Comm", "Exposed", "Last", "Waits", "Causes")
 
 
 def has_ranks(doc: dict[str, Any]) -> bool:
     return bool(as_list(doc.get("ranks")))
 
 
+def _analysed(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in as_list(doc.get("ranks")) if isinstance(r, dict) and r.get("status") == "analysed"]
+
+
 def rank_table(doc: dict[str, Any]) -> tuple[list[list[str]], int]:
-    """(rows of HEADERS as strings, ranks not shown) for the analysed ranks, slowest work first when cut."""
-    rows = [r for r in as_list(doc.get("ranks")) if isinstance(r, dict) and r.get("status") == "analysed"]
+    """(rows of HEADERS as strings, ranks not shown) for the analysed ranks; the most waited-for first when cut."""
+    rows = _analysed(doc)
     straggler = as_dict(as_dict(doc.get("job")).get("straggler")).get("rank")
     shown = rows
     if len(rows) > MAX_ROWS:
-        by_work = sorted(rows, key=lambda r: -(num(r.get("work_vs_median_ms")) or 0.0))
-        keep = by_work[: MAX_ROWS - 4] + by_work[-4:]
+        def weight(r: dict[str, Any]) -> float:
+            v = num(r.get("caused_wait_ms_per_step"))
+            return v if v is not None else (num(r.get("work_vs_median_ms")) or 0.0)
+
+        by_wait = sorted(rows, key=lambda r: -weight(r))
+        keep = by_wait[: MAX_ROWS - 4] + by_wait[-4:]
         shown = sorted(keep, key=lambda r: num(r.get("rank")) or 0)
     out = []
     for r in shown:
-        vs = num(r.get("work_vs_median_ms"))
         mark = " *" if r.get("rank") == straggler and straggler is not None else ""
+        last, matched = num(r.get("last_arrivals")), num(r.get("collectives_matched"))
         out.append([
             text(r.get("rank")) + mark,
             text(r.get("steps")),
@@ -42,10 +50,27 @@ def rank_table(doc: dict[str, Any]) -> tuple[list[list[str]], int]:
             fmt_ms(r.get("gpu_idle_ms_per_step")),
             fmt_ms(r.get("comm_ms_per_step")),
             fmt_ms(r.get("comm_exposed_ms_per_step")),
-            fmt_ms(r.get("work_ms_per_step")),
-            ("+" if vs is not None and vs > 0 else "") + fmt_ms(vs),
+            f"{int(last)}/{int(matched)}" if last is not None and matched is not None else DASH,
+            fmt_ms(r.get("arrival_wait_ms_per_step")),
+            fmt_ms(r.get("caused_wait_ms_per_step")),
         ])
     return out, len(rows) - len(shown)
+
+
+def job_steps_line(doc: dict[str, Any]) -> str:
+    """Steps of a job, per rank: "1 step per rank (id 10) on 8 ranks", "3-5 steps per rank (ids 2-6) on 4 ranks"."""
+    rows = _analysed(doc)
+    if not rows:
+        return ""
+    counts = [int(num(r.get("steps")) or 0) for r in rows]
+    lo, hi = min(counts), max(counts)
+    noun = "step" if hi == 1 else "steps"
+    line = f"{lo} {noun} per rank" if lo == hi else f"{lo}-{hi} {noun} per rank ({sum(counts)} in all)"
+    ids = as_list(as_dict(doc.get("steps")).get("ids"))
+    if ids:
+        distinct = {int(i) for i in ids if num(i) is not None}
+        line += f" ({'id' if len(distinct) == 1 else 'ids'} {compress_ids(distinct)})"
+    return line + f" on {len(rows)} rank{'s' if len(rows) != 1 else ''}"
 
 
 def job_lines(doc: dict[str, Any]) -> list[str]:
@@ -64,9 +89,25 @@ def job_lines(doc: dict[str, Any]) -> list[str]:
         noun = "rank" if len(missing) == 1 else "ranks"
         lines.append(f"missing: {noun} {compress_ids(r.get('rank') for r in missing)}{why}")
     strag = as_dict(job.get("straggler"))
-    if strag:
+    arr = as_dict(job.get("arrivals"))
+    if strag and strag.get("others_wait_ms_per_step") is not None:
+        lines.append(f"straggler: rank {strag.get('rank')}, last to arrive at {text(strag.get('late_collectives'))} of "
+                     f"{text(strag.get('collectives_matched'))} matched collectives; the others wait "
+                     f"{fmt_ms(strag.get('others_wait_ms_per_step'))} ms per step for it")
+    elif strag:  # a document from before arrival order was compared
         lines.append(f"straggler: rank {strag.get('rank')}, {fmt_ms(strag.get('extra_ms_per_step'))} ms more work "
                      "per step than the median of the others")
+    elif arr.get("status") == "unknown":
+        lines.append(f"straggler: unknown ({text(arr.get('reason'))})")
+    elif arr.get("status") == "matched":
+        lines.append(f"straggler: none ({text(arr.get('collectives'))} collectives matched per rank; no rank keeps "
+                     "the others waiting much longer than any other does)")
+    offsets = as_dict(arr.get("clock_offsets_us"))
+    shifted = as_list(arr.get("clocks_shifted"))
+    if shifted:
+        lines.append("clocks aligned on collective ends: " + ", ".join(
+            f"rank {r} {(num(offsets.get(str(r))) or 0.0) / 1000.0:+.3f} ms" for r in shifted[:8])
+            + (" ..." if len(shifted) > 8 else ""))
     verdict = as_dict(doc.get("stalls")).get("verdict")
     if verdict:
         lines.append(f"stalls (watchdog): {verdict}")
@@ -74,6 +115,6 @@ def job_lines(doc: dict[str, Any]) -> list[str]:
 
 
 NOTE = ("ms per step (median step, means of kept steps). Busy/idle: device time (CPU time on a CPU-only trace); "
-        "comm: time in collectives; exposed: the part no compute overlaps; work = step - exposed, the time a rank "
-        "did not wait for the others. * the straggler: the most work; the ranks waiting for it have the most "
-        "exposed communication.")
+        "comm: time in collectives; exposed: the part no compute overlaps. The collectives are matched across "
+        "ranks (n-th of each kind in each step): last = collectives where the rank started last; waits = time "
+        "it waited for later ranks; causes = the others' mean wait for it where it came last. * the straggler.")
