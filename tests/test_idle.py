@@ -61,6 +61,10 @@ def _inside(merged, t):
     return i >= 0 and t < merged[i][1]
 
 
+def e_is(e, cats):
+    return e.get("cat") in cats
+
+
 def _reference_classes(path, latency_us):
     """Idle µs per class for a trace without ProfilerStep markers (one window), from the raw events."""
     ev = _load(path)
@@ -101,8 +105,29 @@ def _reference_classes(path, latency_us):
     cpu_lo = min(e["ts"] for e in host)
     cpu_hi = max(e["ts"] + e["dur"] for e in host)
     active = _merge([(e["ts"], e["ts"] + e["dur"]) for e in host if (e["pid"], e["tid"]) in feeding])
+    # Graph capture: from each *StreamBeginCapture to the next *StreamEndCapture on its thread.
+    capture = []
+    for b in ev:
+        if e_is(b, RUNTIME_CATS) and re.match(r"(cuda|hip)StreamBeginCapture", b["name"]):
+            ends = [e["ts"] + e["dur"] for e in ev if e_is(e, RUNTIME_CATS) and re.match(r"(cuda|hip)StreamEndCapture", e["name"])
+                    and (e["pid"], e["tid"]) == (b["pid"], b["tid"]) and e["ts"] >= b["ts"]]
+            capture.append((b["ts"], min(ends) if ends else max(e["ts"] + e.get("dur", 0) for e in ev)))
+    capture = _merge(capture)
+    # One-off host work: an op of a feeding thread >= 20x the median of its name (>= 3 calls, >= 1 ms).
+    ops = [e for e in ev if e.get("cat") in ("cpu_op", "user_annotation") and (e["pid"], e["tid"]) in feeding
+           and not str(e["name"]).startswith("ProfilerStep#")]
+    by_name = {}
+    for e in ops:
+        by_name.setdefault(e["name"], []).append(e["dur"])
+    one_off = []
+    for e in ops:
+        durs = sorted(by_name[e["name"]])
+        if len(durs) >= 3 and e["dur"] >= 20 * durs[len(durs) // 2] and e["dur"] >= 1000:
+            one_off.append((e["ts"], e["ts"] + e["dur"]))
+    one_off = _merge(one_off)
     points = sorted({p for g in gaps for p in g} | {p for iv in pending for p in iv}
-                    | {p for iv in active for p in iv} | {first_own, cpu_lo, cpu_hi})
+                    | {p for iv in active for p in iv} | {p for iv in capture for p in iv}
+                    | {p for iv in one_off for p in iv} | {first_own, cpu_lo, cpu_hi})
     out = dict.fromkeys(findings.IDLE_CLASSES, 0.0)
     for lo, hi in zip(points, points[1:]):
         mid = (lo + hi) / 2
@@ -114,6 +139,10 @@ def _reference_classes(path, latency_us):
             c = "before_first_device_op"
         elif mid < cpu_lo or mid >= cpu_hi:
             c = "trace_edges"
+        elif _inside(capture, mid):
+            c = "graph_capture"
+        elif _inside(one_off, mid):
+            c = "one_off_host_work"
         elif _inside(active, mid):
             c = "host_bound"
         else:
@@ -178,6 +207,8 @@ def test_each_idle_class_on_a_hand_built_trace(tmp_path):
         "host_bound": 155.0 + 400.0 + 150.0 + 255.0,    # [1100, 1255) [1600, 2000) [2500, 2650) [2700, 2955)
         "no_host_activity": 500.0,                      # [2000, 2500): no frame on the thread
         "trace_edges": 200.0,                           # [3600, 3800): after the last CPU event (3000)
+        "graph_capture": 0.0,
+        "one_off_host_work": 0.0,
     }
     assert _reference_classes(path, 50.0) == pytest.approx(expected_us)
     doc = perfkit.analyze(str(path)).to_dict()
@@ -279,3 +310,57 @@ def test_background_thread_ops_are_not_named_without_python_frames(tmp_path):
 ])
 def test_library_frame_pattern(frame, library):
     assert bool(re.search(rules.LIBRARY_FRAME_PATTERN, frame)) is library
+
+
+# ----------------------------------------------------------------------------- capture and one-off work
+
+
+def _capture_and_one_off_events():
+    """µs. One window [20, 20000): a small first kernel, a cuDNN-style first call, three steady calls, then a graph capture.
+
+    * conv #1 [100, 8100) on the main thread: 8000 µs, its kernel launched inside at 8000 and run
+      [8060, 8160); convs #2-#4 100 µs each, each with a kernel right after it.
+    * capture [12000, 19000): cudaStreamBeginCapture .. cudaStreamEndCapture with 50 launches that
+      run nothing (captured), inside an op.
+    """
+    ev = _launch(0, 20, 40, 20)  # the first device op: [40, 60)
+    ev.append(_x("cpu_op", "aten::cudnn_convolution", 100, 8000))
+    ev += _launch(1, 8000, 8060, 100)
+    for i, t in enumerate((8500, 9500, 10500)):
+        ev.append(_x("cpu_op", "aten::cudnn_convolution", t, 100))
+        ev += _launch(2 + i, t + 50, t + 120, 300)
+    ev.append(_x("cpu_op", "capture_decode", 11900, 7200))
+    ev.append(_x("cuda_runtime", "cudaStreamBeginCapture", 12000, 5))
+    ev += [_x("cuda_runtime", "cudaLaunchKernel", 12100 + 100 * k, 5, correlation=100 + k) for k in range(50)]
+    ev.append(_x("cuda_runtime", "cudaStreamEndCapture", 18990, 10))
+    ev.append(_x("cpu_op", "aten::add", 19500, 400))
+    ev += _launch(200, 19600, 19800, 200)
+    return ev
+
+
+def test_graph_capture_and_one_off_work_are_not_host_bound(tmp_path):
+    path = tmp_path / "capture.json"
+    path.write_text(json.dumps({"traceEvents": _capture_and_one_off_events()}))
+    ref = _reference_classes(path, findings.LAUNCH_LATENCY_US)
+    assert ref["one_off_host_work"] > 7000 and ref["graph_capture"] > 6000  # the premise, from the raw events
+    doc = perfkit.analyze(str(path)).to_dict()
+    assert not [f for f in doc["findings"] if f["id"] == "host_bound_idle"]
+    f = next(f for f in doc["findings"] if f["id"] == "idle_not_host_bound")
+    got = f["evidence"]["idle_classes_ms_per_step"]
+    assert got == pytest.approx({k: v / 1000.0 for k, v in ref.items()}, abs=1e-3)
+    assert f["where"][0]["class"] == "one_off_host_work"
+    # The captured launches have no device work, and do not make the window "incomplete".
+    assert "incomplete" not in json.dumps(doc["steps"]["excluded"])
+
+
+def test_kernels_of_a_graph_replay_are_not_launch_overhead():
+    """TraceLens' SGLang decode step: one hipGraphLaunch starts 555 kernels of a few µs each."""
+    path = next((Path(__file__).parent / "data" / "traces" / "amd-mi300x-sglang-qwen3-decode-graph").glob("*.json*"))
+    ev = _load(path)
+    graph = {e["args"]["correlation"] for e in ev if e.get("cat") in RUNTIME_CATS | {"hip_runtime"}
+             and "GraphLaunch" in e["name"] and "correlation" in e.get("args", {})}
+    kernels = [e for e in ev if e.get("cat") == "kernel"]
+    replayed = [k for k in kernels if k.get("args", {}).get("correlation") in graph]
+    assert len(kernels) >= 300 and len(replayed) >= 0.9 * len(kernels)  # the premise
+    doc = perfkit.analyze(str(path)).to_dict()
+    assert "launch_bound" not in {f["id"] for f in doc["findings"]}

@@ -21,7 +21,7 @@ from . import intervals, rules
 from .attribute import DeviceWork, Steps, innermost_around
 from .intervals import Coverage
 from .ops import Sources, format_frame
-from .steps import StepStats, in_kept_steps
+from .steps import StepStats, capture_windows, in_kept_steps
 from .timeline import Timeline, name_mask
 
 # --------------------------------------------------------------------- thresholds (shares of the step)
@@ -33,6 +33,12 @@ MIN_IDLE_OVERLAP_US = 10.0  #: host intervals covering less idle time than this 
 #: device, 1-8 µs measured (p10-p99) on H100, V100 and MI250 traces, p90 14 µs on a busy
 #: multi-stream one. Pending work counts as device queue latency only beyond this.
 LAUNCH_LATENCY_US = 50.0
+#: A host op instance is one-off work (start-up, lazy initialisation, autotuning, a worker start,
+#: a checkpoint) when it runs at least this many times longer than the median instance of its
+#: name (of at least ONE_OFF_MIN_CALLS), and at least ONE_OFF_MIN_US.
+ONE_OFF_FACTOR = 20.0
+ONE_OFF_MIN_CALLS = 3
+ONE_OFF_MIN_US = 1000.0
 SYNC_WARN_SHARE = 0.05  #: time blocked in host-device syncs / step wall time: warning
 SYNC_WARN_COUNT = 20  #: or this many syncs per step
 TINY_KERNEL_US = 10.0  #: a kernel shorter than this is "tiny"
@@ -205,13 +211,17 @@ def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
 
 
 #: Classes of GPU idle time, in the order they claim a moment of it (the first that holds wins).
-IDLE_CLASSES = ("device_queue_latency", "before_first_device_op", "trace_edges", "host_bound", "no_host_activity")
+IDLE_CLASSES = ("device_queue_latency", "before_first_device_op", "trace_edges", "graph_capture",
+                "one_off_host_work", "host_bound", "no_host_activity")
 
 #: What each class means, for titles and docs.
 IDLE_CLASS_TEXT = {
     "device_queue_latency": "device queue latency (work already launched had not started)",
     "before_first_device_op": "before the first device op of the trace (or before work launched before the trace)",
     "trace_edges": "outside the recorded CPU timeline (the trace's edges)",
+    "graph_capture": "a CUDA/HIP graph was being captured (its kernels are recorded, not run)",
+    "one_off_host_work": "one-off host work (an op instance at least 20x its usual time: start-up, lazy "
+    "initialisation, autotuning, a worker start)",
     "host_bound": "the feeding threads ran host work",
     "no_host_activity": "the feeding threads recorded nothing (cause unknown)",
 }
@@ -224,6 +234,11 @@ IDLE_CLASS_REMEDY = {
     "steps (a profiler schedule with wait/warmup steps) so the window starts with the step's own work.",
     "trace_edges": "The CPU timeline ends (or starts) inside the window: record whole steps (a profiler schedule, "
     "ProfilerStep markers) so both sides cover the same time.",
+    "graph_capture": "Capturing a graph runs nothing on the GPU: this is set-up, not a step. Profile the replayed "
+    "steps (after capture) to see their cost.",
+    "one_off_host_work": "One-off work, not the steady step: profile after warm-up (perfkit profile --skip-first N, "
+    "or a profiler schedule with wait/warmup steps). If it recurs every step, it is not one-off: look at the op "
+    "named in the evidence.",
     "no_host_activity": "The threads that feed the GPU recorded nothing while it idled: the cause is unknown. "
     "Record with with_stack=True, and check for untraced threads or processes that launch the work.",
 }
@@ -266,6 +281,9 @@ def _idle_classes(ctx: Context, gap_s: np.ndarray, gap_e: np.ndarray, feed: np.n
     * ``before_first_device_op``: before the trace's first device op, or before the last
       device op that starts before the first recorded launch (launched before the trace).
     * ``trace_edges``: before the first or after the last host event of any thread.
+    * ``graph_capture``: a thread was between ``*StreamBeginCapture`` and ``*StreamEndCapture``.
+    * ``one_off_host_work``: a feeding thread was inside a one-off op instance
+      (:func:`_one_off`: start-up, lazy initialisation, autotuning).
     * ``host_bound``: a feeding thread was inside a host event (op, Python frame, runtime
       call, annotation, the step marker itself).
     * ``no_host_activity``: the rest: inside the CPU timeline, but the feeding threads
@@ -295,8 +313,13 @@ def _idle_classes(ctx: Context, gap_s: np.ndarray, gap_e: np.ndarray, feed: np.n
     active = Coverage(tl.start[host], tl.end[host])
     steps = tl.matches(rules.STEP_PATTERN)[host] & (tl.kind[host] == m.Kind.USER_ANNOTATION)
     recorded = Coverage(tl.start[host[~steps]], tl.end[host[~steps]])
+    capture = capture_windows(tl)
+    ops = host[np.isin(tl.kind[host], (m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)) & ~steps]
+    one_off_rows = ops[_one_off(tl, ops)]
+    one_off = Coverage(tl.start[one_off_rows], tl.end[one_off_rows])
     # Elementary segments between every boundary, each in one class.
     pts = np.unique(np.concatenate([gap_s, gap_e, pending.starts, pending.ends, active.starts, active.ends,
+                                    capture.starts, capture.ends, one_off.starts, one_off.ends,
                                     [first_own, cpu_lo, cpu_hi]]))
     pts = pts[np.isfinite(pts)]
     lo, hi = pts[:-1], pts[1:]
@@ -304,14 +327,33 @@ def _idle_classes(ctx: Context, gap_s: np.ndarray, gap_e: np.ndarray, feed: np.n
     in_gap = Coverage(gap_s, gap_e).contains(mid)
     lo, hi, mid = lo[in_gap], hi[in_gap], mid[in_gap]
     label = np.select(
-        [pending.contains(mid), mid < first_own, (mid < cpu_lo) | (mid >= cpu_hi), active.contains(mid)],
-        [0, 1, 2, 3], default=4)
+        [pending.contains(mid), mid < first_own, (mid < cpu_lo) | (mid >= cpu_hi), capture.contains(mid),
+         one_off.contains(mid), active.contains(mid)],
+        [0, 1, 2, 3, 4, 5], default=6)
     length = hi - lo
     tot = np.bincount(label, weights=length, minlength=len(IDLE_CLASSES))
     hb = label == IDLE_CLASSES.index("host_bound")
     host_s, host_e = lo[hb], hi[hb]
     untraced = float((host_e - host_s).sum() - recorded.within(host_s, host_e).sum())
     return _IdleClasses({c: float(tot[i]) for i, c in enumerate(IDLE_CLASSES)}, host_s, host_e, max(untraced, 0.0))
+
+
+def _one_off(tl: Timeline, rows: np.ndarray) -> np.ndarray:
+    """Bool per row: an instance at least ONE_OFF_FACTOR x the median duration of its name's instances."""
+    if len(rows) == 0:
+        return np.zeros(0, dtype=bool)
+    codes = tl.name[rows].astype(np.int64)
+    dur = tl.end[rows] - tl.start[rows]
+    order = np.lexsort((dur, codes))
+    c, d = codes[order], dur[order]
+    first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
+    counts = np.diff(np.r_[first, len(c)])
+    median = d[first + counts // 2]
+    group = np.repeat(np.arange(len(first)), counts)
+    flag = (counts[group] >= ONE_OFF_MIN_CALLS) & (d >= ONE_OFF_FACTOR * median[group]) & (d >= ONE_OFF_MIN_US)
+    out = np.zeros(len(rows), dtype=bool)
+    out[order] = flag
+    return out
 
 
 def _idle_not_host_bound(ctx: Context, cls: _IdleClasses, idle: float, window: float,
@@ -379,9 +421,17 @@ def host_device_sync(ctx: Context) -> Optional[dict[str, Any]]:
 def launch_bound(ctx: Context) -> Optional[dict[str, Any]]:
     """Many tiny kernels: the CPU's launch rate, not the GPU, sets the pace."""
     dw = ctx.dw
+    if ctx.doc["trace"].get("time_basis") == "cpu":
+        return None
     kern = ctx.kept & (dw.kind == m.Kind.KERNEL)
+    # Kernels a graph replay started (one cudaGraphLaunch for hundreds) were not launched one by one.
+    graph = np.zeros(len(dw), dtype=bool)
+    linked = dw.launch >= 0
+    graph[linked] = ctx.tl.matches(rules.GRAPH_LAUNCH_PATTERN)[dw.launch[linked]]
+    graph_per_step = int((kern & graph).sum()) / ctx.n
+    kern &= ~graph
     n_k = int(kern.sum()) / ctx.n
-    if n_k < LAUNCH_MIN_KERNELS or ctx.doc["trace"].get("time_basis") == "cpu":
+    if n_k < LAUNCH_MIN_KERNELS:
         return None
     dur = (dw.end - dw.start)[kern]
     med = float(np.median(dur))
@@ -408,7 +458,8 @@ def launch_bound(ctx: Context) -> Optional[dict[str, Any]]:
         where, {"kernels_per_step": round(n_k, 1), "median_kernel_us": round(med, 3),
                 "tiny_kernel_share": round(tiny_share, 4), "gpu_utilization": round(util, 4),
                 "launches_from_top_op_per_step": round(len(launches) / ctx.n, 1),
-                "cpu_launch_ms_per_step": round(launch_ms, 3), "gpu_idle_ms_per_step": round(idle_ms, 3)},
+                "cpu_launch_ms_per_step": round(launch_ms, 3), "gpu_idle_ms_per_step": round(idle_ms, 3),
+                "graph_replayed_kernels_per_step": round(graph_per_step, 1)},
         "Batch the work: replace Python loops over components with one batched op (torch.einsum, bmm, "
         "torch.vmap over stacked weights), fuse elementwise chains with torch.compile, or capture the step in a "
         "CUDA graph (torch.cuda.graphs / torch.compile mode='reduce-overhead').",
@@ -423,6 +474,12 @@ def dataloader_bound(ctx: Context) -> Optional[dict[str, Any]]:
     loader = loader[ctx.in_kept_steps(tl.start[loader])]
     if len(loader) == 0:
         return None
+    # A first fetch that starts the workers (or fills a cache) is start-up, not the steady wait.
+    one_off = _one_off(tl, loader)
+    one_off_ms = float((tl.end[loader[one_off]] - tl.start[loader[one_off]]).sum()) / 1000.0 / ctx.n
+    loader = loader[~one_off]
+    if len(loader) == 0:
+        return None
     wait_ms = float(Coverage(tl.start[loader], tl.end[loader]).total) / 1000.0 / ctx.n
     wall = ctx.step_wall_ms()
     share = wait_ms / wall if wall else 0.0
@@ -433,7 +490,8 @@ def dataloader_bound(ctx: Context) -> Optional[dict[str, Any]]:
         "dataloader_bound", sev,
         f"The step waits {wait_ms:.1f} ms ({share:.0%}) for its next batch",
         _top_by(ctx, loader, tl.end[loader] - tl.start[loader], k=2),
-        {"dataloader_ms_per_step": round(wait_ms, 3), "share_of_step": round(share, 4)},
+        {"dataloader_ms_per_step": round(wait_ms, 3), "share_of_step": round(share, 4),
+         "one_off_fetch_ms_per_step": round(one_off_ms, 3)},
         "Load data in parallel and ahead: DataLoader(num_workers=N, pin_memory=True, prefetch_factor=4, "
         "persistent_workers=True), move decoding/tokenisation offline, and copy with .to(device, non_blocking=True).",
         wait_ms,

@@ -332,6 +332,15 @@ FORWARD_KERNEL_PATTERN = (
 DATALOADER_PATTERN = r"^enumerate\(DataLoader\)#.*\.__next__$|^enumerate\(DataPipe\)#|^perfkit\.phase:data$"
 #: Runtime calls that launch device work (used to spot steps whose GPU work was not recorded).
 LAUNCH_API_PATTERN = r"Launch|Memcpy|Memset|GraphLaunch"
+#: A CUDA/HIP graph replay: one runtime call that starts every kernel of a captured graph
+#: (``cudaGraphLaunch``, ``hipGraphLaunch``; vLLM and SGLang decode steps). Kernels it starts
+#: were not launched one by one, so they say nothing about launch overhead.
+GRAPH_LAUNCH_PATTERN = r"GraphLaunch"
+#: Stream capture (``cudaStreamBeginCapture`` ... ``cudaStreamEndCapture``, ``hip*`` alike): the
+#: launches in between are recorded into a graph, not run, so the GPU idles by design and the
+#: launches have no device work.
+GRAPH_CAPTURE_BEGIN_PATTERN = r"^(cuda|hip)StreamBeginCapture"
+GRAPH_CAPTURE_END_PATTERN = r"^(cuda|hip)StreamEndCapture"
 #: Host-side communication ops (torch-tb-profiler's Communication role).
 COMM_OP_PATTERN = _COMM_OP
 #: Host ranges of the collectives themselves (backend ranges, c10d ops): communication on a CPU-only

@@ -9,6 +9,7 @@ import numpy as np
 from ..trace import model as m
 from . import rules
 from .attribute import NO_STEP, DeviceWork, Steps, step_of
+from .intervals import Coverage
 from .timeline import Timeline
 
 
@@ -76,6 +77,7 @@ def _exclusions(
     # Incomplete steps: launches whose device work is not in the trace.
     launches = tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
     launches = launches[(tl.col(m.CORR)[launches] >= 0) & tl.matches(rules.LAUNCH_API_PATTERN)[launches]]
+    launches = launches[~capture_windows(tl).contains(tl.start[launches])]  # captured, not run
     if len(launches):
         linked = np.zeros(len(tl.start), dtype=bool)
         linked[dw.launch[dw.launch >= 0]] = True
@@ -109,6 +111,23 @@ def _exclusions(
     return kept, reasons
 
 
+def capture_windows(tl: Timeline) -> Coverage:
+    """When a host thread was capturing a CUDA/HIP graph: from each ``*StreamBeginCapture`` to the next
+    ``*StreamEndCapture`` on its thread (to the end of the trace when none follows)."""
+    rt = tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
+    begin = rt[tl.matches(rules.GRAPH_CAPTURE_BEGIN_PATTERN)[rt]]
+    if len(begin) == 0:
+        return Coverage(np.zeros(0), np.zeros(0))
+    end = rt[tl.matches(rules.GRAPH_CAPTURE_END_PATTERN)[rt]]
+    last = float(tl.end.max())
+    starts, ends = [], []
+    for b in begin.tolist():  # captures are few (one per graph)
+        mine = end[(tl.thread[end] == tl.thread[b]) & (tl.start[end] >= tl.start[b])]
+        starts.append(float(tl.start[b]))
+        ends.append(float(tl.end[mine].min()) if len(mine) else last)
+    return Coverage(np.array(starts), np.array(ends))
+
+
 def in_kept_steps(steps: Steps, stats: StepStats, t: np.ndarray) -> np.ndarray:
     """Whether each CPU time t lies inside a kept step's CPU window."""
     k = step_of(steps, t)
@@ -123,4 +142,4 @@ def kept_mask(dw: DeviceWork, stats: StepStats) -> np.ndarray:
     return out
 
 
-__all__ = ["StepStats", "step_stats", "kept_mask", "in_kept_steps", "NO_STEP"]
+__all__ = ["StepStats", "step_stats", "kept_mask", "in_kept_steps", "capture_windows", "NO_STEP"]
