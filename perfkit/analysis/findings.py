@@ -46,6 +46,7 @@ LAUNCH_MIN_KERNELS = 300  #: kernels per step before launch-bound is considered
 DATALOADER_WARN = 0.10  #: data-loader time / step wall time: warning
 COPY_INFO = 0.05  #: copy share of GPU time: info
 COPY_WARN = 0.20  #: ... warning
+COPY_MIN_STEP_SHARE = 0.02  #: ... and the copies take at least this share of the step's GPU window
 SLOW_OP_WARN = 0.05  #: one slow op's share of the step: warning
 MEMORY_WARN = 0.90  #: peak allocated / device memory: warning
 
@@ -525,7 +526,9 @@ def copy_overhead(ctx: Context) -> Optional[dict[str, Any]]:
     ms = float(cats["copy"]["gpu_ms_per_step"])
     copies = ctx.doc["copies"]
     where = copies.get("sources", [])[:3]
-    sev = "warning" if share >= COPY_WARN else "info"
+    # A large share of very little GPU work (a trace that is mostly idle) is not worth a warning.
+    window_ms = float(ctx.stats.window_us[ctx.stats.kept].sum()) / 1000.0 / ctx.n
+    sev = "warning" if share >= COPY_WARN and ms >= COPY_MIN_STEP_SHARE * window_ms else "info"
     lead = where[0] if where else {"op": "?", "source": None}
     at = f" at {lead['source']}" if lead.get("source") else ""
     return finding(
