@@ -92,8 +92,8 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
         warnings.append("trace has no ProfilerStep#N markers: the whole trace is analysed as one window")
     if basis == "cpu":
         warnings.append(
-            "no device kernels, copies or memsets in the trace: figures are CPU time of the outermost "
-            "ops (busy = time inside ops, idle = Python and other time between them)"
+            "no device kernels, copies or memsets in the trace: figures are CPU time (busy = time inside "
+            "ops, each op's own time in its category; idle = Python and other time between them)"
         )
 
     phase_us = {p: float(dw.share_us[kept & (dw.phase == PHASE_CODES[p])].sum()) for p in rules.PHASES}

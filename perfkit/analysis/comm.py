@@ -56,8 +56,15 @@ COMM_EXPOSED_REMEDY = (
     "all-reduce less often with gradient accumulation (model.no_sync() on all but the last micro-batch), "
     "shrink what is sent (bf16 gradients: a bf16_compress_hook communication hook), and with FSDP prefetch "
     "the next all-gather (forward_prefetch / backward_prefetch). If nothing overlaps, the interconnect "
-    "sets the pace: check NCCL's transport (NCCL_DEBUG=INFO) and the topology."
+    "sets the pace: "
 )
+#: The last sentence of the remedy, by the backend the collectives ran on (the op name's prefix).
+COMM_TRANSPORT_REMEDY = {
+    "gloo": "gloo runs collectives on the CPU over TCP: check the network it uses (GLOO_SOCKET_IFNAME) and, "
+            "on GPUs, use the nccl backend.",
+    "mpi": "check the MPI library's transport and the network.",
+    "": "check NCCL's transport (NCCL_DEBUG=INFO) and the topology.",
+}
 
 
 def section(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str) -> dict[str, Any]:
@@ -300,7 +307,7 @@ def _before(tl: Timeline, dw: DeviceWork, stats: StepStats, start: np.ndarray, e
 
 def _top_names(tl: Timeline, stats: StepStats, names: np.ndarray, dur: np.ndarray, starts: np.ndarray,
                n_kept: int) -> list[dict[str, Any]]:
-    """Collectives by summed duration inside kept step windows: [{name, ms_per_step, calls_per_step}]."""
+    """Collectives by the wall time they cover inside kept step windows: [{name, ms_per_step, calls_per_step}]."""
     if len(names) == 0:
         return []
     a, b = stats.win_start[stats.kept], stats.win_end[stats.kept]
@@ -309,9 +316,14 @@ def _top_names(tl: Timeline, stats: StepStats, names: np.ndarray, dur: np.ndarra
     names, dur = names[inside].astype(np.int64), dur[inside]
     if len(names) == 0:
         return []
+    starts = starts[inside]
     codes, inv = np.unique(names, return_inverse=True)
-    tot = np.bincount(inv.reshape(-1), weights=dur, minlength=len(codes))
-    calls = np.bincount(inv.reshape(-1), minlength=len(codes))
+    inv = inv.reshape(-1)
+    # Wall time each collective covers: calls that overlap (the same collective on two backend
+    # threads, gloo's pair of threads) count once, so no row exceeds the steps' length.
+    tot = np.array([intervals.Coverage(starts[inv == i], starts[inv == i] + dur[inv == i]).total
+                    for i in range(len(codes))])  # one pass per distinct collective name
+    calls = np.bincount(inv, minlength=len(codes))
     order = np.argsort(-tot, kind="stable")[:TOP_OPS]
     return [
         {"name": tl.trace.names[int(codes[i])], "ms_per_step": float(tot[i]) / 1000.0 / n_kept,
@@ -358,8 +370,15 @@ def exposed_finding(ranks: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
     return finding(
         "comm_exposed", sev,
         f"Communication not overlapped with compute: {cost:.1f} ms per step ({share:.0%}){who}, mostly {what}",
-        where, evidence, COMM_EXPOSED_REMEDY, cost,
+        where, evidence, COMM_EXPOSED_REMEDY + _transport_remedy([o["name"] for o in ops]), cost,
     )
+
+
+def _transport_remedy(op_names: list[str]) -> str:
+    for backend, text in COMM_TRANSPORT_REMEDY.items():
+        if backend and any(n.lower().startswith(backend + ":") for n in op_names):
+            return text
+    return COMM_TRANSPORT_REMEDY[""]
 
 
 def add_finding(doc: dict[str, Any]) -> None:

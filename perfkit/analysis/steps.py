@@ -97,7 +97,11 @@ def _exclusions(
     cand = np.flatnonzero(kept)
     if len(cand) >= 3:
         med = float(np.median(dur[cand]))
-        slow = cand[dur[cand] > rules.OUTLIER_FACTOR * med]
+        is_slow = dur[cand] > rules.OUTLIER_FACTOR * med
+        # Warm-up is at the start: the slow steps before the first steady one. A slow step later in
+        # the run (a stall, a checkpoint, a slow collective) is part of the run and stays counted.
+        leading = np.cumprod(is_slow).astype(bool)
+        slow = cand[leading]
         if 0 < len(slow) <= len(cand) // 2:
             for i in slow:
                 reasons[i] = (
