@@ -34,3 +34,17 @@ def format_seconds(s: float, *, exact: bool = True, digits: int = 3) -> str:
 def _sig(x: float, digits: int) -> str:
     """``digits`` significant digits, never in exponent form (400, not 4e+02)."""
     return f"{x:.0f}" if x >= 10**digits else f"{x:.{digits}g}"
+
+
+def compress_ids(ids: list[int]) -> str:
+    """Sorted distinct integer ids as runs: ``[5, 6, 7, 9]`` -> ``"5-7, 9"``."""
+    values = sorted(set(ids))
+    parts: list[str] = []
+    i = 0
+    while i < len(values):
+        j = i
+        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
+            j += 1
+        parts.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
+        i = j + 1
+    return ", ".join(parts)

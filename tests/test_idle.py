@@ -7,7 +7,6 @@ plain lists, and one walk over the elementary segments between all boundaries.
 
 from __future__ import annotations
 
-import bisect
 import gzip
 import json
 import re
@@ -18,6 +17,7 @@ import pytest
 import perfkit
 from perfkit.analysis import findings, rules
 
+from ._reference import _inside, _merge
 from .conftest import TRACES
 
 DATA = Path(__file__).resolve().parent / "data" / "traces"
@@ -40,25 +40,6 @@ def _load(path):
         doc = json.load(fh)
     events = doc["traceEvents"] if isinstance(doc, dict) else doc
     return [e for e in events if e.get("ph") == "X"]
-
-
-def _merge(intervals):
-    """Sorted, disjoint union of (start, end) pairs."""
-    out = []
-    for s, e in sorted(intervals):
-        if e <= s:
-            continue
-        if out and s <= out[-1][1]:
-            out[-1][1] = max(out[-1][1], e)
-        else:
-            out.append([s, e])
-    return out
-
-
-def _inside(merged, t):
-    starts = [s for s, _ in merged]
-    i = bisect.bisect_right(starts, t) - 1
-    return i >= 0 and t < merged[i][1]
 
 
 def e_is(e, cats):

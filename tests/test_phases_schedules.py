@@ -25,7 +25,7 @@ from . import _dualpipe_trace
 from .conftest import FP32, anchor
 
 DATA = Path(__file__).resolve().parent / "data" / "traces"
-GPU_ONLY = DATA / "tracelens_mi210_gpu_only" / "gpu_only_trace.json.gz"
+GPU_ONLY = DATA / "amd-mi210-gpu-only" / "gpu_only_trace.json.gz"
 DEVICE_CATS = {"kernel", "gpu_memcpy", "gpu_memset"}
 
 

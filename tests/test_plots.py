@@ -26,6 +26,7 @@ from .conftest import BF16, REPO, anchor
 # ResNet-50 sample with profile_memory=True ([memory] events without Total Allocated, 2021)
 # whose last step is a slow outlier that the analysis excludes.
 RESNET = "kineto/tb_plugin/samples/resnet50_num_workers_4/worker0.1623213129365.pt.trace.json.gz"
+WITH_WARM_UP = "hta/tests/data/negative_queue_length_values_check/rank0.json.gz"
 # A 2023 trace with modern [memory] events (Total Allocated / Total Reserved).
 MODERN_MEMORY = "hta/tests/data/df_index_resolver/df_index_resolver.json.gz"
 # A run of `perfkit profile` whose first step is a 5 s warm-up outlier (runtime counters included).
@@ -108,14 +109,20 @@ def test_write_plots_png_files(resnet: dict, tmp_path: Path) -> None:
         image = _png_pixels(data)
         assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50, p.name  # drawn, not blank
     by = {p.name: p for p in plots}
-    excluded = [e["id"] for e in resnet["steps"]["excluded"]]
-    assert excluded, "the fixture trace must have an excluded step"
-    assert by["step_times"].info["outlier_step_ids"] == excluded
-    assert by["phases_per_step"].info["excluded_step_ids"] == excluded
     assert by["phases_per_step"].info["step_ids"] == [r["id"] for r in resnet["steps"]["table"]]
     assert "convolution" in by["categories_per_step"].info["categories"]
     assert by["memory"].info["source"] == "memory_timeline" and by["memory"].info["devices"] == ["cuda:0"]
     assert by["top_modules"].info["source"] == "top_ops"  # no module timings in a plain trace
+
+
+def test_plots_mark_the_excluded_warm_up_step(tmp_path: Path) -> None:
+    # Its first step is a warm-up outlier (368 ms against a 216 ms median).
+    doc = perfkit.analyze(str(anchor(WITH_WARM_UP))).to_dict()
+    excluded = [e["id"] for e in doc["steps"]["excluded"]]
+    assert excluded, "the fixture trace must have an excluded step"
+    by = {p.name: p for p in P.write_plots(doc, tmp_path / "plots")}
+    assert by["step_times"].info["outlier_step_ids"] == excluded
+    assert by["phases_per_step"].info["excluded_step_ids"] == excluded
 
 
 def test_write_plots_svg(bf16: dict, tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
+from ..units import compress_ids
 from . import comm, rules
 from .result import Analysis
 
@@ -364,7 +365,7 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
     common_steps = sorted(set.intersection(*step_sets))
     if not common_steps:
         return _unknown("the ranks' listed collectives share no step id (" + ", ".join(
-            f"rank {r}: steps {compress(sorted(ss))}" for r, ss in zip(rks, step_sets)) + ")")
+            f"rank {r}: steps {compress_ids(sorted(ss))}" for r, ss in zip(rks, step_sets)) + ")")
     n_max = max(max(c["n"]) for c in lists) + 1
     steps_arr = np.array(common_steps)
     per_rank = []
@@ -466,16 +467,6 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-def compress(ids: list[int]) -> str:
-    """Step ids as "1-4, 7"."""
-    out, i = [], 0
-    while i < len(ids):
-        j = i
-        while j + 1 < len(ids) and ids[j + 1] == ids[j] + 1:
-            j += 1
-        out.append(str(ids[i]) if i == j else f"{ids[i]}-{ids[j]}")
-        i = j + 1
-    return ", ".join(out)
 
 
 def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] = None,

@@ -24,6 +24,8 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from .. import units
+
 # ---------------------------------------------------------------------------
 # Document access and formatting (shared with markdown.py; no rich below here
 # until the "Console rendering" section).
@@ -205,16 +207,7 @@ def evidence_items(evidence: Any) -> list[tuple[str | None, str]]:
 
 def compress_ids(ids: Iterable[Any]) -> str:
     """[5, 6, 7, 9] -> "5-7, 9"."""
-    values = sorted({int(i) for i in ids if num(i) is not None})
-    parts: list[str] = []
-    i = 0
-    while i < len(values):
-        j = i
-        while j + 1 < len(values) and values[j + 1] == values[j] + 1:
-            j += 1
-        parts.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
-        i = j + 1
-    return ", ".join(parts)
+    return units.compress_ids([int(i) for i in ids if num(i) is not None])
 
 
 _BORING_NAMESPACES = re.compile(
