@@ -228,14 +228,15 @@ def recording_options(model_name: str, steps: int, tmp: str) -> dict[str, Any]:
     return result
 
 
-def perfkit_runs(model_name: str, script: list[str], out: Path, truth: dict[str, Any]) -> dict[str, Any]:
-    """perfkit profile (default options) on the unmodified script, then perfkit analyze on its trace."""
-    run = out / f"{model_name}_profile"
+def perfkit_runs(model_name: str, script: list[str], out: Path, truth: dict[str, Any],
+                 options: tuple[str, ...] = (), label: str = "profile") -> dict[str, Any]:
+    """perfkit profile (default options, or ``options``) on the unmodified script, then perfkit analyze on its trace."""
+    run = out / f"{model_name}_{label}"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)}
-    cmd = [sys.executable, "-m", "perfkit", "profile", "--quiet", "--out", str(run), *script, "--steps", "30"]
+    cmd = [sys.executable, "-m", "perfkit", "profile", "--quiet", "--out", str(run), *options, *script, "--steps", "30"]
     t0 = time.time()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    (out / f"{model_name}_profile_stderr.txt").write_text(proc.stderr[-20000:])
+    (out / f"{model_name}_{label}_stderr.txt").write_text(proc.stderr[-20000:])
     res: dict[str, Any] = {"command": " ".join(cmd[1:]), "exit": proc.returncode, "wall_s": round(time.time() - t0, 1)}
     doc_path = run / "analysis.json"
     if not doc_path.exists():
@@ -244,10 +245,11 @@ def perfkit_runs(model_name: str, script: list[str], out: Path, truth: dict[str,
     res["cli"] = summarise(doc, truth)
     traces = sorted(run.glob("*.pt.trace.json*"))
     if traces:
-        proc = subprocess.run([sys.executable, "-m", "perfkit", "analyze", str(traces[0]), "--json",
-                               str(out / f"{model_name}_trace_only.json")], capture_output=True, text=True, env=env)
-        if (out / f"{model_name}_trace_only.json").exists():
-            res["trace_only"] = summarise(json.loads((out / f"{model_name}_trace_only.json").read_text()), truth)
+        only = out / f"{model_name}_{label}_trace_only.json"
+        proc = subprocess.run([sys.executable, "-m", "perfkit", "analyze", str(traces[0]), "--json", str(only)],
+                              capture_output=True, text=True, env=env)
+        if only.exists():
+            res["trace_only"] = summarise(json.loads(only.read_text()), truth)
     return res
 
 
@@ -263,6 +265,7 @@ def summarise(doc: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
         "phase_diff_points": diff,
         "gpu_busy_ms_per_step": (doc.get("gpu") or {}).get("busy_ms_per_step"),
         "traced_step_wall_ms": (doc.get("steps") or {}).get("wall_ms_median"),
+        "recording": doc.get("recording"),
         "run_step_wall_ms_median": (rt.get("steps") or {}).get("wall_ms_median"),
         "run_step_gpu_ms_median": (rt.get("steps") or {}).get("gpu_ms_median"),
         "run_steps": {k: (rt.get("steps") or {}).get(k) for k in ("wall_ms", "gpu_ms")},
@@ -298,12 +301,13 @@ def main() -> None:
             continue
         torch.cuda.empty_cache()
         r["perfkit"] = perfkit_runs(name, r["script"], args.out, r["bare"])
+        r["perfkit_with_stack"] = perfkit_runs(name, r["script"], args.out, r["bare"], ("--stack",), "profile_stack")
         results["models"][name] = r
         (args.out / "recording_cost.json").write_text(json.dumps(results, indent=2))
         print(json.dumps({name: {k: r[k] for k in ("bare", "per_event_cost")}}, indent=1), flush=True)
         for k in CONFIGS:
             print(name, k, {x: r[k][x] for x in ("elapsed_ms", "host_ms", "busy_ms")}, r[k]["events_per_step"], flush=True)
-        print(json.dumps(r["perfkit"], indent=1), flush=True)
+        print(json.dumps({k: r[k] for k in ("perfkit", "perfkit_with_stack")}, indent=1), flush=True)
     (args.out / "recording_cost.json").write_text(json.dumps(results, indent=2))
 
 

@@ -124,9 +124,15 @@ def test_measurement_overrules_the_estimate_both_ways() -> None:
     measured = {"basis": "measured", "gpu_bound_without_recording": False, "unprofiled_step_ms": 45.0,
                 "profiled_step_ms": 60.0, "gpu_busy_ms_per_step": 23.0}
     fd.lower_recording_artifacts(found, measured)
+    # The run loses 45 - 23 = 22 ms of a 45 ms step (49%): warning, with the measured figures.
     assert found[0]["severity"] == "warning"
-    assert found[0]["title"] == "GPU idle 45% of each step"
+    assert found[0]["title"].startswith("GPU idle 45% of each step; without the profiler: 22.0 ms (49%)")
+    assert found[0]["cost_ms_per_step"] == pytest.approx(22.0)
     assert found[0]["remedy"] == "Take the CPU work off the critical path."
+    # Barely host-bound (12% idle unprofiled): above the GPU-bound tolerance, below the warning threshold.
+    found = [_finding()]
+    fd.lower_recording_artifacts(found, {**measured, "unprofiled_step_ms": 26.0})
+    assert found[0]["severity"] == "info" and found[0]["evidence"]["unprofiled_idle_share"] == pytest.approx(3 / 26, abs=1e-4)
     # Measured GPU-bound: lowered, with the measured figures in the remedy.
     found = [_finding("critical")]
     fd.lower_recording_artifacts(found, {**measured, "gpu_bound_without_recording": True, "unprofiled_step_ms": 23.5})

@@ -797,10 +797,32 @@ def lower_recording_artifacts(found: list[dict[str, Any]], recording: Optional[d
         elif not gpu_bound and recording.get("basis") == "measured":
             f.update(before)
             ev["recording"] = dict(recording)
+            if f["id"] == "host_bound_idle":
+                _restate_measured_idle(f, recording)
     found.sort(key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f.get("cost_ms_per_step", 0.0)))
 
 
 RECORDING_TITLE_PREFIX = "Probably the profiler's own cost: "
+
+
+def _restate_measured_idle(f: dict[str, Any], r: dict[str, Any]) -> None:
+    """``host_bound_idle`` with the unprofiled steps' figures: the GPU idles (step - GPU work) per step.
+
+    The traced idle time includes the recording's cost; the unprofiled step against the GPU busy
+    time is what the run loses. Severity and cost come from that; the traced figures stay in the
+    evidence.
+    """
+    step, busy = float(r.get("unprofiled_step_ms") or 0.0), float(r.get("gpu_busy_ms_per_step") or 0.0)
+    if step <= 0 or busy <= 0:
+        return
+    idle_ms = max(step - busy, 0.0)
+    share = idle_ms / step
+    f["severity"] = "critical" if share >= IDLE_CRIT else "warning" if share >= IDLE_WARN else "info"
+    f["cost_ms_per_step"] = round(idle_ms, 4)
+    f["evidence"]["unprofiled_idle_ms_per_step"] = round(idle_ms, 3)
+    f["evidence"]["unprofiled_idle_share"] = round(share, 4)
+    f["title"] = (f"{f['title']}; without the profiler: {idle_ms:.1f} ms ({share:.0%}) of a {step:.1f} ms step "
+                  f"against {busy:.1f} ms of GPU work")
 
 
 def _recording_remedy(r: dict[str, Any]) -> str:
