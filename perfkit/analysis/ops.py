@@ -141,10 +141,14 @@ class SampledFrames:
         self.code = code  #: string-table code of the user frame, -1 when the stack has none
         self.weight_us = weight_us
         self.bound_us = bound_us  #: a sample's weight is at most this
-        #: an op with no sample inside takes the nearest sample at most this far away (two intervals)
-        self.match_us = 2.0 * interval_us
+        #: an op with no sample inside its outermost op takes the nearest sample at most this far away:
+        #: a tenth of an interval (100 µs at 1 ms), a little more than the clock pairing's error. Two
+        #: intervals (2 ms) gave the ops at the start of a CPU step the line sampled at the end of the
+        #: previous one; a sample this close can still be on the next or previous line.
+        self.match_us = 0.1 * interval_us
         self.interval_us = interval_us  #: the sampler's nominal interval
         self.off = thread * tl.span_us + t
+        self._roots: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None
 
     def __len__(self) -> int:
         return len(self.t)
@@ -201,20 +205,47 @@ class SampledFrames:
             return out
         th = self.tl.thread[rows]
         if t is None:
-            qs, qe = self.tl.offset_span(rows)
+            qs, qe = self._outer_span(rows)
+            point = self.tl.offset(rows)
         else:
-            qs = qe = self.tl.offset(rows, t)
+            qs = qe = point = self.tl.offset(rows, t)
         n = len(self.off)
         right = np.searchsorted(self.off, qs, side="left")
         r = np.minimum(right, n - 1)
-        left = np.maximum(right - 1, 0)
         inside = (right < n) & (self.off[r] <= qe) & (self.thread[r] == th)
-        d_right = np.where((right < n) & (self.thread[r] == th), np.abs(self.off[r] - qs), np.inf)
-        d_left = np.where((right > 0) & (self.thread[left] == th), np.abs(qs - self.off[left]), np.inf)
-        pick = np.where(inside | (d_right <= d_left), r, left)
+        # No sample inside: the nearest one to the point, within match_us.
+        near = np.searchsorted(self.off, point, side="left")
+        nr = np.minimum(near, n - 1)
+        nl = np.maximum(near - 1, 0)
+        d_right = np.where((near < n) & (self.thread[nr] == th), np.abs(self.off[nr] - point), np.inf)
+        d_left = np.where((near > 0) & (self.thread[nl] == th), np.abs(point - self.off[nl]), np.inf)
+        pick = np.where(inside, r, np.where(d_right <= d_left, nr, nl))
         ok = inside | (np.minimum(d_left, d_right) <= self.match_us)
         out[ok] = self.code[pick[ok]]
         return out
+
+    def _outer_span(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Thread-offset span of the outermost CPU op around each row (the row's own span if none).
+
+        All of an op tree runs under one Python line, so a sample anywhere in the
+        outermost op tells the line of a launch or op nested in it."""
+        if self._roots is None:
+            ops = self.tl.rows(m.Kind.CPU_OP)
+            s, e = self.tl.offset_span(ops)
+            parent = intervals.parent_index(s, e)
+            root = np.arange(len(ops))
+            for _ in range(256):  # call-tree depth
+                p = parent[root]
+                if not (p >= 0).any():
+                    break
+                root = np.where(p >= 0, p, root)
+            self._roots = (s, e, root)
+        s, e, root = self._roots
+        qs, qe = self.tl.offset_span(rows)
+        idx = intervals.innermost_containing(s, e, qs)
+        has = idx >= 0
+        top = root[np.maximum(idx, 0)]
+        return np.where(has, np.minimum(s[top], qs), qs), np.where(has, np.maximum(e[top], qe), qe)
 
     def in_windows(self, cov: "intervals.Coverage") -> np.ndarray:
         """Bool per sample: its time falls in ``cov`` (global timeline time)."""

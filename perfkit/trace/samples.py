@@ -155,13 +155,12 @@ def _offset(doc: dict[str, Any], trace: m.Trace, ts: np.ndarray,
         clock.append(mid_clock)
         offs.append(hit[0] + max(hit[1], 0.0) / 2.0 - mid_clock)
     if clock:
-        order = np.argsort(clock)
-        c, o = np.asarray(clock)[order], np.asarray(offs)[order]
+        o = np.asarray(offs)
         if float(o.max() - o.min()) > MAX_SYNC_SPREAD_US:
             trace.warnings.append(
                 f"stack samples: the clock pairings disagree by {float(o.max() - o.min()):.0f} µs; sample times "
-                "are interpolated between them")
-        return (np.interp(ts, c, o) if len(c) > 1 else float(o[0])), "clock_sync"
+                "use their mean offset")
+        return float(o.mean()), "clock_sync"
     pairs = [s for s in doc.get("syncs") or [] if "unix_us" in s and "unix_clock_us" in s]
     if not pairs:
         raise ValueError("no clock pairing: the samples cannot be placed on the trace's clock")
