@@ -62,7 +62,8 @@ class StackSampler:
         self._ident_index: dict[int, int] = {}
         self._idents: tuple[int, ...] = ()
         self._stack_index: dict[tuple[Any, ...], int] = {}
-        self._stacks: list[tuple[Any, ...]] = []  #: ((code, lineno), ...) innermost first
+        self._stacks: list[tuple[int, ...]] = []  #: (id(code), lineno, id(code), lineno, ...) innermost first
+        self._codes: dict[int, Any] = {}  #: id -> code object of every frame seen
         self._thread: Optional[threading.Thread] = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
@@ -149,10 +150,18 @@ class StackSampler:
                 self.warning = f"stack sampler stopped at its cap of {self.max_samples} samples"
                 self.running = False
                 return False
+            # Code objects by id (hashing a code object hashes its bytecode); ``codes`` keeps
+            # them alive so an id is never reused for another one.
             key = []
             depth = 0
+            codes = self._codes
             while f is not None and depth < MAX_DEPTH:
-                key.append((f.f_code, f.f_lineno))
+                code = f.f_code
+                cid = id(code)
+                if cid not in codes:
+                    codes[cid] = code
+                key.append(cid)
+                key.append(f.f_lineno)
                 f = f.f_back
                 depth += 1
             k = tuple(key)
@@ -174,7 +183,8 @@ class StackSampler:
         stacks = []
         for st in list(self._stacks):
             out = []
-            for code, line in st:
+            for j in range(0, len(st), 2):
+                code, line = self._codes[st[j]], st[j + 1]
                 key = (code.co_filename, line if line is not None else -1, code.co_name)
                 s = strings.get(key)
                 if s is None:
