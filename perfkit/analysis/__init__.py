@@ -160,7 +160,10 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
             "distributed": trace.meta.get("distributedInfo") if isinstance(trace.meta.get("distributedInfo"), dict) else None,
             "base_time_ns": trace.meta.get("baseTimeNanoseconds"),
             "time_basis": basis,
-            "has_python_stacks": bool(len(tl.rows(m.Kind.PYTHON))) or bool((tl.col(m.STACK) >= 0).any()),
+            "has_python_stacks": bool(len(tl.rows(m.Kind.PYTHON))) or bool((tl.col(m.STACK) >= 0).any())
+            or src.samples is not None,
+            "source_basis": src.basis,
+            "stack_samples": _stack_samples_info(trace, src),
             "warnings": warnings,
         },
         "steps": {
@@ -202,6 +205,20 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     doc["findings"] = findings.detect(context(doc), early=f_early.result())
     comm.add_finding(doc)
     return Analysis(doc=doc)
+
+
+def _stack_samples_info(trace: m.Trace, src: ops.Sources) -> Optional[dict[str, Any]]:
+    """What the stack samples beside the trace gave (None when there were none)."""
+    ss = trace.stack_samples
+    if ss is None:
+        return None
+    sm = src.samples
+    return {
+        "path": ss.path, "samples": len(ss), "alignment": ss.alignment, "interval_us": ss.interval_us,
+        "used": sm is not None and not len(src.frames),
+        "samples_on_feeding_threads": len(sm) if sm is not None else 0,
+        "typical_gap_us": (sm.bound_us / 2.0) if sm is not None else None,
+    }
 
 
 def _phase_group(phase_us: dict[str, float], n_steps: int, busy_total: float,

@@ -186,12 +186,16 @@ def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
     if len(frames):
         for w in where:
             w["source"] = format_frame(w.pop("name"))
+    sampled = _sampled_where(ctx, gaps) if not len(frames) else []
+    if sampled:  # stack samples in the host-bound moments: the executing user lines, weighted by samples
+        where = sampled
+        evidence["source_basis"] = "sampled"
     untraced_us = cls.untraced_us
     evidence["host_bound_untraced_ms_per_step"] = round(untraced_us / 1000.0 / ctx.n, 3)
     share = host_us / window
     sev = "critical" if share >= IDLE_CRIT else "warning"
     host_ms = host_us / 1000.0 / ctx.n
-    if where and untraced_us < 0.5 * host_us:
+    if where and (untraced_us < 0.5 * host_us or sampled):
         top = where[0]
         lead = " ".join(x for x in (top.get("name"), f"({top['source']})" if top.get("source") and top.get("name") else top.get("source")) if x)
     else:  # most of the host-bound time has no op or frame recorded: say so, do not guess
@@ -685,6 +689,23 @@ def _idle_after(ctx: Context, t: np.ndarray) -> float:
     end = np.minimum(nxt, b[np.maximum(w, 0)])
     gap = np.where(idle_now & inside, np.maximum(end - t, 0.0), 0.0)
     return float(gap.sum())
+
+
+def _sampled_where(ctx: Context, gaps: Coverage, k: int = 3) -> list[dict[str, Any]]:
+    """[{source, ms_per_step, samples, source_basis}] of the stack samples (feeding threads) in ``gaps``."""
+    sm = ctx.src.samples
+    if sm is None:
+        return []
+    hit = gaps.contains(sm.t) & (sm.code >= 0)
+    if not hit.any():
+        return []
+    codes, inv = np.unique(sm.code[hit], return_inverse=True)
+    inv = inv.reshape(-1)
+    tot = np.bincount(inv, weights=sm.weight_us[hit], minlength=len(codes))
+    cnt = np.bincount(inv, minlength=len(codes))
+    return [{"source": _src(ctx, int(codes[i])), "ms_per_step": round(float(tot[i]) / 1000.0 / ctx.n, 4),
+             "samples": int(cnt[i]), "source_basis": "sampled"}
+            for i in np.argsort(-tot, kind="stable")[:k].tolist()]
 
 
 def _self_overlap(tl: Timeline, rows: np.ndarray, overlap: np.ndarray) -> np.ndarray:

@@ -5,6 +5,11 @@ With ``with_stack=True`` the trace holds every Python call as a
 of the user frames it called directly (library frames, ops and waits inside it
 stay its own): a function that sleeps, spins in Python or waits on the host
 keeps that time, while ``main`` keeps only what its callees do not explain.
+Without the tracer, the stack samples of ``perfkit profile`` (``Sources.samples``)
+give the same figure estimated: each sample credits its innermost user frame,
+at the line being executed, with the time to the next sample (``source_basis``
+``sampled``; no call counts).
+
 The job view compares these between ranks to say where a straggler spends its
 extra time when no op carries it (a host sleep, a Python loop).
 """
@@ -29,7 +34,7 @@ def user_frames(tl: Timeline, steps: Steps, stats: StepStats, src: Sources) -> l
     """[{source, ms_per_step, calls_per_step}] of user frames that start in kept steps."""
     rows = src.frames
     if len(rows) == 0:
-        return []
+        return _sampled_frames(steps, stats, src) if src.samples is not None else []
     rows = rows[in_kept_steps(steps, stats, tl.start[rows])]
     if len(rows) == 0:
         return []
@@ -47,5 +52,23 @@ def user_frames(tl: Timeline, steps: Steps, stats: StepStats, src: Sources) -> l
     return [
         {"source": format_frame(tl.trace.names[int(codes[i])]), "ms_per_step": float(tot[i]) / 1000.0 / n,
          "calls_per_step": float(calls[i]) / n}
+        for i in order
+    ]
+
+
+def _sampled_frames(steps: Steps, stats: StepStats, src: Sources) -> list[dict[str, Any]]:
+    """[{source, ms_per_step, samples_per_step, calls_per_step=None, source_basis}] from stack samples."""
+    sm = src.samples
+    keep = in_kept_steps(steps, stats, sm.t) & (sm.code >= 0)
+    if not keep.any():
+        return []
+    codes, inv = np.unique(sm.code[keep], return_inverse=True)
+    tot = np.bincount(inv.reshape(-1), weights=sm.weight_us[keep], minlength=len(codes))
+    cnt = np.bincount(inv.reshape(-1), minlength=len(codes))
+    n = max(int(stats.kept.sum()), 1)
+    order = np.argsort(-tot, kind="stable")[:TOP_FRAMES].tolist()
+    return [
+        {"source": format_frame(src.tl.trace.names[int(codes[i])]), "ms_per_step": float(tot[i]) / 1000.0 / n,
+         "samples_per_step": float(cnt[i]) / n, "calls_per_step": None, "source_basis": "sampled"}
         for i in order
     ]

@@ -42,6 +42,22 @@ class Sources:
         self._s, self._e = tl.offset_span(self.frames)
         self._user_stack = user
         self._lock = threading.Lock()
+        # Without Python tracer frames: the stack samples recorded beside the trace (perfkit profile).
+        self.samples = SampledFrames.build(tl, self.threads) if not len(self.frames) else None
+        if self.samples is not None and not len(self.samples):
+            self.samples = None
+
+    @property
+    def basis(self) -> Optional[str]:
+        """Where source lines come from: ``python_function`` (torch's tracer: definition lines),
+        ``sampled`` (stack samples: executing lines), ``call_stack`` (2021 op args), or None."""
+        if len(self.frames):
+            return "python_function"
+        if self.samples is not None:
+            return "sampled"
+        if bool((self.tl.col(m.STACK) >= 0).any()):
+            return "call_stack"
+        return None
 
     @staticmethod
     def feeding_threads(tl: Timeline) -> np.ndarray:
@@ -75,6 +91,8 @@ class Sources:
         if len(self.frames):
             idx = intervals.innermost_containing(self._s, self._e, self.tl.offset(rows, t))
             out = np.where(idx >= 0, self.tl.name[self.frames[np.maximum(idx, 0)]], -1).astype(np.int64)
+        elif self.samples is not None:
+            out = self.samples.at(rows, t)
         # 2021 traces: a "Call stack" arg on the op itself.
         stack = self.tl.col(m.STACK)[rows]
         need = (out < 0) & (stack >= 0)
@@ -98,6 +116,140 @@ class Sources:
                     names.append(frame)
                     return len(names) - 1
         return -1
+
+
+class SampledFrames:
+    """User frames from Python stack samples (``Trace.stack_samples``), placed on the timeline.
+
+    A sample's user frame is the innermost frame of its stack that is not library
+    code (``rules.LIBRARY_FRAME_PATTERN``), with the line being executed (the call
+    site of whatever ran below it). Only samples of the threads that feed the
+    device, inside the timeline, are kept. Each sample stands for the time since
+    the previous sample of its thread, at most :attr:`bound_us`: the sampler
+    gets the GIL when the loop thread lets it go, at a switch-interval timeout
+    (then the sample shows the Python code that held it) or when it enters a call
+    that releases it (an op: then the sample falls inside that op, which makes
+    the op's line exact, while the Python time before it is credited to the op's
+    line too).
+    """
+
+    def __init__(self, tl: Timeline, t: np.ndarray, thread: np.ndarray, code: np.ndarray, weight_us: np.ndarray,
+                 bound_us: float, interval_us: float):
+        self.tl = tl
+        self.t = t  #: µs on the timeline's axis (tl.start), sorted by (thread, t)
+        self.thread = thread  #: dense thread index
+        self.code = code  #: string-table code of the user frame, -1 when the stack has none
+        self.weight_us = weight_us
+        self.bound_us = bound_us  #: a sample's weight is at most this
+        #: an op with no sample inside its outermost op takes the nearest sample at most this far away:
+        #: a tenth of an interval (100 µs at 1 ms), a little more than the clock pairing's error. Two
+        #: intervals (2 ms) gave the ops at the start of a CPU step the line sampled at the end of the
+        #: previous one; a sample this close can still be on the next or previous line.
+        self.match_us = 0.1 * interval_us
+        self.interval_us = interval_us  #: the sampler's nominal interval
+        self.off = thread * tl.span_us + t
+        self._roots: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None
+
+    def __len__(self) -> int:
+        return len(self.t)
+
+    @classmethod
+    def build(cls, tl: Timeline, feeding: np.ndarray) -> Optional["SampledFrames"]:
+        ss = tl.trace.stack_samples
+        if ss is None or not len(ss):
+            return None
+        dense = {pt: i for i, pt in tl.thread_ids.items()}
+        keys = np.stack([ss.pid, ss.tid], axis=1)
+        uniq, inv = np.unique(keys, axis=0, return_inverse=True)
+        th_of = np.array([dense.get((int(p), int(q)), -1) for p, q in uniq.tolist()], dtype=np.int64)
+        th = th_of[inv.reshape(-1)]
+        t = ss.ts_us - tl.t0_us
+        ok = (th >= 0) & (t >= 0) & (t < tl.span_us)
+        ok &= feeding[np.maximum(th, 0)] if len(feeding) else False
+        if not ok.any():
+            return None
+        stack_code = cls._stack_codes(tl, ss.stacks)
+        th, t, code = th[ok], t[ok], stack_code[ss.stack[ok].astype(np.int64)]
+        order = np.lexsort((t, th))
+        th, t, code = th[order], t[order], code[order]
+        gap = np.diff(t)
+        same = th[1:] == th[:-1]
+        gaps = gap[same]
+        typical = float(np.median(gaps)) if len(gaps) else ss.interval_us
+        # A thread holding the GIL in Python is sampled only every switch interval.
+        bound = 2.0 * max(ss.interval_us, ss.switch_interval_us, typical)
+        weight = np.full(len(t), min(typical, bound))
+        weight[1:][same] = np.minimum(gap[same], bound)
+        return cls(tl, t, th, code, weight, bound, ss.interval_us)
+
+    @staticmethod
+    def _stack_codes(tl: Timeline, stacks: list[list[str]]) -> np.ndarray:
+        """String-table code of each stack's innermost user frame (added to the table if new), -1 if none."""
+        lib = re.compile(rules.LIBRARY_FRAME_PATTERN)
+        user = []
+        for frames in stacks:
+            user.append(next((f for f in frames if _FRAME.match(f) and not lib.search(f)), None))
+        names = tl.trace.names
+        wanted = {u for u in user if u is not None}
+        index = {s: i for i, s in enumerate(names) if s in wanted}
+        for u in sorted(wanted - set(index)):
+            index[u] = len(names)
+            names.append(u)
+        return np.array([index[u] if u is not None else -1 for u in user], dtype=np.int64)
+
+    def at(self, rows: np.ndarray, t: Optional[np.ndarray] = None) -> np.ndarray:
+        """User frame of each row: a sample inside the row's interval, else the nearest one within
+        :attr:`match_us` (-1 when none: a short op between two far samples has no known line)."""
+        out = np.full(len(rows), -1, dtype=np.int64)
+        if len(rows) == 0 or len(self.t) == 0:
+            return out
+        th = self.tl.thread[rows]
+        if t is None:
+            qs, qe = self._outer_span(rows)
+            point = self.tl.offset(rows)
+        else:
+            qs = qe = point = self.tl.offset(rows, t)
+        n = len(self.off)
+        right = np.searchsorted(self.off, qs, side="left")
+        r = np.minimum(right, n - 1)
+        inside = (right < n) & (self.off[r] <= qe) & (self.thread[r] == th)
+        # No sample inside: the nearest one to the point, within match_us.
+        near = np.searchsorted(self.off, point, side="left")
+        nr = np.minimum(near, n - 1)
+        nl = np.maximum(near - 1, 0)
+        d_right = np.where((near < n) & (self.thread[nr] == th), np.abs(self.off[nr] - point), np.inf)
+        d_left = np.where((near > 0) & (self.thread[nl] == th), np.abs(point - self.off[nl]), np.inf)
+        pick = np.where(inside, r, np.where(d_right <= d_left, nr, nl))
+        ok = inside | (np.minimum(d_left, d_right) <= self.match_us)
+        out[ok] = self.code[pick[ok]]
+        return out
+
+    def _outer_span(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Thread-offset span of the outermost CPU op around each row (the row's own span if none).
+
+        All of an op tree runs under one Python line, so a sample anywhere in the
+        outermost op tells the line of a launch or op nested in it."""
+        if self._roots is None:
+            ops = self.tl.rows(m.Kind.CPU_OP)
+            s, e = self.tl.offset_span(ops)
+            parent = intervals.parent_index(s, e)
+            root = np.arange(len(ops))
+            for _ in range(256):  # call-tree depth
+                p = parent[root]
+                if not (p >= 0).any():
+                    break
+                root = np.where(p >= 0, p, root)
+            self._roots = (s, e, root)
+        s, e, root = self._roots
+        qs, qe = self.tl.offset_span(rows)
+        idx = intervals.innermost_containing(s, e, qs)
+        has = idx >= 0
+        top = root[np.maximum(idx, 0)]
+        return np.where(has, np.minimum(s[top], qs), qs), np.where(has, np.maximum(e[top], qe), qe)
+
+    def in_windows(self, cov: "intervals.Coverage") -> np.ndarray:
+        """Bool per sample: its time falls in ``cov`` (global timeline time)."""
+        return cov.contains(self.t)
 
 
 def _name(tl: Timeline, code: int) -> Optional[str]:
@@ -172,6 +324,7 @@ def top_kernels(
             "avg_us": float(dur_sum[i]) / max(int(calls[i]), 1),
             "op": tl.trace.names[best_op[code]] if code in best_op else None,
             "source": _name(tl, best_src.get(code, -1)),
+            "source_basis": src.basis if code in best_src else None,
         })
     return out
 
@@ -224,6 +377,7 @@ def top_ops(
             "calls_per_step": float(calls[i]) / n_steps,
             "avg_gpu_us": float(incl_sum[i]) / max(int(calls[i]), 1),
             "source": _name(tl, best_src.get(code, -1)),
+            "source_basis": src.basis if code in best_src else None,
         })
     return out
 
@@ -289,6 +443,7 @@ def copies(
             sources.append({
                 "op": names[op] if op >= 0 else "(unknown: launched before the trace)",
                 "source": _name(tl, s_code),
+                "source_basis": src.basis if s_code >= 0 else None,
                 "direction": ("d2d", "d2h", "h2d", "other")[int(np.argmax(dirs))],
                 "gpu_ms_per_step": float(tot[i]) / 1000.0 / n_steps,
                 "count_per_step": float(cnt[i]) / n_steps,

@@ -68,7 +68,8 @@ class SessionOptions:
     name: str = "run"  #: used in the default run directory name
     mode: str = "trace"  #: "trace" (kernel trace + timers) or "light" (timers only)
     schedule: Schedule = field(default_factory=Schedule)
-    with_stack: bool = True  #: Python source lines in the trace
+    with_stack: bool = False  #: torch's Python tracer (every Python call a trace event; costly)
+    stack_samples: bool = True  #: sample the loop thread's Python stack in the recorded window (collect/stacks.py)
     record_shapes: bool = False
     profile_memory: bool = False
     tokens_per_step: Optional[float] = None
@@ -107,6 +108,8 @@ class ProfileSession:
         self.trace_path: Optional[str] = None
         self._prof: Any = None
         self._prof_done = False
+        self.sampler: Any = None  #: perfkit.collect.stacks.StackSampler in trace mode (stack_samples)
+        self.stacks_path: Optional[str] = None
         self._hook_handle: Any = None
         self._first_optimizer: Optional[int] = None
         self._finished = False
@@ -170,7 +173,12 @@ class ProfileSession:
             # between cycles does not apply; keep the user's output clean.
             warnings.filterwarnings("ignore", message=".*clears events at the end of each cycle.*")
             self._prof = self._make_profiler(profile, schedule, activities, s)
+        if self.options.stack_samples:
+            from .stacks import StackSampler
+
+            self.sampler = StackSampler()
         self._prof.start()
+        self._sampler_follow()
 
     def _make_profiler(self, profile: Any, schedule: Any, activities: Any, s: "Schedule") -> Any:
         return profile(
@@ -187,10 +195,15 @@ class ProfileSession:
         path = os.path.join(self.run_dir, f"rank{self.rank}.pt.trace.json.gz")
         prof.export_chrome_trace(path)
         self.trace_path = path
+        if self.sampler is not None:
+            self.sampler.stop()  # normally stopped already, inside the recorded window
+            self.stacks_path = self.sampler.write(path)
 
     def _stop_profiler(self) -> None:
         if self._prof is not None and not self._prof_done:
             self._prof_done = True
+            if self.sampler is not None:
+                self.sampler.stop()  # its closing clock marker must fall in the recorded window
             try:
                 self._prof.stop()  # a partial active window is still exported
             except Exception as exc:  # never let profiling break the run
@@ -298,8 +311,14 @@ class ProfileSession:
             peak = self.memory.step_peak_bytes[-1] if self.memory.step_peak_bytes else None
             self.watchdog.beat(step=self.steps, step_ms=wall, tokens_per_s=tps, memory_bytes=peak)
         if self._prof is not None and not self._prof_done:
+            sampler = self.sampler
+            if sampler is not None and sampler.running:
+                sampler.add_current_thread()  # the threads that end steps run the loop
+                if _recording(self._prof, last=True):  # this boundary ends the recorded window
+                    sampler.stop()
             try:
                 self._prof.step()
+                self._sampler_follow()
             except Exception as exc:
                 self.error = f"torch.profiler step failed: {exc}"
                 self._prof_done = True
@@ -307,6 +326,12 @@ class ProfileSession:
             if self.steps >= self.options.schedule.last_step:
                 self._stop_profiler()  # the window is recorded: run at full speed from here
             self.timer.restart()  # the profiler's own work (trace export) is not the next step's time
+
+    def _sampler_follow(self) -> None:
+        """Start the stack sampler once the profiler records (warm-up steps are not in the trace)."""
+        sampler = self.sampler
+        if sampler is not None and not sampler.running and not sampler.syncs and _recording(self._prof):
+            sampler.start()
 
     # ------------------------------------------------------------------ end
 
@@ -373,6 +398,12 @@ class ProfileSession:
             "throughput": _throughput(steps, self.tokens_per_step, self.samples_per_step),
             "schedule": vars(self.options.schedule),
         }
+        if self.sampler is not None:
+            sm = self.sampler
+            out["stack_samples"] = {
+                "samples": len(sm.ts_us), "stacks": len(sm._stacks), "threads": len(sm._threads),
+                "interval_us": sm.interval_us, "path": self.stacks_path, "warning": sm.warning,
+            }
         if self.flops_per_step:
             out["flops_per_step"] = self.flops_per_step
             out.update(_mfu(self.flops_per_step, steps, self.matmul_dtype or _dtype_from_kernels(doc)))
@@ -457,6 +488,19 @@ class _RootFinder:
         return best
 
 
+def _recording(prof: Any, last: bool = False) -> bool:
+    """Whether torch.profiler records now (``last``: in the step whose end saves the trace)."""
+    try:
+        from torch.profiler import ProfilerAction
+
+        action = getattr(prof, "current_action", None)
+        if last:
+            return action == ProfilerAction.RECORD_AND_SAVE
+        return action in (ProfilerAction.RECORD, ProfilerAction.RECORD_AND_SAVE)
+    except Exception:
+        return False
+
+
 def _dtype_from_kernels(doc: Optional[dict[str, Any]]) -> Optional[str]:
     """The matmul dtype seen in the trace's top kernels (bf16/fp16), if any."""
     import re
@@ -515,7 +559,8 @@ def profile(
     wait: int = 0,
     warmup: int = 2,
     active: int = 3,
-    with_stack: bool = True,
+    with_stack: bool = False,
+    stack_samples: bool = True,
     record_shapes: bool = False,
     profile_memory: bool = False,
     tokens_per_step: Optional[float] = None,
@@ -537,6 +582,9 @@ def profile(
         model: the model being trained; enables module timers, activation memory
             per top-level module and the forward/backward memory peaks.
         flops: count the FLOPs of one early step (for MFU); that step runs slower.
+        with_stack: torch's Python tracer (every Python call recorded; costly, see docs/collect.md).
+        stack_samples: sample the training loop's Python stack during the recorded steps
+            (cheap; gives the executing line of user code for ops, kernels and findings).
 
     Returns:
         The session; ``session.run_dir`` is where the outputs go.
@@ -547,6 +595,7 @@ def profile(
         mode=mode,
         schedule=Schedule(skip_first=skip_first, wait=wait, warmup=warmup, active=active),
         with_stack=with_stack,
+        stack_samples=stack_samples,
         record_shapes=record_shapes,
         profile_memory=profile_memory,
         tokens_per_step=tokens_per_step,

@@ -457,7 +457,7 @@ def header_facts(doc: dict[str, Any]) -> list[tuple[str, str]]:
         facts.append(("Distributed", dist))
     facts.append(("Steps", steps_line(doc)))
     if get(doc, "trace", "has_python_stacks") is False:
-        facts.append(("Sources", "no Python stacks in the trace (record with with_stack=True to get source lines)"))
+        facts.append(("Sources", "no Python stacks in the trace (perfkit profile samples them; or record with with_stack=True)"))
     return facts
 
 

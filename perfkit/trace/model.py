@@ -141,6 +141,7 @@ class Trace:
         counts: events read per (ph, cat) group that are not in ``events`` (flows, instants...).
         warnings: problems found while reading (truncation, unknown values); never fatal.
         bytes_read: uncompressed JSON bytes parsed.
+        stack_samples: Python stack samples recorded beside the trace (``perfkit profile``), or None.
     """
 
     path: str
@@ -153,6 +154,7 @@ class Trace:
     counts: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     bytes_read: int = 0
+    stack_samples: Any = None  #: perfkit.trace.samples.StackSamples from a sidecar file, if one was found
 
     def __len__(self) -> int:
         return len(self.events[TS])

@@ -112,6 +112,9 @@ def read_trace(path: str, *, workers: Optional[int] = None) -> m.Trace:
         trace.warnings.insert(0, raw.truncated)
     if source.problem:
         trace.warnings.insert(0, f"{path}: {source.problem}")
+    from .samples import attach
+
+    attach(trace)  # Python stack samples beside the trace, if any (never fails the read)
     return trace
 
 
