@@ -16,7 +16,7 @@ batch 8x1024; GPT-2 124M from transformers, bf16 autocast, AdamW, batch
      (perf_counter, no sync inside the step) is the host cost.
    The step is GPU-bound when the host cost is below the GPU busy time.
 2. **Recording options.** The same two kinds of step under ``torch.profiler``
-   (CPU + CUDA activities) with nothing else, ``with_stack``,
+   (CPU + CUDA activities) with nothing else, perfkit's stack sampler, ``with_stack``,
    ``record_shapes``, ``profile_memory``, and all three. Each trace is read
    back to count, per step, the events each option adds (Python frames, ops
    with shapes, memory events, ops and runtime calls). The extra host time per
@@ -50,6 +50,7 @@ sys.path.insert(0, str(REPO / "examples" / "frameworks"))
 
 CONFIGS: dict[str, dict[str, bool]] = {
     "profiler": {},
+    "stack_sampler": {},  # the plain profiler plus perfkit's stack sampler (perfkit profile's default)
     "with_stack": {"with_stack": True},
     "record_shapes": {"record_shapes": True},
     "profile_memory": {"profile_memory": True},
@@ -64,8 +65,16 @@ def make_model(name: str) -> tuple[Callable[[int], Any], list[tuple[str, Callabl
     if name == "gpt150m":
         import train_gpt as ex
 
-        model, opt, loader, cfg = ex.build("150m", batch=8, steps=4)
-        batches = [b for b in loader]
+        model, opt, loader, cfg = ex.build("150m", batch=8, steps=400)
+        # The script's own DataLoader (random tokens made in the main process), as the script runs it.
+        state = {"it": iter(loader)}
+
+        def next_batch(_: int) -> Any:
+            try:
+                return next(state["it"])
+            except StopIteration:
+                state["it"] = iter(loader)
+                return next(state["it"])
 
         def fwd(data: Any) -> Any:
             return ex.forward_loss(model, data, cfg)
@@ -75,8 +84,8 @@ def make_model(name: str) -> tuple[Callable[[int], Any], list[tuple[str, Callabl
             opt.zero_grad(set_to_none=True)
 
         script = [str(REPO / "examples" / "train_gpt.py"), "--size", "150m", "--batch", "8"]
-        return (lambda i: batches[i % len(batches)]), [("forward", fwd), ("backward", lambda loss: loss.backward()),
-                                                        ("optimizer", opt_step)], json.dumps(script)
+        return next_batch, [("forward", fwd), ("backward", lambda loss: loss.backward()),
+                            ("optimizer", opt_step)], json.dumps(script)
     if name == "gpt2":
         import hf_gpt2_loop as hf
 
@@ -201,12 +210,24 @@ def recording_options(model_name: str, steps: int, tmp: str) -> dict[str, Any]:
         prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
                        schedule=schedule(wait=0, warmup=2, active=2 * steps, repeat=1),
                        on_trace_ready=lambda p, path=path: p.export_chrome_trace(path), **opts)
+        sampler = None
+        if name == "stack_sampler":
+            sys.path.insert(0, str(REPO))
+            from perfkit.collect.stacks import StackSampler
+
+            sampler = StackSampler()
         with prof:
             run_steps(batch, parts, 2, on_step=prof.step)  # the profiler's warm-up steps
+            if sampler is not None:
+                sampler.start()
             el = run_steps(batch, parts, steps, on_step=prof.step)
             # Busy-time kind: the sleep must cover the slower host of this option.
             hb = run_steps(batch, parts, steps, sleep_cycles=sleep_cycles_for(max(8 * host_guess, 150.0)), on_step=prof.step)
+            if sampler is not None:
+                sampler.stop()
         counts = count_events(path)
+        if sampler is not None:
+            counts["stack_samples"] = len(sampler.ts_us) / (2.0 * steps)
         result[name] = {"elapsed_ms": med(el["elapsed_ms"]), "host_ms": med(hb["host_ms"]),
                         "busy_ms": sum(med(hb[f"{p}_ms"]) for p, _ in parts), "events_per_step": counts,
                         "trace_bytes": os.path.getsize(path)}
@@ -224,6 +245,10 @@ def recording_options(model_name: str, steps: int, tmp: str) -> dict[str, Any]:
         per_event[f"{name}_per_event_us"] = ((result[name]["host_ms"] - base["host_ms"]) * 1000.0 / added
                                             if added > 0 else None)
         per_event[f"{name}_events_per_step"] = added
+    samples = result["stack_sampler"]["events_per_step"].get("stack_samples") or 0.0
+    per_event["stack_sampler_per_sample_us"] = ((result["stack_sampler"]["host_ms"] - base["host_ms"]) * 1000.0 / samples
+                                                if samples > 0 else None)
+    per_event["stack_sampler_samples_per_step"] = samples
     result["per_event_cost"] = per_event
     return result
 
