@@ -187,7 +187,7 @@ def count_events(trace_path: str) -> dict[str, Any]:
     return out
 
 
-def recording_options(model_name: str, steps: int, tmp: str) -> dict[str, Any]:
+def recording_options(model_name: str, steps: int, tmp: str, configs: tuple[str, ...] = tuple(CONFIGS)) -> dict[str, Any]:
     import torch
     from torch.profiler import ProfilerActivity, profile, schedule
 
@@ -206,6 +206,8 @@ def recording_options(model_name: str, steps: int, tmp: str) -> dict[str, Any]:
     }
     result["bare"]["busy_ms"] = sum(result["bare"][f"{p}_busy_ms"] for p, _ in parts)
     for name, opts in CONFIGS.items():
+        if name != "profiler" and name not in configs:
+            continue
         path = os.path.join(tmp, f"{model_name}_{name}.pt.trace.json.gz")
         prof = profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA],
                        schedule=schedule(wait=0, warmup=2, active=2 * steps, repeat=1),
@@ -241,14 +243,17 @@ def recording_options(model_name: str, steps: int, tmp: str) -> dict[str, Any]:
     }
     for name, key in (("with_stack", "python_function"), ("record_shapes", "cpu_op_with_shapes"),
                       ("profile_memory", "memory")):
+        if name not in result:
+            continue
         added = result[name]["events_per_step"][key] - base["events_per_step"][key]
         per_event[f"{name}_per_event_us"] = ((result[name]["host_ms"] - base["host_ms"]) * 1000.0 / added
                                             if added > 0 else None)
         per_event[f"{name}_events_per_step"] = added
-    samples = result["stack_sampler"]["events_per_step"].get("stack_samples") or 0.0
-    per_event["stack_sampler_per_sample_us"] = ((result["stack_sampler"]["host_ms"] - base["host_ms"]) * 1000.0 / samples
-                                                if samples > 0 else None)
-    per_event["stack_sampler_samples_per_step"] = samples
+    if "stack_sampler" in result:
+        samples = result["stack_sampler"]["events_per_step"].get("stack_samples") or 0.0
+        per_event["stack_sampler_per_sample_us"] = ((result["stack_sampler"]["host_ms"] - base["host_ms"]) * 1000.0
+                                                    / samples if samples > 0 else None)
+        per_event["stack_sampler_samples_per_step"] = samples
     result["per_event_cost"] = per_event
     return result
 
@@ -311,6 +316,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("recording-cost"))
     ap.add_argument("--models", default="gpt150m,gpt2")
     ap.add_argument("--steps", type=int, default=8)
+    ap.add_argument("--configs", default=",".join(CONFIGS),
+                    help="recording options to measure (profiler is always measured: the others are costed against it)")
+    ap.add_argument("--no-stack-run", action="store_true", help="skip the perfkit profile --stack run")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     import torch
@@ -320,19 +328,21 @@ def main() -> None:
     tmp = tempfile.mkdtemp()
     for name in args.models.split(","):
         try:
-            r = recording_options(name, args.steps, tmp)
+            r = recording_options(name, args.steps, tmp, tuple(args.configs.split(",")))
         except ImportError as exc:
             results["models"][name] = {"skipped": str(exc)}
             continue
         torch.cuda.empty_cache()
         r["perfkit"] = perfkit_runs(name, r["script"], args.out, r["bare"])
-        r["perfkit_with_stack"] = perfkit_runs(name, r["script"], args.out, r["bare"], ("--stack",), "profile_stack")
+        if not args.no_stack_run:
+            r["perfkit_with_stack"] = perfkit_runs(name, r["script"], args.out, r["bare"], ("--stack",), "profile_stack")
         results["models"][name] = r
         (args.out / "recording_cost.json").write_text(json.dumps(results, indent=2))
         print(json.dumps({name: {k: r[k] for k in ("bare", "per_event_cost")}}, indent=1), flush=True)
         for k in CONFIGS:
-            print(name, k, {x: r[k][x] for x in ("elapsed_ms", "host_ms", "busy_ms")}, r[k]["events_per_step"], flush=True)
-        print(json.dumps({k: r[k] for k in ("perfkit", "perfkit_with_stack")}, indent=1), flush=True)
+            if k in r:
+                print(name, k, {x: r[k][x] for x in ("elapsed_ms", "host_ms", "busy_ms")}, r[k]["events_per_step"], flush=True)
+        print(json.dumps({k: r[k] for k in ("perfkit", "perfkit_with_stack") if k in r}, indent=1), flush=True)
     (args.out / "recording_cost.json").write_text(json.dumps(results, indent=2))
 
 
