@@ -287,8 +287,10 @@ def _host_phases(
     bwd_threads = _backward_threads(tl, bwd_rows, step_rows, opt_rows)
     in_bwd = tl.thread_coverage(bwd_rows).contains(t_off) | np.isin(tl.thread[lrows], bwd_threads)
     decide(in_bwd, PHASE_CODES[rules.BACKWARD], rules.EVIDENCE_AUTOGRAD)
-    # (d) the kernel's own name
-    decide(by_name >= 0, by_name, rules.EVIDENCE_KERNEL)
+    # (d) the kernel's own name, backward or forward only: with host ops in the trace a real optimizer
+    # update sits in its Optimizer.step# range (a); foreach kernels outside it are clipping,
+    # zero_grad, GradScaler's unscale or an EMA, not the optimizer.
+    decide((by_name >= 0) & (by_name != PHASE_CODES[rules.OPTIMIZER]), by_name, rules.EVIDENCE_KERNEL)
     # (e) forward = the next phase boundary in the step is a backward pass (not
     # an optimizer step); steps without any backward (eval, inference) are all
     # forward; the rest (clipping, logging, after the optimizer) is "other".
