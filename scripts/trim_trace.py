@@ -28,6 +28,9 @@ dropped as well, with ``--drop-flows`` the launch flow arrows (``ac2g``: the
 same links the ``correlation`` args carry); without ``--steps``/``--until-ms``
 every other event of the whole trace is kept.
 
+A perfkit run's Python stack samples (``<trace>.stacks.json.gz`` beside the
+trace) are not carried over: a trimmed trace keeps only what the trace holds.
+
 Usage:
     python scripts/trim_trace.py SRC DST.json.gz --steps 2 [--skip 1]
     python scripts/trim_trace.py SRC DST.json.gz --until-ms 40
@@ -43,8 +46,10 @@ import json
 import re
 import sys
 
+#: Categories of events on device rows (the same names as perfkit.trace.model.CATEGORY_KINDS; kept
+#: here so the script needs only the standard library: tests/test_trim_trace.py checks they agree).
 DEVICE_CATS = {"kernel", "gpu_memcpy", "memcpy", "gpu_memset", "memset", "gpu_user_annotation",
-               "mtia_ccp_events", "mtia_memcpy"}
+               "mtia_ccp_events", "mtia_memcpy", "cuda_sync"}
 LAUNCH_CATS = {"cuda_runtime", "runtime", "hip_runtime", "cuda_driver", "hip_driver", "mtia_runtime",
                "xpu_runtime", "privateuse1_runtime", "privateuse1_driver"}
 STEP_CATS = {"user_annotation", "cpu_op", "operator"}

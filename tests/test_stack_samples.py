@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import time
 import os
 import subprocess
 import sys
@@ -279,3 +280,41 @@ def test_sampled_where_of_host_bound_idle(tmp_path):
     # 8 samples per step, all in the host-bound idle time of the kept steps.
     assert where[0]["samples"] == 8 * doc["steps"]["count"]
     assert doc["trace"]["stack_samples"]["alignment"] == "unix_time"  # no marker in this trace: the fallback
+
+
+def test_a_failing_profiler_step_stops_the_sampler(tmp_path):
+    """torch.profiler's step() raising must not leave the sampler thread taking the GIL for the rest of the run."""
+    import time
+
+    import torch
+
+    model = torch.nn.Linear(8, 8)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    with perfkit.profile(str(tmp_path / "run"), skip_first=0, warmup=1, active=5, report=False) as session:
+        for i in range(8):
+            if i == 3:  # the sampler runs now; then the profiler breaks
+                assert session.sampler is not None and session.sampler.running
+
+                def broken() -> None:
+                    raise RuntimeError("injected profiler failure")
+
+                session._prof.step = broken
+            time.sleep(0.003)
+            model(torch.randn(4, 8)).sum().backward()
+            opt.step()
+            opt.zero_grad()
+        assert not session.sampler.running
+        assert len(session.sampler.syncs) == 2  # the closing clock pairing is recorded too
+    assert "injected profiler failure" in (session.error or "")
+
+
+def test_stop_records_the_closing_pairing_after_the_cap():
+    from perfkit.collect.stacks import StackSampler
+
+    s = StackSampler(interval_us=200, max_samples=3)
+    s.start()
+    deadline = time.time() + 30
+    while s.running and time.time() < deadline:
+        time.sleep(0.01)
+    s.stop()
+    assert len(s.syncs) == 2

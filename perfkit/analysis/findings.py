@@ -199,7 +199,8 @@ def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
         top = where[0]
         lead = " ".join(x for x in (top.get("name"), f"({top['source']})" if top.get("source") and top.get("name") else top.get("source")) if x)
     else:  # most of the host-bound time has no op or frame recorded: say so, do not guess
-        lead = "code the trace does not show (no op or Python frame recorded; record with with_stack=True)"
+        lead = ("code the trace does not show (no op, Python frame or stack sample recorded: profile with perfkit "
+                "profile, which samples the stacks, or with_stack=True)")
     # How much of the host-bound idle time the data loader explains (the merge in detect() uses it).
     loader = host_rows[tl.matches(rules.DATALOADER_PATTERN)[host_rows]]
     loader_idle = float(gaps.within(tl.start[loader], tl.end[loader]).sum()) if len(loader) else 0.0
@@ -245,7 +246,8 @@ IDLE_CLASS_REMEDY = {
     "or a profiler schedule with wait/warmup steps). If it recurs every step, it is not one-off: look at the op "
     "named in the evidence.",
     "no_host_activity": "The threads that feed the GPU recorded nothing while it idled: the cause is unknown. "
-    "Record with with_stack=True, and check for untraced threads or processes that launch the work.",
+    "Profile with perfkit profile (it samples the Python stacks) or with_stack=True, and check for untraced "
+    "threads or processes that launch the work.",
 }
 
 
@@ -779,10 +781,13 @@ def recording_cost(ctx: Context) -> Optional[dict[str, Any]]:
     host_step_ms = float(np.median(ctx.stats.wall_us[ctx.stats.kept])) / 1000.0
     busy_ms = float(ctx.dw.share_us[ctx.kept].sum()) / 1000.0 / ctx.n
     without = max(host_step_ms - blocked_ms - cost_ms, 0.0)
+    samples = ctx.src.samples
     return {
         "basis": "estimate",
         "events_per_step": {"ops_and_runtime_calls": round(ops, 1), "python_frames": round(frames, 1),
                             "memory_events": round(memory, 1)},
+        # perfkit's stack sampler has no calibrated GPU-host cost yet: its samples are not counted.
+        "not_counted": "stack samples" if samples is not None and len(samples.t) else None,
         "cost_us_per_event": dict(RECORDING_COST_US),
         "estimated_cost_ms_per_step": round(cost_ms, 3),
         "host_step_ms": round(host_step_ms, 3),

@@ -173,12 +173,13 @@ class ProfileSession:
             # between cycles does not apply; keep the user's output clean.
             warnings.filterwarnings("ignore", message=".*clears events at the end of each cycle.*")
             self._prof = self._make_profiler(profile, schedule, activities, s)
-        if self.options.stack_samples:
+        self._prof.start()
+        # With with_stack the trace has every Python frame already: the samples would only cost time.
+        if self.options.stack_samples and not self.options.with_stack:
             from .stacks import StackSampler
 
             self.sampler = StackSampler()
-        self._prof.start()
-        self._sampler_follow()
+            self._sampler_follow()
 
     def _make_profiler(self, profile: Any, schedule: Any, activities: Any, s: "Schedule") -> Any:
         return profile(
@@ -200,10 +201,10 @@ class ProfileSession:
             self.stacks_path = self.sampler.write(path)
 
     def _stop_profiler(self) -> None:
+        if self.sampler is not None:
+            self.sampler.stop()  # its closing clock marker must fall in the recorded window
         if self._prof is not None and not self._prof_done:
             self._prof_done = True
-            if self.sampler is not None:
-                self.sampler.stop()  # its closing clock marker must fall in the recorded window
             try:
                 self._prof.stop()  # a partial active window is still exported
             except Exception as exc:  # never let profiling break the run
@@ -322,6 +323,8 @@ class ProfileSession:
             except Exception as exc:
                 self.error = f"torch.profiler step failed: {exc}"
                 self._prof_done = True
+                if self.sampler is not None:
+                    self.sampler.stop()
                 return
             if self.steps >= self.options.schedule.last_step:
                 self._stop_profiler()  # the window is recorded: run at full speed from here
@@ -399,11 +402,7 @@ class ProfileSession:
             "schedule": vars(self.options.schedule),
         }
         if self.sampler is not None:
-            sm = self.sampler
-            out["stack_samples"] = {
-                "samples": len(sm.ts_us), "stacks": len(sm._stacks), "threads": len(sm._threads),
-                "interval_us": sm.interval_us, "path": self.stacks_path, "warning": sm.warning,
-            }
+            out["stack_samples"] = {**self.sampler.summary(), "path": self.stacks_path}
         if self.flops_per_step:
             out["flops_per_step"] = self.flops_per_step
             out.update(_mfu(self.flops_per_step, steps, self.matmul_dtype or _dtype_from_kernels(doc)))

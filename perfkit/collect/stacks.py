@@ -33,11 +33,10 @@ import threading
 import time
 from typing import Any, Optional
 
-from ..trace.samples import sidecar_path
+from ..trace.files import STACKS_SCHEMA as SCHEMA
+from ..trace.files import STACKS_SYNC_PREFIX, sidecar_path
 
-SCHEMA = "perfkit.stacks/1"
 CLOCK = "perf_counter_ns"  #: the clock of ``ts_us`` in the sidecar (CLOCK_MONOTONIC on Linux)
-SYNC_NAME = "perfkit.clock_sync"
 DEFAULT_INTERVAL_US = 1000.0
 MAX_SAMPLES = 200_000
 MAX_DEPTH = 256  #: frames kept per stack (innermost first); deeper stacks are cut at the root side
@@ -45,6 +44,14 @@ MAX_DEPTH = 256  #: frames kept per stack (innermost first); deeper stacks are c
 
 def _now_us() -> float:
     return time.perf_counter_ns() / 1000.0
+
+
+def _line_of(code: Any, lasti: int) -> int:
+    """The source line of the instruction at byte offset ``lasti`` of ``code`` (-1 if none)."""
+    for start, end, line in code.co_lines():
+        if start <= lasti < end:
+            return line if line is not None else -1
+    return -1
 
 
 class StackSampler:
@@ -68,6 +75,7 @@ class StackSampler:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.running = False
+        self._closed = False  #: stop() has run (the closing clock pairing is recorded)
 
     # ------------------------------------------------------------------ control
 
@@ -98,9 +106,13 @@ class StackSampler:
             self.warning = f"stack sampler not started: {type(exc).__name__}: {exc}"
 
     def stop(self) -> None:
-        """Stop sampling and record a closing clock pairing (call while the profiler still records)."""
-        if not self.running:
+        """Stop sampling and record a closing clock pairing (call while the profiler still records).
+
+        Also after the thread stopped itself (the sample cap, an error): the pairing still closes.
+        """
+        if self._thread is None or self._closed:
             return
+        self._closed = True
         self.running = False
         self._stop.set()
         try:
@@ -116,7 +128,7 @@ class StackSampler:
             from torch.autograd.profiler import record_function
         except Exception:
             record_function = None
-        name = f"{SYNC_NAME}#{len(self.syncs)}"
+        name = f"{STACKS_SYNC_PREFIX}{len(self.syncs)}"
         unix_ns = time.time_ns()
         before = _now_us()
         if record_function is not None:
@@ -161,7 +173,7 @@ class StackSampler:
                 if cid not in codes:
                     codes[cid] = code
                 key.append(cid)
-                key.append(f.f_lineno)
+                key.append(f.f_lasti)  # f_lineno decodes the line table on every read: resolved in to_dict
                 f = f.f_back
                 depth += 1
             k = tuple(key)
@@ -180,12 +192,16 @@ class StackSampler:
         """The sidecar document (schema ``perfkit.stacks/1``)."""
         n = min(len(self.ts_us), len(self.thread), len(self.stack))  # a sample may be half-written at a stop
         strings: dict[tuple[str, int, str], str] = {}
+        lines: dict[tuple[int, int], int] = {}
         stacks = []
         for st in list(self._stacks):
             out = []
             for j in range(0, len(st), 2):
-                code, line = self._codes[st[j]], st[j + 1]
-                key = (code.co_filename, line if line is not None else -1, code.co_name)
+                code = self._codes[st[j]]
+                line = lines.get((st[j], st[j + 1]))
+                if line is None:
+                    line = lines[(st[j], st[j + 1])] = _line_of(code, st[j + 1])
+                key = (code.co_filename, line, code.co_name)
                 s = strings.get(key)
                 if s is None:
                     s = strings[key] = f"{key[0]}({key[1]}): {key[2]}"
@@ -202,6 +218,18 @@ class StackSampler:
             "threads": [{k: t[k] for k in ("pid", "tid", "name")} for t in self._threads],
             "samples": {"ts_us": self.ts_us[:n], "thread": self.thread[:n], "stack": self.stack[:n]},
             "stacks": stacks,
+        }
+
+    def summary(self) -> dict[str, Any]:
+        """What the sampler recorded, for the run's ``runtime.stack_samples``; counts are None if it never ran."""
+        started = bool(self.syncs)
+        return {
+            "samples": len(self.ts_us) if started else None,
+            "stacks": len(self._stacks) if started else None,
+            "threads": len(self._threads) if started else None,
+            "interval_us": self.interval_us,
+            "warning": self.warning or (None if started else "the stack sampler never started (the profiler did "
+                                        "not record a step)"),
         }
 
     def write(self, trace_path: str) -> Optional[str]:

@@ -679,7 +679,8 @@ def recording_notes(doc: dict[str, Any]) -> list[str]:
             f"Recording the trace cost the host about {fmt_ms(rec.get('estimated_cost_ms_per_step'))} ms per step "
             f"(estimate: {fmt_count(ev.get('ops_and_runtime_calls'))} ops and runtime calls, "
             f"{fmt_count(ev.get('python_frames'))} Python frames, {fmt_count(ev.get('memory_events'))} memory events "
-            f"per step); without it the host works about {fmt_ms(rec.get('host_ms_without_recording'))} ms per step "
+            f"per step{'; ' + str(rec['not_counted']) + ' not counted' if rec.get('not_counted') else ''}); "
+            f"without it the host works about {fmt_ms(rec.get('host_ms_without_recording'))} ms per step "
             f"against {fmt_ms(rec.get('gpu_busy_ms_per_step'))} ms of GPU work."
         )
     measured = as_dict(rec.get("measured"))

@@ -8,8 +8,23 @@ from pathlib import Path
 from ..errors import TraceFormatError
 
 TRACE_SUFFIXES = (".json", ".json.gz")
-#: Files beside a trace that are not traces (Python stack samples, perfkit/trace/samples.py).
-SIDECAR_SUFFIXES = (".stacks.json", ".stacks.json.gz")
+#: The Python stack samples beside a trace (written by perfkit/collect/stacks.py, read by
+#: perfkit/trace/samples.py): ``<trace>.stacks.json.gz``, this schema, and the clock markers.
+STACKS_SUFFIX = ".stacks.json.gz"
+STACKS_SCHEMA = "perfkit.stacks/1"
+STACKS_SYNC_PREFIX = "perfkit.clock_sync#"
+#: Files beside a trace that are not traces.
+SIDECAR_SUFFIXES = (STACKS_SUFFIX, STACKS_SUFFIX[: -len(".gz")])
+
+
+def sidecar_path(trace_path: str) -> str:
+    """``rank0.pt.trace.json.gz`` -> ``rank0.pt.trace.stacks.json.gz``."""
+    base = trace_path
+    for suffix in (".json.gz", ".json"):
+        if base.endswith(suffix):
+            base = base[: -len(suffix)]
+            break
+    return base + STACKS_SUFFIX
 
 
 def expand_traces(paths: list[str]) -> list[str]:

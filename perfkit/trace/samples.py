@@ -8,8 +8,8 @@ sample times on the trace's own clock:
 
 * ``clock_sync``: the sampler brackets ``record_function("perfkit.clock_sync#N")``
   ranges with readings of its clock; the middle of each range in the trace,
-  minus the middle of its bracket, is the offset (interpolated between the
-  first and the last pairing, so a slow drift is followed).
+  minus the middle of its bracket, is the offset (the mean over the pairings;
+  pairings that disagree by more than ``MAX_SYNC_SPREAD_US`` are reported).
 * ``unix_time``: no marker in the trace (e.g. it was cut): a Unix-time reading
   paired with the sampler's clock, against the trace's epoch-based ``ts``
   (``baseTimeNanoseconds`` + ``ts``). Approximate: Kineto converts its own clock.
@@ -30,8 +30,9 @@ import numpy as np
 
 from . import model as m
 
-SCHEMA = "perfkit.stacks/1"
-SYNC_PREFIX = "perfkit.clock_sync#"
+from .files import STACKS_SCHEMA as SCHEMA
+from .files import STACKS_SYNC_PREFIX as SYNC_PREFIX
+from .files import sidecar_path
 #: Offsets of two pairings further apart than this are reported (clock steps, a wrong file).
 MAX_SYNC_SPREAD_US = 1000.0
 
@@ -67,27 +68,17 @@ class StackSamples:
         return len(self.ts_us)
 
 
-def sidecar_path(trace_path: str) -> str:
-    """``rank0.pt.trace.json.gz`` -> ``rank0.pt.trace.stacks.json.gz`` (same rule as the collector)."""
-    base = trace_path
-    for suffix in (".json.gz", ".json"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-            break
-    return base + ".stacks.json.gz"
-
-
 def attach(trace: m.Trace) -> None:
     """Load the samples beside ``trace`` into ``trace.stack_samples``; problems become warnings."""
     path = sidecar_path(trace.path)
-    syncs = _sync_events(trace)
-    if not os.path.exists(path):
-        if syncs:
-            trace.warnings.append(
-                f"{os.path.basename(path)}: the trace has perfkit stack-sampler markers but no stack samples file "
-                "beside it: source lines come from the trace alone")
-        return
     try:
+        syncs = _sync_events(trace)
+        if not os.path.exists(path):
+            if syncs:
+                trace.warnings.append(
+                    f"{os.path.basename(path)}: the trace has perfkit stack-sampler markers but no stack samples "
+                    "file beside it: source lines come from the trace alone")
+            return
         trace.stack_samples = load(path, trace, syncs)
     except Exception as exc:  # a corrupt file must not cost the analysis
         trace.warnings.append(f"{os.path.basename(path)}: stack samples not used ({type(exc).__name__}: {exc})")
@@ -113,7 +104,7 @@ def load(path: str, trace: m.Trace, syncs: Optional[dict[str, tuple[float, float
         raise ValueError("stacks must be lists of frame strings")
     pids = np.asarray([int(t["pid"]) for t in threads], dtype=np.int64)
     tids = np.asarray([int(t["tid"]) for t in threads], dtype=np.int64)
-    offset, alignment = _offset(doc, trace, ts, _sync_events(trace) if syncs is None else syncs)
+    offset, alignment = _offset(doc, trace, _sync_events(trace) if syncs is None else syncs)
     if doc.get("warning"):
         trace.warnings.append(f"{os.path.basename(path)}: {doc['warning']}")
     return StackSamples(
@@ -143,8 +134,7 @@ def _sync_events(trace: m.Trace) -> dict[str, tuple[float, float]]:
     return out
 
 
-def _offset(doc: dict[str, Any], trace: m.Trace, ts: np.ndarray,
-            syncs: dict[str, tuple[float, float]]) -> tuple[np.ndarray | float, str]:
+def _offset(doc: dict[str, Any], trace: m.Trace, syncs: dict[str, tuple[float, float]]) -> tuple[float, str]:
     """What to add to the sampler's clock (µs) to get the trace's ``ts`` (µs), and how it was found."""
     clock, offs = [], []
     for s in doc.get("syncs") or []:
