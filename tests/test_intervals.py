@@ -119,3 +119,16 @@ def test_tree_order_is_the_lexsort(seed):
     e[::7] = s[::7]  # zero-length ones
     s[::11], e[::11] = s[0], e[0]  # fully equal intervals keep the input order
     np.testing.assert_array_equal(intervals.tree_order(s, e), np.lexsort((-e, s)))
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_root_index_is_the_outermost_interval_holding_each(seed):
+    rng = np.random.default_rng(seed)
+    s, e = _random_tree(rng, 80)
+    perm = rng.permutation(len(s))  # input order need not be tree order
+    s, e = s[perm], e[perm]
+    got = intervals.root_index(intervals.parent_index(s, e))
+    for i in range(len(s)):
+        # the root is the longest interval holding this one (itself when none holds it)
+        holding = [j for j in range(len(s)) if s[j] <= s[i] and e[i] <= e[j]]
+        assert got[i] == max(holding, key=lambda j: e[j] - s[j])

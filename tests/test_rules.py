@@ -47,3 +47,22 @@ def test_kernel_categories(kernel, op, expected):
 def test_device_kinds():
     assert classify("Memcpy HtoD (Pageable -> Device)", "aten::copy_", "memcpy") == "copy"
     assert classify("Memset (Device)", "aten::zero_", "memset") == "memset"
+
+
+@pytest.mark.parametrize("frame, library", [
+    ("my_functools.py(3): f", False),  # a user file whose name ends like a stdlib module's
+    ("my_threading.py(7): run", False),
+    ("functools.py(12): wrapper", True),  # the tracer strips the stdlib directory
+    ("/usr/lib/python3.11/functools.py(12): wrapper", True),
+    ("threading.py(1012): run", True),
+    ("runpy.py(198): _run_module_as_main", True),
+    ("contextlib.py(81): inner", True),
+    ("importlib/__init__.py(126): import_module", True),
+    ("<frozen importlib._bootstrap>(1176): _find_and_load", True),
+])
+def test_library_frame_pattern_anchored(frame, library):
+    import re
+
+    from perfkit.analysis import rules
+
+    assert bool(re.search(rules.LIBRARY_FRAME_PATTERN, frame)) is library

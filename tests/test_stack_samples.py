@@ -280,6 +280,10 @@ def test_sampled_where_of_host_bound_idle(tmp_path):
     # 8 samples per step, all in the host-bound idle time of the kept steps.
     assert where[0]["samples"] == 8 * doc["steps"]["count"]
     assert doc["trace"]["stack_samples"]["alignment"] == "unix_time"  # no marker in this trace: the fallback
+    # The typical gap is the median gap between consecutive samples (1 ms here), not the weight bound
+    # (which the 5 ms switch interval raises).
+    gaps = [b - a for a, b in zip(samples_t, samples_t[1:])]
+    assert doc["trace"]["stack_samples"]["typical_gap_us"] == pytest.approx(sorted(gaps)[len(gaps) // 2])
 
 
 def test_a_failing_profiler_step_stops_the_sampler(tmp_path):

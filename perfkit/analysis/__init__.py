@@ -217,7 +217,7 @@ def _stack_samples_info(trace: m.Trace, src: ops.Sources) -> Optional[dict[str, 
         "path": ss.path, "samples": len(ss), "alignment": ss.alignment, "interval_us": ss.interval_us,
         "used": sm is not None and not len(src.frames),
         "samples_on_feeding_threads": len(sm) if sm is not None else 0,
-        "typical_gap_us": (sm.bound_us / 2.0) if sm is not None else None,
+        "typical_gap_us": sm.typical_us if sm is not None else None,
     }
 
 
@@ -234,8 +234,6 @@ def _phase_group(phase_us: dict[str, float], n_steps: int, busy_total: float,
 
 def _phase_evidence(dw: DeviceWork, kept: np.ndarray) -> dict[str, dict[str, float]]:
     """Per phase with GPU time in the kept steps: the share of that time each kind of evidence decided."""
-    if dw.phase_evidence is None:
-        return {}
     n_ev = len(rules.PHASE_EVIDENCE)
     key = dw.phase[kept].astype(np.int64) * n_ev + dw.phase_evidence[kept]
     us = np.bincount(key, weights=dw.share_us[kept], minlength=len(rules.PHASES) * n_ev).reshape(len(rules.PHASES), n_ev)

@@ -74,8 +74,7 @@ class DeviceWork:
     phase: np.ndarray  #: int8 index into rules.PHASES
     category: np.ndarray  #: int8 index into rules.CATEGORIES
     share_us: np.ndarray  #: float64 exclusive share of busy time, µs
-    #: int8 index into rules.PHASE_EVIDENCE: what decided the phase (None: not recorded)
-    phase_evidence: Optional[np.ndarray] = None
+    phase_evidence: np.ndarray  #: int8 index into rules.PHASE_EVIDENCE: what decided the phase
 
     def __len__(self) -> int:
         return len(self.row)
@@ -244,7 +243,7 @@ def kernel_name_phases(tl: Timeline, dev: np.ndarray) -> np.ndarray:
     if len(dev) == 0:
         return out
     is_kernel = tl.kind[dev] == m.Kind.KERNEL
-    # first match wins: backward, then optimizer, then forward
+    # a later pattern overwrites an earlier one: backward wins over optimizer, optimizer over forward
     for phase_name, pattern in (
         (rules.FORWARD, rules.FORWARD_KERNEL_PATTERN),
         (rules.OPTIMIZER, rules.OPTIMIZER_KERNEL_PATTERN),
@@ -337,6 +336,15 @@ def _host_phases(
     return result, evidence
 
 
+def _run_ids(*keys: np.ndarray) -> np.ndarray:
+    """Id of each row's run of equal keys (rows sorted by the keys): 1, 1, 2, 2, 2, 3..."""
+    change = np.ones(len(keys[0]), dtype=bool)
+    change[1:] = False
+    for k in keys:
+        change[1:] |= k[1:] != k[:-1]
+    return np.cumsum(change)
+
+
 def _neighbour_marks(group: np.ndarray, known: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """For rows in sorted order: index of the previous / next ``known`` row of the same group (-1 if none)."""
     n = len(group)
@@ -369,8 +377,7 @@ def _kernel_order_phases(
         return out
     order = np.lexsort((start, step, device))
     dev_o, step_o, named_o = device[order], step[order], by_name[order]
-    group = np.cumsum(np.concatenate([[True], (dev_o[1:] != dev_o[:-1]) | (step_o[1:] != step_o[:-1])]))
-    prev, nxt = _neighbour_marks(group, named_o >= 0)
+    prev, nxt = _neighbour_marks(_run_ids(dev_o, step_o), named_o >= 0)
     p = np.where(prev >= 0, named_o[np.maximum(prev, 0)], -1)
     q = np.where(nxt >= 0, named_o[np.maximum(nxt, 0)], -1)
     fwd, bwd, opt = (PHASE_CODES[x] for x in (rules.FORWARD, rules.BACKWARD, rules.OPTIMIZER))
@@ -456,27 +463,17 @@ def _fill_from_stream_neighbours(
     Returns (filled values, which rows got a value from a previous row).
     """
     order = np.lexsort((start, stream, device))
-    dev_o, str_o = device[order], stream[order]
     known_o = known[order]
-    n = len(order)
-    idx = np.where(known_o, np.arange(n), -1)
-    group_start = np.ones(n, dtype=bool)
-    if n:
-        group_start[1:] = (dev_o[1:] != dev_o[:-1]) | (str_o[1:] != str_o[:-1])
-    gid = np.cumsum(group_start) - 1
-    prev = np.maximum.accumulate(idx)
-    prev_ok = (prev >= 0) & (gid[np.maximum(prev, 0)] == gid)
-    idx_rev = np.where(known_o, np.arange(n), n)
-    nxt = np.minimum.accumulate(idx_rev[::-1])[::-1]
-    next_ok = (nxt < n) & (gid[np.minimum(nxt, n - 1)] == gid)
-    src = np.where(prev_ok, prev, np.where(next_ok, nxt, -1))
-    out_o = values[order].copy()
+    prev, nxt = _neighbour_marks(_run_ids(device[order], stream[order]), known_o)
+    src = np.where(prev >= 0, prev, nxt)
+    values_o = values[order]
+    out_o = values_o.copy()
     fill = ~known_o & (src >= 0)
-    out_o[fill] = values[order][src[fill]]
+    out_o[fill] = values_o[src[fill]]
     out = np.empty_like(values)
     out[order] = out_o
-    from_prev = np.empty(n, dtype=bool)
-    from_prev[order] = ~known_o & prev_ok
+    from_prev = np.empty(len(order), dtype=bool)
+    from_prev[order] = ~known_o & (prev >= 0)
     return out, from_prev
 
 
@@ -526,16 +523,6 @@ def classify(kernel_name: str, op_name: str = "", device_kind: str = "kernel") -
 # ----------------------------------------------------------------------------- all together
 
 
-def host_roots(tl: Timeline) -> np.ndarray:
-    """Outermost CPU ops on each thread (annotations do not count as parents), by start time."""
-    cpu = tl.rows(m.Kind.CPU_OP)
-    if len(cpu) == 0:
-        return cpu
-    depth = intervals.depths(*tl.offset_span(cpu))
-    roots = cpu[depth == 0]
-    return roots[np.argsort(tl.start[roots], kind="stable")]
-
-
 def cpu_self_items(tl: Timeline) -> tuple[np.ndarray, np.ndarray]:
     """CPU-basis work items: (CPU op rows, each one's share of CPU busy time, µs).
 
@@ -546,23 +533,12 @@ def cpu_self_items(tl: Timeline) -> tuple[np.ndarray, np.ndarray]:
     among the ops of its call tree in proportion to their self times: the shares still add up
     to the union of the outermost ops per thread. Items with no self time are left out.
     """
-    cpu = tl.rows(m.Kind.CPU_OP)
+    tree = tl.cpu_calls()
+    cpu = tree.rows
     if len(cpu) == 0:
         return cpu, np.zeros(0)
-    o_s, o_e = tl.offset_span(cpu)  # per-thread offsets: nesting only within a thread
-    parent = intervals.parent_index(o_s, o_e)
-    dur = tl.end[cpu] - tl.start[cpu]
-    has_parent = parent >= 0
-    child_sum = np.bincount(parent[has_parent], weights=dur[has_parent], minlength=len(cpu))
-    self_us = np.maximum(dur - child_sum, 0.0)
-    # Root of each op's call tree, by pointer jumping (log2(depth) passes).
-    root = np.where(has_parent, parent, np.arange(len(cpu)))
-    while True:
-        nxt = root[root]
-        if np.array_equal(nxt, root):
-            break
-        root = nxt
-    roots = np.flatnonzero(~has_parent)
+    self_us, root, roots = tree.self_us, tree.root, tree.outer
+    has_parent = tree.parent >= 0
     root_share = np.zeros(len(cpu))
     root_share[roots] = _shares(tl.thread[cpu[roots]], tl.start[cpu[roots]], tl.end[cpu[roots]])
     tree_self = np.bincount(root, weights=self_us, minlength=len(cpu))
@@ -590,22 +566,27 @@ def attribute(tl: Timeline, steps: Steps, basis: str = "gpu", threads: int = 1) 
     second thread while linking, steps and phases run on this one (numpy work
     that releases the GIL; used for large traces).
     """
-    from concurrent.futures import Future, ThreadPoolExecutor
+    from concurrent.futures import ThreadPoolExecutor
 
     pool = ThreadPoolExecutor(max_workers=1) if threads > 1 else None
 
     def later(fn, *args):  # type: ignore[no-untyped-def]
-        if pool is not None:
-            return pool.submit(fn, *args)
-        done: Future = Future()
-        done.set_result(fn(*args))
-        return done
+        return pool.submit(fn, *args) if pool is not None else _resolved(fn(*args))
 
     try:
         return _attribute(tl, steps, basis, later)
     finally:
         if pool is not None:
             pool.shutdown()
+
+
+def _resolved(value):  # type: ignore[no-untyped-def]
+    """A future that already holds ``value``."""
+    from concurrent.futures import Future
+
+    done: Future = Future()
+    done.set_result(value)
+    return done
 
 
 def _shares(lanes: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -618,24 +599,19 @@ def _shares(lanes: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray
 
 
 def _attribute(tl: Timeline, steps: Steps, basis: str, later) -> DeviceWork:  # type: ignore[no-untyped-def]
-    if basis == "cpu":
+    if basis == "cpu":  # the CPU ops are the work items: each its own launch and op, weighted by self time
         dev, cpu_share = cpu_self_items(tl)
-    else:
+        f_share = _resolved(cpu_share)
+        launch, op = dev.copy(), dev.copy()
+    else:  # device work: the time shares on the other thread while linking runs on this one
         dev = tl.rows(*m.DEVICE_WORK_KINDS)
         dev = dev[np.argsort(tl.start[dev], kind="stable")]
+        f_share = later(_shares, tl.col(m.PID)[dev], tl.start[dev], tl.end[dev])
+        launch, op = link(tl, dev)
     device = tl.col(m.PID)[dev]
     stream = tl.col(m.TID)[dev]
     start = tl.start[dev]
     end = tl.end[dev]
-    if basis == "cpu":
-        f_share = later(lambda share: share, cpu_share)
-    else:
-        f_share = later(_shares, device, start, end)
-    if basis == "cpu":
-        launch = dev.copy()
-        op = dev.copy()
-    else:
-        launch, op = link(tl, dev)
     f_category = later(assign_categories, tl, dev, op)
 
     # Steps: by launch time; unlinked ops by GPU-side ProfilerStep ranges, then by stream order.

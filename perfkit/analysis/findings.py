@@ -698,16 +698,10 @@ def _sampled_where(ctx: Context, gaps: Coverage, k: int = 3) -> list[dict[str, A
     sm = ctx.src.samples
     if sm is None:
         return []
-    hit = gaps.contains(sm.t) & (sm.code >= 0)
-    if not hit.any():
-        return []
-    codes, inv = np.unique(sm.code[hit], return_inverse=True)
-    inv = inv.reshape(-1)
-    tot = np.bincount(inv, weights=sm.weight_us[hit], minlength=len(codes))
-    cnt = np.bincount(inv, minlength=len(codes))
-    return [{"source": _src(ctx, int(codes[i])), "ms_per_step": round(float(tot[i]) / 1000.0 / ctx.n, 4),
-             "samples": int(cnt[i]), "source_basis": "sampled"}
-            for i in np.argsort(-tot, kind="stable")[:k].tolist()]
+    codes, us, count = sm.totals(gaps.contains(sm.t))
+    return [{"source": _src(ctx, int(c)), "ms_per_step": round(float(w) / 1000.0 / ctx.n, 4),
+             "samples": int(n), "source_basis": "sampled"}
+            for c, w, n in zip(codes[:k].tolist(), us[:k].tolist(), count[:k].tolist())]
 
 
 def _self_overlap(tl: Timeline, rows: np.ndarray, overlap: np.ndarray) -> np.ndarray:

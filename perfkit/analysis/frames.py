@@ -7,8 +7,9 @@ stay its own): a function that sleeps, spins in Python or waits on the host
 keeps that time, while ``main`` keeps only what its callees do not explain.
 Without the tracer, the stack samples of ``perfkit profile`` (``Sources.samples``)
 give the same figure estimated: each sample credits its innermost user frame,
-at the line being executed, with the time to the next sample (``source_basis``
-``sampled``; no call counts).
+at the line being executed, with the time since the previous sample of its
+thread, at most a bound (``SampledFrames``; ``source_basis`` ``sampled``; no
+call counts).
 
 The job view compares these between ranks to say where a straggler spends its
 extra time when no op carries it (a host sleep, a Python loop).
@@ -59,16 +60,10 @@ def user_frames(tl: Timeline, steps: Steps, stats: StepStats, src: Sources) -> l
 def _sampled_frames(steps: Steps, stats: StepStats, src: Sources) -> list[dict[str, Any]]:
     """[{source, ms_per_step, samples_per_step, calls_per_step=None, source_basis}] from stack samples."""
     sm = src.samples
-    keep = in_kept_steps(steps, stats, sm.t) & (sm.code >= 0)
-    if not keep.any():
-        return []
-    codes, inv = np.unique(sm.code[keep], return_inverse=True)
-    tot = np.bincount(inv.reshape(-1), weights=sm.weight_us[keep], minlength=len(codes))
-    cnt = np.bincount(inv.reshape(-1), minlength=len(codes))
+    codes, us, count = sm.totals(in_kept_steps(steps, stats, sm.t))
     n = max(int(stats.kept.sum()), 1)
-    order = np.argsort(-tot, kind="stable")[:TOP_FRAMES].tolist()
     return [
-        {"source": format_frame(src.tl.trace.names[int(codes[i])]), "ms_per_step": float(tot[i]) / 1000.0 / n,
-         "samples_per_step": float(cnt[i]) / n, "calls_per_step": None, "source_basis": "sampled"}
-        for i in order
+        {"source": format_frame(src.tl.trace.names[c]), "ms_per_step": w / 1000.0 / n,
+         "samples_per_step": c_n / n, "calls_per_step": None, "source_basis": "sampled"}
+        for c, w, c_n in zip(codes[:TOP_FRAMES].tolist(), us[:TOP_FRAMES].tolist(), count[:TOP_FRAMES].tolist())
     ]

@@ -172,6 +172,19 @@ def parent_index(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return parent
 
 
+def root_index(parent: np.ndarray) -> np.ndarray:
+    """Index of the outermost ancestor of each interval (itself for a root), from :func:`parent_index`.
+
+    Pointer jumping: each pass replaces a pointer by its target's, so log2(depth) passes.
+    """
+    root = np.where(parent >= 0, parent, np.arange(len(parent)))
+    while True:
+        nxt = root[root]
+        if np.array_equal(nxt, root):
+            return root
+        root = nxt
+
+
 def _parents(s: np.ndarray, e: np.ndarray) -> np.ndarray:
     """Parent index of each interval (sorted by start, longer first), -1 for roots.
 

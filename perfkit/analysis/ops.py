@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 import numpy as np
 
@@ -14,6 +14,7 @@ from .attribute import CATEGORY_CODES, DeviceWork
 from .timeline import Timeline, name_mask
 
 _FRAME = re.compile(rules.FRAME_PATTERN)
+_LIBRARY = re.compile(rules.LIBRARY_FRAME_PATTERN)
 
 
 def format_frame(frame: str) -> str:
@@ -22,6 +23,31 @@ def format_frame(frame: str) -> str:
     if not mt:
         return frame.strip()
     return f"{mt['file']}:{mt['line']} {mt['func']}"
+
+
+def user_frame(frames: Iterable[str]) -> Optional[str]:
+    """The first of ``frames`` (innermost first) that is a Python frame (``rules.FRAME_PATTERN``)
+    of user code (not ``rules.LIBRARY_FRAME_PATTERN``), None if there is none."""
+    for frame in frames:
+        frame = frame.strip()
+        if frame and _FRAME.match(frame) and not _LIBRARY.search(frame):
+            return frame
+    return None
+
+
+def user_frame_codes(names: list[str], stacks: Iterable[Iterable[str]]) -> np.ndarray:
+    """String-table code of each stack's :func:`user_frame` (appended to ``names`` if new), -1 if none."""
+    user = [user_frame(frames) for frames in stacks]
+    wanted = {u for u in user if u is not None}
+    index: dict[str, int] = {}
+    if wanted:
+        for i, name in enumerate(names):
+            if name in wanted:
+                index.setdefault(name, i)
+        for u in sorted(wanted - set(index)):
+            index[u] = len(names)
+            names.append(u)
+    return np.array([index[u] if u is not None else -1 for u in user], dtype=np.int64)
 
 
 class Sources:
@@ -40,24 +66,21 @@ class Sources:
         self.threads = self.feeding_threads(tl)  #: bool per dense thread index
         self.frames = py[user[tl.name[py]] & self.threads[tl.thread[py]]] if len(py) else py
         self._s, self._e = tl.offset_span(self.frames)
-        self._user_stack = user
         self._lock = threading.Lock()
+        self._stack_user: dict[int, int] = {}  #: "Call stack" string code -> its user frame's code
         # Without Python tracer frames: the stack samples recorded beside the trace (perfkit profile).
         self.samples = SampledFrames.build(tl, self.threads) if not len(self.frames) else None
         if self.samples is not None and not len(self.samples):
             self.samples = None
-
-    @property
-    def basis(self) -> Optional[str]:
-        """Where source lines come from: ``python_function`` (torch's tracer: definition lines),
-        ``sampled`` (stack samples: executing lines), ``call_stack`` (2021 op args), or None."""
+        #: Where source lines come from: ``python_function`` (torch's tracer: definition lines),
+        #: ``sampled`` (stack samples: executing lines), ``call_stack`` (2021 op args), or None.
+        self.basis: Optional[str] = None
         if len(self.frames):
-            return "python_function"
-        if self.samples is not None:
-            return "sampled"
-        if bool((self.tl.col(m.STACK) >= 0).any()):
-            return "call_stack"
-        return None
+            self.basis = "python_function"
+        elif self.samples is not None:
+            self.basis = "sampled"
+        elif bool((tl.col(m.STACK) >= 0).any()):
+            self.basis = "call_stack"
 
     @staticmethod
     def feeding_threads(tl: Timeline) -> np.ndarray:
@@ -97,32 +120,28 @@ class Sources:
         stack = self.tl.col(m.STACK)[rows]
         need = (out < 0) & (stack >= 0)
         if need.any():
-            out[need] = [self._first_user_frame(int(c)) for c in stack[need]]
+            out[need] = self._call_stack_frames(stack[need])
         return out
 
-    def _first_user_frame(self, code: int) -> int:
-        with self._lock:  # tables are built on several threads; this one appends to the string table
-            return self._first_user_frame_locked(code)
-
-    def _first_user_frame_locked(self, code: int) -> int:
-        names = self.tl.trace.names
-        lib = re.compile(rules.LIBRARY_FRAME_PATTERN)
-        for frame in names[code].split(";"):
-            frame = frame.strip()
-            if frame and _FRAME.match(frame) and not lib.search(frame):
-                try:
-                    return names.index(frame)
-                except ValueError:
-                    names.append(frame)
-                    return len(names) - 1
-        return -1
+    def _call_stack_frames(self, codes: np.ndarray) -> np.ndarray:
+        """User frame code of each "Call stack" string code (``;``-separated frames, innermost first)."""
+        uniq, inv = np.unique(codes, return_inverse=True)
+        keys = uniq.tolist()
+        with self._lock:  # tables are built on several threads; new frames are appended to the string table
+            new = [c for c in keys if c not in self._stack_user]
+            if new:
+                names = self.tl.trace.names
+                found = user_frame_codes(names, [names[c].split(";") for c in new])
+                self._stack_user.update(zip(new, found.tolist()))
+            resolved = np.array([self._stack_user[c] for c in keys], dtype=np.int64)
+        return resolved[inv.reshape(-1)]
 
 
 class SampledFrames:
     """User frames from Python stack samples (``Trace.stack_samples``), placed on the timeline.
 
     A sample's user frame is the innermost frame of its stack that is not library
-    code (``rules.LIBRARY_FRAME_PATTERN``), with the line being executed (the call
+    code (:func:`user_frame`), with the line being executed (the call
     site of whatever ran below it). Only samples of the threads that feed the
     device, inside the timeline, are kept. Each sample stands for the time since
     the previous sample of its thread, at most :attr:`bound_us`: the sampler
@@ -134,21 +153,24 @@ class SampledFrames:
     """
 
     def __init__(self, tl: Timeline, t: np.ndarray, thread: np.ndarray, code: np.ndarray, weight_us: np.ndarray,
-                 bound_us: float, interval_us: float):
+                 bound_us: float, typical_us: float, interval_us: float):
         self.tl = tl
         self.t = t  #: µs on the timeline's axis (tl.start), sorted by (thread, t)
         self.thread = thread  #: dense thread index
         self.code = code  #: string-table code of the user frame, -1 when the stack has none
         self.weight_us = weight_us
         self.bound_us = bound_us  #: a sample's weight is at most this
+        self.typical_us = typical_us  #: the median gap between consecutive samples of a thread
         #: an op with no sample inside its outermost op takes the nearest sample at most this far away:
         #: a tenth of an interval (100 µs at 1 ms), a little more than the clock pairing's error. Two
         #: intervals (2 ms) gave the ops at the start of a CPU step the line sampled at the end of the
         #: previous one; a sample this close can still be on the next or previous line.
         self.match_us = 0.1 * interval_us
-        self.interval_us = interval_us  #: the sampler's nominal interval
         self.off = thread * tl.span_us + t
-        self._roots: Optional[tuple[np.ndarray, np.ndarray, np.ndarray]] = None
+        # Thread-offset spans of the outermost CPU ops, by start (they do not overlap): built
+        # here, once, so the tables' threads only read them.
+        tree = tl.cpu_calls()
+        self._outer_s, self._outer_e = tree.start[tree.outer], tree.end[tree.outer]
 
     def __len__(self) -> int:
         return len(self.t)
@@ -168,7 +190,7 @@ class SampledFrames:
         ok &= feeding[np.maximum(th, 0)] if len(feeding) else False
         if not ok.any():
             return None
-        stack_code = cls._stack_codes(tl, ss.stacks)
+        stack_code = user_frame_codes(tl.trace.names, ss.stacks)
         th, t, code = th[ok], t[ok], stack_code[ss.stack[ok].astype(np.int64)]
         order = np.lexsort((t, th))
         th, t, code = th[order], t[order], code[order]
@@ -180,22 +202,15 @@ class SampledFrames:
         bound = 2.0 * max(ss.interval_us, ss.switch_interval_us, typical)
         weight = np.full(len(t), min(typical, bound))
         weight[1:][same] = np.minimum(gap[same], bound)
-        return cls(tl, t, th, code, weight, bound, ss.interval_us)
+        return cls(tl, t, th, code, weight, bound, typical, ss.interval_us)
 
-    @staticmethod
-    def _stack_codes(tl: Timeline, stacks: list[list[str]]) -> np.ndarray:
-        """String-table code of each stack's innermost user frame (added to the table if new), -1 if none."""
-        lib = re.compile(rules.LIBRARY_FRAME_PATTERN)
-        user = []
-        for frames in stacks:
-            user.append(next((f for f in frames if _FRAME.match(f) and not lib.search(f)), None))
-        names = tl.trace.names
-        wanted = {u for u in user if u is not None}
-        index = {s: i for i, s in enumerate(names) if s in wanted}
-        for u in sorted(wanted - set(index)):
-            index[u] = len(names)
-            names.append(u)
-        return np.array([index[u] if u is not None else -1 for u in user], dtype=np.int64)
+    def totals(self, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(user frame codes, weight µs, sample count) of the samples in ``mask`` that have a user
+        frame, the heaviest frame first."""
+        keep = mask & (self.code >= 0)
+        codes, us, count = group_sum(self.code[keep], self.weight_us[keep])
+        order = np.argsort(-us, kind="stable")
+        return codes[order], us[order], count[order]
 
     def at(self, rows: np.ndarray, t: Optional[np.ndarray] = None) -> np.ndarray:
         """User frame of each row: a sample inside the row's interval, else the nearest one within
@@ -225,31 +240,19 @@ class SampledFrames:
         return out
 
     def _outer_span(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Thread-offset span of the outermost CPU op around each row (the row's own span if none).
+        """Thread-offset span of the outermost CPU op around each row's start (the row's own span
+        if none), widened to hold the row.
 
         All of an op tree runs under one Python line, so a sample anywhere in the
         outermost op tells the line of a launch or op nested in it."""
-        if self._roots is None:
-            ops = self.tl.rows(m.Kind.CPU_OP)
-            s, e = self.tl.offset_span(ops)
-            parent = intervals.parent_index(s, e)
-            root = np.arange(len(ops))
-            for _ in range(256):  # call-tree depth
-                p = parent[root]
-                if not (p >= 0).any():
-                    break
-                root = np.where(p >= 0, p, root)
-            self._roots = (s, e, root)
-        s, e, root = self._roots
         qs, qe = self.tl.offset_span(rows)
-        idx = intervals.innermost_containing(s, e, qs)
-        has = idx >= 0
-        top = root[np.maximum(idx, 0)]
-        return np.where(has, np.minimum(s[top], qs), qs), np.where(has, np.maximum(e[top], qe), qe)
-
-    def in_windows(self, cov: "intervals.Coverage") -> np.ndarray:
-        """Bool per sample: its time falls in ``cov`` (global timeline time)."""
-        return cov.contains(self.t)
+        if len(self._outer_s) == 0:
+            return qs, qe
+        k = np.searchsorted(self._outer_s, qs, side="right") - 1
+        kk = np.maximum(k, 0)
+        has = (k >= 0) & (qs < self._outer_e[kk])
+        return (np.where(has, np.minimum(self._outer_s[kk], qs), qs),
+                np.where(has, np.maximum(self._outer_e[kk], qe), qe))
 
 
 def _name(tl: Timeline, code: int) -> Optional[str]:
@@ -384,13 +387,9 @@ def top_ops(
 
 def _cpu_times(tl: Timeline, ops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(duration, duration minus the ops called inside) of each CPU op, µs."""
-    all_ops = tl.rows(m.Kind.CPU_OP)
-    s, e = tl.offset_span(all_ops)
-    parent = intervals.parent_index(s, e)
-    dur = tl.end[all_ops] - tl.start[all_ops]
-    child_sum = np.bincount(parent[parent >= 0], weights=dur[parent >= 0], minlength=len(all_ops))
-    pos = np.searchsorted(all_ops, ops)
-    return dur[pos], np.maximum(dur[pos] - child_sum[pos], 0.0)
+    tree = tl.cpu_calls()
+    pos = np.searchsorted(tree.rows, ops)
+    return tree.dur_us[pos], tree.self_us[pos]
 
 
 def copies(

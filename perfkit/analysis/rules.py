@@ -111,7 +111,7 @@ _GEMM_PREFIX = r"^(bmm_|nvjet_|Cijk_|sm\d+_xmma_gemm_|(ampere|volta|turing|hoppe
 _MATMUL_KERNEL = (
     r"(?<!fb)gemm|gemv|cublas|nvjet|wgmma|Cijk_|"
     r"cutlass::(Kernel2?|device_kernel)<|cutlass_\d|cutlass3x|"
-    r"splitKreduce|_mm_|matmul|dot_kernel|(?<!Sub)tensorop|triton_tem_|\bmm\b|"
+    r"splitKreduce|_mm_|matmul|dot_kernel|tensorop|triton_tem_|\bmm\b|"
     r"(^|\s|::)bmm_"
 )
 _MATMUL_OP = (
@@ -313,7 +313,7 @@ PHASE_ANNOTATIONS: tuple[tuple[str, str], ...] = (
 #: flash-attention ``bwd``. "grad" alone would match "winograd"; "upgrade" and such are excluded too.
 BACKWARD_KERNEL_PATTERN = (
     r"(?i)backward|bwd|wgrad|dgrad|_wrw|wrw_|(?<![a-z])grad(?![a-z])|(?<!wino)grad_|_grad(?!e)|"
-    r"updateGradInput|GradInput|GradWeight"
+    r"GradInput|GradWeight"
 )
 #: Optimizer update kernels (foreach / fused torch.optim, apex, DeepSpeed). Note: gradient clipping
 #: with foreach ops also runs multi_tensor_apply kernels.
@@ -403,7 +403,7 @@ COLLECTIVE_KINDS: tuple[tuple[str, str], ...] = (
 #: python_function / Call stack frames that belong to libraries, not the user's code.
 LIBRARY_FRAME_PATTERN = (
     r"site-packages|dist-packages|lib/python3|(^|/)torch/|<built-in|<frozen|^nn\.Module:|"
-    r"threading\.py|runpy\.py|(^|/)perfkit/|importlib|^<string>|contextlib\.py|functools\.py|"
+    r"(^|/)perfkit/|^<string>|"
     rf"^(?:{'|'.join(LIBRARY_PACKAGES)})/|^(?:{'|'.join(LIBRARY_MODULES)})\.py\("
 )
 #: A Python frame as torch.profiler writes it: "path/file.py(123): function".

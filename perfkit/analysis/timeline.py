@@ -8,8 +8,10 @@ serve all threads at once, and name masks computed once per string table.
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Optional
 
 import numpy as np
 
@@ -21,6 +23,37 @@ def name_mask(names: list[str], pattern: str) -> np.ndarray:
     """Boolean per string-table entry: does the name match ``pattern`` (regex search)."""
     rx = re.compile(pattern)
     return np.fromiter((bool(rx.search(s)) for s in names), dtype=bool, count=len(names))
+
+
+@dataclass(frozen=True)
+class CallTree:
+    """The call tree of a trace's CPU ops (``cpu_op`` events; annotations are not parents).
+
+    Nesting is per thread (thread-offset times, :meth:`Timeline.offset_span`). Indices
+    (``parent``, ``root``, ``outer``) are positions in ``rows``.
+    """
+
+    rows: np.ndarray  #: CPU op event rows, ascending
+    start: np.ndarray  #: thread-offset start, µs
+    end: np.ndarray  #: thread-offset end, µs
+    parent: np.ndarray  #: the immediate parent, -1 for an outermost op
+    root: np.ndarray  #: the outermost op of each op's tree (itself for an outermost op)
+    outer: np.ndarray  #: the outermost ops, by thread-offset start (they do not overlap)
+    dur_us: np.ndarray  #: duration, µs
+    self_us: np.ndarray  #: duration minus that of the ops called directly inside it (at least 0), µs
+
+    @classmethod
+    def build(cls, tl: "Timeline") -> "CallTree":
+        rows = tl.rows(m.Kind.CPU_OP)
+        s, e = tl.offset_span(rows)
+        parent = intervals.parent_index(s, e)
+        dur = tl.end[rows] - tl.start[rows]
+        has = parent >= 0
+        child_sum = np.bincount(parent[has], weights=dur[has], minlength=len(rows))
+        outer = np.flatnonzero(~has)
+        outer = outer[np.argsort(s[outer], kind="stable")]
+        return cls(rows=rows, start=s, end=e, parent=parent, root=intervals.root_index(parent), outer=outer,
+                   dur_us=dur, self_us=np.maximum(dur - child_sum, 0.0))
 
 
 @dataclass
@@ -44,6 +77,8 @@ class Timeline:
     span_us: float = 1.0
     _rows_cache: dict = field(default_factory=dict, repr=False)
     _name_masks: dict = field(default_factory=dict, repr=False)
+    _cpu_calls: Optional[CallTree] = field(default=None, init=False, repr=False, compare=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, trace: m.Trace) -> "Timeline":
@@ -99,6 +134,13 @@ class Timeline:
     def thread_coverage(self, rows: np.ndarray) -> intervals.Coverage:
         """Union of the given events' intervals, kept per thread (query with :meth:`offset`)."""
         return intervals.Coverage(*self.offset_span(rows))
+
+    def cpu_calls(self) -> CallTree:
+        """The CPU ops' call tree: built once, shared by the passes (and the threads they run on)."""
+        with self._lock:
+            if self._cpu_calls is None:
+                self._cpu_calls = CallTree.build(self)
+            return self._cpu_calls
 
     def thread_name(self, pid: int, tid: int) -> str:
         return self.trace.thread_names.get((pid, tid), "")

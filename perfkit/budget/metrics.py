@@ -17,6 +17,7 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Optional
 
+from ..analysis.rules import CATEGORIES, PHASES
 from ..errors import PerfkitError
 
 
@@ -40,9 +41,6 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("mfu", "share", "higher", "model FLOPs utilisation"),
 )}
 
-PHASES = ("forward", "backward", "optimizer", "other", "unknown")
-CATEGORIES = ("matmul", "attention", "convolution", "normalization", "elementwise", "reduction", "indexing",
-              "copy", "memset", "communication", "other")
 FINDING_SEVERITIES = ("critical", "warning", "info")
 FAMILIES = {"phases": PHASES, "categories": CATEGORIES}
 FIELDS = ("ms", "share")
@@ -156,8 +154,6 @@ def value(doc: dict[str, Any], key: str, *, tokens_per_step: Optional[float] = N
     if key == "mfu":
         return _num(_get(rt, "mfu"))
     parts = key.split(".")
-    if parts[0] == "phases" and parts[1] != "unknown" and _get(doc, "phases_unknown", "whole_trace"):
-        return None  # nothing decided any phase: the phases are unknown, not 0
     if parts[0] in FAMILIES:
         entry = _get(doc, parts[0], parts[1])
         if entry is None and isinstance(doc.get(parts[0]), dict):
