@@ -41,7 +41,7 @@ def test_straggler_is_named_first_from_traces_and_from_rank_documents(tmp_path, 
         rows = {r["rank"]: r for r in doc["ranks"]}
         # the fast rank waits in the collective for about the straggler's extra work
         assert rows[0]["comm_exposed_ms_per_step"] > rows[1]["comm_exposed_ms_per_step"] + 20.0
-        assert first["evidence"]["extra_ms_per_step"] > 20.0
+        assert first["evidence"]["lead_ms_per_step"] > 20.0
 
 
 def test_balanced_job_has_no_straggler(tmp_path):

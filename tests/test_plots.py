@@ -199,3 +199,25 @@ def _png_pixels(data: bytes) -> np.ndarray:
     import matplotlib.image as mpimg
 
     return mpimg.imread(io.BytesIO(data), format="png")
+
+
+def test_phases_per_step_draws_only_known_phases() -> None:
+    """Phases unknown (null per step, time in unknown_ms): no zero-height forward/backward bands, no legend entries."""
+    rows = [{"id": i, "kept": True, "forward_ms": None, "backward_ms": None, "optimizer_ms": None, "other_ms": None,
+             "unknown_ms": 4.0 + i} for i in range(1, 4)]
+    p = P.plot_phases_per_step({"steps": {"table": rows}})
+    assert p.figure is not None
+    legend = [t.get_text() for t in p.figure.axes[0].get_legend().get_texts()]
+    assert legend == [P.PHASE_LABELS["unknown"]]
+    heights = sorted(round(b.get_height(), 6) for b in p.figure.axes[0].patches)
+    assert heights == [5.0, 6.0, 7.0]
+    # Known in some steps only: drawn (null as 0 there); a phase known nowhere is left out.
+    rows[0]["forward_ms"] = 2.0
+    p = P.plot_phases_per_step({"steps": {"table": rows}})
+    legend = [t.get_text() for t in p.figure.axes[0].get_legend().get_texts()]
+    assert legend == [P.PHASE_LABELS["forward"], P.PHASE_LABELS["unknown"]]
+    # Nothing known at all: not drawn, and said why.
+    for r in rows:
+        r["forward_ms"] = r["unknown_ms"] = None
+    p = P.plot_phases_per_step({"steps": {"table": rows}})
+    assert p.figure is None and p.skipped

@@ -105,12 +105,12 @@ def test_straggler_named_with_phase_and_op(tmp_path):
     assert f["rank"] == 2 and f["evidence"]["rank"] == 2
     # Rank 2 starts each all-reduce at 7 ms, the others at 4: each waits 3 ms per step for it.
     assert f["evidence"]["method"] == "collective arrival order"
-    assert f["evidence"]["extra_ms_per_step"] == pytest.approx(3.0, abs=1e-3)
+    assert f["evidence"]["lead_ms_per_step"] == pytest.approx(3.0, abs=1e-3)
     assert f["evidence"]["others_wait_ms_per_step"] == pytest.approx(3.0, abs=1e-3)
     assert f["evidence"]["late_collectives"] == 4 and f["evidence"]["collectives_matched"] == 4
     assert "Rank 2" in f["title"] and "forward" in f["title"] and "aten::mm" in f["title"]
     assert view["job"]["straggler"] == {"rank": 2, "others_wait_ms_per_step": pytest.approx(3.0, abs=1e-3),
-                                        "extra_ms_per_step": pytest.approx(3.0, abs=1e-3), "late_collectives": 4,
+                                        "lead_ms_per_step": pytest.approx(3.0, abs=1e-3), "late_collectives": 4,
                                         "collectives_matched": 4}
     assert rows[2]["last_arrivals"] == 4 and rows[0]["arrival_wait_ms_per_step"] == pytest.approx(3.0, abs=1e-3)
     # The unavoidable part of communication is the least exposed rank's: 3 ms, not the waiting ranks' 6.
@@ -300,7 +300,7 @@ def test_torchrun_gloo_straggler_found_and_named(tmp_path):
     assert f["id"] == "straggler_rank" and f["rank"] == 1, [x["title"] for x in doc["findings"]]
     # 150 ms of sleep per step on rank 1. The two ranks share two cores with each other (and with the
     # test runner), so the measured extra varies (60 ms sleeps gave 13-66 ms): a broad lower bound.
-    assert f["evidence"]["extra_ms_per_step"] > 75
+    assert f["evidence"]["lead_ms_per_step"] > 75
     assert "straggler_work" in json.dumps(f["where"])  # the Python function that sleeps
     assert "Rank 1 arrives last" in out  # rank 0 printed the job report
     assert "Ranks" in (run / "report.md").read_text()

@@ -122,7 +122,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
         f_roles = pool.submit(overview, tl, dw, stats)
         f_copies = pool.submit(ops.copies, tl, dw, kept, max(n_kept, 1), src)
         f_top_kernels = pool.submit(ops.top_kernels, tl, dw, kept, max(n_kept, 1), busy_total, src)
-        f_comm = pool.submit(comm.section, tl, dw, stats, basis)
+        f_comm = pool.submit(comm.section, tl, dw, stats, basis, steps)
         f_frames = pool.submit(frames.user_frames, tl, steps, stats, src)
         f_memory = pool.submit(series.memory_timeline, trace, tl.t0_us, steps)
         roles = f_roles.result()
@@ -371,6 +371,9 @@ def merge(results: list[Analysis]) -> Analysis:
     for key in ("bytes", "events"):  # the traces' together, not the first one's
         values = [d["trace"].get(key) for d in docs]
         base["trace"][key] = int(sum(values)) if all(isinstance(v, (int, float)) for v in values) else None
+    if len(docs) > 1 and isinstance(docs[0].get("communication"), dict):
+        # one trace's list of collectives (absolute times of that trace) says nothing of the merge
+        base["communication"] = {**docs[0]["communication"], "collectives": None}
     base["steps"] = dict(docs[0]["steps"])
     base["steps"]["count"] = int(sum(d["steps"]["count"] for d in docs))
     base["steps"]["total"] = int(sum(d["steps"]["total"] for d in docs))

@@ -37,7 +37,7 @@ import numpy as np
 
 from ..trace import model as m
 from . import intervals, rules
-from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, find_steps, innermost_around, step_of
+from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, innermost_around, step_of
 from .steps import StepStats
 from .timeline import Timeline
 
@@ -67,8 +67,8 @@ COMM_TRANSPORT_REMEDY = {
 }
 
 
-def section(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str) -> dict[str, Any]:
-    """The ``communication`` section of one trace's document (times in ms)."""
+def section(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str, steps: Steps) -> dict[str, Any]:
+    """The ``communication`` section of one trace's document (times in ms); ``steps`` as found for the document."""
     comm_code = CATEGORY_CODES[rules.COMMUNICATION]
     if basis == "gpu":
         is_comm = dw.category == comm_code
@@ -123,7 +123,7 @@ def section(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str) -> dict[
             {"id": int(i), "ms": float(c) / 1000.0, "exposed_ms": float(e) / 1000.0}
             for i, c, e in zip(stats.ids.tolist(), comm_us.tolist(), exposed_us.tolist())
         ],
-        "collectives": collectives(tl, dw, stats, basis),
+        "collectives": collectives(tl, dw, stats, basis, steps),
     }
 
 
@@ -145,25 +145,29 @@ def _r(x: np.ndarray) -> list[Any]:
     return [None if v != v else round(v, 3) for v in x.tolist()]
 
 
-def collectives(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str,
+def collectives(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str, steps: Steps,
                 cap: Optional[int] = None) -> dict[str, Any]:
     """The rank's collectives in kept steps, columnar, for matching across ranks.
 
-    One row per collective kernel (NCCL/RCCL, :data:`rules.COLLECTIVE_KERNEL_PATTERN`) on a
-    GPU trace, per backend range (``gloo:all_reduce`` ...) on a CPU-only trace. Columns:
-    ``step`` (ProfilerStep id), ``kind`` (index into ``kinds``: from the innermost collective
-    op around the launch, else from the kernel name), ``n`` (its order among the step's
-    collectives of that kind, by launch), ``launch_us`` (host enqueue; null when the launch
-    is not in the trace), ``start_us``/``end_us`` (device kernel; the host range on a CPU
-    trace), ``gap_us`` (device time since the previous collective of the step ended, or
-    since the step's GPU window opened), ``before_busy_us`` and ``before_op`` (index into
-    ``ops``: the CPU op whose device work filled most of that gap, -1 if none). Times are µs
+    One row per collective kernel on a GPU trace: the kernels of category communication
+    whose name is a collective's (:data:`rules.COLLECTIVE_KERNEL_PATTERN`, the same list as
+    the category's kernel rule: NCCL/RCCL, custom all-reduce, DeepEP ...), not the copies and
+    casts a collective op also launches; per backend range (``gloo:all_reduce`` ...) on a
+    CPU-only trace. Columns: ``step`` (ProfilerStep id), ``kind`` (index into ``kinds``: from
+    the innermost collective op around the launch, else from the kernel name), ``n`` (its
+    order among the step's collectives of that kind, by launch), ``launch_us`` (host enqueue;
+    null when the launch is not in the trace, and always on a CPU trace, where no enqueue is
+    separate from the range), ``start_us``/``end_us`` (device kernel; the host range on a CPU
+    trace), ``gap_us`` (device time since the previous collective of the step ended, or since
+    the step's GPU window opened), ``before_busy_us`` (device work in that gap, streams
+    summed), ``before_op`` (index into ``ops``: the CPU op whose device work filled most of
+    that gap, -1 if none) and ``before_op_us`` (that op's own device work in the gap); the
+    four ``gap``/``before`` columns are null on a CPU trace. Times are µs
     after ``origin_ns``, the trace's absolute clock (``ts`` + ``baseTimeNanoseconds``).
     ``steps`` gives the listed steps' CPU start. At most ``cap`` rows: the latest whole
     steps that fit (when the latest step alone has more, its first ``cap``: ``truncated``).
     """
     cap = COLLECTIVES_CAP if cap is None else cap
-    steps = find_steps(tl)
     names = tl.trace.names
     kinds: list[str] = []
     if basis == "gpu":
@@ -191,7 +195,7 @@ def collectives(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str,
         ok[ok] = stats.kept[step_idx[ok]]
         host, step_idx = host[ok], step_idx[ok]
         start, end = tl.start[host], tl.end[host]
-        launch = start.copy()
+        launch = np.full(len(start), np.nan)  # no enqueue apart from the range itself: unknown, not the start
         kind = _kind_codes(names, tl.name[host].astype(np.int64), kinds)
     if "collective" not in kinds and (kind < 0).any():
         kinds.append("collective")
@@ -212,15 +216,16 @@ def collectives(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str,
         from_end = np.cumsum(counts[::-1])
         fit = int((from_end <= cap).sum())
         if fit == 0:  # the latest step alone is over the cap: its first `cap` collectives
-            keep = (step_idx == uniq[-1]) & (n >= 0)
+            keep = step_idx == uniq[-1]
             keep[np.flatnonzero(keep)[cap:]] = False
             truncated = True
         else:
             keep = np.isin(step_idx, uniq[len(uniq) - fit:])
     start, end, launch, step_idx, kind, n = (a[keep] for a in (start, end, launch, step_idx, kind, n))
 
-    gap, busy, before, ops = _before(tl, dw, stats, start, end, step_idx) if basis == "gpu" and len(start) \
-        else (np.full(len(start), np.nan), np.full(len(start), np.nan), np.full(len(start), -1, np.int64), [])
+    gap, busy, before, before_us, ops = _before(tl, dw, stats, start, end, step_idx) if basis == "gpu" and len(start) \
+        else (np.full(len(start), np.nan), np.full(len(start), np.nan), np.full(len(start), -1, np.int64),
+              np.full(len(start), np.nan), [])
     listed_steps = np.unique(step_idx)
     base = tl.trace.meta.get("baseTimeNanoseconds")
     base_ns = int(base) if isinstance(base, (int, float)) and base > 0 else 0
@@ -245,6 +250,7 @@ def collectives(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str,
         "gap_us": _r(gap),
         "before_busy_us": _r(busy),
         "before_op": before.tolist(),
+        "before_op_us": _r(before_us),
     }
 
 
@@ -262,8 +268,8 @@ def _order_in_group(group: np.ndarray) -> np.ndarray:
 
 
 def _before(tl: Timeline, dw: DeviceWork, stats: StepStats, start: np.ndarray, end: np.ndarray,
-            step_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
-    """For each collective: the device gap before it, the device work in that gap, and the op that ran most of it.
+            step_idx: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+    """For each collective: the device gap before it, the device work in that gap, the op that ran most of it and that op's own work there.
 
     The gap opens when the step's previous collective ended (by start order; the step's GPU
     window start for the first) and closes at the collective's start. Work counts by its part
@@ -290,6 +296,7 @@ def _before(tl: Timeline, dw: DeviceWork, stats: StepStats, start: np.ndarray, e
     code = np.where(op >= 0, tl.name[np.maximum(op, 0)], tl.name[dw.row[work]]).astype(np.int64)
     busy_sorted = np.bincount(c, weights=w, minlength=len(s))
     best_sorted = np.full(len(s), -1, dtype=np.int64)
+    best_us_sorted = np.full(len(s), np.nan)
     if len(c):
         keys, inv = np.unique(c * (int(code.max()) + 1) + code, return_inverse=True)
         tot = np.bincount(inv.reshape(-1), weights=w)
@@ -297,12 +304,13 @@ def _before(tl: Timeline, dw: DeviceWork, stats: StepStats, start: np.ndarray, e
         pick = np.lexsort((-tot, kc))
         first = np.r_[True, kc[pick][1:] != kc[pick][:-1]]
         best_sorted[kc[pick][first]] = kcode[pick][first]
+        best_us_sorted[kc[pick][first]] = tot[pick][first]
     used = np.unique(best_sorted[best_sorted >= 0])
     ops = [tl.trace.names[i] for i in used.tolist()]
     best_sorted = np.where(best_sorted >= 0, np.searchsorted(used, best_sorted), -1)
-    gap, busy, best = (np.empty(len(s)), np.empty(len(s)), np.empty(len(s), dtype=np.int64))
-    gap[by_start], busy[by_start], best[by_start] = s - lo, busy_sorted, best_sorted
-    return gap, busy, best, ops
+    gap, busy, best, best_us = (np.empty(len(s)), np.empty(len(s)), np.empty(len(s), dtype=np.int64), np.empty(len(s)))
+    gap[by_start], busy[by_start], best[by_start], best_us[by_start] = s - lo, busy_sorted, best_sorted, best_us_sorted
+    return gap, busy, best, best_us, ops
 
 
 def _top_names(tl: Timeline, stats: StepStats, names: np.ndarray, dur: np.ndarray, starts: np.ndarray,

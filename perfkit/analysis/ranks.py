@@ -198,7 +198,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
         "step_ms_median": float(np.median([r["step_ms_median"] for r in rows])) if rows else 0.0,
         "straggler": ({"rank": strag["evidence"]["rank"],
                        "others_wait_ms_per_step": strag["evidence"]["others_wait_ms_per_step"],
-                       "extra_ms_per_step": strag["evidence"]["extra_ms_per_step"],
+                       "lead_ms_per_step": strag["evidence"]["lead_ms_per_step"],
                        "late_collectives": strag["evidence"]["late_collectives"],
                        "collectives_matched": strag["evidence"]["collectives_matched"]}
                       if known else None),
@@ -209,8 +209,6 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
 
     # Steps: per rank, not pooled (one step on each of 8 ranks is "1 step per rank", not "8 of 8").
     job["steps"]["ids"] = sorted({int(i) for d in docs for i in (d.get("steps") or {}).get("ids", [])})
-    job["steps"]["per_rank"] = {str(r["rank"]): {"count": r["steps"], "total": int((d.get("steps") or {}).get("total") or 0)}
-                                for r, d in zip(rows, docs)}
     # Step rows say which rank they are from.
     job["steps"]["table"] = [{**row, "rank": rank_of(d)} for d in docs for row in (d.get("steps") or {}).get("table", [])]
     found = [f for f in job.get("findings", []) if f.get("id") != "comm_exposed"]
@@ -243,7 +241,6 @@ def _arrival_columns(rows: list[dict[str, Any]], arr: dict[str, Any]) -> None:
         r["collectives_matched"] = int(arr["collectives"]) if i is not None else None
         r["arrival_wait_ms_per_step"] = float(arr["wait_us"][i]) / 1000.0 / n_steps if i is not None else None
         r["caused_wait_ms_per_step"] = float(arr["caused_wait_us"][i]) / 1000.0 / n_steps if i is not None else None
-        r["clock_offset_us"] = float(arr["clock_offset_us"][i]) if i is not None else None
 
 
 def _arrival_summary(arr: dict[str, Any]) -> dict[str, Any]:
@@ -392,12 +389,12 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
                         + "; ".join(skipped[:4]) + (" ..." if len(skipped) > 4 else "") + ")")
 
     def take(c: dict[str, Any], col: str, rows: np.ndarray) -> np.ndarray:
-        try:  # no nulls: one conversion
-            return np.asarray(c[col], dtype=float)[rows]
-        except TypeError:
-            return np.array([np.nan if v is None else float(v) for v in c[col]], dtype=float)[rows]
+        """A column as floats (null -> NaN; a column an older document lacks: all NaN)."""
+        if c.get(col) is None:
+            return np.full(len(rows), np.nan)
+        return np.asarray(c[col], dtype=float)[rows]
 
-    mats: dict[str, list[np.ndarray]] = {k: [] for k in ("start", "end", "launch", "gap", "busy", "before")}
+    mats: dict[str, list[np.ndarray]] = {k: [] for k in ("start", "end", "launch", "gap", "busy", "before", "before_us")}
     keys_ref = None
     for c, (key, group, rows) in zip(lists, per_rank):
         sel = np.isin(group, good)
@@ -411,6 +408,7 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
         mats["launch"].append(take(c, "launch_us", rows_) + shift)
         mats["gap"].append(take(c, "gap_us", rows_))
         mats["busy"].append(take(c, "before_busy_us", rows_))
+        mats["before_us"].append(take(c, "before_op_us", rows_))
         ops = np.array(list(c.get("ops") or []) + [""], dtype=object)  # -1 (none) -> ""
         codes = np.asarray(c["before_op"], dtype=np.int64)[rows_]
         mats["before"].append(ops[np.where((codes >= 0) & (codes < len(ops) - 1), codes, -1)])
@@ -462,6 +460,7 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
         "gap": np.stack(mats["gap"]),
         "busy": np.stack(mats["busy"]),
         "before": np.stack(mats["before"]),
+        "before_us": np.stack(mats["before_us"]),
         "step_start": step_start_arr,
         "common_steps": common_steps,
     }
@@ -469,8 +468,7 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 
-def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] = None,
-              arr: Optional[dict[str, Any]] = None) -> Optional[dict[str, Any]]:
+def straggler(rows: list[dict[str, Any]], docs: list[dict[str, Any]], arr: dict[str, Any]) -> Optional[dict[str, Any]]:
     """``straggler_rank``: the rank that arrives last at the collectives, and what the others wait for it.
 
     From :func:`arrivals`: the rank whose late arrivals cost the others the most waiting
@@ -478,12 +476,15 @@ def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] =
     that wait against the median step time. When the collectives cannot be matched the
     finding says "unknown" and why, with the older work-based estimate (step minus exposed
     communication, :func:`work_estimate`) as a labelled fallback when it finds anything.
+    With one analysed rank there is nobody to wait for: no finding.
+
+    Args:
+        rows: the analysed ranks' rows (:func:`rank_row`), in ``docs`` order.
+        docs: their documents.
+        arr: :func:`arrivals` of ``docs``.
     """
-    pairs = [(r, d) for r, d in zip(rows, docs or [{}] * len(rows)) if r.get("status") == "analysed"]
-    rows = [r for r, _ in pairs]
-    docs = [d for _, d in pairs]
-    if arr is None:
-        arr = arrivals(docs)
+    if len(rows) < 2:
+        return None
     if arr["status"] != "matched":
         return _straggler_unknown(rows, docs, arr["reason"])
     by_rank = {r["rank"]: i for i, r in enumerate(rows)}
@@ -507,27 +508,30 @@ def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] =
     # Who waits longest for it: the earliest arrival on its late collectives.
     waits_for_it = (arr["wait"][:, late]).sum(axis=1) / 1000.0 / n_steps
     first_rank = arr["ranks"][int(np.argmax(waits_for_it))]
-    # Host or device: did it also enqueue last, and how long did its kernels queue?
+    # Host or device: did it also enqueue last, and how long did its kernels queue? Only where
+    # the launches are in the traces (none on a CPU trace: the figures are then null, not 0).
     launch = arr["launch"][:, late]
-    host_last = int(np.sum(np.nanargmax(np.where(np.isnan(launch), -np.inf, launch), axis=0) == s)) if late.any() else 0
+    known = np.isfinite(launch).all(axis=0)
+    n_enqueue = int(known.sum())
+    host_last = int((np.argmax(launch[:, known], axis=0) == s).sum()) if n_enqueue else None
     queue = arr["start"][:, late] - launch
-    queue_ms = float(np.nansum(queue[s])) / 1000.0 / n_steps if late.any() else 0.0
-    others_queue_ms = float(np.nanmedian(np.nansum(np.delete(queue, s, axis=0), axis=1))) / 1000.0 / n_steps \
-        if late.any() else 0.0
-    # Its step start against the earliest rank's (median over matched steps).
+    queue_ms = _finite_sum(queue[s], n_steps)
+    others_queue_ms = _finite_median(_finite_sum(q, n_steps) for i, q in enumerate(queue) if i != s)
+    # Its step start against the earliest rank's (median over matched steps with a known start).
     ss = arr["step_start"]
-    behind = ss[s] - np.nanmin(ss, axis=0)
-    step_late_ms = float(np.nanmedian(behind)) / 1000.0 if np.isfinite(behind).any() else None
-    earliest = arr["ranks"][int(np.nanargmin(np.nanmedian(ss, axis=1)))] if np.isfinite(ss).any() else None
-    # What its device ran in the gaps before its late collectives (weighted by the wait they caused).
+    cols = np.isfinite(ss).any(axis=0)
+    behind = ss[s, cols] - np.nanmin(ss[:, cols], axis=0) if cols.any() else np.zeros(0)
+    step_late_ms = float(np.median(behind[np.isfinite(behind)])) / 1000.0 if np.isfinite(behind).any() else None
+    med_start = np.array([np.median(row[np.isfinite(row)]) if np.isfinite(row).any() else np.inf for row in ss])
+    earliest = arr["ranks"][int(np.argmin(med_start))] if np.isfinite(med_start).any() else None
+    # What its device ran in the gaps before its late collectives: each gap's top op, by its own device time there.
     before: dict[str, float] = {}
-    busy = arr["busy"][s][late]
-    for name, b in zip(arr["before"][s][late].tolist(), busy.tolist()):
+    for name, b in zip(arr["before"][s][late].tolist(), arr["before_us"][s][late].tolist()):
         if name and b == b:
             before[name] = before.get(name, 0.0) + b / 1000.0 / n_steps
-    gap_ms = float(np.nansum(arr["gap"][s][late])) / 1000.0 / n_steps
-    busy_ms = float(np.nansum(busy)) / 1000.0 / n_steps
-    others_gap_ms = float(np.nanmedian(np.nansum(np.delete(arr["gap"], s, axis=0)[:, late], axis=1))) / 1000.0 / n_steps
+    gap_ms = _finite_sum(arr["gap"][s][late], n_steps)
+    busy_ms = _finite_sum(arr["busy"][s][late], n_steps)
+    others_gap_ms = _finite_median(_finite_sum(g[late], n_steps) for i, g in enumerate(arr["gap"]) if i != s)
     top_before = sorted(before.items(), key=lambda kv: -kv[1])[:BEFORE_OPS]
     kinds_late = sorted(set(arr["kind"][late].tolist()))
 
@@ -555,7 +559,8 @@ def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] =
             + f", {share:.0%} of the step"]
     if step_late_ms is not None and step_late_ms >= 0.5 * wait_ms and earliest is not None and earliest != rank:
         bits.append(f"its step begins {step_late_ms:.1f} ms after rank {earliest}'s")
-    if gap_ms > 0 and busy_ms < 0.5 * gap_ms and host_last >= max(n_late // 2, 1):
+    if gap_ms is not None and busy_ms is not None and host_last is not None and gap_ms > 0 \
+            and busy_ms < 0.5 * gap_ms and host_last >= max(n_enqueue // 2, 1):
         bits.append("its GPU idles before them: the host enqueues them late")
     elif top_before and top_before[0][1] >= 0.3 * wait_ms:
         bits.append(f"before them its GPU runs {top_before[0][0]}")
@@ -580,32 +585,42 @@ def straggler(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]]] =
             "excess_wait_ms_per_step": round(excess_ms, 3),
             "max_wait_ms_per_step": round(max_ms, 3),
             "longest_waiting_rank": first_rank,
-            "extra_ms_per_step": round(lead_ms, 3),
+            "lead_ms_per_step": round(lead_ms, 3),
             "share_of_step": round(share, 4),
             "late_collectives": n_late,
             "collectives_matched": n_coll,
             "late_kinds": kinds_late,
             "steps_matched": arr["steps"],
-            "last_arrivals_by_rank": {str(r): int(v) for r, v in zip(arr["ranks"], arr["last"].tolist())},
-            "caused_wait_ms_per_step_by_rank": {str(r): round(float(v), 3) for r, v in zip(arr["ranks"], caused.tolist())},
             "enqueued_last": host_last,
-            "queue_ms_per_step": round(queue_ms, 3),
-            "others_queue_ms_per_step": round(others_queue_ms, 3),
-            "gap_before_ms_per_step": round(gap_ms, 3),
-            "others_gap_before_ms_per_step": round(others_gap_ms, 3),
-            "busy_before_ms_per_step": round(busy_ms, 3),
-            "step_start_after_earliest_ms": None if step_late_ms is None else round(step_late_ms, 3),
+            "enqueue_compared": n_enqueue,
+            "queue_ms_per_step": _round(queue_ms),
+            "others_queue_ms_per_step": _round(others_queue_ms),
+            "gap_before_ms_per_step": _round(gap_ms),
+            "others_gap_before_ms_per_step": _round(others_gap_ms),
+            "busy_before_ms_per_step": _round(busy_ms),
+            "step_start_after_earliest_ms": _round(step_late_ms),
             "earliest_rank": earliest,
-            "clock_offsets_us": {str(r): round(float(o), 3) for r, o in zip(arr["ranks"], arr["clock_offset_us"].tolist())},
-            "clocks_shifted": [r for r, sh in zip(arr["ranks"], arr["clock_shifted"].tolist()) if sh],
-            "end_spread_us": round(arr["end_spread_us"], 3),
-            "skipped": arr["skipped"][:8],
             "step_ms": round(step, 3),
             "ranks_compared": len(arr["ranks"]),
         },
         "remedy": FINDING_TEXTS["straggler_rank"],
         "cost_ms_per_step": round(excess_ms, 4),
     }
+
+
+def _finite_sum(x: np.ndarray, n_steps: int) -> Optional[float]:
+    """The sum of the finite values in ms per step (x in µs), None when none is finite (unmeasured)."""
+    ok = np.isfinite(x)
+    return float(x[ok].sum()) / 1000.0 / n_steps if ok.any() else None
+
+
+def _finite_median(values: Iterable[Optional[float]]) -> Optional[float]:
+    known = [v for v in values if v is not None]
+    return float(np.median(known)) if known else None
+
+
+def _round(x: Optional[float], digits: int = 3) -> Optional[float]:
+    return None if x is None else round(x, digits)
 
 
 def _straggler_unknown(rows: list[dict[str, Any]], docs: list[dict[str, Any]], reason: str) -> dict[str, Any]:
@@ -710,7 +725,10 @@ def _largest_excess(rows: list[dict[str, Any]], s: int) -> tuple[Optional[str], 
             best, best_ms = name, d
     if best is None:
         return None, 0.0
-    label = "idle time (host time outside ops)" if best == "idle" else f"the {best} phase"
+    if best == "idle":
+        label = "idle time (host time outside ops)" if rows[s].get("time_basis") == "cpu" else "GPU idle time"
+    else:
+        label = f"the {best} phase"
     return label, best_ms
 
 

@@ -383,8 +383,10 @@ LIBRARY_MODULES = (
     "hashlib", "uuid", "string", "textwrap", "locale", "_compat_pickle", "_bootlocale",
 )
 #: Device kernels that are collectives themselves (one per collective call; the arrival-order
-#: comparison of ranks matches them), not the copies and casts that collective ops also launch.
-COLLECTIVE_KERNEL_PATTERN = r"nccl|rccl|msccl"
+#: comparison of ranks matches them), not the copies and casts that collective ops also launch:
+#: the communication category's own kernel list (NCCL/RCCL, custom all-reduce such as
+#: ``multimem_all_reduce_kernel``, DeepEP ...), one list for both.
+COLLECTIVE_KERNEL_PATTERN = _COMM_KERNEL
 #: Host ranges of a backend's collective (the arrival-order comparison on a CPU-only, gloo, trace).
 COLLECTIVE_BACKEND_RANGE_PATTERN = rf"^({_COMM_BACKENDS})"
 #: Kind of a collective from the name of its op (``nccl:all_to_all``, ``c10d::allreduce_``) or, when the

@@ -279,7 +279,7 @@ def _ranks(doc: dict[str, Any]) -> list[str]:
     body = [f"<p>{_e(line)}</p>" for line in ranks.job_lines(doc)]
     body.append(_table(list(ranks.HEADERS), [[_e(c) for c in row] for row in rows], right=tuple(range(1, len(ranks.HEADERS)))))
     if hidden:
-        body.append(_note(f"{hidden} more ranks not shown (the slowest and fastest are)"))
+        body.append(_note(ranks.hidden_note(doc, hidden)))
     body.append(_note(ranks.NOTE))
     return _section("ranks", "Ranks", body)
 
@@ -450,13 +450,18 @@ def _steps(doc: dict[str, Any], w: _Words) -> list[str]:
         columns.append("unknown_ms")
         headers.append("Unknown ms")
     headers.append("Kept")
+    by_rank = any(r.get("rank") is not None for r in rows)  # a job's steps: one table of every rank's
     body_rows = [
-        [_e(text(r.get("id"))), *(_e(fmt_ms(r.get(k))) for k in columns),
+        [*([_e(text(r.get("rank")))] if by_rank else []), _e(text(r.get("id"))), *(_e(fmt_ms(r.get(k))) for k in columns),
          _e("yes" if r.get("kept", True) else f"no: {text(r.get('reason'), 'excluded')}")]
         for r in shown
     ]
+    if by_rank:
+        headers.insert(0, "Rank")
+    off = 1 if by_rank else 0
     classes = ["" if r.get("kept", True) else "excluded" for r in shown]
-    return _section("steps", "Steps", [_table(headers, body_rows, right=range(1, len(columns) + 1), row_classes=classes), *note])
+    return _section("steps", "Steps", [_table(headers, body_rows, right=range(1 + off, len(columns) + 1 + off),
+                                              row_classes=classes), *note])
 
 
 __all__ = ["render_html"]

@@ -263,7 +263,7 @@ def _ranks(doc: dict[str, Any], out: list[str]) -> None:
         out += md_table(list(ranks.HEADERS), [[md_text(c) for c in row] for row in rows], right=range(1, len(ranks.HEADERS)))
         out.append("")
         if hidden:
-            out.append(f"_{hidden} more ranks in the document's ranks list._")
+            out.append(f"_{md_text(ranks.hidden_note(doc, hidden))}_")
         out.append(f"_{md_text(ranks.NOTE)}_")
 
 

@@ -152,9 +152,13 @@ def plot_phases_per_step(doc: dict[str, Any]) -> Plot:
     rows = _step_rows(doc)
     if not rows:
         return Plot("phases_per_step", title, skipped="the document has no per-step table")
-    series = {p: [num(r.get(f"{p}_ms")) or 0.0 for r in rows] for p in PHASE_LABELS}
-    if not any(series["unknown"]):
+    values = {p: [num(r.get(f"{p}_ms")) for r in rows] for p in PHASE_LABELS}
+    # A phase the document does not know (null in every step: phases unknown) is no band and no legend entry.
+    series = {p: [v or 0.0 for v in vs] for p, vs in values.items() if any(v is not None for v in vs)}
+    if "unknown" in series and not any(series["unknown"]):
         del series["unknown"]  # the unknown band only where some time has no phase
+    if not series:
+        return Plot("phases_per_step", title, skipped="no step has GPU time by phase")
     labels = {p: PHASE_LABELS[p] for p in series}
     fig, info = _stacked(rows, series, labels, _PHASE_COLORS, title, "GPU ms")
     return Plot("phases_per_step", title, fig, info)

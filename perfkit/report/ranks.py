@@ -25,17 +25,29 @@ def _analysed(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [r for r in as_list(doc.get("ranks")) if isinstance(r, dict) and r.get("status") == "analysed"]
 
 
+def cut_measure(doc: dict[str, Any]) -> tuple[str, str]:
+    """(row key, words) of the one measure that picks the ranks shown when the table is cut.
+
+    The others' wait caused by the rank when every analysed rank has it (collectives matched),
+    else work per step against the median (a figure every rank has): never a mix of the two.
+    """
+    rows = _analysed(doc)
+    if rows and all(num(r.get("caused_wait_ms_per_step")) is not None for r in rows):
+        return "caused_wait_ms_per_step", "the wait they cause the others (Causes)"
+    return "work_vs_median_ms", "work per step against the median (step minus exposed communication)"
+
+
 def rank_table(doc: dict[str, Any]) -> tuple[list[list[str]], int]:
-    """(rows of HEADERS as strings, ranks not shown) for the analysed ranks; the most waited-for first when cut."""
+    """(rows of HEADERS as strings, ranks not shown) for the analysed ranks.
+
+    When cut, the ranks highest and lowest by :func:`cut_measure`, in rank order.
+    """
     rows = _analysed(doc)
     straggler = as_dict(as_dict(doc.get("job")).get("straggler")).get("rank")
     shown = rows
     if len(rows) > MAX_ROWS:
-        def weight(r: dict[str, Any]) -> float:
-            v = num(r.get("caused_wait_ms_per_step"))
-            return v if v is not None else (num(r.get("work_vs_median_ms")) or 0.0)
-
-        by_wait = sorted(rows, key=lambda r: -weight(r))
+        key, _ = cut_measure(doc)
+        by_wait = sorted(rows, key=lambda r: -(num(r.get(key)) or 0.0))
         keep = by_wait[: MAX_ROWS - 4] + by_wait[-4:]
         shown = sorted(keep, key=lambda r: num(r.get("rank")) or 0)
     out = []
@@ -55,6 +67,13 @@ def rank_table(doc: dict[str, Any]) -> tuple[list[list[str]], int]:
             fmt_ms(r.get("caused_wait_ms_per_step")),
         ])
     return out, len(rows) - len(shown)
+
+
+def hidden_note(doc: dict[str, Any], hidden: int) -> str:
+    """The note under a cut rank table: how many ranks are left out and by which measure the rest were chosen."""
+    _, words = cut_measure(doc)
+    return (f"{hidden} more ranks in the document's ranks list; shown: the {MAX_ROWS - 4} highest and the 4 lowest "
+            f"by {words}.")
 
 
 def job_steps_line(doc: dict[str, Any]) -> str:
@@ -91,12 +110,17 @@ def job_lines(doc: dict[str, Any]) -> list[str]:
     strag = as_dict(job.get("straggler"))
     arr = as_dict(job.get("arrivals"))
     if strag and strag.get("others_wait_ms_per_step") is not None:
-        lines.append(f"straggler: rank {strag.get('rank')}, last to arrive at {text(strag.get('late_collectives'))} of "
-                     f"{text(strag.get('collectives_matched'))} matched collectives; the others wait "
-                     f"{fmt_ms(strag.get('others_wait_ms_per_step'))} ms per step for it")
-    elif strag:  # a document from before arrival order was compared
+        line = (f"straggler: rank {strag.get('rank')}, last to arrive at {text(strag.get('late_collectives'))} of "
+                f"{text(strag.get('collectives_matched'))} matched collectives; the others wait "
+                f"{fmt_ms(strag.get('others_wait_ms_per_step'))} ms per step for it")
+        if num(strag.get("lead_ms_per_step")) is not None:
+            line += f" (it arrives {fmt_ms(strag.get('lead_ms_per_step'))} ms per step after the next-latest rank)"
+        lines.append(line)
+    elif strag:  # a document from before arrival order was compared: extra_ms_per_step is more work
         lines.append(f"straggler: rank {strag.get('rank')}, {fmt_ms(strag.get('extra_ms_per_step'))} ms more work "
                      "per step than the median of the others")
+    elif (num(job.get("ranks_analysed")) or 0) < 2:
+        pass  # one rank: nobody to wait for, nothing to say
     elif arr.get("status") == "unknown":
         lines.append(f"straggler: unknown ({text(arr.get('reason'))})")
     elif arr.get("status") == "matched":
