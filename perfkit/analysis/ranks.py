@@ -32,7 +32,7 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 
 from ..units import compress_ids
-from . import comm, rules
+from . import comm, intervals, rules
 from .result import Analysis
 
 # --------------------------------------------------------------------- thresholds and texts (data)
@@ -514,9 +514,10 @@ def straggler(rows: list[dict[str, Any]], docs: list[dict[str, Any]], arr: dict[
     known = np.isfinite(launch).all(axis=0)
     n_enqueue = int(known.sum())
     host_last = int((np.argmax(launch[:, known], axis=0) == s).sum()) if n_enqueue else None
-    queue = arr["start"][:, late] - launch
-    queue_ms = _finite_sum(queue[s], n_steps)
-    others_queue_ms = _finite_median(_finite_sum(q, n_steps) for i, q in enumerate(queue) if i != s)
+    # Queued = launched, not started; collectives queue at the same time, so the wall time any is queued.
+    start = arr["start"][:, late]
+    queue_ms = _queued_ms(launch[s], start[s], n_steps)
+    others_queue_ms = _finite_median(_queued_ms(launch[i], start[i], n_steps) for i in range(len(launch)) if i != s)
     # Its step start against the earliest rank's (median over matched steps with a known start).
     ss = arr["step_start"]
     cols = np.isfinite(ss).any(axis=0)
@@ -612,6 +613,14 @@ def _finite_sum(x: np.ndarray, n_steps: int) -> Optional[float]:
     """The sum of the finite values in ms per step (x in µs), None when none is finite (unmeasured)."""
     ok = np.isfinite(x)
     return float(x[ok].sum()) / 1000.0 / n_steps if ok.any() else None
+
+
+def _queued_ms(launch_us: np.ndarray, start_us: np.ndarray, n_steps: int) -> Optional[float]:
+    """Wall time (ms per step) when at least one of the collectives was launched and not started; None if unknown."""
+    ok = np.isfinite(launch_us) & np.isfinite(start_us)
+    if not ok.any():
+        return None
+    return intervals.Coverage(launch_us[ok], np.maximum(start_us[ok], launch_us[ok])).total / 1000.0 / n_steps
 
 
 def _finite_median(values: Iterable[Optional[float]]) -> Optional[float]:
