@@ -322,9 +322,7 @@ class ProfileSession:
                 self._sampler_follow()
             except Exception as exc:
                 self.error = f"torch.profiler step failed: {exc}"
-                self._prof_done = True
-                if self.sampler is not None:
-                    self.sampler.stop()
+                self._stop_profiler()  # a profiler left running crashes the interpreter at exit
                 return
             if self.steps >= self.options.schedule.last_step:
                 self._stop_profiler()  # the window is recorded: run at full speed from here
