@@ -10,7 +10,9 @@ memset. The rules, in order:
    launch event (launched before the profiled window, GPU lagging the CPU) take
    the GPU-side ``ProfilerStep#N`` range they ran in, else the step of the
    previous op on the same stream, else none ("before the window").
-3. **Phase.** optimizer: launched inside ``Optimizer.step#…``/``zero_grad#…``.
+3. **Phase.** optimizer: launched inside ``Optimizer.step#…``/``zero_grad#…``
+   (for ``optimizer.step(closure)``, whose range holds the closure's forward and
+   backward, only the part after the closure's backward pass).
    An explicit phase annotation (``## forward ##``...) wins next. backward:
    launched inside an autograd-engine range (``evaluate_function``, backward
    nodes) or from an autograd engine thread. forward: launched before a backward
@@ -221,6 +223,42 @@ def _backward_threads(tl: Timeline, backward_ops: np.ndarray, step_rows: np.ndar
     return np.array(sorted(named | hosts), dtype=np.int64)
 
 
+def _split_closure_steps(
+    tl: Timeline, opt_rows: np.ndarray, bwd_rows: np.ndarray, bwd_threads: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Optimizer ranges that hold no backward pass, and the update part of those that do.
+
+    ``optimizer.step(closure)`` runs the closure (forward, ``zero_grad``, backward) inside
+    its own ``Optimizer.step#`` range before it updates the weights. A step range is a
+    closure step when a backward pass (an autograd range, or a runtime call on an autograd
+    thread) starts inside it; its update is the rest of the range after the last such
+    backward ends. Returns (plain optimizer rows, thread-offset update starts, ends).
+    """
+    empty = np.zeros(0, dtype=np.float64)
+    step_opt = opt_rows[tl.matches(rules.OPTIMIZER_STEP_PATTERN)[opt_rows]]
+    if not len(step_opt) or not len(bwd_rows) and not len(bwd_threads):
+        return opt_rows, empty, empty
+    ev = bwd_rows
+    if len(bwd_threads):
+        runtime = tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
+        ev = np.concatenate([ev, runtime[np.isin(tl.thread[runtime], bwd_threads)]])
+    order = np.argsort(tl.start[ev], kind="stable")
+    ev_start, ev_end = tl.start[ev][order], tl.end[ev][order]
+    s, e = tl.start[step_opt], tl.end[step_opt]
+    lo = np.searchsorted(ev_start, s, side="left")
+    hi = np.searchsorted(ev_start, e, side="left")
+    closure = hi > lo
+    if not closure.any():
+        return opt_rows, empty, empty
+    # last backward end inside each closure step (the events of one step are few: a loop per step)
+    last_end = np.array([ev_end[a:b].max() for a, b in zip(lo[closure], hi[closure])], dtype=np.float64)
+    rows = step_opt[closure]
+    upd_start = tl.offset(rows, np.minimum(last_end, e[closure]))
+    upd_end = tl.offset(rows, e[closure])
+    plain = opt_rows[~np.isin(opt_rows, rows)]
+    return plain, upd_start, upd_end
+
+
 def _phase_annotations(tl: Timeline, host: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Host rows that are explicit phase annotations, and the phase code each names."""
     rows, codes = [], []
@@ -272,8 +310,15 @@ def _host_phases(
         result[sel] = code if np.isscalar(code) else code[sel]
         evidence[sel] = EVIDENCE_CODES[ev]
 
-    # (a) optimizer ranges on the launching thread
-    decide(tl.thread_coverage(opt_rows).contains(t_off), PHASE_CODES[rules.OPTIMIZER], rules.EVIDENCE_OPTIMIZER)
+    bwd_threads = _backward_threads(tl, bwd_rows, step_rows, opt_rows)
+    # (a) optimizer ranges on the launching thread; an optimizer step that runs a closure
+    # (Lightning, LBFGS: forward and backward inside ``optimizer.step(closure)``) counts
+    # only from the end of the closure's backward pass to its own end.
+    plain_opt, upd_start, upd_end = _split_closure_steps(tl, opt_rows, bwd_rows, bwd_threads)
+    in_opt = tl.thread_coverage(plain_opt).contains(t_off)
+    if len(upd_start):
+        in_opt |= intervals.Coverage(upd_start, upd_end).contains(t_off)
+    decide(in_opt, PHASE_CODES[rules.OPTIMIZER], rules.EVIDENCE_OPTIMIZER)
     # (b) explicit phase / pipeline-stage annotations: the innermost one around the launch
     ann_rows, ann_codes = _phase_annotations(tl, host)
     if len(ann_rows):
@@ -283,7 +328,6 @@ def _host_phases(
         codes = np.where(inner >= 0, ann_codes[o][pos], -1).astype(np.int8)
         decide(codes >= 0, codes, rules.EVIDENCE_ANNOTATION)
     # (c) autograd engine ranges or threads
-    bwd_threads = _backward_threads(tl, bwd_rows, step_rows, opt_rows)
     in_bwd = tl.thread_coverage(bwd_rows).contains(t_off) | np.isin(tl.thread[lrows], bwd_threads)
     decide(in_bwd, PHASE_CODES[rules.BACKWARD], rules.EVIDENCE_AUTOGRAD)
     # (d) the kernel's own name, backward or forward only: with host ops in the trace a real optimizer
