@@ -178,6 +178,10 @@ def test_a_failing_instrument_is_switched_off_and_the_run_goes_on(tmp_path, monk
         assert "flops_per_step" not in rt and "AssertionError" in rt["flops_error"]  # unknown, never a low count
     if instrument == "module timers":
         assert "modules" not in rt and rt["modules_error"]
+    if instrument == "step timer":
+        assert rt["steps"] == {"error": "RuntimeError: injected fault"}  # no medians of some of the steps
+    if instrument == "phase markers":
+        assert rt["phases"] == {} and rt["phases_error"] == "RuntimeError: injected fault"
     if instrument == "memory accounting":
         assert set(rt["memory"]) == {"error"}  # a partial byte count is not shown as the count
     # Every hook perfkit put on the model is gone.

@@ -535,7 +535,7 @@ class ProfileSession:
 
     def runtime_section(self, doc: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """What only the live process knows: step timings, phases, memory, throughput."""
-        steps = self.timer.summary(skip=self._steady_skip())
+        steps = self._summary("step timer", lambda: self.timer.summary(skip=self._steady_skip()))
         out: dict[str, Any] = {
             "mode": self.options.mode,
             "rank": self.rank,
@@ -547,11 +547,13 @@ class ProfileSession:
             "error": self.error,
             "instrument_errors": dict(self.instrument_errors),
             "steps": steps,
-            "phases": self._summary("phase markers", self.phases.summary),
+            "phases": {} if "phase markers" in self.instrument_errors else self._summary("phase markers", self.phases.summary),
             "memory": self._summary("memory accounting", self.memory.summary),
             "throughput": _throughput(steps, self.tokens_per_step, self.samples_per_step),
             "schedule": vars(self.options.schedule),
         }
+        if "phase markers" in self.instrument_errors:  # phase names are keys: the error has its own
+            out["phases_error"] = self.instrument_errors["phase markers"]
         if self.lost:
             out["lost"] = list(self.lost)
         if self.sampler is not None:
