@@ -48,6 +48,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         rv = app(args=argv, standalone_mode=False)
         if isinstance(rv, int):  # typer.Exit(code) comes back as the return value
             return rv
+    except _profile.ScriptInterrupted as exc:  # perfkit profile: the script's Ctrl-C ends us as it ends python
+        raise exc.interrupt from None
     except PerfkitError as exc:
         print(f"perfkit: error: {exc}", file=sys.stderr)
         return EXIT_INPUT

@@ -9,6 +9,16 @@ import typer
 from . import app
 
 
+class ScriptInterrupted(Exception):
+    """The profiled script ended by Ctrl-C: carries its KeyboardInterrupt past the command-line parser
+    (which would turn it into "Aborted"), so that ``main`` re-raises it and the interpreter ends as it
+    ends the bare script: the traceback, then death by SIGINT."""
+
+    def __init__(self, interrupt: KeyboardInterrupt):
+        super().__init__("KeyboardInterrupt")
+        self.interrupt = interrupt
+
+
 @app.command(
     "profile",
     context_settings={"allow_interspersed_args": False, "ignore_unknown_options": True},
@@ -62,5 +72,8 @@ def profile_cmd(
         job_wait_s=job_wait,
     )
     session = ProfileSession(options)
-    code = run_script(session, script, list(script_args or []), module=module, step_fn=step_fn)
+    try:
+        code = run_script(session, script, list(script_args or []), module=module, step_fn=step_fn)
+    except KeyboardInterrupt as exc:  # the script's Ctrl-C, after the profile was written
+        raise ScriptInterrupted(exc) from None
     raise typer.Exit(code)

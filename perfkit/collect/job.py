@@ -15,11 +15,17 @@ listed as missing.
 
 The run directory must be the same for every rank without any communication
 between them. ``--out`` always wins; otherwise it is
-``traces/<script>-<YYYYmmdd-HHMMSS>`` where the time is the start time of the
+``traces/<script>-<YYYYmmdd-HHMMSS>-<pid>`` where the time is the start time of the
 launcher process (the parent that all local ranks share: torchrun's agent,
-slurmstepd, mpirun's daemon), read from ``/proc``. Ranks on other nodes have
-other parents: give ``--out`` on a shared filesystem for runs on several nodes
-(or merge their ``rank<R>.analysis.json`` files afterwards with ``perfkit merge``).
+slurmstepd, mpirun's daemon), read from ``/proc``, and ``<pid>`` is that
+launcher's process id (two jobs started in the same second get two directories).
+Ranks on other nodes have other parents: give ``--out`` on a shared filesystem
+for runs on several nodes (or merge their ``rank<R>.analysis.json`` files
+afterwards with ``perfkit merge``).
+
+A single process names its directory ``traces/<script>-<YYYYmmdd-HHMMSS>`` and
+creates it exclusively (:func:`claim_run_dir`): when another run took that name
+in the same second, it becomes ``...-2``, ``...-3`` and so on.
 """
 
 from __future__ import annotations
@@ -80,12 +86,50 @@ def _env_int(names: tuple[str, ...]) -> Optional[int]:
     return None
 
 
+#: The clock default run-directory names are stamped with (a test injects a fixed one).
+_clock: Callable[[], float] = time.time
+
+
 def default_run_dir(name: str, world: World) -> str:
-    """``traces/<script>-<stamp>``: the launcher's start time when several ranks run (the same on every local rank)."""
+    """``traces/<script>-<stamp>`` (relative to the current directory).
+
+    Several ranks: the launcher's start time and process id (the same on every
+    local rank, different for each job). One process: its own start time; the
+    caller makes it unique with :func:`claim_run_dir`.
+    """
     stamp_s = _parent_start_time() if world.multi else None
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(stamp_s if stamp_s is not None else time.time()))
+    suffix = f"-{os.getppid()}" if stamp_s is not None else ""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(stamp_s if stamp_s is not None else _clock()))
     base = os.path.splitext(os.path.basename(name))[0] or "run"
-    return os.path.join("traces", f"{base}-{stamp}")
+    return os.path.join("traces", f"{base}-{stamp}{suffix}")
+
+
+#: How many ``-2``, ``-3`` ... names :func:`claim_run_dir` tries before giving up.
+MAX_CLAIMS = 1000
+
+
+def claim_run_dir(path: str, exclusive: bool) -> str:
+    """Create the run directory ``path`` and return the one created.
+
+    ``exclusive``: the directory must be new (``os.mkdir`` fails on an existing
+    one, atomically, so two processes never get the same); a taken name gets
+    ``-2``, ``-3`` ... appended. Otherwise an existing directory is reused.
+    Raises OSError when it cannot be created.
+    """
+    if not exclusive:
+        os.makedirs(path, exist_ok=True)
+        return path
+    parent = os.path.dirname(path)
+    if parent:
+        os.makedirs(parent, exist_ok=True)
+    candidate = path
+    for n in range(2, MAX_CLAIMS + 2):
+        try:
+            os.mkdir(candidate)
+            return candidate
+        except FileExistsError:
+            candidate = f"{path}-{n}"
+    raise FileExistsError(f"{path}: {MAX_CLAIMS} run directories of that name exist already")
 
 
 def _parent_start_time() -> Optional[float]:
@@ -109,11 +153,14 @@ def rank_doc_path(run_dir: str, rank: int) -> str:
 
 
 def write_json_atomic(path: str, doc: dict[str, Any], default: Callable[[Any], Any]) -> None:
-    """Write to a temporary file and rename: a reader never sees half a document."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    """Write to a temporary file, fsync and rename: a reader never sees half a document.
+
+    Raises :class:`perfkit._io.OutputError` (an OSError's message, naming the file) when it cannot.
+    """
+    from .._io import atomic_open
+
+    with atomic_open(path, "w") as f:
         json.dump(doc, f, indent=2, default=default)
-    os.replace(tmp, path)
 
 
 # --------------------------------------------------------------------- rank 0: wait, then the job view

@@ -5,7 +5,10 @@ The script runs in this process as ``__main__`` with its own ``sys.argv`` and
 (an exception, ``sys.exit``, SIGINT, SIGTERM) the session is finished first, so
 the trace and analysis collected so far are written, and then the original
 outcome is restored: the exception propagates, the exit code is returned, a
-SIGTERM is re-delivered with its default action.
+SIGTERM is re-delivered with its default action. Ctrl-C's ``KeyboardInterrupt``
+propagates with the script's own frames as its traceback, and the command line
+lets it end the interpreter as it ends ``python train.py``: the traceback, then
+death by SIGINT.
 """
 
 from __future__ import annotations
@@ -83,8 +86,16 @@ def run_script(
     if isinstance(outcome, SystemExit):
         return status or 0
     if outcome is not None:
-        raise outcome
+        raise _script_frames(outcome)
     return 0
+
+
+def _script_frames(exc: BaseException) -> BaseException:
+    """``exc`` with its traceback starting at the script's frame (not the launcher's and runpy's)."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_frame.f_globals.get("__name__") != "__main__":
+        tb = tb.tb_next
+    return exc.with_traceback(tb) if tb is not None else exc
 
 
 def _exit_code(code: Any) -> int:

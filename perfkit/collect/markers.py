@@ -1,6 +1,9 @@
 """Markers a training script can use: ``@perfkit.step`` and ``perfkit.phase``.
 
 Both are cheap no-ops when no session is running, so they can stay in code.
+Neither ever raises into the script: an error of perfkit's own (a timer, the
+profiler's range) switches the markers off with one warning, and the marked
+code runs, returns and raises exactly as it would unmarked.
 """
 
 from __future__ import annotations
@@ -38,7 +41,7 @@ def step(fn: Optional[F] = None, *, tokens: Optional[float] = None, samples: Opt
             try:
                 return func(*args, **kwargs)
             finally:
-                s.mark_step(tokens=tokens, samples=samples)
+                _guard(s, "step markers", lambda: s.mark_step(tokens=tokens, samples=samples))
 
         return wrapper  # type: ignore[return-value]
 
@@ -54,14 +57,42 @@ def phase(name: str) -> Iterator[None]:
     ``runtime.phases`` with wall and GPU time.
     """
     s = _session.current()
-    if s is None:
+    if s is None or "phase markers" in s.instrument_errors:
         yield
         return
+    rf = _guard(s, "phase markers", lambda: _open_phase(s, name))
+    if rf is None:
+        yield
+        return
+    token, cm = rf
+    try:
+        yield
+    finally:
+        _guard(s, "phase markers", lambda: _close_phase(s, name, token, cm))
+
+
+def _open_phase(s: Any, name: str) -> tuple[Any, Any]:
     import torch
 
     token = s.phases.begin(name)
-    with torch.profiler.record_function(f"perfkit.phase:{name}"):
-        try:
-            yield
-        finally:
-            s.phases.end(name, token)
+    cm = torch.profiler.record_function(f"perfkit.phase:{name}")
+    cm.__enter__()
+    return token, cm
+
+
+def _close_phase(s: Any, name: str, token: Any, cm: Any) -> None:
+    try:
+        cm.__exit__(None, None, None)
+    finally:
+        s.phases.end(name, token)
+
+
+def _guard(s: Any, instrument: str, fn: Callable[[], Any]) -> Any:
+    """``fn()``; an Exception switches ``instrument`` off (one warning) and gives None."""
+    try:
+        return fn()
+    except Exception as exc:
+        failed = getattr(s, "instrument_failed", None)
+        if failed is not None:
+            failed(instrument, exc)
+        return None

@@ -201,6 +201,28 @@ class ActivationTracker:
         self.phases: dict[str, dict[str, int]] = {}
         self._phase_start: dict[str, int] = {}
         self._handles: list[Any] = []
+        #: "Type: message" of the error that switched the tracker off (its figures are then partial).
+        self.error: Optional[str] = None
+        #: Called once with the exception when a hook fails (a profiling session sets it); else a RuntimeWarning.
+        self.on_error: Optional[Any] = None
+        self._dead = [False]
+
+    def _fail(self, exc: BaseException) -> None:
+        """A hook raised: every hook returns at once from now on; say so once."""
+        if self._dead[0]:
+            return
+        self._dead[0] = True
+        self.error = f"{type(exc).__name__}: {exc}"
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception:
+                pass
+        else:
+            import warnings
+
+            warnings.warn(f"perfkit.ActivationTracker: switched off after an error in its hooks ({self.error})",
+                          RuntimeWarning, stacklevel=2)
 
     # ------------------------------------------------------------------ hooks
 
@@ -212,19 +234,30 @@ class ActivationTracker:
             if self.available:
                 allocated = torch.cuda.memory_allocated
                 idx = self.device.index if self.device is not None else None
+                dead, fail = self._dead, self._fail
                 for name, module in self.targets:
                     stack = self._stacks[name]
                     deltas = self._deltas[name]
 
                     def pre(_m: Any, _args: Any, stack: list[int] = stack) -> None:
-                        if _graph_task_id() == -1:  # not a recomputation inside backward
-                            stack.append(allocated(idx))
+                        if dead[0]:
+                            return
+                        try:
+                            if _graph_task_id() == -1:  # not a recomputation inside backward
+                                stack.append(allocated(idx))
+                        except Exception as exc:
+                            fail(exc)
 
                     def post(_m: Any, _args: Any, _out: Any, stack: list[int] = stack, deltas: list[int] = deltas) -> None:
-                        if stack and _graph_task_id() == -1:
-                            deltas.append(allocated(idx) - stack.pop())
-                            if len(deltas) > 1000:
-                                del deltas[:-1000]
+                        if dead[0]:
+                            return
+                        try:
+                            if stack and _graph_task_id() == -1:
+                                deltas.append(allocated(idx) - stack.pop())
+                                if len(deltas) > 1000:
+                                    del deltas[:-1000]
+                        except Exception as exc:
+                            fail(exc)
 
                     self._handles.append(module.register_forward_pre_hook(pre))
                     self._handles.append(module.register_forward_hook(post))
@@ -248,10 +281,12 @@ class ActivationTracker:
         self.detach()
 
     def _on_output(self, _m: Any, _args: Any, output: Any) -> None:
+        if self._dead[0]:
+            return
         try:
             self.output_bytes = tensor_bytes(output)
-        except Exception:
-            pass
+        except Exception as exc:
+            self._fail(exc)
 
     # ------------------------------------------------------------------ phases
 
@@ -309,6 +344,8 @@ class ActivationTracker:
     def to_dict(self) -> dict[str, Any]:
         """Everything measured, as JSON-ready data (sizes in bytes)."""
         out: dict[str, Any] = {"available": self.available, "unit": "bytes", "output_bytes": self.output_bytes}
+        if self.error is not None:
+            out["error"] = self.error
         if not self.available:
             out["reason"] = self.reason
             return out

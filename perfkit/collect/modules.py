@@ -261,6 +261,11 @@ class ModuleTimer:
         self._handles: list[Any] = []
         self._cuda = False
         self._ever_cuda = False
+        #: "Type: message" of the error that switched the timer off (its times are then partial).
+        self.error: Optional[str] = None
+        #: Called once with the exception when a hook fails (a profiling session sets it); else a RuntimeWarning.
+        self.on_error: Optional[Callable[[BaseException], None]] = None
+        self._dead = [False]  # set on the first error: every hook returns at once from then on
 
     # ------------------------------------------------------------------ attach / detach
 
@@ -290,6 +295,9 @@ class ModuleTimer:
             s = _session.current()
             if s is not None:
                 s.module_timer = self
+                failed = getattr(s, "instrument_failed", None)
+                if self.on_error is None and failed is not None:
+                    self.on_error = lambda exc: failed("module timers", exc)
         except Exception:
             pass
         return self
@@ -315,10 +323,27 @@ class ModuleTimer:
 
     # ------------------------------------------------------------------ hooks
 
+    def _fail(self, exc: BaseException) -> None:
+        """A hook raised: stop timing (the hooks return at once from now on), say so once."""
+        if self._dead[0]:
+            return
+        self._dead[0] = True
+        self.error = f"{type(exc).__name__}: {exc}"
+        if self.on_error is not None:
+            try:
+                self.on_error(exc)
+            except Exception:
+                pass
+        else:
+            warnings.warn(f"perfkit.ModuleTimer: switched off after an error in its hooks ({self.error}); "
+                          "its times are partial", RuntimeWarning, stacklevel=2)
+
     def _make_hooks(self, module: nn.Module, st: _Stats) -> tuple[Callable[..., None], Callable[..., None]]:
         timed_backward = self.backward
         stack = st.stack
         param_slots = st.param_slots
+        dead = self._dead
+        fail = self._fail
 
         if self._cuda:
             Event = torch.cuda.Event
@@ -356,6 +381,8 @@ class ModuleTimer:
 
         def on_param_grad(_param: Any) -> None:
             # The module's first parameter has its gradient: backward calls with no input gradient end here.
+            if dead[0]:
+                return
             try:
                 slots = param_slots[:]
                 param_slots.clear()
@@ -363,8 +390,8 @@ class ModuleTimer:
                     if slot[0] is not None:
                         start, slot[0] = slot[0], None
                         end_bwd(start)
-            except Exception:
-                pass
+            except Exception as exc:
+                fail(exc)
 
         def hook_first_param() -> None:
             st.param_hooked = True
@@ -374,6 +401,8 @@ class ModuleTimer:
                     return
 
         def pre(mod: nn.Module, args: Any, kwargs: Any) -> None:
+            if dead[0]:
+                return
             try:
                 if _graph_task_id() != -1:
                     return  # recomputation inside backward (activation checkpointing)
@@ -384,12 +413,14 @@ class ModuleTimer:
                     if x is not None:
 
                         def input_grad_ready(_grad: Any) -> None:
+                            if dead[0]:
+                                return
                             try:
                                 if slot[0] is not None:
                                     start, slot[0] = slot[0], None
                                     end_bwd(start)
-                            except Exception:
-                                pass
+                            except Exception as exc:
+                                fail(exc)
 
                         x.register_hook(input_grad_ready)
                     else:
@@ -401,10 +432,12 @@ class ModuleTimer:
                 if len(stack) > 32:  # calls that raised never closed: forget them
                     del stack[:-8]
                 stack.append((stamp_fwd(), slot))
-            except Exception:
-                pass
+            except Exception as exc:
+                fail(exc)
 
         def post(mod: nn.Module, args: Any, output: Any) -> None:
+            if dead[0]:
+                return
             try:
                 if _graph_task_id() != -1 or not stack:
                     return
@@ -416,14 +449,16 @@ class ModuleTimer:
                     if y is not None:
 
                         def output_grad_ready(_grad: Any) -> None:
+                            if dead[0]:
+                                return
                             try:
                                 slot[0] = stamp_bwd()
-                            except Exception:
-                                pass
+                            except Exception as exc:
+                                fail(exc)
 
                         y.register_hook(output_grad_ready)
-            except Exception:
-                pass
+            except Exception as exc:
+                fail(exc)
 
         return pre, post
 
@@ -494,6 +529,7 @@ class ModuleTimer:
     def to_dict(self) -> dict[str, Any]:
         """The summary with how it was measured (for JSON)."""
         return {
+            "error": self.error,
             "timing": "cuda_events" if self._ever_cuda else "wall_clock",
             "unit": "ms",
             "depth": self.depth,

@@ -1,11 +1,20 @@
-"""Write a finished session's run directory: analysis.json, report.md, and the report on screen."""
+"""Write a finished session's run directory: analysis.json, report.md, and the report on screen.
+
+Every file is written atomically (:mod:`perfkit._io`: temporary name, fsync,
+rename): a full disk leaves the previous file or none, never half of one, and a
+file that cannot be written is named in one warning ("analysis.json could not
+be written: ..."). Warnings that a result is partial (a truncated trace, a
+lost file, an instrument switched off, no kernel trace) are printed even with
+``--quiet``, which only leaves out the report.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import sys
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 if TYPE_CHECKING:
     from .session import ProfileSession
@@ -28,9 +37,15 @@ def write_run(session: "ProfileSession") -> Optional[str]:
         except PerfkitError as exc:
             analysis_error = str(exc)
             doc = _empty_doc()
+        except Exception as exc:  # the run's own figures must still be written
+            analysis_error = f"the trace could not be analysed: {type(exc).__name__}: {exc}"
+            doc = _empty_doc()
     else:
         doc = _empty_doc()
-        if session.options.mode == "trace":
+        trace_error = getattr(session, "trace_error", None)
+        if trace_error:
+            analysis_error = trace_error
+        elif session.options.mode == "trace":
             s = session.options.schedule
             analysis_error = (
                 f"no kernel trace: the run ended after {session.steps} step(s), before the profiled "
@@ -48,21 +63,64 @@ def write_run(session: "ProfileSession") -> Optional[str]:
         runtime_findings.merge(doc)
     except Exception as exc:  # findings must never cost the run its outputs
         runtime["findings_error"] = str(exc)
+    for line in getattr(session, "lost", []):
+        if line not in doc["trace"]["warnings"]:
+            doc["trace"]["warnings"].append(line)
     world = getattr(session, "world", None)
     if world is not None and world.multi:
         return _write_rank(session, doc, trace)
     path = os.path.join(run_dir, "analysis.json")
-    try:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent=2, default=_default)
-        with open(os.path.join(run_dir, "report.md"), "w", encoding="utf-8") as f:
-            f.write(render_markdown(doc))
-    except OSError as exc:
-        print(f"perfkit: could not write the run directory {run_dir}: {exc}", file=sys.stderr)
-        return None
+    wrote = _write(session, path, lambda f: json.dump(doc, f, indent=2, default=_default))
+    wrote_md = _write(session, os.path.join(run_dir, "report.md"), lambda f: f.write(render_markdown(doc)))
     if session.options.report and not session.options.quiet:
-        _print_report(doc, session, trace)
-    return path
+        files = [n for n, ok in (("analysis.json", wrote), ("report.md", wrote_md)) if ok]
+        _print_report(doc, session, trace if trace and os.path.exists(trace) else None, files)
+    else:
+        _print_partial(doc, session)
+    return path if wrote else None
+
+
+def _write(session: "ProfileSession", path: str, fill: Callable[[Any], Any]) -> bool:
+    """Write one file of the run atomically; on failure say exactly which file was lost (one warning)."""
+    from .._io import atomic_open
+
+    try:
+        with atomic_open(path, "w") as f:
+            fill(f)
+        return True
+    except Exception as exc:
+        why = str(exc)
+        if why.startswith(path + ": "):  # OutputError names the file already
+            why = why[len(path) + 2:]
+        _lost(session, f"{os.path.basename(path)} could not be written ({path}): {why}")
+        return False
+
+
+def _lost(session: "ProfileSession", message: str) -> None:
+    say = getattr(session, "say_lost", None)
+    if say is not None:
+        say(message)
+    else:
+        print(f"perfkit: warning: {message}", file=sys.stderr)
+
+
+#: Trace warnings that say a result is partial: never hidden by --quiet.
+PARTIAL_WARNING = re.compile(
+    r"truncat|ends early|cut short|could not|cannot|not decoded|undecodable|lost|not written|failed|"
+    r"skipped|dropped|no kernel trace|incomplete|partial", re.IGNORECASE)
+
+
+def _print_partial(doc: dict[str, Any], session: "ProfileSession") -> None:
+    """With --quiet (or no report): still print the warnings that a result is partial, once each.
+
+    Lost files and switched-off instruments were said when they happened.
+    """
+    said = set(getattr(session, "lost", []))
+    for w in (doc.get("trace") or {}).get("warnings") or []:
+        text = str(w)
+        if text not in said and PARTIAL_WARNING.search(text):
+            said.add(text)
+            print(f"perfkit: warning: {text}", file=sys.stderr)
 
 
 def _write_rank(session: "ProfileSession", doc: dict[str, Any], trace: Optional[str]) -> Optional[str]:
@@ -73,13 +131,11 @@ def _write_rank(session: "ProfileSession", doc: dict[str, Any], trace: Optional[
 
     run_dir, world = session.run_dir, session.world
     path = job.rank_doc_path(run_dir, world.rank)
-    try:
-        with open(os.path.join(run_dir, f"rank{world.rank}.report.md"), "w", encoding="utf-8") as f:
-            f.write(render_markdown(doc))
-        job.write_json_atomic(path, doc, _default)
-    except OSError as exc:
-        print(f"perfkit: could not write the run directory {run_dir}: {exc}", file=sys.stderr)
+    _write(session, os.path.join(run_dir, f"rank{world.rank}.report.md"), lambda f: f.write(render_markdown(doc)))
+    if not _write(session, path, lambda f: json.dump(doc, f, indent=2, default=_default)):
         return None
+    if world.rank != 0 or not session.options.report or session.options.quiet:
+        _print_partial(doc, session)
     if world.rank != 0 or session.options.mode != "trace":  # light mode: no traces to compare
         if not session.options.quiet:
             print(f"perfkit: rank {world.rank} wrote {path}", file=sys.stderr)
@@ -90,13 +146,17 @@ def _write_rank(session: "ProfileSession", doc: dict[str, Any], trace: Optional[
         say=lambda line: None if quiet else print(line, file=sys.stderr, flush=True))
     job_path = os.path.join(run_dir, "analysis.json")
     try:
-        job_doc = job.job_document(docs, missing, run_dir, world)
-        job.write_json_atomic(job_path, job_doc, _default)
-        with open(os.path.join(run_dir, "report.md"), "w", encoding="utf-8") as f:
-            f.write(render_markdown(job_doc))
+        job_doc: Optional[dict[str, Any]] = job.job_document(docs, missing, run_dir, world)
     except Exception as exc:  # the job view must never cost the ranks their own files
-        print(f"perfkit: could not write the job analysis in {run_dir}: {exc}", file=sys.stderr)
-        job_doc, job_path = None, path
+        print(f"perfkit: warning: no job analysis in {run_dir}: {exc}", file=sys.stderr)
+        job_doc = None
+    if job_doc is not None:
+        if not _write(session, job_path, lambda f: json.dump(job_doc, f, indent=2, default=_default)):
+            job_doc, job_path = None, path
+        else:
+            _write(session, os.path.join(run_dir, "report.md"), lambda f: f.write(render_markdown(job_doc)))
+    else:
+        job_path = path
     if job_doc is not None and session.options.report and not session.options.quiet:
         _print_report(job_doc, session, None)
         session_traces = sorted(f for f in os.listdir(run_dir) if f.endswith(".pt.trace.json.gz"))
@@ -107,7 +167,8 @@ def _write_rank(session: "ProfileSession", doc: dict[str, Any], trace: Optional[
     return job_path
 
 
-def _print_report(doc: dict[str, Any], session: "ProfileSession", trace: Optional[str]) -> None:
+def _print_report(doc: dict[str, Any], session: "ProfileSession", trace: Optional[str],
+                  files: tuple[str, ...] | list[str] = ("analysis.json", "report.md")) -> None:
     from rich.console import Console
 
     from ..report import render_console
@@ -117,7 +178,9 @@ def _print_report(doc: dict[str, Any], session: "ProfileSession", trace: Optiona
         render_console(doc, console)
     except Exception as exc:  # the report must never take the run down
         console.print(f"perfkit: report failed: {exc}")
-    console.print(f"perfkit: wrote {session.run_dir}/ (analysis.json, report.md{', trace' if trace else ''})")
+    written = [*files, *(["trace"] if trace else [])]
+    if written:
+        console.print(f"perfkit: wrote {session.run_dir}/ ({', '.join(written)})")
     if trace:
         console.print(f"perfkit: re-run the analysis with:  perfkit analyze {trace}")
 

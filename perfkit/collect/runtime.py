@@ -154,7 +154,10 @@ class MemoryCounters:
         self.forward_peak_bytes: list[int] = []  #: allocator peak from step start to the model's forward end
         self.after_forward_peak_bytes: list[int] = []  #: peak from forward end to step end (loss, backward, optimizer)
         self._fwd_hook: Any = None
+        self._fwd_handle: Any = None
         self._fwd_done = False
+        #: Called with the exception when the forward hook fails (a profiling session sets it).
+        self.on_error: Any = None
 
     def start(self) -> None:
         self._cuda = _cuda()
@@ -170,17 +173,26 @@ class MemoryCounters:
             return
 
         def hook(module: Any, args: Any, output: Any) -> None:
-            if not self._fwd_done:
-                self.forward_peak_bytes.append(int(self._cuda.max_memory_allocated()))
-                self._cuda.reset_peak_memory_stats()
-                self._fwd_done = True
+            if self._fwd_hook is None:
+                return  # switched off
+            try:
+                if not self._fwd_done:
+                    self.forward_peak_bytes.append(int(self._cuda.max_memory_allocated()))
+                    self._cuda.reset_peak_memory_stats()
+                    self._fwd_done = True
+            except Exception as exc:  # never into the script's forward
+                self._fwd_hook = None  # the handle stays until unwatch(); the hook does nothing more
+                if self.on_error is not None:
+                    self.on_error(exc)
 
-        self._fwd_hook = model.register_forward_hook(hook)
+        self._fwd_hook = hook
+        self._fwd_handle = model.register_forward_hook(hook)
 
     def unwatch(self) -> None:
-        if self._fwd_hook is not None:
-            self._fwd_hook.remove()
-            self._fwd_hook = None
+        handle, self._fwd_handle = self._fwd_handle, None
+        self._fwd_hook = None
+        if handle is not None:
+            handle.remove()
 
     def mark_step(self) -> None:
         if self._cuda is not None:

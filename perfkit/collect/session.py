@@ -13,15 +13,33 @@ When the session ends (normally, on an exception, ``sys.exit`` or a signal)
 it writes the run directory: the trace, ``analysis.json`` (the analyzer's
 document plus a ``runtime`` section with what only the live process knows)
 and ``report.md``.
+
+Profiling never costs the script its run or its results:
+
+* the run directory is resolved to an absolute path once, at construction (a
+  script that calls ``os.chdir()`` keeps it), and created at :meth:`start`; a
+  default name is created exclusively (``-2``, ``-3`` ... when taken). When it
+  cannot be created the script runs anyway, with one warning that nothing will
+  be recorded;
+* an error inside one of perfkit's instruments (the kernel trace, FLOP
+  counting, module timers, activation memory, memory accounting, step and
+  phase timers, the stack sampler, the watchdog) switches that instrument off
+  with one warning on stderr (:meth:`ProfileSession.instrument_failed`); the
+  script goes on with its results unchanged, and the run's
+  ``runtime.instrument_errors`` says what was switched off;
+* every file is written atomically (temporary name, fsync, rename); a file that
+  cannot be written is named in one warning, and never left half-written.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from . import runtime as rt
 
@@ -95,7 +113,15 @@ class ProfileSession:
         from .job import default_run_dir, world_info
 
         self.world = world_info()  #: rank, local rank, world size (collect/job.py)
-        self.run_dir = options.out or default_run_dir(options.name, self.world)
+        # Absolute now: a script that calls os.chdir() (Hydra does) must not move the run directory.
+        self.run_dir = os.path.abspath(options.out or default_run_dir(options.name, self.world))
+        #: False when the run directory could not be created: the script runs, nothing is recorded.
+        self.recording = True
+        #: instrument name -> "Type: message" of the error that switched it off (see instrument_failed).
+        self.instrument_errors: dict[str, str] = {}
+        self._switch_offs: list[str] = []  #: instruments whose hooks are still to be removed
+        self.lost: list[str] = []  #: "the trace could not be written: ..." and the like
+        self.trace_error: Optional[str] = None  #: why the trace that was recorded is not in the run directory
         self.rank = self.world.rank
         self.steps = 0
         self.explicit_steps = False  #: set when the script marks steps itself
@@ -135,28 +161,114 @@ class ProfileSession:
             from ..errors import UsageError
 
             raise UsageError("a perfkit profiling session is already running in this process")
-        _ACTIVE = self
         self._started_at = time.time()
-        os.makedirs(self.run_dir, exist_ok=True)
+        if not self._claim_run_dir():
+            return self  # nothing can be recorded: the script runs unprofiled
+        _ACTIVE = self
         self._hook_handle = register_optimizer_step_post_hook(self._on_optimizer_step)
-        self.timer.start()
-        self.memory.start()
+        self._guard("step timer", self.timer.start)
+        self._guard("memory accounting", self.memory.start)
         if self.model is not None:
             self._watch_model(self.model)
         elif self.options.modules:
-            self._root_finder = _RootFinder()
+            self._root_finder = self._guard("module timers", _RootFinder, self)
         if self.options.watchdog_s:
             from .watchdog import Watchdog
 
-            self.watchdog = Watchdog(self.run_dir, self.options.watchdog_s, rank=self.rank).start()
+            self.watchdog = self._guard("watchdog", lambda: Watchdog(
+                self.run_dir, self.options.watchdog_s, rank=self.rank,
+                on_error=lambda exc: self.instrument_failed("watchdog", exc)).start())
         if self.options.mode == "trace":
             try:
-                self._start_profiler()
+                with self._quiet_stderr():
+                    self._start_profiler()
             except Exception as exc:  # e.g. another profiler already running: go on without a trace
                 self._prof, self._prof_done = None, True
                 self.error = f"kernel trace not started: {exc}"
                 print(f"perfkit: {self.error}; timers and memory counters only", file=sys.stderr)
         return self
+
+    def _claim_run_dir(self) -> bool:
+        """Create the run directory (a default name exclusively); on failure warn once and record nothing."""
+        from .job import claim_run_dir
+
+        exclusive = self.options.out is None and not self.world.multi
+        try:
+            self.run_dir = claim_run_dir(self.run_dir, exclusive)
+            return True
+        except OSError as exc:
+            self.recording = False
+            _warn(f"cannot create the run directory {self.run_dir} ({_why(exc)}); "
+                  "the script runs, but nothing will be recorded")
+            return False
+
+    # ------------------------------------------------------------------ instrument faults
+
+    def instrument_failed(self, name: str, exc: BaseException) -> None:
+        """``name`` (an instrument) raised ``exc``: switch it off, say so once, let the run go on.
+
+        Safe to call from inside a hook: the instrument's own hooks stop working
+        at once (each instrument checks its failure flag), and they are removed
+        at the next step boundary or at the end of the run.
+        """
+        if name in self.instrument_errors:
+            return
+        why = _why(exc)
+        self.instrument_errors[name] = why
+        if self.error is None:
+            self.error = f"{name} failed: {why}"
+        self._switch_offs.append(name)
+        _warn(f"{name} failed and is switched off for the rest of the run ({why}); the script goes on")
+
+    def _guard(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)``, unless instrument ``name`` failed already; an Exception switches it off (returns None)."""
+        if name in self.instrument_errors:
+            return None
+        try:
+            return fn(*args)
+        except Exception as exc:
+            self.instrument_failed(name, exc)
+            return None
+
+    def _apply_switch_offs(self) -> None:
+        """Remove the hooks of instruments that failed (never from inside one of their hooks)."""
+        while self._switch_offs:
+            name = self._switch_offs.pop()
+            with contextlib.suppress(Exception):
+                if name == "FLOP counting":
+                    self.options.flops = False
+                    self.flops_per_step = None
+                    mode, self._flop_mode = self._flop_mode, None
+                    if mode is not None:
+                        mode.__exit__(None, None, None)
+                elif name == "module timers":
+                    if self._root_finder is not None:
+                        finder, self._root_finder = self._root_finder, None
+                        finder.finish(None)
+                    if self.module_timer is not None:
+                        self.module_timer.detach()
+                elif name == "activation memory":
+                    if self.activations is not None:
+                        self.activations.detach()
+                elif name == "memory accounting":
+                    self.memory.unwatch()
+                elif name == "stack sampler":
+                    if self.sampler is not None:
+                        self.sampler.stop()
+                elif name == "watchdog":
+                    if self.watchdog is not None:
+                        self.watchdog.stop()
+                elif name == "kernel trace":
+                    self._stop_profiler()
+
+    @contextlib.contextmanager
+    def _quiet_stderr(self) -> Iterator[None]:
+        """With ``quiet``: keep torch's ``USDT ... profiler_start/stop`` lines (written by C++ to fd 2) off stderr."""
+        if not self.options.quiet:
+            yield
+            return
+        with filter_fd2(_PROFILER_NOISE):
+            yield
 
     def _start_profiler(self) -> None:
         import torch
@@ -194,11 +306,23 @@ class ProfileSession:
     def _on_trace_ready(self, prof: Any) -> None:
         self._refresh_world()
         path = os.path.join(self.run_dir, f"rank{self.rank}.pt.trace.json.gz")
-        prof.export_chrome_trace(path)
-        self.trace_path = path
+        try:
+            export_trace(prof, path)
+            self.trace_path = path
+        except Exception as exc:  # a full disk: say exactly what was lost, never leave half a file
+            self.trace_error = f"the trace could not be written: {_why(exc)}"
+            self.say_lost(self.trace_error)
         if self.sampler is not None:
             self.sampler.stop()  # normally stopped already, inside the recorded window
-            self.stacks_path = self.sampler.write(path)
+            if self.trace_path is not None:
+                self.stacks_path = self.sampler.write(path)
+                if self.stacks_path is None and self.sampler.write_error:
+                    self.say_lost(f"the stack samples could not be written: {self.sampler.write_error}")
+
+    def say_lost(self, message: str) -> None:
+        """A file of the run could not be written: one warning (never quiet), kept for the run's document."""
+        self.lost.append(message)
+        _warn(message)
 
     def _stop_profiler(self) -> None:
         if self.sampler is not None:
@@ -206,9 +330,10 @@ class ProfileSession:
         if self._prof is not None and not self._prof_done:
             self._prof_done = True
             try:
-                self._prof.stop()  # a partial active window is still exported
+                with self._quiet_stderr():
+                    self._prof.stop()  # a partial active window is still exported
             except Exception as exc:  # never let profiling break the run
-                self.error = f"torch.profiler stop failed: {exc}"
+                self.instrument_failed("kernel trace", exc)
 
     # ------------------------------------------------------------------ steps
 
@@ -219,35 +344,35 @@ class ProfileSession:
         if not any(o is optimizer for o in self.optimizers):
             self.optimizers.append(optimizer)
             # Gradients and the optimizer's state exist now (after step, before zero_grad).
-            try:
-                self.memory.account_optimizer(optimizer)
-            except Exception:
-                pass
+            self._guard("memory accounting", self.memory.account_optimizer, optimizer)
             if self._root_finder is not None and self.module_timer is None:
-                self._attach_module_timer(optimizer)
+                self._guard("module timers", self._attach_module_timer, optimizer)
         if self._first_optimizer is None:
             self._first_optimizer = key
         if key == self._first_optimizer:  # several optimizers (GANs) step once per iteration together
             self.step()
 
     def _count_flops(self) -> None:
-        """Count the FLOPs of step 2 (step 1 compiles and warms up) with FlopCounterMode."""
-        try:
-            if self.steps == 1 and self._flop_mode is None:
-                from torch.utils.flop_counter import FlopCounterMode
+        """Count the FLOPs of step 2 (step 1 compiles and warms up) with FlopCounterMode.
 
-                self._watch_dtype()
-                self._flop_mode = FlopCounterMode(display=False)
-                self._flop_mode.__enter__()
-            elif self._flop_mode is not None:
-                mode, self._flop_mode = self._flop_mode, None
-                mode.__exit__(None, None, None)
-                self.flops_per_step = float(mode.get_total_flops())
-                self.options.flops = False
-        except Exception as exc:
-            self._flop_mode = None
+        torch's FLOP formulas run inside the script's own ops: each is wrapped
+        (:func:`perfkit.collect.flops.safe_flop_counter`) so that one that raises
+        (torch's sdpa formula did on grouped-query attention) switches counting
+        off instead of raising into the script's forward.
+        """
+        if self.steps == 1 and self._flop_mode is None:
+            from .flops import safe_flop_counter
+
+            self._watch_dtype()
+            mode = safe_flop_counter(lambda exc: self.instrument_failed("FLOP counting", exc))
+            mode.__enter__()
+            self._flop_mode = mode
+        elif self._flop_mode is not None:
+            mode, self._flop_mode = self._flop_mode, None
             self.options.flops = False
-            self.error = f"FLOP counting failed: {exc}"
+            mode.__exit__(None, None, None)
+            if "FLOP counting" not in self.instrument_errors:  # a count with a failed formula is unknown, not low
+                self.flops_per_step = float(mode.get_total_flops())
 
     def _watch_dtype(self) -> None:
         """Note the dtype matmuls run in (autocast, else the weights') at the next module call."""
@@ -282,13 +407,23 @@ class ProfileSession:
         from .modules import ModuleTimer
 
         self.model = model
-        try:
+
+        def timers() -> None:
             if self.module_timer is None:
-                self.module_timer = ModuleTimer(model).attach()
-            self.activations = ActivationTracker(model).attach()
-            self.memory.watch_forward(model)
-        except Exception as exc:  # hooks must never take the run down
-            self.error = f"module hooks not attached: {exc}"
+                self.module_timer = ModuleTimer(model)
+            self.module_timer.on_error = lambda exc: self.instrument_failed("module timers", exc)
+            self.module_timer.attach()
+
+        def activations() -> None:
+            tracker = ActivationTracker(model)
+            tracker.on_error = lambda exc: self.instrument_failed("activation memory", exc)
+            self.activations = tracker.attach()
+
+        # Hooks must never take the run down: each part that fails is switched off alone.
+        self._guard("module timers", timers)
+        self._guard("activation memory", activations)
+        self.memory.on_error = lambda exc: self.instrument_failed("memory accounting", exc)
+        self._guard("memory accounting", self.memory.watch_forward, model)
 
     def mark_step(self, tokens: Optional[float] = None, samples: Optional[float] = None) -> None:
         """An explicit step boundary from ``@perfkit.step`` (disables optimizer-hook steps)."""
@@ -300,39 +435,50 @@ class ProfileSession:
         self.step()
 
     def step(self) -> None:
-        """End of one training step."""
+        """End of one training step. Never raises into the script: each instrument is guarded."""
         self.steps += 1
-        self.timer.mark()
-        self.memory.mark_step()
+        if self._switch_offs:
+            self._apply_switch_offs()
+        self._guard("step timer", self.timer.mark)
+        self._guard("memory accounting", self.memory.mark_step)
         if self.options.flops:
-            self._count_flops()
+            self._guard("FLOP counting", self._count_flops)
+            if self._switch_offs:
+                self._apply_switch_offs()
         if self.watchdog is not None:
-            wall = self.timer.wall_ms[-1] if self.timer.wall_ms else None
-            tps = (self.tokens_per_step / (wall / 1000.0)) if (self.tokens_per_step and wall) else None
-            peak = self.memory.step_peak_bytes[-1] if self.memory.step_peak_bytes else None
-            self.watchdog.beat(step=self.steps, step_ms=wall, tokens_per_s=tps, memory_bytes=peak)
+            self._guard("watchdog", self._beat)
         if self._prof is not None and not self._prof_done:
             sampler = self.sampler
             if sampler is not None and sampler.running:
-                sampler.add_current_thread()  # the threads that end steps run the loop
-                if _recording(self._prof, last=True):  # this boundary ends the recorded window
-                    sampler.stop()
+                self._guard("stack sampler", self._sampler_boundary, sampler)
             try:
-                self._prof.step()
+                with self._quiet_stderr():
+                    self._prof.step()
                 self._sampler_follow()
             except Exception as exc:
-                self.error = f"torch.profiler step failed: {exc}"
+                self.instrument_failed("kernel trace", exc)
                 self._stop_profiler()  # a profiler left running crashes the interpreter at exit
                 return
             if self.steps >= self.options.schedule.last_step:
                 self._stop_profiler()  # the window is recorded: run at full speed from here
-            self.timer.restart()  # the profiler's own work (trace export) is not the next step's time
+            self._guard("step timer", self.timer.restart)  # the profiler's own work is not the next step's time
+
+    def _beat(self) -> None:
+        wall = self.timer.wall_ms[-1] if self.timer.wall_ms else None
+        tps = (self.tokens_per_step / (wall / 1000.0)) if (self.tokens_per_step and wall) else None
+        peak = self.memory.step_peak_bytes[-1] if self.memory.step_peak_bytes else None
+        self.watchdog.beat(step=self.steps, step_ms=wall, tokens_per_s=tps, memory_bytes=peak)
+
+    def _sampler_boundary(self, sampler: Any) -> None:
+        sampler.add_current_thread()  # the threads that end steps run the loop
+        if _recording(self._prof, last=True):  # this boundary ends the recorded window
+            sampler.stop()
 
     def _sampler_follow(self) -> None:
         """Start the stack sampler once the profiler records (warm-up steps are not in the trace)."""
         sampler = self.sampler
         if sampler is not None and not sampler.running and not sampler.syncs and _recording(self._prof):
-            sampler.start()
+            self._guard("stack sampler", sampler.start)
 
     # ------------------------------------------------------------------ end
 
@@ -343,22 +489,28 @@ class ProfileSession:
             return None
         self._finished = True
         self.exit_status = exit_status
+        if not self.recording:  # the run directory could not be created (said at start)
+            return None
         try:
+            self._apply_switch_offs()
             self._stop_profiler()
             if self._hook_handle is not None:
                 self._hook_handle.remove()
+            # Each teardown alone: one that fails must not leave the others' hooks in the model.
             if self._root_finder is not None:
-                self._root_finder.finish(None)
+                self._guard("module timers", self._root_finder.finish, None)
             if self._flop_mode is not None:
-                self._flop_mode.__exit__(None, None, None)
-                self._flop_mode = None
+                mode, self._flop_mode = self._flop_mode, None
+                self._guard("FLOP counting", mode.__exit__, None, None, None)
             if self.watchdog is not None:
-                self.watchdog.stop()
+                self._guard("watchdog", self.watchdog.stop)
+            if self.sampler is not None and self.sampler.failed:
+                self.instrument_failed("stack sampler", RuntimeError(self.sampler.warning or "stopped"))
             if self.module_timer is not None:
-                self.module_timer.detach()
+                self._guard("module timers", self.module_timer.detach)
             if self.activations is not None:
-                self.activations.detach()
-            self.memory.unwatch()
+                self._guard("activation memory", self.activations.detach)
+            self._guard("memory accounting", self.memory.unwatch)
             self.timer.stop()
             self.memory.stop()
         finally:
@@ -383,7 +535,7 @@ class ProfileSession:
 
     def runtime_section(self, doc: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """What only the live process knows: step timings, phases, memory, throughput."""
-        steps = self.timer.summary(skip=self._steady_skip())
+        steps = self._summary("step timer", lambda: self.timer.summary(skip=self._steady_skip()))
         out: dict[str, Any] = {
             "mode": self.options.mode,
             "rank": self.rank,
@@ -393,28 +545,49 @@ class ProfileSession:
             "step_source": "perfkit.step" if self.explicit_steps else "optimizer.step",
             "exit_status": self.exit_status,
             "error": self.error,
+            "instrument_errors": dict(self.instrument_errors),
             "steps": steps,
-            "phases": self.phases.summary(),
-            "memory": self.memory.summary(),
+            "phases": {} if "phase markers" in self.instrument_errors else self._summary("phase markers", self.phases.summary),
+            "memory": self._summary("memory accounting", self.memory.summary),
             "throughput": _throughput(steps, self.tokens_per_step, self.samples_per_step),
             "schedule": vars(self.options.schedule),
         }
+        if "phase markers" in self.instrument_errors:  # phase names are keys: the error has its own
+            out["phases_error"] = self.instrument_errors["phase markers"]
+        if self.lost:
+            out["lost"] = list(self.lost)
         if self.sampler is not None:
             out["stack_samples"] = {**self.sampler.summary(), "path": self.stacks_path}
         if self.flops_per_step:
             out["flops_per_step"] = self.flops_per_step
             out.update(_mfu(self.flops_per_step, steps, self.matmul_dtype or _dtype_from_kernels(doc)))
+        elif "FLOP counting" in self.instrument_errors:
+            out["flops_error"] = self.instrument_errors["FLOP counting"]
         if self.activations is not None:
-            try:
-                out["memory"]["activations"] = self.activations.to_dict()
-            except Exception as exc:
-                out["memory"]["activations_error"] = str(exc)
-        if self.module_timer is not None:
+            if "activation memory" in self.instrument_errors:
+                out["memory"]["activations_error"] = self.instrument_errors["activation memory"]
+            else:
+                try:
+                    out["memory"]["activations"] = self.activations.to_dict()
+                except Exception as exc:
+                    out["memory"]["activations_error"] = _why(exc)
+        if "module timers" in self.instrument_errors:
+            out["modules_error"] = self.instrument_errors["module timers"]  # partial timings are not shown
+        elif self.module_timer is not None:
             try:
                 out["modules"] = self.module_timer.summary()
             except Exception as exc:
-                out["modules_error"] = str(exc)
+                out["modules_error"] = _why(exc)
         return out
+
+    def _summary(self, name: str, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        """An instrument's summary, or only its error once it failed (a partial count is not a count)."""
+        if name in self.instrument_errors:
+            return {"error": self.instrument_errors[name]}
+        try:
+            return fn()
+        except Exception as exc:
+            return {"error": _why(exc)}
 
     def _steady_skip(self) -> int:
         return min(self.options.schedule.skip_first, max(self.steps - 1, 0))
@@ -452,29 +625,46 @@ class _RootFinder:
     module call only during that first step).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, session: Optional["ProfileSession"] = None) -> None:
         from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
         self.depth = 0
         self.roots: dict[int, Any] = {}
+        self.session = session
+        self.failed = False
         self._handles = [
             register_module_forward_pre_hook(self._pre),
             register_module_forward_hook(self._post),
         ]
 
     def _pre(self, module: Any, args: Any) -> None:
-        if self.depth == 0:
-            self.roots.setdefault(id(module), module)
-        self.depth += 1
+        if self.failed:
+            return
+        try:
+            if self.depth == 0:
+                self.roots.setdefault(id(module), module)
+            self.depth += 1
+        except Exception as exc:
+            self._fail(exc)
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
-        self.depth = max(self.depth - 1, 0)
+        if self.failed:
+            return
+        try:
+            self.depth = max(self.depth - 1, 0)
+        except Exception as exc:
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self.failed = True
+        if self.session is not None:
+            self.session.instrument_failed("module timers", exc)
 
     def finish(self, optimizer: Any) -> Any:
         for h in self._handles:
             h.remove()
         self._handles = []
-        if optimizer is None or not self.roots:
+        if optimizer is None or not self.roots or self.failed:
             return None
         owned = {id(p) for g in optimizer.param_groups for p in g["params"]}
         best, best_n = None, 0
@@ -483,6 +673,104 @@ class _RootFinder:
             if n > best_n:
                 best, best_n = module, n
         return best
+
+
+# ---------------------------------------------------------------------- small pieces
+
+
+def _why(exc: BaseException) -> str:
+    """``Type: message`` on one line (at most 300 characters)."""
+    text = " ".join(str(exc).split())
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text if len(text) <= 300 else text[:297] + "..."
+
+
+def _warn(message: str) -> None:
+    """One warning line on stderr. Never quiet: each says that a result is partial or lost."""
+    try:
+        print(f"perfkit: warning: {message}", file=sys.stderr, flush=True)
+    except Exception:
+        pass
+
+
+def export_trace(prof: Any, path: str) -> None:
+    """Export ``prof``'s trace to ``path`` (gzip) atomically: never a truncated file under that name.
+
+    torch writes the JSON to a temporary file beside ``path``; it is compressed
+    into another temporary file, fsynced and renamed (:func:`perfkit._io.atomic_open`).
+    Raises OutputError (naming ``path``) or the export's own error.
+    """
+    import gzip
+    import shutil
+    import tempfile
+
+    from .._io import atomic_open
+
+    folder, name = os.path.split(path)
+    fd, raw = tempfile.mkstemp(prefix=f".{name}.", suffix=".json", dir=folder)
+    os.close(fd)
+    try:
+        prof.export_chrome_trace(raw)
+        with atomic_open(path, "wb") as fh, open(raw, "rb") as src:
+            with gzip.GzipFile(filename=name[:-3], mode="wb", fileobj=fh, compresslevel=6) as gz:
+                shutil.copyfileobj(src, gz, 1 << 20)
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(raw)
+
+
+#: torch's Kineto prints these to fd 2 at every profiler start and stop (torch 2.13, CPU and CUDA builds).
+_PROFILER_NOISE = re.compile(rb"^USDT:.*\] profiler_(start|stop)\s*$")
+
+
+@contextlib.contextmanager
+def filter_fd2(drop: "re.Pattern[bytes]") -> Iterator[None]:
+    """Send fd 2 to a temporary file for the block, then write back every line but those ``drop`` matches.
+
+    For the C++ lines torch prints around profiler start and stop. Whatever else
+    reached stderr meanwhile (another thread's output, perfkit's own warnings)
+    is written back when the block ends, in order: delayed, never lost. If fd 2
+    cannot be redirected, the block runs unfiltered.
+    """
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+    except Exception:
+        pass
+    try:
+        saved = os.dup(2)
+    except OSError:
+        yield
+        return
+    try:
+        tmp = tempfile.TemporaryFile()
+        os.dup2(tmp.fileno(), 2)
+    except OSError:
+        os.close(saved)
+        yield
+        return
+    try:
+        yield
+    finally:
+        try:
+            sys.stderr.flush()
+        except Exception:
+            pass
+        os.dup2(saved, 2)
+        os.close(saved)
+        try:
+            tmp.seek(0)
+            data = tmp.read()
+        finally:
+            tmp.close()
+        kept = b"".join(line for line in data.splitlines(keepends=True) if not drop.match(line))
+        while kept:
+            try:
+                n = os.write(2, kept)
+            except OSError:
+                break
+            kept = kept[n:]
 
 
 def _recording(prof: Any, last: bool = False) -> bool:

@@ -61,6 +61,8 @@ class StackSampler:
         self.interval_us = float(interval_us)
         self.max_samples = int(max_samples)
         self.warning: Optional[str] = None  #: why sampling stopped early (an error, the sample cap), if it did
+        self.failed = False  #: an error (not the sample cap) stopped the sampler
+        self.write_error: Optional[str] = None  #: why write() could not write the sidecar
         self.ts_us: list[float] = []
         self.thread: list[int] = []  #: index into self._threads
         self.stack: list[int] = []  #: index into self._stacks
@@ -103,6 +105,7 @@ class StackSampler:
             self._thread.start()
         except Exception as exc:  # never break the run
             self.running = False
+            self.failed = True
             self.warning = f"stack sampler not started: {type(exc).__name__}: {exc}"
 
     def stop(self) -> None:
@@ -148,6 +151,7 @@ class StackSampler:
                     return
         except Exception as exc:  # record, stop sampling, leave the run alone
             self.warning = f"stack sampler stopped: {type(exc).__name__}: {exc}"
+            self.failed = True
             self.running = False
 
     def _sample(self) -> bool:
@@ -233,13 +237,20 @@ class StackSampler:
         }
 
     def write(self, trace_path: str) -> Optional[str]:
-        """Write the sidecar beside ``trace_path``; returns its path (None and a warning on failure)."""
+        """Write the sidecar beside ``trace_path`` atomically; returns its path.
+
+        On failure: None, with the reason in :attr:`write_error` (and :attr:`warning`); no half-written file.
+        """
+        from .._io import atomic_open
+
         path = sidecar_path(trace_path)
         try:
             data = json.dumps(self.to_dict(), separators=(",", ":")).encode()
-            with gzip.open(path, "wb", compresslevel=6) as f:
-                f.write(data)
+            with atomic_open(path, "wb") as fh:
+                with gzip.GzipFile(filename=os.path.basename(path)[:-3], mode="wb", fileobj=fh, compresslevel=6) as f:
+                    f.write(data)
             return path
         except Exception as exc:
-            self.warning = self.warning or f"stack samples not written: {type(exc).__name__}: {exc}"
+            self.write_error = f"{type(exc).__name__}: {exc}"
+            self.warning = self.warning or f"stack samples not written: {self.write_error}"
             return None

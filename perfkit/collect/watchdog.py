@@ -37,6 +37,11 @@ Choices:
   process, and its C thread reads other threads' frames without the GIL: once
   seen to crash a process (SIGSEGV) while it was importing modules, so it is
   opt-in (``faulthandler=True``), never armed by ``perfkit profile``.
+* The watchdog never takes the job down: the first error of its thread (a
+  full disk, say) stops it, with one line on stderr (or a call of
+  ``on_error``); the job runs on unwatched. Stall dumps are written atomically
+  (temporary file, fsync, rename); the heartbeat file is appended to, and a
+  line cut by a crash is skipped when it is read back.
 * :func:`summarize_stalls` reads a run directory back (``perfkit stalls``); it
   and this module import nothing heavy (no torch).
 """
@@ -88,6 +93,8 @@ class Watchdog:
         stream: where the one-line stall notices go (default: ``sys.stderr``).
         faulthandler: arm :mod:`faulthandler`'s timer (``3 * seconds``) as a
             fallback for C code that holds the GIL.
+        on_error: called once, on the watchdog thread, with the error that
+            stopped it (default: one line on ``stream``).
 
     Use ``wd = Watchdog(...).start()`` ... ``wd.stop()``, or ``with Watchdog(...) as wd:``.
     """
@@ -101,6 +108,7 @@ class Watchdog:
         kill: bool = False,
         stream: Optional[TextIO] = None,
         faulthandler: bool = False,
+        on_error: Optional[Any] = None,
     ) -> None:
         try:
             seconds = float(seconds)
@@ -116,6 +124,8 @@ class Watchdog:
         self.kill = kill
         self.stream = stream
         self.use_faulthandler = faulthandler
+        self.on_error = on_error
+        self.error: Optional[str] = None  #: the error that stopped the watchdog thread, if one did
         self.heartbeat_path = os.path.join(self.run_dir, f"heartbeat_rank{self.rank}.jsonl")
         self.faulthandler_path = os.path.join(self.run_dir, f"stall_rank{self.rank}_faulthandler.txt")
         self.dumps: list[str] = []  #: stall files written, in order
@@ -134,7 +144,6 @@ class Watchdog:
         self._killed = False
         self._capped = False
         self._dumped_after: Optional[float] = None  # the beat the last dump came after
-        self._errors: set[str] = set()  # said once each
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -212,13 +221,17 @@ class Watchdog:
         if not self.dumps or self._dumped_after != self._last[1]:
             return
         now = time.time()
+        from .._io import write_text
+        from ..errors import PerfkitError
+
         try:
-            with open(self.dumps[-1], "a", encoding="utf-8") as f:
-                f.write(
-                    f"\nwatchdog_stopped: {now:.6f} "
-                    f"({time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(now))}; no step ended since this dump)\n"
-                )
-        except OSError:
+            with open(self.dumps[-1], encoding="utf-8") as f:
+                text = f.read()
+            write_text(self.dumps[-1], text + (
+                f"\nwatchdog_stopped: {now:.6f} "
+                f"({time.strftime('%Y-%m-%dT%H:%M:%S', time.localtime(now))}; no step ended since this dump)\n"
+            ))
+        except (OSError, PerfkitError):
             pass
 
     @property
@@ -254,12 +267,17 @@ class Watchdog:
                     next_dump = time.monotonic() + self.seconds
                     self._flush_heartbeats()
                     last_flush = now
-            except Exception as exc:  # the watchdog must never take the job down (disk full ...)
-                message = f"perfkit: rank {self.rank} watchdog error: {type(exc).__name__}: {exc}"
-                if message not in self._errors:
-                    self._errors.add(message)
-                    self._say(message)
-                self._stop.wait(1.0)
+            except Exception as exc:  # the watchdog must never take the job down (disk full ...): it stops
+                self.error = f"{type(exc).__name__}: {exc}"
+                if self.on_error is not None:
+                    try:
+                        self.on_error(exc)
+                    except Exception:
+                        pass
+                else:
+                    self._say(f"perfkit: warning: rank {self.rank} watchdog failed and is switched off "
+                              f"({self.error}); the job goes on")
+                return
 
     def _arm_faulthandler(self) -> None:
         if self._fh_file is None or self._stop.is_set():
@@ -361,8 +379,9 @@ class Watchdog:
             body.append("".join(traceback.format_stack(frames[ident])).rstrip("\n"))
             body.append("")
         del frames
-        with open(path, "w", encoding="utf-8") as f:
-            f.write("\n".join(header + body) + "\n")
+        from .._io import write_text
+
+        write_text(path, "\n".join(header + body) + "\n")  # atomic: a reader never sees half a dump
         self.dumps.append(path)
         self._dumped_after = beat_mono
         after = f"after step {step}" if step is not None else "before the first step"
