@@ -40,7 +40,7 @@ Usage:
 Options: --traces FILE... (seed traces; default: the small ones in tests/data/traces),
 --timeout-s (per case, default 20), --mem-mb (worker address-space limit, default 3072),
 --rss-mb (peak-RSS growth counted as a memory blow-up, default 1024), --minimize-tries
-(default 300; 0 turns shrinking off), --max-string-bytes (huge strings and nesting, default
+(default 300; 0 turns shrinking off), --special-rate (with --heavy, default 0.06), --max-string-bytes (huge strings and nesting, default
 262144).
 """
 
@@ -258,7 +258,8 @@ class Worker:
         self.conn.send(spec)
         if not self.conn.poll(timeout_s):
             self._kill()
-            return {"outcome": "timeout", "signature": f"{spec['command']}: over {timeout_s:g} s",
+            what = spec.get("description", "")[:48] if spec.get("container") in ("special", "bomb") else "a mutated input"
+            return {"outcome": "timeout", "signature": f"{spec['command']}: over {timeout_s:g} s ({what})",
                     "detail": f"killed after {timeout_s:g} s", "seconds": time.perf_counter() - t0}
         try:
             res = self.conn.recv()
@@ -322,7 +323,7 @@ class Cases:
             return self._make_docs(n, rng, case_dir)
         src_name, src = rng.choice(self.sources)
         special = None
-        if self.args.heavy and rng.random() < 0.06:
+        if self.args.heavy and rng.random() < self.args.special_rate:
             special = rng.choice(["bomb", "fifo", "directory", "dev-zero", "empty", "unreadable"])
         path = os.path.join(case_dir, f"case-{n:06d}")
         if special is None:
@@ -414,7 +415,9 @@ def _with_payload(spec: dict[str, Any], payload: bytes, work: str, k: int) -> Op
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "wb") as f:
         f.write(data)
-    new = dict(spec, names=[os.path.basename(path)], payload=payload)
+    problem = mu.strict_json_problem(payload)
+    new = dict(spec, names=[os.path.basename(path)], payload=payload, invalid_json=problem is not None,
+               invalid_reason=problem or "")
     if "path" in new:
         new["path"] = path
     if "argv" in new:
@@ -488,6 +491,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--mem-mb", type=int, default=3072)
     ap.add_argument("--rss-mb", type=int, default=1024)
     ap.add_argument("--heavy", action="store_true", help="Add gzip bombs, FIFOs, /dev/zero and multi-MB strings.")
+    ap.add_argument("--special-rate", type=float, default=0.06,
+                    help="With --heavy: the share of cases that are a gzip bomb, FIFO, directory, /dev/zero, empty or unreadable file.")
     ap.add_argument("--max-string-bytes", type=int, default=262144)
     ap.add_argument("--minimize-tries", type=int, default=300)
     ap.add_argument("--replay", default=None, help="Run one saved input file (with --target) and print its outcome.")
