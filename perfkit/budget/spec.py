@@ -170,6 +170,8 @@ def _limits(key: str, spec: Any, kind: str, settings: Settings, path: str, table
     if isinstance(spec, list):
         if not spec:
             raise PerfkitError(f"{path}: '{where}' is an empty list; accepted: a limit or a list of limits")
+        if any(isinstance(item, list) for item in spec):
+            raise PerfkitError(f"{path}: '{where}' holds a list inside a list; accepted: a limit or a list of limits")
         return [lim for item in spec for lim in _limits(key, item, kind, settings, path, table, line)]
     m = metrics.metric(key)
     assert m is not None
