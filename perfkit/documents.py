@@ -336,7 +336,9 @@ def analysis_spec(trace_analysis: bool = False) -> Obj:
                    required=req("gpu_ms_per_step", "count_per_step", "bytes_per_step"))
     finding = Obj({"id": Str(), "severity": Str(), "title": Str(), "remedy": Str(null=True),
                    "cost_ms_per_step": Num(null=False), "rank": Int(null=True), "trace": Str(null=True),
-                   "ranks": Seq(Int(null=True), null=True), "where": Seq(AnyValue(), null=True),
+                   "ranks": Seq(Int(null=True), null=True), "where": Seq(Obj({"name": Str(null=True), "op": Str(null=True), "source": Str(null=True),
+                                      "ms_per_step": num, "gpu_ms_per_step": num, "reason": Str(null=True)},
+                                     values=AnyValue()), null=True),
                    "evidence": Obj(values=AnyValue(), null=True)},
                   required=("id", "severity", "title"))
     collectives = Obj({

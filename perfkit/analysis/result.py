@@ -45,7 +45,10 @@ class Analysis:
         return self.doc
 
     def to_json(self, indent: int = 2) -> str:
-        return json.dumps(self.doc, indent=indent, allow_nan=False, default=json_default)
+        """The document as JSON; a NaN or infinite number (never expected) is written as null (unknown)."""
+        from ..documents import finite_or_none
+
+        return json.dumps(finite_or_none(self.doc), indent=indent, allow_nan=False, default=json_default)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> "Analysis":
