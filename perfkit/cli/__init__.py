@@ -81,8 +81,18 @@ def main(argv: Optional[list[str]] = None) -> int:
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             return int(exc.exit_code) or EXIT_INPUT
-        return internal_error(exc, sys.argv[1:] if argv is None else argv)
+        args = sys.argv[1:] if argv is None else argv
+        if _command(args) == "profile":
+            # Under perfkit profile an exception here is the user's script's own: it goes on unchanged
+            # (its traceback and exit status 1, as without perfkit; docs/collect.md).
+            raise
+        return internal_error(exc, args)
     return EXIT_OK
+
+
+def _command(args: list[str]) -> Optional[str]:
+    """The sub-command named in ``args`` (the first word that is not an option)."""
+    return next((str(a) for a in args if not str(a).startswith("-")), None)
 
 
 def internal_error(exc: BaseException, argv: Optional[list[str]] = None) -> int:
