@@ -16,7 +16,6 @@ value per run; otherwise the per-step values of the runs pooled per side
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
