@@ -476,9 +476,12 @@ def test_write_json_round_trips(bf16, tmp_path):
     assert back == bf16
 
 
-def test_write_json_refuses_nan(tmp_path):
-    with pytest.raises(ValueError):
-        write_json({"x": math.nan}, tmp_path / "bad.json")
+def test_write_json_writes_nan_as_null_with_a_warning(tmp_path, capsys):
+    # never invalid JSON (NaN literals), never a crash: unknown is null, and the warning names the field
+    write_json({"x": math.nan, "y": [1.5, -math.inf]}, tmp_path / "bad.json")
+    assert json.loads((tmp_path / "bad.json").read_text()) == {"x": None, "y": [1.5, None]}
+    err = capsys.readouterr().err
+    assert "bad.json" in err and "x, y[1]" in err
 
 
 def test_report_import_is_light():

@@ -10,19 +10,28 @@ key says otherwise).
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Optional
 
 SCHEMA = "perfkit.diff/1"
 
 
+def _known(x: Any) -> Optional[float]:
+    """A finite number as float, else None (unknown): NaN, infinity, booleans and other types are not figures."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return None
+    x = float(x)
+    return x if math.isfinite(x) else None
+
+
 def _pair(a: Optional[float], b: Optional[float]) -> dict[str, Any]:
-    a = float(a) if isinstance(a, (int, float)) else None
-    b = float(b) if isinstance(b, (int, float)) else None
+    """``a``, ``b``, ``delta`` = b - a and ``ratio`` = b / a; each None (unknown) where it is not a finite number."""
+    a, b = _known(a), _known(b)
     out: dict[str, Any] = {"a": a, "b": b}
     if a is not None and b is not None:
-        out["delta"] = b - a
-        out["ratio"] = (b / a) if a else None
+        out["delta"] = _known(b - a)
+        out["ratio"] = _known(b / a) if a else None
     return out
 
 
@@ -80,10 +89,15 @@ def diff(a: dict[str, Any], b: dict[str, Any], *, top: int = 10) -> dict[str, An
 
 
 def load_doc(path: str) -> dict[str, Any]:
-    """An analysis document from a run directory, an analysis.json, or a trace (analysed now)."""
-    if os.path.isdir(path) and os.path.exists(os.path.join(path, "analysis.json")):
+    """An analysis document from a run directory, an analysis.json, or a trace (analysed now).
+
+    A JSON file that says it is a perfkit document (any ``"schema": "perfkit...``) is read as one and
+    checked (:func:`perfkit.documents.load_analysis`): a diff, budget result or another schema version is
+    refused with one line, never analysed as a trace or compared as if it were an analysis.
+    """
+    if os.path.isdir(path) and os.path.lexists(os.path.join(path, "analysis.json")):
         path = os.path.join(path, "analysis.json")
-    if path.endswith("analysis.json") or (path.endswith(".json") and _is_analysis(path)):
+    if path.endswith("analysis.json") or (path.endswith(".json") and _is_document(path)):
         from .result import read_document
 
         return read_document(path)
@@ -96,10 +110,16 @@ def load_doc(path: str) -> dict[str, Any]:
     return analyze_paths(path).to_dict()
 
 
-def _is_analysis(path: str) -> bool:
+def _is_document(path: str) -> bool:
+    """True when the first 4 KiB of a regular file name a perfkit schema."""
+    import re
+    import stat
+
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False
         with open(path, "rb") as f:
             head = f.read(4096)
     except OSError:
         return False
-    return b'"schema": "perfkit.analysis/' in head or b'"schema":"perfkit.analysis/' in head
+    return re.search(rb'"schema"\s*:\s*"perfkit\.', head) is not None

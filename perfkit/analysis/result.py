@@ -19,20 +19,15 @@ if TYPE_CHECKING:  # pandas is imported only when a table is asked for
 SCHEMA = "perfkit.analysis/1"
 
 
-def read_document(path: str) -> dict[str, Any]:
-    """An analysis document from a JSON file; TraceFormatError (one line) if it is not one."""
-    from ..errors import TraceFormatError
+def read_document(path: str, *, trace_analysis: bool = False) -> dict[str, Any]:
+    """An analysis document from a JSON file, its schema and field types checked (:mod:`perfkit.documents`).
 
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = json.load(f)
-    except OSError as exc:
-        raise TraceFormatError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise TraceFormatError(f"{path}: not JSON: {exc}") from None
-    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("perfkit.analysis/"):
-        raise TraceFormatError(f"{path}: not a perfkit analysis document (schema {SCHEMA})")
-    return doc
+    DocumentError (one line naming the file) if it is not one; fields that are wrong but not needed are
+    dropped with one warning on stderr.
+    """
+    from ..documents import load_analysis
+
+    return load_analysis(path, trace_analysis=trace_analysis)
 
 
 @dataclass
@@ -50,7 +45,10 @@ class Analysis:
         return self.doc
 
     def to_json(self, indent: int = 2) -> str:
-        return json.dumps(self.doc, indent=indent, allow_nan=False, default=json_default)
+        """The document as JSON; a NaN or infinite number (never expected) is written as null (unknown)."""
+        from ..documents import finite_or_none
+
+        return json.dumps(finite_or_none(self.doc), indent=indent, allow_nan=False, default=json_default)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> "Analysis":

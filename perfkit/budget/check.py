@@ -16,7 +16,6 @@ value per run; otherwise the per-step values of the runs pooled per side
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -27,7 +26,7 @@ from .spec import Budget, Limit
 from .stats import mann_whitney_u
 
 SCHEMA = "perfkit.budget/1"
-STATUSES = ("pass", "noise", "warn", "fail")
+STATUSES = ("pass", "noise", "warn", "fail", "skip")
 
 
 @dataclass(frozen=True)
@@ -49,11 +48,14 @@ def expand_runs(paths: list[str]) -> list[str]:
         path = Path(p)
         if not path.exists():
             raise PerfkitError(f"{p}: no such run directory, analysis.json or trace")
-        if path.is_dir() and not _holds_run(path):
-            subs = sorted(str(d) for d in path.iterdir() if d.is_dir() and _holds_run(d))
-            if subs:
-                out.extend(subs)
-                continue
+        try:
+            if path.is_dir() and not _holds_run(path):
+                subs = sorted(str(d) for d in path.iterdir() if d.is_dir() and _holds_run(d))
+                if subs:
+                    out.extend(subs)
+                    continue
+        except OSError as exc:
+            raise PerfkitError(f"{p}: cannot list the run directory: {exc.strerror or exc}") from None
         out.append(p)
     return out
 
@@ -72,6 +74,11 @@ def evaluate(budget: Budget, runs: list[Run], baseline: Optional[list[Run]] = No
     baseline = baseline or []
     if budget.has_relative and not baseline:
         raise PerfkitError(f"{budget.path}: [budget.relative] limits need a baseline: --baseline RUN...")
+    missing = _missing_metrics(budget, runs, baseline)
+    if missing:
+        err = metrics.MissingMetric(missing[0])
+        err.lines = missing  # type: ignore[attr-defined]  # one line per missing measure (perfkit.cli.main)
+        raise err
     results = [_evaluate_limit(lim, budget, runs, baseline) for lim in budget.limits]
     counts = {s: sum(1 for r in results if r["status"] == s) for s in STATUSES}
     return {
@@ -86,6 +93,30 @@ def evaluate(budget: Budget, runs: list[Run], baseline: Optional[list[Run]] = No
     }
 
 
+def _missing_metrics(budget: Budget, runs: list[Run], baseline: list[Run]) -> list[str]:
+    """One line per (run, measure) a non-optional limit needs and the run lacks (or has as NaN/infinity).
+
+    A budget check fails closed: an unknown is never compared with a limit, so it is an error (exit 2)
+    unless the limit says ``optional = true``; then the limit is skipped (status ``skip``).
+    """
+    units = _units(budget)
+    lines: list[str] = []
+    seen: set[tuple[str, str]] = set()
+    for lim in budget.limits:
+        if lim.optional:
+            continue
+        for r in runs + (baseline if lim.kind == "relative" else []):
+            if (r.path, lim.key) in seen:
+                continue
+            seen.add((r.path, lim.key))
+            try:
+                metrics.run_value(r.doc, lim.key, r.path, **units)
+            except metrics.MissingMetric as exc:
+                where = f" (limit on line {lim.line} of {budget.path})" if lim.line else f" (limit in {budget.path})"
+                lines.append(f"{exc}{where}; mark the limit optional = true to skip it when it is unknown")
+    return lines
+
+
 def _units(budget: Budget) -> dict[str, Optional[float]]:
     return {"tokens_per_step": budget.settings.tokens_per_step, "samples_per_step": budget.settings.samples_per_step}
 
@@ -97,13 +128,20 @@ def _side_values(runs: list[Run], key: str, units: dict[str, Optional[float]]) -
 def _evaluate_limit(lim: Limit, budget: Budget, runs: list[Run], baseline: list[Run]) -> dict[str, Any]:
     m = lim.metric
     units = _units(budget)
-    values = _side_values(runs, lim.key, units)
-    value = metrics.median(values)
     row: dict[str, Any] = {
         "key": lim.key, "label": m.label, "unit": m.unit, "better": m.better,
         "kind": lim.kind, "bound": lim.bound, "limit": lim.text, "severity": lim.severity, "line": lim.line,
-        "value": value, "run_values": values,
+        "optional": lim.optional,
     }
+    unknown = [r.path for r in runs + (baseline if lim.kind == "relative" else [])
+               if metrics.known_value(r.doc, lim.key, **units) is None]
+    if unknown:  # only an optional limit gets here (the others were refused in evaluate)
+        row.update(value=None, run_values=[], allowed=lim.threshold if lim.kind == "absolute" else None, baseline=None, change=None, test=None, status="skip",
+                   reason=f"unknown in {', '.join(unknown[:3])}{' ...' if len(unknown) > 3 else ''}")
+        return row
+    values = _side_values(runs, lim.key, units)
+    value = metrics.median(values)
+    row.update(value=value, run_values=values)
     if lim.kind == "absolute":
         allowed = lim.threshold
         row.update(allowed=allowed, baseline=None, change=None, test=None)
@@ -113,7 +151,8 @@ def _evaluate_limit(lim: Limit, budget: Budget, runs: list[Run], baseline: list[
     base_values = _side_values(baseline, lim.key, units)
     base = metrics.median(base_values)
     allowed = base * (1.0 + lim.threshold)
-    change = (value / base - 1.0) if base else (0.0 if value == base else math.copysign(math.inf, value - base))
+    # The change against a zero baseline has no finite value: unknown (None), never infinity.
+    change = (value / base - 1.0) if base else (0.0 if value == base else None)
     test = _test(lim, budget, runs, baseline, units)
     row.update(allowed=allowed, baseline=base, baseline_values=base_values, change=change, test=test)
     breach = _beyond(value, allowed, lim.bound)

@@ -18,6 +18,7 @@ from typing import Any, Optional
 from ..errors import UsageError
 from ..report.budget import fmt_value
 from . import metrics
+from .spec import MAX_LIMIT, absolute_problem
 
 SHARE_FLOOR = 0.01  #: a share's limit is at least one percentage point above the measured value
 
@@ -61,9 +62,17 @@ def starting_budget(doc: dict[str, Any], source: str, headroom: float = 0.10) ->
         "[budget]",
     ]
 
+    left_out: list[str] = []
+
     def add(key: str, x: Optional[float]) -> None:
         m = metrics.metric(key)
-        if x is None or m is None:
+        if m is None:
+            return
+        if x is None or not math.isfinite(x):
+            left_out.append(key)
+            return
+        if abs(x) > MAX_LIMIT / 2:
+            lines.append(f"# {key}: measured {fmt_value(x, m.unit)}, no limit written (not a plausible value)")
             return
         if m.better == "higher":
             limit, bound = _round_out(x * (1.0 - headroom), up=False), "min"
@@ -73,6 +82,10 @@ def starting_budget(doc: dict[str, Any], source: str, headroom: float = 0.10) ->
             limit, bound = float(math.ceil(x * (1.0 + headroom))), "max"
         else:
             limit, bound = _round_out(x * (1.0 + headroom), up=True), "max"
+        why = absolute_problem(m, limit)
+        if why:  # never write a limit that budget check would refuse
+            lines.append(f"# {key}: measured {fmt_value(x, m.unit)}, no limit written ({why})")
+            return
         lines.append(f"{key} = {{ {bound} = {_toml_number(limit)} }}   # measured {fmt_value(x, m.unit)}")
 
     for key in ("step_ms", "gpu_step_ms", "tokens_per_s", "samples_per_s", "peak_memory_bytes", "mfu",
@@ -82,6 +95,8 @@ def starting_budget(doc: dict[str, Any], source: str, headroom: float = 0.10) ->
         x = metrics.value(doc, f"phases.{phase}.ms")
         if x:
             add(f"phases.{phase}.ms", x)
+    if left_out:
+        lines.append(f"# not measured in this run, so no limit: {', '.join(left_out)}")
     findings = [f for f in doc.get("findings") or [] if isinstance(f, dict)]
     for severity in ("critical", "warning"):
         n = sum(1 for f in findings if f.get("severity") == severity)

@@ -13,6 +13,7 @@ Keys: see ``METRICS`` and the namespaced families ``phases.<name>.<ms|share>``,
 
 from __future__ import annotations
 
+import math
 import statistics
 from dataclasses import dataclass
 from typing import Any, Optional
@@ -99,7 +100,11 @@ def _get(doc: Any, *keys: str) -> Any:
 
 
 def _num(v: Any) -> Optional[float]:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+    """A finite number as float; None for anything else (NaN and infinity are unknowns, not figures)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    v = float(v)
+    return v if math.isfinite(v) else None
 
 
 def _kept_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -168,7 +173,15 @@ def value(doc: dict[str, Any], key: str, *, tokens_per_step: Optional[float] = N
 
 def step_samples(doc: dict[str, Any], key: str, *, tokens_per_step: Optional[float] = None,
                  samples_per_step: Optional[float] = None) -> list[float]:
-    """One value per step of the run for ``key``; [] for run-level metrics (memory, categories, findings)."""
+    """One value per step of the run for ``key``; [] for run-level metrics (memory, categories, findings).
+
+    Only finite values: a NaN or infinite sample is left out.
+    """
+    return [v for v in _step_samples(doc, key, tokens_per_step, samples_per_step) if math.isfinite(v)]
+
+
+def _step_samples(doc: dict[str, Any], key: str, tokens_per_step: Optional[float],
+                  samples_per_step: Optional[float]) -> list[float]:
     rt_steps = _get(doc, "runtime", "steps") or {}
     if key in ("step_ms", "tokens_per_s", "samples_per_s"):
         walls = _steady(rt_steps, "wall_ms") if rt_steps.get("wall_ms") else _rows(doc, "wall_ms")
@@ -205,14 +218,27 @@ MISSING_HINTS = {
 }
 
 
+class MissingMetric(PerfkitError):
+    """A run lacks a measure a limit needs (or has it only as NaN or infinity)."""
+
+
+def known_value(doc: dict[str, Any], key: str, **units: Optional[float]) -> Optional[float]:
+    """``value``, or None when it is missing, NaN or infinite: an unknown is never compared with a limit."""
+    v = value(doc, key, **units)
+    return v if v is not None and math.isfinite(v) else None
+
+
 def run_value(doc: dict[str, Any], key: str, run: str, **units: Optional[float]) -> float:
-    """``value`` or a PerfkitError naming the run and the missing measure."""
+    """``value`` or a MissingMetric naming the run and the measure (missing, NaN and infinity alike)."""
     v = value(doc, key, **units)
     if v is None:
         hint = MISSING_HINTS.get(key, "the analysis has no such figure")
-        raise PerfkitError(f"{run}: no {key} in this run: {hint}")
+        raise MissingMetric(f"{run}: no {key} in this run: {hint}")
+    if not math.isfinite(v):
+        raise MissingMetric(f"{run}: {key} is {v!r} in this run, not a measured value")
     return v
 
 
-def median(values: list[float]) -> float:
-    return float(statistics.median(values))
+def median(values: list[float]) -> Optional[float]:
+    """The median, or None for no values (never NaN)."""
+    return float(statistics.median(values)) if values else None

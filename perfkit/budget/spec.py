@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import math
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -16,7 +17,7 @@ from ..errors import MissingDependencyError, PerfkitError
 from . import metrics
 
 SEVERITIES = {"fail": "fail", "failure": "fail", "error": "fail", "warn": "warn", "warning": "warn"}
-LIMIT_KEYS = ("max", "min", "severity")
+LIMIT_KEYS = ("max", "min", "severity", "optional")
 TOP_TABLES = ("budget", "settings")
 SETTINGS_KEYS = ("min_samples", "alpha", "severity", "tokens_per_step", "samples_per_step")
 BYTE_UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12,
@@ -32,6 +33,7 @@ class Limit:
     severity: str  #: "fail" or "warn"
     text: str  #: the limit as written in the file
     line: Optional[int] = None  #: line in the file where the key is written (for annotations)
+    optional: bool = False  #: a run without this measure skips the limit instead of failing the check
 
     @property
     def metric(self) -> metrics.Metric:
@@ -73,13 +75,18 @@ def _toml_loads(text: str) -> dict[str, Any]:
 
 def load_budget(path: str) -> Budget:
     """Read and validate ``path``."""
+    from ..documents import DocumentError, read_bytes
+
     try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise PerfkitError(f"{path}: no such budget file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PerfkitError(f"{path}: cannot read the budget file ({exc})") from None
+        data = read_bytes(path, "budget file (TOML)", limit=16 * 2**20)
+    except DocumentError as exc:
+        if not os.path.lexists(path):
+            raise PerfkitError(f"{path}: no such budget file") from None
+        raise PerfkitError(str(exc)) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PerfkitError(f"{path}: not UTF-8 text (byte {exc.start}), expected a budget file (TOML)") from None
     return parse_budget(text, path)
 
 
@@ -89,6 +96,8 @@ def parse_budget(text: str, path: str = "<budget>") -> Budget:
         data = _toml_loads(text)
     except ValueError as exc:  # tomllib.TOMLDecodeError
         raise PerfkitError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise PerfkitError(f"{path}: TOML nested too deeply to read, expected a budget file") from None
     for key in data:
         if key not in TOP_TABLES:
             raise PerfkitError(f"{path}: unknown table [{key}]; accepted: [budget], [budget.relative], [settings]")
@@ -133,8 +142,9 @@ def _settings(tbl: Any, path: str) -> Settings:
     for key in ("tokens_per_step", "samples_per_step"):
         if key in tbl:
             v = tbl[key]
-            if not _is_number(v) or v <= 0:
-                raise PerfkitError(f"{path}: 'settings.{key}' = {v!r}; accepted: a positive number")
+            if not _is_number(v) or v <= 0 or v > MAX_LIMIT:
+                raise PerfkitError(f"{path}: 'settings.{key}' = {v!r}; accepted: a positive number "
+                                   f"up to {MAX_LIMIT:g}")
             out[key] = float(v)
     return Settings(**out)
 
@@ -160,6 +170,8 @@ def _limits(key: str, spec: Any, kind: str, settings: Settings, path: str, table
     if isinstance(spec, list):
         if not spec:
             raise PerfkitError(f"{path}: '{where}' is an empty list; accepted: a limit or a list of limits")
+        if any(isinstance(item, list) for item in spec):
+            raise PerfkitError(f"{path}: '{where}' holds a list inside a list; accepted: a limit or a list of limits")
         return [lim for item in spec for lim in _limits(key, item, kind, settings, path, table, line)]
     m = metrics.metric(key)
     assert m is not None
@@ -168,10 +180,17 @@ def _limits(key: str, spec: Any, kind: str, settings: Settings, path: str, table
             if k not in LIMIT_KEYS:
                 raise PerfkitError(f"{path}: unknown key '{where}.{k}'; accepted: {', '.join(LIMIT_KEYS)}")
         if "max" not in spec and "min" not in spec:
-            raise PerfkitError(f"{path}: '{where}' states no limit; accepted: max, min (and severity)")
+            raise PerfkitError(f"{path}: '{where}' states no limit; accepted: max, min (and severity, optional)")
         severity = _severity(spec["severity"], path, f"{where}.severity") if "severity" in spec else settings.severity
-        return [_limit(m, bound, spec[bound], kind, severity, path, f"{where}.{bound}", line)
-                for bound in ("max", "min") if bound in spec]
+        optional = spec.get("optional", False)
+        if not isinstance(optional, bool):
+            raise PerfkitError(f"{path}: '{where}.optional' = {optional!r}; accepted: true, false")
+        out = [_limit(m, bound, spec[bound], kind, severity, path, f"{where}.{bound}", line, optional)
+               for bound in ("max", "min") if bound in spec]
+        if len(out) == 2 and kind == "absolute" and out[1].threshold > out[0].threshold:
+            raise PerfkitError(f"{path}: '{where}': min {out[1].text} is above max {out[0].text}; "
+                               "accepted: min <= max")
+        return out
     # A bare value: a relative "+5%" / "-3%" says its direction; otherwise the bad direction of the metric.
     bound = "max" if m.better == "lower" else "min"
     if kind == "relative" and isinstance(spec, str) and spec.strip()[:1] in "+-":
@@ -180,14 +199,32 @@ def _limits(key: str, spec: Any, kind: str, settings: Settings, path: str, table
 
 
 def _limit(m: metrics.Metric, bound: str, raw: Any, kind: str, severity: str, path: str, where: str,
-           line: Optional[int]) -> Limit:
+           line: Optional[int], optional: bool = False) -> Limit:
     """One limit; ``where`` names the value in errors (``budget.step_ms.max``)."""
     if kind == "relative":
         threshold = _percent(raw, bound, path, where)
     else:
         threshold = _absolute(raw, m, path, where)
+        why = absolute_problem(m, threshold)
+        if why:
+            raise PerfkitError(f"{path}: '{where}' = {raw!r}: {why}")
     text = raw if isinstance(raw, str) else _fmt_number(raw)
-    return Limit(m.key, kind, bound, threshold, severity, text, line)
+    return Limit(m.key, kind, bound, threshold, severity, text, line, optional)
+
+
+#: The largest absolute limit accepted (any unit): beyond it a limit is a typo, not a budget.
+MAX_LIMIT = 1e18
+
+
+def absolute_problem(m: metrics.Metric, threshold: float) -> Optional[str]:
+    """Why ``threshold`` cannot be a limit on ``m`` (None when it can): not finite, negative, a share above 1."""
+    if not math.isfinite(threshold) or abs(threshold) > MAX_LIMIT:
+        return f"not a finite number below {MAX_LIMIT:g}"
+    if threshold < 0:
+        return f"negative; a {m.unit} limit is 0 or more"
+    if m.unit == "share" and threshold > 1:
+        return "a share above 100%; accepted: 0 to 1 (or \"0%\" to \"100%\")"
+    return None
 
 
 _PERCENT = re.compile(r"^\s*([+-]?)\s*(\d+(?:\.\d*)?|\.\d+)\s*%\s*$")
@@ -200,6 +237,10 @@ def _percent(raw: Any, bound: str, path: str, where: str) -> float:
                            f"\"+5%\" or \"-3%\"")
     sign, number = match.groups()
     frac = float(number) / 100.0
+    if not math.isfinite(frac) or frac > 1e6:
+        raise PerfkitError(f"{path}: '{where}' = {raw!r}: not a finite change; accepted: such as \"+5%\"")
+    if (sign == "-" or (not sign and bound == "min")) and frac > 1:
+        raise PerfkitError(f"{path}: '{where}' = {raw!r}: a drop of more than 100%; accepted: -100% to -0%")
     if not sign:  # unsigned: in the direction of the bound
         sign = "+" if bound == "max" else "-"
     return frac if sign == "+" else -frac

@@ -1,12 +1,20 @@
 """The ``perfkit`` command line: a thin shell over the stages, with one error boundary.
 
-Exit codes: 0 success, 1 a budget was exceeded (later), 2 bad input or usage
-(one line on stderr, no traceback).
+Exit codes:
+
+* 0: success;
+* 1: ``perfkit budget check``: a limit was exceeded;
+* 2: bad input or usage: one line per problem on stderr (``perfkit: error: FILE: ...``), no traceback;
+* 3: an internal error (a bug in perfkit): one line on stderr naming a file that holds the traceback;
+* 130: interrupted (Ctrl-C).
 """
 
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
+import traceback
 from typing import Optional
 
 import typer
@@ -24,6 +32,8 @@ app = typer.Typer(
 EXIT_OK = 0
 EXIT_BUDGET = 1
 EXIT_INPUT = 2
+EXIT_INTERNAL = 3
+EXIT_INTERRUPTED = 130
 
 
 @app.callback()
@@ -51,20 +61,61 @@ def main(argv: Optional[list[str]] = None) -> int:
     except _profile.ScriptInterrupted as exc:  # perfkit profile: the script's Ctrl-C ends us as it ends python
         raise exc.interrupt from None
     except PerfkitError as exc:
-        print(f"perfkit: error: {exc}", file=sys.stderr)
+        # One line per problem (budget check names every missing metric); each starts with the file.
+        for line in getattr(exc, "lines", None) or [str(exc)]:
+            print(f"perfkit: error: {line}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("perfkit: interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     except SystemExit as exc:  # typer/click usage errors come through here
         return exc.code if isinstance(exc.code, int) else EXIT_INPUT
+    except RecursionError:
+        # Input nested deeper than any perfkit document or budget: the readers turn this into one line
+        # naming the file; one that still gets here is reported the same way, without the file.
+        print("perfkit: error: the input is nested too deeply to read", file=sys.stderr)
+        return EXIT_INPUT
     except Exception as exc:
         # Usage errors of the parser (typer ships its own copy of click): they
         # carry show() and exit_code; Abort is Ctrl-C at a prompt.
         if type(exc).__name__ == "Abort":
-            return 130
+            return EXIT_INTERRUPTED
         if hasattr(exc, "show") and hasattr(exc, "exit_code"):
             exc.show()
             return int(exc.exit_code) or EXIT_INPUT
-        raise
+        args = sys.argv[1:] if argv is None else argv
+        if _command(args) == "profile":
+            # Under perfkit profile an exception here is the user's script's own: it goes on unchanged
+            # (its traceback and exit status 1, as without perfkit; docs/collect.md).
+            raise
+        return internal_error(exc, args)
     return EXIT_OK
+
+
+def _command(args: list[str]) -> Optional[str]:
+    """The sub-command named in ``args`` (the first word that is not an option)."""
+    return next((str(a) for a in args if not str(a).startswith("-")), None)
+
+
+def internal_error(exc: BaseException, argv: Optional[list[str]] = None) -> int:
+    """The last resort: one line on stderr, the traceback in a file, exit code 3.
+
+    ``PERFKIT_TRACEBACK=1`` prints the traceback itself instead (for debugging perfkit).
+    """
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    if os.environ.get("PERFKIT_TRACEBACK") == "1":
+        sys.stderr.write(text)
+        return EXIT_INTERNAL
+    msg = " ".join(str(exc).split())
+    if len(msg) > 200:
+        msg = msg[:197] + "..."
+    where = "not saved"
+    try:
+        fd, where = tempfile.mkstemp(prefix="perfkit-traceback-", suffix=".txt")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(f"perfkit {' '.join(map(str, argv or []))}\n{text}")
+    except OSError:
+        where = "not saved (no writable temporary folder)"
+    print(f"perfkit: internal error: {type(exc).__name__}: {msg} (a bug in perfkit; the full traceback is in "
+          f"{where}; please report it)", file=sys.stderr)
+    return EXIT_INTERNAL

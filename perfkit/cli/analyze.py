@@ -29,9 +29,16 @@ def analyze_cmd(
     from ..report import render_console, render_markdown, write_json
     from ..report.progress import progress_bar
 
+    from .._io import check_output_path, write_text
+
+    for out in (json_out, markdown_out, html_out):  # a bad output path fails before the analysis
+        if out is not None:
+            check_output_path(out)
     if plots_dir is not None:  # fail before a long analysis, not after it
         from ..report.plots import require_matplotlib
+        from .report import check_output_dir
 
+        check_output_dir(plots_dir)
         require_matplotlib()
     with progress_bar(enabled=sys.stderr.isatty()) as progress:
         result = analyze_paths(expand_traces(traces), workers=workers, progress=progress)
@@ -43,7 +50,7 @@ def analyze_cmd(
         write_json(doc, str(json_out))
         err.print(f"wrote {json_out}")
     if markdown_out is not None:
-        markdown_out.write_text(render_markdown(doc, top=top), encoding="utf-8")
+        write_text(markdown_out, render_markdown(doc, top=top))
         err.print(f"wrote {markdown_out}")
     if plots_dir is not None or html_out is not None:
         from .report import write_outputs

@@ -65,7 +65,11 @@ def check_cmd(
     from ..report.budget import (render_budget_console, render_budget_junit, render_budget_markdown,
                                  render_github_annotations)
 
+    from .._io import OutputError, check_output_path, write_text
+
     run_paths, baseline_paths = split_baseline(runs)
+    if junit is not None:  # a bad output path fails before the work, not after it
+        check_output_path(junit)
     budget = load_budget(budget_file)
     result = evaluate(budget, load_runs(run_paths), load_runs(baseline_paths) if baseline_paths else None)
     console = Console()
@@ -73,13 +77,17 @@ def check_cmd(
         console = Console(width=max(console.width, 160))
     render_budget_console(result, console)
     if junit is not None:
-        junit.write_text(render_budget_junit(result), encoding="utf-8")
+        write_text(junit, render_budget_junit(result))
     if github or os.environ.get("GITHUB_ACTIONS") == "true":
         print(render_github_annotations(result), end="", flush=True)
         summary = os.environ.get("GITHUB_STEP_SUMMARY")
         if summary:
-            with open(summary, "a", encoding="utf-8") as f:
-                f.write(render_budget_markdown(result))
+            try:
+                with open(summary, "a", encoding="utf-8") as f:
+                    f.write(render_budget_markdown(result))
+            except OSError as exc:
+                raise OutputError(f"{summary}: cannot append the job summary (GITHUB_STEP_SUMMARY): "
+                                  f"{exc.strerror or exc}") from None
         else:
             print(render_budget_markdown(result), end="")
     raise typer.Exit(EXIT_OK if result["ok"] else EXIT_BUDGET)
@@ -97,14 +105,18 @@ def init_cmd(
     from ..budget.check import expand_runs
     from ..budget.init import parse_headroom, starting_budget
 
+    from .._io import check_output_path, write_text
+
     room = parse_headroom(headroom)
+    if out is not None:
+        check_output_path(out)
+        if out.exists() and not force:
+            raise UsageError(f"{out}: exists; use --force to overwrite")
     paths = expand_runs([run])
     if len(paths) != 1:
         raise UsageError(f"{run}: holds {len(paths)} runs; budget init takes one")
-    if out is not None and out.exists() and not force:
-        raise UsageError(f"{out}: exists; use --force to overwrite")
     text = starting_budget(load_doc(paths[0]), paths[0], room)
     if out is None:
         print(text, end="")
     else:
-        out.write_text(text, encoding="utf-8")
+        write_text(out, text)

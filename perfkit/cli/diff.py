@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
@@ -22,12 +21,17 @@ def diff_cmd(
     """Compare two runs: step time, phases, categories, top ops, memory, findings."""
     from rich.console import Console
 
+    from .._io import check_output_path, write_text
     from ..analysis.diff import diff, load_doc
+    from ..report import write_json
     from ..report.diff import render_diff_console, render_diff_markdown
 
+    for out in (json_out, markdown_out):  # a bad output path fails before the work, not after it
+        if out is not None:
+            check_output_path(out)
     d = diff(load_doc(a), load_doc(b), top=top)
     render_diff_console(d, Console())
     if json_out is not None:
-        json_out.write_text(json.dumps(d, indent=2), encoding="utf-8")
+        write_json(d, json_out)
     if markdown_out is not None:
-        markdown_out.write_text(render_diff_markdown(d), encoding="utf-8")
+        write_text(markdown_out, render_diff_markdown(d))

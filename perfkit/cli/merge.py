@@ -8,13 +8,23 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..analysis.result import read_document
+from ..documents import ANALYSIS_SCHEMA, DocumentError, check_schema, read_json, validate_analysis, warn
 from ..errors import TraceFormatError
 from . import app
 
 
 def load_rank_docs(paths: List[str]) -> list[dict[str, Any]]:
-    """Per-rank documents from files, or from directories (their ``rank<R>.analysis.json``, else ``analysis.json``)."""
+    """The documents of :func:`load_rank_files`."""
+    return [doc for _, doc in load_rank_files(paths)]
+
+
+def load_rank_files(paths: List[str]) -> list[tuple[str, dict[str, Any]]]:
+    """Per-rank documents from files, or from directories (their ``rank<R>.analysis.json``, else ``analysis.json``).
+
+    Each is checked (:mod:`perfkit.documents`) for the fields the job view reads: a job document, one
+    without a trace analysis, or one whose needed fields are missing or of the wrong type is refused
+    with one line naming it; fields it does not need are dropped with a warning.
+    """
     files: list[str] = []
     for p in paths:
         if os.path.isdir(p):
@@ -28,13 +38,25 @@ def load_rank_docs(paths: List[str]) -> list[dict[str, Any]]:
             files.append(p)
     docs = []
     for f in files:
-        doc = read_document(f)
-        if "ranks" in doc:
-            raise TraceFormatError(f"{f}: a job-level analysis already; merge the per-rank rank<R>.analysis.json files")
-        if not (doc.get("steps") or {}).get("count"):
-            raise TraceFormatError(f"{f}: holds no trace analysis (no analysed steps)")
-        docs.append(doc)
+        raw = check_schema(read_json(f, f"{ANALYSIS_SCHEMA} document"), f, ANALYSIS_SCHEMA)
+        if "ranks" in raw:
+            raise DocumentError(f"{f}: a job-level analysis already; merge the per-rank rank<R>.analysis.json files")
+        steps = raw.get("steps")
+        if not isinstance(steps, dict) or not steps.get("count"):
+            raise DocumentError(f"{f}: holds no trace analysis (no analysed steps)")
+        doc, notes = validate_analysis(raw, f, trace_analysis=True)
+        warn(f, notes)
+        docs.append((f, doc))
+    _common_copy_keys([d for _, d in docs])
     return docs
+
+
+def _common_copy_keys(docs: list[dict[str, Any]]) -> None:
+    """Keep in each ``copies.<direction>`` only the figures every document has (older ones lack some)."""
+    for direction in ("h2d", "d2h", "d2d"):
+        keys = set.intersection(*(set(d["copies"][direction]) for d in docs)) if docs else set()
+        for d in docs:
+            d["copies"][direction] = {k: v for k, v in d["copies"][direction].items() if k in keys}
 
 
 @app.command("merge")
@@ -52,15 +74,22 @@ def merge_cmd(
     from ..analysis.ranks import job_view, rank_of, stall_view
     from ..report import render_console, render_markdown, write_json
 
-    docs = load_rank_docs(analyses)
+    from .._io import check_output_path, write_text
+
+    for out in (json_out, markdown_out):  # a bad output path fails before the work, not after it
+        if out is not None:
+            check_output_path(out)
+    loaded = load_rank_files(analyses)
+    docs = [d for _, d in loaded]
     ranks = [rank_of(d) for d in docs]
     if any(r is None for r in ranks):
-        bad = next(p for p, r in zip(docs, ranks) if r is None)
-        raise TraceFormatError(f"{(bad.get('trace') or {}).get('paths')}: the document does not say its rank "
-                               "(no distributedInfo, no rank in the trace file name)")
+        bad = next(f for (f, _), r in zip(loaded, ranks) if r is None)
+        raise DocumentError(f"{bad}: the document does not say its rank "
+                            "(no distributedInfo, no rank in the trace file name)")
     dupes = sorted({r for r in ranks if ranks.count(r) > 1})  # type: ignore[arg-type]
     if dupes:
-        raise TraceFormatError(f"rank {dupes[0]} is given more than once")
+        twice = [f for (f, _), r in zip(loaded, ranks) if r == dupes[0]]
+        raise DocumentError(f"{twice[-1]}: rank {dupes[0]} is given more than once (also {twice[0]})")
     dirs = {os.path.abspath(p) for p in analyses if os.path.isdir(p)}
     stalls = stall_view(dirs.pop()) if len(dirs) == 1 and len(dirs) == len(analyses) else None
     doc = job_view(docs, world_size=world_size, stalls=stalls)
@@ -71,5 +100,5 @@ def merge_cmd(
         write_json(doc, str(json_out))
         err.print(f"wrote {json_out}", markup=False, highlight=False)
     if markdown_out is not None:
-        markdown_out.write_text(render_markdown(doc, top=top), encoding="utf-8")
+        write_text(markdown_out, render_markdown(doc, top=top))
         err.print(f"wrote {markdown_out}", markup=False, highlight=False)

@@ -20,8 +20,13 @@ def report_cmd(
     """Render a run's report: HTML (tables, findings, figures inline) and/or figures; else the terminal report."""
     from rich.console import Console
 
+    from .._io import check_output_path
     from ..analysis.diff import load_doc
 
+    if html_out is not None:  # a bad output path fails before the work, not after it
+        check_output_path(html_out)
+    if plots_dir is not None:
+        check_output_dir(plots_dir)
     doc = load_doc(run)
     if html_out is None and plots_dir is None:
         from ..report import render_console
@@ -29,6 +34,24 @@ def report_cmd(
         render_console(doc, Console(), top=top)
         return
     write_outputs(doc, html_out=html_out, plots_dir=plots_dir, top=top, err=Console(stderr=True))
+
+
+def check_output_dir(path: Any) -> None:
+    """OutputError (one line) unless ``path`` is a folder, or one perfkit can create, with room to write in."""
+    import os
+
+    from .._io import OutputError
+
+    p = os.fspath(path)
+    if os.path.exists(p) and not os.path.isdir(p):
+        raise OutputError(f"{p}: exists and is not a directory, expected a folder for the figures")
+    probe = os.path.abspath(p)
+    while not os.path.exists(probe):
+        probe = os.path.dirname(probe)
+    if not os.path.isdir(probe):
+        raise OutputError(f"{p}: cannot create the folder, {probe} is not a directory")
+    if not os.access(probe, os.W_OK | os.X_OK):
+        raise OutputError(f"{p}: cannot write, no permission to create files in {probe}")
 
 
 def write_outputs(doc: dict[str, Any], *, html_out: Optional[Path], plots_dir: Optional[Path], top: int,
@@ -51,5 +74,7 @@ def write_outputs(doc: dict[str, Any], *, html_out: Optional[Path], plots_dir: O
     if html_out is not None:
         from ..report.html import render_html
 
-        html_out.write_text(render_html(doc, top=top, plots=plots), encoding="utf-8")
+        from .._io import write_text
+
+        write_text(html_out, render_html(doc, top=top, plots=plots))
         err.print(f"wrote {html_out}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -36,6 +35,11 @@ def stalls_cmd(
 
     from ..collect.watchdog import summarize_stalls
 
+    from .._io import check_output_path
+    from ..report import write_json
+
+    if json_out is not None:
+        check_output_path(json_out)
     doc = summarize_stalls(run_dir, stale_s=stale)
     if not quiet:
         out = Console()
@@ -79,5 +83,5 @@ def stalls_cmd(
             since = format_seconds(ago, exact=False, digits=2)
             out.print(f"(newest heartbeat or dump {since} ago: the run may have ended)", markup=False, highlight=False)
     if json_out is not None:
-        json_out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        write_json(doc, json_out)
         Console(stderr=True).print(f"wrote {json_out}", markup=False, highlight=False)

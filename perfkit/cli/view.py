@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import shutil
 import sys
@@ -37,11 +36,9 @@ def find_traces(run: str) -> tuple[str, List[str]]:
     if not os.path.exists(run):
         raise TraceFormatError(f"{run}: no such file or directory")
     if run.endswith("analysis.json"):
-        try:
-            with open(run, encoding="utf-8") as fh:
-                paths = (json.load(fh).get("trace") or {}).get("paths") or []
-        except (OSError, ValueError, AttributeError) as exc:
-            raise TraceFormatError(f"{run}: cannot read the analysis ({exc})") from None
+        from ..documents import load_analysis
+
+        paths = (load_analysis(run).get("trace") or {}).get("paths") or []
         base = os.path.dirname(os.path.abspath(run))
         # As recorded, else beside the analysis.json (a run directory copied from the training machine).
         candidates = [p if os.path.exists(p) else os.path.join(base, os.path.basename(p)) for p in paths]

@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-STATUS_WORD = {"pass": "PASS", "noise": "NOISE", "warn": "WARN", "fail": "FAIL"}
-STATUS_STYLE = {"pass": "green", "noise": "cyan", "warn": "yellow", "fail": "bold red"}
-STATUS_ICON = {"pass": "✅", "noise": "〰️", "warn": "⚠️", "fail": "❌"}
+STATUS_WORD = {"pass": "PASS", "noise": "NOISE", "warn": "WARN", "fail": "FAIL", "skip": "SKIP"}
+STATUS_STYLE = {"pass": "green", "noise": "cyan", "warn": "yellow", "fail": "bold red", "skip": "dim"}
+STATUS_ICON = {"pass": "✅", "noise": "〰️", "warn": "⚠️", "fail": "❌", "skip": "⏭️"}
 NARROW = 110  #: below this console width, one line per limit instead of a table
 
 
@@ -21,10 +21,8 @@ NARROW = 110  #: below this console width, one line per limit instead of a table
 
 
 def fmt_value(v: Optional[float], unit: str) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float) and math.isinf(v):
-        return "inf"
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "n/a"  # unknown: never shown as 0, nan or inf
     if unit == "ms":
         return f"{v:,.2f} ms"
     if unit == "bytes":
@@ -41,10 +39,8 @@ def fmt_value(v: Optional[float], unit: str) -> str:
 
 
 def fmt_change(change: Optional[float]) -> str:
-    if change is None:
-        return "-"
-    if math.isinf(change):
-        return "+inf%" if change > 0 else "-inf%"
+    if change is None or not math.isfinite(change):
+        return "n/a"
     return f"{100 * change:+.1f}%"
 
 
@@ -83,6 +79,8 @@ def message(row: dict[str, Any]) -> str:
     if row["kind"] == "relative":
         head += f" ({fmt_change(row['change'])} vs baseline {fmt_value(row['baseline'], row['unit'])})"
     limit = limit_text(row)
+    if row["status"] == "skip":
+        return f"{row['key']} is unknown ({row.get('reason') or 'not measured'}): the optional limit {limit} is skipped"
     verdict = {"pass": f"within the limit {limit}", "warn": f"breaks the limit {limit}",
                "fail": f"breaks the limit {limit}",
                "noise": f"breaks the limit {limit} on the medians, but may be noise"}[row["status"]]
@@ -94,6 +92,8 @@ def headline(result: dict[str, Any]) -> str:
     s = result["summary"]
     parts = [f"{s['fail']} failed", f"{s['warn']} warning{'s' if s['warn'] != 1 else ''}",
              f"{s['noise']} within noise", f"{s['pass']} passed"]
+    if s.get("skip"):
+        parts.append(f"{s['skip']} skipped (optional, unknown)")
     return ("budget exceeded: " if not result["ok"] else "budget holds: ") + ", ".join(parts)
 
 
@@ -156,7 +156,7 @@ def render_budget_junit(result: dict[str, Any]) -> str:
     total = len(result["results"])
     suites = ET.Element("testsuites", name="perfkit budget", tests=str(total), failures=str(s["fail"]), errors="0")
     suite = ET.SubElement(suites, "testsuite", name=f"perfkit budget {result['budget']}", tests=str(total),
-                          failures=str(s["fail"]), errors="0", skipped="0", time="0")
+                          failures=str(s["fail"]), errors="0", skipped=str(s.get("skip", 0)), time="0")
     props = ET.SubElement(suite, "properties")
     ET.SubElement(props, "property", name="budget", value=result["budget"])
     ET.SubElement(props, "property", name="runs", value=" ".join(result["runs"]))
@@ -169,6 +169,8 @@ def render_budget_junit(result: dict[str, Any]) -> str:
         if r["status"] == "fail":
             failure = ET.SubElement(case, "failure", message=text, type="budget_exceeded")
             failure.text = text
+        elif r["status"] == "skip":
+            ET.SubElement(case, "skipped", message=text)
         elif r["status"] in ("warn", "noise"):
             out = ET.SubElement(case, "system-out")
             out.text = ("WARNING: " if r["status"] == "warn" else "NOISE: ") + text

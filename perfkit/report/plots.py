@@ -120,13 +120,18 @@ def write_plots(doc: dict[str, Any], out_dir: str | os.PathLike[str], fmt: str =
         from ..errors import UsageError
 
         raise UsageError(f"plot format must be png or svg, not {fmt!r}")
+    from .._io import OutputError, write_bytes
+
     plots = build_plots(doc)
-    os.makedirs(out_dir, exist_ok=True)
+    try:
+        os.makedirs(out_dir, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{os.fspath(out_dir)}: cannot create the folder for the figures "
+                          f"({exc.strerror or exc})") from None
     for p in plots:
         if p.figure is not None:
             p.path = os.path.join(os.fspath(out_dir), f"{p.name}.{fmt}")
-            with open(p.path, "wb") as fh:
-                fh.write(figure_bytes(p.figure, fmt))
+            write_bytes(p.path, figure_bytes(p.figure, fmt))  # atomic: never half a PNG
     return plots
 
 
