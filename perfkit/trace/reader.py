@@ -365,7 +365,19 @@ class _Stream:
             yield from self.feed(block)
         yield from self.finish()
 
+    #: Bytes per vectorised step (bounds the numpy temporaries: ~40 bytes per input byte).
+    STEP = 1 << 20
+
     def feed(self, block: bytes) -> Iterator[_Bytes]:
+        view = memoryview(block)
+        for i in range(0, len(block), self.STEP):
+            piece = view[i : i + self.STEP]
+            if not self.in_str and self.tail is None and not bytes(piece).strip(b" \t\r\n"):
+                self.offset += len(piece)  # whitespace outside strings: nothing to keep, state unchanged
+                continue
+            yield from self._feed(bytes(piece))
+
+    def _feed(self, block: bytes) -> Iterator[_Bytes]:
         base = self.offset
         self.offset += len(block)
         if self.tail is not None:
@@ -376,7 +388,7 @@ class _Stream:
         n = len(b)
         if n == 0:
             return
-        idx = np.arange(n)
+        idx = np.arange(n, dtype=np.int32)
         # quotes not escaped by an odd run of backslashes (runs may start in the previous block)
         is_bs = b == 92
         last_other = np.maximum.accumulate(np.where(is_bs, -1, idx))
@@ -392,8 +404,8 @@ class _Stream:
         in_str[quotes] = True  # a quote belongs to its string
         opens = ((b == 123) | (b == 91)) & ~in_str
         closes = ((b == 125) | (b == 93)) & ~in_str
-        step = opens.astype(np.int64) - closes.astype(np.int64)
-        walk = self.depth + np.cumsum(step)
+        step = opens.astype(np.int32) - closes.astype(np.int32)
+        walk = self.depth + np.cumsum(step, dtype=np.int64)
         # depth after each byte, floored at 0: a stray "}" between events is not an event (and is counted)
         depth = walk - np.minimum(np.minimum.accumulate(walk), 0)
         prev = np.concatenate(([self.depth], depth[:-1]))  # depth before each byte
@@ -772,6 +784,7 @@ def _decode_all(chunks: Iterator[Any], pool: Optional["Executor"], workers: int,
 #: known there; a candidate inside one fails to decode and the search goes on).
 _RESYNC = re.compile(rb",\s*\{")
 _SKIP = b" \t\r\n,"
+_AFTER_EVENT = re.compile(rb"\}\s*,\Z")
 
 
 def _count_region(data: bytes, offset: int, tally: "_Tally") -> None:
@@ -837,6 +850,9 @@ def decode_tolerant(data: Any, offset: int, tally: "_Tally", final: bool = True,
         if bad_from is None:
             bad_from = pos
         mt = _RESYNC.search(data, pos + 1)
+        if mt is not None and _AFTER_EVENT.search(data, max(bad_from, mt.start() - 64), mt.start() + 1):
+            # the candidate follows a "}": the bad region up to it is one event, counted now
+            close_bad(mt.end() - 1)
         if mt is None:
             if final:
                 close_bad(n)
@@ -996,6 +1012,9 @@ def _assemble(path: str, raw: _Raw, results: list[dict[str, Any]], nbytes: int) 
         n = counts.pop(key, 0)
         if n:
             warnings.append(f"{path}: " + text.format(n=f"{n:,}"))
+    odd = sum(1 for x in names if "\ufffd" in x)
+    if odd:
+        warnings.append(f"{path}: {odd:,} names hold U+FFFD, the mark of invalid UTF-8 in the file (shown as is)")
     early = _clamp_device_before_launch(events)
     if early:
         warnings.append(f"{path}: {early:,} GPU events that start before their launch (runtime call with the "
