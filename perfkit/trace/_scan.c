@@ -777,7 +777,8 @@ static PyObject *bytes_of(Buf *b) { return PyBytes_FromStringAndSize(b->data ? b
 
 static PyObject *scan(PyObject *self, PyObject *args) {
     Py_buffer view;
-    if (!PyArg_ParseTuple(args, "y*", &view)) return NULL;
+    int mode = -1; /* 1: bare events "{...},{...}"; 0: an array "[...]"; -1: by the first byte */
+    if (!PyArg_ParseTuple(args, "y*|i", &view, &mode)) return NULL;
     Lex L = {(const char *)view.buf, (const char *)view.buf + view.len, (const char *)view.buf, NULL, 0};
     Intern T;
     Out O;
@@ -791,8 +792,8 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     Py_BEGIN_ALLOW_THREADS
     ws(&L);
     /* "[{...},{...}]", or the bare events "{...},{...}" (a slice of the file, a trailing comma allowed) */
-    int bare = L.p < L.end && *L.p == '{';
-    if (!bare && (L.p >= L.end || *L.p != '[')) { L.err = "expected '[' or '{'"; failed = 1; }
+    int bare = mode >= 0 ? mode : (L.p < L.end && *L.p == '{');
+    if (!bare && (L.p >= L.end || *L.p != '[')) { L.err = "expected '['"; failed = 1; }
     else {
         if (!bare) L.p++;
         ws(&L);
@@ -921,7 +922,9 @@ cleanup:
 }
 
 static PyMethodDef methods[] = {
-    {"scan", scan, METH_VARARGS, "scan(buffer) -> dict of column bytes (see perfkit/trace/decode.py)"},
+    {"scan", scan, METH_VARARGS,
+     "scan(buffer, bare=-1) -> dict of column bytes (see perfkit/trace/decode.py); bare: 1 for a run of "
+     "comma-separated events, 0 for a JSON array, -1 to tell by the first byte"},
     {NULL, NULL, 0, NULL},
 };
 

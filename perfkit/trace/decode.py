@@ -93,7 +93,7 @@ def _decode_string(piece: bytes, escaped: int) -> str:
         return msgspec.json.decode(b'"' + piece.decode("utf-8", "replace").encode("utf-8") + b'"')
 
 
-def _scan_columns(buf: Any) -> dict[str, Any]:
+def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
     """Columns from the C scanner, in the same form as :func:`_to_columns`.
 
     Raises:
@@ -101,7 +101,7 @@ def _scan_columns(buf: Any) -> dict[str, Any]:
         UnsupportedChunk: valid JSON of a form the scanner leaves to the general decoder.
     """
     try:
-        raw = _scan.scan(buf)  # type: ignore[union-attr]
+        raw = _scan.scan(buf, bare)  # type: ignore[union-attr]
     except ValueError as exc:
         kind, msg, offset, event_offset = exc.args if len(exc.args) == 4 else ("malformed", str(exc), None, None)
         if kind == "unsupported":
@@ -301,7 +301,7 @@ def decode_chunk(data: Any, bracketed: bool = False) -> dict[str, Any]:
     """
     if _scan is not None:  # the scanner takes the bare events as well as the bracketed array
         try:
-            return _scan_columns(data)
+            return _scan_columns(data, 0 if bracketed else 1)
         except UnsupportedChunk:
             pass
     from . import fallback  # the general decoder: malformed or unusual chunks, or no C scanner
