@@ -477,6 +477,9 @@ static int arg_index(const char *k, size_t n) {
  * under the first of these that applies; a kept one may count a clamped dur and ignored id args. */
 enum { P_NO_TS, P_BAD_TS, P_BAD_DUR, P_NEG_DUR, P_BAD_ID, P_BAD_NAME, P_BAD_ARG, P_NOT_OBJECT, P_MEM_TS, NPROB };
 
+/* an id arg that is not an int64 integer (decode.py BAD_ID): counted where its column keeps it, then absent */
+#define BAD_ID (INT64_MIN + 1)
+
 /* |ts| and dur (µs) beyond this are absurd (~31,700 years): the event is dropped */
 #define MAX_TIME_US 1e18
 
@@ -825,7 +828,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                     } else {
                         if (ev.dur < 0) { ev.dur = 0.0; O.problems[P_NEG_DUR]++; } /* clamped */
                         for (int i = 0; i < N_EVENT_ARGS; i++)
-                            if (ev.bad_args & (1u << i)) O.problems[P_BAD_ARG]++;
+                            if (ev.bad_args & (1u << i)) ev.a[i] = BAD_ID; /* counted in Python where the column keeps it */
                         if (x_reserve(&O) < 0) goto nomem;
                         XSET(O.cat, int32_t, ev.cat); XSET(O.name, int32_t, ev.name);
                         XSET(O.pid, int64_t, ev.pid); XSET(O.tid, int64_t, ev.tid);

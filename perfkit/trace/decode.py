@@ -30,7 +30,8 @@ them against each other over generated inputs):
   string, or whose ``ts``/``dur`` is not a finite number within
   +-1e18 us (a string holding a number is read as that number) is dropped;
   a negative ``dur`` is clamped to 0; an id arg (``correlation``,
-  ``External id``, ...) that is not an int64 integer is ignored (``null`` is
+  ``External id``, ...) that is not an int64 integer is ignored, and counted
+  where the event's kind keeps that arg (:func:`id_columns`; ``null`` is
   simply absent). Each is counted under its code, once per event (the first
   reason in the order ``bad-name``, ``bad-id``, ``no-ts``, ``bad-ts``,
   ``bad-dur``), and :mod:`perfkit.trace.reader` turns the counts into warnings.
@@ -131,14 +132,9 @@ def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
             out[has] = [lut[int(c)] for c in codes[has]]
         return out
 
-    def only(col: np.ndarray, kinds: tuple[m.Kind, ...]) -> np.ndarray:
-        out = np.where(np.isin(kind, np.array(kinds, dtype=np.int8)), col, m.MISSING)
-        return _narrow(out)
-
-    ext = i64("ext_id").copy()
-    old = i64("ext_id_old")
-    missing = ext == m.MISSING
-    ext[missing] = old[missing]
+    id_cols, bad_args = id_columns(kind, {
+        "correlation": i64("corr"), "ext_id": i64("ext_id"), "ext_id_old": i64("ext_id_old"), "seq": i64("seq"),
+        "fwd_tid": i64("fwd_tid"), "nbytes": i64("bytes"), "py_id": i64("py_id"), "py_parent": i64("py_parent")})
     dur = f64("dur")
     cols = {
         m.KIND: kind,
@@ -146,13 +142,7 @@ def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
         m.TID: ids(i64("tid"), i32("tid_s")),
         m.TS: f64("ts"),  # read-only views on the scanner's bytes: concatenated later anyway
         m.DUR: dur,
-        m.CORR: only(i64("corr"), _LINKED_KINDS),
-        m.EXT: _narrow(ext),
-        m.SEQ: only(i64("seq"), (m.Kind.CPU_OP,)),
-        m.FWD_TID: only(i64("fwd_tid"), (m.Kind.CPU_OP,)),
-        m.BYTES: only(i64("bytes"), (m.Kind.MEMCPY, m.Kind.MEMSET)),
-        m.PY_ID: only(i64("py_id"), (m.Kind.PYTHON,)),
-        m.PY_PARENT: only(i64("py_parent"), (m.Kind.PYTHON,)),
+        **id_cols,
         m.STACK: i32("stack"),
         m.NAME: i32("name"),
     }
@@ -182,7 +172,49 @@ def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
     for key, n in zip(PROBLEM_KEYS, problems.tolist()):
         if n:
             counts[key] = n
+    if bad_args:
+        counts["problem:bad-arg"] = bad_args
     return {"events": cols, "names": strings, "memory": memory, "meta_events": meta_events, "counts": counts}
+
+
+#: An id arg that is not an int64 integer, as both decoders mark it before :func:`id_columns`.
+BAD_ID = -(2**63) + 1
+
+
+def id_columns(kind: np.ndarray, ids: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+    """The id columns of timed events from the args as read (MISSING absent, BAD_ID of a wrong type).
+
+    Each arg is kept only for the kinds that carry it (``correlation`` for launches and device ops,
+    ``Sequence number`` for CPU ops, ``bytes`` for copies, ...). A BAD_ID is counted where it would
+    be kept (ROCm traces write ``"bytes": "8"`` on runtime calls, where no column keeps it) and is
+    then absent. ``External id`` falls back to the 2021 spelling ``external id``.
+    """
+    bad = 0
+
+    def take(col: np.ndarray) -> np.ndarray:
+        nonlocal bad
+        hit = col == BAD_ID
+        if hit.any():
+            bad += int(hit.sum())
+            col = np.where(hit, m.MISSING, col)
+        return col
+
+    def only(name: str, kinds: tuple[m.Kind, ...]) -> np.ndarray:
+        return _narrow(take(np.where(np.isin(kind, np.array(kinds, dtype=np.int8)), ids[name], m.MISSING)))
+
+    ext = take(ids["ext_id"])
+    missing = ext == m.MISSING
+    if missing.any():  # 2021 traces spell it "external id" on device events
+        ext = np.where(missing, take(np.where(missing, ids["ext_id_old"], m.MISSING)), ext)
+    return {
+        m.CORR: only("correlation", _LINKED_KINDS),
+        m.EXT: _narrow(ext),
+        m.SEQ: only("seq", (m.Kind.CPU_OP,)),
+        m.FWD_TID: only("fwd_tid", (m.Kind.CPU_OP,)),
+        m.BYTES: only("nbytes", (m.Kind.MEMCPY, m.Kind.MEMSET)),
+        m.PY_ID: only("py_id", (m.Kind.PYTHON,)),
+        m.PY_PARENT: only("py_parent", (m.Kind.PYTHON,)),
+    }, bad
 
 
 class ChunkError(ValueError):

@@ -19,7 +19,7 @@ import msgspec
 import numpy as np
 
 from . import model as m
-from .decode import _LINKED_KINDS, MAX_TIME_US, ChunkError, _int_id, _narrow, clean_arg_id, clean_id
+from .decode import BAD_ID, MAX_TIME_US, ChunkError, _int_id, _narrow, clean_arg_id, clean_id, id_columns
 
 
 class _Args(msgspec.Struct, gc=False):
@@ -177,8 +177,8 @@ def _times(values: list[Any]) -> tuple[np.ndarray, np.ndarray]:
     return col, bad
 
 
-def _arg_ids(values: list[Any]) -> tuple[np.ndarray, int]:
-    """(int64 column with MISSING for absent and bad values, number of bad values)."""
+def _arg_ids(values: list[Any], bad_as: int = m.MISSING) -> tuple[np.ndarray, int]:
+    """(int64 column: MISSING where absent, ``bad_as`` where not an int64 integer; number of those)."""
     if set(map(type, values)) <= {int}:
         try:
             return np.array(values, dtype=np.int64), 0
@@ -186,7 +186,7 @@ def _arg_ids(values: list[Any]) -> tuple[np.ndarray, int]:
             pass
     got = [clean_arg_id(v) for v in values]
     bad = sum(1 for g in got if g is None)
-    return np.fromiter((m.MISSING if g is None else g for g in got), np.int64, len(got)), bad
+    return np.fromiter((bad_as if g is None else g for g in got), np.int64, len(got)), bad
 
 
 # Call stacks (old traces) are rare: skip their Python-level extraction when absent.
@@ -283,33 +283,17 @@ def _to_columns(events: list[Any], counts: Counter, has_stacks: bool) -> dict[st
 
     args = [e.args or _NO_ARGS for e in xs]
     del xs
-    ids = {}
-    for attr in _EVENT_ID_ARGS:
-        col, bad = _arg_ids([getattr(a, attr) for a in args])
-        ids[attr] = col
-        if bad:
-            counts["problem:bad-arg"] += bad
-    ext = ids["ext_id"]
-    missing_ext = ext == m.MISSING
-    if missing_ext.any():  # 2021 traces spell it "external id" on device events
-        ext = np.where(missing_ext, ids["ext_id_old"], ext)
-
-    def only(col: np.ndarray, kinds: tuple[m.Kind, ...]) -> np.ndarray:
-        return _narrow(np.where(np.isin(kind, np.array(kinds, dtype=np.int8)), col, m.MISSING))
-
+    id_cols, bad_args = id_columns(kind, {attr: _arg_ids([getattr(a, attr) for a in args], BAD_ID)[0]
+                                          for attr in _EVENT_ID_ARGS})
+    if bad_args:
+        counts["problem:bad-arg"] += bad_args
     cols = {
         m.KIND: kind,
         m.PID: pid,
         m.TID: tid,
         m.TS: ts,
         m.DUR: dur,
-        m.CORR: only(ids["correlation"], _LINKED_KINDS),
-        m.EXT: _narrow(ext),
-        m.SEQ: only(ids["seq"], (m.Kind.CPU_OP,)),
-        m.FWD_TID: only(ids["fwd_tid"], (m.Kind.CPU_OP,)),
-        m.BYTES: only(ids["nbytes"], (m.Kind.MEMCPY, m.Kind.MEMSET)),
-        m.PY_ID: only(ids["py_id"], (m.Kind.PYTHON,)),
-        m.PY_PARENT: only(ids["py_parent"], (m.Kind.PYTHON,)),
+        **id_cols,
     }
     # Call stacks (old traces, with_stack=True): interned into the same string table; not a string: absent.
     stack_codes = np.full(n, m.MISSING, dtype=np.int32)
