@@ -323,23 +323,36 @@ static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
     if (p >= L->end) { L->err = "unexpected end"; return -1; }
     char c = *p;
     if (!(is_digit(c) || c == '-')) { *kind = 0; return 0; }
-    const char *te = number_end(p, L->end);
-    if (!te) { L->err = "bad number"; return -1; }
     const char *q = p;
     int neg = 0;
     if (*q == '-') { neg = 1; q++; }
+    const char *first = q;
     uint64_t v = 0;
     int digits = 0;
     uint64_t eight;
-    while (digits <= 11 && te - q >= 8 && eight_digits(q, &eight)) { /* timestamps: 10-16 digits */
+    while (digits <= 11 && L->end - q >= 8 && eight_digits(q, &eight)) { /* timestamps: 10-16 digits */
         v = v * 100000000ULL + eight;
         digits += 8;
         q += 8;
     }
-    while (q < te && is_digit(*q)) {
+    while (q < L->end && is_digit(*q)) {
         if (digits < 19) v = v * 10 + (uint64_t)(*q - '0'); /* 19 digits fit in a uint64 */
         digits++;
         q++;
+    }
+    /* the rest of the JSON number grammar: no leading zero, digits after '.', and after 'e' */
+    if (digits == 0 || (*first == '0' && digits > 1)) { L->err = "bad number"; return -1; }
+    const char *te = q;
+    if (te < L->end && *te == '.') {
+        te++;
+        if (te >= L->end || !is_digit(*te)) { L->err = "bad number"; return -1; }
+        while (te < L->end && is_digit(*te)) te++;
+    }
+    if (te < L->end && (*te == 'e' || *te == 'E')) {
+        te++;
+        if (te < L->end && (*te == '+' || *te == '-')) te++;
+        if (te >= L->end || !is_digit(*te)) { L->err = "bad number"; return -1; }
+        while (te < L->end && is_digit(*te)) te++;
     }
     if (q < te && *q == '.' && digits <= 19 && v <= (uint64_t)INT64_MAX) {
         /* An integer written with a zero fraction (1669783704212433.0, as Python's
@@ -506,6 +519,7 @@ typedef struct {
     Buf meta_name, meta_pid, meta_tid, meta_pid_s, meta_tid_s, meta_arg;
     int64_t counts[256]; /* events per phase byte; [0]: no phase (missing, or not one ASCII character) */
     int64_t problems[NPROB];
+    int64_t bad_args[N_EVENT_ARGS]; /* BAD_ID values written per id arg (Python skips the columns without one) */
 } Out;
 
 static void out_free(Out *o) {
@@ -828,7 +842,7 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                     } else {
                         if (ev.dur < 0) { ev.dur = 0.0; O.problems[P_NEG_DUR]++; } /* clamped */
                         for (int i = 0; i < N_EVENT_ARGS; i++)
-                            if (ev.bad_args & (1u << i)) ev.a[i] = BAD_ID; /* counted in Python where the column keeps it */
+                            if (ev.bad_args & (1u << i)) { ev.a[i] = BAD_ID; O.bad_args[i]++; } /* counted in Python where kept */
                         if (x_reserve(&O) < 0) goto nomem;
                         XSET(O.cat, int32_t, ev.cat); XSET(O.name, int32_t, ev.name);
                         XSET(O.pid, int64_t, ev.pid); XSET(O.tid, int64_t, ev.tid);
@@ -914,6 +928,8 @@ done:
         PUT("counts", counts);
         Buf problems = {(char *)O.problems, sizeof(O.problems), sizeof(O.problems)};
         PUT("problems", problems);
+        Buf bad_args = {(char *)O.bad_args, sizeof(O.bad_args), sizeof(O.bad_args)};
+        PUT("bad_args", bad_args);
 #undef PUT
         result = d;
     }

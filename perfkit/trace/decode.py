@@ -134,7 +134,8 @@ def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
 
     id_cols, bad_args = id_columns(kind, {
         "correlation": i64("corr"), "ext_id": i64("ext_id"), "ext_id_old": i64("ext_id_old"), "seq": i64("seq"),
-        "fwd_tid": i64("fwd_tid"), "nbytes": i64("bytes"), "py_id": i64("py_id"), "py_parent": i64("py_parent")})
+        "fwd_tid": i64("fwd_tid"), "nbytes": i64("bytes"), "py_id": i64("py_id"), "py_parent": i64("py_parent")},
+        any_bad=bool(np.frombuffer(raw["bad_args"], np.int64).any()))
     dur = f64("dur")
     cols = {
         m.KIND: kind,
@@ -181,7 +182,8 @@ def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
 BAD_ID = -(2**63) + 1
 
 
-def id_columns(kind: np.ndarray, ids: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int]:
+def id_columns(kind: np.ndarray, ids: dict[str, np.ndarray], any_bad: bool = True,
+               ) -> tuple[dict[str, np.ndarray], int]:
     """The id columns of timed events from the args as read (MISSING absent, BAD_ID of a wrong type).
 
     Each arg is kept only for the kinds that carry it (``correlation`` for launches and device ops,
@@ -193,6 +195,8 @@ def id_columns(kind: np.ndarray, ids: dict[str, np.ndarray]) -> tuple[dict[str, 
 
     def take(col: np.ndarray) -> np.ndarray:
         nonlocal bad
+        if not any_bad:  # the decoder saw none (the common case: no pass over the column)
+            return col
         hit = col == BAD_ID
         if hit.any():
             bad += int(hit.sum())
@@ -200,7 +204,10 @@ def id_columns(kind: np.ndarray, ids: dict[str, np.ndarray]) -> tuple[dict[str, 
         return col
 
     def only(name: str, kinds: tuple[m.Kind, ...]) -> np.ndarray:
-        return _narrow(take(np.where(np.isin(kind, np.array(kinds, dtype=np.int8)), ids[name], m.MISSING)))
+        mask = kind == kinds[0]
+        for k in kinds[1:]:
+            mask |= kind == k
+        return _narrow(take(np.where(mask, ids[name], m.MISSING)))
 
     ext = take(ids["ext_id"])
     missing = ext == m.MISSING

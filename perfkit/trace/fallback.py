@@ -283,8 +283,9 @@ def _to_columns(events: list[Any], counts: Counter, has_stacks: bool) -> dict[st
 
     args = [e.args or _NO_ARGS for e in xs]
     del xs
-    id_cols, bad_args = id_columns(kind, {attr: _arg_ids([getattr(a, attr) for a in args], BAD_ID)[0]
-                                          for attr in _EVENT_ID_ARGS})
+    read = {attr: _arg_ids([getattr(a, attr) for a in args], BAD_ID) for attr in _EVENT_ID_ARGS}
+    id_cols, bad_args = id_columns(kind, {attr: col for attr, (col, _) in read.items()},
+                                   any_bad=any(nbad for _, nbad in read.values()))
     if bad_args:
         counts["problem:bad-arg"] += bad_args
     cols = {

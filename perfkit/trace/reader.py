@@ -1012,7 +1012,7 @@ def _assemble(path: str, raw: _Raw, results: list[dict[str, Any]], nbytes: int) 
         n = counts.pop(key, 0)
         if n:
             warnings.append(f"{path}: " + text.format(n=f"{n:,}"))
-    odd = sum(1 for x in names if "\ufffd" in x)
+    odd = sum(1 for x in names if "\ufffd" in x) if "\ufffd" in "\x00".join(names) else 0
     if odd:
         warnings.append(f"{path}: {odd:,} names hold U+FFFD, the mark of invalid UTF-8 in the file (shown as is)")
     early = _clamp_device_before_launch(events)
@@ -1038,18 +1038,29 @@ def _clamp_device_before_launch(events: dict[str, np.ndarray]) -> int:
     start at the call's start instead (their end is kept, the duration shrinks; never below 0).
     Returns how many moved. Vectorised: the launches sorted by correlation id, searched once."""
     kind, corr, ts = events[m.KIND], events[m.CORR], events[m.TS]
-    launch = np.flatnonzero(np.isin(kind, (m.Kind.RUNTIME, m.Kind.DRIVER)) & (corr >= 0))
-    dev = np.flatnonzero(np.isin(kind, m.DEVICE_WORK_KINDS) & (corr >= 0))
+    has = corr >= 0
+    launch = np.flatnonzero(((kind == m.Kind.RUNTIME) | (kind == m.Kind.DRIVER)) & has)
+    dev = np.flatnonzero(((kind == m.Kind.KERNEL) | (kind == m.Kind.MEMCPY) | (kind == m.Kind.MEMSET)) & has)
     if not len(launch) or not len(dev):
         return 0
-    order = np.argsort(corr[launch], kind="stable")
-    lc = corr[launch][order]
-    lts = ts[launch][order]
-    at = np.searchsorted(lc, corr[dev])
-    found = at < len(lc)
-    found[found] = lc[at[found]] == corr[dev][found]
-    rows = dev[found]
-    start = lts[at[found]]
+    lc = corr[launch]
+    lts = ts[launch]
+    hi = int(lc.max())
+    if hi < 4 * len(kind) + 1024:  # correlation ids are small and dense: a lookup table (first launch wins)
+        table = np.full(hi + 1, -np.inf)  # no launch: never early
+        table[lc[::-1]] = lts[::-1]
+        dc = corr[dev]
+        inside = dc <= hi
+        rows = dev[inside]
+        start = table[dc[inside]]
+    else:
+        order = np.argsort(lc, kind="stable")
+        lc, lts = lc[order], lts[order]
+        at = np.searchsorted(lc, corr[dev])
+        found = at < len(lc)
+        found[found] = lc[at[found]] == corr[dev][found]
+        rows = dev[found]
+        start = lts[at[found]]
     early = ts[rows] < start
     if not early.any():
         return 0
