@@ -539,8 +539,8 @@ def assign_categories(tl: Timeline, dev: np.ndarray, op: np.ndarray) -> np.ndarr
     codes = np.empty(len(uniq_keys), dtype=np.int8)
     uniq = np.stack([uniq_keys % 16, (uniq_keys // 16) // n_names, (uniq_keys // 16) % n_names - 1], axis=1)
     for i, (k, kn, on) in enumerate(uniq.tolist()):
-        kernel_name = names[kn]
-        op_name = names[on] if on >= 0 else ""
+        kernel_name = rules.match_text(names[kn])
+        op_name = rules.match_text(names[on]) if on >= 0 else ""
         word = kind_words.get(m.Kind(k), "")
         codes[i] = CATEGORY_CODES[_classify(compiled, word, kernel_name, op_name)]
     return codes[inverse.reshape(-1)]
@@ -561,7 +561,7 @@ def _classify(compiled, word: str, kernel_name: str, op_name: str) -> str:  # ty
 def classify(kernel_name: str, op_name: str = "", device_kind: str = "kernel") -> str:
     """The category of one device op (for tests and the slow reference implementation)."""
     compiled = [(r, *r.compiled()) for r in rules.CATEGORY_RULES]
-    return _classify(compiled, device_kind, kernel_name, op_name)
+    return _classify(compiled, device_kind, rules.match_text(kernel_name), rules.match_text(op_name))
 
 
 # ----------------------------------------------------------------------------- all together

@@ -132,7 +132,7 @@ def _kind_codes(names: list[str], codes: np.ndarray, kinds: list[str]) -> np.nda
     out = np.full(len(codes), -1, dtype=np.int64)
     rules_ = [(k, re.compile(p, re.I)) for k, p in rules.COLLECTIVE_KINDS]
     for c in np.unique(codes[codes >= 0]).tolist():  # one regex pass per distinct name
-        kind = next((k for k, rx in rules_ if rx.search(names[c])), None)
+        kind = next((k for k, rx in rules_ if rx.search(rules.match_text(names[c]))), None)
         if kind is not None:
             if kind not in kinds:
                 kinds.append(kind)

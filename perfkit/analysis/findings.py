@@ -552,7 +552,7 @@ def slow_op(ctx: Context) -> Optional[dict[str, Any]]:
     tl = ctx.tl
     top = ctx.doc.get("top_ops", [])
     rx = re.compile(SLOW_OPS)
-    cands = [o for o in top if rx.search(o["name"])]
+    cands = [o for o in top if rx.search(rules.match_text(o["name"]))]
     wall = ctx.step_wall_ms()
     # CPU time of slow ops too (unique/sort on the host, or their synchronising part)
     cpu = tl.rows(m.Kind.CPU_OP)

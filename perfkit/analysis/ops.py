@@ -405,7 +405,7 @@ def copies(
     for code in np.unique(dw.name[rows][memcpy]):
         label = "other"
         for d, pattern in rules.COPY_DIRECTIONS:
-            if re.search(pattern, names[int(code)], re.I):
+            if re.search(pattern, rules.match_text(names[int(code)]), re.I):
                 label = d
                 break
         dir_of_name[int(code)] = label

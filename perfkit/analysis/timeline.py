@@ -21,8 +21,10 @@ from . import intervals
 
 def name_mask(names: list[str], pattern: str) -> np.ndarray:
     """Boolean per string-table entry: does the name match ``pattern`` (regex search)."""
+    from .rules import match_text
+
     rx = re.compile(pattern)
-    return np.fromiter((bool(rx.search(s)) for s in names), dtype=bool, count=len(names))
+    return np.fromiter((bool(rx.search(match_text(s))) for s in names), dtype=bool, count=len(names))
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <math.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #endif
@@ -145,9 +146,17 @@ static int32_t intern(Intern *t, const char *s, size_t n, int esc) {
 
 /* ------------------------------------------------------------------ lexing */
 
+/* Every read below is guarded by p < end: the scanner is safe on any buffer (it is
+ * fuzzed under AddressSanitizer by scripts/fuzz_scanner.py, and tests/test_reader_hostile.py
+ * runs it on buffers that end right before an unreadable page). */
+
+/* Nesting deeper than this inside one event is malformed (the C stack stays small). */
+#define MAX_DEPTH 256
+
 typedef struct {
     const char *p, *end, *start;
     const char *err;
+    int unsupported; /* 1: valid JSON the scanner leaves to the general decoder (not malformed) */
 } Lex;
 
 static inline void ws(Lex *L) {
@@ -159,23 +168,46 @@ static inline void ws(Lex *L) {
     }
 }
 
-/* first '"' or '\\' in [p, end), or end: 16 bytes per step where SSE2 exists */
+/* first '"', '\\' or control byte (< 0x20) in [p, end), or end: 16 bytes per step where SSE2 exists */
 static inline const char *find_quote_or_backslash(const char *p, const char *end) {
 #ifdef __SSE2__
-    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\');
+    const __m128i quote = _mm_set1_epi8('"'), backslash = _mm_set1_epi8('\\'), ctl = _mm_set1_epi8(0x1F);
     while (end - p >= 16) {
         __m128i v = _mm_loadu_si128((const __m128i *)p);
-        int mask = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash)));
+        __m128i hit = _mm_or_si128(_mm_cmpeq_epi8(v, quote), _mm_cmpeq_epi8(v, backslash));
+        hit = _mm_or_si128(hit, _mm_cmpeq_epi8(_mm_max_epu8(v, ctl), ctl)); /* v <= 0x1F, unsigned */
+        int mask = _mm_movemask_epi8(hit);
         if (mask) return p + __builtin_ctz((unsigned)mask);
         p += 16;
     }
 #endif
-    while (p < end && *p != '"' && *p != '\\') p++;
+    while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) p++;
     return p;
 }
 
+static inline int hexval(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* \uXXXX at q (q[0] == '\\', q[1] == 'u'), q + 6 <= end checked by the caller: the code unit or -1 */
+static inline int u_escape(const char *q, const char *end) {
+    if (end - q < 6) return -1;
+    int v = 0;
+    for (int i = 2; i < 6; i++) {
+        int h = hexval(q[i]);
+        if (h < 0) return -1;
+        v = v * 16 + h;
+    }
+    return v;
+}
+
 /* at a quote: sets s and n to the raw content, esc if a backslash was seen; moves past the closing quote.
- * One pass: a backslash escapes the next byte (whatever it is), so the first unescaped quote ends the string. */
+ * Validates as JSON requires: escapes are one of \" \\ \/ \b \f \n \r \t \uXXXX (a high surrogate
+ * followed by a low one, never a lone surrogate), no raw control byte. UTF-8 is not checked here:
+ * invalid sequences in the strings perfkit keeps become U+FFFD when decoded (decode.py). */
 static int lex_string(Lex *L, const char **s, size_t *n, int *esc) {
     if (L->p >= L->end || *L->p != '"') { L->err = "expected a string"; return -1; }
     const char *begin = ++L->p;
@@ -191,49 +223,35 @@ static int lex_string(Lex *L, const char **s, size_t *n, int *esc) {
             L->p = q + 1;
             return 0;
         }
+        if (*q != '\\') { L->p = q; L->err = "control character in a string"; return -1; }
         e = 1;
-        q += 2; /* the backslash and the byte it escapes */
+        if (q + 1 >= L->end) break;
+        switch (q[1]) {
+        case '"': case '\\': case '/': case 'b': case 'f': case 'n': case 'r': case 't':
+            q += 2;
+            break;
+        case 'u': {
+            int u = u_escape(q, L->end);
+            if (u < 0) { L->p = q; L->err = "bad \\u escape"; return -1; }
+            if (u >= 0xDC00 && u <= 0xDFFF) { L->p = q; L->err = "lone low surrogate"; return -1; }
+            if (u >= 0xD800 && u <= 0xDBFF) {
+                int lo = (L->end - q >= 12 && q[6] == '\\' && q[7] == 'u') ? u_escape(q + 6, L->end) : -1;
+                if (lo < 0xDC00 || lo > 0xDFFF) { L->p = q; L->err = "lone high surrogate"; return -1; }
+                q += 12;
+            } else {
+                q += 6;
+            }
+            break;
+        }
+        default:
+            L->p = q;
+            L->err = "bad escape";
+            return -1;
+        }
     }
+    L->p = L->end;
     L->err = "unterminated string";
     return -1;
-}
-
-static int skip_value(Lex *L);
-
-static int skip_container(Lex *L) {
-    /* at '{' or '[': skip to the matching close, strings aware */
-    int depth = 0;
-    while (L->p < L->end) {
-        char c = *L->p;
-        if (c == '"') {
-            const char *s; size_t n; int e;
-            if (lex_string(L, &s, &n, &e) < 0) return -1;
-            continue;
-        }
-        if (c == '{' || c == '[') depth++;
-        else if (c == '}' || c == ']') {
-            depth--;
-            if (depth == 0) { L->p++; return 0; }
-        }
-        L->p++;
-    }
-    L->err = "unterminated object or array";
-    return -1;
-}
-
-static int skip_value(Lex *L) {
-    ws(L);
-    if (L->p >= L->end) { L->err = "unexpected end"; return -1; }
-    char c = *L->p;
-    if (c == '"') { const char *s; size_t n; int e; return lex_string(L, &s, &n, &e); }
-    if (c == '{' || c == '[') return skip_container(L);
-    /* number or literal: up to the next delimiter */
-    while (L->p < L->end) {
-        c = *L->p;
-        if (c == ',' || c == '}' || c == ']' || c == ' ' || c == '\n' || c == '\r' || c == '\t') break;
-        L->p++;
-    }
-    return 0;
 }
 
 /* Eight ASCII digits at p (p + 8 <= end) -> their value in *out; 0 if any byte is not a digit.
@@ -257,16 +275,58 @@ static inline int eight_digits(const char *p, uint64_t *out) {
 #endif
 }
 
+static inline int is_digit(char c) { return c >= '0' && c <= '9'; }
+
+/* The end of the JSON number token at p (RFC 8259 grammar: -?(0|[1-9][0-9]*)(.[0-9]+)?([eE][+-]?[0-9]+)?),
+ * or NULL if the bytes there are not one (a leading zero, "1.", "-", ".5", "1e"...). */
+static const char *number_end(const char *p, const char *end) {
+    const char *q = p;
+    if (q < end && *q == '-') q++;
+    if (q >= end || !is_digit(*q)) return NULL;
+    if (*q == '0') {
+        q++;
+        if (q < end && is_digit(*q)) return NULL; /* leading zero */
+    } else {
+        while (q < end && is_digit(*q)) q++;
+    }
+    if (q < end && *q == '.') {
+        q++;
+        if (q >= end || !is_digit(*q)) return NULL;
+        while (q < end && is_digit(*q)) q++;
+    }
+    if (q < end && (*q == 'e' || *q == 'E')) {
+        q++;
+        if (q < end && (*q == '+' || *q == '-')) q++;
+        if (q >= end || !is_digit(*q)) return NULL;
+        while (q < end && is_digit(*q)) q++;
+    }
+    return q;
+}
+
+/* strtod on [p, te) through a NUL-terminated copy: strtod must never read past the buffer */
+static double strtod_bounded(const char *p, const char *te) {
+    char local[128];
+    size_t n = (size_t)(te - p);
+    char *tmp = n < sizeof(local) ? local : (char *)malloc(n + 1);
+    if (!tmp) return NAN; /* no memory: a value the callers reject */
+    memcpy(tmp, p, n);
+    tmp[n] = 0;
+    double d = strtod(tmp, NULL); /* beyond double's range: +-HUGE_VAL (inf), as JSON decoders read it */
+    if (tmp != local) free(tmp);
+    return d;
+}
+
 /* number: kind 1 = integer (in *iv), 2 = real (in *dv); 0 = not a number (e.g. a string: left unread) */
 static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
     ws(L);
     const char *p = L->p;
     if (p >= L->end) { L->err = "unexpected end"; return -1; }
     char c = *p;
-    if (!((c >= '0' && c <= '9') || c == '-')) { *kind = 0; return 0; }
+    if (!(is_digit(c) || c == '-')) { *kind = 0; return 0; }
     const char *q = p;
     int neg = 0;
     if (*q == '-') { neg = 1; q++; }
+    const char *first = q;
     uint64_t v = 0;
     int digits = 0;
     uint64_t eight;
@@ -275,30 +335,42 @@ static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
         digits += 8;
         q += 8;
     }
-    while (q < L->end && *q >= '0' && *q <= '9') {
+    while (q < L->end && is_digit(*q)) {
         if (digits < 19) v = v * 10 + (uint64_t)(*q - '0'); /* 19 digits fit in a uint64 */
         digits++;
         q++;
     }
-    if (digits == 0) { L->err = "bad number"; return -1; }
-    if (q < L->end && *q == '.' && digits <= 19 && v <= (uint64_t)INT64_MAX) {
+    /* the rest of the JSON number grammar: no leading zero, digits after '.', and after 'e' */
+    if (digits == 0 || (*first == '0' && digits > 1)) { L->err = "bad number"; return -1; }
+    const char *te = q;
+    if (te < L->end && *te == '.') {
+        te++;
+        if (te >= L->end || !is_digit(*te)) { L->err = "bad number"; return -1; }
+        while (te < L->end && is_digit(*te)) te++;
+    }
+    if (te < L->end && (*te == 'e' || *te == 'E')) {
+        te++;
+        if (te < L->end && (*te == '+' || *te == '-')) te++;
+        if (te >= L->end || !is_digit(*te)) { L->err = "bad number"; return -1; }
+        while (te < L->end && is_digit(*te)) te++;
+    }
+    if (q < te && *q == '.' && digits <= 19 && v <= (uint64_t)INT64_MAX) {
         /* An integer written with a zero fraction (1669783704212433.0, as Python's
          * json writes floats): exactly the integer, which the int64 -> double
          * conversion rounds as strtod does (to nearest). Above 2^53 the general
          * fast path below cannot take it, and strtod is slow. */
         const char *f = q + 1;
-        while (f < L->end && *f == '0') f++;
+        while (f < te && *f == '0') f++;
         int zeros = (int)(f - (q + 1));
-        int more = f < L->end && ((*f >= '0' && *f <= '9') || *f == 'e' || *f == 'E');
-        if (zeros > 0 && !more) {
+        if (zeros > 0 && f == te) {
             double d = (double)(int64_t)v;
             *dv = neg ? -d : d;
             *kind = 2;
-            L->p = f;
+            L->p = te;
             return 0;
         }
     }
-    if (q < L->end && *q == '.' && digits < 18) {
+    if (q < te && *q == '.' && digits < 18) {
         /* Fast path for plain decimals (timestamps such as 1699999999999.123): when
          * the digits as an integer m are below 2^53 and there are at most 22 of
          * them after the point, m / 10^k is exactly what strtod returns (one
@@ -308,43 +380,87 @@ static int lex_number(Lex *L, int64_t *iv, double *dv, int *kind) {
         const char *f = q + 1;
         uint64_t m = v;
         int frac = 0;
-        while (frac <= 11 && L->end - f >= 8 && eight_digits(f, &eight)) {
+        while (frac <= 11 && te - f >= 8 && eight_digits(f, &eight)) {
             m = m * 100000000ULL + eight; /* may wrap when digits + frac > 19: then unused */
             frac += 8;
             f += 8;
         }
-        while (f < L->end && *f >= '0' && *f <= '9' && frac < 19) {
+        while (f < te && is_digit(*f) && frac < 19) {
             m = m * 10 + (uint64_t)(*f - '0');
             frac++;
             f++;
         }
-        int more = f < L->end && ((*f >= '0' && *f <= '9') || *f == 'e' || *f == 'E');
-        if (frac > 0 && !more && digits + frac <= 19 && m < (1ULL << 53)) {
+        if (frac > 0 && f == te && digits + frac <= 19 && m < (1ULL << 53)) {
             double d = (double)m / pow10[frac];
             *dv = neg ? -d : d;
             *kind = 2;
-            L->p = f;
+            L->p = te;
             return 0;
         }
     }
-    int is_int = !(q < L->end && (*q == '.' || *q == 'e' || *q == 'E'));
+    int is_int = q == te;
     if (is_int && digits <= 19 && v <= (neg ? (1ULL << 63) : (uint64_t)INT64_MAX)) {
         /* an integer that fits in int64 (ids such as 6212393379229260556): exact, as the JSON decoder gives it */
         *iv = neg ? (int64_t)(0 - v) : (int64_t)v;
         *dv = (double)*iv;
         *kind = 1;
-        L->p = q;
+        L->p = te;
         return 0;
     }
-    {
-        char *endp;
-        double d = strtod(p, &endp);
-        if (endp == p) { L->err = "bad number"; return -1; }
-        L->p = endp;
-        *dv = d;
-        *kind = 2;
-        return 0;
+    *dv = strtod_bounded(p, te);
+    *kind = 2;
+    L->p = te;
+    return 0;
+}
+
+static int skip_value(Lex *L, int depth);
+
+/* at '{' or '[': the whole container, validated as JSON (strings, numbers, literals, nesting) */
+static int skip_container(Lex *L, int depth) {
+    if (depth > MAX_DEPTH) { L->err = "nested too deeply"; return -1; }
+    char close = *L->p == '{' ? '}' : ']';
+    L->p++;
+    ws(L);
+    if (L->p < L->end && *L->p == close) { L->p++; return 0; }
+    for (;;) {
+        if (close == '}') {
+            const char *k; size_t kn; int ke;
+            ws(L);
+            if (lex_string(L, &k, &kn, &ke) < 0) return -1;
+            ws(L);
+            if (L->p >= L->end || *L->p != ':') { L->err = "expected ':'"; return -1; }
+            L->p++;
+        }
+        if (skip_value(L, depth) < 0) return -1;
+        ws(L);
+        if (L->p >= L->end) { L->err = "unterminated object or array"; return -1; }
+        if (*L->p == ',') { L->p++; continue; }
+        if (*L->p == close) { L->p++; return 0; }
+        L->err = close == '}' ? "expected ',' or '}'" : "expected ',' or ']'";
+        return -1;
     }
+}
+
+static int literal(Lex *L, const char *word, size_t n) {
+    if ((size_t)(L->end - L->p) < n || memcmp(L->p, word, n) != 0) { L->err = "invalid literal"; return -1; }
+    L->p += n;
+    return 0;
+}
+
+/* any JSON value, validated; depth is that of the container holding it */
+static int skip_value(Lex *L, int depth) {
+    ws(L);
+    if (L->p >= L->end) { L->err = "unexpected end"; return -1; }
+    char c = *L->p;
+    if (c == '"') { const char *s; size_t n; int e; return lex_string(L, &s, &n, &e); }
+    if (c == '{' || c == '[') return skip_container(L, depth + 1);
+    if (c == 't') return literal(L, "true", 4);
+    if (c == 'f') return literal(L, "false", 5);
+    if (c == 'n') return literal(L, "null", 4);
+    const char *te = number_end(L->p, L->end);
+    if (!te) { L->err = c == '-' || is_digit(c) ? "bad number" : "invalid character"; return -1; }
+    L->p = te;
+    return 0;
 }
 
 /* ------------------------------------------------------------------ events */
@@ -369,12 +485,26 @@ static int arg_index(const char *k, size_t n) {
     return -1;
 }
 
+/* Problems with an event's values, counted (decode.py PROBLEMS lists the same codes in the same order).
+ * A timed event with a bad name/cat, pid/tid or ts, or a bad dur, is dropped and counted once,
+ * under the first of these that applies; a kept one may count a clamped dur and ignored id args. */
+enum { P_NO_TS, P_BAD_TS, P_BAD_DUR, P_NEG_DUR, P_BAD_ID, P_BAD_NAME, P_BAD_ARG, P_NOT_OBJECT, P_MEM_TS, NPROB };
+
+/* an id arg that is not an int64 integer (decode.py BAD_ID): counted where its column keeps it, then absent */
+#define BAD_ID (INT64_MIN + 1)
+
+/* |ts| and dur (µs) beyond this are absurd (~31,700 years): the event is dropped */
+#define MAX_TIME_US 1e18
+
 typedef struct {
     char ph;
+    int ph_ok;
     int32_t cat, name, pid_s, tid_s, stack, argname;
     int64_t pid, tid;
     double ts, dur;
     int has_ts;
+    int bad_name, bad_cat, bad_pid, bad_tid, bad_ts, bad_dur;
+    unsigned bad_args; /* bit per args index: a value that is not an int64 integer (null is absent, not bad) */
     int64_t a[NARGS];
 } Ev;
 
@@ -387,7 +517,9 @@ typedef struct {
     Buf m_ts, m_bytes, m_alloc, m_res, m_dtype, m_did;
     /* metadata events */
     Buf meta_name, meta_pid, meta_tid, meta_pid_s, meta_tid_s, meta_arg;
-    int64_t counts[256];
+    int64_t counts[256]; /* events per phase byte; [0]: no phase (missing, or not one ASCII character) */
+    int64_t problems[NPROB];
+    int64_t bad_args[N_EVENT_ARGS]; /* BAD_ID values written per id arg (Python skips the columns without one) */
 } Out;
 
 static void out_free(Out *o) {
@@ -416,65 +548,113 @@ static int x_reserve(Out *o) {
 
 #define XSET(buf, type, value) (((type *)(buf).data)[O.nx] = (value))
 
-/* pid/tid: an integer, or a string interned (numeric strings are resolved in Python) */
-static int lex_id(Lex *L, Intern *T, int64_t *v, int32_t *s) {
-    int64_t iv; double dv; int kind;
-    if (lex_number(L, &iv, &dv, &kind) < 0) return -1;
-    if (kind == 1) { *v = iv; *s = -1; return 0; }
-    if (kind == 2) { *v = (int64_t)dv; *s = -1; return 0; }
-    if (*L->p == '"') {
-        const char *str; size_t n; int e;
-        if (lex_string(L, &str, &n, &e) < 0) return -1;
-        int32_t id = intern(T, str, n, e);
-        if (id == -2) { L->err = "out of memory"; return -1; }
-        *v = 0; *s = id;
-        return 0;
-    }
-    L->err = "pid/tid of an unexpected type";
-    return -1;
+/* a double that is an integer within int64 (checked before the cast: out of range it is undefined behaviour) */
+static inline int double_to_int64(double d, int64_t *out) {
+    if (!(d >= -9223372036854775808.0 && d < 9223372036854775808.0)) return 0; /* also NaN */
+    int64_t i = (int64_t)d;
+    if ((double)i != d) return 0; /* a fraction */
+    *out = i;
+    return 1;
 }
 
-/* an object key and its ':' (whitespace around them skipped) */
-static int lex_key(Lex *L, const char **k, size_t *kn, int *ke) {
+/* a string value that the scanner interns: returns its id, or -1 after setting *bad (the value was
+ * of another type and is skipped) or on error (L->err set) */
+static int lex_str_value(Lex *L, Intern *T, int depth, int32_t *id, int *bad) {
+    if (L->p < L->end && *L->p == '"') {
+        const char *s; size_t n; int e;
+        if (lex_string(L, &s, &n, &e) < 0) return -1;
+        *id = intern(T, s, n, e);
+        if (*id == -2) { L->err = "out of memory"; return -1; }
+        *bad = 0;
+        return 0;
+    }
+    if (skip_value(L, depth) < 0) return -1;
+    *id = -1;
+    *bad = 1;
+    return 0;
+}
+
+/* pid/tid: an integer (or an integral number) within int64, or a string interned (numeric strings are
+ * resolved in Python); anything else sets *bad */
+static int lex_id(Lex *L, Intern *T, int depth, int64_t *v, int32_t *s, int *bad) {
+    int64_t iv; double dv; int kind;
+    if (lex_number(L, &iv, &dv, &kind) < 0) return -1;
+    *s = -1;
+    *v = 0;
+    if (kind == 1) { *v = iv; *bad = 0; return 0; }
+    if (kind == 2) { *bad = !double_to_int64(dv, v); return 0; }
+    return lex_str_value(L, T, depth, s, bad);
+}
+
+/* ts/dur: a number (*bad when not finite or beyond MAX_TIME_US); a string is left to the general decoder */
+static int lex_time(Lex *L, int depth, double *out, int *bad) {
+    int64_t iv; double dv; int kind;
+    if (lex_number(L, &iv, &dv, &kind) < 0) return -1;
+    if (kind) {
+        *out = dv;
+        *bad = !(dv >= -MAX_TIME_US && dv <= MAX_TIME_US);
+        return 0;
+    }
+    if (L->p < L->end && *L->p == '"') { L->err = "a time written as a string"; L->unsupported = 1; return -1; }
+    if (skip_value(L, depth) < 0) return -1;
+    *bad = 1;
+    return 0;
+}
+
+/* an object key and its ':' (whitespace around them skipped). A key with an escape is left to the
+ * general decoder (it may spell a known key: "p\u0068" is "ph"). */
+static int lex_key(Lex *L, const char **k, size_t *kn) {
+    int ke;
     ws(L);
-    if (lex_string(L, k, kn, ke) < 0) return -1;
+    if (lex_string(L, k, kn, &ke) < 0) return -1;
     ws(L);
     if (L->p >= L->end || *L->p != ':') { L->err = "expected ':'"; return -1; }
     L->p++;
     ws(L);
+    if (ke) { L->err = "an escaped key"; L->unsupported = 1; return -1; }
+    if (L->p >= L->end) { L->err = "unexpected end"; return -1; }
     return 0;
 }
 
+/* the args of one event; a later "args" replaces an earlier one, as in a JSON object */
 static int parse_args(Lex *L, Intern *T, Ev *ev) {
+    for (int i = 0; i < NARGS; i++) ev->a[i] = -1;
+    ev->bad_args = 0;
+    ev->stack = ev->argname = -1;
     ws(L);
-    if (L->p >= L->end || *L->p != '{') { /* args that are not an object: ignore */
-        return skip_value(L);
+    if (L->p >= L->end || *L->p != '{') { /* args that are not an object: ignored */
+        return skip_value(L, 1);
     }
     L->p++;
     ws(L);
     if (L->p < L->end && *L->p == '}') { L->p++; return 0; }
     while (L->p < L->end) {
-        const char *k; size_t kn; int ke;
-        if (lex_key(L, &k, &kn, &ke) < 0) return -1;
-        int idx = ke ? -1 : arg_index(k, kn);
+        const char *k; size_t kn;
+        if (lex_key(L, &k, &kn) < 0) return -1;
+        int idx = arg_index(k, kn);
         if (idx >= 0) {
             int64_t iv; double dv; int kind;
             if (lex_number(L, &iv, &dv, &kind) < 0) return -1;
+            ev->a[idx] = -1;
+            ev->bad_args &= ~(1u << idx);
             if (kind == 1) ev->a[idx] = iv;
-            else if (kind == 2) { L->err = "fractional id"; return -1; }
-            else if (skip_value(L) < 0) return -1; /* a string or null: absent, like the general decoder */
-        } else if (kn == 10 && memcmp(k, "Call stack", 10) == 0 && *L->p == '"') {
-            const char *s; size_t n; int e;
-            if (lex_string(L, &s, &n, &e) < 0) return -1;
-            ev->stack = intern(T, s, n, e);
-            if (ev->stack == -2) { L->err = "out of memory"; return -1; }
-        } else if (kn == 4 && memcmp(k, "name", 4) == 0 && *L->p == '"') {
-            const char *s; size_t n; int e;
-            if (lex_string(L, &s, &n, &e) < 0) return -1;
-            ev->argname = intern(T, s, n, e);
-            if (ev->argname == -2) { L->err = "out of memory"; return -1; }
+            else if (kind == 2) {
+                int64_t v;
+                if (double_to_int64(dv, &v)) ev->a[idx] = v;
+                else ev->bad_args |= 1u << idx;
+            } else {
+                int is_null = L->end - L->p >= 4 && memcmp(L->p, "null", 4) == 0;
+                if (skip_value(L, 2) < 0) return -1;
+                if (!is_null) ev->bad_args |= 1u << idx;
+            }
+        } else if (kn == 10 && memcmp(k, "Call stack", 10) == 0) {
+            int bad;
+            if (lex_str_value(L, T, 2, &ev->stack, &bad) < 0) return -1; /* not a string: absent */
+        } else if (kn == 4 && memcmp(k, "name", 4) == 0) {
+            int bad;
+            if (lex_str_value(L, T, 2, &ev->argname, &bad) < 0) return -1;
         } else {
-            if (skip_value(L) < 0) return -1;
+            if (skip_value(L, 2) < 0) return -1;
         }
         ws(L);
         if (L->p < L->end && *L->p == ',') { L->p++; continue; }
@@ -527,83 +707,85 @@ static int parse_event(Lex *L, Intern *T, Ev *ev) {
     /* at '{' */
     L->p++;
     ev->ph = 0;
+    ev->ph_ok = 0;
     ev->cat = ev->name = ev->pid_s = ev->tid_s = ev->stack = ev->argname = -1;
     ev->pid = ev->tid = 0;
     ev->ts = 0; ev->dur = 0; ev->has_ts = 0;
+    ev->bad_name = ev->bad_cat = ev->bad_pid = ev->bad_tid = ev->bad_ts = ev->bad_dur = 0;
+    ev->bad_args = 0;
+    int name_escaped = 0;
     for (int i = 0; i < NARGS; i++) ev->a[i] = -1;
     int has_name = 0, has_cat = 0;
     ws(L);
-    if (L->p < L->end && *L->p == '}') { L->p++; return 0; }
+    if (L->p < L->end && *L->p == '}') { L->p++; goto finish; }
     while (L->p < L->end) {
         int klen, code = top_key_fast(L->p, L->end, &klen);
         if (code >= 0) {
             L->p += klen;
             ws(L);
         } else {
-            const char *k; size_t kn; int ke;
-            if (lex_key(L, &k, &kn, &ke) < 0) return -1;
+            const char *k; size_t kn;
+            if (lex_key(L, &k, &kn) < 0) return -1;
             code = top_key_code(k, kn);
         }
         if (L->p >= L->end) { L->err = "unexpected end"; return -1; }
         switch (code) {
         case K_PH: {
-            const char *s; size_t n; int e;
-            if (lex_string(L, &s, &n, &e) < 0) return -1;
-            if (n != 1) { L->err = "unusual ph"; return -1; }
-            ev->ph = s[0];
+            if (*L->p == '"') {
+                const char *s; size_t n; int e;
+                if (lex_string(L, &s, &n, &e) < 0) return -1;
+                if (e) { L->err = "an escaped ph"; L->unsupported = 1; return -1; }
+                ev->ph_ok = n == 1 && (unsigned char)s[0] < 0x80;
+                ev->ph = ev->ph_ok ? s[0] : 0;
+            } else {
+                if (skip_value(L, 1) < 0) return -1;
+                ev->ph_ok = 0;
+                ev->ph = 0;
+            }
             break;
         }
-        case K_CAT: {
-            const char *s; size_t n; int e;
-            if (*L->p != '"') { L->err = "cat is not a string"; return -1; }
-            if (lex_string(L, &s, &n, &e) < 0) return -1;
-            ev->cat = intern(T, s, n, e);
-            has_cat = 1;
+        case K_CAT:
+            if (lex_str_value(L, T, 1, &ev->cat, &ev->bad_cat) < 0) return -1;
+            has_cat = !ev->bad_cat;
             break;
-        }
         case K_NAME: {
-            const char *s; size_t n; int e;
-            if (*L->p != '"') { L->err = "name is not a string"; return -1; }
-            if (lex_string(L, &s, &n, &e) < 0) return -1;
-            ev->name = intern(T, s, n, e);
-            has_name = 1;
+            int esc_before = L->p < L->end && *L->p == '"';
+            if (lex_str_value(L, T, 1, &ev->name, &ev->bad_name) < 0) return -1;
+            has_name = !ev->bad_name;
+            name_escaped = esc_before && has_name && T->escaped.data[ev->name];
             break;
         }
         case K_PID:
-            if (lex_id(L, T, &ev->pid, &ev->pid_s) < 0) return -1;
+            if (lex_id(L, T, 1, &ev->pid, &ev->pid_s, &ev->bad_pid) < 0) return -1;
             break;
         case K_TID:
-            if (lex_id(L, T, &ev->tid, &ev->tid_s) < 0) return -1;
+            if (lex_id(L, T, 1, &ev->tid, &ev->tid_s, &ev->bad_tid) < 0) return -1;
             break;
-        case K_TS: {
-            int64_t iv; double dv; int kind;
-            if (lex_number(L, &iv, &dv, &kind) < 0) return -1;
-            if (kind == 0) { L->err = "ts is not a number"; return -1; }
-            ev->ts = dv;
+        case K_TS:
+            if (lex_time(L, 1, &ev->ts, &ev->bad_ts) < 0) return -1;
             ev->has_ts = 1;
             break;
-        }
-        case K_DUR: {
-            int64_t iv; double dv; int kind;
-            if (lex_number(L, &iv, &dv, &kind) < 0) return -1;
-            if (kind == 0) { L->err = "dur is not a number"; return -1; }
-            ev->dur = dv;
+        case K_DUR:
+            if (lex_time(L, 1, &ev->dur, &ev->bad_dur) < 0) return -1;
             break;
-        }
         case K_ARGS:
             if (parse_args(L, T, ev) < 0) return -1;
             break;
         default:
-            if (skip_value(L) < 0) return -1;
+            if (skip_value(L, 1) < 0) return -1;
         }
         ws(L);
         if (L->p < L->end && *L->p == ',') { L->p++; ws(L); continue; }
-        if (L->p < L->end && *L->p == '}') { L->p++; break; }
+        if (L->p < L->end && *L->p == '}') { L->p++; goto finish; }
         L->err = "expected ',' or '}'";
         return -1;
     }
-    if (!has_name) ev->name = intern(T, "", 0, 0);
-    if (!has_cat) ev->cat = intern(T, "", 0, 0);
+    L->err = "unterminated event";
+    return -1;
+finish:
+    if (ev->ph == 'i' && name_escaped) { L->err = "an escaped instant name"; L->unsupported = 1; return -1; }
+    if (!has_name && !ev->bad_name) ev->name = intern(T, "", 0, 0);
+    if (!has_cat && !ev->bad_cat) ev->cat = intern(T, "", 0, 0);
     if (ev->cat == -2 || ev->name == -2) { L->err = "out of memory"; return -1; }
     return 0;
 }
@@ -612,8 +794,9 @@ static PyObject *bytes_of(Buf *b) { return PyBytes_FromStringAndSize(b->data ? b
 
 static PyObject *scan(PyObject *self, PyObject *args) {
     Py_buffer view;
-    if (!PyArg_ParseTuple(args, "y*", &view)) return NULL;
-    Lex L = {(const char *)view.buf, (const char *)view.buf + view.len, (const char *)view.buf, NULL};
+    int mode = -1; /* 1: bare events "{...},{...}"; 0: an array "[...]"; -1: by the first byte */
+    if (!PyArg_ParseTuple(args, "y*|i", &view, &mode)) return NULL;
+    Lex L = {(const char *)view.buf, (const char *)view.buf + view.len, (const char *)view.buf, NULL, 0};
     Intern T;
     Out O;
     memset(&O, 0, sizeof(O));
@@ -621,27 +804,45 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     int32_t memory_name = -1;
     if (intern_init(&T) < 0) { PyBuffer_Release(&view); return PyErr_NoMemory(); }
     int failed = 0;
+    const char *event_start = L.p; /* where the event being read began (reported with an error) */
 
     Py_BEGIN_ALLOW_THREADS
     ws(&L);
     /* "[{...},{...}]", or the bare events "{...},{...}" (a slice of the file, a trailing comma allowed) */
-    int bare = L.p < L.end && *L.p == '{';
-    if (!bare && (L.p >= L.end || *L.p != '[')) { L.err = "expected '[' or '{'"; failed = 1; }
+    int bare = mode >= 0 ? mode : (L.p < L.end && *L.p == '{');
+    if (!bare && (L.p >= L.end || *L.p != '[')) { L.err = "expected '['"; failed = 1; }
     else {
         if (!bare) L.p++;
         ws(&L);
         if (!bare && L.p < L.end && *L.p == ']') L.p++;
         else {
             memory_name = intern(&T, "[memory]", 8, 0);
+            if (memory_name < 0) goto nomem;
             Ev ev;
             while (L.p < L.end) {
                 ws(&L);
-                if (L.p >= L.end || *L.p != '{') { L.err = "expected an event object"; failed = 1; break; }
+                event_start = L.p;
+                if (L.p >= L.end) { L.err = "unexpected end"; failed = 1; break; }
+                if (*L.p != '{') { /* an item that is not an event object: skipped, counted */
+                    if (skip_value(&L, 0) < 0) { failed = 1; break; }
+                    O.problems[P_NOT_OBJECT]++;
+                } else {
                 if (parse_event(&L, &T, &ev) < 0) { failed = 1; break; }
                 unsigned char ph = (unsigned char)ev.ph;
-                O.counts[ph]++;
-                if (ph == 'X') {
-                    if (ev.has_ts) {
+                O.counts[ev.ph_ok ? ph : 0]++;
+                if (ph == 'X' && ev.ph_ok) {
+                    int why = -1;
+                    if (ev.bad_name || ev.bad_cat) why = P_BAD_NAME;
+                    else if (ev.bad_pid || ev.bad_tid) why = P_BAD_ID;
+                    else if (!ev.has_ts) why = P_NO_TS;
+                    else if (ev.bad_ts) why = P_BAD_TS;
+                    else if (ev.bad_dur) why = P_BAD_DUR;
+                    if (why >= 0) {
+                        O.problems[why]++;
+                    } else {
+                        if (ev.dur < 0) { ev.dur = 0.0; O.problems[P_NEG_DUR]++; } /* clamped */
+                        for (int i = 0; i < N_EVENT_ARGS; i++)
+                            if (ev.bad_args & (1u << i)) { ev.a[i] = BAD_ID; O.bad_args[i]++; } /* counted in Python where kept */
                         if (x_reserve(&O) < 0) goto nomem;
                         XSET(O.cat, int32_t, ev.cat); XSET(O.name, int32_t, ev.name);
                         XSET(O.pid, int64_t, ev.pid); XSET(O.tid, int64_t, ev.tid);
@@ -649,16 +850,19 @@ static PyObject *scan(PyObject *self, PyObject *args) {
                         XSET(O.ts, double, ev.ts); XSET(O.dur, double, ev.dur); XSET(O.stack, int32_t, ev.stack);
                         for (int i = 0; i < N_EVENT_ARGS; i++) XSET(O.a[i], int64_t, ev.a[i]);
                         O.nx++;
-                    } else {
-                        O.counts[0]++; /* timed event without ts: counted, not kept */
                     }
-                } else if (ph == 'i' && ev.name == memory_name) {
-                    double ts = ev.has_ts ? ev.ts : 0.0;
-                    PUSH(O.m_ts, ts); PUSH(O.m_bytes, ev.a[A_MBYTES]); PUSH(O.m_alloc, ev.a[A_TALLOC]);
-                    PUSH(O.m_res, ev.a[A_TRES]); PUSH(O.m_dtype, ev.a[A_DTYPE]); PUSH(O.m_did, ev.a[A_DID]);
-                } else if (ph == 'M') {
+                } else if (ph == 'i' && ev.ph_ok && ev.name == memory_name && !ev.bad_name) {
+                    if (!ev.has_ts || ev.bad_ts) {
+                        O.problems[P_MEM_TS]++;
+                    } else {
+                        double ts = ev.ts;
+                        PUSH(O.m_ts, ts); PUSH(O.m_bytes, ev.a[A_MBYTES]); PUSH(O.m_alloc, ev.a[A_TALLOC]);
+                        PUSH(O.m_res, ev.a[A_TRES]); PUSH(O.m_dtype, ev.a[A_DTYPE]); PUSH(O.m_did, ev.a[A_DID]);
+                    }
+                } else if (ph == 'M' && ev.ph_ok && !ev.bad_name && !ev.bad_pid && !ev.bad_tid) {
                     PUSH(O.meta_name, ev.name); PUSH(O.meta_pid, ev.pid); PUSH(O.meta_tid, ev.tid);
                     PUSH(O.meta_pid_s, ev.pid_s); PUSH(O.meta_tid_s, ev.tid_s); PUSH(O.meta_arg, ev.argname);
+                }
                 }
                 ws(&L);
                 if (L.p < L.end && *L.p == ',') {
@@ -681,12 +885,20 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     goto done;
 nomem:
     L.err = "out of memory";
+    L.unsupported = 1; /* not the data's fault: the caller may try the general decoder */
     failed = 1;
 done:
     Py_END_ALLOW_THREADS
 
     if (failed) {
-        PyErr_Format(PyExc_ValueError, "%s at byte %zd", L.err ? L.err : "parse error", (Py_ssize_t)(L.p - L.start));
+        /* ValueError(kind, message, error offset, offset of the event it is in) */
+        PyObject *exc_args = Py_BuildValue("(ssnn)", L.unsupported ? "unsupported" : "malformed",
+                                           L.err ? L.err : "parse error", (Py_ssize_t)(L.p - L.start),
+                                           (Py_ssize_t)(event_start - L.start));
+        if (exc_args) {
+            PyErr_SetObject(PyExc_ValueError, exc_args);
+            Py_DECREF(exc_args);
+        }
         goto cleanup;
     }
     {
@@ -714,6 +926,10 @@ done:
         PUT("str_arena", T.arena);
         Buf counts = {(char *)O.counts, sizeof(O.counts), sizeof(O.counts)};
         PUT("counts", counts);
+        Buf problems = {(char *)O.problems, sizeof(O.problems), sizeof(O.problems)};
+        PUT("problems", problems);
+        Buf bad_args = {(char *)O.bad_args, sizeof(O.bad_args), sizeof(O.bad_args)};
+        PUT("bad_args", bad_args);
 #undef PUT
         result = d;
     }
@@ -725,7 +941,9 @@ cleanup:
 }
 
 static PyMethodDef methods[] = {
-    {"scan", scan, METH_VARARGS, "scan(buffer) -> dict of column bytes (see perfkit/trace/decode.py)"},
+    {"scan", scan, METH_VARARGS,
+     "scan(buffer, bare=-1) -> dict of column bytes (see perfkit/trace/decode.py); bare: 1 for a run of "
+     "comma-separated events, 0 for a JSON array, -1 to tell by the first byte"},
     {NULL, NULL, 0, NULL},
 };
 

@@ -3,10 +3,45 @@
 A chunk is the bytes of a run of complete event objects separated by commas
 (no surrounding brackets needed). :func:`decode_chunk` hands it to the C
 scanner (``_scan.c``), which writes the fields perfkit uses straight into
-columns; a chunk the scanner does not take (malformed or unusual JSON), or
-every chunk when the scanner was not built, goes to the general msgspec
-decoder in :mod:`perfkit.trace.fallback`. Both give the same columns. Input and
-output are plain picklable data (chunks may be decoded in worker processes).
+columns; a chunk the scanner leaves to the general decoder (valid JSON of a
+rare form: an escaped key, a time written as a string), or every chunk when
+the scanner was not built, goes to the msgspec decoder in
+:mod:`perfkit.trace.fallback`. Input and output are plain picklable data
+(chunks may be decoded in worker processes).
+
+Both decoders implement one definition (tests/test_decoders_agree.py checks
+them against each other over generated inputs):
+
+* **Malformed JSON** (RFC 8259: leading zeros, ``NaN``/``Infinity`` literals,
+  bad escapes, lone surrogates, raw control characters, a missing comma,
+  nesting deeper than 256 levels in the scanner) makes the chunk fail with
+  :class:`ChunkError`, whose ``offset`` is the byte of the error;
+  :func:`perfkit.trace.reader.decode_tolerant` then skips that event alone.
+* **Invalid UTF-8** is not an error: in the strings perfkit keeps (names,
+  categories, ids, call stacks) each invalid sequence reads as U+FFFD; other
+  strings are not checked.
+* **Keys** are compared after JSON unescaping (``"p\u0068"`` is ``ph``); a key
+  given twice keeps its last value (a second ``args`` replaces the first).
+* **Numbers** beyond double's range read as +-inf; integers need not fit 64
+  bits in the JSON, only where perfkit stores them.
+* **Values of the wrong type** (:data:`PROBLEMS`): a timed (``X``) event whose
+  ``name``/``cat`` is not a string, whose ``pid``/``tid`` is not an integer
+  within int64 (an integral number such as ``3.0`` counts as one) nor a
+  string, or whose ``ts``/``dur`` is not a finite number within
+  +-1e18 us (a string holding a number is read as that number) is dropped;
+  a negative ``dur`` is clamped to 0; an id arg (``correlation``,
+  ``External id``, ...) that is not an int64 integer is ignored, and counted
+  where the event's kind keeps that arg (:func:`id_columns`; ``null`` is
+  simply absent). Each is counted under its code, once per event (the first
+  reason in the order ``bad-name``, ``bad-id``, ``no-ts``, ``bad-ts``,
+  ``bad-dur``), and :mod:`perfkit.trace.reader` turns the counts into warnings.
+  ``Call stack`` or ``args.name`` of another type is ignored.
+* **Phases**: every event object is counted under ``ph:<c>`` when its ``ph``
+  is one ASCII character, else under ``ph:?``; only ``X`` (timed),
+  ``i`` named ``[memory]`` (allocator events; dropped and counted without a
+  valid ``ts``) and ``M`` (thread and process names; ignored with a bad
+  ``pid``/``tid`` or a ``name`` that is not a string) are read further. An
+  item of ``traceEvents`` that is not an object is skipped and counted.
 """
 
 from __future__ import annotations
@@ -25,28 +60,59 @@ except ImportError:  # pragma: no cover (depends on the build)
     _scan = None
 
 
-def _scan_columns(buf: Any) -> Optional[dict[str, Any]]:
-    """Columns from the C scanner, in the same form as :func:`_to_columns`; None to fall back."""
+#: Problem codes, in the order of the scanner's ``problems`` array (_scan.c ``P_*``), with their
+#: warning text (``{n}`` events). Counted in ``counts`` as ``"problem:<code>"``.
+PROBLEMS: tuple[tuple[str, str], ...] = (
+    ("no-ts", "{n} timed events without a ts were dropped"),
+    ("bad-ts", "{n} timed events whose ts is not a finite number within +-1e18 us were dropped"),
+    ("bad-dur", "{n} timed events whose dur is not a finite number within +-1e18 us were dropped"),
+    ("neg-dur", "{n} timed events with a negative dur were clamped to dur 0"),
+    ("bad-id", "{n} timed events whose pid or tid is not an integer within int64 nor a string were dropped"),
+    ("bad-name", "{n} timed events whose name or cat is not a string were dropped"),
+    ("bad-arg", "{n} id args (correlation, External id, ...) that are not int64 integers were ignored"),
+    ("not-object", "{n} items of traceEvents that are not event objects were skipped"),
+    ("mem-ts", "{n} [memory] events without a valid ts were dropped"),
+)
+PROBLEM_KEYS = tuple("problem:" + code for code, _ in PROBLEMS)
+#: |ts| and dur beyond this many µs (~31,700 years) are absurd (_scan.c MAX_TIME_US).
+MAX_TIME_US = 1e18
+
+
+class UnsupportedChunk(Exception):
+    """Valid JSON the C scanner leaves to the general decoder."""
+
+
+def _decode_string(piece: bytes, escaped: int) -> str:
+    """A raw JSON string's content -> str (invalid UTF-8 -> U+FFFD, as both decoders do)."""
+    if not escaped:
+        return piece.decode("utf-8", "replace")
+    import msgspec  # escapes are rare: only chunks holding one need the decoder
+
     try:
-        raw = _scan.scan(buf)  # type: ignore[union-attr]
-    except ValueError:
-        return None
+        return msgspec.json.decode(b'"' + piece + b'"')
+    except msgspec.DecodeError:  # invalid UTF-8 (the scanner validated the escapes)
+        return msgspec.json.decode(b'"' + piece.decode("utf-8", "replace").encode("utf-8") + b'"')
+
+
+def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
+    """Columns from the C scanner, in the same form as :func:`_to_columns`.
+
+    Raises:
+        ChunkError: malformed JSON (``offset``: the byte of the error).
+        UnsupportedChunk: valid JSON of a form the scanner leaves to the general decoder.
+    """
+    try:
+        raw = _scan.scan(buf, bare)  # type: ignore[union-attr]
+    except ValueError as exc:
+        kind, msg, offset, event_offset = exc.args if len(exc.args) == 4 else ("malformed", str(exc), None, None)
+        if kind == "unsupported":
+            raise UnsupportedChunk(msg) from None
+        raise ChunkError(f"{msg} at byte {offset}", offset=offset, event_offset=event_offset) from None
     arena = raw["str_arena"]
     offs = np.frombuffer(raw["str_offsets"], np.int64).tolist()
     lens = np.frombuffer(raw["str_lengths"], np.int64).tolist()
     escs = raw["str_escaped"]
-    strings: list[str] = []
-    for o, n, e in zip(offs, lens, escs):
-        piece = arena[o : o + n]
-        if e:
-            import msgspec  # escapes are rare: only chunks holding one need the decoder
-
-            try:
-                strings.append(msgspec.json.decode(b'"' + piece + b'"'))
-            except msgspec.DecodeError:
-                return None
-        else:
-            strings.append(piece.decode("utf-8", "replace"))
+    strings: list[str] = [_decode_string(arena[o : o + n], e) for o, n, e in zip(offs, lens, escs)]
     i32 = lambda key: np.frombuffer(raw[key], np.int32)  # noqa: E731
     i64 = lambda key: np.frombuffer(raw[key], np.int64)  # noqa: E731
     f64 = lambda key: np.frombuffer(raw[key], np.float64)  # noqa: E731
@@ -66,29 +132,18 @@ def _scan_columns(buf: Any) -> Optional[dict[str, Any]]:
             out[has] = [lut[int(c)] for c in codes[has]]
         return out
 
-    def only(col: np.ndarray, kinds: tuple[m.Kind, ...]) -> np.ndarray:
-        out = np.where(np.isin(kind, np.array(kinds, dtype=np.int8)), col, m.MISSING)
-        return _narrow(out)
-
-    ext = i64("ext_id").copy()
-    old = i64("ext_id_old")
-    missing = ext == m.MISSING
-    ext[missing] = old[missing]
-    dur = f64("dur").copy()
-    np.nan_to_num(dur, copy=False, nan=0.0)
+    id_cols, bad_args = id_columns(kind, {
+        "correlation": i64("corr"), "ext_id": i64("ext_id"), "ext_id_old": i64("ext_id_old"), "seq": i64("seq"),
+        "fwd_tid": i64("fwd_tid"), "nbytes": i64("bytes"), "py_id": i64("py_id"), "py_parent": i64("py_parent")},
+        any_bad=bool(np.frombuffer(raw["bad_args"], np.int64).any()))
+    dur = f64("dur")
     cols = {
         m.KIND: kind,
         m.PID: ids(i64("pid"), i32("pid_s")),
         m.TID: ids(i64("tid"), i32("tid_s")),
         m.TS: f64("ts"),  # read-only views on the scanner's bytes: concatenated later anyway
         m.DUR: dur,
-        m.CORR: only(i64("corr"), _LINKED_KINDS),
-        m.EXT: _narrow(ext),
-        m.SEQ: only(i64("seq"), (m.Kind.CPU_OP,)),
-        m.FWD_TID: only(i64("fwd_tid"), (m.Kind.CPU_OP,)),
-        m.BYTES: only(i64("bytes"), (m.Kind.MEMCPY, m.Kind.MEMSET)),
-        m.PY_ID: only(i64("py_id"), (m.Kind.PYTHON,)),
-        m.PY_PARENT: only(i64("py_parent"), (m.Kind.PYTHON,)),
+        **id_cols,
         m.STACK: i32("stack"),
         m.NAME: i32("name"),
     }
@@ -112,31 +167,122 @@ def _scan_columns(buf: Any) -> Optional[dict[str, Any]]:
             strings[arg] if arg >= 0 else None,
         ))
     counts_arr = np.frombuffer(raw["counts"], np.int64)
-    counts = {f"ph:{chr(c)}": int(counts_arr[c]) for c in np.flatnonzero(counts_arr).tolist() if c not in (0, ord("X"))}
-    if counts_arr[0]:
-        counts["X:no-ts"] = int(counts_arr[0])
+    counts = {f"ph:{chr(c) if c else '?'}": int(counts_arr[c])
+              for c in np.flatnonzero(counts_arr).tolist() if c != ord("X")}
+    problems = np.frombuffer(raw["problems"], np.int64)
+    for key, n in zip(PROBLEM_KEYS, problems.tolist()):
+        if n:
+            counts[key] = n
+    if bad_args:
+        counts["problem:bad-arg"] = bad_args
     return {"events": cols, "names": strings, "memory": memory, "meta_events": meta_events, "counts": counts}
 
 
+#: An id arg that is not an int64 integer, as both decoders mark it before :func:`id_columns`.
+BAD_ID = -(2**63) + 1
+
+
+def id_columns(kind: np.ndarray, ids: dict[str, np.ndarray], any_bad: bool = True,
+               ) -> tuple[dict[str, np.ndarray], int]:
+    """The id columns of timed events from the args as read (MISSING absent, BAD_ID of a wrong type).
+
+    Each arg is kept only for the kinds that carry it (``correlation`` for launches and device ops,
+    ``Sequence number`` for CPU ops, ``bytes`` for copies, ...). A BAD_ID is counted where it would
+    be kept (ROCm traces write ``"bytes": "8"`` on runtime calls, where no column keeps it) and is
+    then absent. ``External id`` falls back to the 2021 spelling ``external id``.
+    """
+    bad = 0
+
+    def take(col: np.ndarray) -> np.ndarray:
+        nonlocal bad
+        if not any_bad:  # the decoder saw none (the common case: no pass over the column)
+            return col
+        hit = col == BAD_ID
+        if hit.any():
+            bad += int(hit.sum())
+            col = np.where(hit, m.MISSING, col)
+        return col
+
+    def only(name: str, kinds: tuple[m.Kind, ...]) -> np.ndarray:
+        mask = kind == kinds[0]
+        for k in kinds[1:]:
+            mask |= kind == k
+        return _narrow(take(np.where(mask, ids[name], m.MISSING)))
+
+    ext = take(ids["ext_id"])
+    missing = ext == m.MISSING
+    if missing.any():  # 2021 traces spell it "external id" on device events
+        ext = np.where(missing, take(np.where(missing, ids["ext_id_old"], m.MISSING)), ext)
+    return {
+        m.CORR: only("correlation", _LINKED_KINDS),
+        m.EXT: _narrow(ext),
+        m.SEQ: only("seq", (m.Kind.CPU_OP,)),
+        m.FWD_TID: only("fwd_tid", (m.Kind.CPU_OP,)),
+        m.BYTES: only("nbytes", (m.Kind.MEMCPY, m.Kind.MEMSET)),
+        m.PY_ID: only("py_id", (m.Kind.PYTHON,)),
+        m.PY_PARENT: only("py_parent", (m.Kind.PYTHON,)),
+    }, bad
+
+
 class ChunkError(ValueError):
-    """The chunk is not a valid run of JSON event objects."""
+    """The chunk is not a valid run of JSON event objects.
+
+    ``offset``: the byte (in the bytes given to the decoder) where the error was found, or None
+    if the decoder did not say; ``event_offset``: where the event holding it began, if known.
+    """
+
+    def __init__(self, message: str, offset: Optional[int] = None, event_offset: Optional[int] = None):
+        super().__init__(message)
+        self.offset = offset
+        self.event_offset = event_offset
+
+
+_INT64_MIN, _INT64_END = -(2**63), 2**63
+
+
+def clean_id(value: Any) -> Any:
+    """A pid/tid as the definition takes it: an int within int64 (an integral float becomes one),
+    or a str; None for anything else (a fraction, beyond int64, inf, bool, null, object, list)."""
+    t = type(value)
+    if t is int:
+        return value if _INT64_MIN <= value < _INT64_END else None
+    if t is str:
+        return value
+    if t is float and value.is_integer() and _INT64_MIN <= value < _INT64_END:
+        return int(value)
+    return None
+
+
+def clean_arg_id(value: Any) -> Optional[int]:
+    """An id arg (correlation, External id, ...): its int64 value, MISSING for null, None if bad."""
+    if value is None:
+        return m.MISSING
+    t = type(value)
+    if t is int:
+        return value if _INT64_MIN <= value < _INT64_END else None
+    if t is float and value.is_integer() and _INT64_MIN <= value < _INT64_END:
+        return int(value)
+    return None
 
 
 def _int_id(value: Any) -> int:
-    """pid/tid/ids as written (int, float, numeric string, "stream 7", "Spans") -> int."""
+    """pid/tid/ids as written (int, integral float, numeric string, "stream 7", "Spans") -> int."""
     if type(value) is int:
-        return value
-    if isinstance(value, float) and value == value:
-        return int(value)
+        return value if _INT64_MIN <= value < _INT64_END else m.MISSING
+    if type(value) is float:
+        return int(value) if value.is_integer() and _INT64_MIN <= value < _INT64_END else m.MISSING
     if isinstance(value, str):
         text = value.strip()
         if text.startswith("stream "):
             text = text[7:].strip()
         try:
-            return int(text)
+            number = int(text)
+            if _INT64_MIN <= number < _INT64_END:
+                return number
         except ValueError:
-            # Non-numeric names ("Spans", "Traces", ""): a stable negative id.
-            return -1 - zlib.crc32(value.encode("utf-8", "replace"))
+            pass
+        # Non-numeric names ("Spans", "Traces", ""), or numbers beyond int64: a stable negative id.
+        return -1 - zlib.crc32(value.encode("utf-8", "replace"))
     return m.MISSING
 
 
@@ -189,15 +335,22 @@ def decode_chunk(data: Any, bracketed: bool = False) -> dict[str, Any]:
     (name, pid, tid, args.name)) and ``counts``.
 
     Raises:
-        ChunkError: if the bytes are not valid JSON event objects.
+        ChunkError: if the bytes are not valid JSON event objects; ``offset`` is relative to ``data``
+            (both decoders report it so; the fallback's own ``[`` is accounted for).
     """
     if _scan is not None:  # the scanner takes the bare events as well as the bracketed array
-        fast = _scan_columns(data)
-        if fast is not None:
-            return fast
+        try:
+            return _scan_columns(data, 0 if bracketed else 1)
+        except UnsupportedChunk:
+            pass
     from . import fallback  # the general decoder: malformed or unusual chunks, or no C scanner
 
-    return fallback.decode(data if bracketed else _bracketed(data))
+    try:
+        return fallback.decode(data if bracketed else _bracketed(data))
+    except ChunkError as exc:
+        if not bracketed and exc.offset is not None:  # the "[" added in front
+            exc.offset = min(max(exc.offset - 1, 0), len(data))
+        raise
 
 
 def _narrow(col: np.ndarray) -> np.ndarray:

@@ -32,8 +32,11 @@ def expand_traces(paths: list[str]) -> list[str]:
     out: list[str] = []
     for p in paths:
         if os.path.isdir(p):
-            files = sorted(f for f in Path(p).iterdir() if f.is_file() and f.name.endswith(TRACE_SUFFIXES)
-                           and not f.name.endswith(SIDECAR_SUFFIXES))
+            try:
+                files = sorted(f for f in Path(p).iterdir() if f.is_file() and f.name.endswith(TRACE_SUFFIXES)
+                               and not f.name.endswith(SIDECAR_SUFFIXES))
+            except OSError as exc:  # an unreadable folder: one line naming it
+                raise TraceFormatError(f"{p}: cannot list the directory ({exc.strerror or exc})") from None
             # Prefer files named like traces (*.pt.trace.json.gz); other JSON
             # (analysis.json, truth.json) sits beside them in run folders.
             found = [str(f) for f in files if "trace" in f.name] or [

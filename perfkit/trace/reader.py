@@ -21,7 +21,7 @@ import os
 import re
 import sys
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
@@ -50,23 +50,56 @@ class _Raw:
 
     meta: dict[str, Any]
     truncated: Optional[str] = None
+    stats: dict[str, int] = field(default_factory=dict)
+
+    def held(self, nbytes: int) -> None:
+        """Record a buffer size the chunker held (``stats["max_buffer_bytes"]``)."""
+        if nbytes > self.stats.get("max_buffer_bytes", 0):
+            self.stats["max_buffer_bytes"] = nbytes
 
 
-def read_trace(path: str, *, workers: Optional[int] = None) -> m.Trace:
+def read_trace(path: str, *, workers: Optional[int] = None, stats: Optional[dict[str, int]] = None) -> m.Trace:
     """Load a ``.json`` or ``.json.gz`` Kineto trace.
 
     Args:
         path: the trace file.
         workers: decode processes to use; defaults to the CPU count for large
             files and 0 (in-process) for small ones.
+        stats: if given, filled with what the reader did: ``max_buffer_bytes``
+            (the most bytes the chunker held at once), ``streamed`` (1 if the
+            streaming path ran), ``malformed_events``.
 
     Raises:
-        TraceFormatError: the file is missing, unreadable or not a trace.
+        TraceFormatError: the file is missing, unreadable, not a regular file or
+            not a trace, or no event in it could be decoded.
     """
-    if not os.path.exists(path):
-        raise TraceFormatError(f"{path}: no such file")
-    if os.path.isdir(path):
+    _check_regular(path)
+    try:
+        return _read(path, workers, stats if stats is not None else {})
+    except OSError as exc:  # unreadable, or an I/O error while reading: one line naming the file
+        raise TraceFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
+
+
+def _check_regular(path: str) -> None:
+    """Refuse what is not a regular file before opening it (a FIFO would block in open())."""
+    import stat
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise TraceFormatError(f"{path}: no such file") from None
+    except OSError as exc:
+        raise TraceFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
         raise TraceFormatError(f"{path}: is a directory, expected a trace file")
+    if not stat.S_ISREG(st.st_mode):
+        what = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
+                "a character device (a terminal or stdin?)" if stat.S_ISCHR(st.st_mode) else
+                "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise TraceFormatError(f"{path}: is {what}; perfkit reads trace files only (save the trace to a file first)")
+
+
+def _read(path: str, workers: Optional[int], stats: dict[str, int]) -> m.Trace:
     with open(path, "rb") as f:
         magic = f.read(2)
     source: _Source = _GzipSource(path) if magic == b"\x1f\x8b" else _FileSource(path)
@@ -74,12 +107,15 @@ def read_trace(path: str, *, workers: Optional[int] = None) -> m.Trace:
     _tune_malloc(est)
     if workers is None:
         workers = min(os.cpu_count() or 1, 8) if est >= PARALLEL_MIN_BYTES else 0
-    raw = _Raw(meta={})
+    raw = _Raw(meta={}, stats=stats)
+    stats.setdefault("max_buffer_bytes", 0)
+    stats.setdefault("streamed", 0)
+    tally = _Tally()
     chunks: Iterator[Any]
     if isinstance(source, _FileSource):
-        chunks = iter(_plan_file(source, raw))
+        chunks = _expand_ranges(_plan_file(source, raw), source, raw, tally)
     else:
-        chunks = _chunks(source, raw)
+        chunks = _chunks(source, raw, tally)
     results: list[dict[str, Any]] = []
     if decode_mod._scan is not None and (workers > 1 or isinstance(source, _FileSource)):
         # The C scanner releases the GIL: threads share the columns without
@@ -91,9 +127,9 @@ def read_trace(path: str, *, workers: Optional[int] = None) -> m.Trace:
         with _FileMap(source) as fmap:
             if workers > 1:
                 with ThreadPoolExecutor(max_workers=workers) as tpool:
-                    results = _decode_all(chunks, tpool, workers, fmap.decode_or_none)
+                    results = _decode_all(chunks, tpool, workers, fmap.decode_or_none, tally)
             else:
-                results = _decode_all(chunks, None, 0, fmap.decode_or_none)
+                results = _decode_all(chunks, None, 0, fmap.decode_or_none, tally)
     elif workers > 1:  # no C scanner: the msgspec decoder holds the GIL, so processes
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
@@ -104,18 +140,42 @@ def read_trace(path: str, *, workers: Optional[int] = None) -> m.Trace:
             # would share (and count) whatever buffers the reader holds by then.
             for f in [pool.submit(os.getpid) for _ in range(workers)]:
                 f.result()
-            results = _decode_all(chunks, pool, workers)
+            results = _decode_all(chunks, pool, workers, None, tally)
     else:
-        results = _decode_all(chunks, None, 0)
+        results = _decode_all(chunks, None, 0, None, tally)
     trace = _assemble(path, raw, results, source.bytes_seen)
+    stats["malformed_events"] = tally.events
+    if tally.events:
+        trace.warnings.insert(0, (
+            f"{path}: {tally.events} event{'s' if tally.events != 1 else ''} could not be decoded "
+            f"(malformed JSON, {tally.bytes:,} bytes skipped), first at byte {tally.first:,}; analysed the rest"))
     if raw.truncated:
         trace.warnings.insert(0, raw.truncated)
     if source.problem:
         trace.warnings.insert(0, f"{path}: {source.problem}")
+    if tally.events and len(trace) == 0 and not len(trace.memory[m.MEM_TS]) and not any(
+            k.startswith("ph:") for k in trace.counts):
+        raise TraceFormatError(
+            f"{path}: no event could be decoded ({tally.events} malformed, first at byte {tally.first:,})")
     from .samples import attach
 
     attach(trace)  # Python stack samples beside the trace, if any (never fails the read)
     return trace
+
+
+class _Tally:
+    """Undecodable regions skipped: how many, their bytes, and the file offset of the first."""
+
+    def __init__(self) -> None:
+        self.events = 0
+        self.bytes = 0
+        self.first = -1
+
+    def add(self, offset: int, nbytes: int) -> None:
+        self.events += 1
+        self.bytes += nbytes
+        if self.first < 0 or offset < self.first:
+            self.first = offset
 
 
 # --------------------------------------------------------------------------- sources
@@ -167,7 +227,13 @@ class _GzipSource(_Source):
         return max(isize, size * 10)
 
     def blocks(self) -> Iterator[bytes]:
+        """The decompressed stream; gzip members follow one another as ``zcat`` joins them, except
+        that a member starting a second JSON document (``{`` or ``[`` right after the ``}``/``]``
+        that ended the text so far, which one document never holds) ends the read with a warning:
+        only the first document is analysed (two traces are two runs; merge them with ``perfkit merge``)."""
         d = zlib.decompressobj(wbits=47)
+        last = b""  # the last non-whitespace byte produced so far
+        member_start = False
         with open(self.path, "rb", buffering=0) as f:
             while True:
                 comp = f.read(1024 * 1024)
@@ -182,31 +248,54 @@ class _GzipSource(_Source):
                         self.problem = f"gzip data is corrupt ({exc}); kept what decompressed before it"
                         return
                     if out:
+                        if member_start:
+                            head = out.lstrip(b" \t\r\n")
+                            if head:
+                                member_start = False
+                                if head[:1] in (b"{", b"[") and last in (b"}", b"]"):
+                                    self.problem = (
+                                        f"a second gzip member holds another JSON document (from byte {self.bytes_seen:,} "
+                                        "of the decompressed stream); read the first document only")
+                                    return
+                        tail = out.rstrip(b" \t\r\n")
+                        if tail:
+                            last = tail[-1:]
                         self.bytes_seen += len(out)
                         yield out
                     comp = d.unconsumed_tail
                     if d.eof and d.unused_data:  # concatenated gzip members
                         comp = d.unused_data
                         d = zlib.decompressobj(wbits=47)
+                        member_start = True
             if not d.eof:
                 self.problem = "gzip stream ends early (file truncated); kept what decompressed"
-            tail = d.flush()
-            if tail:
-                self.bytes_seen += len(tail)
-                yield tail
+            tail_out = d.flush()
+            if tail_out:
+                self.bytes_seen += len(tail_out)
+                yield tail_out
 
 
 # --------------------------------------------------------------------------- chunking
 
 
-def _chunks(source: _Source, raw: _Raw) -> Iterator[bytes]:
-    """Yield chunks of complete, comma-separated event objects; fill ``raw.meta``."""
+def _chunks(source: _Source, raw: _Raw, tally: "_Tally") -> Iterator[Any]:
+    """Yield chunks of complete, comma-separated event objects; fill ``raw.meta``.
+
+    The buffer is cut at the last event separator before ``CHUNK_BYTES``. If
+    none follows the limit (one event larger than a chunk, or a run of
+    whitespace between two events, as in a gzip bomb), the rest of the stream
+    goes through :class:`_Stream`, which holds at most a chunk plus the event
+    being read and drops what lies between events: time stays linear in the
+    input and memory bounded by ``CHUNK_BYTES`` + the largest event.
+    """
     blocks = source.blocks()
     buf = bytearray()
     start = -1
     head_done = False
+    offset = 0  # stream offset of buf[0]
     for block in blocks:
         buf += block
+        raw.held(len(buf))
         if not head_done:
             start = _find_events_start(buf, source, raw)
             if start < 0:
@@ -215,19 +304,197 @@ def _chunks(source: _Source, raw: _Raw) -> Iterator[bytes]:
                 continue
             head_done = True
             del buf[:start]
+            offset = start
         while len(buf) > CHUNK_BYTES + _WINDOW:
             cut = _last_separator(buf, CHUNK_BYTES)
-            if cut is None:
-                break  # one huge event: read more
+            if cut is None:  # no separator after the limit: stream the rest
+                raw.stats["streamed"] = 1
+                yield from _Stream(source, raw, tally, offset).run(buf, blocks)
+                return
             nxt = _next_object(buf, cut)
-            yield bytes(buf[:nxt])  # keeps the separator: chunks concatenate to the original bytes
+            yield _Bytes(bytes(buf[:nxt]), offset)  # keeps the separator: chunks concatenate to the original bytes
             del buf[:nxt]
+            offset += nxt
     if not head_done:
         text = bytes(buf[:200]).strip()
         if not text:
             raise TraceFormatError(f"{source.path}: file is empty")  # type: ignore[attr-defined]
         raise TraceFormatError(f"{source.path}: not a Kineto/Chrome trace (no traceEvents array)")  # type: ignore[attr-defined]
-    yield from _final_chunks(buf, source, raw)
+    for piece in _final_chunks(buf, source, raw):
+        yield _Bytes(piece, offset)
+
+
+@dataclass
+class _Bytes:
+    """A chunk held in memory, with the stream offset of its first byte."""
+
+    data: bytes
+    offset: int
+
+
+#: An event larger than this is skipped (counted as undecodable) by the streaming path.
+MAX_EVENT_BYTES = 512 * 1024 * 1024
+
+
+class _Stream:
+    """String-aware streaming split of events (numpy over each block, state carried between blocks).
+
+    Emits chunks of whole events joined by commas; whitespace and commas between
+    events are dropped, anything else there is counted as undecodable. Ends at
+    the ``]`` that closes the events array (the metadata keys after it are
+    read) or at the end of the stream (a truncated trace).
+    """
+
+    def __init__(self, source: _Source, raw: _Raw, tally: "_Tally", offset: int):
+        self.source, self.raw, self.tally = source, raw, tally
+        self.offset = offset  # stream offset of the next byte fed
+        self.in_str = False
+        self.backslashes = 0  # backslashes ending the previous block (inside a string)
+        self.depth = 0
+        self.event = bytearray()  # the event being read (depth > 0 at the block's end)
+        self.event_at = -1
+        self.out = bytearray()  # complete events, comma-terminated
+        self.out_at = -1
+        self.tail: Optional[bytearray] = None  # after the closing "]"
+        self.skipping = False  # inside an event beyond MAX_EVENT_BYTES: dropped
+
+    def run(self, buf: bytearray, blocks: Iterator[bytes]) -> Iterator[_Bytes]:
+        yield from self.feed(bytes(buf))
+        del buf[:]
+        for block in blocks:
+            yield from self.feed(block)
+        yield from self.finish()
+
+    #: Bytes per vectorised step (bounds the numpy temporaries: ~40 bytes per input byte).
+    STEP = 1 << 20
+
+    def feed(self, block: bytes) -> Iterator[_Bytes]:
+        view = memoryview(block)
+        for i in range(0, len(block), self.STEP):
+            piece = view[i : i + self.STEP]
+            if not self.in_str and self.tail is None and not bytes(piece).strip(b" \t\r\n"):
+                self.offset += len(piece)  # whitespace outside strings: nothing to keep, state unchanged
+                continue
+            yield from self._feed(bytes(piece))
+
+    def _feed(self, block: bytes) -> Iterator[_Bytes]:
+        base = self.offset
+        self.offset += len(block)
+        if self.tail is not None:
+            if len(self.tail) < 64 * _WINDOW:
+                self.tail += block[: 64 * _WINDOW]
+            return
+        b = np.frombuffer(block, np.uint8)
+        n = len(b)
+        if n == 0:
+            return
+        idx = np.arange(n, dtype=np.int32)
+        # quotes not escaped by an odd run of backslashes (runs may start in the previous block)
+        is_bs = b == 92
+        last_other = np.maximum.accumulate(np.where(is_bs, -1, idx))
+        quotes = np.flatnonzero(b == 34)
+        before = quotes - 1
+        run = np.where(before >= 0, before - last_other[np.maximum(before, 0)], 0)
+        run = np.where((before >= 0) & (last_other[np.maximum(before, 0)] < 0), run + self.backslashes, run)
+        run = np.where(before < 0, self.backslashes, run)
+        quotes = quotes[run % 2 == 0]
+        toggle = np.zeros(n + 1, np.int8)
+        toggle[quotes] = 1
+        in_str = (np.cumsum(toggle[:n]) + self.in_str) % 2 == 1
+        in_str[quotes] = True  # a quote belongs to its string
+        opens = ((b == 123) | (b == 91)) & ~in_str
+        closes = ((b == 125) | (b == 93)) & ~in_str
+        step = opens.astype(np.int32) - closes.astype(np.int32)
+        walk = self.depth + np.cumsum(step, dtype=np.int64)
+        # depth after each byte, floored at 0: a stray "}" between events is not an event (and is counted)
+        depth = walk - np.minimum(np.minimum.accumulate(walk), 0)
+        prev = np.concatenate(([self.depth], depth[:-1]))  # depth before each byte
+        # the "]" that closes the events array
+        end_hits = np.flatnonzero((b == 93) & ~in_str & (prev == 0))
+        stop = int(end_hits[0]) if len(end_hits) else n
+        inside = (prev[:stop] > 0) | (depth[:stop] > 0)
+        ends = np.flatnonzero(closes[:stop] & (depth[:stop] == 0) & (prev[:stop] == 1))
+        starts = np.flatnonzero(opens[:stop] & (prev[:stop] == 0))
+        # anything but whitespace and commas between events is not an event
+        gap = ~inside & ~np.isin(b[:stop], np.frombuffer(b" \t\r\n,", np.uint8))
+        if gap.any():
+            # one undecodable item per run of such bytes
+            g = np.flatnonzero(gap)
+            runs = 1 + int((np.diff(g) > 1).sum())
+            for _ in range(runs - 1):
+                self.tally.add(base + int(g[0]), 0)
+            self.tally.add(base + int(g[0]), len(g))
+        # emit: the event in progress continues at 0 if depth > 0 at the start
+        pos = 0
+        ev_start = 0 if self.depth > 0 else None
+        si = 0
+        for e in ends.tolist():
+            while si < len(starts) and starts[si] < pos:
+                si += 1
+            if ev_start is None:
+                if si >= len(starts) or starts[si] > e:
+                    continue
+                ev_start = int(starts[si])
+                self.event_at = base + ev_start
+            self._add(block[ev_start : e + 1], complete=True)
+            pos = e + 1
+            ev_start = None
+        if stop < n or len(end_hits):
+            self.event = bytearray()
+            self.tail = bytearray(block[stop + 1 : stop + 1 + 64 * _WINDOW]) if stop < n else bytearray()
+            self.depth = 0
+        else:
+            # the event in progress at the block's end
+            if ev_start is None:
+                rest = starts[starts >= pos]
+                if len(rest):
+                    ev_start = int(rest[0])
+                    self.event_at = base + ev_start
+            if ev_start is not None:
+                self._add(block[ev_start:], complete=False)
+            self.depth = int(depth[-1])
+            self.in_str = (int(self.in_str) + len(quotes)) % 2 == 1
+            # backslashes at the block's end, for the next block's first quote
+            k = n - 1 - int(last_other[-1]) + (self.backslashes if last_other[-1] < 0 else 0)
+            self.backslashes = k if self.in_str else 0
+        if len(self.out) >= CHUNK_BYTES:
+            yield _Bytes(bytes(self.out), self.out_at)
+            self.out = bytearray()
+        self.raw.held(len(self.out) + len(self.event) + len(block))
+
+    def _add(self, piece: bytes, complete: bool) -> None:
+        if self.skipping or len(self.event) + len(piece) > MAX_EVENT_BYTES:
+            if not self.skipping:
+                self.skipping = True
+                self.event = bytearray()
+            if complete:
+                self.tally.add(self.event_at, 0)
+                self.skipping = False
+            return
+        self.event += piece
+        if complete:
+            if not self.out:
+                self.out_at = self.event_at
+            self.out += self.event
+            self.out += b","
+            self.event = bytearray()
+
+    def finish(self) -> Iterator[_Bytes]:
+        if self.out:
+            yield _Bytes(bytes(self.out), self.out_at)
+            self.out = bytearray()
+        path = self.source.path  # type: ignore[attr-defined]
+        if self.tail is not None:
+            meta = _tail_meta(bytes(self.tail))
+            if meta is not None:
+                self.raw.meta.update(meta)
+            return
+        if self.event or self.skipping:
+            self.raw.truncated = (
+                f"{path}: trace is truncated (ends inside an event after {self.source.bytes_seen:,} bytes); "
+                "analysed the complete events before the cut")
+        else:
+            self.raw.truncated = f"{path}: trace is truncated (the events array is not closed); analysed its events"
 
 
 def _find_events_start(buf: bytearray, source: _Source, raw: _Raw) -> int:
@@ -384,6 +651,33 @@ def _plan_file(source: "_FileSource", raw: _Raw) -> list[tuple[str, int, int]]:
         mm.close()
 
 
+def _expand_ranges(ranges: list[tuple[str, int, int]], source: _Source, raw: _Raw,
+                   tally: "_Tally") -> Iterator[Any]:
+    """The planned ranges; one far larger than a chunk (a single separator after a huge gap or
+    event) is read in blocks through :class:`_Stream`, never into one buffer."""
+    for spec in ranges:
+        path, start, end = spec
+        if end - start <= 4 * CHUNK_BYTES + _WINDOW:
+            raw.held(end - start)
+            yield spec
+            continue
+        raw.stats["streamed"] = 1
+        stream = _Stream(source, raw, tally, start)
+        with open(path, "rb", buffering=0) as f:
+            f.seek(start)
+            pos = start
+            while pos < end:
+                block = f.read(min(CHUNK_BYTES, end - pos))
+                if not block:
+                    break
+                pos += len(block)
+                yield from stream.feed(block)
+        if stream.out:
+            yield _Bytes(bytes(stream.out), stream.out_at)
+        if stream.event:  # the range ended inside an event (a separator inside a string): joined with the next
+            yield _Bytes(bytes(stream.event), stream.event_at)
+
+
 # --------------------------------------------------------------------------- decoding
 
 
@@ -435,20 +729,39 @@ class _FileMap:
 
 
 def _decode_all(chunks: Iterator[Any], pool: Optional["Executor"], workers: int,
-                decode: Any = None) -> list[dict[str, Any]]:
-    """Decode chunks in order.
+                decode: Any = None, tally: Optional["_Tally"] = None) -> list[dict[str, Any]]:
+    """Decode chunks in order, none lost for one bad event.
 
-    A chunk whose cut fell inside a string fails to decode; it is kept pending
-    and joined with the next chunk (chunks concatenate to the original bytes).
-    If joining does not help, the pending bytes are split at true event
-    boundaries found by a string-aware scan.
+    A chunk that fails to decode goes through :func:`decode_tolerant`, which
+    keeps every event that decodes and skips (and counts in ``tally``) each
+    undecodable one. A failure at the chunk's end may be a cut inside a string
+    (a separator inside a name): that part is carried into the next chunk.
     """
     decode = decode or decode_or_none
+    tally = tally if tally is not None else _Tally()
     results: list[dict[str, Any]] = []
-    pending: list[bytes] = []
+    carry: list[Any] = []  # [offset, bytes] of an undecodable tail, to join with the next chunk
+
+    def accept(out: Optional[dict[str, Any]], spec: Any) -> None:
+        if out is not None:
+            if carry:  # this chunk decoded alone: the carried part holds no cut event
+                parts, _ = decode_tolerant(carry[1], carry[0], tally, final=True)
+                results.extend(parts)
+                carry.clear()
+            results.append(out)
+            return
+        offset, data, joined = _spec_offset(spec), _chunk_bytes(spec), 0
+        if carry:
+            offset, data, joined = carry[0], carry[1] + data, len(carry[1])
+            carry.clear()
+        parts, rest = decode_tolerant(data, offset, tally, final=False, cut_from=joined)
+        results.extend(parts)
+        if rest is not None:
+            carry[:] = [offset + rest, data[rest:]]
+
     if pool is None:
         for spec in chunks:
-            _accept(decode(spec), spec, results, pending)
+            accept(decode(spec), spec)
     else:
         from collections import deque
 
@@ -457,87 +770,189 @@ def _decode_all(chunks: Iterator[Any], pool: Optional["Executor"], workers: int,
             inflight.append((spec, pool.submit(decode, spec)))
             while len(inflight) > 2 * workers:  # bounded: each chunk in flight holds its buffers
                 spec0, fut = inflight.popleft()
-                _accept(fut.result(), spec0, results, pending)
+                accept(fut.result(), spec0)
         while inflight:
             spec0, fut = inflight.popleft()
-            _accept(fut.result(), spec0, results, pending)
-    if pending:
-        data = b"".join(pending)
-        good, _rest = _split_exact(data)
-        if good:
-            results.append(decode_chunk(good))
-        if _rest.strip(b" \t\r\n,"):
-            raise TraceFormatError("events could not be decoded (malformed JSON inside traceEvents)")
+            accept(fut.result(), spec0)
+    if carry:
+        parts, _ = decode_tolerant(carry[1], carry[0], tally, final=True)
+        results.extend(parts)
     return results
 
 
-def _accept(out: Optional[dict[str, Any]], spec: Any, results: list[dict[str, Any]], pending: list[bytes]) -> None:
-    if out is not None and not pending:
-        results.append(out)
-        return
-    pending.append(_chunk_bytes(spec))
-    data = b"".join(pending)
+#: Where an event may begin after an undecodable one: a "{" after a comma (strings are not
+#: known there; a candidate inside one fails to decode and the search goes on).
+_RESYNC = re.compile(rb",\s*\{")
+_SKIP = b" \t\r\n,"
+_AFTER_EVENT = re.compile(rb"\}\s*,\Z")
+
+
+def _count_region(data: bytes, offset: int, tally: "_Tally") -> None:
+    if data.strip(_SKIP):
+        tally.add(offset, len(data))
+
+
+def decode_tolerant(data: Any, offset: int, tally: "_Tally", final: bool = True, cut_from: int = 0,
+                    ) -> tuple[list[dict[str, Any]], Optional[int]]:
+    """Decode a run of events, skipping the ones that cannot be decoded.
+
+    Each undecodable event (from its start to the next event that decodes,
+    found after a comma) is counted once in ``tally`` with its file offset
+    (``offset`` is that of ``data[0]``). Time is linear in ``len(data)`` for
+    any number of bad events: each decode attempt stops at its first error,
+    and the events before the error are decoded once more (the scanner says
+    where the failing event began; without it a string-aware scan finds it).
+
+    Unless ``final``, an event that fails and begins at or after ``cut_from``
+    may be one cut by the chunker (a separator inside a string): nothing is
+    skipped then, and the index where it begins is returned, to be joined with
+    the next chunk (``cut_from`` is then the length of this carried part: an
+    event that still fails and began in it is undecodable).
+
+    Returns the decoded parts and the index of the carried tail, or None.
+    """
+    view = memoryview(data)
+    n = len(data)
+    parts: list[dict[str, Any]] = []
+    pos = 0
+    bad_from: Optional[int] = None
+
+    def close_bad(upto: int) -> None:
+        nonlocal bad_from
+        if bad_from is not None:
+            _count_region(bytes(view[bad_from:upto]), offset + bad_from, tally)
+            bad_from = None
+
+    while True:
+        while pos < n and data[pos] in _SKIP:
+            pos += 1
+        if pos >= n:
+            close_bad(n)
+            return parts, None
+        try:
+            out = decode_chunk(view[pos:])
+        except ChunkError as exc:
+            good = _good_prefix(view, pos, exc)
+        else:
+            close_bad(pos)
+            parts.append(out)
+            return parts, None
+        if good is not None:
+            end, out = good
+            close_bad(pos)
+            parts.append(out)
+            pos = end
+            while pos < n and data[pos] in _SKIP:
+                pos += 1
+        if not final and pos >= cut_from:
+            close_bad(pos)
+            return parts, pos
+        if bad_from is None:
+            bad_from = pos
+        mt = _RESYNC.search(data, pos + 1)
+        if mt is not None and _AFTER_EVENT.search(data, max(bad_from, mt.start() - 64), mt.start() + 1):
+            # the candidate follows a "}": the bad region up to it is one event, counted now
+            close_bad(mt.end() - 1)
+        if mt is None:
+            if final:
+                close_bad(n)
+                return parts, None
+            start = bad_from
+            bad_from = None
+            return parts, start
+        pos = mt.end() - 1
+
+
+def _good_prefix(view: memoryview, pos: int, exc: ChunkError) -> Optional[tuple[int, dict[str, Any]]]:
+    """(end, columns) of the events before the one that failed at ``pos + exc.offset``; None if none."""
+    cut: Optional[int] = None
+    if exc.event_offset is not None:
+        cut = exc.event_offset
+    else:
+        limit = len(view) - pos if exc.offset is None else min(len(view) - pos, exc.offset + 1)
+        commas = _top_level_commas(view[pos : pos + limit])
+        if exc.offset is not None:
+            commas = commas[commas < exc.offset]
+        if len(commas):
+            cut = int(commas[-1])
+            try:
+                return pos + cut + 1, decode_chunk(view[pos : pos + cut])
+            except ChunkError:
+                # no offset from the decoder: the longest decodable prefix of whole events (bisection)
+                lo, hi = 0, len(commas) - 1  # commas[:lo] known good (as a prefix), commas[hi] bad
+                best = None
+                while lo < hi:
+                    mid = (lo + hi) // 2
+                    try:
+                        best = (int(commas[mid]), decode_chunk(view[pos : pos + int(commas[mid])]))
+                        lo = mid + 1
+                    except ChunkError:
+                        hi = mid
+                if best is None:
+                    return None
+                return pos + best[0] + 1, best[1]
+        return None
+    if not cut or not bytes(view[pos : pos + cut]).strip(_SKIP):
+        return None
     try:
-        results.append(decode_chunk(data))
-        pending.clear()
-        return
+        return pos + cut, decode_chunk(view[pos : pos + cut])
     except ChunkError:
-        pass
-    good, rest = _split_exact(data)
-    if good:
-        results.append(decode_chunk(good))
-        pending[:] = [rest]
+        return None
 
 
-def _split_exact(data: bytes) -> tuple[bytes, bytes]:
-    """Split at the last top-level comma between events, found outside strings.
+def _top_level_commas(data: Any) -> np.ndarray:
+    """Offsets of the commas between events (outside strings, at nesting depth 0).
 
-    Vectorised scan: quotes not escaped by an odd run of backslashes toggle the
+    Vectorised: quotes not escaped by an odd run of backslashes toggle the
     in-string state; braces/brackets outside strings give the nesting depth.
+    Exact up to the first malformed byte.
     """
     b = np.frombuffer(data, dtype=np.uint8)
-    quotes = np.flatnonzero(b == ord('"'))
-    if len(quotes):
-        esc = quotes[(quotes > 0) & (b[np.maximum(quotes - 1, 0)] == ord("\\"))]
-        escaped = set()
-        for q in esc.tolist():  # rare: count the backslash run
-            k = q - 1
-            while k >= 0 and b[k] == ord("\\"):
-                k -= 1
-            if (q - 1 - k) % 2 == 1:
-                escaped.add(q)
-        if escaped:
-            quotes = np.array([q for q in quotes.tolist() if q not in escaped], dtype=np.int64)
-    toggle = np.zeros(len(b) + 1, dtype=np.int8)
+    n = len(b)
+    if n == 0:
+        return np.zeros(0, np.int64)
+    idx = np.arange(n)
+    last_other = np.maximum.accumulate(np.where(b == 92, -1, idx))
+    quotes = np.flatnonzero(b == 34)
+    before = np.maximum(quotes - 1, 0)
+    run = np.where(quotes > 0, quotes - 1 - last_other[before], 0)
+    quotes = quotes[run % 2 == 0]
+    toggle = np.zeros(n, np.int8)
     toggle[quotes] = 1
-    in_str = (np.cumsum(toggle)[:-1] % 2).astype(bool)
+    in_str = np.cumsum(toggle) % 2 == 1
     in_str[quotes] = True
-    opens = ((b == ord("{")) | (b == ord("["))) & ~in_str
-    closes = ((b == ord("}")) | (b == ord("]"))) & ~in_str
-    depth = np.cumsum(opens.astype(np.int32) - closes.astype(np.int32))
-    commas = np.flatnonzero((b == ord(",")) & ~in_str & (depth == 0))
-    if len(commas) == 0:
-        return b"", data
-    cut = int(commas[-1])
-    return data[:cut], data[cut + 1 :]
+    opens = ((b == 123) | (b == 91)) & ~in_str
+    closes = ((b == 125) | (b == 93)) & ~in_str
+    depth = np.cumsum(opens.astype(np.int64) - closes.astype(np.int64))
+    return np.flatnonzero((b == 44) & ~in_str & (depth == 0))
+
+
+def _spec_offset(spec: Any) -> int:
+    if isinstance(spec, tuple):
+        return spec[1]
+    if isinstance(spec, _Bytes):
+        return spec.offset
+    return 0
 
 
 def _chunk_bytes(spec: Any) -> bytes:
-    """A chunk is either its bytes or (path, start, end) of an uncompressed file."""
+    """A chunk is a :class:`_Bytes` or (path, start, end) of an uncompressed file."""
     if isinstance(spec, tuple):
         path, start, end = spec
         with open(path, "rb", buffering=0) as f:
             f.seek(start)
             return f.read(end - start)
+    if isinstance(spec, _Bytes):
+        return spec.data
     return spec
 
 
 def decode_or_none(spec: Any) -> Optional[dict[str, Any]]:
-    """Decode one chunk (worker entry point); None if the cut was not at an event boundary."""
+    """Decode one chunk (worker entry point); None if it does not decode whole."""
     try:
         if isinstance(spec, tuple):
             return decode_chunk(read_range(*spec), bracketed=True)
-        return decode_chunk(spec)
+        return decode_chunk(spec.data if isinstance(spec, _Bytes) else spec)
     except ChunkError:
         return None
 
@@ -592,6 +1007,18 @@ def _assemble(path: str, raw: _Raw, results: list[dict[str, Any]], nbytes: int) 
             thread_names[(_int_id(pid), _int_id(tid))] = arg
         elif name == "process_name":
             process_names[_int_id(pid)] = arg
+    warnings = []
+    for key, (_code, text) in zip(decode_mod.PROBLEM_KEYS, decode_mod.PROBLEMS):
+        n = counts.pop(key, 0)
+        if n:
+            warnings.append(f"{path}: " + text.format(n=f"{n:,}"))
+    odd = sum(1 for x in names if "\ufffd" in x) if "\ufffd" in "\x00".join(names) else 0
+    if odd:
+        warnings.append(f"{path}: {odd:,} names hold U+FFFD, the mark of invalid UTF-8 in the file (shown as is)")
+    early = _clamp_device_before_launch(events)
+    if early:
+        warnings.append(f"{path}: {early:,} GPU events that start before their launch (runtime call with the "
+                        "same correlation id) were moved to the launch's start")
     return m.Trace(
         path=path,
         meta=raw.meta,
@@ -601,8 +1028,49 @@ def _assemble(path: str, raw: _Raw, results: list[dict[str, Any]], nbytes: int) 
         thread_names=thread_names,
         process_names=process_names,
         counts=counts,
+        warnings=warnings,
         bytes_read=nbytes,
     )
+
+
+def _clamp_device_before_launch(events: dict[str, np.ndarray]) -> int:
+    """Device ops (kernel, memcpy, memset) that start before the runtime call that launched them
+    start at the call's start instead (their end is kept, the duration shrinks; never below 0).
+    Returns how many moved. Vectorised: the launches sorted by correlation id, searched once."""
+    kind, corr, ts = events[m.KIND], events[m.CORR], events[m.TS]
+    has = corr >= 0
+    launch = np.flatnonzero(((kind == m.Kind.RUNTIME) | (kind == m.Kind.DRIVER)) & has)
+    dev = np.flatnonzero(((kind == m.Kind.KERNEL) | (kind == m.Kind.MEMCPY) | (kind == m.Kind.MEMSET)) & has)
+    if not len(launch) or not len(dev):
+        return 0
+    lc = corr[launch]
+    lts = ts[launch]
+    hi = int(lc.max())
+    if hi < 4 * len(kind) + 1024:  # correlation ids are small and dense: a lookup table (first launch wins)
+        table = np.full(hi + 1, -np.inf)  # no launch: never early
+        table[lc[::-1]] = lts[::-1]
+        dc = corr[dev]
+        inside = dc <= hi
+        rows = dev[inside]
+        start = table[dc[inside]]
+    else:
+        order = np.argsort(lc, kind="stable")
+        lc, lts = lc[order], lts[order]
+        at = np.searchsorted(lc, corr[dev])
+        found = at < len(lc)
+        found[found] = lc[at[found]] == corr[dev][found]
+        rows = dev[found]
+        start = lts[at[found]]
+    early = ts[rows] < start
+    if not early.any():
+        return 0
+    rows, start = rows[early], start[early]
+    end = ts[rows] + events[m.DUR][rows]
+    ts = events[m.TS] = np.array(ts, dtype=np.float64)  # writable (scanner columns may be read-only views)
+    dur = events[m.DUR] = np.array(events[m.DUR], dtype=np.float64)
+    ts[rows] = start
+    dur[rows] = np.maximum(end - start, 0.0)
+    return int(len(rows))
 
 
 _MMAP_THRESHOLD_BYTES = 32 << 20
