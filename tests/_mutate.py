@@ -986,15 +986,17 @@ def exception_signature(exc: BaseException) -> str:
 
 
 def error_line_problem(stderr: str, names: list[str]) -> Optional[str]:
-    """None when stderr is exactly one line ``perfkit: error: ...`` naming one of ``names``
-    (file base names); else what is wrong with it."""
+    """None when stderr follows the exit-2 contract (README "Exit codes"): only ``perfkit: warning:``
+    and ``perfkit: error:`` lines, at least one error, one line per problem, and every error line
+    naming one of ``names`` (file base names); else what is wrong with it."""
     lines = [ln for ln in stderr.splitlines() if ln.strip()]
     if not lines:
         return "no message"
-    if not any(ln.startswith("perfkit: error:") for ln in lines):
+    errors = [ln for ln in lines if ln.startswith("perfkit: error:")]
+    if not errors:
         return "no 'perfkit: error:' line"
-    if len(lines) > 1:
+    if any(not ln.startswith(("perfkit: error:", "perfkit: warning:")) for ln in lines):
         return "multi-line"
-    if not any(n in lines[0] for n in names):
+    if not all(any(n in ln for n in names) for ln in errors):
         return "no file named"
     return None
