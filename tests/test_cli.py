@@ -101,6 +101,7 @@ def test_several_traces_merge_step_weighted(tmp_path):
     assert all("trace" in f for f in both["findings"])
 
 
+@pytest.mark.slow
 def test_job_analysis_merge_report_and_budget_without_torch(tmp_path):
     """The multi-rank job view (with the stall files), merge, HTML and the budget check import no torch."""
     runs = REPO / "traces" / "ddp_gpt_2xh200"

@@ -219,6 +219,7 @@ def _distinct_colours(pixels: np.ndarray) -> int:
     return len(np.unique(pixels.reshape(-1, 3), axis=0))
 
 
+@pytest.mark.slow
 def test_chromium_renders_the_page(page: Path, tmp_path: Path, profile: Path) -> None:
     pixels = _screenshot(page.as_uri(), tmp_path, profile, "page")
     assert pixels.shape[:2] == (2000, 1280)

@@ -52,6 +52,7 @@ def load(tmp_path: Path) -> dict:
     return json.loads((tmp_path / "run" / "analysis.json").read_text())
 
 
+@pytest.mark.slow
 def test_plain_script_steps_found_outputs_written(tmp_path):
     script = write_script(tmp_path)
     proc = profile(tmp_path, str(script), "12", str(tmp_path / "argv.json"))
@@ -69,6 +70,7 @@ def test_plain_script_steps_found_outputs_written(tmp_path):
     assert argv == {"argv": [str(script), "12", str(tmp_path / "argv.json")], "name": "__main__"}
 
 
+@pytest.mark.slow
 def test_sys_exit_code_is_kept_and_outputs_written(tmp_path):
     script = write_script(tmp_path, "sys.exit(3)")
     proc = profile(tmp_path, str(script))
@@ -78,6 +80,7 @@ def test_sys_exit_code_is_kept_and_outputs_written(tmp_path):
     assert doc["runtime"]["steps_seen"] == 12
 
 
+@pytest.mark.slow
 def test_crash_keeps_traceback_exit_code_and_data(tmp_path):
     script = write_script(tmp_path, "raise ValueError('boom at the end')")
     proc = profile(tmp_path, str(script))
@@ -89,6 +92,7 @@ def test_crash_keeps_traceback_exit_code_and_data(tmp_path):
     assert (tmp_path / "run" / "rank0.pt.trace.json.gz").exists()
 
 
+@pytest.mark.slow
 def test_short_run_without_trace_still_writes_analysis(tmp_path):
     script = write_script(tmp_path)
     proc = profile(tmp_path, str(script), "2")  # ends before the schedule's first profiled step
@@ -98,6 +102,7 @@ def test_short_run_without_trace_still_writes_analysis(tmp_path):
     assert "no kernel trace" in doc["runtime"]["analysis_error"]
 
 
+@pytest.mark.slow
 def test_sigterm_writes_outputs_then_dies_by_the_signal(tmp_path):
     script = write_script(tmp_path, """
     import time, pathlib
@@ -119,6 +124,7 @@ def test_sigterm_writes_outputs_then_dies_by_the_signal(tmp_path):
     assert doc["runtime"]["exit_status"] == 128 + signal.SIGTERM
 
 
+@pytest.mark.slow
 def test_module_form_and_step_fn_without_optimizer(tmp_path):
     pkg = tmp_path / "mypkg"
     pkg.mkdir()
@@ -181,6 +187,7 @@ def test_library_api_decorator_phases_throughput(tmp_path):
     train_step()
 
 
+@pytest.mark.slow
 def test_modules_flag_times_the_model_found_without_code_change(tmp_path):
     script = write_script(tmp_path)
     proc = profile(tmp_path, "--modules", str(script), "12", str(tmp_path / "argv.json"))

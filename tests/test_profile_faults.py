@@ -511,6 +511,7 @@ for step in range(8):
 """
 
 
+@pytest.mark.slow
 def test_gqa_under_modules_and_flops_ends_as_the_bare_script(tmp_path):
     script = tmp_path / "gqa.py"
     script.write_text(GQA_SCRIPT)
@@ -544,6 +545,7 @@ print("not reached")
 """
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_as_the_bare_script_and_keeps_the_partial_profile(tmp_path):
     script = tmp_path / "loop.py"
     script.write_text(textwrap.dedent(CTRL_C))

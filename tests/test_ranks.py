@@ -124,6 +124,7 @@ def test_straggler_named_with_phase_and_op(tmp_path):
     assert not any(f["id"] == "straggler_rank" for f in ranks.job_view(same)["findings"])
 
 
+@pytest.mark.slow
 def test_parallel_analysis_and_merge_equal_the_in_process_job_view(tmp_path):
     paths = straggler_job(tmp_path)
     parallel = perfkit.analyze([str(p) for p in paths]).to_dict()  # worker processes, then the job view
@@ -284,6 +285,7 @@ def torchrun(tmp_path: Path, *args: str, timeout: float) -> tuple[int, str]:
     return proc.returncode, out
 
 
+@pytest.mark.slow
 def test_torchrun_gloo_straggler_found_and_named(tmp_path):
     code, out = torchrun(tmp_path, "--skip-first", "1", "--warmup", "1", "--active", "5", str(DDP),
                          "--steps", "8", "--slow-rank", "1", "--slow-ms", "150", "--slow-mode", "sleep", timeout=150)
@@ -311,6 +313,7 @@ def test_torchrun_gloo_straggler_found_and_named(tmp_path):
     assert json.loads((tmp_path / "m.json").read_text()) == doc
 
 
+@pytest.mark.slow
 def test_torchrun_gloo_hang_stall_view_names_the_stuck_rank(tmp_path):
     code, out = torchrun(tmp_path, "--out", "run", "--watchdog", "2", "--skip-first", "1", "--warmup", "0",
                          "--active", "2", str(DDP), "--steps", "20", "--hang-rank", "1", "--hang-after", "4",

@@ -82,6 +82,7 @@ def _raw_events(path: Path) -> list[dict]:
         return json.load(f)["traceEvents"]
 
 
+@pytest.mark.slow
 def test_default_profile_has_no_python_tracer_but_a_sidecar(run):
     run_dir, _ = run
     events = _raw_events(run_dir / "rank0.pt.trace.json.gz")

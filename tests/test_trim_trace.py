@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import gzip
 import json
 import subprocess
@@ -22,6 +24,7 @@ def test_the_scripts_categories_are_the_models():
     assert trim_trace.LAUNCH_CATS == {c for c, k in kinds.items() if k in (m.Kind.RUNTIME, m.Kind.DRIVER)}
 
 
+@pytest.mark.slow
 def test_trim_keeps_whole_steps_and_their_device_work(tmp_path):
     src = anchor("hta/tests/data/negative_queue_length_values_check/rank0.json.gz")
     dst = tmp_path / "cut.json.gz"

@@ -68,6 +68,7 @@ def stall_files(run: Path) -> list[Path]:
     return sorted(files, key=number)
 
 
+@pytest.mark.slow
 def test_pure_python_spin_is_dumped_and_not_killed(tmp_path):
     proc = spin_script(tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -126,6 +127,7 @@ wd.stop()
 """
 
 
+@pytest.mark.slow
 def test_c_code_holding_the_gil_is_caught_by_faulthandler(tmp_path):
     script = tmp_path / "gil.py"
     script.write_text(GIL_HELD)
@@ -160,6 +162,7 @@ for i in range(6):
 """
 
 
+@pytest.mark.slow
 def test_profile_watchdog_end_to_end(tmp_path):
     script = tmp_path / "train.py"
     script.write_text(textwrap.dedent(PROFILED))
