@@ -184,6 +184,31 @@ def test_infinity_never_reaches_the_json_document(tmp_path):
     json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in the document"))
 
 
+@pytest.mark.parametrize("meta, dropped", [
+    ('"deviceProperties": 7', "deviceProperties"),  # not a list: TypeError 'int' object is not iterable
+    ('"deviceProperties": [{"id": null, "name": "H100"}]', "deviceProperties[0]"),  # int(None) in the devices table
+    ('"deviceProperties": [{"id": 0, "totalGlobalMem": 1e400}]', "deviceProperties[0].totalGlobalMem"),
+    ('"distributedInfo": {"rank": -3, "world_size": 2}', "distributedInfo.rank"),
+    ('"distributedInfo": [1, 2]', "distributedInfo"),
+    ('"baseTimeNanoseconds": "soon"', "baseTimeNanoseconds"),
+])
+def test_top_level_metadata_of_the_wrong_type_is_ignored_with_a_warning(tmp_path, meta, dropped):
+    """Found by the fuzzer: a top-level key of the wrong type crashed perfkit.analyze()."""
+    import perfkit
+
+    items = [
+        '{"ph":"X","cat":"user_annotation","name":"ProfilerStep#1","pid":1,"tid":1,"ts":0,"dur":100}',
+        '{"ph":"X","cat":"cuda_runtime","name":"cudaLaunchKernel","pid":1,"tid":1,"ts":5,"dur":5,"args":{"correlation":1}}',
+        '{"ph":"X","cat":"kernel","name":"k","pid":0,"tid":7,"ts":12,"dur":8,"args":{"correlation":1,"device":0}}',
+    ]
+    path = write(tmp_path, items, tail=f',{meta}}}')
+    doc = perfkit.analyze(path).to_dict()
+    json.dumps(doc, allow_nan=False)
+    warned = [w for w in doc["trace"]["warnings"] if "metadata" in w]
+    assert len(warned) == 1 and dropped in warned[0] and path in warned[0], doc["trace"]["warnings"]
+    assert doc["gpu"]["busy_ms_per_step"] == pytest.approx(0.008)
+
+
 def test_a_kernel_before_its_launch_is_moved_to_the_launch(tmp_path, scanner):
     items = [
         '{"ph":"X","cat":"cuda_runtime","name":"cudaLaunchKernel","pid":1,"tid":1,"ts":100,"dur":5,"args":{"correlation":9}}',

@@ -12,7 +12,9 @@ uses differences, so both work.
 
 from __future__ import annotations
 
+
 import enum
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -166,4 +168,65 @@ class Trace:
     @property
     def device_properties(self) -> list[dict[str, Any]]:
         props = self.meta.get("deviceProperties") or self.meta.get("computeProperties") or []
-        return [p for p in props if isinstance(p, dict)]
+        return [p for p in props if isinstance(p, dict)] if isinstance(props, list) else []
+
+
+#: Top-level keys the analysis reads, and the type each must have (anything else is dropped with a warning).
+_META_TYPES: dict[str, type | tuple[type, ...]] = {
+    "deviceProperties": list,
+    "computeProperties": list,
+    "distributedInfo": dict,
+    "baseTimeNanoseconds": int,
+}
+#: Keys inside ``distributedInfo`` that must be non-negative integers.
+_DIST_INTS = ("rank", "world_size", "local_rank")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and -(2**63) <= v < 2**63
+
+
+def clean_meta(meta: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The trace's top-level metadata with values of the wrong type or non-finite numbers removed.
+
+    Returns the cleaned dict and the dotted names of what was removed (for one warning).
+    ``deviceProperties`` entries must be objects whose ``id``, if present, is an integer.
+    """
+    dropped: list[str] = []
+
+    def finite(v: Any, where: str, depth: int = 0) -> Any:
+        if isinstance(v, float) and not math.isfinite(v):
+            dropped.append(where)
+            return None
+        if depth > 32 and isinstance(v, (dict, list)):
+            dropped.append(where)
+            return None
+        if isinstance(v, dict):
+            return {k: finite(x, f"{where}.{k}", depth + 1) for k, x in v.items()}
+        if isinstance(v, list):
+            return [finite(x, f"{where}[{i}]", depth + 1) for i, x in enumerate(v)]
+        return v
+
+    out: dict[str, Any] = {}
+    for key, value in meta.items():
+        want = _META_TYPES.get(key)
+        if want is not None and (not isinstance(value, want) or (want is int and not _is_int(value))):
+            dropped.append(key)
+            continue
+        out[key] = finite(value, key)
+    for key in ("deviceProperties", "computeProperties"):
+        if key in out:
+            keep = []
+            for i, p in enumerate(out[key]):
+                if isinstance(p, dict) and ("id" not in p or _is_int(p["id"])):
+                    keep.append(p)
+                else:
+                    dropped.append(f"{key}[{i}]")
+            out[key] = keep
+    dist = out.get("distributedInfo")
+    if isinstance(dist, dict):
+        for k in _DIST_INTS:
+            if k in dist and not (_is_int(dist[k]) and dist[k] >= 0):
+                dropped.append(f"distributedInfo.{k}")
+                del dist[k]
+    return out, dropped

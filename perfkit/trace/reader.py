@@ -1015,13 +1015,17 @@ def _assemble(path: str, raw: _Raw, results: list[dict[str, Any]], nbytes: int) 
     odd = sum(1 for x in names if "\ufffd" in x) if "\ufffd" in "\x00".join(names) else 0
     if odd:
         warnings.append(f"{path}: {odd:,} names hold U+FFFD, the mark of invalid UTF-8 in the file (shown as is)")
+    meta, bad_meta = m.clean_meta(raw.meta)
+    if bad_meta:
+        shown = ", ".join(bad_meta[:3]) + (f" and {len(bad_meta) - 3} more" if len(bad_meta) > 3 else "")
+        warnings.append(f"{path}: trace metadata of the wrong type or not finite, ignored: {shown}")
     early = _clamp_device_before_launch(events)
     if early:
         warnings.append(f"{path}: {early:,} GPU events that start before their launch (runtime call with the "
                         "same correlation id) were moved to the launch's start")
     return m.Trace(
         path=path,
-        meta=raw.meta,
+        meta=meta,
         events=events,
         names=names,
         memory=memory,
