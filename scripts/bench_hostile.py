@@ -5,7 +5,8 @@
 Each case is generated here from a small real trace (tests/data/traces, the
 ``bert-small`` CPU trace with its ProfilerStep ranges), at growing sizes, and
 analysed by ``perfkit analyze FILE --json OUT`` in a fresh interpreter (wall time,
-and the child's own peak RSS from ``getrusage(RUSAGE_SELF)``). Cases:
+and the child's own peak RSS, ``VmHWM`` of ``/proc/self/status``: ``ru_maxrss``
+would carry the parent's size across ``fork``). Cases:
 
 * ``gap``: a gzip-compressed trace with N MB of whitespace between two events
   (a "gzip bomb": the compressed file stays small);
@@ -15,7 +16,7 @@ and the child's own peak RSS from ``getrusage(RUSAGE_SELF)``). Cases:
   size costs, for the ratios).
 
 Prints one row per case and size: seconds, peak RSS MB, the exit code and the
-number of warning lines; the ratios that matter are how time and memory grow
+trace warnings of the analysis; the ratios that matter are how time and memory grow
 with size (linear, and memory flat for ``gap``). Results and the command go in
 docs/reliability.md.
 """
@@ -98,9 +99,18 @@ _CHILD = (
     "import resource, sys\n"
     "from perfkit.cli import main\n"
     "rc = main(sys.argv[1:])\n"
-    "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
+    "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+    "print('PEAK_RSS_KB', hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)\n"
     "sys.exit(rc)\n"
 )
+
+
+def _warnings(doc_path: Path) -> list[str]:
+    """The trace warnings the analysis document carries (the report shows them in its header)."""
+    try:
+        return json.loads(doc_path.read_text())["trace"]["warnings"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
 
 
 def run_case(path: Path, folder: Path) -> dict:
@@ -118,7 +128,7 @@ def run_case(path: Path, folder: Path) -> dict:
         "seconds": round(wall, 2),
         "peak_rss_mb": round(int(peak[0]) / 1024, 1) if peak else None,
         "exit": proc.returncode,
-        "warnings": sum(1 for ln in proc.stderr.splitlines() if ln.startswith("perfkit: warning")),
+        "warnings": _warnings(folder / "out.json") if proc.returncode == 0 else None,
         "traceback": "Traceback" in proc.stderr,
     }
 
@@ -144,7 +154,7 @@ def main() -> None:
                 rows.append(r)
                 print(f"{kind:11s} {r['size_mb']:>7g} MB  file {r['file_mb']:>8.2f} MB  {r['seconds']:>7.2f} s  "
                       f"peak RSS {r['peak_rss_mb']} MB  "
-                      f"exit {r['exit']}  warnings {r['warnings']}  traceback {r['traceback']}", flush=True)
+                      f"exit {r['exit']}  traceback {r['traceback']}  warnings {[w.split(': ', 1)[-1][:70] for w in r['warnings'] or []]}", flush=True)
                 path.unlink()
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
