@@ -64,6 +64,7 @@ class CallbackProfiler:
         self.off = False  #: profiling switched off (an error, or another session already runs)
         self._optimizers: list[Any] = []
         self._atexit = False
+        self._started = False  #: the session's start() returned (its run directory exists)
 
     # ---------------------------------------------------------------- lifecycle
 
@@ -117,7 +118,9 @@ class CallbackProfiler:
         session.explicit_steps = True
         self.session = session
         self._optimizers = []
+        self._started = False
         session.start()
+        self._started = True
         if not session.recording:  # no run directory (said once by the session): run unprofiled
             self.off = True
             return
@@ -185,8 +188,11 @@ class CallbackProfiler:
             return
         with contextlib.suppress(Exception):
             session.instrument_failed(f"{self.framework} callback", exc)
-        with contextlib.suppress(Exception):
-            session.finish(None)
+        if self._started:  # write what was recorded so far
+            with contextlib.suppress(Exception):
+                session.finish(None)
+            return
+        _abandon(session)  # start() itself failed: undo what it did, write nothing
 
     def _at_exit(self) -> None:
         """The process ends while training still runs (an exception the framework did not report)."""
@@ -196,8 +202,22 @@ class CallbackProfiler:
     def __getstate__(self) -> dict[str, Any]:
         # Callbacks are pickled by spawn-based launchers: a session (threads, the profiler) does not travel.
         state = dict(self.__dict__)
-        state.update(session=None, _optimizers=[], _atexit=False, off=False)
+        state.update(session=None, _optimizers=[], _atexit=False, off=False, _started=False)
         return state
+
+
+def _abandon(session: ProfileSession) -> None:
+    """Undo a session whose start() raised: its profiler, its optimizer hook, the process's current session."""
+    from ..collect import session as session_mod
+
+    session._finished = True
+    with contextlib.suppress(Exception):
+        session._stop_profiler()
+    with contextlib.suppress(Exception):
+        if session._hook_handle is not None:
+            session._hook_handle.remove()
+    if session_mod._ACTIVE is session:
+        session_mod._ACTIVE = None
 
 
 def _script_name() -> str:
