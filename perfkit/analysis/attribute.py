@@ -13,7 +13,8 @@ memset. The rules, in order:
 3. **Phase.** optimizer: launched inside ``Optimizer.step#…``/``zero_grad#…``
    (for ``optimizer.step(closure)``, whose range holds the closure's forward and
    backward, only the part after the closure's backward pass).
-   An explicit phase annotation (``## forward ##``...) wins next. backward:
+   An explicit phase annotation (``## forward ##``...) wins next, then the
+   DataLoader's ``__next__`` range (data loading is other). backward:
    launched inside an autograd-engine range (``evaluate_function``, backward
    nodes) or from an autograd engine thread. forward: launched before a backward
    pass that starts later in the same step (micro-batches each get their
@@ -327,6 +328,11 @@ def _host_phases(
         pos = np.clip(np.searchsorted(ann_rows[o], inner), 0, len(ann_rows) - 1)
         codes = np.where(inner >= 0, ann_codes[o][pos], -1).astype(np.int8)
         decide(codes >= 0, codes, rules.EVIDENCE_ANNOTATION)
+    # (b') the DataLoader's fetch (a plain loop's ``for batch in loader`` runs it inside the step,
+    # before the forward pass): other, whatever position rule (e) would say
+    data_rows = host[tl.matches(rules.DATALOADER_PATTERN)[host]]
+    if len(data_rows):
+        decide(tl.thread_coverage(data_rows).contains(t_off), PHASE_CODES[rules.PHASE_OTHER], rules.EVIDENCE_DATALOADER)
     # (c) autograd engine ranges or threads
     in_bwd = tl.thread_coverage(bwd_rows).contains(t_off) | np.isin(tl.thread[lrows], bwd_threads)
     decide(in_bwd, PHASE_CODES[rules.BACKWARD], rules.EVIDENCE_AUTOGRAD)

@@ -251,6 +251,7 @@ PHASES = (FORWARD, BACKWARD, OPTIMIZER, PHASE_OTHER, PHASE_UNKNOWN)
 #: What decided a device op's phase, in the order the rules are tried (docs/analysis.md "Phases").
 EVIDENCE_OPTIMIZER = "optimizer_range"  #: launched inside Optimizer.step#/zero_grad#
 EVIDENCE_ANNOTATION = "annotation"  #: inside an explicit phase / pipeline-stage annotation
+EVIDENCE_DATALOADER = "data_loading"  #: inside the DataLoader's ``__next__`` (fetch, collate): other, not forward
 EVIDENCE_AUTOGRAD = "autograd"  #: inside an autograd-engine range or from an autograd thread
 EVIDENCE_KERNEL = "kernel_name"  #: the kernel's own name (``*_backward*``, ``igemm_wrw``, ``multi_tensor_apply``...)
 EVIDENCE_POSITION = "position"  #: where it falls between backward / optimizer boundaries of its step
@@ -260,6 +261,7 @@ EVIDENCE_NONE = "none"  #: nothing: the phase is unknown
 PHASE_EVIDENCE = (
     EVIDENCE_OPTIMIZER,
     EVIDENCE_ANNOTATION,
+    EVIDENCE_DATALOADER,
     EVIDENCE_AUTOGRAD,
     EVIDENCE_KERNEL,
     EVIDENCE_POSITION,

@@ -36,6 +36,7 @@ PHASE_LABELS = {"forward": "Forward", "backward": "Backward", "optimizer": "Opti
 EVIDENCE_LABELS = {
     "optimizer_range": "optimizer range",
     "annotation": "annotation",
+    "data_loading": "data loading",
     "autograd": "autograd range/thread",
     "kernel_name": "kernel name",
     "position": "position before/after backward",
