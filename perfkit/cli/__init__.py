@@ -60,6 +60,8 @@ def main(argv: Optional[list[str]] = None) -> int:
             return rv
     except _profile.ScriptInterrupted as exc:  # perfkit profile: the script's Ctrl-C ends us as it ends python
         raise exc.interrupt from None
+    except _profile.ScriptError as exc:  # perfkit profile: the script's own exception, printed as python would
+        return script_traceback(exc)
     except PerfkitError as exc:
         # One line per problem (budget check names every missing metric); each starts with the file.
         for line in getattr(exc, "lines", None) or [str(exc)]:
@@ -90,6 +92,17 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         return internal_error(exc, args)
     return EXIT_OK
+
+
+def script_traceback(exc: "_profile.ScriptError") -> int:
+    """Print the profiled script's exception as ``python script.py`` does (its frames only, through
+    ``sys.excepthook``, which the script may have replaced) and give python's exit status, 1."""
+    error = exc.error
+    try:
+        sys.excepthook(type(error), error, exc.traceback)
+    except Exception:
+        traceback.print_exception(type(error), error, exc.traceback)
+    return 1
 
 
 def _command(args: list[str]) -> Optional[str]:
