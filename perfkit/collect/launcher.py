@@ -92,8 +92,10 @@ def run_script(
         return status  # pragma: no cover (not reached)
     if isinstance(outcome, SystemExit):
         return status or 0
-    if outcome is not None:
+    if isinstance(outcome, Exception):
         raise ScriptError(_script_frames(outcome))
+    if outcome is not None:  # KeyboardInterrupt: the command line ends the process by SIGINT, as python does
+        raise _script_frames(outcome)
     return 0
 
 
