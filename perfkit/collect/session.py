@@ -1005,7 +1005,7 @@ def profile(
     skip_first: int = 5,
     wait: int = 0,
     warmup: int = 2,
-    active: int = 3,
+    active: int = 5,
     with_stack: bool = False,
     stack_samples: bool = True,
     record_shapes: bool = False,
