@@ -113,7 +113,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         if isinstance(rv, int):  # typer.Exit(code) comes back as the return value
             return rv
     except _profile.ScriptInterrupted as exc:  # perfkit profile: the script's Ctrl-C ends us as it ends python
-        raise exc.interrupt from None
+        script_interrupted(exc.interrupt)
+        raise exc.interrupt from None  # only where SIGINT could not be re-delivered
     except _profile.ScriptError as exc:  # perfkit profile: the script's own exception, printed as python would
         return script_traceback(exc)
     except PerfkitError as exc:
@@ -157,6 +158,24 @@ def script_traceback(exc: "_profile.ScriptError") -> int:
     except Exception:
         traceback.print_exception(type(error), error, exc.traceback)
     return 1
+
+
+def script_interrupted(interrupt: KeyboardInterrupt) -> None:
+    """The profiled script's Ctrl-C: its traceback (the script's frames only), then death by SIGINT, as
+    python ends on an uncaught KeyboardInterrupt. Returns only when SIGINT cannot be re-delivered."""
+    import signal
+
+    from ..collect.launcher import _script_frames
+
+    error = _script_frames(interrupt)
+    try:
+        sys.excepthook(type(error), error, error.__traceback__)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    except Exception:
+        return
 
 
 def _command(args: list[str]) -> Optional[str]:
