@@ -17,6 +17,7 @@ import textwrap
 import pytest
 import torch
 
+from perfkit.collect import session as session_module
 from perfkit.collect.output import no_steps_message
 from perfkit.collect.session import ProfileSession, Schedule, SessionOptions, trained_leaves
 
@@ -63,7 +64,10 @@ def _doc(tmp_path):
     return json.loads((tmp_path / "run" / "analysis.json").read_text())
 
 
-def test_manual_update_steps_found_at_each_backward_with_their_times(tmp_path):
+def test_manual_update_steps_found_at_each_backward_with_their_times(tmp_path, monkeypatch):
+    # Other tests of this process may leave optimizers alive: this script has none (the end-to-end test
+    # below runs the scan in a process of its own).
+    monkeypatch.setattr(session_module, "_optimizer_in_process", lambda: False)
     model, clock = _model(), Clock()
     session = _session(tmp_path, clock)
     ends_ms = [100, 200, 300, 700, 800, 900, 1000, 1100]  # step 4 takes 400 ms, the others 100 ms
@@ -147,6 +151,13 @@ def test_explicit_steps_without_optimizer_count_the_weights(tmp_path):
     rt = _doc(tmp_path)["runtime"]
     assert rt["steps_seen"] == 4 and rt["step_source"] == "perfkit.step"
     assert rt["memory"]["weights_bytes"] == _param_bytes(model)
+
+
+def test_an_optimizer_anywhere_in_the_process_is_found():
+    model = _model()
+    opt = torch.optim.AdamW(model.parameters())
+    assert session_module._optimizer_in_process()
+    del opt
 
 
 def test_trained_leaves_are_the_graphs_parameters_and_the_backward_is_unwrapped(tmp_path):
