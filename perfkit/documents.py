@@ -359,7 +359,7 @@ def analysis_spec(trace_analysis: bool = False) -> Obj:
     }, null=True)
     trace = Obj({
         "paths": Seq(Str(), min_len=1 if trace_analysis else 0), "warnings": Seq(Str()),
-        "bytes": Int(null=True, min=0), "events": Int(null=True, min=0), "device": Str(null=True),
+        "bytes": Int(null=True, min=0), "file_bytes": Int(null=True, min=0), "events": Int(null=True, min=0), "device": Str(null=True),
         "time_basis": Str(null=True), "base_time_ns": Int(null=True),
         "devices": Seq(Obj(values=AnyValue()), null=True),
         "distributed": Obj({"rank": Int(null=True, min=0), "world_size": Int(null=True, min=1)},
@@ -368,6 +368,7 @@ def analysis_spec(trace_analysis: bool = False) -> Obj:
     steps = Obj({
         "count": Int(min=0), "total": Int(min=0), "ids": Seq(Int()), "excluded": Seq(Obj(values=AnyValue())),
         "table": Seq(step_row), "gpu_ms_median": num, "wall_ms_median": num, "synthetic": Bool(null=True),
+        "spread": Obj({"cv": num, "min_ms": num, "max_ms": num, "median_ms": num}, values=AnyValue(), null=True),
     }, required=req("count", "total", "ids", "excluded", "table"))
     gpu = Obj({"busy_ms_per_step": Num(null=not trace_analysis), "idle_ms_per_step": Num(null=not trace_analysis),
                "utilization": Num(null=not trace_analysis), "outside_kept_steps_ms": num},

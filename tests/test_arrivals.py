@@ -134,7 +134,9 @@ def test_dlrm_job_bookkeeping(dlrm_docs):
     from perfkit.report.console import steps_line, trace_line
 
     assert steps_line(view) == "1 step per rank (id 10) on 8 ranks"
-    assert f"{raw_bytes / 1e6:,.1f} MB" in trace_line(view)
+    disk_bytes = sum(p.stat().st_size for p in files)  # the header shows the files' size, not the JSON's
+    assert view["trace"]["file_bytes"] == disk_bytes
+    assert f"{disk_bytes / 1e3:,.1f} kB" in trace_line(view)
 
 
 def test_collective_list_is_columnar_on_the_absolute_clock(dlrm_docs):

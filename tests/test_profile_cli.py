@@ -255,3 +255,79 @@ def test_a_profiler_already_running_does_not_break_the_run(tmp_path):
                 opt.zero_grad()
     rt = json.loads((out / "analysis.json").read_text())["runtime"]
     assert rt["steps_seen"] == 4
+
+
+# --- the profiled window's statistics: spread across steps, traced against unprofiled (no wall clock) ---
+
+
+def test_spread_names_the_fastest_and_slowest_steps():
+    from perfkit.analysis.steps import STEP_CV_WARN, spread, spread_warning
+
+    steady = spread([100.0, 101.0, 99.0, 100.0], [7, 8, 9, 10])
+    assert steady["cv"] < STEP_CV_WARN and steady["unstable"] is False and spread_warning(steady, "x") is None
+    swings = spread([311.0, 1957.0, 400.0], [8, 9, 10])  # the swings
+    assert swings["unstable"] is True
+    assert (swings["min_step"], swings["max_step"], swings["max_ms"]) == (8, 9, 1957.0)
+    line = spread_warning(swings, "Step times")
+    assert "step 9" in line and "step 8" in line and "1,957.0 ms" in line
+    assert spread([5.0], [1]) is None  # one step has no spread
+    assert spread([float("nan"), 3.0, None], [1, 2, 3]) is None  # non-numbers are left out
+
+
+def test_traced_against_unprofiled_step_time_from_the_run_timer():
+    from perfkit.collect.runtime import profiled_vs_unprofiled
+
+    sched = {"skip_first": 5, "wait": 0, "warmup": 2, "active": 5}
+    wall = [900, 50, 10, 10, 10, 12, 12, 13, 13, 14, 13, 13, 10, 10, 11, 10]  # run steps 1-16
+    out = profiled_vs_unprofiled(wall, len(wall), sched)
+    assert out["profiled_steps"] == [8, 9, 10, 11, 12] and out["profiled_ms_median"] == 13
+    assert out["unprofiled_steps"] == [13, 14, 15, 16] and out["unprofiled_ms_median"] == 10
+    assert out["unprofiled_where"] == "after the profiled window"
+    assert out["slowdown"] == pytest.approx(1.3)
+    assert out["spread"]["steps"] == 4 and out["spread"]["max_step"] == 15
+    # the run ends with the trace: the steps before the window, past the start-up, are the unprofiled ones
+    short = profiled_vs_unprofiled(wall[:12], 12, sched)
+    assert short["unprofiled_steps"] == [3, 4, 5] and short["unprofiled_where"] == "before the profiled window"
+    # light mode: nothing was traced; the spread is over every step past the start-up
+    light = profiled_vs_unprofiled(wall, len(wall), sched, traced_run=False)
+    assert set(light) == {"spread"} and light["spread"]["steps"] == len(wall) - 2
+
+
+def test_unsteady_analysed_steps_are_a_warning_and_a_slow_last_step_stays(tmp_path):
+    from .test_warmup_steps import _steps_trace
+
+    doc = perfkit_analyze(_steps_trace(tmp_path / "a.json", [1000, 1000, 1000, 1000, 3000]))
+    assert doc["steps"]["excluded"] == []  # the slow last step is not a warm-up outlier
+    sp = doc["steps"]["spread"]
+    assert sp["unstable"] is True and sp["max_step"] == 4 and sp["steps"] == 5
+    assert any("step 4" in w and "vary by" in w for w in doc["trace"]["warnings"])
+    steady = perfkit_analyze(_steps_trace(tmp_path / "b.json", [1000, 1010, 990, 1000, 1005]))
+    assert steady["steps"]["spread"]["unstable"] is False
+    assert not any("vary by" in w for w in steady["trace"]["warnings"])
+
+
+def perfkit_analyze(path):
+    import perfkit
+
+    return perfkit.analyze(str(path)).to_dict()
+
+
+def test_runtime_rows_show_traced_vs_unprofiled_and_unknown_memory():
+    from perfkit.report.console import runtime_rows
+
+    doc = {"runtime": {
+        "steps_seen": 20, "step_source": "autograd backward",
+        "steps": {"wall_ms_median": 10.0, "unprofiled_ms_median": 10.0, "unprofiled_steps": [13, 14, 15],
+                  "unprofiled_where": "after the profiled window", "profiled_ms_median": 16.1,
+                  "profiled_steps": [8, 9, 10, 11, 12], "slowdown": 1.61,
+                  "spread": {"cv": 0.02, "steps": 3, "min_ms": 9.9, "max_ms": 10.3, "unstable": False}},
+        "memory": {"weights_bytes": None, "gradients_bytes": None, "optimizer_state_bytes": None,
+                   "unknown": {"weights_bytes": "not found", "gradients_bytes": "not found",
+                               "optimizer_state_bytes": "no optimizer"}},
+    }}
+    rows = {label: (value, unit) for label, value, unit in runtime_rows(doc)}
+    assert rows["Steps run"] == ("20", "found by autograd backward (no torch.optim optimizer)")
+    assert rows["Traced vs unprofiled"][0] == "+61%"
+    assert rows["Unprofiled steps, median"] == ("10.00", "ms, 3 steps after the profiled window")
+    assert rows["Weights"] == ("unknown", "not found") and rows["Optimizer state"] == ("unknown", "no optimizer")
+    assert rows["Step-time spread (CV)"][0] == "2.0"

@@ -20,7 +20,7 @@ from . import ops, rules, series
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps, has_host_evidence
 from .overview import ROLES, overview
 from .result import SCHEMA, Analysis
-from .steps import StepStats, in_kept_steps, kept_mask, step_stats
+from .steps import StepStats, in_kept_steps, kept_mask, spread, spread_warning, step_stats
 from .timeline import Timeline
 
 __all__ = ["analyze_trace", "analyze_paths", "Analysis", "SCHEMA"]
@@ -104,6 +104,12 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     if other_share > 0.2:
         warnings.append(f"{other_share:.0%} of GPU time fell in category 'other' (kernel names no rule knows)")
 
+    step_spread = None if steps.synthetic else spread(
+        (stats.window_us if basis == "gpu" else stats.wall_us)[stats.kept] / 1000.0, [int(i) for i in stats.ids[stats.kept]])
+    unsteady = spread_warning(step_spread, "The analysed steps' times")
+    if unsteady:
+        warnings.append(unsteady)
+
     src = ops.Sources(tl)
     in_kept_step = functools.partial(in_kept_steps, steps, stats)
     # The tables are independent and mostly numpy work, which releases the GIL:
@@ -154,6 +160,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
         "trace": {
             "paths": [trace.path],
             "bytes": trace.bytes_read,
+            "file_bytes": _file_bytes(trace.path),
             "events": len(trace),
             "devices": devices,
             "device": devices[0]["name"] if devices else None,
@@ -174,6 +181,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
             "excluded": [{"id": int(stats.ids[i]), "reason": stats.reasons[i]} for i in np.flatnonzero(~stats.kept)],
             "gpu_ms_median": _median(stats.window_us[stats.kept]) / 1000.0,
             "wall_ms_median": _median(stats.wall_us[stats.kept]) / 1000.0,
+            "spread": step_spread,
             "table": _records(step_rows),
         },
         "gpu": {
@@ -205,6 +213,14 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     doc["findings"] = findings.detect(context(doc), early=f_early.result())
     comm.add_finding(doc)
     return Analysis(doc=doc)
+
+
+def _file_bytes(path: Any) -> Optional[int]:
+    """The trace file's size on disk (compressed, for .gz), or None when it cannot be read."""
+    try:
+        return int(os.path.getsize(path))
+    except (OSError, TypeError, ValueError):
+        return None
 
 
 def _stack_samples_info(trace: m.Trace, src: ops.Sources) -> Optional[dict[str, Any]]:
@@ -368,7 +384,7 @@ def merge(results: list[Analysis]) -> Analysis:
     base["trace"] = dict(docs[0]["trace"])
     base["trace"]["paths"] = [p for d in docs for p in d["trace"]["paths"]]
     base["trace"]["warnings"] = [w for d in docs for w in d["trace"]["warnings"]]
-    for key in ("bytes", "events"):  # the traces' together, not the first one's
+    for key in ("bytes", "file_bytes", "events"):  # the traces' together, not the first one's
         values = [d["trace"].get(key) for d in docs]
         base["trace"][key] = int(sum(values)) if all(isinstance(v, (int, float)) for v in values) else None
     if len(docs) > 1 and isinstance(docs[0].get("communication"), dict):
@@ -383,6 +399,8 @@ def merge(results: list[Analysis]) -> Analysis:
     kept_rows = [row for row in base["steps"]["table"] if row["kept"]]
     base["steps"]["gpu_ms_median"] = _median(np.array([r["gpu_window_ms"] for r in kept_rows]))
     base["steps"]["wall_ms_median"] = _median(np.array([r["wall_ms"] for r in kept_rows]))
+    if len(docs) > 1:  # step ids repeat across traces: each trace's own spread is in its document
+        base["steps"]["spread"] = None
     base["gpu"] = {k: wmean(lambda d, k=k: d["gpu"][k]) for k in ("busy_ms_per_step", "idle_ms_per_step", "utilization")}
     for group, value_key in (("phases", "gpu_ms_per_step"), ("categories", "gpu_ms_per_step"), ("overview", "ms_per_step")):
         keys = list(dict.fromkeys(k for d in docs for k in (d.get(group) or {})))

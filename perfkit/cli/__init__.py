@@ -15,7 +15,7 @@ import os
 import sys
 import tempfile
 import traceback
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -27,7 +27,50 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    # Help texts are plain text: a literal [OPTIONS] or [memory] is shown, never taken as rich markup.
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _tidy_help() -> None:
+    """Help output as click prints it: no type (``<bool>``) after a flag, and usage names such as
+    ``SCRIPT [SCRIPT_ARGS]...`` instead of ``{script} [script_args]...``. Each change is skipped
+    when this typer has no such method (the help is then typer's own, nothing breaks)."""
+    from typer import core
+
+    option, argument = getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)
+    rich_type = getattr(option, "display_type_rich", None)
+    if rich_type is not None and not getattr(rich_type, "_perfkit", False):
+        def display_type_rich(self: Any, ctx: Any) -> Any:
+            if getattr(self, "is_flag", False) and getattr(self, "metavar", None) is None:
+                return None  # a flag takes no value: no type to show
+            return rich_type(self, ctx)
+
+        display_type_rich._perfkit = True  # type: ignore[attr-defined]
+        option.display_type_rich = display_type_rich
+    arg_type = getattr(argument, "display_type_rich", None)
+    if arg_type is not None and not getattr(arg_type, "_perfkit", False):
+        def arg_display_type_rich(self: Any, ctx: Any) -> Any:
+            return None if getattr(self, "metavar", None) is not None else arg_type(self, ctx)
+
+        arg_display_type_rich._perfkit = True  # type: ignore[attr-defined]
+        argument.display_type_rich = arg_display_type_rich
+    usage = getattr(argument, "_usage_display_name", None)
+    if usage is not None and not getattr(usage, "_perfkit", False):
+        def _usage_display_name(self: Any) -> str:
+            name = self.metavar if self.metavar is not None else str(self.name).upper()
+            name = name if self.required else f"[{name}]"
+            return name + ("..." if self.nargs != 1 else "")
+
+        _usage_display_name._perfkit = True  # type: ignore[attr-defined]
+        argument._usage_display_name = _usage_display_name
+
+
+try:
+    _tidy_help()
+except Exception:  # cosmetic only
+    pass
 
 EXIT_OK = 0
 EXIT_BUDGET = 1
@@ -36,8 +79,19 @@ EXIT_INTERNAL = 3
 EXIT_INTERRUPTED = 130
 
 
+def _version(value: bool) -> None:
+    if value:
+        from .. import __version__
+
+        print(f"perfkit {__version__}")
+        raise typer.Exit(0)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print perfkit's version and exit."),
+) -> None:
     """perfkit: profile PyTorch training and analyze its traces."""
 
 
@@ -59,7 +113,10 @@ def main(argv: Optional[list[str]] = None) -> int:
         if isinstance(rv, int):  # typer.Exit(code) comes back as the return value
             return rv
     except _profile.ScriptInterrupted as exc:  # perfkit profile: the script's Ctrl-C ends us as it ends python
-        raise exc.interrupt from None
+        script_interrupted(exc.interrupt)
+        raise exc.interrupt from None  # only where SIGINT could not be re-delivered
+    except _profile.ScriptError as exc:  # perfkit profile: the script's own exception, printed as python would
+        return script_traceback(exc)
     except PerfkitError as exc:
         # One line per problem (budget check names every missing metric); each starts with the file.
         for line in getattr(exc, "lines", None) or [str(exc)]:
@@ -90,6 +147,35 @@ def main(argv: Optional[list[str]] = None) -> int:
             raise
         return internal_error(exc, args)
     return EXIT_OK
+
+
+def script_traceback(exc: "_profile.ScriptError") -> int:
+    """Print the profiled script's exception as ``python script.py`` does (its frames only, through
+    ``sys.excepthook``, which the script may have replaced) and give python's exit status, 1."""
+    error = exc.error
+    try:
+        sys.excepthook(type(error), error, exc.traceback)
+    except Exception:
+        traceback.print_exception(type(error), error, exc.traceback)
+    return 1
+
+
+def script_interrupted(interrupt: KeyboardInterrupt) -> None:
+    """The profiled script's Ctrl-C: its traceback (the script's frames only), then death by SIGINT, as
+    python ends on an uncaught KeyboardInterrupt. Returns only when SIGINT cannot be re-delivered."""
+    import signal
+
+    from ..collect.launcher import _script_frames
+
+    error = _script_frames(interrupt)
+    try:
+        sys.excepthook(type(error), error, error.__traceback__)
+        sys.stderr.flush()
+        sys.stdout.flush()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGINT)
+    except Exception:
+        return
 
 
 def _command(args: list[str]) -> Optional[str]:

@@ -48,10 +48,10 @@ def analyze_cmd(
     err = Console(stderr=True)
     if json_out is not None:
         write_json(doc, str(json_out))
-        err.print(f"wrote {json_out}")
+        err.print(f"wrote {json_out}", markup=False, highlight=False)
     if markdown_out is not None:
         write_text(markdown_out, render_markdown(doc, top=top))
-        err.print(f"wrote {markdown_out}")
+        err.print(f"wrote {markdown_out}", markup=False, highlight=False)
     if plots_dir is not None or html_out is not None:
         from .report import write_outputs
 

@@ -67,14 +67,14 @@ def write_outputs(doc: dict[str, Any], *, html_out: Optional[Path], plots_dir: O
 
         plots = write_plots(doc, plots_dir)
         written = [p for p in plots if p.path]
-        err.print(f"wrote {len(written)} figure(s) to {plots_dir}")
+        err.print(f"wrote {len(written)} figure(s) to {plots_dir}", markup=False, highlight=False)
         for p in plots:
             if p.skipped:
-                err.print(f"  not drawn: {p.name}: {p.skipped}", highlight=False, soft_wrap=True)
+                err.print(f"  not drawn: {p.name}: {p.skipped}", markup=False, highlight=False, soft_wrap=True)
     if html_out is not None:
         from ..report.html import render_html
 
         from .._io import write_text
 
         write_text(html_out, render_html(doc, top=top, plots=plots))
-        err.print(f"wrote {html_out}")
+        err.print(f"wrote {html_out}", markup=False, highlight=False)

@@ -81,12 +81,12 @@ def scale_cmd(
         out.print(result.summary(), markup=False, highlight=False, soft_wrap=True)
     if json_out is not None:
         write_json(doc, str(json_out))
-        err.print(f"wrote {json_out}")
+        err.print(f"wrote {json_out}", markup=False, highlight=False)
     if plot is not None:
         from ..report.scaling_plot import plot_scaling
 
         plot_scaling(doc, str(plot))
-        err.print(f"wrote {plot}")
+        err.print(f"wrote {plot}", markup=False, highlight=False)
 
 
 def render_scale(doc: dict[str, Any], console: Any) -> None:

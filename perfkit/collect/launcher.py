@@ -48,15 +48,19 @@ def run_script(
     unhook = _install_step_fn(session, step_fn) if step_fn else None
     status: Optional[int] = 0
     outcome: Optional[BaseException] = None
+    discard = False
     session.start()
     try:
         if module:
             runpy.run_module(target, run_name="__main__", alter_sys=True)
         else:
-            runpy.run_path(target, run_name="__main__")
+            # An absolute path, as python gives __main__.__file__ (and traceback lines) for a script.
+            runpy.run_path(os.path.abspath(target), run_name="__main__")
     except SystemExit as exc:
         status = _exit_code(exc.code)
         outcome = exc
+        if session.steps == 0 and _ended_in_argument_parsing(exc, args):
+            discard = True
     except _Terminated as exc:
         status = 128 + signal.SIGTERM
         outcome = exc
@@ -70,7 +74,10 @@ def run_script(
         if unhook:
             unhook()
         try:
-            session.finish(status)
+            if discard:  # --help or a bad argument: as bare, no run directory, no report
+                session.discard(status)
+            else:
+                session.finish(status)
         except (_Terminated, KeyboardInterrupt) as exc:  # a signal while rank 0 waited for the other ranks
             if outcome is None or isinstance(outcome, SystemExit):
                 status, outcome = (128 + signal.SIGTERM if isinstance(exc, _Terminated) else 130), exc
@@ -85,9 +92,21 @@ def run_script(
         return status  # pragma: no cover (not reached)
     if isinstance(outcome, SystemExit):
         return status or 0
-    if outcome is not None:
+    if isinstance(outcome, Exception):
+        raise ScriptError(_script_frames(outcome))
+    if outcome is not None:  # KeyboardInterrupt: the command line ends the process by SIGINT, as python does
         raise _script_frames(outcome)
     return 0
+
+
+class ScriptError(Exception):
+    """The script raised ``error`` (its traceback already starts at the script's first frame): the
+    command line prints it as python would, with none of perfkit's frames, and exits 1."""
+
+    def __init__(self, error: BaseException):
+        super().__init__(repr(error))
+        self.error = error
+        self.traceback = error.__traceback__  # before re-raising adds perfkit's frames to it
 
 
 def _script_frames(exc: BaseException) -> BaseException:
@@ -96,6 +115,26 @@ def _script_frames(exc: BaseException) -> BaseException:
     while tb is not None and tb.tb_frame.f_globals.get("__name__") != "__main__":
         tb = tb.tb_next
     return exc.with_traceback(tb) if tb is not None else exc
+
+
+#: Modules whose SystemExit means the script stopped in its command-line parsing (--help, a bad argument).
+_PARSER_MODULES = ("argparse", "optparse", "click", "typer", "absl", "fire", "jsonargparse", "tyro",
+                   "simple_parsing", "hydra", "omegaconf")
+
+
+def _ended_in_argument_parsing(exc: SystemExit, args: list[str]) -> bool:
+    """The script exited before any step from its argument parser, or with ``-h``/``--help`` given.
+
+    Read from the SystemExit's traceback (a frame of argparse, click, absl ... raised it)."""
+    if any(a in ("-h", "--help") for a in args):
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        name = str(tb.tb_frame.f_globals.get("__name__") or "")
+        if name.split(".", 1)[0] in _PARSER_MODULES:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _exit_code(code: Any) -> int:

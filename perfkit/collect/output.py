@@ -47,15 +47,22 @@ def write_run(session: "ProfileSession") -> Optional[str]:
             analysis_error = trace_error
         elif session.options.mode == "trace":
             s = session.options.schedule
-            analysis_error = (
-                f"no kernel trace: the run ended after {session.steps} step(s), before the profiled "
-                f"window (steps {s.skip_first + s.wait + s.warmup + 1}-{s.last_step}); "
-                "lower --skip-first/--warmup or run more steps"
-            )
+            if session.steps == 0:
+                analysis_error = "no kernel trace: " + no_steps_message(session)
+            else:
+                analysis_error = (
+                    f"no kernel trace: the run ended after {session.steps} step(s), before the profiled "
+                    f"window (steps {s.skip_first + s.wait + s.warmup + 1}-{s.last_step}); "
+                    "lower --skip-first/--warmup or run more steps"
+                )
+        elif session.steps == 0:
+            analysis_error = no_steps_message(session)
     runtime = session.runtime_section(doc)
     if analysis_error:
         runtime["analysis_error"] = analysis_error
         doc["trace"].setdefault("warnings", []).append(analysis_error)
+    for line in _step_warnings(runtime):
+        doc["trace"].setdefault("warnings", []).append(line)
     doc["runtime"] = runtime
     try:
         from ..analysis import runtime_findings
@@ -78,6 +85,33 @@ def write_run(session: "ProfileSession") -> Optional[str]:
     else:
         _print_partial(doc, session)
     return path if wrote else None
+
+
+def no_steps_message(session: "ProfileSession") -> str:
+    """Why no step boundary was seen, and exactly what to do about it."""
+    calls = getattr(session, "backward_calls", 0)
+    if calls and getattr(session, "_optimizer_exists", False):
+        seen = (f"the script ran {calls} autograd backward call(s) and has a torch.optim optimizer, "
+                "but the optimizer never stepped")
+    elif calls:
+        seen = f"the script ran only {calls} autograd backward call(s), too few to tell steps apart"
+    else:
+        seen = "the script stepped no torch.optim optimizer and ran no autograd backward"
+    return (
+        f"no training step was seen: {seen}. perfkit ends a step at each optimizer.step(), or, with no "
+        "torch.optim optimizer, at each backward. Name the function that runs one step: "
+        "perfkit profile --step-fn __main__:train_step SCRIPT (a function of the script; "
+        "package.module:function for one elsewhere), or decorate it with @perfkit.step"
+    )
+
+
+def _step_warnings(runtime: dict[str, Any]) -> list[str]:
+    """The run timer's warnings: unsteady step times (over the steps the profiler did not record)."""
+    from ..analysis.steps import spread_warning
+
+    steps = runtime.get("steps") if isinstance(runtime.get("steps"), dict) else {}
+    line = spread_warning(steps.get("spread"), "Step times of the run (run timer, unprofiled steps)", "run step")
+    return [line] if line else []
 
 
 def _write(session: "ProfileSession", path: str, fill: Callable[[Any], Any]) -> bool:
@@ -107,7 +141,7 @@ def _lost(session: "ProfileSession", message: str) -> None:
 #: Trace warnings that say a result is partial: never hidden by --quiet.
 PARTIAL_WARNING = re.compile(
     r"truncat|ends early|cut short|could not|cannot|not decoded|undecodable|lost|not written|failed|"
-    r"skipped|dropped|no kernel trace|incomplete|partial", re.IGNORECASE)
+    r"skipped|dropped|no kernel trace|no training step|incomplete|partial", re.IGNORECASE)
 
 
 def _print_partial(doc: dict[str, Any], session: "ProfileSession") -> None:
@@ -161,7 +195,7 @@ def _write_rank(session: "ProfileSession", doc: dict[str, Any], trace: Optional[
         _print_report(job_doc, session, None)
         session_traces = sorted(f for f in os.listdir(run_dir) if f.endswith(".pt.trace.json.gz"))
         if session_traces:
-            print(f"perfkit: re-run the job analysis with:  perfkit analyze {run_dir}", file=sys.stderr)
+            print(f"perfkit: re-run the job analysis with:  perfkit analyze {shell_quote(run_dir)}", file=sys.stderr)
     if interrupted is not None:
         raise interrupted
     return job_path
@@ -177,12 +211,25 @@ def _print_report(doc: dict[str, Any], session: "ProfileSession", trace: Optiona
     try:
         render_console(doc, console)
     except Exception as exc:  # the report must never take the run down
-        console.print(f"perfkit: report failed: {exc}")
+        say(console, f"perfkit: report failed: {exc}")
     written = [*files, *(["trace"] if trace else [])]
     if written:
-        console.print(f"perfkit: wrote {session.run_dir}/ ({', '.join(written)})")
+        say(console, f"perfkit: wrote {session.run_dir}/ ({', '.join(written)})")
     if trace:
-        console.print(f"perfkit: re-run the analysis with:  perfkit analyze {trace}")
+        say(console, f"perfkit: re-run the analysis with:  perfkit analyze {shell_quote(trace)}")
+
+
+def say(console: Any, line: str) -> None:
+    """One line as it is: no rich markup (a path or message may hold ``[...]``), no highlighting, and no
+    wrapping by rich (a command or path broken mid-word cannot be copied; the terminal wraps it)."""
+    console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
+def shell_quote(path: str) -> str:
+    """``path`` as a shell word (quoted only when it needs to be)."""
+    import shlex
+
+    return shlex.quote(path)
 
 
 def _empty_doc() -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import statistics
 import time
 from collections import deque
-from typing import Any, Optional
+from typing import Any, Iterable, Optional
 
 #: Keep CUDA events for at most this many recent steps (bounded memory on long runs).
 MAX_EVENTS = 2048
@@ -31,10 +31,14 @@ def _median(values: list[float]) -> Optional[float]:
 
 
 class StepTimer:
-    """Wall time between step boundaries, and GPU time between CUDA events at them."""
+    """Wall time between step boundaries, and GPU time between CUDA events at them.
 
-    def __init__(self) -> None:
+    ``clock``: seconds, monotonic (default ``time.perf_counter``; tests inject their own).
+    """
+
+    def __init__(self, clock: Any = None) -> None:
         self.wall_ms: list[float] = []
+        self.clock = clock or time.perf_counter
         self._last = 0.0
         self._cuda = None
         self._events: deque[Any] = deque(maxlen=MAX_EVENTS)
@@ -42,7 +46,7 @@ class StepTimer:
 
     def start(self) -> None:
         self._cuda = _cuda()
-        self._last = time.perf_counter()
+        self._last = self.clock()
         self._record()
 
     def _record(self) -> None:
@@ -53,15 +57,16 @@ class StepTimer:
                 self._first_event_step += 1
             self._events.append(ev)
 
-    def mark(self) -> None:
-        now = time.perf_counter()
+    def mark(self, at: Optional[float] = None) -> None:
+        """A step ended now (or at ``at``, a time of :attr:`clock` already past)."""
+        now = self.clock() if at is None else at
         self.wall_ms.append((now - self._last) * 1000.0)
         self._last = now
         self._record()
 
-    def restart(self) -> None:
-        """Start the next step's wall clock now (after profiler bookkeeping)."""
-        self._last = time.perf_counter()
+    def restart(self, at: Optional[float] = None) -> None:
+        """Start the next step's wall clock now (after profiler bookkeeping), or at ``at``."""
+        self._last = self.clock() if at is None else at
 
     def stop(self) -> None:
         pass
@@ -95,6 +100,64 @@ class StepTimer:
             out["gpu_ms"] = [round(x, 4) for x in gpu[-1000:]]
             out["gpu_ms_median"] = _median(gpu_steady)
         return out
+
+
+#: Steps at the start of a run never taken as steady (compilation, allocator growth, FLOP counting in step 2).
+START_UP_STEPS = 2
+
+
+def step_windows(wall_ms: list[float], count: int, schedule: dict[str, Any]) -> dict[str, Any]:
+    """Split the run's step times by what the profiler did in them.
+
+    ``wall_ms``: the last ``len(wall_ms)`` of ``count`` steps; ``schedule``: skip_first, wait, warmup,
+    active. Returns ``{"traced": [(step, ms)], "unprofiled": [(step, ms)], "unprofiled_where": ...}``
+    with 1-based run step numbers. Traced: the recorded (active) steps. Unprofiled: those after the
+    profiled window (the profiler is stopped then) when there are two or more, else those before it
+    past the start-up; the profiler's warm-up steps are neither.
+    """
+    first = int(count) - len(wall_ms)
+    skip, wait, warm, active = (int(schedule.get(k) or 0) for k in ("skip_first", "wait", "warmup", "active"))
+    lo, hi = skip + wait + warm, skip + wait + warm + active
+    rows = [(first + i, w) for i, w in enumerate(wall_ms)]  # 0-based index, ms
+    after = [(i + 1, w) for i, w in rows if i >= hi]
+    before = [(i + 1, w) for i, w in rows if START_UP_STEPS <= i < skip]
+    traced = [(i + 1, w) for i, w in rows if lo <= i < hi]
+    if len(after) >= 2 or not before:
+        return {"traced": traced, "unprofiled": after, "unprofiled_where": "after the profiled window"}
+    return {"traced": traced, "unprofiled": before, "unprofiled_where": "before the profiled window"}
+
+
+def profiled_vs_unprofiled(wall_ms: list[float], count: int, schedule: dict[str, Any],
+                           traced_run: bool = True) -> dict[str, Any]:
+    """The run timer's view of the steps: their spread, and traced against unprofiled step time.
+
+    Returns ``spread`` (:func:`perfkit.analysis.steps.spread` of the steady steps the profiler did not
+    record; ``traced_run=False``, light mode: every step past the start-up) and, when the run has both
+    traced and unprofiled steps, ``unprofiled_ms_median``, ``profiled_ms_median`` (medians of the run
+    timer's wall time) and ``slowdown`` (their ratio: what recording the trace cost each step).
+    """
+    from ..analysis.steps import spread
+
+    out: dict[str, Any] = {}
+    if not traced_run:
+        steady = [(i + 1, w) for i, w in enumerate(wall_ms, int(count) - len(wall_ms)) if i >= START_UP_STEPS]
+        out["spread"] = spread([w for _, w in steady], [s for s, _ in steady])
+        return out
+    parts = step_windows(wall_ms, count, schedule)
+    unprofiled, traced = parts["unprofiled"], parts["traced"]
+    out["spread"] = spread([w for _, w in unprofiled], [s for s, _ in unprofiled])
+    if unprofiled and traced:
+        u = statistics.median(w for _, w in unprofiled)
+        t = statistics.median(w for _, w in traced)
+        out.update({
+            "unprofiled_ms_median": round(u, 4),
+            "unprofiled_steps": [s for s, _ in unprofiled][-1000:],
+            "unprofiled_where": parts["unprofiled_where"],
+            "profiled_ms_median": round(t, 4),
+            "profiled_steps": [s for s, _ in traced],
+            "slowdown": round(t / u, 4) if u > 0 else None,
+        })
+    return out
 
 
 class PhaseTimer:
@@ -147,9 +210,12 @@ class MemoryCounters:
     def __init__(self) -> None:
         self._cuda = None
         self.step_peak_bytes: list[int] = []
-        self.weights_bytes = 0
-        self.gradients_bytes = 0
-        self.optimizer_state_bytes = 0
+        # Unknown (None) until counted: from the first optimizer step, or else the first backward.
+        self.weights_bytes: Optional[int] = None
+        self.gradients_bytes: Optional[int] = None
+        self.optimizer_state_bytes: Optional[int] = None
+        #: What the weights were counted from: "optimizer" or "backward" (None: not counted).
+        self.counted_from: Optional[str] = None
         self._seen: set[int] = set()
         self.forward_peak_bytes: list[int] = []  #: allocator peak from step start to the model's forward end
         self.after_forward_peak_bytes: list[int] = []  #: peak from forward end to step end (loss, backward, optimizer)
@@ -211,26 +277,50 @@ class MemoryCounters:
         """Add the optimizer's parameters, their gradients and its state tensors (each storage once)."""
         import torch
 
-        for group in optimizer.param_groups:
-            for p in group["params"]:
-                if not isinstance(p, torch.Tensor) or id(p) in self._seen:
-                    continue
-                self._seen.add(id(p))
-                self.weights_bytes += p.numel() * p.element_size()
-                if p.grad is not None:
-                    self.gradients_bytes += p.grad.numel() * p.grad.element_size()
+        self._add_params(p for group in optimizer.param_groups for p in group["params"])
+        self.counted_from = self.counted_from or "optimizer"
+        state_bytes = self.optimizer_state_bytes or 0
         for state in optimizer.state.values():
             for value in state.values() if isinstance(state, dict) else ():
                 if isinstance(value, torch.Tensor) and id(value) not in self._seen:
                     self._seen.add(id(value))
-                    self.optimizer_state_bytes += value.numel() * value.element_size()
+                    state_bytes += value.numel() * value.element_size()
+        self.optimizer_state_bytes = state_bytes
+
+    def account_trained(self, params: Iterable[Any]) -> None:
+        """Add tensors a backward computed gradients for (call after it): with no torch.optim optimizer,
+        the trained weights are known from the autograd graph, the optimizer's state is not."""
+        self._add_params(params)
+        self.counted_from = self.counted_from or "backward"
+
+    def _add_params(self, params: Iterable[Any]) -> None:
+        import torch
+
+        weights, grads = self.weights_bytes or 0, self.gradients_bytes or 0
+        for p in params:
+            if not isinstance(p, torch.Tensor) or id(p) in self._seen:
+                continue
+            self._seen.add(id(p))
+            weights += p.numel() * p.element_size()
+            if p.grad is not None:
+                grads += p.grad.numel() * p.grad.element_size()
+        self.weights_bytes, self.gradients_bytes = weights, grads
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "weights_bytes": self.weights_bytes,
             "gradients_bytes": self.gradients_bytes,
             "optimizer_state_bytes": self.optimizer_state_bytes,
+            "counted_from": self.counted_from,
         }
+        unknown = {}
+        if self.weights_bytes is None:
+            unknown["weights_bytes"] = unknown["gradients_bytes"] = (
+                "no torch.optim optimizer stepped and no autograd backward ran: the trained weights were not found")
+        if self.optimizer_state_bytes is None:
+            unknown["optimizer_state_bytes"] = "no torch.optim optimizer stepped (an update of the script's own has state perfkit cannot see)"
+        if unknown:
+            out["unknown"] = unknown
         if self._cuda is not None:
             peaks = self.step_peak_bytes
             out["step_peak_bytes"] = peaks[-1000:]
@@ -243,8 +333,8 @@ class MemoryCounters:
                 after = self.after_forward_peak_bytes
                 out["peak_backward_bytes"] = int(statistics.median(after[1:] or after))
             steady = peaks[1:] if len(peaks) > 1 else peaks
-            if steady:
-                known = self.weights_bytes + self.gradients_bytes + self.optimizer_state_bytes
+            if steady and self.weights_bytes is not None:  # peak minus an unknown is unknown
+                known = (self.weights_bytes or 0) + (self.gradients_bytes or 0) + (self.optimizer_state_bytes or 0)
                 # What the steady-state peak holds beyond the persistent tensors:
                 # activations, the loss/logits, and temporaries.
                 out["activations_and_temporaries_bytes_estimate"] = max(int(statistics.median(steady)) - known, 0)

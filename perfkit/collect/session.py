@@ -3,7 +3,9 @@
 A :class:`ProfileSession` is what ``perfkit profile`` and ``perfkit.profile()``
 run. It finds training steps with no help from the script (every
 ``torch.optim.Optimizer.step`` ends one, through torch's global optimizer
-hooks) unless the script marks them with ``@perfkit.step``. In ``trace`` mode
+hooks; in a script with no torch.optim optimizer, every autograd backward
+ends one: see :meth:`ProfileSession._after_backward`) unless the script marks
+them with ``@perfkit.step`` or ``--step-fn``. In ``trace`` mode
 it records a Kineto trace over a few steady steps chosen by a schedule, then
 stops the profiler so the rest of the run keeps its speed. In ``light`` mode
 there is no kernel trace: only step and phase timers (CUDA events, read
@@ -62,7 +64,9 @@ class Schedule:
     skip_first: int = 5  #: steps run before anything is recorded
     wait: int = 0  #: further idle steps
     warmup: int = 2  #: steps with the profiler on, results discarded (its own warm-up)
-    active: int = 3  #: steps recorded into the trace
+    #: steps recorded into the trace: five, so that a median and a spread mean something and one
+    #: slow step neither decides the figures nor leaves too few (docs/collect.md, "The profiled window")
+    active: int = 5
 
     def validate(self) -> None:
         from ..errors import UsageError
@@ -103,7 +107,7 @@ class SessionOptions:
 class ProfileSession:
     """One profiled run (see module docstring). Use :func:`perfkit.profile` to create one."""
 
-    def __init__(self, options: SessionOptions, model: Any = None):
+    def __init__(self, options: SessionOptions, model: Any = None, clock: Optional[Callable[[], float]] = None):
         options.schedule.validate()
         if options.mode not in ("trace", "light"):
             from ..errors import UsageError
@@ -125,7 +129,18 @@ class ProfileSession:
         self.rank = self.world.rank
         self.steps = 0
         self.explicit_steps = False  #: set when the script marks steps itself
-        self.timer = rt.StepTimer()
+        #: what ends steps: "optimizer.step", "autograd backward" (no torch.optim optimizer), or None
+        #: until the first step (explicit steps: "perfkit.step", see runtime_section)
+        self.step_source: Optional[str] = None
+        self.clock = clock or time.perf_counter  #: the step timer's clock (tests inject one)
+        self.backward_calls = 0
+        self._pending_backward: list[float] = []  #: ends of backward calls before the step source is known
+        self._optimizer_exists: Optional[bool] = None  #: a torch.optim.Optimizer was found in the process
+        self._backward_patch: Any = None  #: (module, original function) while torch.autograd.backward is wrapped
+        self._trained_leaves: Optional[list[Any]] = None
+        self.discarded = False  #: the script ended in its argument parsing: nothing is written
+        self._created_dirs: list[str] = []  #: folders perfkit created for the run (removed when discarded)
+        self.timer = rt.StepTimer(self.clock)
         self.phases = rt.PhaseTimer()
         self.memory = rt.MemoryCounters()
         self.optimizers: list[Any] = []
@@ -166,6 +181,7 @@ class ProfileSession:
             return self  # nothing can be recorded: the script runs unprofiled
         _ACTIVE = self
         self._hook_handle = register_optimizer_step_post_hook(self._on_optimizer_step)
+        self._guard("backward steps", self._wrap_backward)
         self._guard("step timer", self.timer.start)
         self._guard("memory accounting", self.memory.start)
         if self.model is not None:
@@ -193,8 +209,14 @@ class ProfileSession:
         from .job import claim_run_dir
 
         exclusive = self.options.out is None and not self.world.multi
+        missing, folder = [], self.run_dir
+        while folder and not os.path.isdir(folder) and os.path.dirname(folder) != folder:
+            missing.append(folder)
+            folder = os.path.dirname(folder)
         try:
             self.run_dir = claim_run_dir(self.run_dir, exclusive)
+            # What perfkit created, innermost first: a run discarded at its start leaves none of it.
+            self._created_dirs = [self.run_dir, *missing[1:]] if exclusive else missing
             return True
         except OSError as exc:
             self.recording = False
@@ -304,6 +326,8 @@ class ProfileSession:
         )
 
     def _on_trace_ready(self, prof: Any) -> None:
+        if self.discarded:
+            return
         self._refresh_world()
         path = os.path.join(self.run_dir, f"rank{self.rank}.pt.trace.json.gz")
         try:
@@ -340,6 +364,13 @@ class ProfileSession:
     def _on_optimizer_step(self, optimizer: Any, args: Any, kwargs: Any) -> None:
         if self.explicit_steps:
             return
+        if self.step_source == "autograd backward":  # decided already: backward calls end the steps
+            if not any(o is optimizer for o in self.optimizers):
+                self.optimizers.append(optimizer)
+                self._guard("memory accounting", self.memory.account_optimizer, optimizer)
+            return
+        self.step_source = "optimizer.step"
+        self._pending_backward.clear()
         key = id(optimizer)
         if not any(o is optimizer for o in self.optimizers):
             self.optimizers.append(optimizer)
@@ -351,6 +382,80 @@ class ProfileSession:
             self._first_optimizer = key
         if key == self._first_optimizer:  # several optimizers (GANs) step once per iteration together
             self.step()
+
+    # --------------------------------------------------------- steps without an optimizer
+
+    #: Backward calls, with no torch.optim optimizer stepped and none in the process, after which every
+    #: backward ends a step (the earlier ones are counted as steps too, at the times they ended).
+    BACKWARD_STEPS_AFTER = 2
+
+    def _wrap_backward(self) -> None:
+        """Wrap ``torch.autograd.backward`` (``Tensor.backward`` calls it): one Python call per backward."""
+        import functools
+
+        import torch.autograd
+
+        original = torch.autograd.backward
+        session = self
+
+        @functools.wraps(original)
+        def backward(tensors: Any, *args: Any, **kwargs: Any) -> Any:
+            session._before_backward(tensors)
+            result = original(tensors, *args, **kwargs)
+            session._after_backward()
+            return result
+
+        torch.autograd.backward = backward
+        self._backward_patch = (torch.autograd, original, backward)
+
+    def _unwrap_backward(self) -> None:
+        patch, self._backward_patch = self._backward_patch, None
+        if patch is not None:
+            module, original, ours = patch
+            if getattr(module, "backward", None) is ours:  # never undo someone else's wrapper
+                module.backward = original
+
+    def _before_backward(self, tensors: Any) -> None:
+        """At the first backward, with no optimizer counted: the tensors it will compute gradients for."""
+        if self._trained_leaves is not None or self.memory.weights_bytes is not None or self.discarded:
+            return
+        if "memory accounting" in self.instrument_errors:
+            return
+        try:
+            self._trained_leaves = trained_leaves(tensors)
+        except Exception as exc:
+            self._trained_leaves = []
+            self.instrument_failed("memory accounting", exc)
+
+    def _after_backward(self) -> None:
+        """A backward ended: count the trained weights once; without an optimizer, end a step."""
+        self.backward_calls += 1
+        leaves = self._trained_leaves
+        if leaves and self.memory.weights_bytes is None:
+            self._trained_leaves = []  # once
+            self._guard("memory accounting", self.memory.account_trained, leaves)
+        if self.explicit_steps or self.step_source == "optimizer.step" or self.discarded:
+            return
+        if self.step_source == "autograd backward":
+            self.step()
+            return
+        self._guard("backward steps", self._consider_backward_steps)
+
+    def _consider_backward_steps(self) -> None:
+        """Adopt backward calls as step boundaries once :attr:`BACKWARD_STEPS_AFTER` of them ran with no
+        optimizer step and no torch.optim.Optimizer exists (with one, gradient accumulation runs several
+        backward calls per step: wait for its step)."""
+        self._pending_backward.append(self.clock())
+        if len(self._pending_backward) < self.BACKWARD_STEPS_AFTER or self._optimizer_exists:
+            del self._pending_backward[:-self.BACKWARD_STEPS_AFTER]
+            return
+        self._optimizer_exists = _optimizer_in_process()
+        if self._optimizer_exists:
+            return
+        self.step_source = "autograd backward"
+        ends, self._pending_backward = self._pending_backward, []
+        for at in ends:  # the earlier backward calls ended steps too, when they ended
+            self.step(at=at)
 
     def _count_flops(self) -> None:
         """Count the FLOPs of step 2 (step 1 compiles and warms up) with FlopCounterMode.
@@ -428,18 +533,21 @@ class ProfileSession:
     def mark_step(self, tokens: Optional[float] = None, samples: Optional[float] = None) -> None:
         """An explicit step boundary from ``@perfkit.step`` (disables optimizer-hook steps)."""
         self.explicit_steps = True
+        self.step_source = "perfkit.step"
         if tokens is not None:
             self.tokens_per_step = tokens
         if samples is not None:
             self.samples_per_step = samples
         self.step()
 
-    def step(self) -> None:
-        """End of one training step. Never raises into the script: each instrument is guarded."""
+    def step(self, at: Optional[float] = None) -> None:
+        """End of one training step (now, or at ``at``, a time of :attr:`clock` already past).
+
+        Never raises into the script: each instrument is guarded."""
         self.steps += 1
         if self._switch_offs:
             self._apply_switch_offs()
-        self._guard("step timer", self.timer.mark)
+        self._guard("step timer", self.timer.mark, at)
         self._guard("memory accounting", self.memory.mark_step)
         if self.options.flops:
             self._guard("FLOP counting", self._count_flops)
@@ -461,7 +569,7 @@ class ProfileSession:
                 return
             if self.steps >= self.options.schedule.last_step:
                 self._stop_profiler()  # the window is recorded: run at full speed from here
-            self._guard("step timer", self.timer.restart)  # the profiler's own work is not the next step's time
+            self._guard("step timer", self.timer.restart, at)  # the profiler's own work is not the next step's time
 
     def _beat(self) -> None:
         wall = self.timer.wall_ms[-1] if self.timer.wall_ms else None
@@ -482,6 +590,17 @@ class ProfileSession:
 
     # ------------------------------------------------------------------ end
 
+    def discard(self, exit_status: Optional[int] = None) -> None:
+        """End the session and write nothing: the script ended before training (``--help``, a bad
+        argument); the run directory perfkit created is removed when still empty."""
+        self.discarded = True
+        self.finish(exit_status)
+        for folder in self._created_dirs:  # innermost first; a folder with anything in it stays
+            try:
+                os.rmdir(folder)
+            except OSError:
+                break
+
     def finish(self, exit_status: Optional[int] = None) -> Optional[str]:
         """Stop everything and write the run directory; returns its analysis.json path."""
         global _ACTIVE
@@ -489,6 +608,7 @@ class ProfileSession:
             return None
         self._finished = True
         self.exit_status = exit_status
+        self._unwrap_backward()
         if not self.recording:  # the run directory could not be created (said at start)
             return None
         try:
@@ -516,6 +636,8 @@ class ProfileSession:
         finally:
             if _ACTIVE is self:
                 _ACTIVE = None
+        if self.discarded:
+            return None
         from .output import write_run
 
         self._refresh_world()
@@ -536,13 +658,18 @@ class ProfileSession:
     def runtime_section(self, doc: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         """What only the live process knows: step timings, phases, memory, throughput."""
         steps = self._summary("step timer", lambda: self.timer.summary(skip=self._steady_skip()))
+        if "error" not in steps:
+            traced = self.options.mode == "trace" and self.trace_path is not None
+            steps.update(self._summary("step timer", lambda: rt.profiled_vs_unprofiled(
+                self.timer.wall_ms, len(self.timer.wall_ms), vars(self.options.schedule), traced_run=traced)))
         out: dict[str, Any] = {
             "mode": self.options.mode,
             "rank": self.rank,
             "local_rank": self.world.local_rank,
             "world_size": self.world.world_size,
             "steps_seen": self.steps,
-            "step_source": "perfkit.step" if self.explicit_steps else "optimizer.step",
+            "step_source": "perfkit.step" if self.explicit_steps else self.step_source,
+            "backward_calls": self.backward_calls,
             "exit_status": self.exit_status,
             "error": self.error,
             "instrument_errors": dict(self.instrument_errors),
@@ -613,6 +740,41 @@ class ProfileSession:
                 return fn(*args, **kwargs)
 
         return wrapper
+
+
+def trained_leaves(tensors: Any, limit: int = 1_000_000) -> list[Any]:
+    """The tensors a backward from ``tensors`` computes gradients for (its graph's AccumulateGrad nodes).
+
+    Walks the autograd graph once (at most ``limit`` nodes); called before the backward, while the
+    graph is whole.
+    """
+    import torch
+
+    roots = [tensors] if isinstance(tensors, torch.Tensor) else list(tensors or ())
+    stack = [t.grad_fn for t in roots if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+    leaves = [t for t in roots if isinstance(t, torch.Tensor) and t.grad_fn is None and t.requires_grad]
+    seen: set[int] = set()
+    keep: list[Any] = []  # hold the nodes walked so that ids are not reused meanwhile
+    while stack and len(seen) < limit:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        keep.append(node)
+        variable = getattr(node, "variable", None)
+        if isinstance(variable, torch.Tensor):
+            leaves.append(variable)
+        stack.extend(fn for fn, _ in getattr(node, "next_functions", ()) if fn is not None)
+    return leaves
+
+
+def _optimizer_in_process() -> bool:
+    """Whether any torch.optim.Optimizer exists now (one scan of the garbage collector's objects)."""
+    import gc
+
+    from torch.optim import Optimizer
+
+    return any(issubclass(type(o), Optimizer) for o in gc.get_objects())  # type() never runs user code
 
 
 class _RootFinder:
@@ -843,7 +1005,7 @@ def profile(
     skip_first: int = 5,
     wait: int = 0,
     warmup: int = 2,
-    active: int = 3,
+    active: int = 5,
     with_stack: bool = False,
     stack_samples: bool = True,
     record_shapes: bool = False,

@@ -382,6 +382,9 @@ def steps_line(doc: dict[str, Any]) -> str:
     ids = as_list(steps.get("ids"))
     if ids:
         line += f" ({'id' if len(ids) == 1 else 'ids'} {compress_ids(ids)})"
+    cv = num(as_dict(steps.get("spread")).get("cv"))
+    if cv is not None:
+        line += f"; their times vary by {cv:.0%} (coefficient of variation)"
     return line
 
 
@@ -428,9 +431,13 @@ def trace_parts(doc: dict[str, Any]) -> tuple[list[str], str]:
     trace = as_dict(doc.get("trace"))
     paths = [str(p) for p in as_list(trace.get("paths")) if p]
     extras = []
-    size = num(trace.get("bytes"))  # several files: their sum (a merge or a job adds them up)
+    # The files' size on disk (several files: their sum); documents without it have only the size of
+    # the JSON read (larger than a .gz file), labelled as such.
+    size, what = num(trace.get("file_bytes")), ""
+    if not size:
+        size, what = num(trace.get("bytes")), " of JSON"
     if size:
-        extras.append(f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.1f} kB")
+        extras.append((f"{size / 1e6:,.1f} MB" if size >= 1e6 else f"{size / 1e3:,.1f} kB") + what)
     events = num(trace.get("events"))
     if events:
         extras.append(f"{int(events):,} events")
@@ -702,8 +709,12 @@ def runtime_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
         return []
     rows: list[tuple[str, str, str]] = []
     steps = rt.get("steps") if isinstance(rt.get("steps"), dict) else {}
-    rows.append(("Steps run", fmt_count(rt.get("steps_seen")), f"found by {text(rt.get('step_source'), '?')}"))
+    source = rt.get("step_source")
+    found = {"autograd backward": "found by autograd backward (no torch.optim optimizer)"}.get(
+        str(source), f"found by {source}") if source else "no step boundary seen"
+    rows.append(("Steps run", fmt_count(rt.get("steps_seen")), found))
     rows.append(("Step wall time, median", fmt_ms(steps.get("wall_ms_median")), "ms"))
+    rows.extend(step_timing_rows(steps))
     if steps.get("gpu_ms_median") is not None:
         rows.append(("Step GPU time, median (CUDA events)", fmt_ms(steps.get("gpu_ms_median")), "ms"))
     if steps.get("first_step_ms") is not None:
@@ -716,6 +727,7 @@ def runtime_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     if rt.get("mfu") is not None:
         rows.append(("MFU", fmt_pct(rt.get("mfu")), "% of peak"))
     mem = rt.get("memory") if isinstance(rt.get("memory"), dict) else {}
+    unknown = as_dict(mem.get("unknown"))
     for key, label in (
         ("weights_bytes", "Weights"),
         ("gradients_bytes", "Gradients"),
@@ -726,14 +738,35 @@ def runtime_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     ):
         if mem.get(key) is not None:
             rows.append((label, fmt_mb(mem.get(key)), "MB"))
+        elif key in unknown:  # never 0: say it is not known, and why
+            rows.append((label, "unknown", text(unknown.get(key), "")))
     phases = rt.get("phases") if isinstance(rt.get("phases"), dict) else {}
     for name, entry in phases.items():
         if isinstance(entry, dict):
             value = entry.get("gpu_ms_median", entry.get("wall_ms_median"))
             unit = "ms GPU, median per call" if "gpu_ms_median" in entry else "ms wall, median per call"
             rows.append((f"Phase {name}", fmt_ms(value), unit))
-    if rt.get("analysis_error"):
-        rows.append(("Note", text(rt.get("analysis_error")), ""))
+    return rows  # runtime.analysis_error is among the header's warnings
+
+
+def step_timing_rows(steps: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The run timer's traced-against-unprofiled step time and the spread of the unprofiled steps."""
+    rows: list[tuple[str, str, str]] = []
+    if num(steps.get("unprofiled_ms_median")) is not None and num(steps.get("profiled_ms_median")) is not None:
+        where = text(steps.get("unprofiled_where"), "")
+        rows.append(("Unprofiled steps, median", fmt_ms(steps.get("unprofiled_ms_median")),
+                     f"ms, {len(as_list(steps.get('unprofiled_steps')))} steps {where}".rstrip()))
+        rows.append(("Traced steps, median", fmt_ms(steps.get("profiled_ms_median")),
+                     f"ms, {len(as_list(steps.get('profiled_steps')))} steps (run timer)"))
+        slowdown = num(steps.get("slowdown"))
+        if slowdown is not None:
+            rows.append(("Traced vs unprofiled", f"{slowdown - 1:+.0%}",
+                         "step time with the profiler recording: the trace's figures carry this"))
+    sp = as_dict(steps.get("spread"))
+    if num(sp.get("cv")) is not None:
+        rows.append(("Step-time spread (CV)", fmt_pct(sp.get("cv")),
+                     f"% over {fmt_count(sp.get('steps'))} unprofiled steps, {fmt_ms(sp.get('min_ms'))}-"
+                     f"{fmt_ms(sp.get('max_ms'))} ms" + (" (unsteady)" if sp.get("unstable") else "")))
     return rows
 
 
