@@ -47,7 +47,9 @@ def _lightning_fit(tmp_path, batches, accumulate=1, **callback_options):
     class Tiny(pl.LightningModule):
         def __init__(self) -> None:
             super().__init__()
-            self.net = nn.Sequential(nn.Linear(64, 256), nn.ReLU(), nn.Linear(256, 1))
+            # wide enough that the forward's matmul lasts a few ms: the 1 ms stack samples then land inside it
+            # (a microsecond op is matched only to a sample within 0.1 ms, often one in Lightning's own code)
+            self.net = nn.Sequential(nn.Linear(256, 2048), nn.ReLU(), nn.Linear(2048, 1))
 
         def training_step(self, batch, batch_idx):
             x, y = batch
@@ -58,12 +60,12 @@ def _lightning_fit(tmp_path, batches, accumulate=1, **callback_options):
             return torch.optim.Adam(self.parameters(), lr=1e-3)
 
     torch.manual_seed(0)
-    data = torch.utils.data.TensorDataset(torch.randn(batches * 32, 64), torch.randn(batches * 32, 1))
+    data = torch.utils.data.TensorDataset(torch.randn(batches * 128, 256), torch.randn(batches * 128, 1))
     callback = PerfkitCallback(out=str(tmp_path / "run"), quiet=True, **callback_options)
     trainer = pl.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
                          enable_progress_bar=False, enable_model_summary=False, accumulate_grad_batches=accumulate,
                          callbacks=[callback])
-    trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=32))
+    trainer.fit(Tiny(), torch.utils.data.DataLoader(data, batch_size=128))
     return trainer, callback
 
 

@@ -26,11 +26,13 @@ from ..collect.session import ProfileSession, Schedule, SessionOptions, _warn, _
 class CallbackSession(ProfileSession):
     """A session whose steps come from a framework's hooks (named in ``runtime.step_source``)."""
 
-    step_source = "callback"
+    #: The framework hook that ends each step; kept apart from ``step_source``, which the
+    #: session sets itself when a step is marked.
+    framework_step_source = "callback"
 
     def runtime_section(self, doc: Optional[dict[str, Any]] = None) -> dict[str, Any]:
         out = super().runtime_section(doc)
-        out["step_source"] = self.step_source
+        out["step_source"] = self.framework_step_source
         return out
 
 
@@ -111,7 +113,7 @@ class CallbackProfiler:
             watchdog_s=self.options.get("watchdog"),
         )
         session = CallbackSession(opts)
-        session.step_source = self.step_source
+        session.framework_step_source = self.step_source
         if session.world.rank != 0:
             opts.quiet = True  # only rank 0 prints; every rank writes its files
         # Steps come from the framework's hooks: torch's optimizer hook must not count them again.
