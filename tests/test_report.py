@@ -135,10 +135,17 @@ def test_console_bf16_shows_the_documents_numbers(bf16):
     assert f"{steps['ids'][0]}-{steps['ids'][-1]}" in text  # ids 7, 8, 9 shown as a range
 
     summary = flat(console_section(out, "Step summary"))
-    assert f"GPU step time, median {steps['gpu_ms_median']:.2f} ms" in summary
-    assert f"CPU wall time, median {steps['wall_ms_median']:.2f} ms" in summary
-    assert f"GPU busy per step {bf16['gpu']['busy_ms_per_step']:.2f} ms" in summary
-    assert f"GPU utilization {pct(bf16['gpu']['utilization'])} %" in summary
+    # one statistic for every per-step row: means over the kept steps of the step table
+    kept = [r for r in steps["table"] if r["kept"]]
+    mean = lambda key: sum(r[key] for r in kept) / len(kept)  # noqa: E731
+    window, idle = mean("gpu_window_ms"), mean("gpu_idle_ms")
+    assert f"Step time (means of {len(kept)} steps) {window:.2f} ms" in summary
+    assert f"GPU busy (some op running) {window - idle:.2f} ms" in summary
+    assert f"GPU idle (nothing running) {idle:.2f} ms" in summary
+    lo, hi = min(r["gpu_window_ms"] for r in kept), max(r["gpu_window_ms"] for r in kept)
+    assert f"range {lo:.2f}-{hi:.2f}" in summary
+    assert f"GPU utilization (busy / step) {pct(bf16['gpu']['utilization'])} %" in summary
+    assert "median" not in summary.split("Step time")[0]
     pre = bf16["gpu"]["launched_before_window"]
     assert pre["count"] > 0 and f"{pre['count']:,} GPU ops ({pre['ms']:.2f} ms in total)" in summary
 

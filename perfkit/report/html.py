@@ -45,10 +45,15 @@ from .console import (
     header_facts,
     leading_ops_line,
     num,
+    MODULE_HEADERS,
+    module_rows,
+    modules_note,
+    overview_note,
     overview_rows,
     phase_evidence_line,
     phase_rows,
     phase_unknown_note,
+    runtime_note,
     runtime_rows,
     short_kernel_name,
     summary_rows,
@@ -404,8 +409,7 @@ def _overview(doc: dict[str, Any]) -> list[str]:
     table_rows.append(["<strong>Total</strong>", f"<strong>{_e(fmt_ms(total))}</strong>",
                        f"<strong>{_e(fmt_pct(1.0 if total else 0.0))}</strong>", ""])
     body = [_table(["Role", "ms/step", "% of step", ""], table_rows, right=(1, 2)),
-            _note("Roles in priority order: each gets the part of the step no role above it took, "
-                  "so they add up to the step time.")]
+            _note(overview_note(doc))]
     return _section("overview", "Step time breakdown (torch-tb-profiler Overview roles)", body)
 
 
@@ -413,24 +417,24 @@ def _runtime(doc: dict[str, Any]) -> list[str]:
     rows = runtime_rows(doc)
     if not rows:
         return []
+    note = runtime_note(doc)
     return _section("runtime", "Measured in the run (perfkit profile)",
-                    [_table(["Measure", "Value", "Unit"], [[_e(a), _e(b), _e(c)] for a, b, c in rows], right=(1,))])
+                    [_table(["Measure", "Value", "Unit"], [[_e(a), _e(b), _e(c)] for a, b, c in rows], right=(1,))]
+                    + ([_note(note)] if note else []))
 
 
 def _modules(doc: dict[str, Any]) -> list[str]:
-    modules = [m for m in as_list(as_dict(doc.get("runtime")).get("modules")) if isinstance(m, dict)]
-    if not modules:
+    rows = module_rows(doc)
+    note = modules_note(doc)
+    if not rows and not note:
         return []
-    rows = [
-        [_code(m.get("name")), _e(text(m.get("type"))), _e(fmt_count(m.get("calls"))),
-         _e(fmt_ms(m.get("forward_ms_median"))), _e(fmt_ms(m.get("backward_ms_median"))),
-         _e(fmt_ms(m.get("first_call_ms"))), _e(fmt_pct(m.get("share"))),
-         _e("yes" if m.get("first_call_outlier") else "")]
-        for m in modules
-    ]
-    table = _table(["Module", "Type", "Calls", "Forward ms (median)", "Backward ms (median)", "First call ms",
-                    "% of module time", "Slow first call"], rows, right=(2, 3, 4, 5, 6))
-    return _section("modules", "Modules (perfkit profile --modules)", [table])
+    body = []
+    if rows:
+        body.append(_table(list(MODULE_HEADERS), [[_code(r[0])] + [_e(c) for c in r[1:]] for r in rows],
+                           right=(2, 3, 4, 5, 6)))
+    if note:
+        body.append(_note(note))
+    return _section("modules", "Modules (perfkit profile --modules)", body)
 
 
 def _steps(doc: dict[str, Any], w: _Words) -> list[str]:

@@ -12,6 +12,7 @@ from typing import Any, Sequence
 
 from .console import (
     fmt_where,
+    runtime_note,
     runtime_rows,
     DASH,
     breakdown_line,
@@ -29,6 +30,10 @@ from .console import (
     gpu_notes,
     header_facts,
     leading_ops_line,
+    MODULE_HEADERS,
+    module_rows,
+    modules_note,
+    overview_note,
     overview_rows,
     phase_evidence_line,
     phase_rows,
@@ -211,8 +216,7 @@ def _overview(doc: dict[str, Any], out: list[str]) -> None:
     table = [[name, fmt_ms(ms), fmt_pct(share)] for name, ms, share in rows]
     table.append(["**Total**", f"**{fmt_ms(total_ms)}**", f"**{fmt_pct(1.0 if total_ms else 0.0)}**"])
     out += md_table(["Role", "ms/step", "% of step"], table, right=(1, 2))
-    out += ["", "_Roles in priority order: each gets the part of the step no role above it took, "
-                "so they add up to the step time._"]
+    out += ["", f"_{md_text(overview_note(doc))}_"]
 
 
 def _runtime(doc: dict[str, Any], out: list[str]) -> None:
@@ -221,6 +225,22 @@ def _runtime(doc: dict[str, Any], out: list[str]) -> None:
         return
     _section(out, "Measured in the run (perfkit profile)")
     out.extend(md_table(["Measure", "Value", "Unit"], [[md_text(a), md_text(b), md_text(c)] for a, b, c in rows], right=[1]))
+    note = runtime_note(doc)
+    if note:
+        out += ["", f"_{md_text(note)}_"]
+
+
+def _modules(doc: dict[str, Any], out: list[str]) -> None:
+    rows = module_rows(doc)
+    note = modules_note(doc)
+    if not rows and not note:
+        return
+    _section(out, "Modules (perfkit profile --modules)")
+    if rows:
+        out += md_table(list(MODULE_HEADERS), [[md_code(r[0])] + [md_text(c) for c in r[1:]] for r in rows],
+                        right=(2, 3, 4, 5, 6))
+    if note:
+        out += ["", f"_{md_text(note)}_"]
 
 
 def _findings(doc: dict[str, Any], out: list[str]) -> None:
@@ -290,5 +310,6 @@ def render_markdown(doc: dict[str, Any], *, top: int = 10) -> str:
     _copies(doc, out, top)
     _overview(doc, out)
     _runtime(doc, out)
+    _modules(doc, out)
     _findings(doc, out)
     return "\n".join(out) + "\n"
