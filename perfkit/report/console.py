@@ -54,6 +54,7 @@ CATEGORY_LABELS = {
     "copy": "Copy",
     "memset": "Memset",
     "communication": "Communication",
+    "compiled": "Compiled (torch.compile)",
     "other": "Other",
 }
 #: torch-tb-profiler's Overview "Step Time Breakdown" roles, in its priority order.
@@ -163,7 +164,8 @@ def fmt_where(where: Any) -> str:
         if not isinstance(item, dict):
             return fmt_value(where)
         label = item.get("name") or item.get("op") or item.get("step")
-        src = item.get("source")
+        label = short_op_name(label) if isinstance(label, str) else label
+        src = short_source(item.get("source")) if item.get("source") else None
         ms = item.get("ms_per_step", item.get("gpu_ms_per_step"))
         text_ = " ".join(str(x) for x in (label, f"at {src}" if src else None) if x not in (None, ""))
         if ms is not None:
@@ -355,6 +357,32 @@ def short_kernel_name(name: Any, max_len: int = 70) -> str:
             s = elided
     if len(s) > max_len:
         s = s[: max_len - 1] + "…"
+    return s
+
+
+_COMPILED_GRAPH = re.compile(r"^## Call CompiledFxGraph (\w+) ##$")
+_INDUCTOR_FILE = re.compile(r"^(?P<dir>.*?torchinductor_[^/]*/|.*?/)?(?P<sub>[a-z0-9]{2}/)?(?P<file>c[a-z0-9]{40,})\.py"
+                            r"(?P<rest>:\d+.*)$")
+
+
+def short_op_name(name: Any, hash_chars: int = 8) -> str:
+    """An op name that fits one line: Inductor's ``## Call CompiledFxGraph <52-character hash> ##`` becomes
+    ``CompiledFxGraph fx5y4x2v…`` (the document keeps the full name); other names are unchanged."""
+    s = text(name)
+    mt = _COMPILED_GRAPH.match(s)
+    if mt:
+        h = mt.group(1)
+        return f"CompiledFxGraph {h[:hash_chars]}…" if len(h) > hash_chars else f"CompiledFxGraph {h}"
+    return s
+
+
+def short_source(source: Any) -> str:
+    """A source line that fits one line: Inductor's generated files
+    (``/tmp/torchinductor_root/zs/czs3xseugij2….py:104 call``) become ``inductor czs3xseu….py:104 call``."""
+    s = text(source)
+    mt = _INDUCTOR_FILE.match(s)
+    if mt and (mt.group("dir") and "torchinductor_" in mt.group("dir") or mt.group("sub")):
+        return f"inductor {mt.group('file')[:9]}….py{mt.group('rest')}"
     return s
 
 
@@ -604,6 +632,33 @@ def top_kernels(doc: dict[str, Any], top: int) -> list[dict[str, Any]]:
     return [k for k in as_list(doc.get("top_kernels")) if isinstance(k, dict)][: max(top, 0)]
 
 
+def _source_lines(doc: dict[str, Any]) -> set[str]:
+    """The ``source_line`` kinds of the document's listed sources (top ops, kernels, copy sources, frames)."""
+    kinds = set()
+    for key in ("top_ops", "top_kernels", "frames"):
+        for r in as_list(doc.get(key)):
+            if isinstance(r, dict) and r.get("source") and r.get("source_line"):
+                kinds.add(str(r["source_line"]))
+    for r in as_list(get(doc, "copies", "sources")):
+        if isinstance(r, dict) and r.get("source") and r.get("source_line"):
+            kinds.add(str(r["source_line"]))
+    return kinds
+
+
+def source_note(doc: dict[str, Any]) -> str | None:
+    """What the source lines mean, when some are not call sites (torch's Python tracer: ``with_stack=True``)."""
+    kinds = _source_lines(doc)
+    parts = []
+    if "def" in kinds:
+        parts.append("\"(def)\" marks a function's definition line: torch's Python tracer records where a function "
+                     "is defined, not the line that called the op")
+    if "none" in kinds:
+        parts.append("\":?\" marks a function that was already running when tracing started: its line is unknown")
+    if not parts:
+        return None
+    return "Sources: " + "; ".join(parts) + ". perfkit profile samples the lines that call the ops (stack samples)."
+
+
 def findings(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for f in as_list(doc.get("findings")) if isinstance(f, dict)]
 
@@ -654,7 +709,7 @@ def leading_ops_line(doc: dict[str, Any]) -> str | None:
     if not items:
         return None
     return "; ".join(
-        f"{i}. {name} {fmt_pct(share)}%" + (f" (led by {op})" if op else "")
+        f"{i}. {name} {fmt_pct(share)}%" + (f" (led by {short_op_name(op)})" if op else "")
         for i, (_k, name, share, op) in enumerate(items, 1)
     )
 
@@ -1103,9 +1158,9 @@ def _top_ops(doc: dict[str, Any], console: Console, top: int) -> None:
         ("GPU ms", _NUM), ("Self ms", _NUM), ("% busy", _NUM), ("Calls", _NUM),
     )
     for i, op in enumerate(ops, 1):
-        cell = Text(text(op.get("name")))
+        cell = Text(short_op_name(op.get("name")))
         if op.get("source"):
-            cell.append("\n  " + text(op.get("source")), style="dim")
+            cell.append("\n  " + short_source(op.get("source")), style="dim")
         table.add_row(
             str(i), cell, fmt_ms(op.get("gpu_ms_per_step")), fmt_ms(op.get("self_gpu_ms_per_step")),
             fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")),
@@ -1113,6 +1168,9 @@ def _top_ops(doc: dict[str, Any], console: Console, top: int) -> None:
     console.print(table)
     _note(console, "GPU ms includes kernels launched by child ops, so shares overlap; "
                    "self ms counts only the op's own kernels.")
+    note = source_note(doc)
+    if note:
+        _note(console, note)
 
 
 def _top_kernels(doc: dict[str, Any], console: Console, top: int) -> None:
@@ -1133,7 +1191,7 @@ def _top_kernels(doc: dict[str, Any], console: Console, top: int) -> None:
     table = _table(*columns)
     for i, k in enumerate(kernels, 1):
         op, source = k.get("op"), k.get("source")
-        origin = "from " + text(op, "an unknown op") + (f" ({source})" if source else "")
+        origin = "from " + (short_op_name(op) if op else "an unknown op") + (f" ({short_source(source)})" if source else "")
         if not wide:
             origin = f"{text(k.get('category'))}, {origin}"
         cell = Text(short_kernel_name(k.get("name")))
@@ -1173,7 +1231,7 @@ def _copies(doc: dict[str, Any], console: Console, top: int) -> None:
         )
         for s in sources:
             src_table.add_row(
-                Text(text(s.get("op"))), Text(text(s.get("source"))), text(s.get("direction")).upper(),
+                Text(short_op_name(s.get("op"))), Text(short_source(s.get("source"))), text(s.get("direction")).upper(),
                 fmt_ms(s.get("gpu_ms_per_step")), fmt_count(s.get("count_per_step")),
             )
         console.print(src_table)

@@ -56,6 +56,9 @@ from .console import (
     runtime_note,
     runtime_rows,
     short_kernel_name,
+    short_op_name,
+    short_source,
+    source_note,
     summary_rows,
     text,
     top_kernels,
@@ -353,13 +356,15 @@ def _top_ops(doc: dict[str, Any], top: int, w: _Words) -> list[str]:
     if not ops:
         return _section("top-ops", w("Top ops by GPU time (per step)"), [_e(w("No ops launched GPU work in the analysed steps."))])
     rows = [
-        [_e(i), _code(o.get("name")), _e(fmt_ms(o.get("gpu_ms_per_step"))), _e(fmt_ms(o.get("self_gpu_ms_per_step"))),
-         _e(fmt_pct(o.get("share"))), _e(fmt_count(o.get("calls_per_step"))), _code(o.get("source"))]
+        [_e(i), _code(short_op_name(o.get("name")), o.get("name")), _e(fmt_ms(o.get("gpu_ms_per_step"))),
+         _e(fmt_ms(o.get("self_gpu_ms_per_step"))), _e(fmt_pct(o.get("share"))), _e(fmt_count(o.get("calls_per_step"))),
+         _code(short_source(o.get("source")) if o.get("source") else None, o.get("source"))]
         for i, o in enumerate(ops, 1)
     ]
     table = _table(["#", "Op", w("GPU ms"), "Self ms", "% busy", "Calls", "Source"], rows, right=(0, 2, 3, 4, 5))
     note = _note(w("GPU ms includes kernels launched by child ops, so shares overlap; self ms counts only the op's own kernels."))
-    return _section("top-ops", w("Top ops by GPU time (per step)"), [table, note])
+    src_note = source_note(doc)
+    return _section("top-ops", w("Top ops by GPU time (per step)"), [table, note] + ([_note(src_note)] if src_note else []))
 
 
 def _top_kernels(doc: dict[str, Any], top: int) -> list[str]:
@@ -371,7 +376,8 @@ def _top_kernels(doc: dict[str, Any], top: int) -> list[str]:
     rows = [
         [_e(i), _code(short_kernel_name(k.get("name")), k.get("name")), _e(text(k.get("category"))),
          _e(fmt_ms(k.get("gpu_ms_per_step"))), _e(fmt_pct(k.get("share"))), _e(fmt_count(k.get("calls_per_step"))),
-         _e(fmt_us(k.get("avg_us"))), _code(k.get("op")), _code(k.get("source"))]
+         _e(fmt_us(k.get("avg_us"))), _code(short_op_name(k.get("op")) if k.get("op") else None, k.get("op")),
+         _code(short_source(k.get("source")) if k.get("source") else None, k.get("source"))]
         for i, k in enumerate(kernels, 1)
     ]
     table = _table(["#", "Kernel", "Category", "GPU ms", "% busy", "Calls", "Avg µs", "Launched by", "Source"],
@@ -394,7 +400,9 @@ def _copies(doc: dict[str, Any], top: int) -> list[str]:
         body.append("<h3>Top copy sources</h3>")
         body.append(_table(
             ["Op", "Source", "Dir", "GPU ms", "Copies"],
-            [[_code(s.get("op")), _code(s.get("source")), _e(text(s.get("direction")).upper()),
+            [[_code(short_op_name(s.get("op")), s.get("op")),
+              _code(short_source(s.get("source")) if s.get("source") else None, s.get("source")),
+              _e(text(s.get("direction")).upper()),
               _e(fmt_ms(s.get("gpu_ms_per_step"))), _e(fmt_count(s.get("count_per_step")))] for s in sources],
             right=(3, 4)))
     return _section("copies", "Memory copies (per step)", body)

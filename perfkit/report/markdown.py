@@ -39,6 +39,9 @@ from .console import (
     phase_rows,
     phase_unknown_note,
     short_kernel_name,
+    short_op_name,
+    short_source,
+    source_note,
     summary_rows,
     text,
     top_kernels,
@@ -157,13 +160,17 @@ def _top_ops(doc: dict[str, Any], out: list[str], top: int) -> None:
         out.append("No ops launched GPU work in the analysed steps.")
         return
     rows = [
-        [str(i), md_code(op.get("name")), fmt_ms(op.get("gpu_ms_per_step")), fmt_ms(op.get("self_gpu_ms_per_step")),
-         fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")), md_code(op.get("source"))]
+        [str(i), md_code(short_op_name(op.get("name"))), fmt_ms(op.get("gpu_ms_per_step")),
+         fmt_ms(op.get("self_gpu_ms_per_step")), fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")),
+         md_code(short_source(op.get("source")) if op.get("source") else None)]
         for i, op in enumerate(ops, 1)
     ]
     out += md_table(["#", "Op", "GPU ms", "Self ms", "% busy", "Calls", "Source"], rows, right=(0, 2, 3, 4, 5))
     out += ["", "_GPU ms includes kernels launched by child ops, so shares overlap; "
                 "self ms counts only the op's own kernels._"]
+    note = source_note(doc)
+    if note:
+        out += ["", f"_{md_text(note)}_"]
 
 
 def _top_kernels(doc: dict[str, Any], out: list[str], top: int) -> None:
@@ -177,7 +184,8 @@ def _top_kernels(doc: dict[str, Any], out: list[str], top: int) -> None:
     rows = [
         [str(i), md_code(short_kernel_name(k.get("name"))), md_text(text(k.get("category"))),
          fmt_ms(k.get("gpu_ms_per_step")), fmt_pct(k.get("share")), fmt_count(k.get("calls_per_step")),
-         fmt_us(k.get("avg_us")), md_code(k.get("op")), md_code(k.get("source"))]
+         fmt_us(k.get("avg_us")), md_code(short_op_name(k.get("op")) if k.get("op") else None),
+         md_code(short_source(k.get("source")) if k.get("source") else None)]
         for i, k in enumerate(kernels, 1)
     ]
     out += md_table(["#", "Kernel", "Category", "GPU ms", "% busy", "Calls", "Avg µs", "Launched by", "Source"],
@@ -201,7 +209,8 @@ def _copies(doc: dict[str, Any], out: list[str], top: int) -> None:
         out += ["", "**Top copy sources**", ""]
         out += md_table(
             ["Op", "Source", "Dir", "GPU ms", "Copies"],
-            [[md_code(s.get("op")), md_code(s.get("source")), md_text(text(s.get("direction")).upper()),
+            [[md_code(short_op_name(s.get("op"))), md_code(short_source(s.get("source")) if s.get("source") else None),
+              md_text(text(s.get("direction")).upper()),
               fmt_ms(s.get("gpu_ms_per_step")), fmt_count(s.get("count_per_step"))] for s in sources],
             right=(3, 4),
         )
