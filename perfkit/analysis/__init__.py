@@ -110,7 +110,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     # on large traces they are built on two threads.
     from concurrent.futures import ThreadPoolExecutor
 
-    from . import comm, findings, frames
+    from . import comm, compiled, findings, frames
 
     def context(doc: dict[str, Any]) -> findings.Context:
         return findings.Context(tl=tl, steps=steps, dw=dw, stats=stats, doc=doc, src=src, kept=kept)
@@ -124,6 +124,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
         f_top_kernels = pool.submit(ops.top_kernels, tl, dw, kept, max(n_kept, 1), busy_total, src)
         f_comm = pool.submit(comm.section, tl, dw, stats, basis, steps)
         f_frames = pool.submit(frames.user_frames, tl, steps, stats, src)
+        f_compiled = pool.submit(compiled.compiled_graphs, tl, steps, stats, dw, kept, src, basis)
         f_memory = pool.submit(series.memory_timeline, trace, tl.t0_us, steps)
         roles = f_roles.result()
         tables = {"copies": f_copies.result(), "top_ops": f_top_ops.result(), "top_kernels": f_top_kernels.result()}
@@ -210,6 +211,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     }
     doc["communication"] = f_comm.result()
     doc["frames"] = f_frames.result()
+    doc["compiled_graphs"] = f_compiled.result()
     doc["findings"] = findings.detect(context(doc), early=f_early.result())
     comm.add_finding(doc)
     return Analysis(doc=doc)

@@ -659,6 +659,30 @@ def source_note(doc: dict[str, Any]) -> str | None:
     return "Sources: " + "; ".join(parts) + ". perfkit profile samples the lines that call the ops (stack samples)."
 
 
+COMPILED_HEADERS = ("Graph", "Phase", "GPU ms", "Calls", "Called from")
+
+
+def compiled_graph_rows(doc: dict[str, Any], top: int = 10) -> list[tuple[str, str, str, str, str]]:
+    """(graph with its Dynamo region, phase, GPU ms/step, calls/step, calling user code or "unknown")
+    per torch.compile'd graph (``compiled_graphs``); the graph's full name stays in the document."""
+    rows = []
+    for g in as_list(doc.get("compiled_graphs"))[: max(top, 0)]:
+        if not isinstance(g, dict):
+            continue
+        name = text(g.get("short_name")) if g.get("short_name") else short_op_name(g.get("name"))
+        region = text(g.get("region"), "")
+        if region.startswith("Torch-Compiled Region: "):
+            name += f" (region {region[len('Torch-Compiled Region: '):]})"
+        rows.append((name, text(g.get("phase"), "unknown"), fmt_ms(g.get("ms_per_step")), fmt_count(g.get("calls_per_step")),
+                     short_source(g.get("source")) if g.get("source") else "unknown"))
+    return rows
+
+
+COMPILED_NOTE = ("Each graph's GPU time is the work launched inside it (fused kernels and the extern kernels it calls); "
+                 "a backward graph is called from the line that called its forward. \"unknown\": no Python stack in "
+                 "the trace around the call.")
+
+
 def findings(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for f in as_list(doc.get("findings")) if isinstance(f, dict)]
 
@@ -1205,6 +1229,21 @@ def _top_kernels(doc: dict[str, Any], console: Console, top: int) -> None:
     console.print(table)
 
 
+def _compiled(doc: dict[str, Any], console: Console, top: int) -> None:
+    rows = compiled_graph_rows(doc, top)
+    if not rows:
+        return
+    _heading(console, "Compiled graphs (torch.compile, per step)")
+    table = _table(("#", _NUM), ("Graph / called from", {**_FOLD, "min_width": 24}), ("Phase", {"no_wrap": True}),
+                   ("GPU ms", _NUM), ("Calls", _NUM))
+    for i, (name, phase, ms, calls, source) in enumerate(rows, 1):
+        cell = Text(name)
+        cell.append("\n  " + source, style="dim")
+        table.add_row(str(i), cell, phase, ms, calls)
+    console.print(table)
+    _note(console, COMPILED_NOTE)
+
+
 def _copies(doc: dict[str, Any], console: Console, top: int) -> None:
     if not isinstance(doc.get("copies"), dict):
         return
@@ -1373,6 +1412,7 @@ def _render(doc: dict[str, Any], console: Console, top: int, *, cpu: bool) -> No
     _phases(doc, console)
     _categories(doc, console)
     _top_ops(doc, console, top)
+    _compiled(doc, console, top)
     if not cpu:  # kernels and device copies do not exist in a CPU-only trace
         _top_kernels(doc, console, top)
         _copies(doc, console, top)

@@ -45,6 +45,9 @@ from .console import (
     header_facts,
     leading_ops_line,
     num,
+    COMPILED_HEADERS,
+    COMPILED_NOTE,
+    compiled_graph_rows,
     MODULE_HEADERS,
     module_rows,
     modules_note,
@@ -137,6 +140,7 @@ def render_html(doc: dict[str, Any], *, top: int = 10, plots: Optional[Sequence[
     parts += _categories(doc, w)
     parts += _plots(doc, plots, with_plots)
     parts += _top_ops(doc, top, w)
+    parts += _compiled(doc, top, w)
     if not cpu:
         parts += _top_kernels(doc, top)
         parts += _copies(doc, top)
@@ -163,7 +167,7 @@ def render_html(doc: dict[str, Any], *, top: int = 10, plots: Optional[Sequence[
 
 _NAV = [
     ("summary", "Summary"), ("findings", "Findings"), ("ranks", "Ranks"), ("phases", "Phases"), ("categories", "Categories"),
-    ("plots", "Plots"), ("top-ops", "Top ops"), ("top-kernels", "Top kernels"), ("copies", "Copies"),
+    ("plots", "Plots"), ("top-ops", "Top ops"), ("compiled", "Compiled graphs"), ("top-kernels", "Top kernels"), ("copies", "Copies"),
     ("overview", "Overview"), ("runtime", "Run"), ("modules", "Modules"), ("steps", "Steps"),
 ]
 
@@ -365,6 +369,17 @@ def _top_ops(doc: dict[str, Any], top: int, w: _Words) -> list[str]:
     note = _note(w("GPU ms includes kernels launched by child ops, so shares overlap; self ms counts only the op's own kernels."))
     src_note = source_note(doc)
     return _section("top-ops", w("Top ops by GPU time (per step)"), [table, note] + ([_note(src_note)] if src_note else []))
+
+
+def _compiled(doc: dict[str, Any], top: int, w: "_Words") -> list[str]:
+    rows = compiled_graph_rows(doc, top)
+    if not rows:
+        return []
+    full = [g.get("name") for g in as_list(doc.get("compiled_graphs")) if isinstance(g, dict)]
+    table = _table(["#"] + [w(h) for h in COMPILED_HEADERS],
+                   [[_e(i), _code(r[0], full[i - 1] if i - 1 < len(full) else None), _e(r[1]), _e(r[2]), _e(r[3]),
+                     _code(r[4]) if r[4] != "unknown" else "unknown"] for i, r in enumerate(rows, 1)], right=(0, 3, 4))
+    return _section("compiled", "Compiled graphs (torch.compile, per step)", [table, _note(w(COMPILED_NOTE))])
 
 
 def _top_kernels(doc: dict[str, Any], top: int) -> list[str]:

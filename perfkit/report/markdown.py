@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .console import (
+    get,
     fmt_where,
     runtime_note,
     runtime_rows,
@@ -30,6 +31,9 @@ from .console import (
     gpu_notes,
     header_facts,
     leading_ops_line,
+    COMPILED_HEADERS,
+    COMPILED_NOTE,
+    compiled_graph_rows,
     MODULE_HEADERS,
     module_rows,
     modules_note,
@@ -171,6 +175,17 @@ def _top_ops(doc: dict[str, Any], out: list[str], top: int) -> None:
     note = source_note(doc)
     if note:
         out += ["", f"_{md_text(note)}_"]
+
+
+def _compiled(doc: dict[str, Any], out: list[str], top: int) -> None:
+    rows = compiled_graph_rows(doc, top)
+    if not rows:
+        return
+    _section(out, "Compiled graphs (torch.compile, per step)")
+    out += md_table(["#"] + list(COMPILED_HEADERS),
+                    [[str(i), md_code(r[0]), md_text(r[1]), r[2], r[3], md_code(r[4]) if r[4] != "unknown" else "unknown"]
+                     for i, r in enumerate(rows, 1)], right=(0, 3, 4))
+    out += ["", f"_{md_text(COMPILED_NOTE)}_"]
 
 
 def _top_kernels(doc: dict[str, Any], out: list[str], top: int) -> None:
@@ -315,10 +330,14 @@ def render_markdown(doc: dict[str, Any], *, top: int = 10) -> str:
     _phases(doc, out)
     _categories(doc, out)
     _top_ops(doc, out, top)
+    _compiled(doc, out, top)
     _top_kernels(doc, out, top)
     _copies(doc, out, top)
     _overview(doc, out)
     _runtime(doc, out)
     _modules(doc, out)
     _findings(doc, out)
-    return "\n".join(out) + "\n"
+    md = "\n".join(out) + "\n"
+    if get(doc, "trace", "time_basis") == "cpu":  # no device work: the figures are CPU time (as in the terminal)
+        md = md.replace("GPU", "CPU")
+    return md
