@@ -340,6 +340,8 @@ def short_kernel_name(name: Any, max_len: int = 70) -> str:
     s = text(name, default="")
     if not s:
         return DASH
+    if _COMPILED_GRAPH.match(s):  # a CPU-only trace lists its ops as the "kernels"
+        return short_op_name(s)
     if s.startswith("void "):
         s = s[len("void "):]
     s = _LAMBDA.sub("", s)
@@ -659,7 +661,7 @@ def source_note(doc: dict[str, Any]) -> str | None:
     return "Sources: " + "; ".join(parts) + ". perfkit profile samples the lines that call the ops (stack samples)."
 
 
-COMPILED_HEADERS = ("Graph", "Phase", "GPU ms", "Calls", "Called from")
+COMPILED_HEADERS = ("Graph", "Phase", "GPU ms", "Calls", "User code")
 
 
 def compiled_graph_rows(doc: dict[str, Any], top: int = 10) -> list[tuple[str, str, str, str, str]]:
@@ -678,9 +680,10 @@ def compiled_graph_rows(doc: dict[str, Any], top: int = 10) -> list[tuple[str, s
     return rows
 
 
-COMPILED_NOTE = ("Each graph's GPU time is the work launched inside it (fused kernels and the extern kernels it calls); "
-                 "a backward graph is called from the line that called its forward. \"unknown\": no Python stack in "
-                 "the trace around the call.")
+COMPILED_NOTE = ("Each graph's GPU time is the work launched inside it (fused kernels and the extern kernels it calls). "
+                 "User code: the innermost user frame around the graph's call, often the compiled function itself "
+                 "(Dynamo runs the graph in its frame, which stays on its def line); a backward graph takes its forward's. "
+                 "\"unknown\": no Python stack in the trace around the call.")
 
 
 def findings(doc: dict[str, Any]) -> list[dict[str, Any]]:
@@ -1234,7 +1237,7 @@ def _compiled(doc: dict[str, Any], console: Console, top: int) -> None:
     if not rows:
         return
     _heading(console, "Compiled graphs (torch.compile, per step)")
-    table = _table(("#", _NUM), ("Graph / called from", {**_FOLD, "min_width": 24}), ("Phase", {"no_wrap": True}),
+    table = _table(("#", _NUM), ("Graph / user code", {**_FOLD, "min_width": 24}), ("Phase", {"no_wrap": True}),
                    ("GPU ms", _NUM), ("Calls", _NUM))
     for i, (name, phase, ms, calls, source) in enumerate(rows, 1):
         cell = Text(name)
