@@ -133,7 +133,7 @@ def render_html(doc: dict[str, Any], *, top: int = 10, plots: Optional[Sequence[
     w = _Words(cpu)
     parts: list[str] = []
     parts += _header(doc)
-    parts += _summary(doc)
+    parts += _summary(doc, w)
     parts += _findings(doc)
     parts += _ranks(doc)
     parts += _phases(doc, w)
@@ -244,12 +244,12 @@ def _header(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-def _summary(doc: dict[str, Any]) -> list[str]:
+def _summary(doc: dict[str, Any], w: "_Words") -> list[str]:
     rows = summary_rows(doc)
     if not rows:
         return []
-    body = [_table(["Metric", "Value", "Unit"], [[_e(a), _e(b), _e(c)] for a, b, c in rows], right=(1,))]
-    body += [_note(n) for n in gpu_notes(doc)]
+    body = [_table(["Metric", "Value", "Unit"], [[_e(w(a)), _e(b), _e(c)] for a, b, c in rows], right=(1,))]
+    body += [_note(w(n)) for n in gpu_notes(doc)]
     return _section("summary", "Step summary", body)
 
 
