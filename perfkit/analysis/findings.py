@@ -20,7 +20,7 @@ from ..trace import model as m
 from . import intervals, rules
 from .attribute import DeviceWork, Steps, innermost_around
 from .intervals import Coverage
-from .ops import Sources, format_frame
+from .ops import Sources
 from .steps import StepStats, capture_windows, in_kept_steps
 from .timeline import Timeline, name_mask
 
