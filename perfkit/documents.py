@@ -368,7 +368,8 @@ def analysis_spec(trace_analysis: bool = False) -> Obj:
     steps = Obj({
         "count": Int(min=0), "total": Int(min=0), "ids": Seq(Int()), "excluded": Seq(Obj(values=AnyValue())),
         "table": Seq(step_row), "gpu_ms_median": num, "wall_ms_median": num, "synthetic": Bool(null=True),
-        "spread": Obj({"cv": num, "min_ms": num, "max_ms": num, "median_ms": num}, values=AnyValue(), null=True),
+        "variation": Obj({"cv": num, "min_ms": num, "max_ms": num, "median_ms": num}, values=AnyValue(), null=True),
+        "spread": Obj(values=Obj(values=num, null=True), null=True),
     }, required=req("count", "total", "ids", "excluded", "table"))
     gpu = Obj({"busy_ms_per_step": Num(null=not trace_analysis), "idle_ms_per_step": Num(null=not trace_analysis),
                "utilization": Num(null=not trace_analysis), "outside_kept_steps_ms": num},
@@ -405,6 +406,9 @@ def analysis_spec(trace_analysis: bool = False) -> Obj:
         "phases_unknown": Obj({"reason": Str(), "whole_trace": Bool(null=True), "share": num,
                                "gpu_ms_per_step": num}, values=AnyValue(), required=("reason",), null=True),
         "communication": communication,
+        "compiled_graphs": Seq(Obj({"name": Str(), "short_name": Str(null=True), "phase": Str(null=True),
+                                    "region": Str(null=True), "source": Str(null=True), "ms_per_step": num,
+                                    "calls_per_step": num}, required=("name",)), null=True),
         "runtime": runtime,
         "ranks": Seq(Obj({"rank": Int(null=True), "status": Str(null=True)}, values=AnyValue())),
         "job": Obj(values=AnyValue(), null=True),

@@ -201,7 +201,8 @@ def test_each_idle_class_on_a_hand_built_trace(tmp_path):
     assert f["cost_ms_per_step"] == pytest.approx(0.96, abs=1e-3)
     # main covers 155 + 400 host-bound µs itself, log 150 + 255
     assert [(w["source"], w["ms_per_step"]) for w in f["where"]] == [
-        ("train.py:10 main", pytest.approx(0.555, abs=1e-3)), ("train.py:20 log", pytest.approx(0.405, abs=1e-3))]
+        ("train.py:10 main (def)", pytest.approx(0.555, abs=1e-3)),
+        ("train.py:20 log (def)", pytest.approx(0.405, abs=1e-3))]  # Python tracer frames: definition lines
     assert "train.py:10 main" in f["title"]
 
 

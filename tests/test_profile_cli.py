@@ -298,11 +298,11 @@ def test_unsteady_analysed_steps_are_a_warning_and_a_slow_last_step_stays(tmp_pa
 
     doc = perfkit_analyze(_steps_trace(tmp_path / "a.json", [1000, 1000, 1000, 1000, 3000]))
     assert doc["steps"]["excluded"] == []  # the slow last step is not a warm-up outlier
-    sp = doc["steps"]["spread"]
+    sp = doc["steps"]["variation"]
     assert sp["unstable"] is True and sp["max_step"] == 4 and sp["steps"] == 5
     assert any("step 4" in w and "vary by" in w for w in doc["trace"]["warnings"])
     steady = perfkit_analyze(_steps_trace(tmp_path / "b.json", [1000, 1010, 990, 1000, 1005]))
-    assert steady["steps"]["spread"]["unstable"] is False
+    assert steady["steps"]["variation"]["unstable"] is False
     assert not any("vary by" in w for w in steady["trace"]["warnings"])
 
 

@@ -135,10 +135,17 @@ def test_console_bf16_shows_the_documents_numbers(bf16):
     assert f"{steps['ids'][0]}-{steps['ids'][-1]}" in text  # ids 7, 8, 9 shown as a range
 
     summary = flat(console_section(out, "Step summary"))
-    assert f"GPU step time, median {steps['gpu_ms_median']:.2f} ms" in summary
-    assert f"CPU wall time, median {steps['wall_ms_median']:.2f} ms" in summary
-    assert f"GPU busy per step {bf16['gpu']['busy_ms_per_step']:.2f} ms" in summary
-    assert f"GPU utilization {pct(bf16['gpu']['utilization'])} %" in summary
+    # one statistic for every per-step row: means over the kept steps of the step table
+    kept = [r for r in steps["table"] if r["kept"]]
+    mean = lambda key: sum(r[key] for r in kept) / len(kept)  # noqa: E731
+    window, idle = mean("gpu_window_ms"), mean("gpu_idle_ms")
+    assert f"Step time (means of {len(kept)} steps) {window:.2f} ms" in summary
+    assert f"GPU busy (some op running) {window - idle:.2f} ms" in summary
+    assert f"GPU idle (nothing running) {idle:.2f} ms" in summary
+    lo, hi = min(r["gpu_window_ms"] for r in kept), max(r["gpu_window_ms"] for r in kept)
+    assert f"range {lo:.2f}-{hi:.2f}" in summary
+    assert f"GPU utilization (busy / step) {pct(bf16['gpu']['utilization'])} %" in summary
+    assert "median" not in summary.split("Step time")[0]
     pre = bf16["gpu"]["launched_before_window"]
     assert pre["count"] > 0 and f"{pre['count']:,} GPU ops ({pre['ms']:.2f} ms in total)" in summary
 
@@ -389,9 +396,12 @@ def test_markdown_escapes_pipes_in_names(bf16):
 
 
 def test_markdown_cpu_only(cpu_only):
-    sections = md_sections(render_markdown(cpu_only))
-    assert sections["Phases (GPU time)"].strip() == "No GPU time in the analysed steps."
-    assert sections["Top GPU kernels (per step)"].strip() == "No GPU kernels in the analysed steps."
+    # no device work: the Markdown says CPU, as the terminal does
+    md = render_markdown(cpu_only)
+    sections = md_sections(md)
+    assert "GPU" not in md
+    assert sections["Phases (CPU time)"].strip() == "No CPU time in the analysed steps."
+    assert sections["Top CPU kernels (per step)"].strip() == "No CPU kernels in the analysed steps."
     assert sections["Memory copies (per step)"].strip() == "No host/device copies in the analysed steps."
 
 

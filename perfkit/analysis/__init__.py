@@ -116,7 +116,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     # on large traces they are built on two threads.
     from concurrent.futures import ThreadPoolExecutor
 
-    from . import comm, findings, frames
+    from . import comm, compiled, findings, frames
 
     def context(doc: dict[str, Any]) -> findings.Context:
         return findings.Context(tl=tl, steps=steps, dw=dw, stats=stats, doc=doc, src=src, kept=kept)
@@ -130,6 +130,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
         f_top_kernels = pool.submit(ops.top_kernels, tl, dw, kept, max(n_kept, 1), busy_total, src)
         f_comm = pool.submit(comm.section, tl, dw, stats, basis, steps)
         f_frames = pool.submit(frames.user_frames, tl, steps, stats, src)
+        f_compiled = pool.submit(compiled.compiled_graphs, tl, steps, stats, dw, kept, src, basis)
         f_memory = pool.submit(series.memory_timeline, trace, tl.t0_us, steps)
         roles = f_roles.result()
         tables = {"copies": f_copies.result(), "top_ops": f_top_ops.result(), "top_kernels": f_top_kernels.result()}
@@ -144,6 +145,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
         "wall_ms": stats.wall_us / 1000.0,
         "gpu_window_ms": stats.window_us / 1000.0,
         "gpu_busy_ms": stats.busy_us / 1000.0,
+        "gpu_active_ms": (stats.window_us - stats.idle_us) / 1000.0,
         "gpu_idle_ms": stats.idle_us / 1000.0,
         "kept": stats.kept,
         "reason": stats.reasons,
@@ -181,11 +183,18 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
             "excluded": [{"id": int(stats.ids[i]), "reason": stats.reasons[i]} for i in np.flatnonzero(~stats.kept)],
             "gpu_ms_median": _median(stats.window_us[stats.kept]) / 1000.0,
             "wall_ms_median": _median(stats.wall_us[stats.kept]) / 1000.0,
-            "spread": step_spread,
+            "variation": step_spread,
+            "gpu_ms_mean": _mean(stats.window_us[stats.kept]) / 1000.0,
+            "wall_ms_mean": _mean(stats.wall_us[stats.kept]) / 1000.0,
+            "spread": _spread({"gpu_window_ms": stats.window_us[stats.kept] / 1000.0,
+                               "wall_ms": stats.wall_us[stats.kept] / 1000.0,
+                               "gpu_active_ms": (stats.window_us - stats.idle_us)[stats.kept] / 1000.0,
+                               "gpu_idle_ms": stats.idle_us[stats.kept] / 1000.0}),
             "table": _records(step_rows),
         },
         "gpu": {
             "busy_ms_per_step": busy_total / 1000.0 / max(n_kept, 1),
+            "active_ms_per_step": float((stats.window_us - stats.idle_us)[stats.kept].sum()) / 1000.0 / max(n_kept, 1),
             "idle_ms_per_step": float(stats.idle_us[stats.kept].sum()) / 1000.0 / max(n_kept, 1),
             "utilization": 1.0 - float(stats.idle_us[stats.kept].sum()) / window_total if window_total > 0 else 0.0,
             "outside_kept_steps_ms": float(dw.share_us[outside & ~pre_window].sum()) / 1000.0,
@@ -210,6 +219,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     }
     doc["communication"] = f_comm.result()
     doc["frames"] = f_frames.result()
+    doc["compiled_graphs"] = f_compiled.result()
     doc["findings"] = findings.detect(context(doc), early=f_early.result())
     comm.add_finding(doc)
     return Analysis(doc=doc)
@@ -323,6 +333,40 @@ def _median(x: np.ndarray) -> float:
     return float(np.median(x)) if len(x) else 0.0
 
 
+def _mean(x: np.ndarray) -> float:
+    return float(np.mean(x)) if len(x) else 0.0
+
+
+#: The per-step figures' spread across the analysed steps (docs/analysis.md "Statistics").
+SPREAD_STATS = ("min", "p10", "median", "p90", "max")
+
+
+def _spread(columns: dict[str, np.ndarray]) -> dict[str, Optional[dict[str, float]]]:
+    """{column: {min, p10, median, p90, max}} over the analysed steps (None for a column with no step).
+
+    Percentiles interpolate linearly between steps (numpy's default), so with few steps p10/p90 lie
+    between the two smallest / largest values."""
+    out: dict[str, Optional[dict[str, float]]] = {}
+    for key, x in columns.items():
+        x = np.asarray(x, dtype=float)
+        x = x[np.isfinite(x)]
+        if not len(x):
+            out[key] = None
+            continue
+        q = np.percentile(x, [0, 10, 50, 90, 100])
+        out[key] = {k: float(v) for k, v in zip(SPREAD_STATS, q)}
+    return out
+
+
+def _row_value(row: dict[str, Any], key: str) -> float:
+    """A step-table figure; ``gpu_active_ms`` of a document written before it existed is window - idle."""
+    v = row.get(key)
+    if v is None and key == "gpu_active_ms":
+        w, i = row.get("gpu_window_ms"), row.get("gpu_idle_ms")
+        v = (w - i) if isinstance(w, (int, float)) and isinstance(i, (int, float)) else None
+    return float(v) if isinstance(v, (int, float)) else float("nan")
+
+
 def _records(columns: dict[str, Any]) -> list[dict[str, Any]]:
     """Column arrays -> list of JSON-ready row dicts."""
     keys = list(columns)
@@ -399,9 +443,17 @@ def merge(results: list[Analysis]) -> Analysis:
     kept_rows = [row for row in base["steps"]["table"] if row["kept"]]
     base["steps"]["gpu_ms_median"] = _median(np.array([r["gpu_window_ms"] for r in kept_rows]))
     base["steps"]["wall_ms_median"] = _median(np.array([r["wall_ms"] for r in kept_rows]))
-    if len(docs) > 1:  # step ids repeat across traces: each trace's own spread is in its document
-        base["steps"]["spread"] = None
+    if len(docs) > 1:  # step ids repeat across traces: each trace's own variation is in its document
+        base["steps"]["variation"] = None
+    base["steps"]["gpu_ms_mean"] = _mean(np.array([r["gpu_window_ms"] for r in kept_rows]))
+    base["steps"]["wall_ms_mean"] = _mean(np.array([r["wall_ms"] for r in kept_rows]))
+    base["steps"]["spread"] = _spread({
+        key: np.array([_row_value(r, key) for r in kept_rows], dtype=float)
+        for key in ("gpu_window_ms", "wall_ms", "gpu_active_ms", "gpu_idle_ms")})
     base["gpu"] = {k: wmean(lambda d, k=k: d["gpu"][k]) for k in ("busy_ms_per_step", "idle_ms_per_step", "utilization")}
+    # active = window - idle per step: from the kept rows, so active + idle = the mean window exactly
+    active = np.array([_row_value(r, "gpu_active_ms") for r in kept_rows], dtype=float)
+    base["gpu"]["active_ms_per_step"] = _mean(active[np.isfinite(active)])
     for group, value_key in (("phases", "gpu_ms_per_step"), ("categories", "gpu_ms_per_step"), ("overview", "ms_per_step")):
         keys = list(dict.fromkeys(k for d in docs for k in (d.get(group) or {})))
         # a figure a trace does not know (None: its phases are unknown) is left out of the mean

@@ -20,7 +20,7 @@ from ..trace import model as m
 from . import intervals, rules
 from .attribute import DeviceWork, Steps, innermost_around
 from .intervals import Coverage
-from .ops import Sources, format_frame
+from .ops import Sources
 from .steps import StepStats, capture_windows, in_kept_steps
 from .timeline import Timeline, name_mask
 
@@ -104,7 +104,8 @@ def _basis(ctx: Context) -> str:
 
 
 def _src(ctx: Context, code: int) -> Optional[str]:
-    return format_frame(ctx.tl.trace.names[code]) if code >= 0 else None
+    """A source line as the evidence supports it: "(def)" marks a definition line (``Sources.label``)."""
+    return ctx.src.label(code) if code >= 0 else None
 
 
 def _top_by(ctx: Context, rows: np.ndarray, weight: np.ndarray, k: int = 3, use_source: bool = True) -> list[dict[str, Any]]:
@@ -123,6 +124,8 @@ def _top_by(ctx: Context, rows: np.ndarray, weight: np.ndarray, k: int = 3, use_
         code, s = divmod(int(uniq[i]), len(ctx.tl.trace.names) + 2)
         out.append({"name": ctx.tl.trace.names[code], "source": _src(ctx, s - 1),
                     "ms_per_step": round(float(tot[i]) / 1000.0 / ctx.n, 4)})
+        if not use_source:
+            out[-1]["code"] = code
     return out
 
 
@@ -185,7 +188,7 @@ def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
     where = _top_by(ctx, rows[sel], overlap[sel], use_source=not len(frames))
     if len(frames):
         for w in where:
-            w["source"] = format_frame(w.pop("name"))
+            w["source"] = _src(ctx, int(w.pop("code")))  # the frame itself: its line as the evidence supports it
     sampled = _sampled_where(ctx, gaps) if not len(frames) else []
     if sampled:  # stack samples in the host-bound moments: the executing user lines, weighted by samples
         where = sampled

@@ -51,8 +51,9 @@ def user_frames(tl: Timeline, steps: Steps, stats: StepStats, src: Sources) -> l
     n = max(int(stats.kept.sum()), 1)
     order = [i for i in np.argsort(-tot, kind="stable")[:TOP_FRAMES].tolist() if tot[i] > 0]
     return [
-        {"source": format_frame(tl.trace.names[int(codes[i])]), "ms_per_step": float(tot[i]) / 1000.0 / n,
-         "calls_per_step": float(calls[i]) / n}
+        {"source": src.label(int(codes[i])), "ms_per_step": float(tot[i]) / 1000.0 / n,
+         "calls_per_step": float(calls[i]) / n, "source_line": src.line_kind(int(codes[i])),
+         "source_basis": "python_function"}
         for i in order
     ]
 

@@ -17,12 +17,58 @@ _FRAME = re.compile(rules.FRAME_PATTERN)
 _LIBRARY = re.compile(rules.LIBRARY_FRAME_PATTERN)
 
 
-def format_frame(frame: str) -> str:
-    """``path/train.py(42): step`` -> ``path/train.py:42 step``."""
+#: What the line number of a source means (docs/analysis.md "Top ops and kernels", "Source lines").
+LINE_CALL = "call"  #: the line being executed: the call site (stack samples, 2021 ``Call stack`` args)
+LINE_DEF = "def"  #: the function's definition line (torch's Python tracer, frames entered while tracing)
+LINE_NONE = "none"  #: no meaningful line (the tracer's frames that were already running when it started)
+
+
+def format_frame(frame: str, line: str = LINE_CALL) -> str:
+    """``path/train.py(42): step`` -> ``path/train.py:42 step`` (a call-site line), ``path/train.py:42 step (def)``
+    (the definition line) or ``path/train.py:? step`` (no line known)."""
     mt = _FRAME.match(frame.strip())
     if not mt:
         return frame.strip()
+    if line == LINE_DEF:
+        return f"{mt['file']}:{mt['line']} {mt['func']} (def)"
+    if line == LINE_NONE:
+        return f"{mt['file']}:? {mt['func']}"
     return f"{mt['file']}:{mt['line']} {mt['func']}"
+
+
+def startup_frames(tl: Timeline) -> np.ndarray:
+    """Python tracer rows (``python_function``) of frames that were already running when tracing started.
+
+    torch's tracer records, when it starts, each thread's current stack as one chain of frames
+    (consecutive ``Python id``s, each the parent of the next, from a root with no parent), with the
+    line each frame was on at that moment, which is neither its definition nor a call of the
+    profiled ops; frames entered later carry their definition line. Returns the chain's rows
+    (empty without ``Python id``s). The chain of the thread that started the profiler may take in
+    a few frames the profiler itself calls right after it: library frames, never a user's.
+    """
+    py = tl.rows(m.Kind.PYTHON)
+    if len(py) == 0:
+        return py
+    pid, parent = tl.col(m.PY_ID)[py], tl.col(m.PY_PARENT)[py]
+    ok = pid >= 0
+    py, pid, parent = py[ok], pid[ok], parent[ok]
+    if len(py) == 0:
+        return py
+    th = tl.thread[py]
+    order = np.lexsort((pid, th))
+    py, pid, parent, th = py[order], pid[order], parent[order], th[order]
+    first = np.ones(len(py), dtype=bool)
+    first[1:] = th[1:] != th[:-1]
+    link = np.zeros(len(py), dtype=bool)
+    link[1:] = (~first[1:]) & (pid[1:] == pid[:-1] + 1) & (parent[1:] == pid[:-1])
+    run = np.cumsum(~link)  # runs of linked rows; a thread's first row starts a run
+    head = first & (parent < 0)  # a thread's first frame is a root: the chain recorded at start
+    runs, sizes = np.unique(run, return_counts=True)
+    # A chain of one frame is no evidence of a recorded stack (a hand-built trace's frames carry ids but
+    # no parents); a real start-up stack has at least the script's frame and the profiler's below it.
+    long_runs = runs[sizes >= 2]
+    chain_runs = np.intersect1d(np.unique(run[head]), long_runs)
+    return py[np.isin(run, chain_runs)]
 
 
 def user_frame(frames: Iterable[str]) -> Optional[str]:
@@ -81,6 +127,24 @@ class Sources:
             self.basis = "sampled"
         elif bool((tl.col(m.STACK) >= 0).any()):
             self.basis = "call_stack"
+        #: python_function frame name codes -> what their line means (def, or none for startup frames)
+        self._py_line: dict[int, str] = {}
+        if len(self.frames):
+            startup = set(tl.name[startup_frames(tl)].tolist())
+            for c in np.unique(tl.name[self.frames]).tolist():
+                self._py_line[int(c)] = LINE_NONE if c in startup else LINE_DEF
+
+    def line_kind(self, code: int) -> Optional[str]:
+        """What the line of a source code means: ``call``, ``def`` or ``none``; None for no source."""
+        if code < 0:
+            return None
+        return self._py_line.get(int(code), LINE_CALL)
+
+    def label(self, code: int) -> Optional[str]:
+        """The source text of a frame code as the evidence supports it (:func:`format_frame`), None if none."""
+        if code < 0:
+            return None
+        return format_frame(self.tl.trace.names[int(code)], self.line_kind(code) or LINE_CALL)
 
     @staticmethod
     def feeding_threads(tl: Timeline) -> np.ndarray:
@@ -255,8 +319,11 @@ class SampledFrames:
                 np.where(has, np.maximum(self._outer_e[kk], qe), qe))
 
 
-def _name(tl: Timeline, code: int) -> Optional[str]:
-    return format_frame(tl.trace.names[code]) if code >= 0 else None
+def _source_fields(src: Sources, code: int) -> dict[str, Any]:
+    """``source`` (labelled text), ``source_line`` (call / def / none) and ``source_basis`` of a frame code."""
+    if code < 0:
+        return {"source": None, "source_line": None, "source_basis": None}
+    return {"source": src.label(code), "source_line": src.line_kind(code), "source_basis": src.basis}
 
 
 def group_sum(keys: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -326,8 +393,7 @@ def top_kernels(
             "calls_per_step": float(calls[i]) / n_steps,
             "avg_us": float(dur_sum[i]) / max(int(calls[i]), 1),
             "op": tl.trace.names[best_op[code]] if code in best_op else None,
-            "source": _name(tl, best_src.get(code, -1)),
-            "source_basis": src.basis if code in best_src else None,
+            **_source_fields(src, best_src.get(code, -1)),
         })
     return out
 
@@ -379,8 +445,7 @@ def top_ops(
             "share": float(incl_sum[i]) / busy_us if busy_us else 0.0,
             "calls_per_step": float(calls[i]) / n_steps,
             "avg_gpu_us": float(incl_sum[i]) / max(int(calls[i]), 1),
-            "source": _name(tl, best_src.get(code, -1)),
-            "source_basis": src.basis if code in best_src else None,
+            **_source_fields(src, best_src.get(code, -1)),
         })
     return out
 
@@ -441,8 +506,7 @@ def copies(
             dirs = np.bincount(dir_code[inverse == i], minlength=4)
             sources.append({
                 "op": names[op] if op >= 0 else "(unknown: launched before the trace)",
-                "source": _name(tl, s_code),
-                "source_basis": src.basis if s_code >= 0 else None,
+                **_source_fields(src, s_code),
                 "direction": ("d2d", "d2h", "h2d", "other")[int(np.argmax(dirs))],
                 "gpu_ms_per_step": float(tot[i]) / 1000.0 / n_steps,
                 "count_per_step": float(cnt[i]) / n_steps,

@@ -29,6 +29,8 @@ INDEXING = "indexing"
 COPY = "copy"
 MEMSET = "memset"
 COMMUNICATION = "communication"
+#: torch.compile'd code whose work the trace does not split into ops or named kernels (see the rules).
+COMPILED = "compiled"
 OTHER = "other"
 
 #: Display order of categories.
@@ -43,6 +45,7 @@ CATEGORIES = (
     COPY,
     MEMSET,
     COMMUNICATION,
+    COMPILED,
     OTHER,
 )
 
@@ -171,11 +174,35 @@ _ELEMENTWISE_KERNEL = (
     r"activation|bias|cast|convert"
 )
 
+#: The ranges torch.compile records on the host around a compiled graph (torch 2.1-2.13): Inductor's
+#: ``## Call CompiledFxGraph <hash> ##`` around the graph's wrapper code, and the Dynamo / AOTAutograd
+#: wrappers around it. On a CPU (Inductor's C++ backend) the graph's fused loops (``cpp_fused_*``) run
+#: inline in the CompiledFxGraph range and are no separate ops: its own time is theirs; extern kernels
+#: (``aten::mm``/``aten::addmm`` called by the graph) are ops of their own and keep their category.
+#: The wrappers' own time (guards, the autograd Function) is compiled-code overhead. Anchored: the
+#: graph hash is random letters (``fx5y4x2v5alk...``) that would meet other rules' words.
+COMPILED_GRAPH_RANGE_PATTERN = (
+    r"^## Call CompiledFxGraph \w+ ##$|^Torch-Compiled Region: \d+/\d+$|^CompiledFunction(Backward)?$|"
+    r"^TorchDynamo Cache Lookup$|^Pregraph bytecode$|^AOTDispatcher Runtime Wrapper (Prologue|Epilogue)$"
+)
+#: The Inductor graph range alone (where a compiled graph's work is timed).
+COMPILED_GRAPH_PATTERN = r"^## Call CompiledFxGraph (?P<hash>\w+) ##$"
+#: torch 2.0 Inductor named every Triton kernel ``triton_`` and Triton appended the arguments'
+#: specialisation (``0d1d2d``): such a kernel names none of the ops it fuses.
+_INDUCTOR_UNNAMED = r"^triton__[0-9dc]+$"
+
 #: Ordered rules; the first match wins. Edit here to change classification everywhere.
 #: Each ``why`` names real kernels (from public traces / sources) that justify the rule's place.
 CATEGORY_RULES: tuple[CategoryRule, ...] = (
     CategoryRule(MEMSET, device_kind="memset", why="memset engine"),
     CategoryRule(COPY, device_kind="memcpy", why="memcpy engine (h2d/d2h/d2d/p2p)"),
+    CategoryRule(COMPILED, kernel=COMPILED_GRAPH_RANGE_PATTERN,
+                 why="CPU-only traces: a compiled graph's own time (its cpp_fused_* loops run inline): "
+                     "'## Call CompiledFxGraph fx5y4x2v5alkzihyquvwmhvsijudt3voggy4gadc77b63tqmlwbs ##', "
+                     "'Torch-Compiled Region: 0/0', 'CompiledFunctionBackward' (torch 2.13, CPU)"),
+    CategoryRule(COMPILED, kernel=_INDUCTOR_UNNAMED,
+                 why="torch 2.0 Inductor Triton kernel with no fused-op names: triton__0d1d2d, "
+                     "triton__0d1d2d3d4d5d6d7d8d9d10d11d12d13d14"),
     CategoryRule(COPY, kernel=_INDUCTOR_COPY_ONLY,
                  why="Inductor pointwise kernel fusing only layout ops: triton_poi_fused_clone_transpose_21"),
     CategoryRule(ELEMENTWISE, kernel=_INDUCTOR_POINTWISE,
@@ -228,6 +255,8 @@ CATEGORY_RULES: tuple[CategoryRule, ...] = (
     CategoryRule(REDUCTION, kernel=_REDUCE_KERNEL,
                  why="reduction kernel: reduce_kernel<...>, softmax_warp_forward, cunn_ClassNLLCriterion_updateOutput_kernel"),
     CategoryRule(ELEMENTWISE, kernel=_ELEMENTWISE_KERNEL, why="elementwise kernel name: vectorized_elementwise_kernel"),
+    CategoryRule(COMPILED, op=r"^## Call CompiledFxGraph \w+ ##$",
+                 why="a kernel no rule above knows, launched by an Inductor graph's wrapper code"),
 )
 
 #: Copy direction from a memcpy event name ("Memcpy HtoD (Pageable -> Device)").
@@ -418,6 +447,10 @@ COLLECTIVE_KINDS: tuple[tuple[str, str], ...] = (
 LIBRARY_FRAME_PATTERN = (
     r"site-packages|dist-packages|lib/python3|(^|/)torch/|<built-in|<frozen|^nn\.Module:|"
     r"(^|/)perfkit/|^<string>|"
+    # torch.compile's generated code: Inductor's output files (/tmp/torchinductor_<user>/zs/czs3xseu....py,
+    # also under a TORCHINDUCTOR_CACHE_DIR: a two-character folder and a "c" + 51-character hash) and
+    # torch.fx's generated forward (<eval_with_key>.3). Their caller is the user's line.
+    r"torchinductor_|(^|/)[a-z0-9]{2}/c[a-z0-9]{40,}\.py\(|^<eval_with_key>|"
     rf"^(?:{'|'.join(LIBRARY_PACKAGES)})/|^(?:{'|'.join(LIBRARY_MODULES)})\.py\("
 )
 #: A Python frame as torch.profiler writes it: "path/file.py(123): function".

@@ -55,6 +55,7 @@ CATEGORY_LABELS = {
     "copy": "Copy",
     "memset": "Memset",
     "communication": "Communication",
+    "compiled": "Compiled (torch.compile)",
     "other": "Other",
 }
 #: torch-tb-profiler's Overview "Step Time Breakdown" roles, in its priority order.
@@ -164,7 +165,8 @@ def fmt_where(where: Any) -> str:
         if not isinstance(item, dict):
             return fmt_value(where)
         label = item.get("name") or item.get("op") or item.get("step")
-        src = item.get("source")
+        label = short_op_name(label) if isinstance(label, str) else label
+        src = short_source(item.get("source")) if item.get("source") else None
         ms = item.get("ms_per_step", item.get("gpu_ms_per_step"))
         text_ = " ".join(str(x) for x in (label, f"at {src}" if src else None) if x not in (None, ""))
         if ms is not None:
@@ -339,6 +341,8 @@ def short_kernel_name(name: Any, max_len: int = 70) -> str:
     s = text(name, default="")
     if not s:
         return DASH
+    if _COMPILED_GRAPH.match(s):  # a CPU-only trace lists its ops as the "kernels"
+        return short_op_name(s)
     if s.startswith("void "):
         s = s[len("void "):]
     s = _LAMBDA.sub("", s)
@@ -356,6 +360,32 @@ def short_kernel_name(name: Any, max_len: int = 70) -> str:
             s = elided
     if len(s) > max_len:
         s = s[: max_len - 1] + "…"
+    return s
+
+
+_COMPILED_GRAPH = re.compile(r"^## Call CompiledFxGraph (\w+) ##$")
+_INDUCTOR_FILE = re.compile(r"^(?P<dir>.*?torchinductor_[^/]*/|.*?/)?(?P<sub>[a-z0-9]{2}/)?(?P<file>c[a-z0-9]{40,})\.py"
+                            r"(?P<rest>:\d+.*)$")
+
+
+def short_op_name(name: Any, hash_chars: int = 8) -> str:
+    """An op name that fits one line: Inductor's ``## Call CompiledFxGraph <52-character hash> ##`` becomes
+    ``CompiledFxGraph fx5y4x2v…`` (the document keeps the full name); other names are unchanged."""
+    s = text(name)
+    mt = _COMPILED_GRAPH.match(s)
+    if mt:
+        h = mt.group(1)
+        return f"CompiledFxGraph {h[:hash_chars]}…" if len(h) > hash_chars else f"CompiledFxGraph {h}"
+    return s
+
+
+def short_source(source: Any) -> str:
+    """A source line that fits one line: Inductor's generated files
+    (``/tmp/torchinductor_root/zs/czs3xseugij2….py:104 call``) become ``inductor czs3xseu….py:104 call``."""
+    s = text(source)
+    mt = _INDUCTOR_FILE.match(s)
+    if mt and (mt.group("dir") and "torchinductor_" in mt.group("dir") or mt.group("sub")):
+        return f"inductor {mt.group('file')[:9]}….py{mt.group('rest')}"
     return s
 
 
@@ -382,7 +412,7 @@ def steps_line(doc: dict[str, Any]) -> str:
     ids = as_list(steps.get("ids"))
     if ids:
         line += f" ({'id' if len(ids) == 1 else 'ids'} {compress_ids(ids)})"
-    cv = num(as_dict(steps.get("spread")).get("cv"))
+    cv = num(as_dict(steps.get("variation")).get("cv"))
     if cv is not None:
         line += f"; their times vary by {cv:.0%} (coefficient of variation)"
     return line
@@ -544,15 +574,36 @@ def category_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None, flo
     return rows
 
 
+#: Overview roles that need device work (kernels, copies, memsets and the runtime calls that launch them).
+DEVICE_ROLES = ("kernel", "memcpy", "memset", "runtime")
+
+
 def overview_rows(doc: dict[str, Any]) -> list[tuple[str, float | None, float | None]]:
-    """(role label, ms/step, share of step) in torch-tb-profiler's priority order."""
+    """(role label, ms/step, share of step) in torch-tb-profiler's priority order.
+
+    On a trace with no device work (``time_basis`` "cpu") the roles that need device work are left
+    out (:func:`overview_note` says so once): they cannot apply, and five rows of 0.00 say nothing.
+    """
     ov = as_dict(doc.get("overview"))
     keys = [k for k in ROLE_LABELS if k in ov] + [k for k in ov if k not in ROLE_LABELS]
+    if get(doc, "trace", "time_basis") == "cpu":
+        keys = [k for k in keys if k not in DEVICE_ROLES or num(get(ov, k, "ms_per_step"))]
     return [
         (label(k, ROLE_LABELS), num(get(ov, k, "ms_per_step")), num(get(ov, k, "share")))
         for k in keys
         if isinstance(ov.get(k), dict)
     ]
+
+
+def overview_note(doc: dict[str, Any]) -> str:
+    """The note under the Overview table (roles left out on a CPU-only trace, and why)."""
+    note = "Roles in priority order: each gets the part of the step no role above it took, so they add up to the step time."
+    if get(doc, "trace", "time_basis") == "cpu":
+        gone = [label(k, ROLE_LABELS) for k in DEVICE_ROLES
+                if isinstance(get(doc, "overview", k), dict) and not num(get(doc, "overview", k, "ms_per_step"))]
+        if gone:
+            note += f" {', '.join(gone)}: not shown, the trace has no device work (they need kernels, copies or launches)."
+    return note
 
 
 def copy_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
@@ -591,12 +642,64 @@ def top_kernels(doc: dict[str, Any], top: int) -> list[dict[str, Any]]:
     return [k for k in as_list(doc.get("top_kernels")) if isinstance(k, dict)][: max(top, 0)]
 
 
+def _source_lines(doc: dict[str, Any]) -> set[str]:
+    """The ``source_line`` kinds of the document's listed sources (top ops, kernels, copy sources, frames)."""
+    kinds = set()
+    for key in ("top_ops", "top_kernels", "frames"):
+        for r in as_list(doc.get(key)):
+            if isinstance(r, dict) and r.get("source") and r.get("source_line"):
+                kinds.add(str(r["source_line"]))
+    for r in as_list(get(doc, "copies", "sources")):
+        if isinstance(r, dict) and r.get("source") and r.get("source_line"):
+            kinds.add(str(r["source_line"]))
+    return kinds
+
+
+def source_note(doc: dict[str, Any]) -> str | None:
+    """What the source lines mean, when some are not call sites (torch's Python tracer: ``with_stack=True``)."""
+    kinds = _source_lines(doc)
+    parts = []
+    if "def" in kinds:
+        parts.append("\"(def)\" marks a function's definition line: torch's Python tracer records where a function "
+                     "is defined, not the line that called the op")
+    if "none" in kinds:
+        parts.append("\":?\" marks a function that was already running when tracing started: its line is unknown")
+    if not parts:
+        return None
+    return "Sources: " + "; ".join(parts) + ". perfkit profile samples the lines that call the ops (stack samples)."
+
+
+COMPILED_HEADERS = ("Graph", "Phase", "GPU ms", "Calls", "User code")
+
+
+def compiled_graph_rows(doc: dict[str, Any], top: int = 10) -> list[tuple[str, str, str, str, str]]:
+    """(graph with its Dynamo region, phase, GPU ms/step, calls/step, calling user code or "unknown")
+    per torch.compile'd graph (``compiled_graphs``); the graph's full name stays in the document."""
+    rows = []
+    for g in as_list(doc.get("compiled_graphs"))[: max(top, 0)]:
+        if not isinstance(g, dict):
+            continue
+        name = text(g.get("short_name")) if g.get("short_name") else short_op_name(g.get("name"))
+        region = text(g.get("region"), "")
+        if region.startswith("Torch-Compiled Region: "):
+            name += f" (region {region[len('Torch-Compiled Region: '):]})"
+        rows.append((name, text(g.get("phase"), "unknown"), fmt_ms(g.get("ms_per_step")), fmt_count(g.get("calls_per_step")),
+                     short_source(g.get("source")) if g.get("source") else "unknown"))
+    return rows
+
+
+COMPILED_NOTE = ("Each graph's GPU time is the work launched inside it (fused kernels and the extern kernels it calls). "
+                 "User code: the innermost user frame around the graph's call, often the compiled function itself "
+                 "(Dynamo runs the graph in its frame, which stays on its def line); a backward graph takes its forward's. "
+                 "\"unknown\": no Python stack in the trace around the call.")
+
+
 def findings(doc: dict[str, Any]) -> list[dict[str, Any]]:
     return [f for f in as_list(doc.get("findings")) if isinstance(f, dict)]
 
 
 def breakdown_line(doc: dict[str, Any]) -> str | None:
-    """"Forward 34.0% (25.14 ms) / Backward 62.1% (45.93 ms) / ...; GPU busy ... per step"."""
+    """"Forward 34.0% (25.14 ms) / Backward 62.1% (45.93 ms) / ...; GPU busy ... of a ... ms step (means of N steps)"."""
     parts = []
     if get(doc, "phases_unknown", "whole_trace"):
         parts.append("phases unknown (no evidence)")
@@ -605,13 +708,13 @@ def breakdown_line(doc: dict[str, Any]) -> str | None:
             if name == "Other" and not ms:
                 continue
             parts.append(f"{name} {fmt_pct(share)}% ({fmt_ms(ms)} ms)")
-    busy = num(get(doc, "gpu", "busy_ms_per_step"))
+    stats = step_statistics(doc)
+    busy = stats["active_ms"] if stats else num(get(doc, "gpu", "busy_ms_per_step"))
     if not parts or not busy:
         return None
     line = " / ".join(parts) + f"; GPU busy {fmt_ms(busy)} ms per step"
-    step = num(get(doc, "steps", "gpu_ms_median"))
-    if step:
-        line += f" of a {fmt_ms(step)} ms step (median)"
+    if stats and stats["step_ms"]:
+        line += f" of a {fmt_ms(stats['step_ms'])} ms step ({stats['basis']})"
     return line
 
 
@@ -641,28 +744,133 @@ def leading_ops_line(doc: dict[str, Any]) -> str | None:
     if not items:
         return None
     return "; ".join(
-        f"{i}. {name} {fmt_pct(share)}%" + (f" (led by {op})" if op else "")
+        f"{i}. {name} {fmt_pct(share)}%" + (f" (led by {short_op_name(op)})" if op else "")
         for i, (_k, name, share, op) in enumerate(items, 1)
     )
 
 
-def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
-    """(metric, value, unit) rows of the step summary; empty when the document has neither steps nor gpu."""
+def _kept_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [r for r in as_list(get(doc, "steps", "table")) if isinstance(r, dict) and r.get("kept") is not False]
+
+
+def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
+    vals = [num(r.get(key)) for r in rows]
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def step_statistics(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """The step summary's figures, all means over the analysed steps (docs/analysis.md "Statistics").
+
+    ``step_ms`` (the step's window on the device timeline), ``active_ms`` (time in it with some device
+    op running) and ``idle_ms`` (none running) come from one set of steps, so busy + idle = step;
+    ``wall_ms`` is the CPU range of ``ProfilerStep#N``; ``spread`` holds each one's median and range
+    across the steps. Documents written before these fields existed get them from the step table
+    (``gpu_window_ms - gpu_idle_ms`` is the busy part of each step). None when nothing is known.
+    """
     steps, gpu = as_dict(doc.get("steps")), as_dict(doc.get("gpu"))
-    if not steps and not gpu:
+    rows = _kept_rows(doc)
+    step_ms = num(steps.get("gpu_ms_mean"))
+    if step_ms is None:
+        step_ms = _mean_of(rows, "gpu_window_ms")
+    idle_ms = num(gpu.get("idle_ms_per_step"))
+    active_ms = num(gpu.get("active_ms_per_step"))
+    if active_ms is None and step_ms is not None and idle_ms is not None:
+        active_ms = max(step_ms - idle_ms, 0.0)
+    wall_ms = num(steps.get("wall_ms_mean"))
+    if wall_ms is None:
+        wall_ms = _mean_of(rows, "wall_ms")
+    if step_ms is None and idle_ms is None and active_ms is None:
+        return None
+    spread = as_dict(steps.get("spread"))
+    count = num(steps.get("count"))
+    n = int(count) if count is not None else len(rows)
+    if not spread and rows:  # an older document: the same figures from its step table
+        from statistics import median
+
+        def col(key: str) -> dict[str, float] | None:
+            vals = [num(r.get(key)) for r in rows]
+            vals = [v for v in vals if v is not None]
+            return {"min": min(vals), "median": median(vals), "max": max(vals)} if vals else None
+
+        spread = {"gpu_window_ms": col("gpu_window_ms"), "wall_ms": col("wall_ms")}
+    # The step's host range differs from its device window only where device work outlasts it.
+    wall_differs = any(
+        num(r.get("wall_ms")) is not None and num(r.get("gpu_window_ms")) is not None
+        and abs(num(r.get("wall_ms")) - num(r.get("gpu_window_ms"))) > 1e-3  # type: ignore[operator]
+        for r in rows) if rows else (wall_ms is not None and step_ms is not None and abs(wall_ms - step_ms) > 1e-3)
+    return {
+        "n": n, "basis": f"mean{'s' if n != 1 else ''} of {n} step{'s' if n != 1 else ''}",
+        "step_ms": step_ms, "active_ms": active_ms, "idle_ms": idle_ms, "wall_ms": wall_ms,
+        "wall_differs": wall_differs, "spread": spread,
+        "attributed_ms": num(gpu.get("busy_ms_per_step")), "utilization": num(gpu.get("utilization")),
+    }
+
+
+def spread_text(spread: Any) -> str:
+    """"median 12.30, 11.90-13.00" (range min-max across the analysed steps), or "" when unknown."""
+    sp = as_dict(spread)
+    lo, med, hi = num(sp.get("min")), num(sp.get("median")), num(sp.get("max"))
+    if lo is None or hi is None:
+        return ""
+    if hi - lo < 0.005:
+        return "the same in every step"
+    return (f"median {fmt_ms(med)}, " if med is not None else "") + f"range {fmt_ms(lo)}-{fmt_ms(hi)}"
+
+
+def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(metric, value, unit and spread) rows of the step summary; empty when the document has neither steps nor gpu.
+
+    Every figure is a mean over the same analysed steps, so GPU busy + GPU idle = the step time; the
+    unit column carries each figure's median and range across the steps. The host (CPU) time of the
+    step is listed only where it differs from the step's device window (never on a CPU-only trace,
+    where the two are the same range).
+    """
+    stats = step_statistics(doc)
+    if not stats:
         return []
-    return [
-        ("GPU step time, median", fmt_ms(steps.get("gpu_ms_median")), "ms"),
-        ("CPU wall time, median", fmt_ms(steps.get("wall_ms_median")), "ms"),
-        ("GPU busy per step", fmt_ms(gpu.get("busy_ms_per_step")), "ms"),
-        ("GPU idle per step", fmt_ms(gpu.get("idle_ms_per_step")), "ms"),
-        ("GPU utilization", fmt_pct(gpu.get("utilization")), "%"),
+    spread = as_dict(stats["spread"])
+
+    def unit(key: str) -> str:
+        extra = spread_text(spread.get(key)) if stats["n"] > 1 else ""
+        return f"ms ({extra})" if extra else "ms"
+
+    rows = [
+        (f"Step time ({stats['basis']})", fmt_ms(stats["step_ms"]), unit("gpu_window_ms")),
+        ("  GPU busy (some op running)", fmt_ms(stats["active_ms"]), unit("gpu_active_ms")),
+        ("  GPU idle (nothing running)", fmt_ms(stats["idle_ms"]), unit("gpu_idle_ms")),
+        ("GPU utilization (busy / step)", fmt_pct(stats["utilization"]), "%"),
     ]
+    if stats["wall_differs"]:
+        rows.append(("Host time of the step (CPU)", fmt_ms(stats["wall_ms"]), unit("wall_ms")))
+    return rows
+
+
+def summary_notes(doc: dict[str, Any]) -> list[str]:
+    """Why two figures of the step summary differ where a reader would expect them to agree."""
+    stats = step_statistics(doc)
+    notes = []
+    if not stats:
+        return notes
+    att, act = stats["attributed_ms"], stats["active_ms"]
+    if att is not None and act is not None and abs(att - act) > max(0.01, 0.01 * act):
+        more = att > act
+        notes.append(
+            f"The phase and category tables split {fmt_ms(att)} ms of GPU time per step: the time of the ops "
+            "launched in each step, each device (or CPU thread) counted on its own"
+            + (", so work running at once on several of them adds up to more than the busy time above."
+               if more else ", while busy above also counts work of excluded steps or of no step running in the "
+               "step's window.")
+        )
+    if stats["wall_differs"]:
+        notes.append("Host time of the step is the ProfilerStep range on the CPU; the step time is the step's window "
+                     "on the GPU, from its first to its last GPU work (the GPU runs behind the CPU).")
+    return notes
 
 
 def gpu_notes(doc: dict[str, Any]) -> list[str]:
-    """Plain sentences about GPU time not counted in the analysed steps."""
-    notes = []
+    """Plain sentences about the step summary's figures and GPU time not counted in the analysed steps."""
+    notes = summary_notes(doc)
     pre_count = num(get(doc, "gpu", "launched_before_window", "count"))
     pre_ms = num(get(doc, "gpu", "launched_before_window", "ms"))
     if pre_count:
@@ -713,7 +921,7 @@ def runtime_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     found = {"autograd backward": "found by autograd backward (no torch.optim optimizer)"}.get(
         str(source), f"found by {source}") if source else "no step boundary seen"
     rows.append(("Steps run", fmt_count(rt.get("steps_seen")), found))
-    rows.append(("Step wall time, median", fmt_ms(steps.get("wall_ms_median")), "ms"))
+    rows.append(("Step wall time, median (run timer)", fmt_ms(steps.get("wall_ms_median")), "ms"))
     rows.extend(step_timing_rows(steps))
     if steps.get("gpu_ms_median") is not None:
         rows.append(("Step GPU time, median (CUDA events)", fmt_ms(steps.get("gpu_ms_median")), "ms"))
@@ -724,8 +932,7 @@ def runtime_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("Throughput", f"{num(tp['tokens_per_s']):,.0f}", "tokens/s"))
     if tp.get("samples_per_s") is not None:
         rows.append(("Throughput", f"{num(tp['samples_per_s']):,.1f}", "samples/s"))
-    if rt.get("mfu") is not None:
-        rows.append(("MFU", fmt_pct(rt.get("mfu")), "% of peak"))
+    rows.extend(flops_rows(doc))
     mem = rt.get("memory") if isinstance(rt.get("memory"), dict) else {}
     unknown = as_dict(mem.get("unknown"))
     for key, label in (
@@ -768,6 +975,123 @@ def step_timing_rows(steps: dict[str, Any]) -> list[tuple[str, str, str]]:
                      f"% over {fmt_count(sp.get('steps'))} unprofiled steps, {fmt_ms(sp.get('min_ms'))}-"
                      f"{fmt_ms(sp.get('max_ms'))} ms" + (" (unsteady)" if sp.get("unstable") else "")))
     return rows
+
+
+def runtime_note(doc: dict[str, Any]) -> str | None:
+    """Why the run timer's step time differs from the trace's (both appear in one report)."""
+    rt_ms = num(get(doc, "runtime", "steps", "wall_ms_median"))
+    stats = step_statistics(doc)
+    if rt_ms is None or not stats or not stats["step_ms"]:
+        return None
+    return (f"The run timer times every step of the run, most of them without the profiler: median "
+            f"{fmt_ms(rt_ms)} ms. The step summary above is the mean of the {stats['n']} traced "
+            f"step{'s' if stats['n'] != 1 else ''} ({fmt_ms(stats['step_ms'])} ms), recorded with the profiler "
+            "on, which slows the host.")
+
+
+def fmt_flops(value: Any) -> str:
+    """FLOPs with an SI prefix: "1.29 GFLOP"; "-" when unknown."""
+    v = num(value)
+    if v is None:
+        return DASH
+    for scale, unit in ((1e15, "PFLOP"), (1e12, "TFLOP"), (1e9, "GFLOP"), (1e6, "MFLOP"), (1e3, "kFLOP")):
+        if abs(v) >= scale:
+            return f"{v / scale:,.3g} {unit}"
+    return f"{v:,.0f} FLOP"
+
+
+def mfu_figures(doc: dict[str, Any]) -> dict[str, Any] | None:
+    """FLOPs per step (``perfkit profile --flops``), the achieved rate and MFU against the device's peak.
+
+    Returns None without a FLOP count. ``mfu`` is the run's own figure when it computed one (CUDA),
+    else FLOPs / step time / peak with the peak from ``perfkit.collect.flops.PEAK_TFLOPS`` (data with
+    the datasheets it comes from) for the trace's device and the dtype the run saw; where no peak is
+    known (a CPU, a device or dtype not in the table) ``mfu`` is None and ``why`` says why: unknown,
+    never 0. The step time is the run timer's median (``runtime.steps``: GPU time by CUDA events when
+    measured, else wall time), the same one the run's own MFU uses.
+    """
+    rt = as_dict(doc.get("runtime"))
+    flops = num(rt.get("flops_per_step"))
+    if not flops or flops <= 0:
+        return None
+    steps = as_dict(rt.get("steps"))
+    step_ms = num(steps.get("gpu_ms_median")) or num(steps.get("wall_ms_median"))
+    out: dict[str, Any] = {"flops_per_step": flops, "step_ms": step_ms, "mfu": None, "why": None,
+                           "tflops_per_s": flops / (step_ms / 1000.0) / 1e12 if step_ms else None,
+                           "peak_tflops": num(rt.get("peak_tflops")), "dtype": rt.get("mfu_dtype"),
+                           "device": get(doc, "trace", "device")}
+    if num(rt.get("mfu")) is not None:
+        out["mfu"] = num(rt.get("mfu"))
+        return out
+    if get(doc, "trace", "time_basis") == "cpu" or not out["device"]:
+        out["why"] = "no peak for a CPU run (the peak table lists accelerators only)"
+        return out
+    from ..collect.flops import device_key, peak_tflops
+
+    dtype = out["dtype"]
+    if device_key(str(out["device"])) is None:
+        out["why"] = f"no peak TFLOP/s known for {out['device']}"
+        return out
+    if dtype is None:
+        out["why"] = "the dtype of the matrix products is not known"
+        return out
+    peak = peak_tflops(str(out["device"]), dtype)
+    if peak is None:
+        out["why"] = f"no {dtype} peak known for {out['device']}"
+        return out
+    out["peak_tflops"] = peak
+    if out["tflops_per_s"] is not None:
+        out["mfu"] = out["tflops_per_s"] / peak  # one rank's FLOPs on one rank's device
+    else:
+        out["why"] = "no step time measured"
+    return out
+
+
+def flops_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(label, value, unit) rows: FLOPs per step, achieved TFLOP/s and MFU (unknown when no peak is known)."""
+    f = mfu_figures(doc)
+    if not f:
+        return []
+    rows = [("FLOPs per step (counted)", fmt_flops(f["flops_per_step"]), "matmul, conv, attention; fwd + bwd")]
+    if f["tflops_per_s"] is not None:
+        rows.append(("Achieved", f"{f['tflops_per_s']:,.3g}", "TFLOP/s (FLOPs / median step)"))
+    if f["mfu"] is not None:
+        peak = f"{f['peak_tflops']:,.1f} TFLOP/s" if f["peak_tflops"] else "peak"
+        what = " ".join(str(x) for x in (f["dtype"], "peak", f"of {f['device']}" if f["device"] else None) if x)
+        rows.append(("MFU", fmt_pct(f["mfu"]), f"% of {peak} ({what})"))
+    else:
+        rows.append(("MFU", "unknown", str(f["why"] or "no peak known")))
+    return rows
+
+
+MODULE_HEADERS = ("Module", "Type", "Calls", "Fwd ms", "Bwd ms", "First ms", "% time")
+
+
+def module_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
+    """One row per module timed by ``perfkit profile --modules`` (medians per call), in the run's order.
+
+    "% time" is the module's share of all timed module time; a first call marked "*" was a slow
+    outlier (compilation, lazy initialisation) and is left out of the medians.
+    """
+    rows = []
+    for m_ in as_list(as_dict(doc.get("runtime")).get("modules")):
+        if not isinstance(m_, dict):
+            continue
+        first = fmt_ms(m_.get("first_call_ms")) + ("*" if m_.get("first_call_outlier") else "")
+        rows.append((text(m_.get("name")), text(m_.get("type")), fmt_count(m_.get("calls")),
+                     fmt_ms(m_.get("forward_ms_median")), fmt_ms(m_.get("backward_ms_median")), first,
+                     fmt_pct(m_.get("share"))))
+    return rows
+
+
+def modules_note(doc: dict[str, Any]) -> str | None:
+    err = get(doc, "runtime", "modules_error")
+    if err:
+        return f"Module timers failed: {text(err)}"
+    if not module_rows(doc):
+        return None
+    return ("Medians per call of each top-level module's forward and backward, timed in the run (perfkit profile "
+            "--modules); * marks a first call slower than steady state (left out of the medians).")
 
 
 # ---------------------------------------------------------------------------
@@ -895,9 +1219,9 @@ def _top_ops(doc: dict[str, Any], console: Console, top: int) -> None:
         ("GPU ms", _NUM), ("Self ms", _NUM), ("% busy", _NUM), ("Calls", _NUM),
     )
     for i, op in enumerate(ops, 1):
-        cell = Text(text(op.get("name")))
+        cell = Text(short_op_name(op.get("name")))
         if op.get("source"):
-            cell.append("\n  " + text(op.get("source")), style="dim")
+            cell.append("\n  " + short_source(op.get("source")), style="dim")
         table.add_row(
             str(i), cell, fmt_ms(op.get("gpu_ms_per_step")), fmt_ms(op.get("self_gpu_ms_per_step")),
             fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")),
@@ -905,6 +1229,9 @@ def _top_ops(doc: dict[str, Any], console: Console, top: int) -> None:
     console.print(table)
     _note(console, "GPU ms includes kernels launched by child ops, so shares overlap; "
                    "self ms counts only the op's own kernels.")
+    note = source_note(doc)
+    if note:
+        _note(console, note)
 
 
 def _top_kernels(doc: dict[str, Any], console: Console, top: int) -> None:
@@ -925,7 +1252,7 @@ def _top_kernels(doc: dict[str, Any], console: Console, top: int) -> None:
     table = _table(*columns)
     for i, k in enumerate(kernels, 1):
         op, source = k.get("op"), k.get("source")
-        origin = "from " + text(op, "an unknown op") + (f" ({source})" if source else "")
+        origin = "from " + (short_op_name(op) if op else "an unknown op") + (f" ({short_source(source)})" if source else "")
         if not wide:
             origin = f"{text(k.get('category'))}, {origin}"
         cell = Text(short_kernel_name(k.get("name")))
@@ -937,6 +1264,21 @@ def _top_kernels(doc: dict[str, Any], console: Console, top: int) -> None:
         table.add_row(*cells, cell)
     table.show_lines = True
     console.print(table)
+
+
+def _compiled(doc: dict[str, Any], console: Console, top: int) -> None:
+    rows = compiled_graph_rows(doc, top)
+    if not rows:
+        return
+    _heading(console, "Compiled graphs (torch.compile, per step)")
+    table = _table(("#", _NUM), ("Graph / user code", {**_FOLD, "min_width": 24}), ("Phase", {"no_wrap": True}),
+                   ("GPU ms", _NUM), ("Calls", _NUM))
+    for i, (name, phase, ms, calls, source) in enumerate(rows, 1):
+        cell = Text(name)
+        cell.append("\n  " + source, style="dim")
+        table.add_row(str(i), cell, phase, ms, calls)
+    console.print(table)
+    _note(console, COMPILED_NOTE)
 
 
 def _copies(doc: dict[str, Any], console: Console, top: int) -> None:
@@ -965,7 +1307,7 @@ def _copies(doc: dict[str, Any], console: Console, top: int) -> None:
         )
         for s in sources:
             src_table.add_row(
-                Text(text(s.get("op"))), Text(text(s.get("source"))), text(s.get("direction")).upper(),
+                Text(short_op_name(s.get("op"))), Text(short_source(s.get("source"))), text(s.get("direction")).upper(),
                 fmt_ms(s.get("gpu_ms_per_step")), fmt_count(s.get("count_per_step")),
             )
         console.print(src_table)
@@ -982,8 +1324,7 @@ def _overview(doc: dict[str, Any], console: Console) -> None:
     for name, ms, share in rows:
         table.add_row(name, fmt_ms(ms), fmt_pct(share))
     console.print(table)
-    _note(console, "Roles in priority order: each gets the part of the step no role above it took, "
-                   "so they add up to the step time.")
+    _note(console, overview_note(doc))
 
 
 def _runtime(doc: dict[str, Any], console: Console) -> None:
@@ -995,6 +1336,25 @@ def _runtime(doc: dict[str, Any], console: Console) -> None:
     for label, value, unit in rows:
         table.add_row(Text(label), Text(value), Text(unit))
     console.print(table)
+    note = runtime_note(doc)
+    if note:
+        _note(console, note)
+
+
+def _modules(doc: dict[str, Any], console: Console) -> None:
+    rows = module_rows(doc)
+    note = modules_note(doc)
+    if not rows and not note:
+        return
+    _heading(console, "Modules (perfkit profile --modules)")
+    if rows:
+        table = _table(*[(h, {**_FOLD, "min_width": 12} if i == 0 else (_NUM if i >= 2 else {"no_wrap": True}))
+                         for i, h in enumerate(MODULE_HEADERS)])
+        for row in rows:
+            table.add_row(*[Text(c) for c in row])
+        console.print(table)
+    if note:
+        _note(console, note)
 
 
 def _findings(doc: dict[str, Any], console: Console) -> None:
@@ -1089,9 +1449,11 @@ def _render(doc: dict[str, Any], console: Console, top: int, *, cpu: bool) -> No
     _phases(doc, console)
     _categories(doc, console)
     _top_ops(doc, console, top)
+    _compiled(doc, console, top)
     if not cpu:  # kernels and device copies do not exist in a CPU-only trace
         _top_kernels(doc, console, top)
         _copies(doc, console, top)
     _overview(doc, console)
     _runtime(doc, console)
+    _modules(doc, console)
     _findings(doc, console)

@@ -45,12 +45,23 @@ from .console import (
     header_facts,
     leading_ops_line,
     num,
+    COMPILED_HEADERS,
+    COMPILED_NOTE,
+    compiled_graph_rows,
+    MODULE_HEADERS,
+    module_rows,
+    modules_note,
+    overview_note,
     overview_rows,
     phase_evidence_line,
     phase_rows,
     phase_unknown_note,
+    runtime_note,
     runtime_rows,
     short_kernel_name,
+    short_op_name,
+    short_source,
+    source_note,
     summary_rows,
     text,
     top_kernels,
@@ -122,13 +133,14 @@ def render_html(doc: dict[str, Any], *, top: int = 10, plots: Optional[Sequence[
     w = _Words(cpu)
     parts: list[str] = []
     parts += _header(doc)
-    parts += _summary(doc)
+    parts += _summary(doc, w)
     parts += _findings(doc)
     parts += _ranks(doc)
     parts += _phases(doc, w)
     parts += _categories(doc, w)
     parts += _plots(doc, plots, with_plots)
     parts += _top_ops(doc, top, w)
+    parts += _compiled(doc, top, w)
     if not cpu:
         parts += _top_kernels(doc, top)
         parts += _copies(doc, top)
@@ -155,7 +167,7 @@ def render_html(doc: dict[str, Any], *, top: int = 10, plots: Optional[Sequence[
 
 _NAV = [
     ("summary", "Summary"), ("findings", "Findings"), ("ranks", "Ranks"), ("phases", "Phases"), ("categories", "Categories"),
-    ("plots", "Plots"), ("top-ops", "Top ops"), ("top-kernels", "Top kernels"), ("copies", "Copies"),
+    ("plots", "Plots"), ("top-ops", "Top ops"), ("compiled", "Compiled graphs"), ("top-kernels", "Top kernels"), ("copies", "Copies"),
     ("overview", "Overview"), ("runtime", "Run"), ("modules", "Modules"), ("steps", "Steps"),
 ]
 
@@ -232,12 +244,12 @@ def _header(doc: dict[str, Any]) -> list[str]:
     return out
 
 
-def _summary(doc: dict[str, Any]) -> list[str]:
+def _summary(doc: dict[str, Any], w: "_Words") -> list[str]:
     rows = summary_rows(doc)
     if not rows:
         return []
-    body = [_table(["Metric", "Value", "Unit"], [[_e(a), _e(b), _e(c)] for a, b, c in rows], right=(1,))]
-    body += [_note(n) for n in gpu_notes(doc)]
+    body = [_table(["Metric", "Value", "Unit"], [[_e(w(a)), _e(b), _e(c)] for a, b, c in rows], right=(1,))]
+    body += [_note(w(n)) for n in gpu_notes(doc)]
     return _section("summary", "Step summary", body)
 
 
@@ -348,13 +360,26 @@ def _top_ops(doc: dict[str, Any], top: int, w: _Words) -> list[str]:
     if not ops:
         return _section("top-ops", w("Top ops by GPU time (per step)"), [_e(w("No ops launched GPU work in the analysed steps."))])
     rows = [
-        [_e(i), _code(o.get("name")), _e(fmt_ms(o.get("gpu_ms_per_step"))), _e(fmt_ms(o.get("self_gpu_ms_per_step"))),
-         _e(fmt_pct(o.get("share"))), _e(fmt_count(o.get("calls_per_step"))), _code(o.get("source"))]
+        [_e(i), _code(short_op_name(o.get("name")), o.get("name")), _e(fmt_ms(o.get("gpu_ms_per_step"))),
+         _e(fmt_ms(o.get("self_gpu_ms_per_step"))), _e(fmt_pct(o.get("share"))), _e(fmt_count(o.get("calls_per_step"))),
+         _code(short_source(o.get("source")) if o.get("source") else None, o.get("source"))]
         for i, o in enumerate(ops, 1)
     ]
     table = _table(["#", "Op", w("GPU ms"), "Self ms", "% busy", "Calls", "Source"], rows, right=(0, 2, 3, 4, 5))
     note = _note(w("GPU ms includes kernels launched by child ops, so shares overlap; self ms counts only the op's own kernels."))
-    return _section("top-ops", w("Top ops by GPU time (per step)"), [table, note])
+    src_note = source_note(doc)
+    return _section("top-ops", w("Top ops by GPU time (per step)"), [table, note] + ([_note(src_note)] if src_note else []))
+
+
+def _compiled(doc: dict[str, Any], top: int, w: "_Words") -> list[str]:
+    rows = compiled_graph_rows(doc, top)
+    if not rows:
+        return []
+    full = [g.get("name") for g in as_list(doc.get("compiled_graphs")) if isinstance(g, dict)]
+    table = _table(["#"] + [w(h) for h in COMPILED_HEADERS],
+                   [[_e(i), _code(r[0], full[i - 1] if i - 1 < len(full) else None), _e(r[1]), _e(r[2]), _e(r[3]),
+                     _code(r[4]) if r[4] != "unknown" else "unknown"] for i, r in enumerate(rows, 1)], right=(0, 3, 4))
+    return _section("compiled", "Compiled graphs (torch.compile, per step)", [table, _note(w(COMPILED_NOTE))])
 
 
 def _top_kernels(doc: dict[str, Any], top: int) -> list[str]:
@@ -366,7 +391,8 @@ def _top_kernels(doc: dict[str, Any], top: int) -> list[str]:
     rows = [
         [_e(i), _code(short_kernel_name(k.get("name")), k.get("name")), _e(text(k.get("category"))),
          _e(fmt_ms(k.get("gpu_ms_per_step"))), _e(fmt_pct(k.get("share"))), _e(fmt_count(k.get("calls_per_step"))),
-         _e(fmt_us(k.get("avg_us"))), _code(k.get("op")), _code(k.get("source"))]
+         _e(fmt_us(k.get("avg_us"))), _code(short_op_name(k.get("op")) if k.get("op") else None, k.get("op")),
+         _code(short_source(k.get("source")) if k.get("source") else None, k.get("source"))]
         for i, k in enumerate(kernels, 1)
     ]
     table = _table(["#", "Kernel", "Category", "GPU ms", "% busy", "Calls", "Avg µs", "Launched by", "Source"],
@@ -389,7 +415,9 @@ def _copies(doc: dict[str, Any], top: int) -> list[str]:
         body.append("<h3>Top copy sources</h3>")
         body.append(_table(
             ["Op", "Source", "Dir", "GPU ms", "Copies"],
-            [[_code(s.get("op")), _code(s.get("source")), _e(text(s.get("direction")).upper()),
+            [[_code(short_op_name(s.get("op")), s.get("op")),
+              _code(short_source(s.get("source")) if s.get("source") else None, s.get("source")),
+              _e(text(s.get("direction")).upper()),
               _e(fmt_ms(s.get("gpu_ms_per_step"))), _e(fmt_count(s.get("count_per_step")))] for s in sources],
             right=(3, 4)))
     return _section("copies", "Memory copies (per step)", body)
@@ -404,8 +432,7 @@ def _overview(doc: dict[str, Any]) -> list[str]:
     table_rows.append(["<strong>Total</strong>", f"<strong>{_e(fmt_ms(total))}</strong>",
                        f"<strong>{_e(fmt_pct(1.0 if total else 0.0))}</strong>", ""])
     body = [_table(["Role", "ms/step", "% of step", ""], table_rows, right=(1, 2)),
-            _note("Roles in priority order: each gets the part of the step no role above it took, "
-                  "so they add up to the step time.")]
+            _note(overview_note(doc))]
     return _section("overview", "Step time breakdown (torch-tb-profiler Overview roles)", body)
 
 
@@ -413,24 +440,24 @@ def _runtime(doc: dict[str, Any]) -> list[str]:
     rows = runtime_rows(doc)
     if not rows:
         return []
+    note = runtime_note(doc)
     return _section("runtime", "Measured in the run (perfkit profile)",
-                    [_table(["Measure", "Value", "Unit"], [[_e(a), _e(b), _e(c)] for a, b, c in rows], right=(1,))])
+                    [_table(["Measure", "Value", "Unit"], [[_e(a), _e(b), _e(c)] for a, b, c in rows], right=(1,))]
+                    + ([_note(note)] if note else []))
 
 
 def _modules(doc: dict[str, Any]) -> list[str]:
-    modules = [m for m in as_list(as_dict(doc.get("runtime")).get("modules")) if isinstance(m, dict)]
-    if not modules:
+    rows = module_rows(doc)
+    note = modules_note(doc)
+    if not rows and not note:
         return []
-    rows = [
-        [_code(m.get("name")), _e(text(m.get("type"))), _e(fmt_count(m.get("calls"))),
-         _e(fmt_ms(m.get("forward_ms_median"))), _e(fmt_ms(m.get("backward_ms_median"))),
-         _e(fmt_ms(m.get("first_call_ms"))), _e(fmt_pct(m.get("share"))),
-         _e("yes" if m.get("first_call_outlier") else "")]
-        for m in modules
-    ]
-    table = _table(["Module", "Type", "Calls", "Forward ms (median)", "Backward ms (median)", "First call ms",
-                    "% of module time", "Slow first call"], rows, right=(2, 3, 4, 5, 6))
-    return _section("modules", "Modules (perfkit profile --modules)", [table])
+    body = []
+    if rows:
+        body.append(_table(list(MODULE_HEADERS), [[_code(r[0])] + [_e(c) for c in r[1:]] for r in rows],
+                           right=(2, 3, 4, 5, 6)))
+    if note:
+        body.append(_note(note))
+    return _section("modules", "Modules (perfkit profile --modules)", body)
 
 
 def _steps(doc: dict[str, Any], w: _Words) -> list[str]:

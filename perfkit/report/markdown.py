@@ -11,7 +11,9 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from .console import (
+    get,
     fmt_where,
+    runtime_note,
     runtime_rows,
     DASH,
     breakdown_line,
@@ -29,11 +31,21 @@ from .console import (
     gpu_notes,
     header_facts,
     leading_ops_line,
+    COMPILED_HEADERS,
+    COMPILED_NOTE,
+    compiled_graph_rows,
+    MODULE_HEADERS,
+    module_rows,
+    modules_note,
+    overview_note,
     overview_rows,
     phase_evidence_line,
     phase_rows,
     phase_unknown_note,
     short_kernel_name,
+    short_op_name,
+    short_source,
+    source_note,
     summary_rows,
     text,
     top_kernels,
@@ -152,13 +164,28 @@ def _top_ops(doc: dict[str, Any], out: list[str], top: int) -> None:
         out.append("No ops launched GPU work in the analysed steps.")
         return
     rows = [
-        [str(i), md_code(op.get("name")), fmt_ms(op.get("gpu_ms_per_step")), fmt_ms(op.get("self_gpu_ms_per_step")),
-         fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")), md_code(op.get("source"))]
+        [str(i), md_code(short_op_name(op.get("name"))), fmt_ms(op.get("gpu_ms_per_step")),
+         fmt_ms(op.get("self_gpu_ms_per_step")), fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")),
+         md_code(short_source(op.get("source")) if op.get("source") else None)]
         for i, op in enumerate(ops, 1)
     ]
     out += md_table(["#", "Op", "GPU ms", "Self ms", "% busy", "Calls", "Source"], rows, right=(0, 2, 3, 4, 5))
     out += ["", "_GPU ms includes kernels launched by child ops, so shares overlap; "
                 "self ms counts only the op's own kernels._"]
+    note = source_note(doc)
+    if note:
+        out += ["", f"_{md_text(note)}_"]
+
+
+def _compiled(doc: dict[str, Any], out: list[str], top: int) -> None:
+    rows = compiled_graph_rows(doc, top)
+    if not rows:
+        return
+    _section(out, "Compiled graphs (torch.compile, per step)")
+    out += md_table(["#"] + list(COMPILED_HEADERS),
+                    [[str(i), md_code(r[0]), md_text(r[1]), r[2], r[3], md_code(r[4]) if r[4] != "unknown" else "unknown"]
+                     for i, r in enumerate(rows, 1)], right=(0, 3, 4))
+    out += ["", f"_{md_text(COMPILED_NOTE)}_"]
 
 
 def _top_kernels(doc: dict[str, Any], out: list[str], top: int) -> None:
@@ -172,7 +199,8 @@ def _top_kernels(doc: dict[str, Any], out: list[str], top: int) -> None:
     rows = [
         [str(i), md_code(short_kernel_name(k.get("name"))), md_text(text(k.get("category"))),
          fmt_ms(k.get("gpu_ms_per_step")), fmt_pct(k.get("share")), fmt_count(k.get("calls_per_step")),
-         fmt_us(k.get("avg_us")), md_code(k.get("op")), md_code(k.get("source"))]
+         fmt_us(k.get("avg_us")), md_code(short_op_name(k.get("op")) if k.get("op") else None),
+         md_code(short_source(k.get("source")) if k.get("source") else None)]
         for i, k in enumerate(kernels, 1)
     ]
     out += md_table(["#", "Kernel", "Category", "GPU ms", "% busy", "Calls", "Avg µs", "Launched by", "Source"],
@@ -196,7 +224,8 @@ def _copies(doc: dict[str, Any], out: list[str], top: int) -> None:
         out += ["", "**Top copy sources**", ""]
         out += md_table(
             ["Op", "Source", "Dir", "GPU ms", "Copies"],
-            [[md_code(s.get("op")), md_code(s.get("source")), md_text(text(s.get("direction")).upper()),
+            [[md_code(short_op_name(s.get("op"))), md_code(short_source(s.get("source")) if s.get("source") else None),
+              md_text(text(s.get("direction")).upper()),
               fmt_ms(s.get("gpu_ms_per_step")), fmt_count(s.get("count_per_step"))] for s in sources],
             right=(3, 4),
         )
@@ -211,8 +240,7 @@ def _overview(doc: dict[str, Any], out: list[str]) -> None:
     table = [[name, fmt_ms(ms), fmt_pct(share)] for name, ms, share in rows]
     table.append(["**Total**", f"**{fmt_ms(total_ms)}**", f"**{fmt_pct(1.0 if total_ms else 0.0)}**"])
     out += md_table(["Role", "ms/step", "% of step"], table, right=(1, 2))
-    out += ["", "_Roles in priority order: each gets the part of the step no role above it took, "
-                "so they add up to the step time._"]
+    out += ["", f"_{md_text(overview_note(doc))}_"]
 
 
 def _runtime(doc: dict[str, Any], out: list[str]) -> None:
@@ -221,6 +249,22 @@ def _runtime(doc: dict[str, Any], out: list[str]) -> None:
         return
     _section(out, "Measured in the run (perfkit profile)")
     out.extend(md_table(["Measure", "Value", "Unit"], [[md_text(a), md_text(b), md_text(c)] for a, b, c in rows], right=[1]))
+    note = runtime_note(doc)
+    if note:
+        out += ["", f"_{md_text(note)}_"]
+
+
+def _modules(doc: dict[str, Any], out: list[str]) -> None:
+    rows = module_rows(doc)
+    note = modules_note(doc)
+    if not rows and not note:
+        return
+    _section(out, "Modules (perfkit profile --modules)")
+    if rows:
+        out += md_table(list(MODULE_HEADERS), [[md_code(r[0])] + [md_text(c) for c in r[1:]] for r in rows],
+                        right=(2, 3, 4, 5, 6))
+    if note:
+        out += ["", f"_{md_text(note)}_"]
 
 
 def _findings(doc: dict[str, Any], out: list[str]) -> None:
@@ -286,9 +330,14 @@ def render_markdown(doc: dict[str, Any], *, top: int = 10) -> str:
     _phases(doc, out)
     _categories(doc, out)
     _top_ops(doc, out, top)
+    _compiled(doc, out, top)
     _top_kernels(doc, out, top)
     _copies(doc, out, top)
     _overview(doc, out)
     _runtime(doc, out)
+    _modules(doc, out)
     _findings(doc, out)
-    return "\n".join(out) + "\n"
+    md = "\n".join(out) + "\n"
+    if get(doc, "trace", "time_basis") == "cpu":  # no device work: the figures are CPU time (as in the terminal)
+        md = md.replace("GPU", "CPU")
+    return md
