@@ -281,7 +281,7 @@ def kernel_name_phases(tl: Timeline, dev: np.ndarray) -> np.ndarray:
     out = np.full(len(dev), -1, dtype=np.int8)
     if len(dev) == 0:
         return out
-    is_kernel = tl.kind[dev] == m.Kind.KERNEL
+    is_kernel = (tl.kind[dev] == m.Kind.KERNEL) & ~tl.matches(rules.NO_PHASE_FROM_NAME_PATTERN)[dev]
     # a later pattern overwrites an earlier one: backward wins over optimizer, optimizer over forward
     for phase_name, pattern in (
         (rules.FORWARD, rules.FORWARD_KERNEL_PATTERN),
