@@ -87,3 +87,17 @@ def test_plain_optimizer_step_is_unchanged(tmp_path):
     res = perfkit.analyze(str(p), warmup_steps=0).to_dict()
     assert abs(res["phases"]["optimizer"]["gpu_ms_per_step"] - 0.030) < 1e-6
     assert abs(res["phases"]["forward"]["gpu_ms_per_step"] - 0.100) < 1e-6
+
+
+def test_fewer_syncs_than_steps_are_counted_not_rounded_to_zero(tmp_path):
+    """The example script calls loss.item() every 10 steps: "0 host-device syncs per step" was shown."""
+    doc, _ = _closure_trace(steps=5)
+    t = 10_000 + 2 * 1000 + 700  # in step 2, after the update: one cudaStreamSynchronize of 50 µs
+    doc["traceEvents"].append(_x("aten::item", t, 60))
+    doc["traceEvents"].append(_x("cudaStreamSynchronize", t + 5, 50, cat="cuda_runtime"))
+    p = tmp_path / "sync.pt.trace.json"
+    p.write_text(json.dumps(doc))
+    res = perfkit.analyze(str(p), warmup_steps=0).to_dict()
+    sync = next(f for f in res["findings"] if f["id"] == "host_device_sync")
+    assert sync["title"].startswith("1 host-device sync in 5 steps (0.010 ms blocked per step)"), sync["title"]
+    assert sync["evidence"]["syncs_per_step"] == 0.2

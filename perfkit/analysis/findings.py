@@ -108,6 +108,21 @@ def _src(ctx: Context, code: int) -> Optional[str]:
     return ctx.src.label(code) if code >= 0 else None
 
 
+def _per_step_count(total: int, steps: int, one: str, many: str) -> str:
+    """"5 host-device syncs per step", or "1 host-device sync in 5 steps" when fewer than one per step
+    (never "0 ... per step" for a count that is not zero)."""
+    if steps <= 0 or total >= steps:
+        per = total / max(steps, 1)
+        text = f"{per:.0f}" if abs(per - round(per)) < 0.05 else f"{per:.1f}"
+        return f"{text} {one if text == '1' else many} per step"
+    return f"{total} {one if total == 1 else many} in {steps} steps"
+
+
+def _ms_text(ms: float) -> str:
+    """Milliseconds with enough digits that a non-zero figure never reads 0.0."""
+    return f"{ms:.1f}" if ms >= 0.05 or ms == 0 else f"{ms:.3f}"
+
+
 def _top_by(ctx: Context, rows: np.ndarray, weight: np.ndarray, k: int = 3, use_source: bool = True) -> list[dict[str, Any]]:
     """The names (and source lines) of ``rows`` carrying the most ``weight`` (µs), as [{name, source, ms_per_step}]."""
     if len(rows) == 0 or weight.sum() <= 0:
@@ -417,7 +432,8 @@ def host_device_sync(ctx: Context) -> Optional[dict[str, Any]]:
     idle_after_ms = _idle_after(ctx, tl.end[syncs]) / 1000.0 / ctx.n
     return finding(
         "host_device_sync", sev,
-        f"{count:.0f} host-device syncs per step ({blocked_ms:.1f} ms blocked) from {lead['name']}{at}",
+        f"{_per_step_count(len(syncs), ctx.n, 'host-device sync', 'host-device syncs')} "
+        f"({_ms_text(blocked_ms)} ms blocked per step) from {lead['name']}{at}",
         where, {"syncs_per_step": round(count, 2), "blocked_ms_per_step": round(blocked_ms, 3),
                 "share_of_step": round(share, 4), "syncing_ops": by_op[:8],
                 "gpu_idle_after_syncs_ms_per_step": round(idle_after_ms, 3)},
