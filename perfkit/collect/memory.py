@@ -22,6 +22,7 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import nn
 
+from ._compile import compiling as _compiling
 from .modules import select_modules
 
 _graph_task_id = getattr(torch._C, "_current_graph_task_id", lambda: -1)
@@ -240,7 +241,7 @@ class ActivationTracker:
                     deltas = self._deltas[name]
 
                     def pre(_m: Any, _args: Any, stack: list[int] = stack) -> None:
-                        if dead[0]:
+                        if _compiling() or dead[0]:
                             return
                         try:
                             if _graph_task_id() == -1:  # not a recomputation inside backward
@@ -249,7 +250,7 @@ class ActivationTracker:
                             fail(exc)
 
                     def post(_m: Any, _args: Any, _out: Any, stack: list[int] = stack, deltas: list[int] = deltas) -> None:
-                        if dead[0]:
+                        if _compiling() or dead[0]:
                             return
                         try:
                             if stack and _graph_task_id() == -1:
@@ -281,6 +282,8 @@ class ActivationTracker:
         self.detach()
 
     def _on_output(self, _m: Any, _args: Any, output: Any) -> None:
+        if _compiling():
+            return
         if self._dead[0]:
             return
         try:

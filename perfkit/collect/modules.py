@@ -54,7 +54,10 @@ from collections import deque
 from typing import Any, Callable, Optional
 
 import torch
+
 from torch import nn
+
+from ._compile import compiling as _compiling
 
 #: Per-call times kept per module (the most recent ones); totals cover every call.
 MAX_CALLS = 1000
@@ -401,7 +404,7 @@ class ModuleTimer:
                     return
 
         def pre(mod: nn.Module, args: Any, kwargs: Any) -> None:
-            if dead[0]:
+            if _compiling() or dead[0]:
                 return
             try:
                 if _graph_task_id() != -1:
@@ -436,7 +439,7 @@ class ModuleTimer:
                 fail(exc)
 
         def post(mod: nn.Module, args: Any, output: Any) -> None:
-            if dead[0]:
+            if _compiling() or dead[0]:
                 return
             try:
                 if _graph_task_id() != -1 or not stack:

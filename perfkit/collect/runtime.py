@@ -13,6 +13,8 @@ import time
 from collections import deque
 from typing import Any, Iterable, Optional
 
+from ._compile import compiling as _compiling
+
 #: Keep CUDA events for at most this many recent steps (bounded memory on long runs).
 MAX_EVENTS = 2048
 
@@ -239,8 +241,8 @@ class MemoryCounters:
             return
 
         def hook(module: Any, args: Any, output: Any) -> None:
-            if self._fwd_hook is None:
-                return  # switched off
+            if _compiling() or self._fwd_hook is None:
+                return  # inside torch.compile's tracing, or switched off
             try:
                 if not self._fwd_done:
                     self.forward_peak_bytes.append(int(self._cuda.max_memory_allocated()))

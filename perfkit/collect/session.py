@@ -40,10 +40,12 @@ import os
 import re
 import sys
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
 from . import runtime as rt
+from ._compile import compiling as _compiling
 
 _ACTIVE: Optional["ProfileSession"] = None
 
@@ -485,6 +487,8 @@ class ProfileSession:
         from torch.nn.modules.module import register_module_forward_pre_hook
 
         def hook(module: Any, args: Any) -> None:
+            if _compiling():
+                return
             handle.remove()
             try:
                 if torch.is_autocast_enabled("cuda"):
@@ -794,13 +798,15 @@ class _RootFinder:
         self.roots: dict[int, Any] = {}
         self.session = session
         self.failed = False
+        # torch.compile(module) warns about global hooks, which are perfkit's, not the user's: hide that one
+        warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
         self._handles = [
             register_module_forward_pre_hook(self._pre),
             register_module_forward_hook(self._post),
         ]
 
     def _pre(self, module: Any, args: Any) -> None:
-        if self.failed:
+        if self.failed or _compiling():
             return
         try:
             if self.depth == 0:
@@ -810,7 +816,7 @@ class _RootFinder:
             self._fail(exc)
 
     def _post(self, module: Any, args: Any, output: Any) -> None:
-        if self.failed:
+        if self.failed or _compiling():
             return
         try:
             self.depth = max(self.depth - 1, 0)

@@ -1090,8 +1090,17 @@ def modules_note(doc: dict[str, Any]) -> str | None:
         return f"Module timers failed: {text(err)}"
     if not module_rows(doc):
         return None
-    return ("Medians per call of each top-level module's forward and backward, timed in the run (perfkit profile "
+    note = ("Medians per call of each top-level module's forward and backward, timed in the run (perfkit profile "
             "--modules); * marks a first call slower than steady state (left out of the medians).")
+    mods = [m for m in as_list(get(doc, "runtime", "modules")) if isinstance(m, dict)]
+    untimed = [m for m in mods if not num(m.get("calls"))]
+    if untimed:
+        compiled = any(str(m.get("name", "")).startswith("_orig_mod") for m in untimed)
+        note += (f" {len(untimed)} module(s) show no calls: " + (
+            "they run inside a torch.compile'd graph, which perfkit does not split (timing inside it would break "
+            "the graph and slow the run); the compiled graphs' own time is in their table"
+            if compiled else "they were not called while the timers were on"))
+    return note
 
 
 # ---------------------------------------------------------------------------
