@@ -500,3 +500,19 @@ def test_report_import_is_light():
             "print(','.join(heavy))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert proc.stdout.strip() == ""
+
+
+def test_source_paths_fit_their_column_without_breaking_inside_a_path(tmp_path, monkeypatch):
+    """At 80 columns "/work/main/examples/frameworks/compile_loo" + "p.py:32 main" was broken mid-word."""
+    from perfkit.report.console import fit_source
+
+    monkeypatch.chdir(tmp_path)
+    long = "/work/main/examples/frameworks/compile_loop.py:32 main"
+    shown = fit_source(long, 42)
+    assert len(shown) <= 42 and shown.endswith("compile_loop.py:32 main") and shown.startswith("…/")
+    assert long.endswith(shown[2:])  # the kept part is the path's own tail
+    inside = tmp_path / "pkg" / "train.py"
+    assert fit_source(f"{inside}:7 step", 42) == "pkg/train.py:7 step"  # under the current folder: relative
+    assert fit_source("train.py:3 <module>", 42) == "train.py:3 <module>"
+    huge = "/a/" + "x" * 60 + ".py:1 f"  # a file name longer than the column is kept whole
+    assert fit_source(huge, 42).endswith("x" * 60 + ".py:1 f")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from typing import Any, Iterable
 
@@ -387,6 +388,32 @@ def short_source(source: Any) -> str:
     if mt and (mt.group("dir") and "torchinductor_" in mt.group("dir") or mt.group("sub")):
         return f"inductor {mt.group('file')[:9]}….py{mt.group('rest')}"
     return s
+
+
+def fit_source(source: Any, width: int = 42) -> str:
+    """A source line for a terminal column of ``width`` characters, never broken inside a path.
+
+    :func:`short_source`, then a path under the current directory relative to it, then, if
+    still too long, the leading folders replaced by ``…/`` (the file name, line and function
+    are kept whole). The document keeps the full path."""
+    s = short_source(source)
+    path, sep, rest = s.partition(" ")
+    file, colon, line = path.rpartition(":")
+    if not colon or not line.isdigit():
+        file, line = path, ""
+    try:
+        cwd = os.getcwd()
+    except OSError:
+        cwd = ""
+    if cwd and file.startswith(cwd.rstrip("/") + "/"):
+        file = file[len(cwd.rstrip("/")) + 1:]
+    tail = (f":{line}" if line else "") + sep + rest
+    parts = file.split("/")
+    keep = len(parts)
+    while keep > 1 and len("/".join(parts[-keep:])) + len(tail) + (2 if keep < len(parts) else 0) > width:
+        keep -= 1
+    shown = "/".join(parts[-keep:])
+    return ("…/" if keep < len(parts) else "") + shown + tail
 
 
 # --- rows shared by both renderers -----------------------------------------
@@ -1230,7 +1257,7 @@ def _top_ops(doc: dict[str, Any], console: Console, top: int) -> None:
     for i, op in enumerate(ops, 1):
         cell = Text(short_op_name(op.get("name")))
         if op.get("source"):
-            cell.append("\n  " + short_source(op.get("source")), style="dim")
+            cell.append("\n  " + fit_source(op.get("source")), style="dim")
         table.add_row(
             str(i), cell, fmt_ms(op.get("gpu_ms_per_step")), fmt_ms(op.get("self_gpu_ms_per_step")),
             fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")),
@@ -1316,7 +1343,7 @@ def _copies(doc: dict[str, Any], console: Console, top: int) -> None:
         )
         for s in sources:
             src_table.add_row(
-                Text(short_op_name(s.get("op"))), Text(short_source(s.get("source"))), text(s.get("direction")).upper(),
+                Text(short_op_name(s.get("op"))), Text(fit_source(s.get("source"), 30)), text(s.get("direction")).upper(),
                 fmt_ms(s.get("gpu_ms_per_step")), fmt_count(s.get("count_per_step")),
             )
         console.print(src_table)

@@ -64,7 +64,7 @@ _PHASE_COLORS = {"forward": "#4C78A8", "backward": "#F58518", "optimizer": "#54A
 _CATEGORY_COLORS = {
     "matmul": "#4C78A8", "attention": "#F58518", "convolution": "#B279A2", "normalization": "#54A24B",
     "elementwise": "#72B7B2", "reduction": "#EECA3B", "indexing": "#FF9DA6", "copy": "#E45756",
-    "memset": "#BAB0AC", "communication": "#9D755D", "other": "#79706E",
+    "memset": "#BAB0AC", "communication": "#9D755D", "compiled": "#8CD17D", "other": "#79706E",
 }
 _OUTLIER_COLOR = "#D62728"
 GIB = 1024.0**3
