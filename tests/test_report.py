@@ -516,3 +516,14 @@ def test_source_paths_fit_their_column_without_breaking_inside_a_path(tmp_path, 
     assert fit_source("train.py:3 <module>", 42) == "train.py:3 <module>"
     huge = "/a/" + "x" * 60 + ".py:1 f"  # a file name longer than the column is kept whole
     assert fit_source(huge, 42).endswith("x" * 60 + ".py:1 f")
+
+
+def test_long_op_names_lose_their_middle_not_a_line_break():
+    from perfkit.report.console import fit_name
+
+    name = "aten::_scaled_dot_product_flash_attention_for_cpu_backward"
+    shown = fit_name(name, 42)
+    assert len(shown) == 42 and "…" in shown
+    head, tail = shown.split("…")
+    assert name.startswith(head) and name.endswith(tail)
+    assert fit_name("aten::mm", 42) == "aten::mm"

@@ -390,6 +390,16 @@ def short_source(source: Any) -> str:
     return s
 
 
+def fit_name(name: str, width: int = 42) -> str:
+    """An op name for a terminal column: one longer than ``width`` loses its middle to ``…``
+    (``aten::_scaled_dot_pro…flash_attention_for_cpu_backward``) instead of wrapping inside a word;
+    the document keeps the full name."""
+    if len(name) <= width:
+        return name
+    head = (width - 1) // 2
+    return name[:head] + "…" + name[len(name) - (width - 1 - head):]
+
+
 def fit_source(source: Any, width: int = 42) -> str:
     """A source line for a terminal column of ``width`` characters, never broken inside a path.
 
@@ -1255,7 +1265,7 @@ def _top_ops(doc: dict[str, Any], console: Console, top: int) -> None:
         ("GPU ms", _NUM), ("Self ms", _NUM), ("% busy", _NUM), ("Calls", _NUM),
     )
     for i, op in enumerate(ops, 1):
-        cell = Text(short_op_name(op.get("name")))
+        cell = Text(fit_name(short_op_name(op.get("name"))))
         if op.get("source"):
             cell.append("\n  " + fit_source(op.get("source")), style="dim")
         table.add_row(
