@@ -81,7 +81,7 @@ EXIT_INTERRUPTED = 130
 
 def _version(value: bool) -> None:
     if value:
-        from .. import __version__
+        from .._version import __version__
 
         print(f"perfkit {__version__}")
         raise typer.Exit(0)
