@@ -836,7 +836,7 @@ def analyze_many(paths: list[str], *, workers: Optional[int] = None,
 
 def stall_view(run_dir: str) -> Optional[dict[str, Any]]:
     """``perfkit stalls``' summary of a run directory, or None when it has no watchdog files."""
-    from ..collect.watchdog import summarize_stalls
+    from .stalls import summarize_stalls
     from ..errors import PerfkitError
 
     try:

@@ -33,7 +33,7 @@ def stalls_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from ..collect.watchdog import summarize_stalls
+    from ..analysis.stalls import summarize_stalls
 
     from .._io import check_output_path
     from ..report import write_json
