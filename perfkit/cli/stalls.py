@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from ..units import format_seconds
-from . import app
+from ._app import app
 
 _STYLE = {"stuck": "bold red", "recovered": "yellow", "healthy": "green", "silent": "magenta"}
 
