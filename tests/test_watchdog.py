@@ -15,8 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from perfkit.analysis.stalls import summarize_stalls
 from perfkit.cli import main
-from perfkit.collect.watchdog import Watchdog, summarize_stalls
+from perfkit.collect.watchdog import Watchdog
 
 from .conftest import REPO
 

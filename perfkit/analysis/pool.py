@@ -1,6 +1,6 @@
 """Analyse several traces at once, each in a fresh worker process, with memory bounded.
 
-``analyze_docs(paths)`` analyses every path (:func:`perfkit.analysis.analyze_paths`)
+``analyze_docs(paths)`` analyses every path (:func:`perfkit.analysis.pipeline.analyze_file`)
 with at most ``min(len(paths), CPUs)`` worker processes at a time and returns
 the per-trace documents in the order of ``paths``. Memory does not grow with
 the number of traces:
@@ -64,7 +64,7 @@ def analyze_docs(paths: list[str], *, workers: Optional[int] = None, processes: 
     Raises:
         TraceFormatError: a trace is not readable (the worker's message).
     """
-    from . import analyze_paths
+    from .pipeline import analyze_file
 
     report = progress or (lambda description, done, total: None)
     n = len(paths)
@@ -75,7 +75,7 @@ def analyze_docs(paths: list[str], *, workers: Optional[int] = None, processes: 
     if procs == 1:
         for i, p in enumerate(paths):
             report(f"analyzing {os.path.basename(p)}", 2 * i, 2 * n)
-            docs[i] = analyze_paths(p, workers=per_trace).to_dict()
+            docs[i] = analyze_file(p, workers=per_trace).to_dict()
         report("analysed", 2 * n, 2 * n)
         return docs  # type: ignore[return-value]
     report(f"analyzing {n} traces, {procs} at a time", 0, 2 * n)
@@ -111,12 +111,12 @@ def _run_worker(path: str, workers: Optional[int]) -> dict[str, Any]:
 
 
 def _worker_main(argv: list[str]) -> int:
-    from . import analyze_paths
+    from .pipeline import analyze_file
 
     path = argv[0]
     workers = int(argv[1]) if len(argv) > 1 else None
     try:
-        doc = analyze_paths(path, workers=workers).to_dict()
+        doc = analyze_file(path, workers=workers).to_dict()
     except PerfkitError as exc:
         sys.stderr.write(f"{exc}\n")
         return _BAD_INPUT

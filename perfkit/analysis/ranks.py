@@ -162,7 +162,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
         missing: ranks known to have written nothing, with the reason.
         stalls: ``summarize_stalls`` of the run directory, if it has watchdog files.
     """
-    from . import merge
+    from .pipeline import merge
 
     docs = sorted(docs, key=lambda d: (rank_of(d) is None, rank_of(d) or 0))
     job = merge([Analysis(doc=d) for d in docs]).doc if len(docs) > 1 else copy.deepcopy(docs[0])
@@ -823,7 +823,7 @@ def rank_missing(missing_rows: list[dict[str, Any]], world: int) -> Optional[dic
 def analyze_many(paths: list[str], *, workers: Optional[int] = None,
                  progress: Optional[Callable[[str, int, int], None]] = None) -> Analysis:
     """Analyse several traces in parallel; ranks of one job give the job view, others a plain merge."""
-    from . import merge
+    from .pipeline import merge
     from .pool import analyze_docs
 
     docs = analyze_docs(paths, workers=workers, progress=progress)
@@ -836,7 +836,7 @@ def analyze_many(paths: list[str], *, workers: Optional[int] = None,
 
 def stall_view(run_dir: str) -> Optional[dict[str, Any]]:
     """``perfkit stalls``' summary of a run directory, or None when it has no watchdog files."""
-    from ..collect.watchdog import summarize_stalls
+    from .stalls import summarize_stalls
     from ..errors import PerfkitError
 
     try:

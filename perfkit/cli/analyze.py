@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..trace.files import expand_traces
-from . import app
+from ._app import app
 
 @app.command("analyze")
 def analyze_cmd(

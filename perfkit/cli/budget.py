@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import UsageError
-from . import EXIT_BUDGET, EXIT_OK, app
+from ._app import EXIT_BUDGET, EXIT_OK, app
 
 budget_app = typer.Typer(
     name="budget",

@@ -10,7 +10,7 @@ import typer
 
 from ..documents import ANALYSIS_SCHEMA, DocumentError, check_schema, read_json, validate_analysis, warn
 from ..errors import TraceFormatError
-from . import app
+from ._app import app
 
 
 def load_rank_docs(paths: List[str]) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from ..collect.launcher import ScriptError  # noqa: F401  (the command line catches it: perfkit/cli/__init__.py)
-from . import app
+from ._app import app
 
 
 class ScriptInterrupted(Exception):

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import typer
 
-from . import app
+from ._app import app
 
 
 @app.command("report")

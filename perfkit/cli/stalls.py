@@ -9,7 +9,7 @@ from typing import Any, Optional
 import typer
 
 from ..units import format_seconds
-from . import app
+from ._app import app
 
 _STYLE = {"stuck": "bold red", "recovered": "yellow", "healthy": "green", "silent": "magenta"}
 
@@ -33,7 +33,7 @@ def stalls_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    from ..collect.watchdog import summarize_stalls
+    from ..analysis.stalls import summarize_stalls
 
     from .._io import check_output_path
     from ..report import write_json

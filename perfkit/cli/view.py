@@ -11,7 +11,7 @@ from typing import List, Optional
 import typer
 
 from ..errors import TraceFormatError
-from . import app
+from ._app import app
 
 PERFETTO_URL = "https://ui.perfetto.dev"
 TENSORBOARD_EXTRA = "pip install 'perfkit[tensorboard]'"

@@ -228,7 +228,7 @@ def _stuck_ranks(run_dir: str, ranks: list[int]) -> dict[int, str]:
     if not any(f.startswith(("stall_rank", "heartbeat_rank")) for f in _listdir(run_dir)):
         return {}
     try:
-        from .watchdog import summarize_stalls
+        from ..analysis.stalls import summarize_stalls
 
         doc = summarize_stalls(run_dir)
     except Exception:

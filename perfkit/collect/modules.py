@@ -293,9 +293,9 @@ class ModuleTimer:
             self.detach()
             raise
         try:
-            from . import session as _session
+            from ._current import current_session
 
-            s = _session.current()
+            s = current_session()
             if s is not None:
                 s.module_timer = self
                 failed = getattr(s, "instrument_failed", None)

@@ -44,6 +44,7 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Optional
 
+from . import _current
 from . import runtime as rt
 from ._compile import compiling as _compiling
 
@@ -53,6 +54,9 @@ _ACTIVE: Optional["ProfileSession"] = None
 def current() -> Optional["ProfileSession"]:
     """The session in progress in this process, if any."""
     return _ACTIVE
+
+
+_current.register(current)  # for the modules this one imports (perfkit/collect/_current.py)
 
 
 @dataclass

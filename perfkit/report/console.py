@@ -16,7 +16,7 @@ import json
 import math
 import os
 import re
-from typing import Any, Iterable
+from typing import Any
 
 from rich import box
 from rich.console import Console
@@ -25,7 +25,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
-from .. import units
+from .values import DASH, as_dict, as_list, compress_ids, fmt_ms, get, num, text  # noqa: F401 (shared)
 
 # ---------------------------------------------------------------------------
 # Document access and formatting (shared with markdown.py; no rich below here
@@ -71,64 +71,10 @@ ROLE_LABELS = {
     "other": "Other",
 }
 DIRECTION_LABELS = {"h2d": "H2D (host to device)", "d2h": "D2H (device to host)", "d2d": "D2D (device to device)"}
-DASH = "-"
-
-
-def get(obj: Any, *path: Any, default: Any = None) -> Any:
-    """``obj[path[0]][path[1]]...``, or ``default`` where a key is missing, a value is None or a type is wrong."""
-    cur = obj
-    for key in path:
-        if isinstance(cur, dict):
-            cur = cur.get(key)
-        elif isinstance(cur, (list, tuple)) and isinstance(key, int) and -len(cur) <= key < len(cur):
-            cur = cur[key]
-        else:
-            return default
-        if cur is None:
-            return default
-    return cur
-
-
-def num(value: Any) -> float | None:
-    """A finite float, or None for anything else (missing, None, str, NaN, bool)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def as_list(value: Any) -> list[Any]:
-    return list(value) if isinstance(value, (list, tuple)) else []
-
-
-def as_dict(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def text(value: Any, default: str = DASH) -> str:
-    """A string for a free-text field; None and empty become ``default``."""
-    if value is None:
-        return default
-    s = str(value).strip()
-    return s if s else default
 
 
 def label(key: str, labels: dict[str, str]) -> str:
     return labels.get(key, key.replace("_", " ").capitalize())
-
-
-def fmt_ms(value: Any) -> str:
-    """Milliseconds: 2 decimals, 3 below 0.1 ms so small copies do not read as zero."""
-    v = num(value)
-    if v is None:
-        return DASH
-    if v == 0:
-        return "0.00"
-    if abs(v) >= 1000:
-        return f"{v:,.1f}"
-    if abs(v) < 0.1:
-        return f"{v:.3f}"
-    return f"{v:.2f}"
 
 
 def fmt_pct(share: Any) -> str:
@@ -207,11 +153,6 @@ def evidence_items(evidence: Any) -> list[tuple[str | None, str]]:
     if isinstance(evidence, (list, tuple)):
         return [(None, fmt_value(v)) for v in evidence]
     return [(None, str(evidence))]
-
-
-def compress_ids(ids: Iterable[Any]) -> str:
-    """[5, 6, 7, 9] -> "5-7, 9"."""
-    return units.compress_ids([int(i) for i in ids if num(i) is not None])
 
 
 _BORING_NAMESPACES = re.compile(
@@ -1041,7 +982,7 @@ def mfu_figures(doc: dict[str, Any]) -> dict[str, Any] | None:
     """FLOPs per step (``perfkit profile --flops``), the achieved rate and MFU against the device's peak.
 
     Returns None without a FLOP count. ``mfu`` is the run's own figure when it computed one (CUDA),
-    else FLOPs / step time / peak with the peak from ``perfkit.collect.flops.PEAK_TFLOPS`` (data with
+    else FLOPs / step time / peak with the peak from ``perfkit.peaks.PEAK_TFLOPS`` (data with
     the datasheets it comes from) for the trace's device and the dtype the run saw; where no peak is
     known (a CPU, a device or dtype not in the table) ``mfu`` is None and ``why`` says why: unknown,
     never 0. The step time is the run timer's median (``runtime.steps``: GPU time by CUDA events when
@@ -1063,7 +1004,7 @@ def mfu_figures(doc: dict[str, Any]) -> dict[str, Any] | None:
     if get(doc, "trace", "time_basis") == "cpu" or not out["device"]:
         out["why"] = "no peak for a CPU run (the peak table lists accelerators only)"
         return out
-    from ..collect.flops import device_key, peak_tflops
+    from ..peaks import device_key, peak_tflops
 
     dtype = out["dtype"]
     if device_key(str(out["device"])) is None:

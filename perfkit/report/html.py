@@ -23,7 +23,7 @@ import base64
 import html
 from typing import Any, Iterable, Optional, Sequence
 
-from .. import __version__ as _version
+from .._version import __version__ as _version
 from ..errors import MissingDependencyError
 from .console import (
     as_dict,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .console import DASH, as_dict, as_list, compress_ids, fmt_ms, num, text
+from .values import DASH, as_dict, as_list, compress_ids, fmt_ms, num, text
 
 #: Ranks shown in the table; larger jobs show the ranks that keep the others waiting most and least.
 MAX_ROWS = 16

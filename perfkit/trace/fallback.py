@@ -19,7 +19,7 @@ import msgspec
 import numpy as np
 
 from . import model as m
-from .decode import BAD_ID, MAX_TIME_US, ChunkError, _int_id, _narrow, clean_arg_id, clean_id, id_columns
+from .chunk import BAD_ID, MAX_TIME_US, ChunkError, _int_id, _narrow, clean_arg_id, clean_id, id_columns
 
 
 class _Args(msgspec.Struct, gc=False):
