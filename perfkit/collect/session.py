@@ -42,12 +42,15 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Literal, Optional
 
 from . import runtime as rt
 from ._compile import compiling as _compiling
 
 _ACTIVE: Optional["ProfileSession"] = None
+
+#: What a session records: "trace" (a kernel trace of a few steps, plus the timers) or "light" (timers only).
+Mode = Literal["trace", "light"]
 
 
 def current() -> Optional["ProfileSession"]:
@@ -90,7 +93,7 @@ class Schedule:
 class SessionOptions:
     out: Optional[str] = None  #: run directory; default traces/<name>-<timestamp>
     name: str = "run"  #: used in the default run directory name
-    mode: str = "trace"  #: "trace" (kernel trace + timers) or "light" (timers only)
+    mode: Mode = "trace"  #: "trace" (kernel trace + timers) or "light" (timers only)
     schedule: Schedule = field(default_factory=Schedule)
     with_stack: bool = False  #: torch's Python tracer (every Python call a trace event; costly)
     stack_samples: bool = True  #: sample the loop thread's Python stack in the recorded window (collect/stacks.py)
@@ -1043,7 +1046,7 @@ def _throughput(steps: dict[str, Any], tokens: Optional[float], samples: Optiona
 def profile(
     out: Optional[str] = None,
     *,
-    mode: str = "trace",
+    mode: Mode = "trace",
     skip_first: int = 5,
     wait: int = 0,
     warmup: int = 2,
