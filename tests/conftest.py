@@ -1,4 +1,5 @@
-"""Shared fixtures: where the real traces live."""
+"""Shared fixtures: where the real traces live; and, for every test, a check that it leaves no
+perfkit session running and no global torch hook registered (:func:`no_leaked_session_or_hooks`)."""
 
 from __future__ import annotations
 
