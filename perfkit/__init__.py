@@ -1,63 +1,119 @@
 """perfkit: a PyTorch training-performance profiler.
 
-Public API (imports nothing heavy at import time)::
+Public API (``import perfkit`` imports neither torch nor the analysis stack: each
+name below is imported when first used)::
 
     import perfkit
-    result = perfkit.analyze("rank0.pt.trace.json.gz")
+    result = perfkit.analyze("rank0.pt.trace.json.gz")   # an Analysis; needs no torch
     result.to_dict()          # the JSON document (schema perfkit.analysis/1)
     result.phases             # pandas DataFrame
+    trace = perfkit.load_trace("rank0.pt.trace.json.gz")  # the columnar Trace
+
+    with perfkit.profile(out="runs/exp1"):                # collection: needs torch
+        ...
+
+Analysis: :func:`analyze`, :func:`load_trace`, :class:`Analysis`, :class:`Trace`.
+Collection (torch): :func:`profile`, :func:`step`, :func:`phase`, :class:`ModuleTimer`,
+:class:`Watchdog`. Scaling probes: :func:`scale`. Every error perfkit raises on bad
+input is a :class:`PerfkitError` (one line naming the file and the problem).
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import importlib
+import os
+from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
+
+from .errors import PerfkitError
 
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from .analysis.result import Analysis
-    from .collect.scaling import ScaleResult
+    from .analysis.result import Analysis as Analysis
+    from .collect.markers import phase as phase
+    from .collect.markers import step as step
+    from .collect.modules import ModuleTimer as ModuleTimer
+    from .collect.scaling import ScaleResult as ScaleResult
+    from .collect.scaling import scale as scale
+    from .collect.session import ProfileSession as ProfileSession
+    from .collect.session import profile as profile
+    from .collect.watchdog import Watchdog as Watchdog
+    from .trace.model import Trace as Trace
 
+def analyze(
+    path: str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
+    *,
+    workers: Optional[int] = None,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+) -> Analysis:
+    """Analyze one Kineto trace (``.json`` or ``.json.gz``), or several, and return an :class:`Analysis`.
 
-def analyze(path_or_paths: Any, **kwargs: Any) -> "Analysis":
-    """Analyze one trace file (or a list of them) and return an :class:`Analysis`."""
+    Args:
+        path: a trace file, or a sequence of them (the ranks of one job give the job view;
+            each trace is analysed in its own process).
+        workers: decode processes per trace; default: the CPU count for large files,
+            in-process for small ones.
+        progress: called as ``progress(description, done, total)`` before reading and
+            before analysing each trace, and once at the end.
+
+    Raises:
+        TraceFormatError: (a :class:`PerfkitError`) a file is missing, unreadable or not a trace.
+    """
     from .analysis import analyze_paths
 
-    return analyze_paths(path_or_paths, **kwargs)
+    return analyze_paths(path, workers=workers, progress=progress)
 
 
-def scale(fn: Any, sizes: Any, **kwargs: Any) -> "ScaleResult":
-    """Time ``fn`` at growing sizes and fit ``t = c * n^k`` (see docs/scaling.md); returns a ScaleResult."""
-    from .collect.scaling import scale as _scale
+def load_trace(path: str | os.PathLike[str], *, workers: Optional[int] = None) -> Trace:
+    """Read a ``.json``/``.json.gz`` Kineto trace into a columnar :class:`Trace` (no analysis).
 
-    return _scale(fn, sizes, **kwargs)
+    ``workers``: decode processes, as for :func:`analyze`. Raises TraceFormatError
+    (a :class:`PerfkitError`) for a missing, unreadable or malformed file.
+    """
+    from .trace.reader import read_trace
 
-
-def load_trace(path: str) -> Any:
-    """Read a Kineto trace into a :class:`perfkit.trace.Trace`."""
-    from .trace import load_trace as _load
-
-    return _load(path)
+    return read_trace(os.fspath(path), workers=workers)
 
 
-_COLLECT = {"profile", "step", "phase", "ProfileSession"}
+#: Names imported on first use: collection needs torch, analysis needs numpy and pandas.
+_LAZY = {
+    "profile": "perfkit.collect.session",
+    "ProfileSession": "perfkit.collect.session",
+    "step": "perfkit.collect.markers",
+    "phase": "perfkit.collect.markers",
+    "ModuleTimer": "perfkit.collect.modules",
+    "Watchdog": "perfkit.collect.watchdog",
+    "scale": "perfkit.collect.scaling",
+    "ScaleResult": "perfkit.collect.scaling",
+    "Analysis": "perfkit.analysis.result",
+    "Trace": "perfkit.trace.model",
+}
 
 
 def __getattr__(name: str) -> Any:
-    # Collection needs torch: import it only when asked for.
-    if name in _COLLECT:
-        from . import collect
-
-        return getattr(collect, name)
-    if name == "ModuleTimer":
-        from .collect.modules import ModuleTimer
-
-        return ModuleTimer
-    if name == "Watchdog":
-        from .collect.watchdog import Watchdog
-
-        return Watchdog
-    raise AttributeError(f"module 'perfkit' has no attribute {name!r}")
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'perfkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # the next access is a plain attribute
+    return value
 
 
-__all__ = ["__version__", "analyze", "load_trace", "scale", "profile", "step", "phase", "ModuleTimer", "Watchdog"]
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
+
+__all__ = [
+    "__version__",
+    "analyze",
+    "load_trace",
+    "profile",
+    "step",
+    "phase",
+    "ModuleTimer",
+    "Watchdog",
+    "scale",
+    "Analysis",
+    "Trace",
+    "PerfkitError",
+]

@@ -68,7 +68,7 @@ def test_closure_step_splits_into_forward_backward_and_update(tmp_path):
     doc, truth_ms = _closure_trace()
     p = tmp_path / "closure.pt.trace.json"
     p.write_text(json.dumps(doc))
-    res = perfkit.analyze(str(p), warmup_steps=0).to_dict()
+    res = perfkit.analyze(str(p)).to_dict()
     for phase, ms in truth_ms.items():
         assert abs(res["phases"][phase]["gpu_ms_per_step"] - ms) < 1e-6, (phase, res["phases"])
     assert res["phases"]["other"]["gpu_ms_per_step"] == 0.0
@@ -84,7 +84,7 @@ def test_plain_optimizer_step_is_unchanged(tmp_path):
             e["ts"], e["dur"] = e["ts"] + 480, 400
     p = tmp_path / "plain.pt.trace.json"
     p.write_text(json.dumps(doc))
-    res = perfkit.analyze(str(p), warmup_steps=0).to_dict()
+    res = perfkit.analyze(str(p)).to_dict()
     assert abs(res["phases"]["optimizer"]["gpu_ms_per_step"] - 0.030) < 1e-6
     assert abs(res["phases"]["forward"]["gpu_ms_per_step"] - 0.100) < 1e-6
 
@@ -97,7 +97,7 @@ def test_fewer_syncs_than_steps_are_counted_not_rounded_to_zero(tmp_path):
     doc["traceEvents"].append(_x("cudaStreamSynchronize", t + 5, 50, cat="cuda_runtime"))
     p = tmp_path / "sync.pt.trace.json"
     p.write_text(json.dumps(doc))
-    res = perfkit.analyze(str(p), warmup_steps=0).to_dict()
+    res = perfkit.analyze(str(p)).to_dict()
     sync = next(f for f in res["findings"] if f["id"] == "host_device_sync")
     assert sync["title"].startswith("1 host-device sync in 5 steps (0.010 ms blocked per step)"), sync["title"]
     assert sync["evidence"]["syncs_per_step"] == 0.2

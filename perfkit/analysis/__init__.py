@@ -20,7 +20,8 @@ __all__ = ["analyze_trace", "analyze_paths", "Analysis", "SCHEMA"]
 
 
 def analyze_paths(path_or_paths: Union[str, os.PathLike, Iterable[Any]], *,
-                  progress: Optional[Callable[[str, int, int], None]] = None, **kwargs: Any) -> Analysis:
+                  progress: Optional[Callable[[str, int, int], None]] = None,
+                  workers: Optional[int] = None) -> Analysis:
     """Load and analyze one trace, or several (merged: step-weighted means).
 
     ``progress(description, done, total)``, if given, is called before reading and
@@ -36,11 +37,11 @@ def analyze_paths(path_or_paths: Union[str, os.PathLike, Iterable[Any]], *,
     if len(paths) > 1:  # each trace in its own process; ranks of one job -> the job view
         from . import ranks
 
-        return ranks.analyze_many(paths, workers=kwargs.get("workers"), progress=report)
+        return ranks.analyze_many(paths, workers=workers, progress=report)
     results = []
     for i, p in enumerate(paths):
         report(f"reading {os.path.basename(p)}", 2 * i, 2 * len(paths))
-        trace = read_trace(p, workers=kwargs.get("workers"))
+        trace = read_trace(p, workers=workers)
         report(f"analyzing {os.path.basename(p)}", 2 * i + 1, 2 * len(paths))
         results.append(analyze_trace(trace))
         del trace

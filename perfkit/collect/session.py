@@ -42,13 +42,16 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, Literal, Optional
 
 from . import _current
 from . import runtime as rt
 from ._compile import compiling as _compiling
 
 _ACTIVE: Optional["ProfileSession"] = None
+
+#: What a session records: "trace" (a kernel trace of a few steps, plus the timers) or "light" (timers only).
+Mode = Literal["trace", "light"]
 
 
 def current() -> Optional["ProfileSession"]:
@@ -94,7 +97,7 @@ class Schedule:
 class SessionOptions:
     out: Optional[str] = None  #: run directory; default traces/<name>-<timestamp>
     name: str = "run"  #: used in the default run directory name
-    mode: str = "trace"  #: "trace" (kernel trace + timers) or "light" (timers only)
+    mode: Mode = "trace"  #: "trace" (kernel trace + timers) or "light" (timers only)
     schedule: Schedule = field(default_factory=Schedule)
     with_stack: bool = False  #: torch's Python tracer (every Python call a trace event; costly)
     stack_samples: bool = True  #: sample the loop thread's Python stack in the recorded window (collect/stacks.py)
@@ -158,6 +161,10 @@ class ProfileSession:
         self.sampler: Any = None  #: perfkit.collect.stacks.StackSampler in trace mode (stack_samples)
         self.stacks_path: Optional[str] = None
         self._hook_handle: Any = None
+        self._dtype_hook: Any = None  #: the global forward pre-hook of _watch_dtype, until the next module call
+        self._started = False  #: start() ran (a session runs once: see start)
+        self._rerun_warned = False
+        self._enters: list[bool] = []  #: per ``with`` (or decorated call) entered: whether it started the session
         self._first_optimizer: Optional[int] = None
         self._finished = False
         self._started_at = 0.0
@@ -175,13 +182,24 @@ class ProfileSession:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> "ProfileSession":
+        """Start profiling. A session runs once: starting it again while it runs does nothing, and
+        after :meth:`finish` the code runs unprofiled, with one warning line (docs/collect.md, "The library")."""
         global _ACTIVE
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
+        if self._finished:
+            if not self._rerun_warned:
+                self._rerun_warned = True
+                where = f" (its run directory: {self.run_dir})" if self.recording else ""
+                _warn(f"this perfkit.profile session ran already{where}; later runs of it are not profiled")
+            return self
+        if self._started:
+            return self  # already running (a recursive call of a decorated function): part of this run
         if _ACTIVE is not None and _ACTIVE is not self:
             from ..errors import UsageError
 
             raise UsageError("a perfkit profiling session is already running in this process")
+        self._started = True
         self._started_at = time.time()
         if not self._claim_run_dir():
             return self  # nothing can be recorded: the script runs unprofiled
@@ -504,6 +522,7 @@ class ProfileSession:
                 pass
 
         handle = register_module_forward_pre_hook(hook)
+        self._dtype_hook = handle
 
     def _attach_module_timer(self, optimizer: Any) -> None:
         """Time the model the optimizer trains: the outermost module that ran in the first step."""
@@ -610,23 +629,20 @@ class ProfileSession:
                 break
 
     def finish(self, exit_status: Optional[int] = None) -> Optional[str]:
-        """Stop everything and write the run directory; returns its analysis.json path."""
-        global _ACTIVE
+        """Stop everything and write the run directory; returns its analysis.json path.
+
+        Whatever happens, no hook of this session stays registered in torch and the
+        session is no longer :func:`current` when this returns (or raises)."""
         if self._finished:
             return None
         self._finished = True
         self.exit_status = exit_status
-        self._unwrap_backward()
-        if not self.recording:  # the run directory could not be created (said at start)
-            return None
         try:
+            if not self.recording:  # the run directory could not be created (said at start)
+                return None
             self._apply_switch_offs()
             self._stop_profiler()
-            if self._hook_handle is not None:
-                self._hook_handle.remove()
             # Each teardown alone: one that fails must not leave the others' hooks in the model.
-            if self._root_finder is not None:
-                self._guard("module timers", self._root_finder.finish, None)
             if self._flop_mode is not None:
                 mode, self._flop_mode = self._flop_mode, None
                 self._guard("FLOP counting", mode.__exit__, None, None, None)
@@ -642,14 +658,31 @@ class ProfileSession:
             self.timer.stop()
             self.memory.stop()
         finally:
-            if _ACTIVE is self:
-                _ACTIVE = None
+            self._release_globals()
         if self.discarded:
             return None
         from .output import write_run
 
         self._refresh_world()
         return write_run(self)
+
+    def _release_globals(self) -> None:
+        """Remove every process-wide hook this session registered and stop being :func:`current`."""
+        global _ACTIVE
+        try:
+            self._unwrap_backward()
+            for attr in ("_hook_handle", "_dtype_hook"):
+                handle = getattr(self, attr)
+                setattr(self, attr, None)
+                if handle is not None:
+                    with contextlib.suppress(Exception):
+                        handle.remove()
+            finder, self._root_finder = self._root_finder, None
+            if finder is not None:
+                self._guard("module timers", finder.finish, None)
+        finally:
+            if _ACTIVE is self:
+                _ACTIVE = None
 
     def _refresh_world(self) -> None:
         """torch.distributed, once the script has initialised it, knows the rank best (the environment may not)."""
@@ -730,16 +763,22 @@ class ProfileSession:
     # ------------------------------------------------------------------ context manager
 
     def __enter__(self) -> "ProfileSession":
-        return self.start()
+        starts = not self._started and not self._finished
+        self.start()
+        self._enters.append(starts)
+        return self
 
     def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if not (self._enters.pop() if self._enters else True):
+            return  # an inner or later block: the block that started the session finishes it
         status = None
         if exc_type is not None:
             status = exc.code if isinstance(exc, SystemExit) and isinstance(exc.code, int) else 1
         self.finish(status)
 
     def __call__(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """Use the session as a decorator: profile every call of ``fn``."""
+        """Use the session as a decorator: the first call of ``fn`` is profiled (recursive calls inside
+        it are part of that run); later calls run unprofiled, with one warning line."""
         import functools
 
         @functools.wraps(fn)
@@ -1011,7 +1050,7 @@ def _throughput(steps: dict[str, Any], tokens: Optional[float], samples: Optiona
 def profile(
     out: Optional[str] = None,
     *,
-    mode: str = "trace",
+    mode: Mode = "trace",
     skip_first: int = 5,
     wait: int = 0,
     warmup: int = 2,
