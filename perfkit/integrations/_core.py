@@ -228,3 +228,59 @@ def _script_name() -> str:
     if not argv0 or argv0 == "-c":
         return "run"
     return os.path.basename(argv0)
+
+
+class CallbackOptions:
+    """The options both framework callbacks take, written once; a callback class sets
+    :attr:`FRAMEWORK` and :attr:`STEP_SOURCE` and inherits this ``__init__``.
+
+    Args:
+        out: run directory (default ``traces/<script>-<time>``).
+        mode: ``"trace"`` (kernel trace of ``active`` steps + timers) or ``"light"`` (timers only).
+        skip_first, warmup, active: the trace schedule in optimizer steps (None: ``perfkit profile``'s defaults).
+        stack_samples: sample the training thread's Python stack in the recorded steps (source lines).
+        with_stack, record_shapes, profile_memory: torch.profiler options (costly; off).
+        tokens_per_step, samples_per_step: for throughput.
+        modules: time the model's top-level modules.
+        flops: count the FLOPs of step 2 for MFU (that step runs slower).
+        watchdog: dump every thread's stack when no step ends for this many seconds.
+        quiet: no report on screen (files are still written; warnings still printed).
+        name: the run directory's default name (default: the script's).
+    """
+
+    FRAMEWORK = "callback"  #: named in warnings ("Lightning callback failed ...")
+    STEP_SOURCE = "callback"  #: ``runtime.step_source``: the hook that ends each step
+
+    def __init__(
+        self,
+        out: Optional[str] = None,
+        *,
+        mode: str = "trace",
+        skip_first: Optional[int] = None,
+        warmup: Optional[int] = None,
+        active: Optional[int] = None,
+        stack_samples: bool = True,
+        with_stack: bool = False,
+        record_shapes: bool = False,
+        profile_memory: bool = False,
+        tokens_per_step: Optional[float] = None,
+        samples_per_step: Optional[float] = None,
+        modules: bool = False,
+        flops: bool = False,
+        watchdog: Optional[float] = None,
+        quiet: bool = False,
+        name: Optional[str] = None,
+    ) -> None:
+        super().__init__()
+        self.profiler = CallbackProfiler(
+            self.FRAMEWORK, self.STEP_SOURCE, out,
+            mode=mode, skip_first=skip_first, warmup=warmup, active=active, stack_samples=stack_samples,
+            with_stack=with_stack, record_shapes=record_shapes, profile_memory=profile_memory,
+            tokens_per_step=tokens_per_step, samples_per_step=samples_per_step, modules=modules,
+            flops=flops, watchdog=watchdog, quiet=quiet, name=name)
+
+    @property
+    def run_dir(self) -> Optional[str]:
+        """The run directory of the profile in progress or last written (None before training)."""
+        s = self.profiler.session
+        return s.run_dir if s is not None else None

@@ -26,9 +26,9 @@ With both installed, a ``pytorch_lightning.Trainer`` takes
 from __future__ import annotations
 
 import importlib
-from typing import Any, Optional
+from typing import Any
 
-from ._core import CallbackProfiler
+from ._core import CallbackOptions
 
 
 def _base(*modules: str) -> Any:
@@ -44,57 +44,14 @@ def _base(*modules: str) -> Any:
 
 
 def _make(base: Any, name: str) -> type:
-    class _PerfkitCallback(base):  # type: ignore[misc, valid-type]
-        """Profile a Lightning ``Trainer.fit`` with perfkit (see the module docstring).
+    class _PerfkitCallback(CallbackOptions, base):  # type: ignore[misc, valid-type]
+        """Profile a Lightning ``Trainer.fit`` with perfkit (see the module docstring; options:
+        :class:`perfkit.integrations._core.CallbackOptions`; ``modules=True`` times the children of
+        ``trainer.lightning_module``)."""
 
-        Args:
-            out: run directory (default ``traces/<script>-<time>``).
-            mode: ``"trace"`` (kernel trace of ``active`` steps + timers) or ``"light"`` (timers only).
-            skip_first, warmup, active: the trace schedule in steps (None: ``perfkit profile``'s defaults).
-            stack_samples: sample the training thread's Python stack in the recorded steps (source lines).
-            with_stack, record_shapes, profile_memory: torch.profiler options (costly; off).
-            tokens_per_step, samples_per_step: for throughput.
-            modules: time the model's top-level modules (hooks on ``trainer.lightning_module``'s children).
-            flops: count the FLOPs of step 2 for MFU (that step runs slower).
-            watchdog: dump every thread's stack when no step ends for this many seconds.
-            quiet: no report on screen (files are still written; warnings still printed).
-            name: the run directory's default name (default: the script's).
-        """
-
-        def __init__(
-            self,
-            out: Optional[str] = None,
-            *,
-            mode: str = "trace",
-            skip_first: Optional[int] = None,
-            warmup: Optional[int] = None,
-            active: Optional[int] = None,
-            stack_samples: bool = True,
-            with_stack: bool = False,
-            record_shapes: bool = False,
-            profile_memory: bool = False,
-            tokens_per_step: Optional[float] = None,
-            samples_per_step: Optional[float] = None,
-            modules: bool = False,
-            flops: bool = False,
-            watchdog: Optional[float] = None,
-            quiet: bool = False,
-            name: Optional[str] = None,
-        ) -> None:
-            super().__init__()
-            self.profiler = CallbackProfiler(
-                "Lightning", "Lightning on_train_batch_end", out,
-                mode=mode, skip_first=skip_first, warmup=warmup, active=active, stack_samples=stack_samples,
-                with_stack=with_stack, record_shapes=record_shapes, profile_memory=profile_memory,
-                tokens_per_step=tokens_per_step, samples_per_step=samples_per_step, modules=modules,
-                flops=flops, watchdog=watchdog, quiet=quiet, name=name)
-            self._last_global_step = 0
-
-        @property
-        def run_dir(self) -> Optional[str]:
-            """The run directory of the profile in progress or last written (None before training)."""
-            s = self.profiler.session
-            return s.run_dir if s is not None else None
+        FRAMEWORK = "Lightning"
+        STEP_SOURCE = "Lightning on_train_batch_end"
+        _last_global_step = 0
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             try:
