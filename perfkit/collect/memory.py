@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from ._compile import compiling as _compiling
+from ._failsoft import report_failure
 from .modules import select_modules
 
 _graph_task_id = getattr(torch._C, "_current_graph_task_id", lambda: -1)
@@ -213,17 +214,14 @@ class ActivationTracker:
         if self._dead[0]:
             return
         self._dead[0] = True
-        self.error = f"{type(exc).__name__}: {exc}"
-        if self.on_error is not None:
-            try:
-                self.on_error(exc)
-            except Exception:
-                pass
-        else:
+
+        def warn() -> None:
             import warnings
 
             warnings.warn(f"perfkit.ActivationTracker: switched off after an error in its hooks ({self.error})",
-                          RuntimeWarning, stacklevel=2)
+                          RuntimeWarning, stacklevel=3)
+
+        report_failure(self, exc, warn)
 
     # ------------------------------------------------------------------ hooks
 

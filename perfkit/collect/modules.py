@@ -58,6 +58,7 @@ import torch
 from torch import nn
 
 from ._compile import compiling as _compiling
+from ._failsoft import report_failure
 
 #: Per-call times kept per module (the most recent ones); totals cover every call.
 MAX_CALLS = 1000
@@ -331,15 +332,9 @@ class ModuleTimer:
         if self._dead[0]:
             return
         self._dead[0] = True
-        self.error = f"{type(exc).__name__}: {exc}"
-        if self.on_error is not None:
-            try:
-                self.on_error(exc)
-            except Exception:
-                pass
-        else:
-            warnings.warn(f"perfkit.ModuleTimer: switched off after an error in its hooks ({self.error}); "
-                          "its times are partial", RuntimeWarning, stacklevel=2)
+        report_failure(self, exc, lambda: warnings.warn(
+            f"perfkit.ModuleTimer: switched off after an error in its hooks ({self.error}); its times are partial",
+            RuntimeWarning, stacklevel=4))
 
     def _make_hooks(self, module: nn.Module, st: _Stats) -> tuple[Callable[..., None], Callable[..., None]]:
         timed_backward = self.backward

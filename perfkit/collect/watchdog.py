@@ -59,6 +59,8 @@ import traceback
 from collections import deque
 from typing import Any, Optional, TextIO
 
+from ._failsoft import report_failure
+
 __all__ = ["Watchdog", "summarize_stalls", "SCHEMA"]
 
 _FAULT_HEADER = "perfkit faulthandler fallback: rank {rank}, pid {pid}, main thread 0x{ident:x}\n"
@@ -251,15 +253,9 @@ class Watchdog:
                     self._flush_heartbeats()
                     last_flush = now
             except Exception as exc:  # the watchdog must never take the job down (disk full ...): it stops
-                self.error = f"{type(exc).__name__}: {exc}"
-                if self.on_error is not None:
-                    try:
-                        self.on_error(exc)
-                    except Exception:
-                        pass
-                else:
-                    self._say(f"perfkit: warning: rank {self.rank} watchdog failed and is switched off "
-                              f"({self.error}); the job goes on")
+                report_failure(self, exc, lambda: self._say(
+                    f"perfkit: warning: rank {self.rank} watchdog failed and is switched off ({self.error}); "
+                    "the job goes on"))
                 return
 
     def _arm_faulthandler(self) -> None:
