@@ -254,3 +254,26 @@ def test_bad_options_fail_at_construction():
         CallbackProfiler("Test", "test hook", None, active=0)
     with pytest.raises(UsageError, match="mode must be"):
         CallbackProfiler("Test", "test hook", None, mode="fast")
+
+
+def test_a_callback_failing_before_the_window_does_not_say_the_run_ended(tmp_path, monkeypatch, capfd):
+    """Training goes on after the callback fails; the note must say profiling stopped, not that the run ended."""
+    from perfkit.integrations._core import CallbackProfiler, CallbackSession
+
+    real = CallbackSession.mark_step
+
+    def flaky(self, *a, **k):
+        if self.steps == 1:
+            raise RuntimeError("injected")
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(CallbackSession, "mark_step", flaky)
+    profiler = CallbackProfiler("Test", "test hook", str(tmp_path / "run"), skip_first=2, warmup=1, active=2,
+                                quiet=True)
+    _plain_loop(profiler, steps=6)
+    err = capfd.readouterr().err
+    assert "the run ended" not in err, err
+    doc = json.loads((tmp_path / "run" / "analysis.json").read_text())
+    note = doc["runtime"]["analysis_error"]
+    assert note.startswith("no kernel trace: profiling was switched off after step 1, when the Test callback "
+                           "failed, before the profiled window (steps 4-5)"), note

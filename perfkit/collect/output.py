@@ -50,11 +50,17 @@ def write_run(session: "ProfileSession") -> Optional[str]:
             if session.steps == 0:
                 analysis_error = "no kernel trace: " + no_steps_message(session)
             else:
-                analysis_error = (
-                    f"no kernel trace: the run ended after {session.steps} step(s), before the profiled "
-                    f"window (steps {s.skip_first + s.wait + s.warmup + 1}-{s.last_step}); "
-                    "lower --skip-first/--warmup or run more steps"
-                )
+                window = f"steps {s.skip_first + s.wait + s.warmup + 1}-{s.last_step}"
+                failed = list(getattr(session, "instrument_errors", {}) or {})
+                if failed:  # profiling was switched off early: the run itself may well have gone on
+                    analysis_error = (
+                        f"no kernel trace: profiling was switched off after step {session.steps}, when the "
+                        f"{failed[0]} failed, before the profiled window ({window})")
+                else:
+                    analysis_error = (
+                        f"no kernel trace: the run ended after {session.steps} step(s), before the profiled "
+                        f"window ({window}); lower --skip-first/--warmup or run more steps"
+                    )
         elif session.steps == 0:
             analysis_error = no_steps_message(session)
     runtime = session.runtime_section(doc)
