@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import tempfile
-from typing import IO, Any, Iterator, Union
+from typing import IO, Any, Callable, Iterator, Union
 
 from .errors import PerfkitError
 
@@ -49,6 +50,29 @@ def check_output_path(path: PathLike) -> str:
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{p}: cannot write, no permission to create files in {parent}")
     return p
+
+
+def regular_file(path: PathLike, what: str, error: Callable[[str], Exception]) -> os.stat_result:
+    """``os.stat`` of ``path`` when it is a regular file; else raise ``error(one line naming it)``.
+
+    Checked before any ``open()``: a FIFO would block there and a device never end. The
+    trace reader and the document reader both read their input through this check.
+    """
+    p = os.fspath(path)
+    try:
+        st = os.stat(p)
+    except FileNotFoundError:
+        raise error(f"{p}: no such file") from None
+    except OSError as exc:
+        raise error(f"{p}: cannot read the {what} ({exc.strerror or exc})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise error(f"{p}: is a directory, expected a {what}")
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
+                "a character device (a terminal or stdin?)" if stat.S_ISCHR(st.st_mode) else
+                "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
+        raise error(f"{p}: is {kind}, expected a {what} (save it to a file first)")
+    return st
 
 
 @contextlib.contextmanager

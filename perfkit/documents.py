@@ -25,11 +25,10 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import stat
 import sys
 from typing import Any, Callable, Iterable, Optional, Union
 
+from ._io import regular_file
 from .errors import PerfkitError
 
 ANALYSIS_SCHEMA = "perfkit.analysis/1"
@@ -65,16 +64,7 @@ def _describe(value: Any) -> str:
 
 def read_bytes(path: str, what: str = "file", limit: int = MAX_DOCUMENT_BYTES) -> bytes:
     """The bytes of a regular file; DocumentError (one line) for anything else."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DocumentError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise DocumentError(f"{path}: cannot read the {what}: {exc.strerror or exc}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise DocumentError(f"{path}: is a directory, expected a {what}")
-    if not stat.S_ISREG(st.st_mode):  # a FIFO or device would block or never end
-        raise DocumentError(f"{path}: not a regular file, expected a {what}")
+    st = regular_file(path, what, DocumentError)
     if st.st_size > limit:
         raise DocumentError(f"{path}: {st.st_size} bytes, larger than any {what} perfkit writes ({limit} bytes)")
     try:

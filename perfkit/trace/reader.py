@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional
 
 import numpy as np
 
+from .._io import regular_file
 from ..errors import TraceFormatError
 from . import model as m
 from . import decode as decode_mod
@@ -82,21 +83,7 @@ def read_trace(path: str, *, workers: Optional[int] = None, stats: Optional[dict
 
 def _check_regular(path: str) -> None:
     """Refuse what is not a regular file before opening it (a FIFO would block in open())."""
-    import stat
-
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise TraceFormatError(f"{path}: no such file") from None
-    except OSError as exc:
-        raise TraceFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise TraceFormatError(f"{path}: is a directory, expected a trace file")
-    if not stat.S_ISREG(st.st_mode):
-        what = ("a FIFO (named pipe)" if stat.S_ISFIFO(st.st_mode) else
-                "a character device (a terminal or stdin?)" if stat.S_ISCHR(st.st_mode) else
-                "a socket" if stat.S_ISSOCK(st.st_mode) else "not a regular file")
-        raise TraceFormatError(f"{path}: is {what}; perfkit reads trace files only (save the trace to a file first)")
+    regular_file(path, "trace file", TraceFormatError)
 
 
 def _read(path: str, workers: Optional[int], stats: dict[str, int]) -> m.Trace:
