@@ -9,13 +9,13 @@ compiled modules are timed as a whole from outside, never from inside.
 
 from __future__ import annotations
 
-import torch
-
-
-#: Looked up once: the hooks call :func:`compiling` on every module call.
-_is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None) or (lambda: False)
-
 
 def compiling() -> bool:
-    """True while torch.compile (Dynamo) traces the calling code."""
-    return bool(_is_compiling())
+    """True while torch.compile (Dynamo) traces the calling code.
+
+    torch is imported here, not at module level: ``perfkit.cli`` imports the session module
+    and must not import torch (an already imported module is one dictionary lookup)."""
+    import torch
+
+    fn = getattr(getattr(torch, "compiler", None), "is_compiling", None)
+    return bool(fn()) if fn is not None else False
