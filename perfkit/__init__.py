@@ -5,7 +5,7 @@ name below is imported when first used)::
 
     import perfkit
     result = perfkit.analyze("rank0.pt.trace.json.gz")   # an Analysis; needs no torch
-    result.to_dict()          # the JSON document (schema perfkit.analysis/1)
+    result.to_dict()          # the JSON document (schema perfkit.analysis/2)
     result.phases             # pandas DataFrame
     trace = perfkit.load_trace("rank0.pt.trace.json.gz")  # the columnar Trace
 

@@ -31,8 +31,11 @@ from typing import Any, Callable, Iterable, Optional, Union
 from ._io import regular_file
 from .errors import PerfkitError
 
-ANALYSIS_SCHEMA = "perfkit.analysis/1"
-DIFF_SCHEMA = "perfkit.diff/1"
+from .analysis.document import SCHEMA as ANALYSIS_SCHEMA
+from .analysis.document import SCHEMAS_READ as ANALYSIS_SCHEMAS_READ
+from .analysis.document import upgrade
+
+DIFF_SCHEMA = "perfkit.diff/2"
 #: Largest document read (bytes): perfkit's own documents are kilobytes to a few MB.
 MAX_DOCUMENT_BYTES = 512 * 2**20
 
@@ -302,7 +305,7 @@ def _collectives_consistent(c: dict[str, Any]) -> Optional[str]:
 
 
 def analysis_spec(trace_analysis: bool = False) -> Obj:
-    """The fields of a ``perfkit.analysis/1`` document the commands read, with their types.
+    """The fields of a ``perfkit.analysis/2`` document the commands read, with their types.
 
     ``trace_analysis``: the document must hold a trace analysis (steps, GPU time, phases...), as
     ``perfkit merge`` needs; otherwise every section is optional (a run whose trace could not be
@@ -310,24 +313,24 @@ def analysis_spec(trace_analysis: bool = False) -> Obj:
     """
     req = (lambda *names: names) if trace_analysis else (lambda *names: ())
     num = Num()
-    share_row = Obj({"gpu_ms_per_step": num, "share": num, "ms_per_step": num}, null=True)
-    row_num = {k: num for k in ("gpu_ms_per_step", "self_gpu_ms_per_step", "calls_per_step", "share",
-                                "avg_gpu_us", "avg_us", "count_per_step", "ms_per_step")}
+    share_row = Obj({"ms_per_step": num, "share": num, "ms_per_step": num}, null=True)
+    row_num = {k: num for k in ("ms_per_step", "self_ms_per_step", "calls_per_step", "share",
+                                "avg_us", "avg_us", "count_per_step", "ms_per_step")}
     top_row = Obj({"name": Str(), **row_num, "op": Str(null=True), "category": Str(null=True),
                    "source": Str(null=True), "source_basis": Str(null=True)}, required=("name",))
     step_row = Obj({"id": Int(null=True), "kept": Bool(), "reason": Str(null=True),
-                    "wall_ms": Num(null=not trace_analysis), "gpu_window_ms": Num(null=not trace_analysis),
-                    "gpu_busy_ms": num, "gpu_idle_ms": num,
+                    "wall_ms": Num(null=not trace_analysis), "window_ms": Num(null=not trace_analysis),
+                    "busy_ms": num, "idle_ms": num,
                     **{f"{p}_ms": num for p in ("forward", "backward", "optimizer", "other", "unknown")},
                     "categories_ms": Obj(values=num), "rank": Int(null=True)},
-                   required=req("kept", "wall_ms", "gpu_window_ms"))
-    copy_dir = Obj({"gpu_ms_per_step": Num(null=False), "count_per_step": Num(null=False),
+                   required=req("kept", "wall_ms", "window_ms"))
+    copy_dir = Obj({"ms_per_step": Num(null=False), "count_per_step": Num(null=False),
                     "bytes_per_step": Num(null=False)}, values=Num(null=False),
-                   required=req("gpu_ms_per_step", "count_per_step", "bytes_per_step"))
+                   required=req("ms_per_step", "count_per_step", "bytes_per_step"))
     finding = Obj({"id": Str(), "severity": Str(), "title": Str(), "remedy": Str(null=True),
                    "cost_ms_per_step": Num(null=False), "rank": Int(null=True), "trace": Str(null=True),
                    "ranks": Seq(Int(null=True), null=True), "where": Seq(Obj({"name": Str(null=True), "op": Str(null=True), "source": Str(null=True),
-                                      "ms_per_step": num, "gpu_ms_per_step": num, "reason": Str(null=True)},
+                                      "ms_per_step": num, "ms_per_step": num, "reason": Str(null=True)},
                                      values=AnyValue()), null=True),
                    "evidence": Obj(values=AnyValue(), null=True)},
                   required=("id", "severity", "title"))
@@ -357,11 +360,11 @@ def analysis_spec(trace_analysis: bool = False) -> Obj:
     }, required=req("paths", "warnings"))
     steps = Obj({
         "count": Int(min=0), "total": Int(min=0), "ids": Seq(Int()), "excluded": Seq(Obj(values=AnyValue())),
-        "table": Seq(step_row), "gpu_ms_median": num, "wall_ms_median": num, "synthetic": Bool(null=True),
+        "table": Seq(step_row), "window_ms_median": num, "wall_ms_median": num, "synthetic": Bool(null=True),
         "variation": Obj({"cv": num, "min_ms": num, "max_ms": num, "median_ms": num}, values=AnyValue(), null=True),
         "spread": Obj(values=Obj(values=num, null=True), null=True),
     }, required=req("count", "total", "ids", "excluded", "table"))
-    gpu = Obj({"busy_ms_per_step": Num(null=not trace_analysis), "idle_ms_per_step": Num(null=not trace_analysis),
+    device = Obj({"busy_ms_per_step": Num(null=not trace_analysis), "idle_ms_per_step": Num(null=not trace_analysis),
                "utilization": Num(null=not trace_analysis), "outside_kept_steps_ms": num},
               values=AnyValue(), required=req("busy_ms_per_step", "idle_ms_per_step", "utilization"))
     runtime_steps = Obj({"count": Int(null=True, min=0), "steady_from_step": Int(null=True, min=0),
@@ -381,7 +384,7 @@ def analysis_spec(trace_analysis: bool = False) -> Obj:
         "schema": Str(),
         "trace": trace,
         "steps": steps,
-        "gpu": gpu,
+        "device": device,
         "phases": Obj(values=share_row, required=()),
         "categories": Obj(values=share_row),
         "overview": Obj(values=share_row),
@@ -394,7 +397,7 @@ def analysis_spec(trace_analysis: bool = False) -> Obj:
         "findings": Seq(finding),
         "phases_evidence": Obj(values=Obj(values=Num(null=False)), null=True),
         "phases_unknown": Obj({"reason": Str(), "whole_trace": Bool(null=True), "share": num,
-                               "gpu_ms_per_step": num}, values=AnyValue(), required=("reason",), null=True),
+                               "ms_per_step": num}, values=AnyValue(), required=("reason",), null=True),
         "communication": communication,
         "compiled_graphs": Seq(Obj({"name": Str(), "short_name": Str(null=True), "phase": Str(null=True),
                                     "region": Str(null=True), "source": Str(null=True), "ms_per_step": num,
@@ -403,7 +406,7 @@ def analysis_spec(trace_analysis: bool = False) -> Obj:
         "ranks": Seq(Obj({"rank": Int(null=True), "status": Str(null=True)}, values=AnyValue())),
         "job": Obj(values=AnyValue(), null=True),
     }
-    return Obj(fields, required=("schema", *req("trace", "steps", "gpu", "phases", "categories", "overview",
+    return Obj(fields, required=("schema", *req("trace", "steps", "device", "phases", "categories", "overview",
                                                    "copies", "top_ops", "top_kernels", "findings")))
 
 
@@ -420,11 +423,14 @@ def warn(path: str, notes: list[str], out: Any = None) -> None:
 
 
 def validate_analysis(doc: Any, path: str, *, trace_analysis: bool = False) -> tuple[dict[str, Any], list[str]]:
-    """(the document with unusable fields dropped or nulled, notes on what was); DocumentError if unusable."""
-    check_schema(doc, path, ANALYSIS_SCHEMA)
+    """(the document with unusable fields dropped or nulled, notes on what was); DocumentError if unusable.
+
+    A ``perfkit.analysis/1`` document is upgraded to ``/2`` first (:func:`perfkit.analysis.document.upgrade`).
+    """
+    check_schema(doc, path, ANALYSIS_SCHEMAS_READ)
     notes: list[str] = []
     try:
-        clean = analysis_spec(trace_analysis)(doc, "", notes)
+        clean = analysis_spec(trace_analysis)(upgrade(doc), "", notes)
     except _Bad as bad:
         need = " (perfkit merge needs the trace analysis of each rank)" if trace_analysis else ""
         raise DocumentError(f"{path}: not a usable {ANALYSIS_SCHEMA} document: {bad.where} {bad.why}{need}") from None

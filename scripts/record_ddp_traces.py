@@ -95,7 +95,7 @@ def job_summary(doc: Any) -> dict[str, Any]:
     if not isinstance(doc, dict):
         return {"analysis": None}
     rows = [{k: (round(v, 3) if isinstance(v, float) else v) for k, v in r.items()
-             if k in ("rank", "status", "steps", "step_ms_median", "gpu_busy_ms_per_step", "gpu_idle_ms_per_step",
+             if k in ("rank", "status", "steps", "step_ms_median", "busy_ms_per_step", "idle_ms_per_step",
                       "comm_ms_per_step", "comm_exposed_ms_per_step", "work_ms_per_step", "reason")}
             for r in doc.get("ranks", [])]
     return {"device": (doc.get("trace") or {}).get("device"), "job": doc.get("job"), "ranks": rows,

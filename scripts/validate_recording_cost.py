@@ -293,7 +293,7 @@ def summarise(doc: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
         "phases": phases,
         "truth_shares": {p: truth[f"{p}_busy_ms"] / busy for p in ("forward", "backward", "optimizer")},
         "phase_diff_points": diff,
-        "gpu_busy_ms_per_step": (doc.get("gpu") or {}).get("busy_ms_per_step"),
+        "gpu_busy_ms_per_step": (doc.get("device") or {}).get("busy_ms_per_step"),
         "traced_step_wall_ms": (doc.get("steps") or {}).get("wall_ms_median"),
         "recording": doc.get("recording"),
         "run_step_wall_ms_median": (rt.get("steps") or {}).get("wall_ms_median"),

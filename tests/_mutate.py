@@ -776,7 +776,7 @@ def mutate_document(doc: dict, rng: random.Random) -> tuple[bytes, str]:
         d = rng.choice([[], None, "perfkit.analysis/1", 1, {}, {"schema": "perfkit.analysis/1"}])
         steps.append(f"document = {d!r}")
     elif k == 1:
-        d["schema"] = rng.choice(["perfkit.analysis/2", "perfkit.analysis/0", "", None, 1, "other/1"])
+        d["schema"] = rng.choice(["perfkit.analysis/3", "perfkit.analysis/0", "", None, 1, "other/1"])
         steps.append(f"schema = {d['schema']!r}")
     else:
         for _ in range(rng.choice([1, 1, 2, 4, 16])):

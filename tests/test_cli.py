@@ -26,14 +26,14 @@ def test_analyze_writes_json_and_markdown_without_torch(tmp_path):
     proc = run_cli("analyze", str(BF16), "--json", str(out_json), "--markdown", str(out_md))
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(out_json.read_text())
-    assert doc["schema"] == "perfkit.analysis/1"
-    assert set(doc) >= {"trace", "steps", "gpu", "phases", "categories", "copies", "top_ops", "top_kernels",
+    assert doc["schema"] == "perfkit.analysis/2"
+    assert set(doc) >= {"trace", "steps", "device", "phases", "categories", "copies", "top_ops", "top_kernels",
                         "overview", "findings"}
     assert set(doc["phases"]) == {"forward", "backward", "optimizer", "other", "unknown"}
-    for key in ("count", "ids", "excluded", "gpu_ms_median", "wall_ms_median"):
+    for key in ("count", "ids", "excluded", "window_ms_median", "wall_ms_median"):
         assert key in doc["steps"]
     for key in ("busy_ms_per_step", "idle_ms_per_step", "utilization"):
-        assert key in doc["gpu"]
+        assert key in doc["device"]
     assert "H200" in proc.stdout  # device name in the terminal report
     assert "aten::mm" in out_md.read_text()
     assert "Traceback" not in proc.stderr
@@ -92,10 +92,10 @@ def test_several_traces_merge_step_weighted(tmp_path):
     both = perfkit.analyze([str(BF16), str(FP32)]).to_dict()
     n1, n2 = one["steps"]["count"], two["steps"]["count"]
     assert both["steps"]["count"] == n1 + n2
-    expect = (one["gpu"]["busy_ms_per_step"] * n1 + two["gpu"]["busy_ms_per_step"] * n2) / (n1 + n2)
-    assert both["gpu"]["busy_ms_per_step"] == pytest.approx(expect)
-    mm = lambda d: next(r for r in d["top_ops"] if r["name"] == "aten::mm")["gpu_ms_per_step"]  # noqa: E731
-    assert next(r for r in both["top_ops"] if r["name"] == "aten::mm")["gpu_ms_per_step"] == pytest.approx(
+    expect = (one["device"]["busy_ms_per_step"] * n1 + two["device"]["busy_ms_per_step"] * n2) / (n1 + n2)
+    assert both["device"]["busy_ms_per_step"] == pytest.approx(expect)
+    mm = lambda d: next(r for r in d["top_ops"] if r["name"] == "aten::mm")["ms_per_step"]  # noqa: E731
+    assert next(r for r in both["top_ops"] if r["name"] == "aten::mm")["ms_per_step"] == pytest.approx(
         (mm(one) * n1 + mm(two) * n2) / (n1 + n2))
     assert sum(v["share"] for v in both["phases"].values()) == pytest.approx(1.0, abs=1e-3)
     assert all("trace" in f for f in both["findings"])

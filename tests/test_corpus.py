@@ -147,7 +147,7 @@ def test_step_busy_against_launch_linked_share(entry):
     f = _facts(entry.path)
     assert f["steps"] and sum(f["device_events"].values()) > 0
     doc = _doc(entry.path)
-    busy_ms = {r["id"]: r["gpu_busy_ms"] for r in doc["steps"]["table"]}
+    busy_ms = {r["id"]: r["busy_ms"] for r in doc["steps"]["table"]}
     linked = {int(k): v / 1000.0 for k, v in f["linked_share_us_by_step"].items()}
     for step, ref_ms in linked.items():
         if f["unlinked_device_events"] == 0:

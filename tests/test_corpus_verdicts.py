@@ -84,7 +84,7 @@ def test_corpus_verdicts(slug: str) -> None:
         assert rows, f"{name} not among the top kernels"
         assert rows[0]["category"] == category, (name, rows[0]["category"])
     if "top_category" in exp:
-        cats = {c: v["gpu_ms_per_step"] for c, v in doc["categories"].items()}
+        cats = {c: v["ms_per_step"] for c, v in doc["categories"].items()}
         assert max(cats, key=lambda c: cats[c]) == exp["top_category"], cats
     if "phase_backward_share_min" in exp:
         assert (doc["phases"]["backward"]["share"] or 0.0) >= exp["phase_backward_share_min"], doc["phases"]

@@ -52,12 +52,12 @@ def test_real_cpu_only_trace_splits_time_by_self_time():
     ref = _reference_categories(events, step["ts"], step["ts"] + step["dur"])
     doc = perfkit.analyze(str(path)).to_dict()
     assert doc["trace"]["time_basis"] == "cpu" and doc["steps"]["count"] == 1
-    busy_ms = doc["gpu"]["busy_ms_per_step"]
+    busy_ms = doc["device"]["busy_ms_per_step"]
     assert sum(ref.values()) / 1000 == pytest.approx(busy_ms, rel=1e-6)  # self times add up to CPU busy time
     for cat, v in doc["categories"].items():
         # 39 of 2,424 ops nest differently in perfkit's interval tree than in this stack walk (ops
         # touching at whole-µs boundaries); per category that moves at most 0.05 ms of 28 ms.
-        assert v["gpu_ms_per_step"] == pytest.approx(ref.get(cat, 0.0) / 1000, abs=0.05), cat
+        assert v["ms_per_step"] == pytest.approx(ref.get(cat, 0.0) / 1000, abs=0.05), cat
     assert ref["matmul"] > 0
     matmul_share = doc["categories"]["matmul"]["share"]
     assert matmul_share == pytest.approx(ref["matmul"] / sum(ref.values()), abs=0.002)
@@ -80,11 +80,11 @@ def test_wrapper_range_keeps_only_the_time_between_ops(tmp_path):
     path.write_text(json.dumps({"traceEvents": events}))
     doc = perfkit.analyze(str(path)).to_dict()
     ref = _reference_categories(events, float("-inf"), float("inf"))
-    cats_ms = {k: v["gpu_ms_per_step"] for k, v in doc["categories"].items()}
+    cats_ms = {k: v["ms_per_step"] for k, v in doc["categories"].items()}
     for cat in cats_ms:
         assert cats_ms[cat] == pytest.approx(ref.get(cat, 0.0) / 1000), cat
     # By hand: matmul = addmm 350 + 260 plus linear's own 30 + 30; "other" = the wrapper's 240 us
     # between ops and aten::t (30 us); the busy time is still the union of the outermost ops.
     assert cats_ms["matmul"] == pytest.approx(0.670)
     assert cats_ms["other"] == pytest.approx(0.270)
-    assert doc["gpu"]["busy_ms_per_step"] == pytest.approx(1.050)
+    assert doc["device"]["busy_ms_per_step"] == pytest.approx(1.050)

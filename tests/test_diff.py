@@ -19,8 +19,8 @@ def test_diff_of_a_run_and_its_fix():
     a = load_doc(str(RUNS / "component_loop"))
     b = load_doc(str(RUNS / "component_loop-fixed"))
     d = diff(a, b)
-    step = d["step"]["gpu_ms_median"]
-    assert step["a"] == a["steps"]["gpu_ms_median"] and step["b"] == b["steps"]["gpu_ms_median"]
+    step = d["step"]["window_ms_median"]
+    assert step["a"] == a["steps"]["window_ms_median"] and step["b"] == b["steps"]["window_ms_median"]
     assert step["delta"] == pytest.approx(step["b"] - step["a"])
     assert step["ratio"] == pytest.approx(step["b"] / step["a"])
     assert [f["id"] for f in d["findings"]["disappeared"]] == ["launch_bound"]
@@ -37,7 +37,7 @@ def test_diff_cli_on_traces_and_bad_input(tmp_path):
                           capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr
     d = json.loads(out.read_text())
-    assert d["schema"] == "perfkit.diff/1"
+    assert d["schema"] == "perfkit.diff/2"
     assert "dataloader_bound" in [f["id"] for f in d["findings"]["disappeared"]]
     assert md.read_text().startswith("## perfkit diff")
     bad = tmp_path / "analysis.json"

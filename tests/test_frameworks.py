@@ -75,14 +75,14 @@ def check_phases(doc: dict, events: list, merge: tuple[str, ...] = ()) -> dict:
     busy_ms = sum(ref.values())
     assert busy_ms > 0
     assert doc["trace"]["time_basis"] == "cpu"
-    assert doc["gpu"]["busy_ms_per_step"] == pytest.approx(busy_ms, rel=0.01)
-    got = {p: doc["phases"][p]["gpu_ms_per_step"] for p in PHASES}
+    assert doc["device"]["busy_ms_per_step"] == pytest.approx(busy_ms, rel=0.01)
+    got = {p: doc["phases"][p]["ms_per_step"] for p in PHASES}
     groups = [merge] if merge else []
     groups += [(p,) for p in PHASES if p not in merge]
     for group in groups:
         diff = sum(got[p] for p in group) - sum(ref[p] for p in group)
         assert abs(diff) <= TOL * busy_ms + 0.05, (group, got, ref)
-    assert doc["phases"]["unknown"]["gpu_ms_per_step"] <= TOL * busy_ms, doc["phases"]
+    assert doc["phases"]["unknown"]["ms_per_step"] <= TOL * busy_ms, doc["phases"]
     return ref
 
 
@@ -183,7 +183,7 @@ def test_manual_sgd_with_step_fn(tmp_path):
     check_steps(doc, events, steps_run=6)
     assert doc["runtime"]["step_source"] == "perfkit.step"
     ref = check_phases(doc, events)
-    assert ref["optimizer"] == 0 and doc["phases"]["optimizer"]["gpu_ms_per_step"] == 0
+    assert ref["optimizer"] == 0 and doc["phases"]["optimizer"]["ms_per_step"] == 0
 
 
 def test_dataloader_fetch_is_not_forward(tmp_path):
@@ -199,7 +199,9 @@ def test_dataloader_fetch_is_not_forward(tmp_path):
         def __getitem__(self, i: int):
             g = torch.Generator().manual_seed(i)
             x = torch.randn(64, 64, generator=g)
-            return (x @ x).mean(0), torch.randn(1, generator=g)
+            for _ in range(6):  # an augmentation heavy enough to outweigh the forward on a loaded machine
+                x = torch.tanh(x @ x / 8)
+            return x.mean(0), torch.randn(1, generator=g)
 
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(64, 256), torch.nn.ReLU(), torch.nn.Linear(256, 1))

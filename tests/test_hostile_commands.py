@@ -191,9 +191,9 @@ BAD_FILES = {
     "list": b"[1, 2, 3]",
     "string": b'"perfkit.analysis/1"',
     "no_schema": b'{"steps": {"count": 3}}',
-    "schema_v2": b'{"schema": "perfkit.analysis/2", "steps": {"count": 3}}',
+    "schema_v3": b'{"schema": "perfkit.analysis/3", "steps": {"count": 3}}',
     "schema_number": b'{"schema": 1}',
-    "diff_doc": b'{"schema": "perfkit.diff/1", "a": {}, "b": {}}',
+    "diff_doc": b'{"schema": "perfkit.diff/2", "a": {}, "b": {}}',
     "deep_json": b"[" * 200000 + b"]" * 200000,
     "deep_object": b'{"schema": "perfkit.analysis/1", "trace": ' + b'{"a":' * 100000 + b"1" + b"}" * 100001,
     "steps_string": b'{"schema": "perfkit.analysis/1", "steps": "many"}',
@@ -227,25 +227,25 @@ def test_bad_files_are_one_line_naming_the_file(tmp_path, capsys, kind):
             assert rc == 0 and "perfkit: warning:" in err
             continue
         line = assert_one_error(rc, err, f)
-        if kind == "schema_v2":
-            assert "perfkit.analysis/2" in line and "perfkit.analysis/1" in line
+        if kind == "schema_v3":
+            assert "perfkit.analysis/3" in line and "perfkit.analysis/2" in line
         if kind == "diff_doc":
-            assert "perfkit.diff/1" in line
+            assert "perfkit.diff/2" in line
 
 
 def test_other_schema_never_diffed_as_zeros(tmp_path, capsys):
-    """Reproducer: a perfkit.analysis/2 document was diffed as "every op dropped to 0.00 ms"."""
+    """Reproducer: a perfkit.analysis/3 document was diffed as "every op dropped to 0.00 ms"."""
     doc = copy.deepcopy(DOCS[0])
-    doc["schema"] = "perfkit.analysis/2"
+    doc["schema"] = "perfkit.analysis/3"
     f = write(tmp_path / "analysis.json", doc)
     rc, out, err = run(capsys, "diff", SINGLE, f)
-    assert_one_error(rc, err, f, "perfkit.analysis/2", "perfkit.analysis/1")
+    assert_one_error(rc, err, f, "perfkit.analysis/3", "perfkit.analysis/2")
     assert "0.00" not in out
     # ... and is never a budget baseline
     budget = tmp_path / "rel.toml"
     budget.write_text('[budget.relative]\nstep_ms = "+5%"\n')
     rc, _, err = run(capsys, "budget", "check", budget, SINGLE, "--baseline", f)
-    assert_one_error(rc, err, f, "perfkit.analysis/2")
+    assert_one_error(rc, err, f, "perfkit.analysis/3")
 
 
 # --------------------------------------------------------------------------- budget check fails closed
@@ -399,7 +399,7 @@ def test_diff_of_extreme_values_writes_no_nan_or_inf(tmp_path, capsys):
     rc, text, err = run(capsys, "diff", a, b, "--json", out)
     assert rc == 0, err
     d = json.loads(out.read_text(), parse_constant=lambda c: pytest.fail(c))
-    assert d["step"]["gpu_ms_median"]["delta"] is None  # 1e308 - (-1e308) overflows: unknown
+    assert d["step"]["window_ms_median"]["delta"] is None  # 1e308 - (-1e308) overflows: unknown
     assert d["step"]["busy_ms_per_step"]["ratio"] is None  # a zero denominator: unknown
     assert "inf" not in text and "nan" not in text.lower()
 
@@ -409,7 +409,7 @@ def test_nan_in_a_document_is_read_as_unknown_with_a_warning(tmp_path, capsys):
     f.write_text(json.dumps(_with(DOCS[0], gpu__busy_ms_per_step=math.nan)))
     out = tmp_path / "d.json"
     rc, _, err = run(capsys, "diff", f, SINGLE, "--json", out)
-    assert rc == 0 and "perfkit: warning:" in err and "gpu.busy_ms_per_step" in err and str(f) in err
+    assert rc == 0 and "perfkit: warning:" in err and "device.busy_ms_per_step" in err and str(f) in err
     assert json.loads(out.read_text())["step"]["busy_ms_per_step"]["a"] is None
 
 

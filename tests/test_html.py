@@ -63,7 +63,7 @@ def test_page_holds_sections_tables_and_figures(page: Path, resnet: dict) -> Non
     images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', text)
     assert len(images) == 5
     # The numbers are the document's, formatted like the other reports.
-    busy = resnet["gpu"]["busy_ms_per_step"]
+    busy = resnet["device"]["busy_ms_per_step"]
     assert f"<td class=\"num\">{busy:.2f}</td>" in text
     top_op = resnet["top_ops"][0]["name"]
     assert f"<code>{htmllib.escape(top_op)}</code>" in text

@@ -28,9 +28,10 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
               "perfkit.peaks")),
     # The trace format and its in-memory model.
     ("trace", ("perfkit.trace",)),
-    # Reading and checking saved JSON documents (analysis.json, diff): the analysis stage loads
-    # documents too (perfkit.analysis.result.read_document, perfkit diff), so it sits below it.
-    ("documents", ("perfkit.documents",)),
+    # The analysis document's contract (types, vocabularies, the schema-1 upgrade), and reading and
+    # checking saved JSON documents (analysis.json, diff): the analysis stage loads documents too
+    # (perfkit.analysis.result.read_document, perfkit diff), so it sits below it.
+    ("documents", ("perfkit.analysis.document", "perfkit.documents")),
     # Trace -> analysis document, multi-rank views, stall-file reading.
     ("analysis", ("perfkit.analysis",)),
     # What is made from a document: budgets and reports.

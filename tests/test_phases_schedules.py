@@ -101,15 +101,15 @@ def test_dualpipe_stage_annotations_set_the_phases(dualpipe):
     assert ref[("backward", "autograd")] > 0 and ref[("backward", "annotation")] > 0  # both kinds of evidence occur
     doc = perfkit.analyze(str(dualpipe)).to_dict()
     assert doc["steps"]["count"] == 1  # one step: its phases are the whole trace's device time
-    assert doc["gpu"]["busy_ms_per_step"] == pytest.approx(total / 1000.0, rel=1e-9)
+    assert doc["device"]["busy_ms_per_step"] == pytest.approx(total / 1000.0, rel=1e-9)
     fwd = ref[("forward", "annotation")]
     bwd = ref[("backward", "annotation")] + ref[("backward", "autograd")]
-    assert doc["phases"]["forward"]["gpu_ms_per_step"] == pytest.approx(fwd / 1000.0, rel=1e-9)
-    assert doc["phases"]["backward"]["gpu_ms_per_step"] == pytest.approx(bwd / 1000.0, rel=1e-9)
+    assert doc["phases"]["forward"]["ms_per_step"] == pytest.approx(fwd / 1000.0, rel=1e-9)
+    assert doc["phases"]["backward"]["ms_per_step"] == pytest.approx(bwd / 1000.0, rel=1e-9)
     assert doc["phases"]["backward"]["share"] == pytest.approx(bwd / total, abs=1e-9)
     assert bwd / total > 0.55  # built mostly backward (as the real trace is): not "forward 78.5%"
     for p in ("optimizer", "other", "unknown"):
-        assert doc["phases"][p]["gpu_ms_per_step"] == 0.0
+        assert doc["phases"][p]["ms_per_step"] == 0.0
     assert doc["phases_unknown"] is None
     # which evidence set each phase
     assert doc["phases_evidence"]["forward"] == {"annotation": pytest.approx(1.0)}
@@ -158,10 +158,10 @@ def test_gpu_only_trace_splits_by_kernel_names_and_reports_unknown():
     fwd, bwd, unknown = _gpu_only_reference()
     doc = perfkit.analyze(str(GPU_ONLY)).to_dict()
     ph = doc["phases"]
-    assert ph["forward"]["gpu_ms_per_step"] == pytest.approx(fwd / 1000.0, rel=1e-9)
-    assert ph["backward"]["gpu_ms_per_step"] == pytest.approx(bwd / 1000.0, rel=1e-9)
-    assert ph["unknown"]["gpu_ms_per_step"] == pytest.approx(unknown / 1000.0, rel=1e-9)
-    assert unknown > 0 and ph["optimizer"]["gpu_ms_per_step"] == 0.0
+    assert ph["forward"]["ms_per_step"] == pytest.approx(fwd / 1000.0, rel=1e-9)
+    assert ph["backward"]["ms_per_step"] == pytest.approx(bwd / 1000.0, rel=1e-9)
+    assert ph["unknown"]["ms_per_step"] == pytest.approx(unknown / 1000.0, rel=1e-9)
+    assert unknown > 0 and ph["optimizer"]["ms_per_step"] == 0.0
     assert ph["backward"]["share"] > 0.5  # not "forward 100%"
     unk = doc["phases_unknown"]
     assert unk["whole_trace"] is False and unk["share"] == pytest.approx(ph["unknown"]["share"])
@@ -206,7 +206,7 @@ def test_nothing_supports_a_split_then_every_phase_is_unknown_not_zero():
     doc = perfkit.analyze(str(anchor("hta/tests/data/trace_file_list/inference_rank_1.json.gz"))).to_dict()
     assert doc["phases"]["unknown"]["share"] == pytest.approx(1.0)
     for p in ("forward", "backward", "optimizer", "other"):
-        assert doc["phases"][p] == {"gpu_ms_per_step": None, "share": None}
+        assert doc["phases"][p] == {"ms_per_step": None, "share": None}
         assert all(r[f"{p}_ms"] is None for r in doc["steps"]["table"])
         assert metrics.value(doc, f"phases.{p}.ms") is None
     assert doc["phases_unknown"]["whole_trace"] is True
@@ -272,7 +272,7 @@ def test_torch_pipelining_runtime_actions(tmp_path):
         want[p] += d
         want_ev[p][e] += d
     for p in rules.PHASES:
-        assert doc["phases"][p]["gpu_ms_per_step"] == pytest.approx(want[p] / 1000.0, abs=1e-9), p
+        assert doc["phases"][p]["ms_per_step"] == pytest.approx(want[p] / 1000.0, abs=1e-9), p
     for p, evs in want_ev.items():
         assert doc["phases_evidence"][p] == {e: pytest.approx(v / want[p]) for e, v in evs.items()}
 
@@ -294,7 +294,7 @@ def test_gpipe_names_innermost_annotation_and_optimizer(tmp_path):
     for _, d, p in plan:
         want[p] += d
     for p in rules.PHASES:
-        assert doc["phases"][p]["gpu_ms_per_step"] == pytest.approx(want[p] / 1000.0, abs=1e-9), p
+        assert doc["phases"][p]["ms_per_step"] == pytest.approx(want[p] / 1000.0, abs=1e-9), p
     assert doc["phases_evidence"]["optimizer"] == {"optimizer_range": pytest.approx(1.0)}
 
 
@@ -305,8 +305,8 @@ def test_backward_range_driving_autograd_from_the_main_thread(tmp_path):
     path = _pipeline_trace(tmp_path / "bwd.json", ranges, plan, extra_ops=[("aten::mm", 40.0, 60.0, 1)])
     doc = perfkit.analyze(str(path)).to_dict()
     # 50 and 150 are launched before the backward range (position), 300 inside it (annotation)
-    assert doc["phases"]["forward"]["gpu_ms_per_step"] == pytest.approx(0.030)
-    assert doc["phases"]["backward"]["gpu_ms_per_step"] == pytest.approx(0.040)
+    assert doc["phases"]["forward"]["ms_per_step"] == pytest.approx(0.030)
+    assert doc["phases"]["backward"]["ms_per_step"] == pytest.approx(0.040)
     assert doc["phases_evidence"]["backward"] == {"annotation": pytest.approx(1.0)}
     assert doc["phases_evidence"]["forward"] == {"position": pytest.approx(1.0)}
 

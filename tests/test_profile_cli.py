@@ -61,7 +61,7 @@ def test_plain_script_steps_found_outputs_written(tmp_path):
     assert (run / "rank0.pt.trace.json.gz").stat().st_size > 1000
     assert (run / "report.md").read_text().startswith("## perfkit report")
     doc = load(tmp_path)
-    assert doc["schema"] == "perfkit.analysis/1"
+    assert doc["schema"] == "perfkit.analysis/2"
     assert doc["runtime"]["steps_seen"] == 12
     assert doc["runtime"]["step_source"] == "optimizer.step"
     assert doc["steps"]["count"] >= 2  # the profiled window: ProfilerStep markers in the trace

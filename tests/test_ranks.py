@@ -165,7 +165,7 @@ def test_anchor_multi_rank_traces_give_the_rank_table():
     analysed = [r for r in doc["ranks"] if r["status"] == "analysed"]
     assert [r["rank"] for r in analysed] == [0, 1]
     for r in analysed:
-        assert r["steps"] >= 1 and r["step_ms_median"] > 0 and r["gpu_busy_ms_per_step"] > 0
+        assert r["steps"] >= 1 and r["step_ms_median"] > 0 and r["busy_ms_per_step"] > 0
         assert 0 < r["comm_exposed_ms_per_step"] <= r["comm_ms_per_step"] < r["step_ms_median"]
         assert set(r["phase_ms_per_step"]) == {"forward", "backward", "optimizer", "other", "unknown"}
     assert doc["job"]["world_size"] == 128 and len(doc["job"]["missing_ranks"]) == 126

@@ -206,7 +206,7 @@ def test_top_level_metadata_of_the_wrong_type_is_ignored_with_a_warning(tmp_path
     json.dumps(doc, allow_nan=False)
     warned = [w for w in doc["trace"]["warnings"] if "metadata" in w]
     assert len(warned) == 1 and dropped in warned[0] and path in warned[0], doc["trace"]["warnings"]
-    assert doc["gpu"]["busy_ms_per_step"] == pytest.approx(0.008)
+    assert doc["device"]["busy_ms_per_step"] == pytest.approx(0.008)
 
 
 def test_a_kernel_before_its_launch_is_moved_to_the_launch(tmp_path, scanner):

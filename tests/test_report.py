@@ -124,9 +124,9 @@ def test_console_bf16_shows_the_documents_numbers(bf16):
     text = flat(out)
     phases = bf16["phases"]
     fwd, bwd, opt = phases["forward"], phases["backward"], phases["optimizer"]
-    assert (f"Forward {pct(fwd['share'])}% ({fwd['gpu_ms_per_step']:.2f} ms) / "
-            f"Backward {pct(bwd['share'])}% ({bwd['gpu_ms_per_step']:.2f} ms) / "
-            f"Optimizer {pct(opt['share'])}% ({opt['gpu_ms_per_step']:.2f} ms)") in text
+    assert (f"Forward {pct(fwd['share'])}% ({fwd['ms_per_step']:.2f} ms) / "
+            f"Backward {pct(bwd['share'])}% ({bwd['ms_per_step']:.2f} ms) / "
+            f"Optimizer {pct(opt['share'])}% ({opt['ms_per_step']:.2f} ms)") in text
     assert bf16["trace"]["device"] == "NVIDIA H200"
     assert "NVIDIA H200" in out
     assert bf16["trace"]["paths"][0] in text
@@ -138,21 +138,21 @@ def test_console_bf16_shows_the_documents_numbers(bf16):
     # one statistic for every per-step row: means over the kept steps of the step table
     kept = [r for r in steps["table"] if r["kept"]]
     mean = lambda key: sum(r[key] for r in kept) / len(kept)  # noqa: E731
-    window, idle = mean("gpu_window_ms"), mean("gpu_idle_ms")
+    window, idle = mean("window_ms"), mean("idle_ms")
     assert f"Step time (means of {len(kept)} steps) {window:.2f} ms" in summary
     assert f"GPU busy (some op running) {window - idle:.2f} ms" in summary
     assert f"GPU idle (nothing running) {idle:.2f} ms" in summary
-    lo, hi = min(r["gpu_window_ms"] for r in kept), max(r["gpu_window_ms"] for r in kept)
+    lo, hi = min(r["window_ms"] for r in kept), max(r["window_ms"] for r in kept)
     assert f"range {lo:.2f}-{hi:.2f}" in summary
-    assert f"GPU utilization (busy / step) {pct(bf16['gpu']['utilization'])} %" in summary
+    assert f"GPU utilization (busy / step) {pct(bf16['device']['utilization'])} %" in summary
     assert "median" not in summary.split("Step time")[0]
-    pre = bf16["gpu"]["launched_before_window"]
+    pre = bf16["device"]["launched_before_window"]
     assert pre["count"] > 0 and f"{pre['count']:,} GPU ops ({pre['ms']:.2f} ms in total)" in summary
 
     phase_text = console_section(out, "Phases (GPU time)")
     for name, key in (("Forward", "forward"), ("Backward", "backward"), ("Optimizer", "optimizer")):
         row = next(line for line in phase_text.splitlines() if line.startswith(name))
-        assert row.split()[1:3] == [f"{phases[key]['gpu_ms_per_step']:.2f}", pct(phases[key]["share"])]
+        assert row.split()[1:3] == [f"{phases[key]['ms_per_step']:.2f}", pct(phases[key]["share"])]
         bar = re.search(r"[█▏▎▍▌▋▊▉]+", row).group()  # 20 cells for 100%, in eighths of a cell
         eighths = 8 * bar.count("█") + (" ▏▎▍▌▋▊▉".index(bar[-1]) if bar[-1] != "█" else 0)
         assert eighths == round(phases[key]["share"] * 20 * 8)
@@ -160,8 +160,8 @@ def test_console_bf16_shows_the_documents_numbers(bf16):
     top_op = bf16["top_ops"][0]
     ops_text = console_section(out, "Top ops by GPU time (per step)")
     first = next(line for line in ops_text.splitlines() if line.lstrip().startswith("1 "))
-    assert first.split()[1:] == [top_op["name"], f"{top_op['gpu_ms_per_step']:.2f}",
-                                 f"{top_op['self_gpu_ms_per_step']:.2f}", pct(top_op["share"]),
+    assert first.split()[1:] == [top_op["name"], f"{top_op['ms_per_step']:.2f}",
+                                 f"{top_op['self_ms_per_step']:.2f}", pct(top_op["share"]),
                                  str(int(top_op["calls_per_step"]))]
     assert top_op["source"] in ops_text
 
@@ -180,7 +180,7 @@ def test_console_bf16_shows_the_documents_numbers(bf16):
 def test_console_categories_sorted_without_zero_rows(bf16):
     section = console_section(console_text(bf16), "GPU time by kernel category")
     rows = [line for line in section.splitlines()[2:] if line.strip()]
-    expected = sorted((v["gpu_ms_per_step"] for v in bf16["categories"].values() if v["gpu_ms_per_step"] > 0),
+    expected = sorted((v["ms_per_step"] for v in bf16["categories"].values() if v["ms_per_step"] > 0),
                       reverse=True)
     shown = [float(re.search(r"\s(\d+\.\d+)\s", row).group(1)) for row in rows]
     assert len(rows) == len(expected)
@@ -193,7 +193,7 @@ def test_console_copies_and_overview(bf16):
     copies = console_section(out, "Memory copies (per step)")
     d2d = bf16["copies"]["d2d"]
     row = next(line for line in copies.splitlines() if line.startswith("D2D"))
-    assert row.split()[-4:] == [str(int(d2d["count_per_step"])), "0", "-", f"{d2d['gpu_ms_per_step']:.2f}"]
+    assert row.split()[-4:] == [str(int(d2d["count_per_step"])), "0", "-", f"{d2d['ms_per_step']:.2f}"]
     for src in bf16["copies"]["sources"][:10]:
         if src["source"]:
             assert src["source"] in copies
@@ -230,7 +230,7 @@ def test_console_excluded_steps_and_reasons(with_excluded):
     assert f"{steps['count']} of {steps['total']} analysed" in text
     for e in excluded:
         assert f"step {e['id']}: {' '.join(e['reason'].split())}" in text
-    outside = with_excluded["gpu"]["outside_kept_steps_ms"]
+    outside = with_excluded["device"]["outside_kept_steps_ms"]
     assert outside > 0 and f"{outside:.2f} ms of GPU work in total fell outside the analysed steps" in text
 
 
@@ -260,7 +260,7 @@ def test_console_trace_without_steps(no_steps):
     assert text.count("analysed as one window") == 1  # the Steps line; the duplicate warning is folded in
     assert no_steps["trace"]["device"] in text
     fwd = no_steps["phases"]["forward"]
-    assert f"Forward {pct(fwd['share'])}% ({fwd['gpu_ms_per_step']:.2f} ms)" in text
+    assert f"Forward {pct(fwd['share'])}% ({fwd['ms_per_step']:.2f} ms)" in text
 
 
 FINDINGS = [
@@ -327,19 +327,19 @@ def test_markdown_tables_match_the_document(bf16):
 
     (phases,) = md_tables(sections["Phases (GPU time)"])
     # every phase, and "unknown" only when some GPU time has no phase
-    assert len(phases) == sum(1 for k, v in bf16["phases"].items() if k != "unknown" or v["gpu_ms_per_step"])
+    assert len(phases) == sum(1 for k, v in bf16["phases"].items() if k != "unknown" or v["ms_per_step"])
     fwd = bf16["phases"]["forward"]
-    assert md_cells(phases[0]) == ["Forward", f"{fwd['gpu_ms_per_step']:.2f}", pct(fwd["share"])]
+    assert md_cells(phases[0]) == ["Forward", f"{fwd['ms_per_step']:.2f}", pct(fwd["share"])]
 
     (cats,) = md_tables(sections["GPU time by kernel category"])
-    assert len(cats) == sum(1 for v in bf16["categories"].values() if v["gpu_ms_per_step"] > 0)
+    assert len(cats) == sum(1 for v in bf16["categories"].values() if v["ms_per_step"] > 0)
 
     (ops,) = md_tables(sections["Top ops by GPU time (per step)"])
     assert len(ops) == min(top, len(bf16["top_ops"]))
     for row, op in zip(ops, bf16["top_ops"]):
         cells = md_cells(row)
         assert cells[1] == f"`{op['name']}`"
-        assert cells[2] == f"{op['gpu_ms_per_step']:.2f}"
+        assert cells[2] == f"{op['ms_per_step']:.2f}"
         assert cells[6] == (f"`{op['source']}`" if op["source"] else "-")
 
     (kernels,) = md_tables(sections["Top GPU kernels (per step)"])
@@ -372,7 +372,7 @@ def test_markdown_header(bf16, with_excluded, no_steps):
     md = render_markdown(bf16)
     fwd = bf16["phases"]["forward"]
     assert "- **Device:** NVIDIA H200" in md
-    assert f"Forward {pct(fwd['share'])}% ({fwd['gpu_ms_per_step']:.2f} ms)" in md
+    assert f"Forward {pct(fwd['share'])}% ({fwd['ms_per_step']:.2f} ms)" in md
     assert f"- **Trace:** `{bf16['trace']['paths'][0]}`" in md
     for e in with_excluded["steps"]["excluded"]:
         assert f"- **Excluded:** step {e['id']}: {e['reason']}" in render_markdown(with_excluded)
@@ -412,9 +412,9 @@ def test_markdown_cpu_only(cpu_only):
     {"schema": "perfkit.analysis/1"},
     {},
     {"trace": None, "steps": {"count": None, "ids": None}, "phases": {"forward": None, "backward": "x"},
-     "categories": {"matmul": {"gpu_ms_per_step": float("nan")}}, "top_ops": None,
-     "top_kernels": [None, {"name": None, "gpu_ms_per_step": "fast"}], "copies": {"h2d": "x", "sources": [{}]},
-     "overview": {"kernel": {}}, "gpu": {"launched_before_window": None},
+     "categories": {"matmul": {"ms_per_step": float("nan")}}, "top_ops": None,
+     "top_kernels": [None, {"name": None, "ms_per_step": "fast"}], "copies": {"h2d": "x", "sources": [{}]},
+     "overview": {"kernel": {}}, "device": {"launched_before_window": None},
      "findings": [{}, "junk", {"title": "T", "evidence": {"a": float("inf")}}]},
 ])
 def test_incomplete_documents_render(doc):
@@ -479,7 +479,7 @@ def test_write_json_round_trips(bf16, tmp_path):
     doc["extra"] = {"numpy_int": np.int64(3), "numpy_float": np.float32(0.5)}
     write_json(doc, path)
     raw = path.read_text(encoding="utf-8")
-    assert raw.startswith('{\n  "schema": "perfkit.analysis/1"')  # indent=2
+    assert raw.startswith('{\n  "schema": "perfkit.analysis/2"')  # indent=2
     back = json.loads(raw)
     assert back["extra"] == {"numpy_int": 3, "numpy_float": 0.5}
     del back["extra"], doc["extra"]

@@ -192,7 +192,7 @@ def test_merge_of_traces_drops_the_first_traces_collectives(tmp_path):
 
 def test_idle_label_follows_the_time_basis():
     def row(rank: int, idle: float, basis: str) -> dict:
-        return {"rank": rank, "time_basis": basis, "gpu_idle_ms_per_step": idle, "comm_exposed_ms_per_step": 0.0,
+        return {"rank": rank, "time_basis": basis, "idle_ms_per_step": idle, "comm_exposed_ms_per_step": 0.0,
                 "phase_ms_per_step": {}, "comm_by_phase_ms_per_step": {}}
 
     for basis, label in (("gpu", "GPU idle time"), ("cpu", "idle time (host time outside ops)")):

@@ -11,17 +11,34 @@ from __future__ import annotations
 import os
 from typing import Any, Callable, Iterable, Optional, Union
 
-from ..errors import TraceFormatError
-from ..trace import read_trace
-from .pipeline import analyze_trace, merge
-from .result import SCHEMA, Analysis
+from typing import TYPE_CHECKING
 
-__all__ = ["analyze_trace", "analyze_paths", "Analysis", "SCHEMA"]
+from .document import SCHEMA
+
+if TYPE_CHECKING:
+    from .pipeline import analyze_trace, merge
+    from .result import Analysis, JobAnalysis
+
+__all__ = ["analyze_trace", "analyze_paths", "merge", "Analysis", "JobAnalysis", "SCHEMA"]
+
+
+def __getattr__(name: str) -> Any:
+    # Loaded on first use, so that the document contract (:mod:`.document`) is importable by the
+    # stages below analysis without numpy or the pipeline.
+    if name in ("analyze_trace", "merge"):
+        from . import pipeline
+
+        return getattr(pipeline, name)
+    if name in ("Analysis", "JobAnalysis"):
+        from . import result
+
+        return getattr(result, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def analyze_paths(path_or_paths: Union[str, os.PathLike, Iterable[Any]], *,
                   progress: Optional[Callable[[str, int, int], None]] = None,
-                  workers: Optional[int] = None) -> Analysis:
+                  workers: Optional[int] = None) -> "Analysis":
     """Load and analyze one trace, or several (merged: step-weighted means).
 
     ``progress(description, done, total)``, if given, is called before reading and
@@ -31,6 +48,10 @@ def analyze_paths(path_or_paths: Union[str, os.PathLike, Iterable[Any]], *,
         paths = [os.fspath(path_or_paths)]
     else:
         paths = [os.fspath(p) for p in path_or_paths]
+    from ..errors import TraceFormatError
+    from ..trace import read_trace
+    from .pipeline import analyze_trace, merge
+
     if not paths:
         raise TraceFormatError("no trace given")
     report = progress or (lambda description, done, total: None)

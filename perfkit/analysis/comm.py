@@ -40,6 +40,7 @@ from . import intervals, rules
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, innermost_around, step_of
 from .steps import StepStats
 from .timeline import Timeline
+from .document import finding_order
 
 #: Exposed communication / median step time: ``comm_exposed`` info, warning, critical.
 COMM_EXPOSED_INFO = 0.05
@@ -391,13 +392,12 @@ def _transport_remedy(op_names: list[str]) -> str:
 
 def add_finding(doc: dict[str, Any]) -> None:
     """Add ``comm_exposed`` of one trace to its findings (ranked like the rest)."""
-    from .findings import _SEVERITY_RANK
 
     section_ = doc.get("communication")
     if not isinstance(section_, dict):
         return
-    step = float((doc.get("steps") or {}).get("gpu_ms_median") or 0.0)
+    step = float((doc.get("steps") or {}).get("window_ms_median") or 0.0)
     f = exposed_finding([{"rank": None, "step_ms": step, "communication": section_}])
     if f is not None:
         doc["findings"].append(f)
-        doc["findings"].sort(key=lambda x: (_SEVERITY_RANK.get(x["severity"], 3), -x.get("cost_ms_per_step", 0.0)))
+        doc["findings"].sort(key=finding_order)

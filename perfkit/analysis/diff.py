@@ -1,8 +1,8 @@
 """Before/after comparison of two analyses (``perfkit diff A B``).
 
 Pure data in, data out: ``diff(doc_a, doc_b)`` takes two analysis documents
-(schema ``perfkit.analysis/1``) and returns a document (schema
-``perfkit.diff/1``) of deltas and ratios: step time, GPU busy/idle, phases,
+(schema ``perfkit.analysis/2``) and returns a document (schema
+``perfkit.diff/2``) of deltas and ratios: step time, GPU busy/idle, phases,
 categories, top ops, memory (when the runs measured it), and the findings that
 appeared or disappeared. ``ratio`` is B / A; ``delta`` is B - A (ms unless the
 key says otherwise).
@@ -14,7 +14,9 @@ import math
 import os
 from typing import Any, Optional
 
-SCHEMA = "perfkit.diff/1"
+from .result import Analysis, document_of
+
+SCHEMA = "perfkit.diff/2"
 
 
 def _known(x: Any) -> Optional[float]:
@@ -54,10 +56,12 @@ def _rows(a: list[dict[str, Any]], b: list[dict[str, Any]], value: str, limit: i
     return rows[:limit]
 
 
-def diff(a: dict[str, Any], b: dict[str, Any], *, top: int = 10) -> dict[str, Any]:
+def diff(a: "Analysis | dict[str, Any]", b: "Analysis | dict[str, Any]", *, top: int = 10) -> dict[str, Any]:
     """Compare analysis documents ``a`` (before) and ``b`` (after)."""
+    a = document_of(a)
+    b = document_of(b)
     sa, sb = a.get("steps") or {}, b.get("steps") or {}
-    ga, gb = a.get("gpu") or {}, b.get("gpu") or {}
+    ga, gb = a.get("device") or {}, b.get("device") or {}
     fa = {f["id"]: f for f in a.get("findings") or []}
     fb = {f["id"]: f for f in b.get("findings") or []}
     ma = ((a.get("runtime") or {}).get("memory") or {})
@@ -69,15 +73,15 @@ def diff(a: dict[str, Any], b: dict[str, Any], *, top: int = 10) -> dict[str, An
         "a": {"paths": (a.get("trace") or {}).get("paths"), "device": (a.get("trace") or {}).get("device")},
         "b": {"paths": (b.get("trace") or {}).get("paths"), "device": (b.get("trace") or {}).get("device")},
         "step": {
-            "gpu_ms_median": _pair(sa.get("gpu_ms_median"), sb.get("gpu_ms_median")),
+            "window_ms_median": _pair(sa.get("window_ms_median"), sb.get("window_ms_median")),
             "wall_ms_median": _pair(sa.get("wall_ms_median"), sb.get("wall_ms_median")),
             "busy_ms_per_step": _pair(ga.get("busy_ms_per_step"), gb.get("busy_ms_per_step")),
             "idle_ms_per_step": _pair(ga.get("idle_ms_per_step"), gb.get("idle_ms_per_step")),
             "utilization": _pair(ga.get("utilization"), gb.get("utilization")),
         },
-        "phases": _group(a.get("phases") or {}, b.get("phases") or {}, "gpu_ms_per_step"),
-        "categories": _group(a.get("categories") or {}, b.get("categories") or {}, "gpu_ms_per_step"),
-        "top_ops": _rows(a.get("top_ops") or [], b.get("top_ops") or [], "gpu_ms_per_step", top),
+        "phases": _group(a.get("phases") or {}, b.get("phases") or {}, "ms_per_step"),
+        "categories": _group(a.get("categories") or {}, b.get("categories") or {}, "ms_per_step"),
+        "top_ops": _rows(a.get("top_ops") or [], b.get("top_ops") or [], "ms_per_step", top),
         "memory": {k: _pair(ma.get(k), mb.get(k)) for k in memory_keys if k in ma or k in mb},
         "findings": {
             "appeared": [{"id": i, "severity": fb[i]["severity"], "title": fb[i]["title"]} for i in fb if i not in fa],

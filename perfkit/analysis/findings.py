@@ -23,6 +23,7 @@ from .intervals import Coverage
 from .ops import Sources
 from .steps import StepStats, capture_windows, in_kept_steps
 from .timeline import Timeline, name_mask
+from .document import finding_order, severity_rank
 
 # --------------------------------------------------------------------- thresholds (shares of the step)
 
@@ -461,7 +462,7 @@ def launch_bound(ctx: Context) -> Optional[dict[str, Any]]:
         return None
     dur = (dw.end - dw.start)[kern]
     med = float(np.median(dur))
-    util = float(ctx.doc["gpu"]["utilization"])
+    util = float(ctx.doc["device"]["utilization"])
     tiny = kern & ((dw.end - dw.start) < TINY_KERNEL_US)
     tiny_share = float(tiny.sum()) / max(int(kern.sum()), 1)
     if med >= TINY_KERNEL_US or util >= 0.9:
@@ -529,7 +530,7 @@ def warmup_outlier(ctx: Context) -> Optional[dict[str, Any]]:
     if not excluded:
         return None
     rows = {r["id"]: r for r in ctx.doc["steps"]["table"]}
-    extra = [max(rows[e["id"]]["wall_ms"], rows[e["id"]]["gpu_window_ms"]) - ctx.doc["steps"]["gpu_ms_median"]
+    extra = [max(rows[e["id"]]["wall_ms"], rows[e["id"]]["window_ms"]) - ctx.doc["steps"]["window_ms_median"]
              for e in excluded if e["id"] in rows]
     return finding(
         "warmup_outlier", "info",
@@ -548,7 +549,7 @@ def copy_overhead(ctx: Context) -> Optional[dict[str, Any]]:
     share = float(cats.get("copy", {}).get("share", 0.0))
     if share < COPY_INFO:
         return None
-    ms = float(cats["copy"]["gpu_ms_per_step"])
+    ms = float(cats["copy"]["ms_per_step"])
     copies = ctx.doc["copies"]
     where = copies.get("sources", [])[:3]
     # A large share of very little GPU work (a trace that is mostly idle) is not worth a warning.
@@ -582,8 +583,8 @@ def slow_op(ctx: Context) -> Optional[dict[str, Any]]:
         best_cpu = by[0] if by else None
     else:
         best_cpu = None
-    best_gpu = max(cands, key=lambda o: o["gpu_ms_per_step"]) if cands else None
-    gpu_ms = best_gpu["gpu_ms_per_step"] if best_gpu else 0.0
+    best_gpu = max(cands, key=lambda o: o["ms_per_step"]) if cands else None
+    gpu_ms = best_gpu["ms_per_step"] if best_gpu else 0.0
     cpu_ms = best_cpu["ms_per_step"] if best_cpu else 0.0
     if max(gpu_ms, cpu_ms) <= 0 or max(gpu_ms, cpu_ms) / max(wall, 1e-9) < SLOW_OP_WARN / 2:
         return None
@@ -638,7 +639,6 @@ DETECTORS: tuple[Callable[[Context], Optional[dict[str, Any]]], ...] = (
 #: beside the tables (``run_early``), and their results be handed to ``detect``.
 EARLY_DETECTORS = (host_bound_idle,)
 
-_SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
 def _run(det: Callable[[Context], Optional[dict[str, Any]]], ctx: Context) -> Optional[dict[str, Any]]:
@@ -681,9 +681,9 @@ def detect(ctx: Context, early: Optional[dict[str, Optional[dict[str, Any]]]] = 
         cause["evidence"]["gpu_idle_ms_per_step"] = idle["evidence"]["gpu_idle_ms_per_step"]
         cause["evidence"]["idle_share"] = idle["evidence"]["idle_share"]
         cause["cost_ms_per_step"] = max(cause["cost_ms_per_step"], idle["cost_ms_per_step"])
-        if _SEVERITY_RANK[idle["severity"]] < _SEVERITY_RANK[cause["severity"]]:
+        if severity_rank(idle["severity"]) < severity_rank(cause["severity"]):
             cause["severity"] = idle["severity"]
-    out.sort(key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f["cost_ms_per_step"]))
+    out.sort(key=finding_order)
     # A host made slow by the recording itself is not a finding about the training code.
     try:
         ctx.doc["recording"] = recording_cost(ctx)
@@ -838,7 +838,7 @@ def lower_recording_artifacts(found: list[dict[str, Any]], recording: Optional[d
             ev["recording"] = dict(recording)
             if f["id"] == "host_bound_idle":
                 _restate_measured_idle(f, recording)
-    found.sort(key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f.get("cost_ms_per_step", 0.0)))
+    found.sort(key=finding_order)
 
 
 RECORDING_TITLE_PREFIX = "Probably the profiler's own cost: "

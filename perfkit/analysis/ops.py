@@ -388,7 +388,7 @@ def top_kernels(
         out.append({
             "name": tl.trace.names[code],
             "category": rules.CATEGORIES[best_cat[code]],
-            "gpu_ms_per_step": float(share[i]) / 1000.0 / n_steps,
+            "ms_per_step": float(share[i]) / 1000.0 / n_steps,
             "share": float(share[i]) / busy_us if busy_us else 0.0,
             "calls_per_step": float(calls[i]) / n_steps,
             "avg_us": float(dur_sum[i]) / max(int(calls[i]), 1),
@@ -440,11 +440,11 @@ def top_ops(
         code = int(codes[i])
         out.append({
             "name": tl.trace.names[code],
-            "gpu_ms_per_step": float(incl_sum[i]) / 1000.0 / n_steps,
-            "self_gpu_ms_per_step": float(self_of.get(code, 0.0)) / 1000.0 / n_steps,
+            "ms_per_step": float(incl_sum[i]) / 1000.0 / n_steps,
+            "self_ms_per_step": float(self_of.get(code, 0.0)) / 1000.0 / n_steps,
             "share": float(incl_sum[i]) / busy_us if busy_us else 0.0,
             "calls_per_step": float(calls[i]) / n_steps,
-            "avg_gpu_us": float(incl_sum[i]) / max(int(calls[i]), 1),
+            "avg_us": float(incl_sum[i]) / max(int(calls[i]), 1),
             **_source_fields(src, best_src.get(code, -1)),
         })
     return out
@@ -483,7 +483,7 @@ def copies(
         out[d] = {
             "count_per_step": float(s.sum()) / n_steps,
             "bytes_per_step": float(b[b > 0].sum()) / n_steps,
-            "gpu_ms_per_step": float(dw.share_us[rows][s].sum()) / 1000.0 / n_steps,
+            "ms_per_step": float(dw.share_us[rows][s].sum()) / 1000.0 / n_steps,
             "memcpy_engine_count_per_step": float((s & memcpy).sum()) / n_steps,
         }
     # Which ops issue the copy time, with the source line.
@@ -508,7 +508,7 @@ def copies(
                 "op": names[op] if op >= 0 else "(unknown: launched before the trace)",
                 **_source_fields(src, s_code),
                 "direction": ("d2d", "d2h", "h2d", "other")[int(np.argmax(dirs))],
-                "gpu_ms_per_step": float(tot[i]) / 1000.0 / n_steps,
+                "ms_per_step": float(tot[i]) / 1000.0 / n_steps,
                 "count_per_step": float(cnt[i]) / n_steps,
             })
     out["sources"] = sources

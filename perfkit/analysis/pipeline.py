@@ -52,7 +52,7 @@ def analyze_trace(trace: m.Trace) -> Analysis:
 
 def _share_group(values_us: dict[str, float], n_steps: int, total_us: float) -> dict[str, dict[str, float]]:
     return {
-        k: {"gpu_ms_per_step": v / 1000.0 / n_steps, "share": (v / total_us) if total_us > 0 else 0.0}
+        k: {"ms_per_step": v / 1000.0 / n_steps, "share": (v / total_us) if total_us > 0 else 0.0}
         for k, v in values_us.items()
     }
 
@@ -119,10 +119,10 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     step_rows: dict[str, Any] = {
         "id": stats.ids,
         "wall_ms": stats.wall_us / 1000.0,
-        "gpu_window_ms": stats.window_us / 1000.0,
-        "gpu_busy_ms": stats.busy_us / 1000.0,
-        "gpu_active_ms": (stats.window_us - stats.idle_us) / 1000.0,
-        "gpu_idle_ms": stats.idle_us / 1000.0,
+        "window_ms": stats.window_us / 1000.0,
+        "busy_ms": stats.busy_us / 1000.0,
+        "active_ms": (stats.window_us - stats.idle_us) / 1000.0,
+        "idle_ms": stats.idle_us / 1000.0,
         "kept": stats.kept,
         "reason": stats.reasons,
     }
@@ -157,18 +157,18 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
             "synthetic": steps.synthetic,
             "ids": [int(i) for i in stats.ids[stats.kept]],
             "excluded": [{"id": int(stats.ids[i]), "reason": stats.reasons[i]} for i in np.flatnonzero(~stats.kept)],
-            "gpu_ms_median": _median(stats.window_us[stats.kept]) / 1000.0,
+            "window_ms_median": _median(stats.window_us[stats.kept]) / 1000.0,
             "wall_ms_median": _median(stats.wall_us[stats.kept]) / 1000.0,
             "variation": step_spread,
-            "gpu_ms_mean": _mean(stats.window_us[stats.kept]) / 1000.0,
+            "window_ms_mean": _mean(stats.window_us[stats.kept]) / 1000.0,
             "wall_ms_mean": _mean(stats.wall_us[stats.kept]) / 1000.0,
-            "spread": _spread({"gpu_window_ms": stats.window_us[stats.kept] / 1000.0,
+            "spread": _spread({"window_ms": stats.window_us[stats.kept] / 1000.0,
                                "wall_ms": stats.wall_us[stats.kept] / 1000.0,
-                               "gpu_active_ms": (stats.window_us - stats.idle_us)[stats.kept] / 1000.0,
-                               "gpu_idle_ms": stats.idle_us[stats.kept] / 1000.0}),
+                               "active_ms": (stats.window_us - stats.idle_us)[stats.kept] / 1000.0,
+                               "idle_ms": stats.idle_us[stats.kept] / 1000.0}),
             "table": _records(step_rows),
         },
-        "gpu": {
+        "device": {
             "busy_ms_per_step": busy_total / 1000.0 / max(n_kept, 1),
             "active_ms_per_step": float((stats.window_us - stats.idle_us)[stats.kept].sum()) / 1000.0 / max(n_kept, 1),
             "idle_ms_per_step": float(stats.idle_us[stats.kept].sum()) / 1000.0 / max(n_kept, 1),
@@ -230,7 +230,7 @@ def _phase_group(phase_us: dict[str, float], n_steps: int, busy_total: float,
     if unknown and unknown["whole_trace"]:
         for p in rules.PHASES:
             if p != rules.PHASE_UNKNOWN:
-                group[p] = {"gpu_ms_per_step": None, "share": None}
+                group[p] = {"ms_per_step": None, "share": None}
     return group
 
 
@@ -264,7 +264,7 @@ def _phases_unknown(tl: Timeline, phase_us: dict[str, float], busy_total: float,
     else:
         reason = ("device ops without a launch event in the trace, on a stream with no op of known phase, "
                   "whose names tell nothing")
-    return {"share": share, "gpu_ms_per_step": unknown_us / 1000.0 / n_steps, "whole_trace": whole, "reason": reason}
+    return {"share": share, "ms_per_step": unknown_us / 1000.0 / n_steps, "whole_trace": whole, "reason": reason}
 
 
 def _merge_rows(docs: list[dict[str, Any]], weights: np.ndarray, key: str, ident: tuple[str, ...],
@@ -337,8 +337,8 @@ def _spread(columns: dict[str, np.ndarray]) -> dict[str, Optional[dict[str, floa
 def _row_value(row: dict[str, Any], key: str) -> float:
     """A step-table figure; ``gpu_active_ms`` of a document written before it existed is window - idle."""
     v = row.get(key)
-    if v is None and key == "gpu_active_ms":
-        w, i = row.get("gpu_window_ms"), row.get("gpu_idle_ms")
+    if v is None and key == "active_ms":
+        w, i = row.get("window_ms"), row.get("idle_ms")
         v = (w - i) if isinstance(w, (int, float)) and isinstance(i, (int, float)) else None
     return float(v) if isinstance(v, (int, float)) else float("nan")
 
@@ -417,20 +417,20 @@ def merge(results: list[Analysis]) -> Analysis:
     base["steps"]["excluded"] = [e for d in docs for e in d["steps"]["excluded"]]
     base["steps"]["table"] = [row for d in docs for row in d["steps"]["table"]]
     kept_rows = [row for row in base["steps"]["table"] if row["kept"]]
-    base["steps"]["gpu_ms_median"] = _median(np.array([r["gpu_window_ms"] for r in kept_rows]))
+    base["steps"]["window_ms_median"] = _median(np.array([r["window_ms"] for r in kept_rows]))
     base["steps"]["wall_ms_median"] = _median(np.array([r["wall_ms"] for r in kept_rows]))
     if len(docs) > 1:  # step ids repeat across traces: each trace's own variation is in its document
         base["steps"]["variation"] = None
-    base["steps"]["gpu_ms_mean"] = _mean(np.array([r["gpu_window_ms"] for r in kept_rows]))
+    base["steps"]["window_ms_mean"] = _mean(np.array([r["window_ms"] for r in kept_rows]))
     base["steps"]["wall_ms_mean"] = _mean(np.array([r["wall_ms"] for r in kept_rows]))
     base["steps"]["spread"] = _spread({
         key: np.array([_row_value(r, key) for r in kept_rows], dtype=float)
-        for key in ("gpu_window_ms", "wall_ms", "gpu_active_ms", "gpu_idle_ms")})
-    base["gpu"] = {k: wmean(lambda d, k=k: d["gpu"][k]) for k in ("busy_ms_per_step", "idle_ms_per_step", "utilization")}
+        for key in ("window_ms", "wall_ms", "active_ms", "idle_ms")})
+    base["device"] = {k: wmean(lambda d, k=k: d["device"][k]) for k in ("busy_ms_per_step", "idle_ms_per_step", "utilization")}
     # active = window - idle per step: from the kept rows, so active + idle = the mean window exactly
-    active = np.array([_row_value(r, "gpu_active_ms") for r in kept_rows], dtype=float)
-    base["gpu"]["active_ms_per_step"] = _mean(active[np.isfinite(active)])
-    for group, value_key in (("phases", "gpu_ms_per_step"), ("categories", "gpu_ms_per_step"), ("overview", "ms_per_step")):
+    active = np.array([_row_value(r, "active_ms") for r in kept_rows], dtype=float)
+    base["device"]["active_ms_per_step"] = _mean(active[np.isfinite(active)])
+    for group, value_key in (("phases", "ms_per_step"), ("categories", "ms_per_step"), ("overview", "ms_per_step")):
         keys = list(dict.fromkeys(k for d in docs for k in (d.get(group) or {})))
         # a figure a trace does not know (None: its phases are unknown) is left out of the mean
         ms = {k: _known_mean(docs, weights, group, k, value_key) for k in keys}
@@ -440,7 +440,7 @@ def merge(results: list[Analysis]) -> Analysis:
     evidence_us: dict[str, dict[str, float]] = {}
     for w, d in zip(weights, docs):
         for p, shares in (d.get("phases_evidence") or {}).items():
-            ms_p = ((d.get("phases") or {}).get(p) or {}).get("gpu_ms_per_step") or 0.0
+            ms_p = ((d.get("phases") or {}).get(p) or {}).get("ms_per_step") or 0.0
             for e, x in shares.items():
                 evidence_us.setdefault(p, {}).setdefault(e, 0.0)
                 evidence_us[p][e] += float(x) * float(ms_p) * float(w)
@@ -450,7 +450,7 @@ def merge(results: list[Analysis]) -> Analysis:
     reasons = [d["phases_unknown"]["reason"] for d in docs if d.get("phases_unknown")]
     base["phases_unknown"] = None if not reasons else {
         "share": unknown.get("share"),
-        "gpu_ms_per_step": unknown.get("gpu_ms_per_step"),
+        "ms_per_step": unknown.get("ms_per_step"),
         "whole_trace": all((d.get("phases_unknown") or {}).get("whole_trace") for d in docs),
         "reason": reasons[0],
     }
@@ -458,16 +458,16 @@ def merge(results: list[Analysis]) -> Analysis:
     for direction in ("h2d", "d2h", "d2d"):
         copies[direction] = {k: wmean(lambda d, k=k: d["copies"][direction][k]) for k in docs[0]["copies"][direction]}
     copies["sources"] = _merge_rows(docs, weights, "sources", ("op", "source", "direction"),
-                                    ("gpu_ms_per_step", "count_per_step"), of="copies")
+                                    ("ms_per_step", "count_per_step"), of="copies")
     base["copies"] = copies
-    busy = base["gpu"]["busy_ms_per_step"]
+    busy = base["device"]["busy_ms_per_step"]
     for key, ident, additive in (
-        ("top_ops", ("name",), ("gpu_ms_per_step", "self_gpu_ms_per_step", "calls_per_step")),
-        ("top_kernels", ("name",), ("gpu_ms_per_step", "calls_per_step")),
+        ("top_ops", ("name",), ("ms_per_step", "self_ms_per_step", "calls_per_step")),
+        ("top_kernels", ("name",), ("ms_per_step", "calls_per_step")),
     ):
         rows = _merge_rows(docs, weights, key, ident, additive)
         for r in rows:
-            r["share"] = r["gpu_ms_per_step"] / busy if busy else 0.0
+            r["share"] = r["ms_per_step"] / busy if busy else 0.0
         base[key] = rows
     # Findings stay per trace (each names its own trace's steps); the worst first.
     found = []

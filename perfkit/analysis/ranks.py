@@ -10,7 +10,7 @@ The job document is the step-weighted merge of the ranks' documents
 rank) plus:
 
 * ``ranks``: per rank ``rank``, ``trace``, ``steps``, ``step_ms_median``,
-  ``gpu_busy_ms_per_step``, ``gpu_idle_ms_per_step``, ``phase_ms_per_step``,
+  ``busy_ms_per_step``, ``idle_ms_per_step``, ``phase_ms_per_step``,
   ``comm_ms_per_step``, ``comm_exposed_ms_per_step``, ``work_ms_per_step``
   (step time minus exposed communication: the time the rank did not wait) and
   ``work_vs_median_ms``; ranks that wrote nothing are rows with ``status``
@@ -34,6 +34,7 @@ import numpy as np
 from ..units import compress_ids
 from . import comm, intervals, rules
 from .result import Analysis
+from .document import finding_order, severity_rank
 
 # --------------------------------------------------------------------- thresholds and texts (data)
 
@@ -74,7 +75,6 @@ FINDING_TEXTS = {
     ),
 }
 
-_SEVERITY_RANK = {"critical": 0, "warning": 1, "info": 2}
 
 
 # --------------------------------------------------------------------- which rank a document is
@@ -121,9 +121,9 @@ def world_size_of(docs: Iterable[dict[str, Any]]) -> Optional[int]:
 def rank_row(doc: dict[str, Any]) -> dict[str, Any]:
     """The ``ranks`` row of one per-rank document (ms per kept step)."""
     steps = doc.get("steps") or {}
-    gpu = doc.get("gpu") or {}
+    gpu = doc.get("device") or {}
     com = doc.get("communication") or {}
-    step_ms = float(steps.get("gpu_ms_median") or steps.get("wall_ms_median") or 0.0)
+    step_ms = float(steps.get("window_ms_median") or steps.get("wall_ms_median") or 0.0)
     exposed = float(com.get("exposed_ms_per_step") or 0.0)
     trace = doc.get("trace") or {}
     paths = trace.get("paths") or []
@@ -137,9 +137,9 @@ def rank_row(doc: dict[str, Any]) -> dict[str, Any]:
         "step_ms_median": step_ms,
         "wall_ms_median": float(steps.get("wall_ms_median") or 0.0),
         "time_basis": (doc.get("trace") or {}).get("time_basis"),
-        "gpu_busy_ms_per_step": float(gpu.get("busy_ms_per_step") or 0.0),
-        "gpu_idle_ms_per_step": float(gpu.get("idle_ms_per_step") or 0.0),
-        "phase_ms_per_step": {p: float(((doc.get("phases") or {}).get(p) or {}).get("gpu_ms_per_step") or 0.0)
+        "busy_ms_per_step": float(gpu.get("busy_ms_per_step") or 0.0),
+        "idle_ms_per_step": float(gpu.get("idle_ms_per_step") or 0.0),
+        "phase_ms_per_step": {p: float(((doc.get("phases") or {}).get(p) or {}).get("ms_per_step") or 0.0)
                               for p in rules.PHASES},
         "comm_ms_per_step": float(com.get("ms_per_step") or 0.0),
         "comm_exposed_ms_per_step": exposed,
@@ -226,7 +226,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
         if known:
             found = _absorb_straggler_idle(strag, found)
     found = [f for f in job_found if f is not None] + found
-    job["findings"] = sorted(found, key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f.get("cost_ms_per_step", 0.0)))
+    job["findings"] = sorted(found, key=finding_order)
     return job
 
 
@@ -276,7 +276,7 @@ def _absorb_straggler_idle(strag: dict[str, Any], found: list[dict[str, Any]]) -
             for key in ("gpu_idle_ms_per_step", "idle_share"):
                 if key in ev:
                     strag["evidence"][f"straggler_{key}"] = ev[key]
-            if _SEVERITY_RANK.get(f["severity"], 3) < _SEVERITY_RANK.get(strag["severity"], 3):
+            if severity_rank(f["severity"]) < severity_rank(strag["severity"]):
                 strag["severity"] = f["severity"]
             strag["cost_ms_per_step"] = max(strag["cost_ms_per_step"], f.get("cost_ms_per_step", 0.0))
             continue
@@ -294,7 +294,7 @@ def _one_per_id(found: list[dict[str, Any]], n_ranks: int) -> list[dict[str, Any
         groups.setdefault(f["id"], []).append(f)
     out = []
     for fs in groups.values():
-        worst = min(fs, key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f.get("cost_ms_per_step", 0.0)))
+        worst = min(fs, key=finding_order)
         g = dict(worst)
         have = sorted({f["rank"] for f in fs if f.get("rank") is not None})
         g["ranks"] = have
@@ -545,7 +545,7 @@ def straggler(rows: list[dict[str, Any]], docs: list[dict[str, Any]], arr: dict[
         phase, phase_ms = _largest_excess(rows, i)
         if phase:
             where.append({"rank": rank, "name": phase, "ms_per_step": round(phase_ms, 4)})
-        causes = _excess_items(docs, i, "top_ops", "name", "gpu_ms_per_step") + \
+        causes = _excess_items(docs, i, "top_ops", "name", "ms_per_step") + \
             _excess_items(docs, i, "frames", "source", "ms_per_step")
         causes = sorted((c for c in causes if c["ms_per_step"] >= 0.3 * wait_ms), key=lambda c: -c["ms_per_step"])[:3]
         where += causes
@@ -682,7 +682,7 @@ def work_estimate(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]
     exposed = np.array([r["comm_exposed_ms_per_step"] for r in rows])
     others_wait = float(np.median(np.maximum(exposed[others] - exposed[s], 0.0)))
     phase, phase_ms = _largest_excess(rows, s)
-    causes = _excess_items(docs, s, "top_ops", "name", "gpu_ms_per_step") + \
+    causes = _excess_items(docs, s, "top_ops", "name", "ms_per_step") + \
         _excess_items(docs, s, "frames", "source", "ms_per_step")
     causes = sorted((c for c in causes if c["ms_per_step"] >= 0.3 * extra), key=lambda c: -c["ms_per_step"])[:3]
     where: list[dict[str, Any]] = [{"rank": slow["rank"], "name": phase, "ms_per_step": round(phase_ms, 4)}] if phase \
@@ -724,7 +724,7 @@ def _largest_excess(rows: list[dict[str, Any]], s: int) -> tuple[Optional[str], 
     # Idle time not spent waiting in collectives: on the CPU basis a rank's wait for
     # the others is idle host time inside a collective (its exposed communication);
     # on a GPU the wait is a running NCCL kernel, so GPU idle time has no part of it.
-    parts["idle"] = np.array([r["gpu_idle_ms_per_step"] - (r["comm_exposed_ms_per_step"] if r.get("time_basis") == "cpu"
+    parts["idle"] = np.array([r["idle_ms_per_step"] - (r["comm_exposed_ms_per_step"] if r.get("time_basis") == "cpu"
                                                           else 0.0) for r in rows])
     others = np.delete(np.arange(len(rows)), s)
     best, best_ms = None, 0.0
@@ -831,7 +831,7 @@ def analyze_many(paths: list[str], *, workers: Optional[int] = None,
         return merge([Analysis(doc=d) for d in docs])
     folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
     stalls = stall_view(folders.pop()) if len(folders) == 1 else None
-    return Analysis(doc=job_view(docs, stalls=stalls))
+    return Analysis.from_dict(job_view(docs, stalls=stalls))
 
 
 def stall_view(run_dir: str) -> Optional[dict[str, Any]]:

@@ -1,4 +1,4 @@
-"""The analysis result: the JSON document (schema ``perfkit.analysis/1``) plus tables.
+"""The analysis result: the JSON document (schema ``perfkit.analysis/2``, :mod:`.document`) plus tables.
 
 :class:`Analysis` is the one data type the report and budget stages take. Its
 ``doc`` is plain JSON-ready data; the DataFrame properties are views built
@@ -16,7 +16,9 @@ from .._json import json_default
 if TYPE_CHECKING:  # pandas is imported only when a table is asked for
     import pandas as pd
 
-SCHEMA = "perfkit.analysis/1"
+from .document import SCHEMA, AnalysisDoc, Finding, is_job, upgrade
+
+__all__ = ["Analysis", "JobAnalysis", "SCHEMA", "read_document", "as_analysis", "document_of"]
 
 
 def read_document(path: str, *, trace_analysis: bool = False) -> dict[str, Any]:
@@ -32,17 +34,29 @@ def read_document(path: str, *, trace_analysis: bool = False) -> dict[str, Any]:
 
 @dataclass
 class Analysis:
-    """What ``perfkit.analyze`` returns.
+    """What ``perfkit.analyze`` returns: one trace's (or one run's) analysis.
 
     Attributes:
-        doc: the JSON document (see docs/analysis.md for every key and unit).
+        doc: the JSON document (:class:`perfkit.analysis.document.AnalysisDoc`; docs/analysis.md
+            lists every key and unit).
     """
 
-    doc: dict[str, Any]
+    doc: AnalysisDoc
+
+    @property
+    def is_job(self) -> bool:
+        """True for the job of several ranks (:class:`JobAnalysis`)."""
+        return False
+
+    @property
+    def time_basis(self) -> str:
+        """"gpu" or "cpu": whose time the figures are (document key ``trace.time_basis``)."""
+        trace = self.doc.get("trace") or {}
+        return "cpu" if trace.get("time_basis") == "cpu" else "gpu"
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document."""
-        return self.doc
+        return self.doc  # type: ignore[return-value]
 
     def to_json(self, indent: int = 2) -> str:
         """The document as JSON; a NaN or infinite number (never expected) is written as null (unknown)."""
@@ -51,31 +65,35 @@ class Analysis:
         return json.dumps(finite_or_none(self.doc), indent=indent, allow_nan=False, default=json_default)
 
     @classmethod
-    def from_dict(cls, doc: dict[str, Any]) -> "Analysis":
-        return cls(doc=doc)
+    def from_dict(cls, doc: Any) -> "Analysis":
+        """The result for a document (a schema-1 one is upgraded): a :class:`JobAnalysis` for a job's."""
+        doc = upgrade(doc)
+        return JobAnalysis(doc=doc) if is_job(doc) else Analysis(doc=doc)
 
     @property
     def steps_table(self) -> "pd.DataFrame":
         """One row per step: id, wall/window/busy/idle ms, per-phase ms, kept, reason."""
-        return _frame(self.doc.get("steps", {}).get("table", []))
+        return _frame((self.doc.get("steps") or {}).get("table", []))
 
     def _group(self, key: str) -> "pd.DataFrame":
-        rows = [{"name": k, **v} for k, v in self.doc.get(key, {}).items() if isinstance(v, dict)]
+        group: Any = self.doc.get(key) or {}
+        rows = [{"name": k, **v} for k, v in group.items() if isinstance(v, dict)]
         return _frame(rows)
 
     @property
     def phases(self) -> "pd.DataFrame":
-        """forward/backward/optimizer/other: gpu_ms_per_step, share."""
+        """forward/backward/optimizer/other: ms_per_step, share."""
         return self._group("phases")
 
     @property
     def categories(self) -> "pd.DataFrame":
-        """matmul/attention/...: gpu_ms_per_step, share."""
+        """matmul/attention/...: ms_per_step, share."""
         return self._group("categories")
 
     @property
     def copies(self) -> "pd.DataFrame":
-        rows = [{"direction": k, **v} for k, v in self.doc.get("copies", {}).items() if k in ("h2d", "d2h", "d2d")]
+        copies: Any = self.doc.get("copies") or {}
+        rows = [{"direction": k, **v} for k, v in copies.items() if k in ("h2d", "d2h", "d2d")]
         return _frame(rows)
 
     @property
@@ -91,8 +109,36 @@ class Analysis:
         return _frame(self.doc.get("top_kernels", []))
 
     @property
-    def findings(self) -> list[dict[str, Any]]:
+    def findings(self) -> list[Finding]:
         return list(self.doc.get("findings", []))
+
+
+@dataclass
+class JobAnalysis(Analysis):
+    """The analysis of a job of several ranks: the merged figures plus ``ranks`` (one row per rank) and
+    ``job`` (world size, straggler, missing ranks)."""
+
+    @property
+    def is_job(self) -> bool:
+        return True
+
+    @property
+    def ranks_table(self) -> "pd.DataFrame":
+        """One row per rank: status, steps, step time, busy/idle ms per step, communication."""
+        return _frame(self.doc.get("ranks", []))
+
+
+def document_of(obj: Any) -> dict[str, Any]:
+    """The schema-2 document of an :class:`Analysis` or of a document dict (a schema-1 one upgraded);
+    anything else is an empty document (renderers show "no data" rather than fail)."""
+    if isinstance(obj, Analysis):
+        return obj.to_dict()
+    return upgrade(obj) if isinstance(obj, dict) else {}
+
+
+def as_analysis(obj: Any) -> Analysis:
+    """``obj`` if it is an :class:`Analysis`, else the result for a document dict (upgraded if schema 1)."""
+    return obj if isinstance(obj, Analysis) else Analysis.from_dict(obj)
 
 
 def _frame(rows: Any) -> "pd.DataFrame":

@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from . import document
+
 # ----------------------------------------------------------------------------- categories
 
 MATMUL = "matmul"
@@ -33,21 +35,8 @@ COMMUNICATION = "communication"
 COMPILED = "compiled"
 OTHER = "other"
 
-#: Display order of categories.
-CATEGORIES = (
-    MATMUL,
-    ATTENTION,
-    CONVOLUTION,
-    NORMALIZATION,
-    ELEMENTWISE,
-    REDUCTION,
-    INDEXING,
-    COPY,
-    MEMSET,
-    COMMUNICATION,
-    COMPILED,
-    OTHER,
-)
+#: Display order of categories: the document's vocabulary (:mod:`perfkit.analysis.document`).
+CATEGORIES = document.CATEGORIES
 
 
 #: Names are matched on their first this many characters only (the full name is kept for display):
@@ -275,7 +264,7 @@ PHASE_OTHER = "other"
 #: Device time no evidence places in a phase (a trace without CPU ops whose kernel names do not
 #: bracket it, device ops launched before the window on a stream with no placed neighbour).
 PHASE_UNKNOWN = "unknown"
-PHASES = (FORWARD, BACKWARD, OPTIMIZER, PHASE_OTHER, PHASE_UNKNOWN)
+PHASES = document.PHASES
 
 #: What decided a device op's phase, in the order the rules are tried (docs/analysis.md "Phases").
 EVIDENCE_OPTIMIZER = "optimizer_range"  #: launched inside Optimizer.step#/zero_grad#
@@ -465,3 +454,9 @@ FRAME_PATTERN = r"^(?P<file>.*)\((?P<line>\d+)\): (?P<func>.*)$"
 OUTLIER_FACTOR = 1.5
 #: A step is incomplete when more than this fraction of its launches has no recorded GPU work.
 INCOMPLETE_FRACTION = 0.10
+
+
+# The vocabularies are the document's (one definition); the rules name each member.
+assert set(CATEGORIES) == {MATMUL, ATTENTION, CONVOLUTION, NORMALIZATION, ELEMENTWISE, REDUCTION, INDEXING, COPY,
+                           MEMSET, COMMUNICATION, COMPILED, OTHER}
+assert PHASES == (FORWARD, BACKWARD, OPTIMIZER, PHASE_OTHER, PHASE_UNKNOWN)

@@ -11,6 +11,7 @@ import statistics
 from typing import Any, Optional
 
 from .findings import MEMORY_WARN, finding
+from .document import finding_order
 
 #: The model's output (logits) taking this share of the step's peak is worth a remedy.
 LOGITS_SHARE = 0.20
@@ -105,10 +106,10 @@ def measured_recording(runtime: dict[str, Any], gpu_busy_ms: Optional[float]) ->
 
 def merge(doc: dict[str, Any]) -> None:
     """Add the runtime findings to ``doc["findings"]``, keeping one finding per id and the ranking."""
-    from .findings import _SEVERITY_RANK, lower_recording_artifacts
+    from .findings import lower_recording_artifacts
 
     runtime = doc.get("runtime") or {}
-    gpu = doc.get("gpu") or {}
+    gpu = doc.get("device") or {}
     if (doc.get("trace") or {}).get("time_basis") == "gpu":
         measured = measured_recording(runtime, gpu.get("busy_ms_per_step"))
         if measured is not None:
@@ -123,4 +124,4 @@ def merge(doc: dict[str, Any]) -> None:
         if f is not None and f["id"] not in have:
             found.append(f)
             have.add(f["id"])
-    found.sort(key=lambda f: (_SEVERITY_RANK.get(f["severity"], 3), -f.get("cost_ms_per_step", 0.0)))
+    found.sort(key=finding_order)

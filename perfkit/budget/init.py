@@ -15,6 +15,7 @@ import math
 import re
 from typing import Any, Optional
 
+from ..analysis.result import Analysis, document_of
 from ..errors import UsageError
 from ..report.budget import fmt_value
 from . import metrics
@@ -49,8 +50,9 @@ def _toml_number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
-def starting_budget(doc: dict[str, Any], source: str, headroom: float = 0.10) -> str:
+def starting_budget(doc: "Analysis | dict[str, Any]", source: str, headroom: float = 0.10) -> str:
     """TOML text of a budget that ``doc`` passes with ``headroom`` to spare."""
+    doc = document_of(doc)
     lines = [
         f"# perfkit budget, started from {source} with {100 * headroom:g}% headroom.",
         "# Format: docs/budget.md. Check a run with: perfkit budget check THIS_FILE RUN...",

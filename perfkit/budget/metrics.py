@@ -18,7 +18,8 @@ import statistics
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..analysis.rules import CATEGORIES, PHASES
+from ..analysis.document import CATEGORIES, PHASES, SEVERITIES
+from ..analysis.result import Analysis, document_of
 from ..errors import PerfkitError
 
 
@@ -42,7 +43,7 @@ METRICS: dict[str, Metric] = {m.key: m for m in (
     Metric("mfu", "share", "higher", "model FLOPs utilisation"),
 )}
 
-FINDING_SEVERITIES = ("critical", "warning", "info")
+FINDING_SEVERITIES = SEVERITIES
 FAMILIES = {"phases": PHASES, "categories": CATEGORIES}
 FIELDS = ("ms", "share")
 
@@ -132,20 +133,21 @@ def _units_per_step(doc: dict[str, Any], key: str, tokens_per_step: Optional[flo
     return own or (tokens_per_step if kind == "tokens" else samples_per_step)
 
 
-def value(doc: dict[str, Any], key: str, *, tokens_per_step: Optional[float] = None,
+def value(doc: "Analysis | dict[str, Any]", key: str, *, tokens_per_step: Optional[float] = None,
           samples_per_step: Optional[float] = None) -> Optional[float]:
     """The run value of ``key`` (None when the run does not have it)."""
+    doc = document_of(doc)
     rt = _get(doc, "runtime") or {}
     if key == "step_ms":
         return _num(_get(rt, "steps", "wall_ms_median")) or _num(_get(doc, "steps", "wall_ms_median"))
     if key == "gpu_step_ms":
-        return _num(_get(rt, "steps", "gpu_ms_median")) or _num(_get(doc, "steps", "gpu_ms_median"))
+        return _num(_get(rt, "steps", "gpu_ms_median")) or _num(_get(doc, "steps", "window_ms_median"))
     if key == "gpu_busy_ms":
-        return _num(_get(doc, "gpu", "busy_ms_per_step"))
+        return _num(_get(doc, "device", "busy_ms_per_step"))
     if key == "gpu_idle_ms":
-        return _num(_get(doc, "gpu", "idle_ms_per_step"))
+        return _num(_get(doc, "device", "idle_ms_per_step"))
     if key == "gpu_idle_share":
-        util = _num(_get(doc, "gpu", "utilization"))
+        util = _num(_get(doc, "device", "utilization"))
         return None if util is None else 1.0 - util
     if key in ("tokens_per_s", "samples_per_s"):
         direct = _num(_get(rt, "throughput", key))
@@ -163,7 +165,7 @@ def value(doc: dict[str, Any], key: str, *, tokens_per_step: Optional[float] = N
         entry = _get(doc, parts[0], parts[1])
         if entry is None and isinstance(doc.get(parts[0]), dict):
             return 0.0  # a phase or category the run never saw
-        return _num(_get(entry, "gpu_ms_per_step" if parts[2] == "ms" else "share"))
+        return _num(_get(entry, "ms_per_step" if parts[2] == "ms" else "share"))
     if parts[0] == "findings":
         found = doc.get("findings") or []
         field = "severity" if parts[1] in FINDING_SEVERITIES else "id"
@@ -171,12 +173,13 @@ def value(doc: dict[str, Any], key: str, *, tokens_per_step: Optional[float] = N
     raise KeyError(key)
 
 
-def step_samples(doc: dict[str, Any], key: str, *, tokens_per_step: Optional[float] = None,
+def step_samples(doc: "Analysis | dict[str, Any]", key: str, *, tokens_per_step: Optional[float] = None,
                  samples_per_step: Optional[float] = None) -> list[float]:
     """One value per step of the run for ``key``; [] for run-level metrics (memory, categories, findings).
 
     Only finite values: a NaN or infinite sample is left out.
     """
+    doc = document_of(doc)
     return [v for v in _step_samples(doc, key, tokens_per_step, samples_per_step) if math.isfinite(v)]
 
 
@@ -190,21 +193,21 @@ def _step_samples(doc: dict[str, Any], key: str, tokens_per_step: Optional[float
         per_step = _units_per_step(doc, key, tokens_per_step, samples_per_step)
         return [per_step * 1000.0 / w for w in walls if w > 0] if per_step else []
     if key == "gpu_step_ms":
-        return _steady(rt_steps, "gpu_ms") if rt_steps.get("gpu_ms") else _rows(doc, "gpu_window_ms")
+        return _steady(rt_steps, "gpu_ms") if rt_steps.get("gpu_ms") else _rows(doc, "window_ms")
     if key == "gpu_busy_ms":
-        return _rows(doc, "gpu_busy_ms")
+        return _rows(doc, "busy_ms")
     if key == "gpu_idle_ms":
-        return _rows(doc, "gpu_idle_ms")
+        return _rows(doc, "idle_ms")
     if key == "gpu_idle_share":
-        return [float(r["gpu_idle_ms"]) / float(r["gpu_window_ms"]) for r in _kept_rows(doc)
-                if _num(r.get("gpu_idle_ms")) is not None and _num(r.get("gpu_window_ms"))]
+        return [float(r["idle_ms"]) / float(r["window_ms"]) for r in _kept_rows(doc)
+                if _num(r.get("idle_ms")) is not None and _num(r.get("window_ms"))]
     parts = key.split(".")
     if parts[0] == "phases":
         column = f"{parts[1]}_ms"
         if parts[2] == "ms":
             return _rows(doc, column)
-        return [float(r[column]) / float(r["gpu_busy_ms"]) for r in _kept_rows(doc)
-                if _num(r.get(column)) is not None and _num(r.get("gpu_busy_ms"))]
+        return [float(r[column]) / float(r["busy_ms"]) for r in _kept_rows(doc)
+                if _num(r.get(column)) is not None and _num(r.get("busy_ms"))]
     return []
 
 

@@ -8,7 +8,7 @@ from typing import Any, List, Optional
 
 import typer
 
-from ..documents import ANALYSIS_SCHEMA, DocumentError, check_schema, read_json, validate_analysis, warn
+from ..documents import ANALYSIS_SCHEMA, ANALYSIS_SCHEMAS_READ, DocumentError, check_schema, read_json, validate_analysis, warn
 from ..errors import TraceFormatError
 from ._app import app
 
@@ -38,7 +38,7 @@ def load_rank_files(paths: List[str]) -> list[tuple[str, dict[str, Any]]]:
             files.append(p)
     docs = []
     for f in files:
-        raw = check_schema(read_json(f, f"{ANALYSIS_SCHEMA} document"), f, ANALYSIS_SCHEMA)
+        raw = check_schema(read_json(f, f"{ANALYSIS_SCHEMA} document"), f, ANALYSIS_SCHEMAS_READ)
         if "ranks" in raw:
             raise DocumentError(f"{f}: a job-level analysis already; merge the per-rank rank<R>.analysis.json files")
         steps = raw.get("steps")

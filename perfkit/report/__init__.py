@@ -1,4 +1,4 @@
-"""Reports: the analysis document (schema ``perfkit.analysis/1``) as terminal text, Markdown or JSON.
+"""Reports: the analysis document (schema ``perfkit.analysis/2``) as terminal text, Markdown or JSON.
 
 Every renderer takes only the JSON document (``Analysis.to_dict()``), never a
 Trace or torch, so a saved ``analysis.json`` renders exactly like a fresh one::

@@ -1,4 +1,4 @@
-"""Terminal report: the analysis document (schema ``perfkit.analysis/1``) drawn with rich.
+"""Terminal report: the analysis document (schema ``perfkit.analysis/2``) drawn with rich.
 
 The renderer takes only the JSON document (``Analysis.to_dict()``), never a
 Trace or torch, and never fails on a missing key: later schema revisions add
@@ -25,6 +25,7 @@ from rich.rule import Rule
 from rich.table import Table
 from rich.text import Text
 
+from ..analysis.result import Analysis, document_of
 from .values import DASH, as_dict, as_list, compress_ids, fmt_ms, get, num, text  # noqa: F401 (shared)
 
 # ---------------------------------------------------------------------------
@@ -114,7 +115,7 @@ def fmt_where(where: Any) -> str:
         label = item.get("name") or item.get("op") or item.get("step")
         label = short_op_name(label) if isinstance(label, str) else label
         src = short_source(item.get("source")) if item.get("source") else None
-        ms = item.get("ms_per_step", item.get("gpu_ms_per_step"))
+        ms = item.get("ms_per_step", item.get("ms_per_step"))
         text_ = " ".join(str(x) for x in (label, f"at {src}" if src else None) if x not in (None, ""))
         if ms is not None:
             text_ += f" ({float(ms):.3g} ms/step)"
@@ -506,7 +507,7 @@ def phase_rows(doc: dict[str, Any]) -> list[tuple[str, float | None, float | Non
     for k in keys:
         if not isinstance(phases.get(k), dict):
             continue
-        ms, share = num(get(phases, k, "gpu_ms_per_step")), num(get(phases, k, "share"))
+        ms, share = num(get(phases, k, "ms_per_step")), num(get(phases, k, "share"))
         if k == "unknown" and not ms:
             continue
         if whole and k != "unknown":
@@ -545,7 +546,7 @@ def category_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None, flo
     cats = as_dict(doc.get("categories"))
     rows = []
     for k, v in cats.items():
-        ms = num(get(v, "gpu_ms_per_step"))
+        ms = num(get(v, "ms_per_step"))
         if ms:
             rows.append((k, label(k, CATEGORY_LABELS), ms, num(get(v, "share"))))
     rows.sort(key=lambda r: -(r[2] or 0.0))
@@ -599,11 +600,11 @@ def copy_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
             continue
         count = num(d.get("count_per_step")) or 0.0
         n_bytes = num(d.get("bytes_per_step"))
-        any_copies = any_copies or count > 0 or bool(num(d.get("gpu_ms_per_step")))
+        any_copies = any_copies or count > 0 or bool(num(d.get("ms_per_step")))
         mb = DASH if (count > 0 and not n_bytes) else fmt_mb(n_bytes)
         rows.append((
             label(key, DIRECTION_LABELS), fmt_count(d.get("count_per_step")),
-            fmt_count(d.get("memcpy_engine_count_per_step")), mb, fmt_ms(d.get("gpu_ms_per_step")),
+            fmt_count(d.get("memcpy_engine_count_per_step")), mb, fmt_ms(d.get("ms_per_step")),
         ))
     return rows if any_copies else []
 
@@ -687,7 +688,7 @@ def breakdown_line(doc: dict[str, Any]) -> str | None:
                 continue
             parts.append(f"{name} {fmt_pct(share)}% ({fmt_ms(ms)} ms)")
     stats = step_statistics(doc)
-    busy = stats["active_ms"] if stats else num(get(doc, "gpu", "busy_ms_per_step"))
+    busy = stats["active_ms"] if stats else num(get(doc, "device", "busy_ms_per_step"))
     if not parts or not busy:
         return None
     line = " / ".join(parts) + f"; GPU busy {fmt_ms(busy)} ms per step"
@@ -705,7 +706,7 @@ def leading_ops(doc: dict[str, Any]) -> list[tuple[str, str, float | None, str |
     """
     by_cat: dict[str, dict[str, float]] = {}
     for k in as_list(doc.get("top_kernels")):
-        cat, op, ms = get(k, "category"), get(k, "op"), num(get(k, "gpu_ms_per_step"))
+        cat, op, ms = get(k, "category"), get(k, "op"), num(get(k, "ms_per_step"))
         if cat and op and ms:
             by_cat.setdefault(str(cat), {}).setdefault(str(op), 0.0)
             by_cat[str(cat)][str(op)] += ms
@@ -744,13 +745,13 @@ def step_statistics(doc: dict[str, Any]) -> dict[str, Any] | None:
     op running) and ``idle_ms`` (none running) come from one set of steps, so busy + idle = step;
     ``wall_ms`` is the CPU range of ``ProfilerStep#N``; ``spread`` holds each one's median and range
     across the steps. Documents written before these fields existed get them from the step table
-    (``gpu_window_ms - gpu_idle_ms`` is the busy part of each step). None when nothing is known.
+    (``window_ms - idle_ms`` is the busy part of each step). None when nothing is known.
     """
-    steps, gpu = as_dict(doc.get("steps")), as_dict(doc.get("gpu"))
+    steps, gpu = as_dict(doc.get("steps")), as_dict(doc.get("device"))
     rows = _kept_rows(doc)
-    step_ms = num(steps.get("gpu_ms_mean"))
+    step_ms = num(steps.get("window_ms_mean"))
     if step_ms is None:
-        step_ms = _mean_of(rows, "gpu_window_ms")
+        step_ms = _mean_of(rows, "window_ms")
     idle_ms = num(gpu.get("idle_ms_per_step"))
     active_ms = num(gpu.get("active_ms_per_step"))
     if active_ms is None and step_ms is not None and idle_ms is not None:
@@ -771,11 +772,11 @@ def step_statistics(doc: dict[str, Any]) -> dict[str, Any] | None:
             vals = [v for v in vals if v is not None]
             return {"min": min(vals), "median": median(vals), "max": max(vals)} if vals else None
 
-        spread = {"gpu_window_ms": col("gpu_window_ms"), "wall_ms": col("wall_ms")}
+        spread = {"window_ms": col("window_ms"), "wall_ms": col("wall_ms")}
     # The step's host range differs from its device window only where device work outlasts it.
     wall_differs = any(
-        num(r.get("wall_ms")) is not None and num(r.get("gpu_window_ms")) is not None
-        and abs(num(r.get("wall_ms")) - num(r.get("gpu_window_ms"))) > 1e-3  # type: ignore[operator]
+        num(r.get("wall_ms")) is not None and num(r.get("window_ms")) is not None
+        and abs(num(r.get("wall_ms")) - num(r.get("window_ms"))) > 1e-3  # type: ignore[operator]
         for r in rows) if rows else (wall_ms is not None and step_ms is not None and abs(wall_ms - step_ms) > 1e-3)
     return {
         "n": n, "basis": f"mean{'s' if n != 1 else ''} of {n} step{'s' if n != 1 else ''}",
@@ -814,9 +815,9 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
         return f"ms ({extra})" if extra else "ms"
 
     rows = [
-        (f"Step time ({stats['basis']})", fmt_ms(stats["step_ms"]), unit("gpu_window_ms")),
-        ("  GPU busy (some op running)", fmt_ms(stats["active_ms"]), unit("gpu_active_ms")),
-        ("  GPU idle (nothing running)", fmt_ms(stats["idle_ms"]), unit("gpu_idle_ms")),
+        (f"Step time ({stats['basis']})", fmt_ms(stats["step_ms"]), unit("window_ms")),
+        ("  GPU busy (some op running)", fmt_ms(stats["active_ms"]), unit("active_ms")),
+        ("  GPU idle (nothing running)", fmt_ms(stats["idle_ms"]), unit("idle_ms")),
         ("GPU utilization (busy / step)", fmt_pct(stats["utilization"]), "%"),
     ]
     if stats["wall_differs"]:
@@ -849,14 +850,14 @@ def summary_notes(doc: dict[str, Any]) -> list[str]:
 def gpu_notes(doc: dict[str, Any]) -> list[str]:
     """Plain sentences about the step summary's figures and GPU time not counted in the analysed steps."""
     notes = summary_notes(doc)
-    pre_count = num(get(doc, "gpu", "launched_before_window", "count"))
-    pre_ms = num(get(doc, "gpu", "launched_before_window", "ms"))
+    pre_count = num(get(doc, "device", "launched_before_window", "count"))
+    pre_ms = num(get(doc, "device", "launched_before_window", "ms"))
     if pre_count:
         notes.append(
             f"{int(pre_count):,} GPU ops ({fmt_ms(pre_ms)} ms in total) were launched before the profiled "
             "window and are not counted in any step."
         )
-    outside = num(get(doc, "gpu", "outside_kept_steps_ms"))
+    outside = num(get(doc, "device", "outside_kept_steps_ms"))
     if outside:
         notes.append(f"{fmt_ms(outside)} ms of GPU work in total fell outside the analysed steps and is not counted.")
     notes.extend(recording_notes(doc))
@@ -1210,7 +1211,7 @@ def _top_ops(doc: dict[str, Any], console: Console, top: int) -> None:
         if op.get("source"):
             cell.append("\n  " + fit_source(op.get("source")), style="dim")
         table.add_row(
-            str(i), cell, fmt_ms(op.get("gpu_ms_per_step")), fmt_ms(op.get("self_gpu_ms_per_step")),
+            str(i), cell, fmt_ms(op.get("ms_per_step")), fmt_ms(op.get("self_ms_per_step")),
             fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")),
         )
     console.print(table)
@@ -1244,7 +1245,7 @@ def _top_kernels(doc: dict[str, Any], console: Console, top: int) -> None:
             origin = f"{text(k.get('category'))}, {origin}"
         cell = Text(short_kernel_name(k.get("name")))
         cell.append("\n  " + origin, style="dim")
-        cells = [str(i), fmt_ms(k.get("gpu_ms_per_step")), fmt_pct(k.get("share")), fmt_count(k.get("calls_per_step")),
+        cells = [str(i), fmt_ms(k.get("ms_per_step")), fmt_pct(k.get("share")), fmt_count(k.get("calls_per_step")),
                  fmt_us(k.get("avg_us"))]
         if wide:
             cells.append(text(k.get("category")))
@@ -1295,7 +1296,7 @@ def _copies(doc: dict[str, Any], console: Console, top: int) -> None:
         for s in sources:
             src_table.add_row(
                 Text(short_op_name(s.get("op"))), Text(fit_source(s.get("source"), 30)), text(s.get("direction")).upper(),
-                fmt_ms(s.get("gpu_ms_per_step")), fmt_count(s.get("count_per_step")),
+                fmt_ms(s.get("ms_per_step")), fmt_count(s.get("count_per_step")),
             )
         console.print(src_table)
 
@@ -1403,17 +1404,17 @@ def _ranks(doc: dict[str, Any], console: Console) -> None:
         _note(console, ranks.NOTE)
 
 
-def render_console(doc: dict[str, Any], console: Console, *, top: int = 10) -> None:
+def render_console(doc: "Analysis | dict[str, Any]", console: Console, *, top: int = 10) -> None:
     """Print the analysis report to ``console``.
 
     Args:
-        doc: the analysis document (``Analysis.to_dict()``, schema ``perfkit.analysis/1``).
+        doc: the analysis document (``Analysis.to_dict()``, schema ``perfkit.analysis/2``).
             Missing keys are tolerated: their sections are skipped or say there is no data.
         console: where to print; the layout adapts to ``console.width`` (designed for 100
             columns, still readable at 80).
         top: rows in the top ops, top kernels and copy sources tables. Defaults to 10.
     """
-    doc = doc if isinstance(doc, dict) else {}
+    doc = document_of(doc)
     if get(doc, "trace", "time_basis") == "cpu":
         # A trace with no GPU work: the same tables hold CPU time of the outermost
         # ops. Render them, then relabel GPU as CPU (same width, styles kept).

@@ -1,4 +1,4 @@
-"""Render a ``perfkit.diff/1`` document: terminal (rich) and Markdown."""
+"""Render a ``perfkit.diff/2`` document: terminal (rich) and Markdown."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def _ratio(p: dict[str, Any]) -> str:
 def _rows(d: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     """(section/label, A, B, delta, ratio) rows shared by both renderers."""
     rows = []
-    labels = {"gpu_ms_median": ("Step time, GPU (median)", "ms"), "wall_ms_median": ("Step time, CPU wall (median)", "ms"),
+    labels = {"window_ms_median": ("Step time, GPU (median)", "ms"), "wall_ms_median": ("Step time, CPU wall (median)", "ms"),
               "busy_ms_per_step": ("GPU busy per step", "ms"), "idle_ms_per_step": ("GPU idle per step", "ms"),
               "utilization": ("GPU utilization", "%")}
     for key, (label, unit) in labels.items():

@@ -1,7 +1,7 @@
 """One self-contained HTML file of the analysis: tables, findings and figures inline.
 
 ``render_html(doc)`` takes only the analysis document (schema
-``perfkit.analysis/1``), like the terminal and Markdown reports, and reads it
+``perfkit.analysis/2``), like the terminal and Markdown reports, and reads it
 through the same helpers (:mod:`perfkit.report.console`), so the three agree on
 names, order and number formats. The page loads nothing: the CSS is inline, the
 figures are PNG ``data:`` URIs, there is no script and no external URL, so it
@@ -23,6 +23,7 @@ import base64
 import html
 from typing import Any, Iterable, Optional, Sequence
 
+from ..analysis.result import Analysis, document_of
 from .._version import __version__ as _version
 from ..errors import MissingDependencyError
 from .console import (
@@ -113,12 +114,12 @@ footer { margin-top: 40px; color: var(--muted); font-size: 12px; }
 """
 
 
-def render_html(doc: dict[str, Any], *, top: int = 10, plots: Optional[Sequence[Any]] = None,
+def render_html(doc: "Analysis | dict[str, Any]", *, top: int = 10, plots: Optional[Sequence[Any]] = None,
                 with_plots: bool = True) -> str:
     """The analysis report as one self-contained HTML page.
 
     Args:
-        doc: the analysis document (``Analysis.to_dict()``, schema ``perfkit.analysis/1``).
+        doc: the analysis document (``Analysis.to_dict()``, schema ``perfkit.analysis/2``).
             Missing keys are tolerated: their sections are skipped or say there is no data.
         top: rows in the top ops, top kernels and copy sources tables.
         plots: figures already drawn (:func:`perfkit.report.plots.build_plots` or
@@ -128,6 +129,7 @@ def render_html(doc: dict[str, Any], *, top: int = 10, plots: Optional[Sequence[
     Returns:
         The HTML text.
     """
+    doc = document_of(doc)
     doc = doc if isinstance(doc, dict) else {}
     cpu = (as_dict(doc.get("trace")).get("time_basis") == "cpu")
     w = _Words(cpu)
@@ -360,8 +362,8 @@ def _top_ops(doc: dict[str, Any], top: int, w: _Words) -> list[str]:
     if not ops:
         return _section("top-ops", w("Top ops by GPU time (per step)"), [_e(w("No ops launched GPU work in the analysed steps."))])
     rows = [
-        [_e(i), _code(short_op_name(o.get("name")), o.get("name")), _e(fmt_ms(o.get("gpu_ms_per_step"))),
-         _e(fmt_ms(o.get("self_gpu_ms_per_step"))), _e(fmt_pct(o.get("share"))), _e(fmt_count(o.get("calls_per_step"))),
+        [_e(i), _code(short_op_name(o.get("name")), o.get("name")), _e(fmt_ms(o.get("ms_per_step"))),
+         _e(fmt_ms(o.get("self_ms_per_step"))), _e(fmt_pct(o.get("share"))), _e(fmt_count(o.get("calls_per_step"))),
          _code(short_source(o.get("source")) if o.get("source") else None, o.get("source"))]
         for i, o in enumerate(ops, 1)
     ]
@@ -390,7 +392,7 @@ def _top_kernels(doc: dict[str, Any], top: int) -> list[str]:
         return _section("top-kernels", "Top GPU kernels (per step)", ["No GPU kernels in the analysed steps."])
     rows = [
         [_e(i), _code(short_kernel_name(k.get("name")), k.get("name")), _e(text(k.get("category"))),
-         _e(fmt_ms(k.get("gpu_ms_per_step"))), _e(fmt_pct(k.get("share"))), _e(fmt_count(k.get("calls_per_step"))),
+         _e(fmt_ms(k.get("ms_per_step"))), _e(fmt_pct(k.get("share"))), _e(fmt_count(k.get("calls_per_step"))),
          _e(fmt_us(k.get("avg_us"))), _code(short_op_name(k.get("op")) if k.get("op") else None, k.get("op")),
          _code(short_source(k.get("source")) if k.get("source") else None, k.get("source"))]
         for i, k in enumerate(kernels, 1)
@@ -418,7 +420,7 @@ def _copies(doc: dict[str, Any], top: int) -> list[str]:
             [[_code(short_op_name(s.get("op")), s.get("op")),
               _code(short_source(s.get("source")) if s.get("source") else None, s.get("source")),
               _e(text(s.get("direction")).upper()),
-              _e(fmt_ms(s.get("gpu_ms_per_step"))), _e(fmt_count(s.get("count_per_step")))] for s in sources],
+              _e(fmt_ms(s.get("ms_per_step"))), _e(fmt_count(s.get("count_per_step")))] for s in sources],
             right=(3, 4)))
     return _section("copies", "Memory copies (per step)", body)
 
@@ -470,7 +472,7 @@ def _steps(doc: dict[str, Any], w: _Words) -> list[str]:
         half = MAX_STEP_ROWS // 2
         shown = rows[:half] + rows[-half:]
         note.append(_note(f"{len(rows)} steps: the first and last {half} are shown (all are in the JSON document)."))
-    columns = ["wall_ms", "gpu_window_ms", "gpu_busy_ms", "gpu_idle_ms", "forward_ms", "backward_ms", "optimizer_ms", "other_ms"]
+    columns = ["wall_ms", "window_ms", "busy_ms", "idle_ms", "forward_ms", "backward_ms", "optimizer_ms", "other_ms"]
     headers = ["Step", "Wall ms", w("GPU window ms"), w("GPU busy ms"), w("GPU idle ms"), "Forward ms", "Backward ms",
                "Optimizer ms", "Other ms"]
     if any(num(r.get("unknown_ms")) for r in rows):  # time no evidence places in a phase

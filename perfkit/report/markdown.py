@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
+from ..analysis.result import Analysis, document_of
 from .console import (
     get,
     fmt_where,
@@ -164,8 +165,8 @@ def _top_ops(doc: dict[str, Any], out: list[str], top: int) -> None:
         out.append("No ops launched GPU work in the analysed steps.")
         return
     rows = [
-        [str(i), md_code(short_op_name(op.get("name"))), fmt_ms(op.get("gpu_ms_per_step")),
-         fmt_ms(op.get("self_gpu_ms_per_step")), fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")),
+        [str(i), md_code(short_op_name(op.get("name"))), fmt_ms(op.get("ms_per_step")),
+         fmt_ms(op.get("self_ms_per_step")), fmt_pct(op.get("share")), fmt_count(op.get("calls_per_step")),
          md_code(short_source(op.get("source")) if op.get("source") else None)]
         for i, op in enumerate(ops, 1)
     ]
@@ -198,7 +199,7 @@ def _top_kernels(doc: dict[str, Any], out: list[str], top: int) -> None:
         return
     rows = [
         [str(i), md_code(short_kernel_name(k.get("name"))), md_text(text(k.get("category"))),
-         fmt_ms(k.get("gpu_ms_per_step")), fmt_pct(k.get("share")), fmt_count(k.get("calls_per_step")),
+         fmt_ms(k.get("ms_per_step")), fmt_pct(k.get("share")), fmt_count(k.get("calls_per_step")),
          fmt_us(k.get("avg_us")), md_code(short_op_name(k.get("op")) if k.get("op") else None),
          md_code(short_source(k.get("source")) if k.get("source") else None)]
         for i, k in enumerate(kernels, 1)
@@ -226,7 +227,7 @@ def _copies(doc: dict[str, Any], out: list[str], top: int) -> None:
             ["Op", "Source", "Dir", "GPU ms", "Copies"],
             [[md_code(short_op_name(s.get("op"))), md_code(short_source(s.get("source")) if s.get("source") else None),
               md_text(text(s.get("direction")).upper()),
-              fmt_ms(s.get("gpu_ms_per_step")), fmt_count(s.get("count_per_step"))] for s in sources],
+              fmt_ms(s.get("ms_per_step")), fmt_count(s.get("count_per_step"))] for s in sources],
             right=(3, 4),
         )
 
@@ -311,17 +312,18 @@ def _ranks(doc: dict[str, Any], out: list[str]) -> None:
         out.append(f"_{md_text(ranks.NOTE)}_")
 
 
-def render_markdown(doc: dict[str, Any], *, top: int = 10) -> str:
+def render_markdown(doc: "Analysis | dict[str, Any]", *, top: int = 10) -> str:
     """The analysis report as GitHub-flavoured Markdown.
 
     Args:
-        doc: the analysis document (``Analysis.to_dict()``, schema ``perfkit.analysis/1``).
+        doc: the analysis document (``Analysis.to_dict()``, schema ``perfkit.analysis/2``).
             Missing keys are tolerated: their sections are skipped or say there is no data.
         top: rows in the top ops, top kernels and copy sources tables. Defaults to 10.
 
     Returns:
         The Markdown text, ending with a newline.
     """
+    doc = document_of(doc)
     doc = doc if isinstance(doc, dict) else {}
     out: list[str] = []
     _header(doc, out)

@@ -1,7 +1,7 @@
 """matplotlib figures of an analysis document: what ``perfkit analyze --plots DIR`` writes and the HTML embeds.
 
 Like every renderer, the figures take only the JSON document (schema
-``perfkit.analysis/1``), so a saved ``analysis.json`` plots like a fresh one::
+``perfkit.analysis/2``), so a saved ``analysis.json`` plots like a fresh one::
 
     from perfkit.report.plots import write_plots
     for plot in write_plots(doc, "plots/"):
@@ -42,6 +42,7 @@ import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
+from ..analysis.result import Analysis, document_of
 from ..errors import MissingDependencyError
 from .console import CATEGORY_LABELS, PHASE_LABELS, as_dict, as_list, num
 from .scaling_plot import INSTALL_HINT
@@ -101,8 +102,9 @@ def require_matplotlib() -> None:
         raise MissingDependencyError(f"plots need matplotlib: {INSTALL_HINT}") from None
 
 
-def build_plots(doc: dict[str, Any]) -> list[Plot]:
+def build_plots(doc: "Analysis | dict[str, Any]") -> list[Plot]:
     """Every figure of :data:`PLOT_NAMES`, drawn or skipped (in that order)."""
+    doc = document_of(doc)
     require_matplotlib()
     doc = doc if isinstance(doc, dict) else {}
     builders: list[Callable[[dict[str, Any]], Plot]] = [
@@ -208,7 +210,7 @@ def plot_step_times(doc: dict[str, Any]) -> Plot:
         k += 1
         x = list(range(len(rows)))
         wall = [num(r.get("wall_ms")) or 0.0 for r in rows]
-        window = [num(r.get("gpu_window_ms")) or 0.0 for r in rows]
+        window = [num(r.get("window_ms")) or 0.0 for r in rows]
         ax.plot(x, wall, "o-", color="#4C78A8", ms=3, lw=1, label="CPU wall ms (ProfilerStep)")
         ax.plot(x, window, "s-", color="#F58518", ms=3, lw=1, label="GPU window ms")
         kept_window = sorted(w for w, r in zip(window, rows) if r.get("kept", True))
@@ -295,8 +297,8 @@ def plot_top_modules(doc: dict[str, Any]) -> Plot:
         title = "Top ops by GPU time per step (no module timings: perfkit profile --modules)"
         rows = ops[:TOP_ROWS]
         names = [_short(o.get("name") or "?", 40) for o in rows]
-        total = [num(o.get("gpu_ms_per_step")) or 0.0 for o in rows]
-        self_ms = [min(num(o.get("self_gpu_ms_per_step")) or 0.0, t) for o, t in zip(rows, total)]
+        total = [num(o.get("ms_per_step")) or 0.0 for o in rows]
+        self_ms = [min(num(o.get("self_ms_per_step")) or 0.0, t) for o, t in zip(rows, total)]
         fig = _figure(height_scale=max(1.0, len(rows) / 10))
         ax = fig.add_subplot(1, 1, 1)
         y = list(range(len(rows)))[::-1]
