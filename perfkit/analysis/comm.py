@@ -40,7 +40,6 @@ from . import intervals, rules
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, innermost_around, step_of
 from .steps import StepStats
 from .timeline import Timeline
-from .document import finding_order
 
 #: Exposed communication / median step time: ``comm_exposed`` info, warning, critical.
 COMM_EXPOSED_INFO = 0.05
@@ -390,14 +389,8 @@ def _transport_remedy(op_names: list[str]) -> str:
     return COMM_TRANSPORT_REMEDY[""]
 
 
-def add_finding(doc: dict[str, Any]) -> None:
-    """Add ``comm_exposed`` of one trace to its findings (ranked like the rest)."""
-
-    section_ = doc.get("communication")
-    if not isinstance(section_, dict):
-        return
-    step = float((doc.get("steps") or {}).get("window_ms_median") or 0.0)
-    f = exposed_finding([{"rank": None, "step_ms": step, "communication": section_}])
-    if f is not None:
-        doc["findings"].append(f)
-        doc["findings"].sort(key=finding_order)
+def trace_finding(communication: Any, step_ms: Optional[float]) -> Optional[dict[str, Any]]:
+    """``comm_exposed`` of one trace from its ``communication`` section (None when there is nothing to say)."""
+    if not isinstance(communication, dict):
+        return None
+    return exposed_finding([{"rank": None, "step_ms": float(step_ms or 0.0), "communication": communication}])

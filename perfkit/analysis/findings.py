@@ -23,7 +23,8 @@ from .intervals import Coverage
 from .ops import Sources
 from .steps import StepStats, capture_windows, in_kept_steps
 from .timeline import Timeline, name_mask
-from .document import finding_order, severity_rank
+from .document import Device, DeviceTime, OpRow, Share, TimeBasis, basis_word, finding_order, severity_rank
+from .document import Steps as Steps_
 
 # --------------------------------------------------------------------- thresholds (shares of the step)
 
@@ -70,15 +71,38 @@ SLOW_OP_REMEDIES = {
 }
 
 
+@dataclass(frozen=True)
+class Tables:
+    """The finished sections of the document the late detectors read (typed; never the document itself)."""
+
+    steps: Steps_
+    device: DeviceTime
+    categories: dict[str, Share]
+    copies: dict[str, Any]
+    top_ops: list[OpRow]
+    devices: list[Device]
+
+
 @dataclass
 class Context:
+    """What a detector reads: the timeline and step statistics, the time basis and, for the detectors
+    that run after the tables are built, those tables (:class:`Tables`; None for the early ones)."""
+
     tl: Timeline
     steps: Steps
     dw: DeviceWork
     stats: StepStats
-    doc: dict[str, Any]
+    basis: TimeBasis
     src: Sources
     kept: np.ndarray  #: device rows in kept steps
+    tables: Optional[Tables] = None
+
+    @property
+    def t(self) -> Tables:
+        """The tables (a late detector only; an early one that asks is a bug)."""
+        if self.tables is None:
+            raise RuntimeError("an early detector read the tables, which are not built yet")
+        return self.tables
 
     @property
     def n(self) -> int:
@@ -88,7 +112,7 @@ class Context:
         return self.stats.win_start[self.stats.kept], self.stats.win_end[self.stats.kept]
 
     def step_wall_ms(self) -> float:
-        return float(self.doc["steps"]["wall_ms_median"] or 0.0)
+        return float(self.t.steps.get("wall_ms_median") or 0.0)
 
     def in_kept_steps(self, t: np.ndarray) -> np.ndarray:
         return in_kept_steps(self.steps, self.stats, t)
@@ -101,7 +125,7 @@ def finding(fid: str, severity: str, title: str, where: Any, evidence: dict[str,
 
 
 def _basis(ctx: Context) -> str:
-    return "CPU" if ctx.doc["trace"].get("time_basis") == "cpu" else "GPU"
+    return basis_word(ctx.basis)
 
 
 def _src(ctx: Context, code: int) -> Optional[str]:
@@ -157,7 +181,7 @@ def host_bound_idle(ctx: Context) -> Optional[dict[str, Any]]:
     large but not host-bound, an ``info`` finding ``idle_not_host_bound`` says
     what it is instead.
     """
-    if ctx.doc["trace"].get("time_basis") == "cpu" or len(ctx.dw) == 0:
+    if ctx.basis == "cpu" or len(ctx.dw) == 0:
         return None
     a, b = ctx.kept_windows()
     window = float((b - a).sum())
@@ -448,7 +472,7 @@ def host_device_sync(ctx: Context) -> Optional[dict[str, Any]]:
 def launch_bound(ctx: Context) -> Optional[dict[str, Any]]:
     """Many tiny kernels: the CPU's launch rate, not the GPU, sets the pace."""
     dw = ctx.dw
-    if ctx.doc["trace"].get("time_basis") == "cpu":
+    if ctx.basis == "cpu":
         return None
     kern = ctx.kept & (dw.kind == m.Kind.KERNEL)
     # Kernels a graph replay started (one cudaGraphLaunch for hundreds) were not launched one by one.
@@ -462,7 +486,7 @@ def launch_bound(ctx: Context) -> Optional[dict[str, Any]]:
         return None
     dur = (dw.end - dw.start)[kern]
     med = float(np.median(dur))
-    util = float(ctx.doc["device"]["utilization"])
+    util = float(ctx.t.device["utilization"])
     tiny = kern & ((dw.end - dw.start) < TINY_KERNEL_US)
     tiny_share = float(tiny.sum()) / max(int(kern.sum()), 1)
     if med >= TINY_KERNEL_US or util >= 0.9:
@@ -526,11 +550,11 @@ def dataloader_bound(ctx: Context) -> Optional[dict[str, Any]]:
 
 
 def warmup_outlier(ctx: Context) -> Optional[dict[str, Any]]:
-    excluded = [e for e in ctx.doc["steps"]["excluded"] if e["reason"].startswith("warm-up")]
+    excluded = [e for e in ctx.t.steps["excluded"] if e["reason"].startswith("warm-up")]
     if not excluded:
         return None
-    rows = {r["id"]: r for r in ctx.doc["steps"]["table"]}
-    extra = [max(rows[e["id"]]["wall_ms"], rows[e["id"]]["window_ms"]) - ctx.doc["steps"]["window_ms_median"]
+    rows = {r["id"]: r for r in ctx.t.steps["table"]}
+    extra = [max(rows[e["id"]]["wall_ms"], rows[e["id"]]["window_ms"]) - ctx.t.steps["window_ms_median"]
              for e in excluded if e["id"] in rows]
     return finding(
         "warmup_outlier", "info",
@@ -545,12 +569,12 @@ def warmup_outlier(ctx: Context) -> Optional[dict[str, Any]]:
 
 
 def copy_overhead(ctx: Context) -> Optional[dict[str, Any]]:
-    cats = ctx.doc["categories"]
+    cats = ctx.t.categories
     share = float(cats.get("copy", {}).get("share", 0.0))
     if share < COPY_INFO:
         return None
     ms = float(cats["copy"]["ms_per_step"])
-    copies = ctx.doc["copies"]
+    copies = ctx.t.copies
     where = copies.get("sources", [])[:3]
     # A large share of very little GPU work (a trace that is mostly idle) is not worth a warning.
     window_ms = float(ctx.stats.window_us[ctx.stats.kept].sum()) / 1000.0 / ctx.n
@@ -570,7 +594,7 @@ def copy_overhead(ctx: Context) -> Optional[dict[str, Any]]:
 
 def slow_op(ctx: Context) -> Optional[dict[str, Any]]:
     tl = ctx.tl
-    top = ctx.doc.get("top_ops", [])
+    top = ctx.t.top_ops
     rx = re.compile(SLOW_OPS)
     cands = [o for o in top if rx.search(rules.match_text(o["name"]))]
     wall = ctx.step_wall_ms()
@@ -614,7 +638,7 @@ def memory_pressure(ctx: Context) -> Optional[dict[str, Any]]:
     if not sel.any():
         return None
     peak = int(alloc[sel].max())
-    total = next((d.get("memory_bytes") for d in ctx.doc["trace"]["devices"] if d.get("memory_bytes")), None)
+    total = next((d.get("memory_bytes") for d in ctx.t.devices if d.get("memory_bytes")), None)
     if not total:
         return None
     frac = peak / total
@@ -649,12 +673,14 @@ def _run(det: Callable[[Context], Optional[dict[str, Any]]], ctx: Context) -> Op
 
 
 def run_early(ctx: Context) -> dict[str, Optional[dict[str, Any]]]:
-    """The early detectors' findings by detector name (``ctx.doc`` needs only ``trace``)."""
+    """The early detectors' findings by detector name (they read no tables: ``ctx.tables`` may be None)."""
     return {det.__name__: _run(det, ctx) for det in EARLY_DETECTORS}
 
 
-def detect(ctx: Context, early: Optional[dict[str, Optional[dict[str, Any]]]] = None) -> list[dict[str, Any]]:
-    """Run every detector (or take its result from ``early``); ranked by severity, then by the time at stake."""
+def detect(ctx: Context, early: Optional[dict[str, Optional[dict[str, Any]]]] = None
+           ) -> tuple[list[dict[str, Any]], Optional[dict[str, Any]]]:
+    """Run every detector (or take its result from ``early``): (the findings, ranked by severity then by the
+    time at stake; the recording-cost estimate, document key ``recording``)."""
     early = early or {}
     out = []
     for det in DETECTORS:
@@ -685,12 +711,13 @@ def detect(ctx: Context, early: Optional[dict[str, Optional[dict[str, Any]]]] = 
             cause["severity"] = idle["severity"]
     out.sort(key=finding_order)
     # A host made slow by the recording itself is not a finding about the training code.
+    recording: Optional[dict[str, Any]]
     try:
-        ctx.doc["recording"] = recording_cost(ctx)
+        recording = recording_cost(ctx)
     except Exception as exc:  # an estimate must never take the analysis down
-        ctx.doc["recording"] = {"error": str(exc)}
-    lower_recording_artifacts(out, ctx.doc["recording"])
-    return out
+        recording = {"error": str(exc)}
+    lower_recording_artifacts(out, recording)
+    return out, recording
 
 
 def _idle_after(ctx: Context, t: np.ndarray) -> float:
@@ -774,7 +801,7 @@ def recording_cost(ctx: Context) -> Optional[dict[str, Any]]:
     the time it blocked in synchronising calls) minus that cost; ``gpu_bound_without_recording`` says
     whether that is within :data:`GPU_BOUND_TOLERANCE` of the GPU busy time. None on CPU-only traces.
     """
-    if ctx.doc["trace"].get("time_basis") == "cpu" or len(ctx.dw) == 0:
+    if ctx.basis == "cpu" or len(ctx.dw) == 0:
         return None
     tl = ctx.tl
 

@@ -19,6 +19,7 @@ from ..trace import read_trace
 from . import ops, rules, series
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps, has_host_evidence
 from .overview import ROLES, overview
+from .document import finding_order
 from .result import SCHEMA, Analysis
 from .steps import StepStats, in_kept_steps, kept_mask, spread, spread_warning, step_stats
 from .timeline import Timeline
@@ -94,12 +95,13 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
 
     from . import comm, compiled, findings, frames
 
-    def context(doc: dict[str, Any]) -> findings.Context:
-        return findings.Context(tl=tl, steps=steps, dw=dw, stats=stats, doc=doc, src=src, kept=kept)
+    def context(tables: Optional[findings.Tables]) -> findings.Context:
+        return findings.Context(tl=tl, steps=steps, dw=dw, stats=stats, basis=basis, src=src, kept=kept,
+                                tables=tables)
 
     threads = 2 if len(trace) >= TABLE_THREADS_MIN_EVENTS else 1
     with ThreadPoolExecutor(max_workers=threads) as pool:
-        f_early = pool.submit(findings.run_early, context({"trace": {"time_basis": basis}}))
+        f_early = pool.submit(findings.run_early, context(None))
         f_top_ops = pool.submit(ops.top_ops, tl, dw, kept, max(n_kept, 1), busy_total, src, in_kept_step, basis=basis)
         f_roles = pool.submit(overview, tl, dw, stats)
         f_copies = pool.submit(ops.copies, tl, dw, kept, max(n_kept, 1), src)
@@ -196,8 +198,11 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     doc["communication"] = f_comm.result()
     doc["frames"] = f_frames.result()
     doc["compiled_graphs"] = f_compiled.result()
-    doc["findings"] = findings.detect(context(doc), early=f_early.result())
-    comm.add_finding(doc)
+    tables = findings.Tables(steps=doc["steps"], device=doc["device"], categories=doc["categories"],
+                             copies=doc["copies"], top_ops=doc["top_ops"], devices=devices)
+    found, doc["recording"] = findings.detect(context(tables), early=f_early.result())
+    exposed = comm.trace_finding(doc["communication"], doc["steps"]["window_ms_median"])
+    doc["findings"] = sorted(found + ([exposed] if exposed else []), key=finding_order)
     return Analysis(doc=doc)
 
 
