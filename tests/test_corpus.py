@@ -26,13 +26,12 @@ import re
 import numpy as np
 import pytest
 
-import perfkit
 from perfkit.analysis.attribute import attribute
 from perfkit.analysis.timeline import Timeline
 from perfkit.analysis.attribute import find_steps
 from perfkit.trace import read_trace
 
-from . import _evidence
+from . import _cached, _evidence
 from .corpus import ROOT, entries, folders, index_rows, trace_files
 
 ENTRIES = entries()
@@ -59,14 +58,12 @@ WITH_DEVICE_WORK = [e for e in ENTRIES if _marks(e.path)[0]]
 WITH_STEPS_AND_DEVICE_WORK = [e for e in WITH_DEVICE_WORK if _marks(e.path)[1]]
 
 
-@functools.lru_cache(maxsize=None)
 def _facts(path: str) -> dict:
-    return _evidence.facts(path)
+    return _cached.facts(path)
 
 
-@functools.lru_cache(maxsize=4)
 def _doc(path: str) -> dict:
-    return perfkit.analyze(path).to_dict()
+    return _cached.document(path)
 
 
 def _walk_numbers(obj, where="doc"):

@@ -22,12 +22,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from functools import lru_cache
 
 import pytest
 
-import perfkit
-
+from . import _cached
 from .corpus import ROOT, entries
 
 EXPECTED = json.loads(open(os.path.join(ROOT, "expected.json"), encoding="utf-8").read())
@@ -37,11 +35,10 @@ KNOWN_KEYS = {"time_basis", "profiler_steps", "no_warning", "no_warning_severity
               "phase_unknown_or_evidenced", "why"}
 
 
-@lru_cache(maxsize=None)
 def _doc(slug: str) -> dict:
     paths = [e.path for e in entries() if e.slug == slug]
     assert len(paths) == 1, f"{slug}: expected one trace file, found {paths}"
-    return perfkit.analyze(paths[0]).to_dict()
+    return _cached.document(paths[0])
 
 
 def test_every_expectation_names_a_corpus_trace_and_a_reason() -> None:

@@ -22,6 +22,8 @@ from perfkit.report.console import render_console
 from perfkit.report.html import render_html
 from perfkit.report.markdown import render_markdown
 
+from . import _cached
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CORPUS = os.path.join(ROOT, "tests", "data", "traces")
 CPU_ONLY = glob.glob(os.path.join(CORPUS, "cpu-only-hta-5steps", "*.json.gz"))[0]
@@ -102,7 +104,7 @@ def _cpu_reference(path):
 
 @pytest.mark.parametrize("path", REAL, ids=[os.path.basename(os.path.dirname(p)) for p in REAL])
 def test_busy_plus_idle_is_the_step_in_every_document(path):
-    doc = perfkit.analyze(path).to_dict()
+    doc = _cached.document(path)
     kept = [r for r in doc["steps"]["table"] if r["kept"]]
     assert kept
     for r in kept:
@@ -143,7 +145,7 @@ def _check_reports(doc):
 
 
 def test_cpu_only_steps_match_the_raw_events():
-    doc = perfkit.analyze(CPU_ONLY).to_dict()
+    doc = _cached.document(CPU_ONLY)
     ref = _cpu_reference(CPU_ONLY)
     rows = doc["steps"]["table"]
     assert len(rows) == len(ref)
@@ -174,14 +176,14 @@ def test_built_gpu_trace_steps_match_construction(tmp_path):
 
 
 def test_cpu_only_overview_leaves_out_device_roles():
-    doc = perfkit.analyze(CPU_ONLY).to_dict()
+    doc = _cached.document(CPU_ONLY)
     for out in (_console(doc), render_markdown(doc)):
         section = out.split("Overview roles)", 1)[1].split("Roles in priority order", 1)[0]
         for role in ("Kernel", "Memcpy", "Memset", "Runtime"):
             assert not re.search(rf"^\|? ?{role}\b", section, re.M), role
         assert "the trace has no device work" in " ".join(out.split())
     # on a GPU trace every role is listed, zero or not
-    gpu = perfkit.analyze(REAL[1]).to_dict()
+    gpu = _cached.document(REAL[1])
     section = _console(gpu).split("Overview roles)", 1)[1]
     assert all(re.search(rf"^{role}\s", section, re.M) for role in ("Kernel", "Memcpy", "Memset", "Runtime"))
 
@@ -256,7 +258,7 @@ def test_flops_and_mfu_against_the_peak_table(tmp_path):
 
 
 def test_mfu_unknown_on_a_cpu_never_zero():
-    doc = perfkit.analyze(CPU_ONLY).to_dict()
+    doc = _cached.document(CPU_ONLY)
     d = _with_runtime(doc, flops_per_step=1.29e6)
     for out in (_console(d), render_markdown(d)):
         flat = " ".join(out.split())
@@ -266,7 +268,7 @@ def test_mfu_unknown_on_a_cpu_never_zero():
 
 
 def test_module_table_in_terminal_and_markdown():
-    doc = perfkit.analyze(CPU_ONLY).to_dict()
+    doc = _cached.document(CPU_ONLY)
     modules = [{"name": "encoder.layers", "type": "ModuleList", "calls": 11, "first_call_ms": 9.5,
                 "forward_ms_median": 1.25, "backward_ms_median": 2.5, "share": 0.75, "first_call_outlier": True},
                {"name": "head", "type": "Linear", "calls": 11, "first_call_ms": 0.3,
@@ -281,7 +283,7 @@ def test_module_table_in_terminal_and_markdown():
 
 
 def test_run_timer_and_trace_step_times_are_explained():
-    doc = perfkit.analyze(CPU_ONLY).to_dict()
+    doc = _cached.document(CPU_ONLY)
     d = _with_runtime(doc)
     for out in (_console(d), render_markdown(d)):
         flat = " ".join(out.split())
