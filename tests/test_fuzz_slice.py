@@ -43,6 +43,10 @@ SOURCES = [
     ("bert-small-step", DATA / "nv-h100-bert-small-infer" / "gaunernst_bert-small-uncased__1016001.json.gz", 30, 20),
 ]
 DOC_CASES_PER_COMMAND = 12
+#: The fast loop runs the first cases of each source and command (the same seeds, so the same cases);
+#: test_fuzz_slice_full.py (marked slow) runs all of them.
+FAST_CASES = 10
+FAST_DOC_CASES = 4
 SEED = 12
 _NAN_VALUE = re.compile(r"(?<![\w.@])[-+]?(nan|inf|infinity)(?![\w])", re.IGNORECASE)
 
@@ -140,6 +144,10 @@ def check_api(path: Path, failures: Failures, what: str) -> None:
 
 @pytest.mark.parametrize("slug,path,n_cli,n_api", SOURCES, ids=[s[0] for s in SOURCES])
 def test_mutated_traces_cli(slug: str, path: Path, n_cli: int, n_api: int, tmp_path: Path) -> None:
+    mutated_traces_cli(slug, path, min(n_cli, FAST_CASES), tmp_path)
+
+
+def mutated_traces_cli(slug: str, path: Path, n_cli: int, tmp_path: Path) -> None:
     source = _source(path)
     rng = random.Random(f"{SEED}-cli-{slug}")
     failures = Failures()
@@ -156,6 +164,10 @@ def test_mutated_traces_cli(slug: str, path: Path, n_cli: int, n_api: int, tmp_p
 
 @pytest.mark.parametrize("slug,path,n_cli,n_api", SOURCES, ids=[s[0] for s in SOURCES])
 def test_mutated_traces_api(slug: str, path: Path, n_cli: int, n_api: int, tmp_path: Path) -> None:
+    mutated_traces_api(slug, path, min(n_api, FAST_CASES), tmp_path)
+
+
+def mutated_traces_api(slug: str, path: Path, n_api: int, tmp_path: Path) -> None:
     source = _source(path)
     rng = random.Random(f"{SEED}-api-{slug}")
     failures = Failures()
@@ -188,9 +200,13 @@ def test_document_sources_are_accepted(doc_sources: dict[str, Any], tmp_path: Pa
 
 @pytest.mark.parametrize("command", mu.DOC_COMMANDS)
 def test_corrupted_documents(command: str, doc_sources: dict[str, Any], tmp_path: Path) -> None:
+    corrupted_documents(command, doc_sources, FAST_DOC_CASES, tmp_path)
+
+
+def corrupted_documents(command: str, doc_sources: dict[str, Any], n_cases: int, tmp_path: Path) -> None:
     rng = random.Random(f"{SEED}-docs-{command}")
     failures = Failures()
-    for n in range(DOC_CASES_PER_COMMAND):
+    for n in range(n_cases):
         if command == "budget-bad-toml":
             data, desc = mu.mutate_budget(doc_sources["budget_text"], rng)
             bad = tmp_path / f"case-{n:04d}.toml"
