@@ -1,18 +1,21 @@
-"""The scaling probe: fitted exponents, the timeout, target loading, the CLI and the plot. CPU only, fast."""
+"""The scaling probe: fitted exponents, the timeout, target loading, the CLI and the plot. CPU only, fast.
+
+No assertion here reads the wall clock: the probe's clock is a :class:`VirtualClock` (the ``clock``
+fixture stands it in for the ``time`` module of perfkit.collect.scaling) that only the probed
+functions move, by ``clock.sleep(seconds)``; so every timing, fit and timeout below is exact."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import subprocess
 import sys
 import textwrap
-import time
 import types
 
 import pytest
 
+from perfkit.collect import scaling as scaling_module
 from perfkit.collect.scaling import (
     complexity_label,
     fit_power_law,
@@ -26,30 +29,43 @@ from perfkit.errors import MissingDependencyError, UsageError
 from .conftest import REPO
 
 
-def quadratic(n: int) -> None:
-    # itertools.repeat: no int objects made, so every iteration costs the same at any n.
-    for _ in itertools.repeat(None, n):
-        for _ in itertools.repeat(None, n):
-            pass
+class VirtualClock:
+    """Stands in for the ``time`` module of perfkit.collect.scaling: ``perf_counter`` reads a
+    counter (seconds) that only ``sleep`` moves, and counts its calls."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.readings = 0
+
+    def perf_counter(self) -> float:
+        self.readings += 1
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
 
 
-def linear(n: int) -> None:
-    for _ in range(n):
-        pass
+@pytest.fixture
+def clock(monkeypatch) -> VirtualClock:
+    virtual = VirtualClock()
+    monkeypatch.setattr(scaling_module, "time", virtual)
+    return virtual
 
 
+# The helper module sleeps through the probe's own ``time``: the real clock in a subprocess, the
+# virtual one in this process when the ``clock`` fixture is in use.
 HELPER = textwrap.dedent(
     """
-    import time
+    from perfkit.collect import scaling as _scaling
 
     def fn(n):
-        time.sleep(1e-6 * n * n)      # O(n^2), 1.6 ms at n=40
+        _scaling.time.sleep(1e-6 * n * n)      # O(n^2), 1.6 ms at n=40
 
     def make(n):
         return n * 2
 
     def takes_input(x):
-        time.sleep(1e-6 * x * x)
+        _scaling.time.sleep(1e-6 * x * x)
 
     def boom(n):
         raise ValueError(f"no size {n} for you")
@@ -86,19 +102,21 @@ def one_error_line(proc: subprocess.CompletedProcess) -> str:
 # --------------------------------------------------------------------------- fitting
 
 
-def test_quadratic_python_loop_fits_n2():
-    # The fastest run: on a machine shared with other jobs, long calls are slowed more often than short ones.
-    result = scale(quadratic, [400, 800, 1600, 3200], repeat=7, warmup=1, stat="min")
-    assert result.exponent is not None and abs(result.exponent - 2.0) < 0.3, result.to_dict()
+def test_quadratic_cost_fits_n2(clock):
+    result = scale(lambda n: clock.sleep(2e-8 * n * n), [400, 800, 1600, 3200], repeat=7, warmup=1, stat="min")
+    assert result.exponent == pytest.approx(2.0, abs=1e-9), result.to_dict()
+    assert result.coefficient_s == pytest.approx(2e-8, rel=1e-6)
     assert result.label == "O(n^2)"
-    assert result.r2 is not None and result.r2 > 0.95
-    assert len(result.fit_sizes) >= 3
+    assert result.r2 == pytest.approx(1.0)
+    assert result.fit_sizes == [400, 800, 1600, 3200]
+    assert clock.readings == 2 * 4 * (7 + 1)  # one start and one end reading per call: 4 sizes, 7 runs + 1 warm-up
 
 
-def test_linear_python_loop_fits_n1():
-    result = scale(linear, [100_000, 200_000, 400_000, 800_000, 1_600_000], repeat=5, warmup=1, stat="min")
-    assert result.exponent is not None and abs(result.exponent - 1.0) < 0.3, result.to_dict()
-    assert result.label in ("O(n)", "O(n log n)?")
+def test_linear_cost_fits_n1(clock):
+    result = scale(lambda n: clock.sleep(1e-8 * n), [100_000, 200_000, 400_000, 800_000, 1_600_000], repeat=5,
+                   warmup=1, stat="min")
+    assert result.exponent == pytest.approx(1.0, abs=1e-9), result.to_dict()
+    assert result.label == "O(n)"
 
 
 def test_fit_power_law_exact():
@@ -128,7 +146,7 @@ def test_format_seconds():
     assert format_seconds(0.0004, exact=False, digits=2) == "400 us"  # never 4e+02
 
 
-def test_projection_and_document(helper, monkeypatch):
+def test_projection_and_document(helper, monkeypatch, clock):
     monkeypatch.syspath_prepend(str(helper))
     monkeypatch.delitem(sys.modules, "scale_helper_mod", raising=False)
     result = scale("scale_helper_mod:fn", [40, 80, 160], repeat=1, warmup=0, target=1024)
@@ -143,22 +161,22 @@ def test_projection_and_document(helper, monkeypatch):
         assert t["min_s"] <= t["median_s"] <= t["max_s"]
         assert t["runs"] == 1
     assert doc["skipped_sizes"] == [] and doc["skip_reason"] is None
-    assert abs(doc["exponent"] - 2.0) < 0.3
+    assert doc["exponent"] == pytest.approx(2.0, abs=1e-9)
     assert [p["size"] for p in doc["projections"]] == [320, 1600, 1024]
     at_target = doc["projections"][-1]["predicted_s"]
     assert at_target == pytest.approx(doc["coefficient_s"] * 1024 ** doc["exponent"])
-    assert 0.3 < at_target < 3.0  # ~1.05 s for 1e-6 * n^2
+    assert at_target == pytest.approx(1e-6 * 1024**2, rel=1e-6)  # 1.05 s for 1e-6 * n^2
     assert "at n=1024: ~" in result.summary() and "O(n^2)" in result.summary()
 
 
-def test_sizes_below_a_millisecond_are_left_out_of_the_fit():
-    result = scale(lambda n: time.sleep(n * 1e-3) if n > 1 else None, [1, 2, 4, 8], repeat=1, warmup=0)
+def test_sizes_below_a_millisecond_are_left_out_of_the_fit(clock):
+    result = scale(lambda n: clock.sleep(n * 1e-3) if n > 1 else None, [1, 2, 4, 8], repeat=1, warmup=0)
     assert result.fit_sizes == [2, 4, 8]
     assert [t.in_fit for t in result.timings] == [False, True, True, True]
     assert any("left out of the fit" in w for w in result.warnings)
 
 
-def test_no_fit_when_everything_is_fast():
+def test_no_fit_when_everything_is_fast(clock):
     result = scale(lambda n: None, [1, 2, 3], repeat=1, warmup=0)
     assert result.exponent is None and result.projections == []
     assert "no fit" in result.summary()
@@ -168,16 +186,15 @@ def test_no_fit_when_everything_is_fast():
 # --------------------------------------------------------------------------- timeout
 
 
-def test_timeout_stops_growth():
+def test_timeout_stops_growth(clock):
     calls: list[int] = []
 
     def sleepy(n):
         calls.append(n)
-        time.sleep(0.01 * n)
+        clock.sleep(0.01 * n)
 
-    t0 = time.perf_counter()
     result = scale(sleepy, [1, 2, 4, 8, 16, 32], repeat=2, warmup=1, timeout_s=0.05)
-    elapsed = time.perf_counter() - t0
+    elapsed = clock.now
     assert result.sizes == [1, 2, 4, 8]
     assert result.skipped == [16, 32]
     assert "8" in (result.skip_reason or "") and "timeout" in result.skip_reason
@@ -188,12 +205,12 @@ def test_timeout_stops_growth():
     assert result.to_dict()["skipped_sizes"] == [16, 32]
 
 
-def test_predicted_overrun_is_skipped_before_running():
+def test_predicted_overrun_is_skipped_before_running(clock):
     calls: list[int] = []
 
     def cubic_sleep(n):
         calls.append(n)
-        time.sleep(0.002 * n**3)  # 2 ms, 16 ms, then 1 s at n=8
+        clock.sleep(0.002 * n**3)  # 2 ms, 16 ms, then 1 s at n=8
 
     result = scale(cubic_sleep, [1, 2, 8, 16], repeat=1, warmup=0, timeout_s=0.05)
     assert 8 not in calls and 16 not in calls
@@ -204,12 +221,12 @@ def test_predicted_overrun_is_skipped_before_running():
 # --------------------------------------------------------------------------- inputs and errors
 
 
-def test_make_input_fresh_per_call_and_untimed():
+def test_make_input_fresh_per_call_and_untimed(clock):
     made: list[int] = []
 
     def make(n):
         made.append(n)
-        time.sleep(0.02)  # slow input building must not count
+        clock.sleep(0.02)  # slow input building must not count
         return list(range(n))
 
     seen: list[int] = []
@@ -221,7 +238,8 @@ def test_make_input_fresh_per_call_and_untimed():
     result = scale(consume, [3, 5], make_input=make, repeat=2, warmup=1)
     assert sorted(made) == [3, 3, 3, 5, 5, 5]
     assert seen == made
-    assert all(t.max_s < 0.01 for t in result.timings)
+    assert all(t.max_s == 0.0 for t in result.timings)  # the clock moved only while inputs were made
+    assert clock.now == pytest.approx(6 * 0.02)
 
 
 def test_function_that_raises_names_type_and_message():
@@ -289,27 +307,41 @@ def test_load_target_module_and_file(helper):
 # --------------------------------------------------------------------------- CLI
 
 
-def test_cli_scale_prints_fit_and_writes_json(helper, tmp_path):
+def _main_in_process(helper, monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
+    from perfkit.cli import main
+
+    monkeypatch.syspath_prepend(str(helper))
+    monkeypatch.delitem(sys.modules, "scale_helper_mod", raising=False)
+    try:
+        code = main(list(args))
+    finally:
+        sys.modules.pop("scale_helper_mod", None)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_cli_scale_prints_fit_and_writes_json(helper, tmp_path, monkeypatch, capsys, clock):
     out = tmp_path / "scale.json"
-    proc = run_perfkit(
-        helper, "scale", "scale_helper_mod:fn", "--sizes", "40,80,160", "--repeat", "1", "--warmup", "0",
-        "--target", "1024", "--json", str(out),
+    code, stdout, stderr = _main_in_process(
+        helper, monkeypatch, capsys, "scale", "scale_helper_mod:fn", "--sizes", "40,80,160", "--repeat", "1",
+        "--warmup", "0", "--target", "1024", "--json", str(out),
     )
-    assert proc.returncode == 0, proc.stderr
-    assert "time grows as n^" in proc.stdout and "O(n^2)" in proc.stdout
-    assert "at n=1024: ~" in proc.stdout
-    assert "median s" in proc.stdout
+    assert code == 0, stderr
+    assert "time grows as n^" in stdout and "O(n^2)" in stdout
+    assert "at n=1024: ~" in stdout
+    assert "median s" in stdout
     doc = json.loads(out.read_text())
-    assert doc["sizes"] == [40, 80, 160] and abs(doc["exponent"] - 2.0) < 0.3
+    assert doc["sizes"] == [40, 80, 160] and doc["exponent"] == pytest.approx(2.0, abs=1e-9)
 
 
-def test_cli_input_function(helper):
-    proc = run_perfkit(
-        helper, "scale", "scale_helper_mod:takes_input", "--input", "scale_helper_mod:make", "--sizes", "20,40,80",
-        "--repeat", "1", "--warmup", "0",
+def test_cli_input_function(helper, monkeypatch, capsys, clock):
+    code, stdout, stderr = _main_in_process(
+        helper, monkeypatch, capsys, "scale", "scale_helper_mod:takes_input", "--input", "scale_helper_mod:make",
+        "--sizes", "20,40,80", "--repeat", "1", "--warmup", "0",
     )
-    assert proc.returncode == 0, proc.stderr
-    assert "time grows as n^" in proc.stdout
+    assert code == 0, stderr
+    assert "time grows as n^" in stdout
+    assert clock.now == pytest.approx(sum(1e-6 * (2 * n) ** 2 for n in (20, 40, 80)))
 
 
 @pytest.mark.parametrize(
@@ -337,11 +369,11 @@ def _block_matplotlib(monkeypatch):
     monkeypatch.setitem(sys.modules, "matplotlib.figure", None)
 
 
-def test_plot_without_matplotlib_names_the_install(monkeypatch, tmp_path):
+def test_plot_without_matplotlib_names_the_install(monkeypatch, tmp_path, clock):
     from perfkit.report.scaling_plot import plot_scaling
 
     _block_matplotlib(monkeypatch)
-    doc = scale(lambda n: time.sleep(2e-3 * n), [1, 2], repeat=1, warmup=0).to_dict()
+    doc = scale(lambda n: clock.sleep(2e-3 * n), [1, 2], repeat=1, warmup=0).to_dict()
     with pytest.raises(MissingDependencyError, match=r"pip install 'perfkit\[plots\]'"):
         plot_scaling(doc, str(tmp_path / "p.png"))
 
@@ -359,11 +391,11 @@ def test_cli_plot_without_matplotlib_fails_before_probing(monkeypatch, tmp_path,
     assert not marker.exists()
 
 
-def test_plot_writes_png(tmp_path):
+def test_plot_writes_png(tmp_path, clock):
     pytest.importorskip("matplotlib")
     from perfkit.report.scaling_plot import plot_scaling
 
-    doc = scale(lambda n: time.sleep(1e-6 * n * n), [40, 80, 160], repeat=1, warmup=0, target=1024).to_dict()
+    doc = scale(lambda n: clock.sleep(1e-6 * n * n), [40, 80, 160], repeat=1, warmup=0, target=1024).to_dict()
     out = tmp_path / "scale.png"
     plot_scaling(doc, str(out))
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
