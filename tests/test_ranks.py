@@ -209,7 +209,26 @@ def test_world_info_and_run_dir_agree_across_ranks(tmp_path, monkeypatch):
     assert len(names) == 1 and names.pop().startswith(os.path.join("traces", "train-"))
 
 
-def test_rank0_waits_then_lists_missing_ranks(tmp_path):
+class _WaitClock:
+    """Stands in for the ``time`` module of perfkit.collect.job: ``monotonic`` reads a counter that
+    only ``sleep`` moves; anything else is the real module's."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps = 0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps += 1
+        self.now += seconds
+
+    def __getattr__(self, name: str):
+        return getattr(time, name)
+
+
+def test_rank0_waits_then_lists_missing_ranks(tmp_path, monkeypatch):
     src = make_trace(tmp_path / "t.json", 0, world=3)
     doc = perfkit.analyze(str(src)).to_dict()
     old = tmp_path / "rank2.analysis.json"
@@ -221,10 +240,11 @@ def test_rank0_waits_then_lists_missing_ranks(tmp_path):
         job.write_json_atomic(job.rank_doc_path(str(tmp_path), r), d, str)
     said = []
     world = job.World(rank=0, local_rank=0, world_size=3, source="env")
-    t0 = time.monotonic()
+    clock = _WaitClock()
+    monkeypatch.setattr(job, "time", clock)  # the wait's clock: moved only by its own sleeps
     docs, missing, interrupted = job.wait_for_ranks(str(tmp_path), world, wait_s=1.0, started_at=time.time(),
-                                                    say=said.append, poll_s=0.1)
-    assert 0.9 <= time.monotonic() - t0 < 10
+                                                    say=said.append, poll_s=0.125)
+    assert clock.sleeps == 8 and clock.now == 1.0  # waited out wait_s, polling every poll_s
     assert len(docs) == 2 and list(missing) == [2] and interrupted is None and "rank(s) 2" in said[0]
     view = job.job_document(docs, missing, str(tmp_path), world)
     assert [r["status"] for r in view["ranks"]] == ["analysed", "analysed", "missing"]
