@@ -1,0 +1,141 @@
+"""The command line as a new user meets it: --version, help texts, options after the script, a script that
+stops in its argument parsing or crashes (as bare python), and lines that survive 80 columns."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+from rich.console import Console
+
+import perfkit
+from perfkit.cli import main
+from perfkit.cli.profile import misplaced_hint, misplaced_options
+from perfkit.collect.output import say, shell_quote
+from perfkit.report.console import trace_parts
+
+from ..conftest import REPO
+
+ENV = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "80"}
+
+
+def _help(capsys, *args: str) -> str:
+    assert main([*args, "--help"]) == 0
+    return capsys.readouterr().out
+
+
+def test_version(capsys):
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out == f"perfkit {perfkit.__version__}\n"
+
+
+def test_profile_help_usage_choices_examples_and_no_bool(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    out = _help(capsys, "profile")
+    assert "profile [OPTIONS] SCRIPT [SCRIPT_ARGS]..." in out
+    assert "<bool>" not in out and "{script}" not in out
+    assert "--mode <trace|light>" in out
+    assert "Examples:" in out and "perfkit profile --step-fn __main__:train_step train.py" in out
+    assert "go before SCRIPT" in out
+    assert "[default: 5" in out  # --active: five recorded steps by default
+    assert max(len(line) for line in out.splitlines()) <= 80
+    assert main(["profile", "-h"]) == 0 and capsys.readouterr().out == out
+
+
+def test_flags_show_no_type_in_any_command(capsys):
+    for cmd in ([], ["analyze"], ["profile"], ["report"], ["diff"]):
+        assert "<bool>" not in _help(capsys, *cmd), cmd
+
+
+def test_perfkit_options_after_the_script_are_named():
+    assert misplaced_options(["-q", "--lr", "3", "--out=x", "--active", "5", "data.txt"]) == ["-q", "--out", "--active"]
+    assert misplaced_options(["--lr", "3", "--epochs", "1"]) == []
+    hint = misplaced_hint(["-q"], "train.py")
+    assert "train.py got it" in hint and "perfkit profile -q ... train.py" in hint
+
+
+def test_lines_keep_brackets_and_are_not_broken_at_80_columns():
+    buf = io.StringIO()
+    console = Console(file=buf, width=80)
+    path = "/very/long/" + "directory-name/" * 6 + "rank0.pt.trace.json.gz"
+    say(console, f"perfkit: re-run the analysis with:  perfkit analyze {shell_quote(path)}")
+    say(console, "perfkit: the trace has no [memory] events")
+    lines = buf.getvalue().splitlines()
+    assert lines[0].endswith(path) and lines[0].startswith("perfkit: re-run")  # one line: the terminal wraps it
+    assert lines[1] == "perfkit: the trace has no [memory] events"
+    assert shell_quote("/a b/[x].gz") == "'/a b/[x].gz'"
+
+
+def test_trace_size_is_the_files_size_on_disk():
+    doc = {"trace": {"paths": ["t.json.gz"], "bytes": 14_300_000, "file_bytes": 2_100_000, "events": 10}}
+    assert trace_parts(doc)[1] == "2.1 MB, 10 events"
+    old = {"trace": {"paths": ["t.json.gz"], "bytes": 14_300_000}}  # a document from before file_bytes
+    assert trace_parts(old)[1] == "14.3 MB of JSON"
+
+
+def test_analysis_document_carries_the_trace_files_size(tmp_path):
+    import gzip
+    import json
+
+    path = tmp_path / "t.json.gz"
+    events = [{"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 1, "ts": i * 10.0, "dur": 5.0}
+              for i in range(200)]
+    with gzip.open(path, "wt") as f:
+        json.dump({"traceEvents": events}, f)
+    doc = perfkit.analyze(str(path)).to_dict()
+    assert doc["trace"]["file_bytes"] == path.stat().st_size
+    assert doc["trace"]["bytes"] > doc["trace"]["file_bytes"]  # the JSON read, inflated
+
+
+ARGPARSE = textwrap.dedent("""
+    import argparse, sys
+    p = argparse.ArgumentParser(description="train a thing")
+    p.add_argument("--steps", type=int, default=3)
+    a = p.parse_args()
+    print("steps", a.steps)
+""")
+
+CRASH = textwrap.dedent("""
+    def inner():
+        raise ValueError("boom [memory]")
+    def outer():
+        inner()
+    outer()
+""")
+
+
+def _bare_and_profiled(tmp_path, source, *args):
+    script = tmp_path / "s.py"
+    script.write_text(source)
+    bare = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, cwd=tmp_path,
+                          env=ENV, timeout=120)
+    prof = subprocess.run([sys.executable, "-m", "perfkit", "profile", "--out", str(tmp_path / "run"), str(script), *args],
+                          capture_output=True, text=True, cwd=tmp_path, env=ENV, timeout=240)
+    return bare, prof
+
+
+@pytest.mark.slow
+def test_script_help_and_bad_argument_are_as_bare_with_no_run_directory(tmp_path):
+    bare, prof = _bare_and_profiled(tmp_path, ARGPARSE, "--help")
+    assert (prof.returncode, prof.stdout, prof.stderr) == (bare.returncode, bare.stdout, bare.stderr)
+    assert "train a thing" in prof.stdout
+    assert not (tmp_path / "run").exists()
+    bare, prof = _bare_and_profiled(tmp_path, ARGPARSE, "-q")  # perfkit's -q after the script
+    assert prof.returncode == bare.returncode == 2
+    assert prof.stdout == bare.stdout
+    assert prof.stderr.startswith(bare.stderr)  # the script's usage error, then one hint
+    assert prof.stderr[len(bare.stderr):].startswith("perfkit: note: -q came after")
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_script_traceback_shows_only_the_scripts_frames(tmp_path):
+    bare, prof = _bare_and_profiled(tmp_path, CRASH)
+    assert prof.returncode == bare.returncode == 1
+    tb = prof.stderr[prof.stderr.index("Traceback (most recent call last):"):]
+    assert tb == bare.stderr  # same frames, same lines: none of perfkit's, typer's or click's
+    assert "perfkit" not in tb and "typer" not in tb

@@ -1,0 +1,264 @@
+"""The self-contained HTML report (perfkit/report/html.py), `perfkit report` and `perfkit analyze --html`.
+
+The page is rendered in headless Chromium (Debian's ``chromium`` package; the
+README's test command installs it): the screenshot must not be blank, the
+embedded figures must decode, and the DOM must hold the main sections.
+"""
+
+from __future__ import annotations
+
+import copy
+import html as htmllib
+import io
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import perfkit
+from perfkit.cli import main
+from perfkit.report.html import render_html
+
+from ..conftest import REPO, anchor
+
+RESNET = "kineto/tb_plugin/samples/resnet50_num_workers_4/worker0.1623213129365.pt.trace.json.gz"
+WARMUP_RUN = REPO / "traces" / "pathologies_h100" / "warmup"
+MODULES_RUN = REPO / "traces" / "example_gpt_h100" / "analysis_modules_flops.json"
+CPU_ONLY = "hta/tests/data/cpu_only/rank-34.Jul_15_10_52_41.1074.pt.trace.json.gz"
+
+SECTIONS = ["summary", "findings", "phases", "categories", "plots", "top-ops", "top-kernels", "copies",
+            "overview", "steps"]
+HEADINGS = ["Step summary", "Findings", "Phases (GPU time)", "GPU time by kernel category", "Plots",
+            "Top ops by GPU time (per step)", "Top GPU kernels (per step)", "Memory copies (per step)", "Steps"]
+
+
+@pytest.fixture(scope="module")
+def resnet() -> dict:
+    return perfkit.analyze(str(anchor(RESNET))).to_dict()
+
+
+@pytest.fixture(scope="module")
+def page(resnet: dict, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("html") / "report.html"
+    path.write_text(render_html(resnet), encoding="utf-8")
+    return path
+
+
+# --- the page itself ----------------------------------------------------------------------
+
+
+def test_page_holds_sections_tables_and_figures(page: Path, resnet: dict) -> None:
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    for sid in SECTIONS:
+        assert f'<section id="{sid}">' in text, sid
+    for heading in HEADINGS:
+        assert f"<h2>{htmllib.escape(heading)}</h2>" in text, heading
+    # Every figure is inline, as a PNG data URI.
+    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', text)
+    assert len(images) == 5
+    # The numbers are the document's, formatted like the other reports.
+    busy = resnet["device"]["busy_ms_per_step"]
+    assert f"<td class=\"num\">{busy:.2f}</td>" in text
+    top_op = resnet["top_ops"][0]["name"]
+    assert f"<code>{htmllib.escape(top_op)}</code>" in text
+    for e in resnet["steps"]["excluded"]:
+        assert htmllib.escape(e["reason"]) in text
+    assert len(re.findall(r"<tr class=\"excluded\">", text)) == len(resnet["steps"]["excluded"])
+
+
+def test_page_is_self_contained(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    assert "<script" not in text and "<link" not in text and "@import" not in text
+    for attr in re.findall(r'(?:src|href)="([^"]*)"', text):
+        assert attr.startswith(("data:image/png;base64,", "#")), attr
+    assert "http://" not in text and "https://" not in text
+
+
+def test_every_text_from_the_document_is_escaped(resnet: dict) -> None:
+    doc = copy.deepcopy(resnet)
+    evil = '<script>alert("x")</script>&<b>'
+    doc["top_ops"][0]["name"] = evil
+    doc["top_kernels"][0]["name"] = evil
+    doc["trace"]["warnings"].append(evil)
+    doc["steps"]["table"][0]["reason"] = evil
+    doc["steps"]["table"][0]["kept"] = False
+    doc["findings"] = [{"id": evil, "severity": "warning", "title": evil, "where": evil,
+                        "evidence": {evil: evil}, "remedy": evil, "cost_ms_per_step": 1.0}]
+    text = render_html(doc, with_plots=False)
+    assert "<script" not in text and "<b>" not in text
+    assert htmllib.escape(evil) in text
+
+
+def test_cpu_only_trace_says_cpu(tmp_path: Path) -> None:
+    doc = perfkit.analyze(str(anchor(CPU_ONLY))).to_dict()
+    text = render_html(doc, with_plots=False)
+    assert "Top ops by CPU time (per step)" in text and 'id="top-kernels"' not in text
+
+
+def test_html_without_matplotlib_is_still_written(monkeypatch: pytest.MonkeyPatch, resnet: dict) -> None:
+    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    text = render_html(resnet)
+    assert '<section id="plots">' in text and "pip install &#x27;perfkit[plots]&#x27;" in text
+    assert "<img" not in text
+
+
+# --- commands ------------------------------------------------------------------------------
+
+
+def test_report_command_on_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "warmup.html"
+    assert main(["report", str(WARMUP_RUN), "--html", str(out), "--plots", str(tmp_path / "plots")]) == 0
+    text = out.read_text(encoding="utf-8")
+    saved = json.loads((WARMUP_RUN / "analysis.json").read_text())
+    assert 'id="runtime"' in text and saved["findings"][0]["id"] in text
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
+        "memory.png", "phases_per_step.png", "step_times.png", "top_modules.png"]
+    err = capsys.readouterr().err
+    assert "not drawn: categories_per_step" in err and f"wrote {out}" in err
+
+
+def test_report_command_modules_and_terminal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "modules.html"
+    assert main(["report", str(MODULES_RUN), "--html", str(out)]) == 0
+    text = out.read_text(encoding="utf-8")
+    assert '<section id="modules">' in text and "<code>blocks.0</code>" in text
+    capsys.readouterr()
+    assert main(["report", str(MODULES_RUN)]) == 0  # no output named: the terminal report
+    assert "Phases (GPU time)" in capsys.readouterr().out
+
+
+def test_report_command_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["report", str(tmp_path / "missing.json"), "--html", str(tmp_path / "x.html")]) == 2
+    assert "perfkit: error:" in capsys.readouterr().err
+
+
+def test_analyze_writes_html_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "r.html"
+    rc = main(["analyze", "-q", str(anchor(RESNET)), "--html", str(out), "--plots", str(tmp_path / "plots"),
+               "--json", str(tmp_path / "a.json")])
+    assert rc == 0
+    assert len(list((tmp_path / "plots").glob("*.png"))) == 5
+    doc = json.loads((tmp_path / "a.json").read_text())
+    assert doc["memory_timeline"]["devices"] and "categories_ms" in doc["steps"]["table"][0]
+    assert out.read_text(encoding="utf-8").count("data:image/png;base64,") == 5
+    err = capsys.readouterr().err
+    # Not a terminal: no progress bar, only the lines naming the files written.
+    assert "reading" not in err and "analyzing" not in err
+    assert f"wrote {out}" in err
+
+
+def test_progress_bar_draws_on_a_terminal() -> None:
+    from rich.console import Console
+
+    from perfkit.analysis import analyze_paths
+    from perfkit.report.progress import progress_bar
+
+    calls = []
+    buf = io.StringIO()
+    console = Console(file=buf, force_terminal=True, width=100)
+    with progress_bar(True, console=console) as progress:
+        assert progress is not None
+
+        def spy(description: str, done: int, total: int) -> None:
+            calls.append((description, done, total))
+            progress(description, done, total)
+
+        analyze_paths([str(anchor(CPU_ONLY))], progress=spy)
+    assert [c[1:] for c in calls] == [(0, 2), (1, 2), (2, 2)]
+    assert calls[0][0].startswith("reading ") and calls[1][0].startswith("analyzing ")
+    drawn = buf.getvalue()
+    assert "reading rank-34" in drawn and "analyzing rank-34" in drawn and "2/2" in drawn
+    with progress_bar(False) as progress:
+        assert progress is None
+
+
+# --- headless Chromium ----------------------------------------------------------------------
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser"):
+        exe = shutil.which(name)
+        if exe:
+            return exe
+    pytest.fail("chromium is not installed: the HTML report test renders the page in headless Chromium; "
+                "install Debian's package (apt-get install -y chromium), as the README's test command does")
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One Chromium profile for the module's runs (one after another): only the first pays its creation."""
+    return tmp_path_factory.mktemp("chromium-profile")
+
+
+def _run_chromium(args: list[str], profile: Path) -> subprocess.CompletedProcess:
+    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={profile}", *args]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def _screenshot(url: str, tmp_path: Path, profile: Path, name: str, size: str = "1280,2000") -> np.ndarray:
+    import matplotlib.image as mpimg
+
+    png = tmp_path / f"{name}.png"
+    proc = _run_chromium([f"--screenshot={png}", f"--window-size={size}", url], profile)
+    assert png.exists(), f"chromium wrote no screenshot (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    image = mpimg.imread(str(png))
+    return (np.asarray(image)[..., :3] * 255).round().astype(np.uint8)
+
+
+def _distinct_colours(pixels: np.ndarray) -> int:
+    return len(np.unique(pixels.reshape(-1, 3), axis=0))
+
+
+@pytest.mark.slow
+def test_chromium_renders_the_page(page: Path, tmp_path: Path, profile: Path) -> None:
+    pixels = _screenshot(page.as_uri(), tmp_path, profile, "page")
+    assert pixels.shape[:2] == (2000, 1280)
+    assert _distinct_colours(pixels) > 200, "the screenshot is blank or nearly so"
+    ink = (pixels.min(axis=2) < 200).mean()
+    assert ink > 0.01, f"only {ink:.2%} of the screenshot has ink"
+    accent = np.array([0x4C, 0x78, 0xA8])  # the share bars (CSS) in the top tables
+    assert (np.abs(pixels.astype(int) - accent).sum(axis=2) < 20).sum() > 50
+
+
+def test_chromium_decodes_the_figures(page: Path, tmp_path: Path, profile: Path) -> None:
+    # The figures sit below the first screen: show them alone on a page of their own.
+    text = page.read_text(encoding="utf-8")
+    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,[A-Za-z0-9+/=]+">', text)
+    figures = tmp_path / "figures.html"
+    figures.write_text("<!DOCTYPE html><html><body style='margin:0'>" + "".join(images[:2]) + "</body></html>")
+    pixels = _screenshot(figures.as_uri(), tmp_path, profile, "figures", size="1000,900")
+    orange = np.array([0xF5, 0x85, 0x18])  # backward phase bars in the first figure
+    assert (np.abs(pixels.astype(int) - orange).sum(axis=2) < 20).sum() > 1000, "the figures did not decode"
+
+
+def test_chromium_dom_has_the_main_sections(page: Path, profile: Path) -> None:
+    proc = _run_chromium(["--dump-dom", page.as_uri()], profile)
+    dom = proc.stdout
+    assert "<main>" in dom, f"chromium dumped no DOM (rc {proc.returncode}): {proc.stderr[-2000:]}"
+    for sid in SECTIONS:
+        assert f'<section id="{sid}">' in dom, sid
+    for heading in HEADINGS:
+        assert htmllib.escape(heading) in dom, heading
+    assert dom.count("<img ") == 5 and dom.count('class="finding') >= 1
+
+
+def test_job_report_has_the_ranks_section(tmp_path: Path) -> None:
+    """A multi-rank job document (2x H200 DDP with a straggler) shows the per-rank table and the straggler."""
+    job = json.loads((REPO / "traces" / "ddp_gpt_2xh200" / "straggler" / "analysis.json").read_text())
+    page = render_html(job, with_plots=False)
+    assert '<section id="ranks">' in page and 'href="#ranks"' in page
+    section = page.split('<section id="ranks">', 1)[1].split("</section>", 1)[0]
+    assert "straggler: rank 1" in section
+    assert section.count("<tr>") == 1 + 2  # header + two ranks
+    single = json.loads((REPO / "traces" / "example_gpt_h100" / "analysis.json").read_text())
+    assert '<section id="ranks">' not in render_html(single, with_plots=False)
