@@ -17,7 +17,7 @@ from perfkit.analysis import rules
 from perfkit.analysis.result import Analysis, JobAnalysis, document_of
 from perfkit.documents import load_analysis
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCHEMA1_DOCS = sorted(REPO.glob("traces/**/*analysis.json"))
 GPU_TRACE = REPO / "traces" / "example_gpt_h100" / "rank0.pt.trace.json.gz"
 JOB = REPO / "traces" / "ddp_gpt_2xh200" / "straggler"
