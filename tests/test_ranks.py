@@ -19,6 +19,7 @@ import perfkit
 from perfkit.analysis import intervals, ranks
 from perfkit.analysis.pool import analyze_docs
 from perfkit.collect import job
+from perfkit.run import finish, layout
 from perfkit.errors import TraceFormatError
 
 from .conftest import REPO, anchor
@@ -218,15 +219,15 @@ def test_rank0_waits_then_lists_missing_ranks(tmp_path):
     for r in (0, 1):
         d = copy.deepcopy(doc)
         d["trace"]["distributed"]["rank"] = r
-        job.write_json_atomic(job.rank_doc_path(str(tmp_path), r), d, str)
+        finish.write_json_atomic(layout.rank_analysis_path(str(tmp_path), r), d, str)
     said = []
     world = job.World(rank=0, local_rank=0, world_size=3, source="env")
     t0 = time.monotonic()
-    docs, missing, interrupted = job.wait_for_ranks(str(tmp_path), world, wait_s=1.0, started_at=time.time(),
-                                                    say=said.append, poll_s=0.1)
+    docs, missing, interrupted = finish.wait_for_ranks(str(tmp_path), world, wait_s=1.0, started_at=time.time(),
+                                                       say=said.append, poll_s=0.1)
     assert 0.9 <= time.monotonic() - t0 < 10
     assert len(docs) == 2 and list(missing) == [2] and interrupted is None and "rank(s) 2" in said[0]
-    view = job.job_document(docs, missing, str(tmp_path), world)
+    view = finish.job_document(docs, missing, str(tmp_path), world)
     assert [r["status"] for r in view["ranks"]] == ["analysed", "analysed", "missing"]
     f = next(f for f in view["findings"] if f["id"] == "rank_missing")
     assert f["evidence"]["missing_ranks"] == [2]
