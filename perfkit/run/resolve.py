@@ -133,10 +133,10 @@ def _listdir(path: str) -> list[str]:
 
 def _traces_in(folder: str) -> list[str]:
     """The trace files directly inside ``folder``: those named like traces (``*.pt.trace.json.gz``)
-    when there are any, else every ``.json``/``.json.gz`` but ``analysis.json`` (other JSON, such as
-    analysis.json or truth.json, sits beside traces in run folders)."""
+    when there are any, else every ``.json``/``.json.gz`` but the analysis documents (other JSON, such
+    as analysis.json or truth.json, sits beside traces in run folders)."""
     files = [n for n in _listdir(folder) if layout.is_trace_name(n) and os.path.isfile(os.path.join(folder, n))]
-    named = [n for n in files if "trace" in n] or [n for n in files if n != layout.ANALYSIS]
+    named = [n for n in files if "trace" in n] or [n for n in files if not n.endswith(layout.ANALYSIS)]
     return [str(Path(folder) / n) for n in named]
 
 
