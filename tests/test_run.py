@@ -139,14 +139,14 @@ def test_a_missing_path_is_refused_in_one_line(tmp_path):
 
 
 def test_an_unreadable_folder_is_refused_in_one_line(tmp_path, monkeypatch):
-    real = os.listdir
+    real = Path.iterdir
 
-    def denied(path="."):
-        if os.fspath(path) == str(tmp_path):
+    def denied(self):  # as root, chmod does not deny a listing
+        if str(self) == str(tmp_path):
             raise PermissionError(13, "Permission denied")
-        return real(path)
+        return real(self)
 
-    monkeypatch.setattr(os, "listdir", denied)
+    monkeypatch.setattr(Path, "iterdir", denied)
     with pytest.raises(TraceFormatError, match="cannot list the directory") as info:
         resolve(str(tmp_path))
     one_line(info.value, str(tmp_path))

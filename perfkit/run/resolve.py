@@ -126,7 +126,7 @@ def _holds_run(path: str) -> bool:
 def _listdir(path: str) -> list[str]:
     """The names in a directory, sorted; an unreadable one is refused with one line naming it."""
     try:
-        return sorted(os.listdir(path))
+        return sorted(f.name for f in Path(path).iterdir())
     except OSError as exc:
         raise TraceFormatError(f"{path}: cannot list the directory ({exc.strerror or exc})") from None
 
