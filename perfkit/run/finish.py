@@ -153,7 +153,8 @@ def _step_warnings(runtime: dict[str, Any]) -> list[str]:
     """The run timer's warnings: unsteady step times (over the steps the profiler did not record)."""
     from ..analysis.steps import spread_warning
 
-    steps = runtime.get("steps") if isinstance(runtime.get("steps"), dict) else {}
+    found = runtime.get("steps")
+    steps: dict[str, Any] = found if isinstance(found, dict) else {}
     line = spread_warning(steps.get("spread"), "Step times of the run (run timer, unprofiled steps)", "run step")
     return [line] if line else []
 
