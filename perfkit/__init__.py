@@ -35,8 +35,8 @@ if TYPE_CHECKING:
     from .collect.modules import ModuleTimer as ModuleTimer
     from .collect.scaling import ScaleResult as ScaleResult
     from .collect.scaling import scale as scale
-    from .collect.session import ProfileSession as ProfileSession
-    from .collect.session import profile as profile
+    from ._profile import ProfileSession as ProfileSession
+    from ._profile import profile as profile
     from .collect.watchdog import Watchdog as Watchdog
     from .trace.model import Trace as Trace
 
@@ -77,8 +77,8 @@ def load_trace(path: str | os.PathLike[str], *, workers: Optional[int] = None) -
 
 #: Names imported on first use: collection needs torch, analysis needs numpy and pandas.
 _LAZY = {
-    "profile": "perfkit.collect.session",
-    "ProfileSession": "perfkit.collect.session",
+    "profile": "perfkit._profile",
+    "ProfileSession": "perfkit._profile",
     "step": "perfkit.collect.markers",
     "phase": "perfkit.collect.markers",
     "ModuleTimer": "perfkit.collect.modules",

@@ -1,6 +1,6 @@
 """Dense peak throughput of common accelerators (datasheet figures) and their lookup by device name.
 
-Torch-free data: the run's MFU (:func:`perfkit.collect.flops.mfu`) and the report's MFU of a saved
+Torch-free data: the run's MFU (:func:`mfu`, perfkit/run/finish.py) and the report's MFU of a saved
 document (:func:`perfkit.report.console.mfu_figures`) read the same table.
 """
 
@@ -95,3 +95,22 @@ def peak_tflops(device_name: str, dtype: Any) -> Optional[float]:
     if key is None or kind is None:
         return None
     return PEAK_TFLOPS[key].get(kind)
+
+
+def mfu(
+    flops_per_step: float,
+    step_seconds: float,
+    device_name: str,
+    dtype: Any,
+    n_devices: int = 1,
+) -> Optional[float]:
+    """Model FLOPs utilisation: achieved FLOP/s over the devices' dense peak (0..1).
+
+    ``flops_per_step`` is the work of one step over all ``n_devices`` (for
+    data parallelism: one rank's count times the number of ranks).
+    Returns None when the peak is unknown or the inputs are not positive.
+    """
+    peak = peak_tflops(device_name, dtype)
+    if peak is None or not step_seconds or step_seconds <= 0 or n_devices < 1 or flops_per_step is None:
+        return None
+    return float(flops_per_step) / float(step_seconds) / (peak * 1e12 * n_devices)

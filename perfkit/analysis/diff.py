@@ -11,7 +11,6 @@ key says otherwise).
 from __future__ import annotations
 
 import math
-import os
 from typing import Any, Optional
 
 from .result import Analysis, document_of
@@ -90,40 +89,3 @@ def diff(a: "Analysis | dict[str, Any]", b: "Analysis | dict[str, Any]", *, top:
                           for i in fb if i in fa],
         },
     }
-
-
-def load_doc(path: str) -> dict[str, Any]:
-    """An analysis document from a run directory, an analysis.json, or a trace (analysed now).
-
-    A JSON file that says it is a perfkit document (any ``"schema": "perfkit...``) is read as one and
-    checked (:func:`perfkit.documents.load_analysis`): a diff, budget result or another schema version is
-    refused with one line, never analysed as a trace or compared as if it were an analysis.
-    """
-    if os.path.isdir(path) and os.path.lexists(os.path.join(path, "analysis.json")):
-        path = os.path.join(path, "analysis.json")
-    if path.endswith("analysis.json") or (path.endswith(".json") and _is_document(path)):
-        from .result import read_document
-
-        return read_document(path)
-    from . import analyze_paths
-
-    if os.path.isdir(path):
-        from ..trace.files import expand_traces
-
-        return analyze_paths(expand_traces([path])).to_dict()
-    return analyze_paths(path).to_dict()
-
-
-def _is_document(path: str) -> bool:
-    """True when the first 4 KiB of a regular file name a perfkit schema."""
-    import re
-    import stat
-
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return False
-        with open(path, "rb") as f:
-            head = f.read(4096)
-    except OSError:
-        return False
-    return re.search(rb'"schema"\s*:\s*"perfkit\.', head) is not None

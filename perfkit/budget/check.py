@@ -17,7 +17,6 @@ value per run; otherwise the per-step values of the runs pooled per side
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 from ..errors import PerfkitError
@@ -35,36 +34,13 @@ class Run:
     doc: dict[str, Any]
 
 
-def _holds_run(path: Path) -> bool:
-    if (path / "analysis.json").is_file():
-        return True
-    return any(f.is_file() and "trace" in f.name and f.name.endswith((".json", ".json.gz")) for f in path.iterdir())
-
-
-def expand_runs(paths: list[str]) -> list[str]:
-    """Paths as given; a folder that is not itself a run but holds run folders stands for each of them."""
-    out: list[str] = []
-    for p in paths:
-        path = Path(p)
-        if not path.exists():
-            raise PerfkitError(f"{p}: no such run directory, analysis.json or trace")
-        try:
-            if path.is_dir() and not _holds_run(path):
-                subs = sorted(str(d) for d in path.iterdir() if d.is_dir() and _holds_run(d))
-                if subs:
-                    out.extend(subs)
-                    continue
-        except OSError as exc:
-            raise PerfkitError(f"{p}: cannot list the run directory: {exc.strerror or exc}") from None
-        out.append(p)
-    return out
-
-
 def load_runs(paths: list[str]) -> list[Run]:
-    """Each run as an analysis document (run directory, analysis.json, trace, or a folder of runs)."""
-    from ..analysis.diff import load_doc
+    """Each run as an analysis document (run directory, analysis.json, trace, or a folder of runs:
+    :func:`perfkit.run.resolve.run_paths`, :func:`perfkit.run.load.load_document`)."""
+    from ..run.load import load_document
+    from ..run.resolve import run_paths
 
-    return [Run(p, load_doc(p)) for p in expand_runs(paths)]
+    return [Run(p, load_document(p)) for p in run_paths(paths)]
 
 
 def evaluate(budget: Budget, runs: list[Run], baseline: Optional[list[Run]] = None) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from ..trace.files import expand_traces
+from ..run.resolve import trace_files
 from ._app import app
 
 @app.command("analyze")
@@ -41,7 +41,7 @@ def analyze_cmd(
         check_output_dir(plots_dir)
         require_matplotlib()
     with progress_bar(enabled=sys.stderr.isatty()) as progress:
-        result = analyze_paths(expand_traces(traces), workers=workers, progress=progress)
+        result = analyze_paths(trace_files(traces), workers=workers, progress=progress)
     doc = result.to_dict()
     if not quiet:
         render_console(doc, Console(), top=top)

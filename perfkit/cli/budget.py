@@ -101,9 +101,9 @@ def init_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ) -> None:
     """Write a starting budget file from one run."""
-    from ..analysis.diff import load_doc
-    from ..budget.check import expand_runs
     from ..budget.init import parse_headroom, starting_budget
+    from ..run.load import load_document
+    from ..run.resolve import run_paths
 
     from .._io import check_output_path, write_text
 
@@ -112,10 +112,10 @@ def init_cmd(
         check_output_path(out)
         if out.exists() and not force:
             raise UsageError(f"{out}: exists; use --force to overwrite")
-    paths = expand_runs([run])
+    paths = run_paths([run])
     if len(paths) != 1:
         raise UsageError(f"{run}: holds {len(paths)} runs; budget init takes one")
-    text = starting_budget(load_doc(paths[0]), paths[0], room)
+    text = starting_budget(load_document(paths[0]), paths[0], room)
     if out is None:
         print(text, end="")
     else:

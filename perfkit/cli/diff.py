@@ -22,14 +22,15 @@ def diff_cmd(
     from rich.console import Console
 
     from .._io import check_output_path, write_text
-    from ..analysis.diff import diff, load_doc
+    from ..analysis.diff import diff
     from ..report import write_json
     from ..report.diff import render_diff_console, render_diff_markdown
+    from ..run.load import load_document
 
     for out in (json_out, markdown_out):  # a bad output path fails before the work, not after it
         if out is not None:
             check_output_path(out)
-    d = diff(load_doc(a), load_doc(b), top=top)
+    d = diff(load_document(a), load_document(b), top=top)
     render_diff_console(d, Console())
     if json_out is not None:
         write_json(d, json_out)

@@ -9,7 +9,7 @@ from typing import Any, List, Optional
 import typer
 
 from ..documents import ANALYSIS_SCHEMA, ANALYSIS_SCHEMAS_READ, DocumentError, check_schema, read_json, validate_analysis, warn
-from ..errors import TraceFormatError
+from ..run.resolve import rank_document_files
 from ._app import app
 
 
@@ -25,17 +25,7 @@ def load_rank_files(paths: List[str]) -> list[tuple[str, dict[str, Any]]]:
     without a trace analysis, or one whose needed fields are missing or of the wrong type is refused
     with one line naming it; fields it does not need are dropped with a warning.
     """
-    files: list[str] = []
-    for p in paths:
-        if os.path.isdir(p):
-            found = sorted(str(f) for f in Path(p).glob("rank*.analysis.json"))
-            if not found and (Path(p) / "analysis.json").is_file():
-                found = [str(Path(p) / "analysis.json")]
-            if not found:
-                raise TraceFormatError(f"{p}: directory holds no rank*.analysis.json or analysis.json")
-            files += found
-        else:
-            files.append(p)
+    files = rank_document_files(paths)
     docs = []
     for f in files:
         raw = check_schema(read_json(f, f"{ANALYSIS_SCHEMA} document"), f, ANALYSIS_SCHEMAS_READ)

@@ -76,8 +76,9 @@ def profile_cmd(
     """Profile a training script with no code change; writes a run directory and prints the report."""
     import os
 
+    from .._profile import ProfileSession
     from ..collect.launcher import run_script
-    from ..collect.session import ProfileSession, Schedule, SessionOptions
+    from ..collect.session import Schedule, SessionOptions
     from ..errors import UsageError
 
     if not module and not os.path.isfile(script):

@@ -21,13 +21,13 @@ def report_cmd(
     from rich.console import Console
 
     from .._io import check_output_path
-    from ..analysis.diff import load_doc
+    from ..run.load import load_document
 
     if html_out is not None:  # a bad output path fails before the work, not after it
         check_output_path(html_out)
     if plots_dir is not None:
         check_output_dir(plots_dir)
-    doc = load_doc(run)
+    doc = load_document(run)
     if html_out is None and plots_dir is None:
         from ..report import render_console
 

@@ -29,13 +29,12 @@ def tensorboard_available() -> bool:
 
 def find_traces(run: str) -> tuple[str, List[str]]:
     """(log directory, trace files) of a run directory, a trace file, or an analysis.json (its traces)."""
-    from ..trace.files import expand_traces
+    from ..run.resolve import resolve
 
+    r = resolve(run)
     if os.path.isdir(run):
-        return run, expand_traces([run])
-    if not os.path.exists(run):
-        raise TraceFormatError(f"{run}: no such file or directory")
-    if run.endswith("analysis.json"):
+        return run, list(r.need_traces())
+    if r.kind == "document":
         from ..documents import load_analysis
 
         paths = (load_analysis(run).get("trace") or {}).get("paths") or []

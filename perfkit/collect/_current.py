@@ -20,5 +20,5 @@ def register(lookup: Callable[[], Any]) -> None:
 
 
 def current_session() -> Any:
-    """The :class:`perfkit.collect.session.ProfileSession` in progress in this process, or None."""
+    """The :class:`perfkit.collect.session.Session` in progress in this process, or None."""
     return _lookup() if _lookup is not None else None

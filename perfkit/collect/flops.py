@@ -15,26 +15,7 @@ from __future__ import annotations
 from typing import Any, Callable, Optional
 
 # The datasheet table and its lookups live in perfkit.peaks (torch-free: the report reads them too).
-from ..peaks import DTYPE_ALIASES, PEAK_TFLOPS, device_key, normalize_dtype, peak_tflops  # noqa: F401
-
-
-def mfu(
-    flops_per_step: float,
-    step_seconds: float,
-    device_name: str,
-    dtype: Any,
-    n_devices: int = 1,
-) -> Optional[float]:
-    """Model FLOPs utilisation: achieved FLOP/s over the devices' dense peak (0..1).
-
-    ``flops_per_step`` is the work of one step over all ``n_devices`` (for
-    data parallelism: one rank's count times the number of ranks).
-    Returns None when the peak is unknown or the inputs are not positive.
-    """
-    peak = peak_tflops(device_name, dtype)
-    if peak is None or not step_seconds or step_seconds <= 0 or n_devices < 1 or flops_per_step is None:
-        return None
-    return float(flops_per_step) / float(step_seconds) / (peak * 1e12 * n_devices)
+from ..peaks import DTYPE_ALIASES, PEAK_TFLOPS, device_key, mfu, normalize_dtype, peak_tflops  # noqa: F401
 
 
 class _GlobalOnly:

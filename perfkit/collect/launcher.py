@@ -19,7 +19,7 @@ import signal
 import sys
 from typing import Any, Callable, Optional
 
-from .session import ProfileSession
+from .session import Session
 
 
 class _Terminated(BaseException):
@@ -27,7 +27,7 @@ class _Terminated(BaseException):
 
 
 def run_script(
-    session: ProfileSession,
+    session: Session,
     target: str,
     args: list[str],
     *,
@@ -177,7 +177,7 @@ def _restore_sigterm(previous: Any) -> None:
             pass
 
 
-def _install_step_fn(session: ProfileSession, spec: str) -> Callable[[], None]:
+def _install_step_fn(session: Session, spec: str) -> Callable[[], None]:
     """Make each call of ``module:function`` end a step.
 
     An importable module's function is wrapped in place (now, or when the module

@@ -1,10 +1,10 @@
-"""The profiling session: drives torch.profiler, times steps and phases, writes the run.
+"""The profiling session: drives torch.profiler, times steps and phases, hands over a recording.
 
-A :class:`ProfileSession` is what ``perfkit profile`` and ``perfkit.profile()``
-run. It finds training steps with no help from the script (every
+A :class:`Session` is what ``perfkit profile`` and ``perfkit.profile()`` run (both through
+:class:`perfkit._profile.Session`, which finishes the run: perfkit/run/finish.py). It finds training steps with no help from the script (every
 ``torch.optim.Optimizer.step`` ends one, through torch's global optimizer
 hooks; in a script with no torch.optim optimizer, every autograd backward
-ends one: see :meth:`ProfileSession._after_backward`) unless the script marks
+ends one: see :meth:`Session._after_backward`) unless the script marks
 them with ``@perfkit.step`` or ``--step-fn``. In ``trace`` mode
 it records a Kineto trace over a few steady steps chosen by a schedule, then
 stops the profiler so the rest of the run keeps its speed. In ``light`` mode
@@ -12,9 +12,10 @@ there is no kernel trace: only step and phase timers (CUDA events, read
 lazily, never a host sync in the step) and memory counters.
 
 When the session ends (normally, on an exception, ``sys.exit`` or a signal)
-it writes the run directory: the trace, ``analysis.json`` (the analyzer's
-document plus a ``runtime`` section with what only the live process knows)
-and ``report.md``.
+it has written the trace and hands a :class:`perfkit.run.recording.Recording` (the trace and what
+only the live process knows) to :meth:`Session.finish_recording`; the caller's
+:func:`perfkit.run.finish.finish_run` writes ``analysis.json`` and ``report.md`` from it.
+This module never analyses or renders.
 
 Profiling never costs the script its run or its results:
 
@@ -26,7 +27,7 @@ Profiling never costs the script its run or its results:
 * an error inside one of perfkit's instruments (the kernel trace, FLOP
   counting, module timers, activation memory, memory accounting, step and
   phase timers, the stack sampler, the watchdog) switches that instrument off
-  with one warning on stderr (:meth:`ProfileSession.instrument_failed`); the
+  with one warning on stderr (:meth:`Session.instrument_failed`); the
   script goes on with its results unchanged, and the run's
   ``runtime.instrument_errors`` says what was switched off;
 * every file is written atomically (temporary name, fsync, rename); a file that
@@ -46,15 +47,17 @@ from typing import Any, Callable, Iterator, Literal, Optional
 
 from . import _current
 from . import runtime as rt
+from ..run import layout
+from ..run.recording import MfuInputs, Recording
 from ._compile import compiling as _compiling
 
-_ACTIVE: Optional["ProfileSession"] = None
+_ACTIVE: Optional["Session"] = None
 
 #: What a session records: "trace" (a kernel trace of a few steps, plus the timers) or "light" (timers only).
 Mode = Literal["trace", "light"]
 
 
-def current() -> Optional["ProfileSession"]:
+def current() -> Optional["Session"]:
     """The session in progress in this process, if any."""
     return _ACTIVE
 
@@ -110,10 +113,10 @@ class SessionOptions:
     modules: bool = False  #: time the model's top-level modules (found automatically)
     flops: bool = False  #: count FLOPs of one early step (torch.utils.flop_counter) for MFU
     watchdog_s: Optional[float] = None  #: stall watchdog: dump stacks when no step ends for this long
-    job_wait_s: float = 120.0  #: several ranks: how long rank 0 waits for the others' analyses (collect/job.py)
+    job_wait_s: float = 120.0  #: several ranks: how long rank 0 waits for the others' analyses (run/finish.py)
 
 
-class ProfileSession:
+class Session:
     """One profiled run (see module docstring). Use :func:`perfkit.profile` to create one."""
 
     def __init__(self, options: SessionOptions, model: Any = None, clock: Optional[Callable[[], float]] = None):
@@ -168,6 +171,7 @@ class ProfileSession:
         self._first_optimizer: Optional[int] = None
         self._finished = False
         self._started_at = 0.0
+        self.recorded: Optional[Recording] = None  #: the recording, once finished (see finish_recording)
         self.flops_per_step: Optional[float] = None
         self.module_timer: Any = None  #: a ModuleTimer registers itself here
         self.activations: Any = None  #: ActivationTracker on the model, when module hooks are on
@@ -181,7 +185,7 @@ class ProfileSession:
 
     # ------------------------------------------------------------------ lifecycle
 
-    def start(self) -> "ProfileSession":
+    def start(self) -> "Session":
         """Start profiling. A session runs once: starting it again while it runs does nothing, and
         after :meth:`finish` the code runs unprofiled, with one warning line (docs/collect.md, "The library")."""
         global _ACTIVE
@@ -353,7 +357,7 @@ class ProfileSession:
         if self.discarded:
             return
         self._refresh_world()
-        path = os.path.join(self.run_dir, f"rank{self.rank}.pt.trace.json.gz")
+        path = os.path.join(self.run_dir, layout.trace_name(self.rank))
         try:
             export_trace(prof, path)
             self.trace_path = path
@@ -629,7 +633,8 @@ class ProfileSession:
                 break
 
     def finish(self, exit_status: Optional[int] = None) -> Optional[str]:
-        """Stop everything and write the run directory; returns its analysis.json path.
+        """Stop everything and hand the recording to :meth:`finish_recording` (which writes the run
+        directory and returns its analysis.json path, in the sessions that finish runs).
 
         Whatever happens, no hook of this session stays registered in torch and the
         session is no longer :func:`current` when this returns (or raises)."""
@@ -661,10 +666,64 @@ class ProfileSession:
             self._release_globals()
         if self.discarded:
             return None
-        from .output import write_run
-
         self._refresh_world()
-        return write_run(self)
+        return self.finish_recording(self.make_recording())
+
+    def finish_recording(self, recording: Recording) -> Optional[str]:
+        """What becomes of the recording. Here: it is kept in :attr:`recorded`, and nothing is written;
+        :class:`perfkit._profile.ProfileSession` and the framework callbacks' session pass it to
+        :func:`perfkit.run.finish.finish_run` (collection never analyses or renders)."""
+        self.recorded = recording
+        return None
+
+    def make_recording(self) -> Recording:
+        """The recording of this finished session (see :class:`perfkit.run.recording.Recording`)."""
+        return Recording(
+            run_dir=self.run_dir,
+            world=self.world,
+            trace_path=self.trace_path,
+            runtime=self.runtime_section(),
+            mode=self.options.mode,
+            no_trace_reason=None if self.trace_path and os.path.exists(self.trace_path) else self._no_trace_reason(),
+            lost=tuple(self.lost),
+            mfu=self._mfu_inputs(),
+            report=self.options.report,
+            quiet=self.options.quiet,
+            job_wait_s=self.options.job_wait_s,
+            started_at=self._started_at,
+            say_lost=self.say_lost,
+        )
+
+    def _no_trace_reason(self) -> Optional[str]:
+        """Why there is no trace to analyse (None when nothing needs saying)."""
+        if self.trace_error:
+            return self.trace_error
+        if self.options.mode == "trace":
+            s = self.options.schedule
+            if self.steps == 0:
+                return "no kernel trace: " + no_steps_message(self)
+            window = f"steps {s.skip_first + s.wait + s.warmup + 1}-{s.last_step}"
+            failed = list(self.instrument_errors)
+            if failed:  # profiling was switched off early: the run itself may well have gone on
+                return (f"no kernel trace: profiling was switched off after step {self.steps}, when the "
+                        f"{failed[0]} failed, before the profiled window ({window})")
+            return (f"no kernel trace: the run ended after {self.steps} step(s), before the profiled "
+                    f"window ({window}); lower --skip-first/--warmup or run more steps")
+        if self.steps == 0:
+            return no_steps_message(self)
+        return None
+
+    def _mfu_inputs(self) -> Optional[MfuInputs]:
+        """What MFU needs from this process (a CUDA device and a FLOP count), else None."""
+        if not self.flops_per_step:
+            return None
+        import torch
+
+        if not torch.cuda.is_available():
+            return None
+        return MfuInputs(flops_per_step=self.flops_per_step, device_name=torch.cuda.get_device_name(),
+                         fallback_dtype=_matmul_dtype(), dtype=self.matmul_dtype,
+                         world_size=int(os.environ.get("WORLD_SIZE", "1") or 1))
 
     def _release_globals(self) -> None:
         """Remove every process-wide hook this session registered and stop being :func:`current`."""
@@ -696,8 +755,9 @@ class ProfileSession:
             self.world = w
             self.rank = w.rank
 
-    def runtime_section(self, doc: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        """What only the live process knows: step timings, phases, memory, throughput."""
+    def runtime_section(self) -> dict[str, Any]:
+        """What only the live process knows: step timings, phases, memory, throughput (MFU, which needs
+        the trace's matmul kernels, is added when the run is finished: :attr:`Recording.mfu`)."""
         steps = self._summary("step timer", lambda: self.timer.summary(skip=self._steady_skip()))
         if "error" not in steps:
             traced = self.options.mode == "trace" and self.trace_path is not None
@@ -728,7 +788,6 @@ class ProfileSession:
             out["stack_samples"] = {**self.sampler.summary(), "path": self.stacks_path}
         if self.flops_per_step:
             out["flops_per_step"] = self.flops_per_step
-            out.update(_mfu(self.flops_per_step, steps, self.matmul_dtype or _dtype_from_kernels(doc)))
         elif "FLOP counting" in self.instrument_errors:
             out["flops_error"] = self.instrument_errors["FLOP counting"]
         if self.activations is not None:
@@ -762,7 +821,7 @@ class ProfileSession:
 
     # ------------------------------------------------------------------ context manager
 
-    def __enter__(self) -> "ProfileSession":
+    def __enter__(self) -> "Session":
         starts = not self._started and not self._finished
         self.start()
         self._enters.append(starts)
@@ -834,7 +893,7 @@ class _RootFinder:
     module call only during that first step).
     """
 
-    def __init__(self, session: Optional["ProfileSession"] = None) -> None:
+    def __init__(self, session: Optional["Session"] = None) -> None:
         from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
 
         self.depth = 0
@@ -997,36 +1056,22 @@ def _recording(prof: Any, last: bool = False) -> bool:
         return False
 
 
-def _dtype_from_kernels(doc: Optional[dict[str, Any]]) -> Optional[str]:
-    """The matmul dtype seen in the trace's top kernels (bf16/fp16), if any."""
-    import re
-
-    names = " ".join(str(k.get("name", "")) for k in (doc or {}).get("top_kernels", []) if k.get("category") == "matmul")
-    if re.search(r"bf16|bfloat16", names, re.I):
-        return "bf16"
-    if re.search(r"f16|half|h884|h1688|hmma", names, re.I):
-        return "fp16"
-    return None
-
-
-def _mfu(flops: float, steps: dict[str, Any], dtype_hint: Optional[str]) -> dict[str, Any]:
-    """Model FLOPs utilisation against the device's dense peak, when the device is known."""
-    import torch
-
-    from .flops import mfu, peak_tflops
-
-    if not torch.cuda.is_available():
-        return {}
-    name = torch.cuda.get_device_name()
-    dtype = dtype_hint or _matmul_dtype()
-    step_ms = steps.get("gpu_ms_median") or steps.get("wall_ms_median")
-    out: dict[str, Any] = {"mfu_dtype": dtype, "peak_tflops": peak_tflops(name, dtype)}
-    world = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if step_ms:
-        value = mfu(flops * world, step_ms / 1000.0, name, dtype, n_devices=world)
-        if value is not None:
-            out["mfu"] = value
-    return out
+def no_steps_message(session: "Session") -> str:
+    """Why no step boundary was seen, and exactly what to do about it."""
+    calls = getattr(session, "backward_calls", 0)
+    if calls and getattr(session, "_optimizer_exists", False):
+        seen = (f"the script ran {calls} autograd backward call(s) and has a torch.optim optimizer, "
+                "but the optimizer never stepped")
+    elif calls:
+        seen = f"the script ran only {calls} autograd backward call(s), too few to tell steps apart"
+    else:
+        seen = "the script stepped no torch.optim optimizer and ran no autograd backward"
+    return (
+        f"no training step was seen: {seen}. perfkit ends a step at each optimizer.step(), or, with no "
+        "torch.optim optimizer, at each backward. Name the function that runs one step: "
+        "perfkit profile --step-fn __main__:train_step SCRIPT (a function of the script; "
+        "package.module:function for one elsewhere), or decorate it with @perfkit.step"
+    )
 
 
 def _matmul_dtype() -> str:
@@ -1045,58 +1090,3 @@ def _throughput(steps: dict[str, Any], tokens: Optional[float], samples: Optiona
         if samples:
             out["samples_per_s"] = samples / step_s
     return out
-
-
-def profile(
-    out: Optional[str] = None,
-    *,
-    mode: Mode = "trace",
-    skip_first: int = 5,
-    wait: int = 0,
-    warmup: int = 2,
-    active: int = 5,
-    with_stack: bool = False,
-    stack_samples: bool = True,
-    record_shapes: bool = False,
-    profile_memory: bool = False,
-    tokens_per_step: Optional[float] = None,
-    samples_per_step: Optional[float] = None,
-    report: bool = True,
-    name: Optional[str] = None,
-    model: Any = None,
-    flops: bool = False,
-) -> ProfileSession:
-    """Profile the code in a ``with`` block (or a decorated function).
-
-    Args:
-        out: run directory. Defaults to ``traces/<name>-<timestamp>``.
-        mode: ``"trace"`` records a kernel trace of ``active`` steady steps;
-            ``"light"`` only times steps and phases (for whole runs).
-        skip_first, wait, warmup, active: the trace schedule, in steps.
-        tokens_per_step, samples_per_step: for throughput, unless ``@perfkit.step`` gives them.
-        report: print the terminal report when done.
-        model: the model being trained; enables module timers, activation memory
-            per top-level module and the forward/backward memory peaks.
-        flops: count the FLOPs of one early step (for MFU); that step runs slower.
-        with_stack: torch's Python tracer (every Python call recorded; costly, see docs/collect.md).
-        stack_samples: sample the training loop's Python stack during the recorded steps
-            (cheap; gives the executing line of user code for ops, kernels and findings).
-
-    Returns:
-        The session; ``session.run_dir`` is where the outputs go.
-    """
-    opts = SessionOptions(
-        out=out,
-        name=name or (os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "run"),
-        mode=mode,
-        schedule=Schedule(skip_first=skip_first, wait=wait, warmup=warmup, active=active),
-        with_stack=with_stack,
-        stack_samples=stack_samples,
-        record_shapes=record_shapes,
-        profile_memory=profile_memory,
-        tokens_per_step=tokens_per_step,
-        samples_per_step=samples_per_step,
-        report=report,
-        flops=flops,
-    )
-    return ProfileSession(opts, model=model)

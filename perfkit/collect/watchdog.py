@@ -59,6 +59,7 @@ import traceback
 from collections import deque
 from typing import Any, Optional, TextIO
 
+from ..run import layout
 from ._failsoft import report_failure
 
 __all__ = ["Watchdog", "summarize_stalls", "SCHEMA"]
@@ -111,8 +112,8 @@ class Watchdog:
         self.use_faulthandler = faulthandler
         self.on_error = on_error
         self.error: Optional[str] = None  #: the error that stopped the watchdog thread, if one did
-        self.heartbeat_path = os.path.join(self.run_dir, f"heartbeat_rank{self.rank}.jsonl")
-        self.faulthandler_path = os.path.join(self.run_dir, f"stall_rank{self.rank}_faulthandler.txt")
+        self.heartbeat_path = os.path.join(self.run_dir, layout.heartbeat_name(self.rank))
+        self.faulthandler_path = os.path.join(self.run_dir, layout.faulthandler_name(self.rank))
         self.dumps: list[str] = []  #: stall files written, in order
         self._poll = min(1.0, max(0.01, seconds / 10.0))
         self._pending: deque = deque(maxlen=100_000)
@@ -377,7 +378,7 @@ class Watchdog:
 
     def _dump_path(self, now: float) -> str:
         stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-        base = os.path.join(self.run_dir, f"stall_rank{self.rank}_{stamp}")
+        base = os.path.join(self.run_dir, layout.stall_base(self.rank, stamp))
         path, n = base + ".txt", 1
         while os.path.exists(path):  # several dumps within one second
             n += 1

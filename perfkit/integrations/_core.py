@@ -1,6 +1,6 @@
 """What the framework callbacks share: a profiling session driven by a framework's hooks.
 
-A :class:`CallbackProfiler` owns one :class:`perfkit.collect.session.ProfileSession`
+A :class:`CallbackProfiler` owns one :class:`perfkit.collect.session.Session`
 (the one ``perfkit profile`` runs: same schedule, trace, stack samples and run
 directory). The framework callback tells it when training starts, when a step
 ends and when training ends; everything else (the trace schedule, timers,
@@ -20,20 +20,27 @@ import os
 import sys
 from typing import Any, Iterable, Optional
 
-from ..collect.session import ProfileSession, Schedule, SessionOptions, _warn, _why
+from ..collect.session import Schedule, Session, SessionOptions, _warn, _why
+from ..run.finish import finish_run
+from ..run.recording import Recording
 
 
-class CallbackSession(ProfileSession):
+class CallbackSession(Session):
     """A session whose steps come from a framework's hooks (named in ``runtime.step_source``)."""
 
     #: The framework hook that ends each step; kept apart from ``step_source``, which the
     #: session sets itself when a step is marked.
     framework_step_source = "callback"
 
-    def runtime_section(self, doc: Optional[dict[str, Any]] = None) -> dict[str, Any]:
-        out = super().runtime_section(doc)
+    def runtime_section(self) -> dict[str, Any]:
+        out = super().runtime_section()
         out["step_source"] = self.framework_step_source
         return out
+
+    def finish_recording(self, recording: Recording) -> Optional[str]:
+        """Write the run directory (analysis.json, report.md): perfkit/run/finish.py."""
+        self.recorded = recording
+        return finish_run(recording)
 
 
 class CallbackProfiler:
@@ -208,7 +215,7 @@ class CallbackProfiler:
         return state
 
 
-def _abandon(session: ProfileSession) -> None:
+def _abandon(session: Session) -> None:
     """Undo a session whose start() raised: its profiler, its optimizer hook, the process's current session."""
     from ..collect import session as session_mod
 

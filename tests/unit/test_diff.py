@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from perfkit.analysis.diff import diff, load_doc
+from perfkit.analysis.diff import diff
+from perfkit.run.load import load_document as load_doc
 
 from ..conftest import REPO, TRACES
 

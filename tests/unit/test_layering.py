@@ -26,6 +26,9 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     # Shared basics; they import nothing of perfkit but each other.
     ("base", ("perfkit.errors", "perfkit.units", "perfkit._json", "perfkit._io", "perfkit._version",
               "perfkit.peaks")),
+    # The run directory's file names, what a path stands for, and what collection hands over (plain
+    # data: perfkit/run/layout.py, resolve.py, recording.py); the trace reader and collection use them.
+    ("run paths", ("perfkit.run", "perfkit.run.layout", "perfkit.run.resolve", "perfkit.run.recording")),
     # The trace format and its in-memory model.
     ("trace", ("perfkit.trace",)),
     # The analysis document's contract (types, vocabularies, the schema-1 upgrade), and reading and
@@ -34,16 +37,20 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     ("documents", ("perfkit.analysis.document", "perfkit.documents")),
     # Trace -> analysis document, multi-rank views, stall-file reading.
     ("analysis", ("perfkit.analysis",)),
+    # One document from any path (a run's analysis.json, or traces analysed now): the budget loads runs with it.
+    ("run loading", ("perfkit.run.load",)),
     # What is made from a document: budgets and reports.
     ("products", ("perfkit.budget", "perfkit.report")),
+    # Finishing a run: analyse the recording, write analysis.json and report.md, rank 0's job view.
+    ("run", ("perfkit.run.finish",)),
     # In-process recording (torch) and the training-framework callbacks built on it.
     ("collect", ("perfkit.collect", "perfkit.integrations")),
-    # The command line and the public API.
-    ("top", ("perfkit.cli", "perfkit.__main__", "perfkit")),
+    # The command line and the public API (perfkit._profile: the session that finishes its run).
+    ("top", ("perfkit.cli", "perfkit.__main__", "perfkit", "perfkit._profile")),
 ]
 
 #: Stages that must work without torch: none of their modules may import it, even inside a function.
-TORCH_FREE = {"base", "trace", "documents", "analysis", "products"}
+TORCH_FREE = {"base", "run paths", "trace", "documents", "run loading", "analysis", "products", "run"}
 
 #: Imports allowed against the table, each with its reason: (importer, imported) -> reason. Empty.
 EXCEPTIONS: dict[tuple[str, str], str] = {}
@@ -197,6 +204,30 @@ def test_lower_stages_never_import_higher_ones():
     # Every listed exception is still needed (a stale one would hide nothing but mislead).
     used = {(i.importer, i.target) for i in imports}
     assert [e for e in EXCEPTIONS if e not in used] == []
+
+
+#: What collection (perfkit.collect) still imports from above the trace stage, each with its reason.
+COLLECT_ABOVE_TRACE: dict[tuple[str, str], str] = {
+    ("perfkit.collect.runtime", "perfkit.analysis.steps"):
+        "the run timer's step spread is the same statistic as the trace's (analysis.steps.spread), "
+        "computed in the process that timed the steps",
+    ("perfkit.collect.watchdog", "perfkit.analysis.stalls"):
+        "an old import path: perfkit.collect.watchdog.summarize_stalls reaches the reader (module __getattr__)",
+}
+
+
+def test_collect_imports_nothing_above_trace():
+    """Collection hands over a Recording (perfkit/run/recording.py) and never analyses, renders or
+    finishes a run: perfkit.collect imports the base, run-paths and trace stages only, but for
+    :data:`COLLECT_ABOVE_TRACE`."""
+    mods, imports = all_imports()
+    trace = [name for name, _ in STAGES].index("trace")
+    found = {(i.importer, i.target) for i in imports
+             if (i.importer == "perfkit.collect" or i.importer.startswith("perfkit.collect."))
+             and i.target.split(".")[0] == "perfkit" and stage_of(i.target) > trace
+             and not i.target.startswith("perfkit.collect.")}
+    assert sorted(found - set(COLLECT_ABOVE_TRACE)) == []
+    assert sorted(set(COLLECT_ABOVE_TRACE) - found) == []  # a stale entry would mislead
 
 
 def test_torch_free_stages_never_import_torch():

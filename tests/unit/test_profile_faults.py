@@ -33,7 +33,8 @@ from perfkit.collect import modules as pmodules
 from perfkit.collect import session as psession
 from perfkit.collect.launcher import run_script
 from perfkit.collect.runtime import MemoryCounters, PhaseTimer, StepTimer
-from perfkit.collect.session import ProfileSession, Schedule, SessionOptions
+from perfkit._profile import ProfileSession
+from perfkit.collect.session import Schedule, SessionOptions
 from perfkit.collect.stacks import StackSampler
 from perfkit.collect.watchdog import Watchdog
 

@@ -22,7 +22,7 @@ EXPORTED = {
     # name: (module that defines it, attribute there)
     "analyze": ("perfkit", "analyze"),
     "load_trace": ("perfkit", "load_trace"),
-    "profile": ("perfkit.collect.session", "profile"),
+    "profile": ("perfkit._profile", "profile"),
     "step": ("perfkit.collect.markers", "step"),
     "phase": ("perfkit.collect.markers", "phase"),
     "ModuleTimer": ("perfkit.collect.modules", "ModuleTimer"),
@@ -96,10 +96,11 @@ def test_load_trace_returns_the_columnar_trace_and_fails_with_one_perfkit_error(
 
 
 def test_profile_mode_is_a_literal_and_a_wrong_mode_is_one_usage_error(tmp_path):
+    from perfkit import _profile
     from perfkit.collect import session
 
     literal = typing.Literal["trace", "light"]
-    assert typing.get_type_hints(session.profile, localns=vars(session))["mode"] == literal
+    assert typing.get_type_hints(_profile.profile, localns=vars(_profile))["mode"] == literal
     assert typing.get_type_hints(session.SessionOptions)["mode"] == literal
     with pytest.raises(UsageError, match="mode must be 'trace' or 'light'") as info:
         perfkit.profile(out=str(tmp_path / "r"), mode="heavy")  # type: ignore[arg-type]

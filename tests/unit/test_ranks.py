@@ -19,6 +19,7 @@ import perfkit
 from perfkit.analysis import intervals, ranks
 from perfkit.analysis.pool import analyze_docs
 from perfkit.collect import job
+from perfkit.run import finish, layout
 from perfkit.errors import TraceFormatError
 
 from ..conftest import REPO, anchor
@@ -210,7 +211,7 @@ def test_world_info_and_run_dir_agree_across_ranks(tmp_path, monkeypatch):
 
 
 class _WaitClock:
-    """Stands in for the ``time`` module of perfkit.collect.job: ``monotonic`` reads a counter that
+    """Stands in for the ``time`` module of perfkit.run.finish: ``monotonic`` reads a counter that
     only ``sleep`` moves; anything else is the real module's."""
 
     def __init__(self) -> None:
@@ -237,16 +238,16 @@ def test_rank0_waits_then_lists_missing_ranks(tmp_path, monkeypatch):
     for r in (0, 1):
         d = copy.deepcopy(doc)
         d["trace"]["distributed"]["rank"] = r
-        job.write_json_atomic(job.rank_doc_path(str(tmp_path), r), d, str)
+        finish.write_json_atomic(layout.rank_analysis_path(str(tmp_path), r), d, str)
     said = []
     world = job.World(rank=0, local_rank=0, world_size=3, source="env")
     clock = _WaitClock()
-    monkeypatch.setattr(job, "time", clock)  # the wait's clock: moved only by its own sleeps
-    docs, missing, interrupted = job.wait_for_ranks(str(tmp_path), world, wait_s=1.0, started_at=time.time(),
-                                                    say=said.append, poll_s=0.125)
+    monkeypatch.setattr(finish, "time", clock)  # the wait's clock: moved only by its own sleeps
+    docs, missing, interrupted = finish.wait_for_ranks(str(tmp_path), world, wait_s=1.0, started_at=time.time(),
+                                                       say=said.append, poll_s=0.125)
     assert clock.sleeps == 8 and clock.now == 1.0  # waited out wait_s, polling every poll_s
     assert len(docs) == 2 and list(missing) == [2] and interrupted is None and "rank(s) 2" in said[0]
-    view = job.job_document(docs, missing, str(tmp_path), world)
+    view = finish.job_document(docs, missing, str(tmp_path), world)
     assert [r["status"] for r in view["ranks"]] == ["analysed", "analysed", "missing"]
     f = next(f for f in view["findings"] if f["id"] == "rank_missing")
     assert f["evidence"]["missing_ranks"] == [2]

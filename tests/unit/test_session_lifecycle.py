@@ -17,7 +17,8 @@ from torch.nn.modules import module as module_module
 
 import perfkit
 from perfkit.collect import session as session_module
-from perfkit.collect.session import ProfileSession, SessionOptions
+from perfkit._profile import ProfileSession
+from perfkit.collect.session import SessionOptions
 
 
 def _train(steps: int = 3, model: torch.nn.Module | None = None) -> float:
@@ -163,7 +164,8 @@ def test_the_leak_fixture_fails_a_leaking_test_names_the_leak_and_never_imports_
         "    assert 'torch' not in sys.modules\n")
     (tmp_path / "test_b.py").write_text(  # torch imported by the tests, not at collection
         "def test_leaks(tmp_path):\n"
-        "    from perfkit.collect.session import ProfileSession, SessionOptions\n"
+        "    from perfkit._profile import ProfileSession\n"
+        "    from perfkit.collect.session import SessionOptions\n"
         "    ProfileSession(SessionOptions(out=str(tmp_path / 'r'), mode='light', report=False)).start()\n"
         "def test_registers_a_module_hook():\n"
         "    import torch\n"
@@ -181,7 +183,7 @@ def test_the_leak_fixture_fails_a_leaking_test_names_the_leak_and_never_imports_
     assert "4 passed, 2 errors" in out, out
     leak = next(line for line in out.splitlines() if "test_leaks leaked global state" in line)
     assert "a perfkit session is still current" in leak
-    assert "_global_optimizer_post_hooks gained perfkit.collect.session.ProfileSession._on_optimizer_step" in leak
+    assert "_global_optimizer_post_hooks gained perfkit.collect.session.Session._on_optimizer_step" in leak
     assert "torch.autograd.backward is a wrapper" in leak and "perfkit/collect/session.py" in leak  # torch new here
     hook = next(line for line in out.splitlines() if "test_registers_a_module_hook leaked" in line)
     assert "_global_forward_hooks gained" in hook and "<lambda>" in hook

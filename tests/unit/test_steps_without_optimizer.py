@@ -18,8 +18,8 @@ import pytest
 import torch
 
 from perfkit.collect import session as session_module
-from perfkit.collect.output import no_steps_message
-from perfkit.collect.session import ProfileSession, Schedule, SessionOptions, trained_leaves
+from perfkit._profile import ProfileSession
+from perfkit.collect.session import Schedule, SessionOptions, no_steps_message, trained_leaves
 
 from ..conftest import REPO
 
