@@ -201,8 +201,7 @@ def plot_step_times(doc: dict[str, Any]) -> Plot:
     word = basis_words(doc).word
     rows = _step_rows(doc)
     rt_steps = as_dict(as_dict(doc.get("runtime")).get("steps"))
-    rt_wall = [num(x) for x in as_list(rt_steps.get("wall_ms"))]
-    rt_wall = [x for x in rt_wall if x is not None]
+    rt_wall = [x for x in (num(v) for v in as_list(rt_steps.get("wall_ms"))) if x is not None]
     if not rows and not rt_wall:
         return Plot("step_times", title, skipped="the document has no step times")
     fig = _figure(height_scale=1.6 if rows and rt_wall else 1.0)
@@ -267,8 +266,7 @@ def plot_memory(doc: dict[str, Any]) -> Plot:
     if devices:
         return _memory_timeline(timeline, devices)
     mem = as_dict(as_dict(doc.get("runtime")).get("memory"))
-    peaks = [num(x) for x in as_list(mem.get("step_peak_bytes"))]
-    peaks = [x for x in peaks if x is not None]
+    peaks = [x for x in (num(v) for v in as_list(mem.get("step_peak_bytes"))) if x is not None]
     if peaks:
         return _memory_step_peaks(mem, peaks)
     return Plot("memory", "Device memory", skipped=(
@@ -465,8 +463,8 @@ def _median(sorted_values: list[float]) -> float:
     return sorted_values[mid] if n % 2 else (sorted_values[mid - 1] + sorted_values[mid]) / 2.0
 
 
-def _short(s: Any, n: int) -> str:
-    s = " ".join(str(s).split())
+def _short(value: Any, n: int) -> str:
+    s = " ".join(str(value).split())
     return s if len(s) <= n else s[: n - 1] + "…"
 
 

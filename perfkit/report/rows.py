@@ -22,11 +22,11 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from .values import DASH, as_dict, as_list, compress_ids, fmt_ms, get, num, text
 
-from ..analysis.document import basis_word
+from ..analysis.document import Document, Finding, OpRow, basis_word
 from . import ranks as _ranks
 
 
@@ -463,12 +463,12 @@ def fit_source(source: Any, width: int = 42) -> str:
 # --- rows shared by both renderers -----------------------------------------
 
 
-def steps_line(doc: dict[str, Any]) -> str:
+def steps_line(doc: Document) -> str:
     steps = as_dict(doc.get("steps"))
     if not steps:
         return "no step information"
     if as_list(doc.get("ranks")):  # a job: steps per rank
-        line = _ranks.job_steps_line(doc)
+        line = _ranks.job_steps_line(as_dict(doc))
         if line:
             return line
     if steps.get("synthetic"):
@@ -487,7 +487,7 @@ def steps_line(doc: dict[str, Any]) -> str:
     return line
 
 
-def device_line(doc: dict[str, Any]) -> str:
+def device_line(doc: Document) -> str:
     devices = [d for d in as_list(get(doc, "trace", "devices")) if isinstance(d, dict)]
     name = get(doc, "trace", "device")
     if not devices:
@@ -510,7 +510,7 @@ def device_line(doc: dict[str, Any]) -> str:
     return f"{title} ({', '.join(details)})" if details else title
 
 
-def distributed_line(doc: dict[str, Any]) -> str | None:
+def distributed_line(doc: Document) -> str | None:
     dist = as_dict(get(doc, "trace", "distributed"))
     if not dist:
         return None
@@ -525,7 +525,7 @@ def distributed_line(doc: dict[str, Any]) -> str | None:
     return ", ".join(parts) or None
 
 
-def trace_parts(doc: dict[str, Any]) -> tuple[list[str], str]:
+def trace_parts(doc: Document) -> tuple[list[str], str]:
     """(trace paths, "9.4 MB, 28,804 events"-style details; empty for several files or none known)."""
     trace = as_dict(doc.get("trace"))
     paths = [str(p) for p in as_list(trace.get("paths")) if p]
@@ -545,7 +545,7 @@ def trace_parts(doc: dict[str, Any]) -> tuple[list[str], str]:
     return paths, ", ".join(extras)
 
 
-def trace_line(doc: dict[str, Any], max_paths: int = 4) -> str:
+def trace_line(doc: Document, max_paths: int = 4) -> str:
     paths, extras = trace_parts(doc)
     if not paths:
         return "(unknown)"
@@ -556,7 +556,7 @@ def trace_line(doc: dict[str, Any], max_paths: int = 4) -> str:
     return f"{len(paths)} files" + (f" ({extras})" if extras else "") + ": " + ", ".join(shown) + more
 
 
-def header_facts(doc: dict[str, Any]) -> list[tuple[str, str]]:
+def header_facts(doc: Document) -> list[tuple[str, str]]:
     """(label, value) pairs for the report header, in display order."""
     facts = [("Trace", trace_line(doc)), ("Device", device_line(doc))]
     dist = distributed_line(doc)
@@ -568,7 +568,7 @@ def header_facts(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return facts
 
 
-def excluded_steps(doc: dict[str, Any]) -> list[tuple[str, str]]:
+def excluded_steps(doc: Document) -> list[tuple[str, str]]:
     out = []
     for e in as_list(get(doc, "steps", "excluded")):
         if isinstance(e, dict):
@@ -576,7 +576,7 @@ def excluded_steps(doc: dict[str, Any]) -> list[tuple[str, str]]:
     return out
 
 
-def warnings_list(doc: dict[str, Any]) -> list[str]:
+def warnings_list(doc: Document) -> list[str]:
     warns = [str(w) for w in as_list(get(doc, "trace", "warnings")) if w]
     if get(doc, "steps", "synthetic"):
         # The Steps line already says this; do not print it twice.
@@ -584,7 +584,7 @@ def warnings_list(doc: dict[str, Any]) -> list[str]:
     return warns
 
 
-def phase_rows(doc: dict[str, Any]) -> list[tuple[str, float | None, float | None]]:
+def phase_rows(doc: Document) -> list[tuple[str, float | None, float | None]]:
     """(label, GPU ms/step, share of GPU busy) for each phase, in forward/backward/optimizer/other order.
 
     The "unknown" row is listed only when some GPU time has no phase; when nothing decided
@@ -606,7 +606,7 @@ def phase_rows(doc: dict[str, Any]) -> list[tuple[str, float | None, float | Non
     return rows
 
 
-def phase_evidence_line(doc: dict[str, Any]) -> str | None:
+def phase_evidence_line(doc: Document) -> str | None:
     """"Backward: autograd range/thread 93%, annotation 7%; Forward: position before/after backward 100%"."""
     ev = as_dict(doc.get("phases_evidence"))
     parts = []
@@ -619,7 +619,7 @@ def phase_evidence_line(doc: dict[str, Any]) -> str | None:
     return "; ".join(parts) or None
 
 
-def phase_unknown_note(doc: dict[str, Any]) -> str | None:
+def phase_unknown_note(doc: Document) -> str | None:
     """Why some (or all) GPU time has no phase, or None."""
     unk = as_dict(doc.get("phases_unknown"))
     if not unk:
@@ -631,10 +631,10 @@ def phase_unknown_note(doc: dict[str, Any]) -> str | None:
             "The other phases are lower bounds.")
 
 
-def category_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None, float | None]]:
+def category_rows(doc: Document) -> list[tuple[str, str, float | None, float | None]]:
     """(key, label, GPU ms/step, share) for categories with time, largest first."""
     cats = as_dict(doc.get("categories"))
-    rows = []
+    rows: list[tuple[str, str, float | None, float | None]] = []
     for k, v in cats.items():
         ms = num(get(v, "ms_per_step"))
         if ms:
@@ -647,7 +647,7 @@ def category_rows(doc: dict[str, Any]) -> list[tuple[str, str, float | None, flo
 DEVICE_ROLES = ("kernel", "memcpy", "memset", "runtime")
 
 
-def overview_rows(doc: dict[str, Any]) -> list[tuple[str, float | None, float | None]]:
+def overview_rows(doc: Document) -> list[tuple[str, float | None, float | None]]:
     """(role label, ms/step, share of step) in torch-tb-profiler's priority order.
 
     On a trace with no device work (``time_basis`` "cpu") the roles that need device work are left
@@ -664,7 +664,7 @@ def overview_rows(doc: dict[str, Any]) -> list[tuple[str, float | None, float | 
     ]
 
 
-def overview_note(doc: dict[str, Any]) -> str:
+def overview_note(doc: Document) -> str:
     """The note under the Overview table (roles left out on a CPU-only trace, and why)."""
     note = "Roles in priority order: each gets the part of the step no role above it took, so they add up to the step time."
     if get(doc, "trace", "time_basis") == "cpu":
@@ -675,7 +675,7 @@ def overview_note(doc: dict[str, Any]) -> str:
     return note
 
 
-def copy_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
+def copy_rows(doc: Document) -> list[tuple[str, str, str, str, str]]:
     """(direction, copies/step, of which copy-engine/step, MB/step, ms/step); empty when no copies at all.
 
     Copy kernels (dtype casts, contiguous()) record no byte count, so MB/step is "-" where
@@ -699,19 +699,19 @@ def copy_rows(doc: dict[str, Any]) -> list[tuple[str, str, str, str, str]]:
     return rows if any_copies else []
 
 
-def copy_sources(doc: dict[str, Any], top: int) -> list[dict[str, Any]]:
-    return [s for s in as_list(get(doc, "copies", "sources")) if isinstance(s, dict)][: max(top, 0)]
+def copy_sources(doc: Document, top: int) -> list[OpRow]:
+    return cast("list[OpRow]", [s for s in as_list(get(doc, "copies", "sources")) if isinstance(s, dict)][: max(top, 0)])
 
 
-def top_ops(doc: dict[str, Any], top: int) -> list[dict[str, Any]]:
-    return [o for o in as_list(doc.get("top_ops")) if isinstance(o, dict)][: max(top, 0)]
+def top_ops(doc: Document, top: int) -> list[OpRow]:
+    return cast("list[OpRow]", [o for o in as_list(doc.get("top_ops")) if isinstance(o, dict)][: max(top, 0)])
 
 
-def top_kernels(doc: dict[str, Any], top: int) -> list[dict[str, Any]]:
-    return [k for k in as_list(doc.get("top_kernels")) if isinstance(k, dict)][: max(top, 0)]
+def top_kernels(doc: Document, top: int) -> list[OpRow]:
+    return cast("list[OpRow]", [k for k in as_list(doc.get("top_kernels")) if isinstance(k, dict)][: max(top, 0)])
 
 
-def _source_lines(doc: dict[str, Any]) -> set[str]:
+def _source_lines(doc: Document) -> set[str]:
     """The ``source_line`` kinds of the document's listed sources (top ops, kernels, copy sources, frames)."""
     kinds = set()
     for key in ("top_ops", "top_kernels", "frames"):
@@ -724,7 +724,7 @@ def _source_lines(doc: dict[str, Any]) -> set[str]:
     return kinds
 
 
-def source_note(doc: dict[str, Any]) -> str | None:
+def source_note(doc: Document) -> str | None:
     """What the source lines mean, when some are not call sites (torch's Python tracer: ``with_stack=True``)."""
     kinds = _source_lines(doc)
     parts = []
@@ -740,7 +740,7 @@ def source_note(doc: dict[str, Any]) -> str | None:
 
 
 
-def compiled_graph_rows(doc: dict[str, Any], top: int = 10) -> list[tuple[str, str, str, str, str]]:
+def compiled_graph_rows(doc: Document, top: int = 10) -> list[tuple[str, str, str, str, str]]:
     """(graph with its Dynamo region, phase, GPU ms/step, calls/step, calling user code or "unknown")
     per torch.compile'd graph (``compiled_graphs``); the graph's full name stays in the document."""
     rows = []
@@ -758,11 +758,12 @@ def compiled_graph_rows(doc: dict[str, Any], top: int = 10) -> list[tuple[str, s
 
 
 
-def findings(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    return [f for f in as_list(doc.get("findings")) if isinstance(f, dict)]
+def findings(doc: Document) -> list[Finding]:
+    """The findings, most important first (the document's order)."""
+    return cast("list[Finding]", [f for f in as_list(doc.get("findings")) if isinstance(f, dict)])
 
 
-def breakdown_line(doc: dict[str, Any]) -> str | None:
+def breakdown_line(doc: Document) -> str | None:
     """"Forward 34.0% (25.14 ms) / Backward 62.1% (45.93 ms) / ...; GPU busy ... of a ... ms step (means of N steps)"."""
     parts = []
     if get(doc, "phases_unknown", "whole_trace"):
@@ -782,7 +783,7 @@ def breakdown_line(doc: dict[str, Any]) -> str | None:
     return line
 
 
-def leading_ops(doc: dict[str, Any]) -> list[tuple[str, str, float | None, str | None]]:
+def leading_ops(doc: Document) -> list[tuple[str, str, float | None, str | None]]:
     """The largest categories with, for each, the op launching most of its listed top kernels.
 
     Returns (category key, label, share, op or None), at most three. The op is taken from
@@ -803,7 +804,7 @@ def leading_ops(doc: dict[str, Any]) -> list[tuple[str, str, float | None, str |
     return out
 
 
-def leading_ops_line(doc: dict[str, Any]) -> str | None:
+def leading_ops_line(doc: Document) -> str | None:
     items = leading_ops(doc)
     if not items:
         return None
@@ -813,17 +814,16 @@ def leading_ops_line(doc: dict[str, Any]) -> str | None:
     )
 
 
-def _kept_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
+def _kept_rows(doc: Document) -> list[dict[str, Any]]:
     return [r for r in as_list(get(doc, "steps", "table")) if isinstance(r, dict) and r.get("kept") is not False]
 
 
 def _mean_of(rows: list[dict[str, Any]], key: str) -> float | None:
-    vals = [num(r.get(key)) for r in rows]
-    vals = [v for v in vals if v is not None]
+    vals = [v for v in (num(r.get(key)) for r in rows) if v is not None]
     return sum(vals) / len(vals) if vals else None
 
 
-def step_statistics(doc: dict[str, Any]) -> dict[str, Any] | None:
+def step_statistics(doc: Document) -> dict[str, Any] | None:
     """The step summary's figures, all means over the analysed steps (docs/analysis.md "Statistics").
 
     ``step_ms`` (the step's window on the device timeline), ``active_ms`` (time in it with some device
@@ -853,8 +853,7 @@ def step_statistics(doc: dict[str, Any]) -> dict[str, Any] | None:
         from statistics import median
 
         def col(key: str) -> dict[str, float] | None:
-            vals = [num(r.get(key)) for r in rows]
-            vals = [v for v in vals if v is not None]
+            vals = [v for v in (num(r.get(key)) for r in rows) if v is not None]
             return {"min": min(vals), "median": median(vals), "max": max(vals)} if vals else None
 
         spread = {"window_ms": col("window_ms"), "wall_ms": col("wall_ms")}
@@ -882,7 +881,7 @@ def spread_text(spread: Any) -> str:
     return (f"median {fmt_ms(med)}, " if med is not None else "") + f"range {fmt_ms(lo)}-{fmt_ms(hi)}"
 
 
-def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+def summary_rows(doc: Document) -> list[tuple[str, str, str]]:
     """(metric, value, unit and spread) rows of the step summary; empty when the document has neither steps nor gpu.
 
     Every figure is a mean over the same analysed steps, so GPU busy + GPU idle = the step time; the
@@ -911,7 +910,7 @@ def summary_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def summary_notes(doc: dict[str, Any]) -> list[str]:
+def summary_notes(doc: Document) -> list[str]:
     """Why two figures of the step summary differ where a reader would expect them to agree."""
     stats = step_statistics(doc)
     notes: list[str] = []
@@ -934,7 +933,7 @@ def summary_notes(doc: dict[str, Any]) -> list[str]:
     return notes
 
 
-def step_notes(doc: dict[str, Any]) -> list[str]:
+def step_notes(doc: Document) -> list[str]:
     """Plain sentences about the step summary's figures and the basis' time not counted in the analysed steps."""
     notes = summary_notes(doc)
     w = basis_words(doc).word
@@ -952,7 +951,7 @@ def step_notes(doc: dict[str, Any]) -> list[str]:
     return notes
 
 
-def recording_notes(doc: dict[str, Any]) -> list[str]:
+def recording_notes(doc: Document) -> list[str]:
     """What recording the trace cost the host (estimated from the trace, measured by perfkit profile)."""
     rec = as_dict(doc.get("recording"))
     w = basis_words(doc).word
@@ -978,13 +977,13 @@ def recording_notes(doc: dict[str, Any]) -> list[str]:
     return notes
 
 
-def runtime_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+def runtime_rows(doc: Document) -> list[tuple[str, str, str]]:
     """(label, value, unit) rows for what the live run measured (``perfkit profile``), if present."""
-    rt = doc.get("runtime") if isinstance(doc.get("runtime"), dict) else None
+    rt = as_dict(doc.get("runtime"))
     if not rt:
         return []
     rows: list[tuple[str, str, str]] = []
-    steps = rt.get("steps") if isinstance(rt.get("steps"), dict) else {}
+    steps = as_dict(rt.get("steps"))
     source = rt.get("step_source")
     found = {"autograd backward": "found by autograd backward (no torch.optim optimizer)"}.get(
         str(source), f"found by {source}") if source else "no step boundary seen"
@@ -995,13 +994,14 @@ def runtime_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
         rows.append(("Step GPU time, median (CUDA events)", fmt_ms(steps.get("gpu_ms_median")), "ms"))
     if steps.get("first_step_ms") is not None:
         rows.append(("First step", fmt_ms(steps.get("first_step_ms")), "ms"))
-    tp = rt.get("throughput") if isinstance(rt.get("throughput"), dict) else {}
-    if tp.get("tokens_per_s") is not None:
-        rows.append(("Throughput", f"{num(tp['tokens_per_s']):,.0f}", "tokens/s"))
-    if tp.get("samples_per_s") is not None:
-        rows.append(("Throughput", f"{num(tp['samples_per_s']):,.1f}", "samples/s"))
+    tp = as_dict(rt.get("throughput"))
+    tokens, samples = num(tp.get("tokens_per_s")), num(tp.get("samples_per_s"))
+    if tokens is not None:
+        rows.append(("Throughput", f"{tokens:,.0f}", "tokens/s"))
+    if samples is not None:
+        rows.append(("Throughput", f"{samples:,.1f}", "samples/s"))
     rows.extend(flops_rows(doc))
-    mem = rt.get("memory") if isinstance(rt.get("memory"), dict) else {}
+    mem = as_dict(rt.get("memory"))
     unknown = as_dict(mem.get("unknown"))
     for key, label in (
         ("weights_bytes", "Weights"),
@@ -1015,7 +1015,7 @@ def runtime_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
             rows.append((label, fmt_mb(mem.get(key)), "MB"))
         elif key in unknown:  # never 0: say it is not known, and why
             rows.append((label, "unknown", text(unknown.get(key), "")))
-    phases = rt.get("phases") if isinstance(rt.get("phases"), dict) else {}
+    phases = as_dict(rt.get("phases"))
     for name, entry in phases.items():
         if isinstance(entry, dict):
             value = entry.get("gpu_ms_median", entry.get("wall_ms_median"))
@@ -1045,7 +1045,7 @@ def step_timing_rows(steps: dict[str, Any]) -> list[tuple[str, str, str]]:
     return rows
 
 
-def runtime_note(doc: dict[str, Any]) -> str | None:
+def runtime_note(doc: Document) -> str | None:
     """Why the run timer's step time differs from the trace's (both appear in one report)."""
     rt_ms = num(get(doc, "runtime", "steps", "wall_ms_median"))
     stats = step_statistics(doc)
@@ -1068,7 +1068,7 @@ def fmt_flops(value: Any) -> str:
     return f"{v:,.0f} FLOP"
 
 
-def mfu_figures(doc: dict[str, Any]) -> dict[str, Any] | None:
+def mfu_figures(doc: Document) -> dict[str, Any] | None:
     """FLOPs per step (``perfkit profile --flops``), the achieved rate and MFU against the device's peak.
 
     Returns None without a FLOP count. ``mfu`` is the run's own figure when it computed one (CUDA),
@@ -1115,7 +1115,7 @@ def mfu_figures(doc: dict[str, Any]) -> dict[str, Any] | None:
     return out
 
 
-def flops_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
+def flops_rows(doc: Document) -> list[tuple[str, str, str]]:
     """(label, value, unit) rows: FLOPs per step, achieved TFLOP/s and MFU (unknown when no peak is known)."""
     f = mfu_figures(doc)
     if not f:
@@ -1135,7 +1135,7 @@ def flops_rows(doc: dict[str, Any]) -> list[tuple[str, str, str]]:
 MODULE_HEADERS = ("Module", "Type", "Calls", "Fwd ms", "Bwd ms", "First ms", "% time")
 
 
-def module_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
+def module_rows(doc: Document) -> list[tuple[str, str, str, str, str, str, str]]:
     """One row per module timed by ``perfkit profile --modules`` (medians per call), in the run's order.
 
     "% time" is the module's share of all timed module time; a first call marked "*" was a slow
@@ -1152,7 +1152,7 @@ def module_rows(doc: dict[str, Any]) -> list[tuple[str, ...]]:
     return rows
 
 
-def modules_note(doc: dict[str, Any]) -> str | None:
+def modules_note(doc: Document) -> str | None:
     err = get(doc, "runtime", "modules_error")
     if err:
         return f"Module timers failed: {text(err)}"
