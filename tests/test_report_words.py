@@ -131,3 +131,14 @@ def test_scale_renderer_summary_is_the_results_own(fitted: bool) -> None:
     assert "scaling of m:f" in out and result.summary() in out and "skipped 800: over the timeout" in out
     assert "note: a note" in out
     assert ("n=1600 (4x the largest size)" in out) == fitted
+
+
+def test_runtime_figure_of_the_wrong_type_is_left_out_not_a_crash() -> None:
+    from perfkit.report.rows import runtime_rows
+
+    doc = _doc("run_with_runtime")
+    doc["runtime"]["throughput"] = {"tokens_per_s": "fast", "samples_per_s": 12.5}
+    rows = runtime_rows(doc)
+    assert ("Throughput", "12.5", "samples/s") in rows
+    assert not any(r[2] == "tokens/s" for r in rows)
+    assert "samples/s" in _renders(doc)["markdown"]
