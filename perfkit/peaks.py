@@ -1,7 +1,7 @@
 """Dense peak throughput of common accelerators (datasheet figures) and their lookup by device name.
 
 Torch-free data: the run's MFU (:func:`mfu`, perfkit/run/finish.py) and the report's MFU of a saved
-document (:func:`perfkit.report.console.mfu_figures`) read the same table.
+document (:func:`perfkit.report.rows.mfu_figures`) read the same table.
 """
 
 from __future__ import annotations

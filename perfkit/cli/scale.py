@@ -7,7 +7,7 @@ larger sizes. See docs/scaling.md.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 
@@ -42,6 +42,7 @@ def scale_cmd(
     from ..collect.scaling import load_target, parse_sizes, scale
     from ..errors import UsageError
     from ..report import write_json
+    from ..report.scaling import render_scale
 
     size_list = parse_sizes(sizes)  # before importing anything: bad input fails fast
     if stat not in ("median", "min"):
@@ -88,58 +89,3 @@ def scale_cmd(
         plot_scaling(doc, str(plot))
         err.print(f"wrote {plot}", markup=False, highlight=False)
 
-
-def render_scale(doc: dict[str, Any], console: Any) -> None:
-    """The table of times per size, the fit line, the projections and the warnings."""
-    from rich.markup import escape
-    from rich.table import Table
-
-    from ..collect.scaling import ScaleResult, SizeTiming
-    from ..units import format_seconds
-
-    table = Table(title=f"scaling of {escape(doc['function'])}", title_justify="left")
-    table.add_column("size", justify="right")
-    table.add_column("median s", justify="right")
-    table.add_column("min s", justify="right")
-    table.add_column("max s", justify="right")
-    table.add_column("runs", justify="right")
-    table.add_column("fit", justify="center")
-    for t in doc["timings"]:
-        table.add_row(
-            str(t["size"]),
-            f"{t['median_s']:.4g}",
-            f"{t['min_s']:.4g}",
-            f"{t['max_s']:.4g}",
-            str(t["runs"]),
-            "yes" if t["in_fit"] else "-",
-        )
-    for n in doc["skipped_sizes"]:
-        table.add_row(str(n), "skipped", "", "", "", "-", style="dim")
-    console.print(table)
-    if doc["skip_reason"]:
-        console.print(
-            f"skipped {', '.join(map(str, doc['skipped_sizes']))}: {doc['skip_reason']}",
-            markup=False,
-            highlight=False,
-            soft_wrap=True,
-        )
-
-    # One line, the same as ScaleResult.summary().
-    result = ScaleResult(
-        function=doc["function"],
-        timings=[SizeTiming(t["size"], [t["median_s"]]) for t in doc["timings"]],
-        exponent=doc["exponent"],
-        r2=doc["r2"],
-        coefficient_s=doc["coefficient_s"],
-        label=doc["label"],
-        fit_sizes=doc["fit_sizes"],
-        projections=doc["projections"],
-        target=doc["target"],
-    )
-    console.print(result.summary(), markup=False, highlight=False, soft_wrap=True)
-    for p in doc["projections"]:
-        how = f"{p['x_largest']:g}x the largest size" if p["size"] != doc["target"] else "target"
-        line = f"  n={p['size']} ({how}): ~{format_seconds(p['predicted_s'])}"
-        console.print(line, markup=False, highlight=False, soft_wrap=True)
-    for w in doc["warnings"]:
-        console.print(f"[yellow]note:[/] {escape(w)}", highlight=False, soft_wrap=True)

@@ -99,7 +99,7 @@ def headline(result: dict[str, Any]) -> str:
 
 def _rows(result: dict[str, Any], short: bool = False) -> list[tuple[str, ...]]:
     """(status, key, value, limit, baseline, change, confidence) per limit."""
-    out = []
+    out: list[tuple[str, ...]] = []
     for r in result["results"]:
         relative = r["kind"] == "relative"
         limit = (f"{'<=' if r['bound'] == 'max' else '>='} {r['limit']}" if relative and short else limit_text(r))

@@ -2,8 +2,8 @@
 
 ``render_html(doc)`` takes only the analysis document (schema
 ``perfkit.analysis/2``), like the terminal and Markdown reports, and reads it
-through the same helpers (:mod:`perfkit.report.console`), so the three agree on
-names, order and number formats. The page loads nothing: the CSS is inline, the
+through the same rows (:mod:`perfkit.report.rows`), so the three agree on
+names, order, labels and number formats. The page loads nothing: the CSS is inline, the
 figures are PNG ``data:`` URIs, there is no script and no external URL, so it
 can be opened anywhere or attached to a PR. Every string from the document is
 HTML-escaped.
@@ -26,30 +26,26 @@ from typing import Any, Iterable, Optional, Sequence
 from ..analysis.result import Analysis, document_of
 from .._version import __version__ as _version
 from ..errors import MissingDependencyError
-from .console import (
-    as_dict,
-    as_list,
+from . import ranks
+from .rows import (
+    MODULE_HEADERS,
+    Words,
+    basis_words,
     breakdown_line,
     category_rows,
+    compiled_graph_rows,
     copy_rows,
     copy_sources,
     evidence_items,
     excluded_steps,
     findings,
     fmt_count,
-    fmt_ms,
     fmt_pct,
     fmt_us,
     fmt_value,
     fmt_where,
-    gpu_notes,
     header_facts,
     leading_ops_line,
-    num,
-    COMPILED_HEADERS,
-    COMPILED_NOTE,
-    compiled_graph_rows,
-    MODULE_HEADERS,
     module_rows,
     modules_note,
     overview_note,
@@ -63,12 +59,13 @@ from .console import (
     short_op_name,
     short_source,
     source_note,
+    step_notes,
     summary_rows,
-    text,
     top_kernels,
     top_ops,
     warnings_list,
 )
+from .values import as_dict, as_list, fmt_ms, num, text
 
 #: Rows of the per-step table shown in full; longer tables show the first and last half of this.
 MAX_STEP_ROWS = 200
@@ -131,10 +128,9 @@ def render_html(doc: "Analysis | dict[str, Any]", *, top: int = 10, plots: Optio
     """
     doc = document_of(doc)
     doc = doc if isinstance(doc, dict) else {}
-    cpu = (as_dict(doc.get("trace")).get("time_basis") == "cpu")
-    w = _Words(cpu)
+    w = basis_words(doc)
     parts: list[str] = []
-    parts += _header(doc)
+    parts += _header(doc, w)
     parts += _summary(doc, w)
     parts += _findings(doc)
     parts += _ranks(doc)
@@ -143,9 +139,9 @@ def render_html(doc: "Analysis | dict[str, Any]", *, top: int = 10, plots: Optio
     parts += _plots(doc, plots, with_plots)
     parts += _top_ops(doc, top, w)
     parts += _compiled(doc, top, w)
-    if not cpu:
-        parts += _top_kernels(doc, top)
-        parts += _copies(doc, top)
+    if not w.cpu:
+        parts += _top_kernels(doc, top, w)
+        parts += _copies(doc, top, w)
     parts += _overview(doc)
     parts += _runtime(doc)
     parts += _modules(doc)
@@ -172,16 +168,6 @@ _NAV = [
     ("plots", "Plots"), ("top-ops", "Top ops"), ("compiled", "Compiled graphs"), ("top-kernels", "Top kernels"), ("copies", "Copies"),
     ("overview", "Overview"), ("runtime", "Run"), ("modules", "Modules"), ("steps", "Steps"),
 ]
-
-
-class _Words:
-    """'GPU' in labels, or 'CPU' for a trace without device work (time_basis cpu)."""
-
-    def __init__(self, cpu: bool) -> None:
-        self.cpu = cpu
-
-    def __call__(self, s: str) -> str:
-        return s.replace("GPU", "CPU") if self.cpu else s
 
 
 # ---------------------------------------------------------------------------
@@ -233,25 +219,25 @@ def _note(s: str) -> str:
 # ---------------------------------------------------------------------------
 
 
-def _header(doc: dict[str, Any]) -> list[str]:
+def _header(doc: dict[str, Any], w: Words) -> list[str]:
     facts = [f"<dt>{_e(k)}</dt><dd>{_e(v)}</dd>" for k, v in header_facts(doc)]
     for step_id, reason in excluded_steps(doc):
         facts.append(f"<dt>Excluded</dt><dd>step {_e(step_id)}: {_e(reason)}</dd>")
     out = [f'<dl class="facts">{"".join(facts)}</dl>']
     for warning in warnings_list(doc):
         out.append(f'<div class="warning"><strong>Warning:</strong> {_e(warning)}</div>')
-    for line, head in ((breakdown_line(doc), "Time breakdown"), (leading_ops_line(doc), "Top GPU time")):
+    for line, head in ((breakdown_line(doc), "Time breakdown"), (leading_ops_line(doc), w.top_time)):
         if line:
             out.append(f"<p><strong>{_e(head)}:</strong> {_e(line)}</p>")
     return out
 
 
-def _summary(doc: dict[str, Any], w: "_Words") -> list[str]:
+def _summary(doc: dict[str, Any], w: Words) -> list[str]:
     rows = summary_rows(doc)
     if not rows:
         return []
-    body = [_table(["Metric", "Value", "Unit"], [[_e(w(a)), _e(b), _e(c)] for a, b, c in rows], right=(1,))]
-    body += [_note(w(n)) for n in gpu_notes(doc)]
+    body = [_table(["Metric", "Value", "Unit"], [[_e(a), _e(b), _e(c)] for a, b, c in rows], right=(1,))]
+    body += [_note(n) for n in step_notes(doc)]
     return _section("summary", "Step summary", body)
 
 
@@ -285,8 +271,6 @@ def _findings(doc: dict[str, Any]) -> list[str]:
 
 def _ranks(doc: dict[str, Any]) -> list[str]:
     """The job view of a multi-rank run (the same rows as the terminal and Markdown reports)."""
-    from . import ranks
-
     if not ranks.has_ranks(doc):
         return []
     rows, hidden = ranks.rank_table(doc)
@@ -298,13 +282,13 @@ def _ranks(doc: dict[str, Any]) -> list[str]:
     return _section("ranks", "Ranks", body)
 
 
-def _phases(doc: dict[str, Any], w: _Words) -> list[str]:
+def _phases(doc: dict[str, Any], w: Words) -> list[str]:
     rows = phase_rows(doc)
     if not rows:
         return []
     if not any(ms for _, ms, _ in rows):
-        return _section("phases", w("Phases (GPU time)"), [_e(w("No GPU time in the analysed steps."))])
-    table = _table(["Phase", w("GPU ms/step"), w("% of GPU busy"), ""],
+        return _section("phases", w.phases_title, [_e(w.no_time)])
+    table = _table(["Phase", w.ms_per_step, w.share_of_busy, ""],
                    [[_e(n), _e(fmt_ms(ms)), _e(fmt_pct(s)), _bar(s)] for n, ms, s in rows], right=(1, 2))
     body = [table]
     evidence = phase_evidence_line(doc)
@@ -313,18 +297,18 @@ def _phases(doc: dict[str, Any], w: _Words) -> list[str]:
     unknown = phase_unknown_note(doc)
     if unknown:
         body.append(f'<div class="warning">{_e(unknown)}</div>')
-    return _section("phases", w("Phases (GPU time)"), body)
+    return _section("phases", w.phases_title, body)
 
 
-def _categories(doc: dict[str, Any], w: _Words) -> list[str]:
+def _categories(doc: dict[str, Any], w: Words) -> list[str]:
     if not isinstance(doc.get("categories"), dict):
         return []
     rows = category_rows(doc)
     if not rows:
-        return _section("categories", w("GPU time by kernel category"), [_e(w("No GPU kernel time in the analysed steps."))])
-    table = _table(["Category", w("GPU ms/step"), w("% of GPU busy"), ""],
+        return _section("categories", w.categories_title, [_e(w.no_kernel_time)])
+    table = _table(["Category", w.ms_per_step, w.share_of_busy, ""],
                    [[_e(n), _e(fmt_ms(ms)), _e(fmt_pct(s)), _bar(s)] for _k, n, ms, s in rows], right=(1, 2))
-    return _section("categories", w("GPU time by kernel category"), [table])
+    return _section("categories", w.categories_title, [table])
 
 
 def _plots(doc: dict[str, Any], plots: Optional[Sequence[Any]], with_plots: bool) -> list[str]:
@@ -355,41 +339,41 @@ def _plots(doc: dict[str, Any], plots: Optional[Sequence[Any]], with_plots: bool
     return _section("plots", "Plots", body)
 
 
-def _top_ops(doc: dict[str, Any], top: int, w: _Words) -> list[str]:
+def _top_ops(doc: dict[str, Any], top: int, w: Words) -> list[str]:
     if "top_ops" not in doc:
         return []
     ops = top_ops(doc, top)
     if not ops:
-        return _section("top-ops", w("Top ops by GPU time (per step)"), [_e(w("No ops launched GPU work in the analysed steps."))])
+        return _section("top-ops", w.top_ops_title, [_e(w.no_ops)])
     rows = [
         [_e(i), _code(short_op_name(o.get("name")), o.get("name")), _e(fmt_ms(o.get("ms_per_step"))),
          _e(fmt_ms(o.get("self_ms_per_step"))), _e(fmt_pct(o.get("share"))), _e(fmt_count(o.get("calls_per_step"))),
          _code(short_source(o.get("source")) if o.get("source") else None, o.get("source"))]
         for i, o in enumerate(ops, 1)
     ]
-    table = _table(["#", "Op", w("GPU ms"), "Self ms", "% busy", "Calls", "Source"], rows, right=(0, 2, 3, 4, 5))
-    note = _note(w("GPU ms includes kernels launched by child ops, so shares overlap; self ms counts only the op's own kernels."))
+    table = _table(["#", "Op", w.ms, "Self ms", "% busy", "Calls", "Source"], rows, right=(0, 2, 3, 4, 5))
+    note = _note(w.top_ops_note)
     src_note = source_note(doc)
-    return _section("top-ops", w("Top ops by GPU time (per step)"), [table, note] + ([_note(src_note)] if src_note else []))
+    return _section("top-ops", w.top_ops_title, [table, note] + ([_note(src_note)] if src_note else []))
 
 
-def _compiled(doc: dict[str, Any], top: int, w: "_Words") -> list[str]:
+def _compiled(doc: dict[str, Any], top: int, w: Words) -> list[str]:
     rows = compiled_graph_rows(doc, top)
     if not rows:
         return []
     full = [g.get("name") for g in as_list(doc.get("compiled_graphs")) if isinstance(g, dict)]
-    table = _table(["#"] + [w(h) for h in COMPILED_HEADERS],
+    table = _table(["#"] + list(w.compiled_headers),
                    [[_e(i), _code(r[0], full[i - 1] if i - 1 < len(full) else None), _e(r[1]), _e(r[2]), _e(r[3]),
                      _code(r[4]) if r[4] != "unknown" else "unknown"] for i, r in enumerate(rows, 1)], right=(0, 3, 4))
-    return _section("compiled", "Compiled graphs (torch.compile, per step)", [table, _note(w(COMPILED_NOTE))])
+    return _section("compiled", "Compiled graphs (torch.compile, per step)", [table, _note(w.compiled_note)])
 
 
-def _top_kernels(doc: dict[str, Any], top: int) -> list[str]:
+def _top_kernels(doc: dict[str, Any], top: int, w: Words) -> list[str]:
     if "top_kernels" not in doc:
         return []
     kernels = top_kernels(doc, top)
     if not kernels:
-        return _section("top-kernels", "Top GPU kernels (per step)", ["No GPU kernels in the analysed steps."])
+        return _section("top-kernels", w.top_kernels_title, [_e(w.no_kernels)])
     rows = [
         [_e(i), _code(short_kernel_name(k.get("name")), k.get("name")), _e(text(k.get("category"))),
          _e(fmt_ms(k.get("ms_per_step"))), _e(fmt_pct(k.get("share"))), _e(fmt_count(k.get("calls_per_step"))),
@@ -397,18 +381,18 @@ def _top_kernels(doc: dict[str, Any], top: int) -> list[str]:
          _code(short_source(k.get("source")) if k.get("source") else None, k.get("source"))]
         for i, k in enumerate(kernels, 1)
     ]
-    table = _table(["#", "Kernel", "Category", "GPU ms", "% busy", "Calls", "Avg µs", "Launched by", "Source"],
+    table = _table(["#", "Kernel", "Category", w.ms, "% busy", "Calls", "Avg µs", "Launched by", "Source"],
                    rows, right=(0, 3, 4, 5, 6))
-    return _section("top-kernels", "Top GPU kernels (per step)", [table])
+    return _section("top-kernels", w.top_kernels_title, [table])
 
 
-def _copies(doc: dict[str, Any], top: int) -> list[str]:
+def _copies(doc: dict[str, Any], top: int, w: Words) -> list[str]:
     if not isinstance(doc.get("copies"), dict):
         return []
     rows = copy_rows(doc)
     if not rows:
         return _section("copies", "Memory copies (per step)", ["No host/device copies in the analysed steps."])
-    body = [_table(["Direction", "Copies", "Via copy engine", "MB", "GPU ms"], [[_e(c) for c in r] for r in rows],
+    body = [_table(["Direction", "Copies", "Via copy engine", "MB", w.ms], [[_e(c) for c in r] for r in rows],
                    right=(1, 2, 3, 4)),
             _note("Copy engine: cudaMemcpy transfers; the rest are copy kernels (casts, .contiguous()), "
                   "which record no byte count (MB shown as -).")]
@@ -416,7 +400,7 @@ def _copies(doc: dict[str, Any], top: int) -> list[str]:
     if sources:
         body.append("<h3>Top copy sources</h3>")
         body.append(_table(
-            ["Op", "Source", "Dir", "GPU ms", "Copies"],
+            ["Op", "Source", "Dir", w.ms, "Copies"],
             [[_code(short_op_name(s.get("op")), s.get("op")),
               _code(short_source(s.get("source")) if s.get("source") else None, s.get("source")),
               _e(text(s.get("direction")).upper()),
@@ -462,7 +446,7 @@ def _modules(doc: dict[str, Any]) -> list[str]:
     return _section("modules", "Modules (perfkit profile --modules)", body)
 
 
-def _steps(doc: dict[str, Any], w: _Words) -> list[str]:
+def _steps(doc: dict[str, Any], w: Words) -> list[str]:
     rows = [r for r in as_list(as_dict(doc.get("steps")).get("table")) if isinstance(r, dict)]
     if not rows:
         return []
@@ -473,7 +457,7 @@ def _steps(doc: dict[str, Any], w: _Words) -> list[str]:
         shown = rows[:half] + rows[-half:]
         note.append(_note(f"{len(rows)} steps: the first and last {half} are shown (all are in the JSON document)."))
     columns = ["wall_ms", "window_ms", "busy_ms", "idle_ms", "forward_ms", "backward_ms", "optimizer_ms", "other_ms"]
-    headers = ["Step", "Wall ms", w("GPU window ms"), w("GPU busy ms"), w("GPU idle ms"), "Forward ms", "Backward ms",
+    headers = ["Step", "Wall ms", *w.step_columns, "Forward ms", "Backward ms",
                "Optimizer ms", "Other ms"]
     if any(num(r.get("unknown_ms")) for r in rows):  # time no evidence places in a phase
         columns.append("unknown_ms")

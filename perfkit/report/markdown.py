@@ -1,7 +1,7 @@
 """GitHub-flavoured Markdown report (for PR comments and CI summaries).
 
-Same sections, rows and number formats as the console report: both read the
-document through the helpers in :mod:`perfkit.report.console`. Names from the
+Same sections, rows, labels and number formats as the console report: both draw
+the rows of :mod:`perfkit.report.rows`. Names from the
 trace (ops, kernels, sources) go in code spans with ``|`` escaped, so C++
 template brackets are not taken for HTML and pipes do not split table cells.
 """
@@ -11,31 +11,26 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from ..analysis.result import Analysis, document_of
-from .console import (
-    get,
-    fmt_where,
-    runtime_note,
-    runtime_rows,
-    DASH,
+from . import ranks
+from .rows import (
+    MODULE_HEADERS,
+    Words,
+    basis_words,
     breakdown_line,
     category_rows,
+    compiled_graph_rows,
     copy_rows,
     copy_sources,
     evidence_items,
     excluded_steps,
     findings,
     fmt_count,
-    fmt_ms,
     fmt_pct,
     fmt_us,
     fmt_value,
-    gpu_notes,
+    fmt_where,
     header_facts,
     leading_ops_line,
-    COMPILED_HEADERS,
-    COMPILED_NOTE,
-    compiled_graph_rows,
-    MODULE_HEADERS,
     module_rows,
     modules_note,
     overview_note,
@@ -43,17 +38,20 @@ from .console import (
     phase_evidence_line,
     phase_rows,
     phase_unknown_note,
+    runtime_note,
+    runtime_rows,
     short_kernel_name,
     short_op_name,
     short_source,
     source_note,
+    step_notes,
     summary_rows,
-    text,
     top_kernels,
     top_ops,
     trace_parts,
     warnings_list,
 )
+from .values import DASH, fmt_ms, text
 
 
 def md_text(value: Any) -> str:
@@ -86,7 +84,7 @@ def _section(out: list[str], title: str) -> None:
     out += ["", f"### {title}", ""]
 
 
-def _header(doc: dict[str, Any], out: list[str]) -> None:
+def _header(doc: dict[str, Any], out: list[str], w: Words) -> None:
     out.append("## perfkit report")
     out.append("")
     for name, value in header_facts(doc):
@@ -109,7 +107,7 @@ def _header(doc: dict[str, Any], out: list[str]) -> None:
         lines.append(f"**Time breakdown:** {md_text(breakdown)}")
     leading = leading_ops_line(doc)
     if leading:
-        lines.append(f"**Top GPU time:** {md_text(leading)}")
+        lines.append(f"**{w.top_time}:** {md_text(leading)}")
     if lines:
         out.append("")
         out.append("  \n".join(lines))
@@ -121,21 +119,21 @@ def _step_summary(doc: dict[str, Any], out: list[str]) -> None:
         return
     _section(out, "Step summary")
     out += md_table(["Metric", "Value", "Unit"], [list(r) for r in rows], right=(1,))
-    notes = gpu_notes(doc)
+    notes = step_notes(doc)
     if notes:
         out.append("")
         out += [f"_{md_text(n)}_" for n in notes]
 
 
-def _phases(doc: dict[str, Any], out: list[str]) -> None:
+def _phases(doc: dict[str, Any], out: list[str], w: Words) -> None:
     rows = phase_rows(doc)
     if not rows:
         return
-    _section(out, "Phases (GPU time)")
+    _section(out, w.phases_title)
     if not any(ms for _, ms, _ in rows):
-        out.append("No GPU time in the analysed steps.")
+        out.append(w.no_time)
         return
-    out += md_table(["Phase", "GPU ms/step", "% of GPU busy"],
+    out += md_table(["Phase", w.ms_per_step, w.share_of_busy],
                     [[name, fmt_ms(ms), fmt_pct(share)] for name, ms, share in rows], right=(1, 2))
     evidence, unknown = phase_evidence_line(doc), phase_unknown_note(doc)
     notes = ([f"Evidence: {evidence}"] if evidence else []) + ([unknown] if unknown else [])
@@ -144,25 +142,25 @@ def _phases(doc: dict[str, Any], out: list[str]) -> None:
         out += [f"_{md_text(n)}_" for n in notes]
 
 
-def _categories(doc: dict[str, Any], out: list[str]) -> None:
+def _categories(doc: dict[str, Any], out: list[str], w: Words) -> None:
     if not isinstance(doc.get("categories"), dict):
         return
-    _section(out, "GPU time by kernel category")
+    _section(out, w.categories_title)
     rows = category_rows(doc)
     if not rows:
-        out.append("No GPU kernel time in the analysed steps.")
+        out.append(w.no_kernel_time)
         return
-    out += md_table(["Category", "GPU ms/step", "% of GPU busy"],
+    out += md_table(["Category", w.ms_per_step, w.share_of_busy],
                     [[name, fmt_ms(ms), fmt_pct(share)] for _k, name, ms, share in rows], right=(1, 2))
 
 
-def _top_ops(doc: dict[str, Any], out: list[str], top: int) -> None:
+def _top_ops(doc: dict[str, Any], out: list[str], top: int, w: Words) -> None:
     if "top_ops" not in doc:
         return
-    _section(out, "Top ops by GPU time (per step)")
+    _section(out, w.top_ops_title)
     ops = top_ops(doc, top)
     if not ops:
-        out.append("No ops launched GPU work in the analysed steps.")
+        out.append(w.no_ops)
         return
     rows = [
         [str(i), md_code(short_op_name(op.get("name"))), fmt_ms(op.get("ms_per_step")),
@@ -170,32 +168,31 @@ def _top_ops(doc: dict[str, Any], out: list[str], top: int) -> None:
          md_code(short_source(op.get("source")) if op.get("source") else None)]
         for i, op in enumerate(ops, 1)
     ]
-    out += md_table(["#", "Op", "GPU ms", "Self ms", "% busy", "Calls", "Source"], rows, right=(0, 2, 3, 4, 5))
-    out += ["", "_GPU ms includes kernels launched by child ops, so shares overlap; "
-                "self ms counts only the op's own kernels._"]
+    out += md_table(["#", "Op", w.ms, "Self ms", "% busy", "Calls", "Source"], rows, right=(0, 2, 3, 4, 5))
+    out += ["", f"_{md_text(w.top_ops_note)}_"]
     note = source_note(doc)
     if note:
         out += ["", f"_{md_text(note)}_"]
 
 
-def _compiled(doc: dict[str, Any], out: list[str], top: int) -> None:
+def _compiled(doc: dict[str, Any], out: list[str], top: int, w: Words) -> None:
     rows = compiled_graph_rows(doc, top)
     if not rows:
         return
     _section(out, "Compiled graphs (torch.compile, per step)")
-    out += md_table(["#"] + list(COMPILED_HEADERS),
+    out += md_table(["#"] + list(w.compiled_headers),
                     [[str(i), md_code(r[0]), md_text(r[1]), r[2], r[3], md_code(r[4]) if r[4] != "unknown" else "unknown"]
                      for i, r in enumerate(rows, 1)], right=(0, 3, 4))
-    out += ["", f"_{md_text(COMPILED_NOTE)}_"]
+    out += ["", f"_{md_text(w.compiled_note)}_"]
 
 
-def _top_kernels(doc: dict[str, Any], out: list[str], top: int) -> None:
+def _top_kernels(doc: dict[str, Any], out: list[str], top: int, w: Words) -> None:
     if "top_kernels" not in doc:
         return
-    _section(out, "Top GPU kernels (per step)")
+    _section(out, w.top_kernels_title)
     kernels = top_kernels(doc, top)
     if not kernels:
-        out.append("No GPU kernels in the analysed steps.")
+        out.append(w.no_kernels)
         return
     rows = [
         [str(i), md_code(short_kernel_name(k.get("name"))), md_text(text(k.get("category"))),
@@ -204,11 +201,11 @@ def _top_kernels(doc: dict[str, Any], out: list[str], top: int) -> None:
          md_code(short_source(k.get("source")) if k.get("source") else None)]
         for i, k in enumerate(kernels, 1)
     ]
-    out += md_table(["#", "Kernel", "Category", "GPU ms", "% busy", "Calls", "Avg µs", "Launched by", "Source"],
+    out += md_table(["#", "Kernel", "Category", w.ms, "% busy", "Calls", "Avg µs", "Launched by", "Source"],
                     rows, right=(0, 3, 4, 5, 6))
 
 
-def _copies(doc: dict[str, Any], out: list[str], top: int) -> None:
+def _copies(doc: dict[str, Any], out: list[str], top: int, w: Words) -> None:
     if not isinstance(doc.get("copies"), dict):
         return
     _section(out, "Memory copies (per step)")
@@ -216,7 +213,7 @@ def _copies(doc: dict[str, Any], out: list[str], top: int) -> None:
     if not rows:
         out.append("No host/device copies in the analysed steps.")
         return
-    out += md_table(["Direction", "Copies", "Via copy engine", "MB", "GPU ms"], [list(r) for r in rows],
+    out += md_table(["Direction", "Copies", "Via copy engine", "MB", w.ms], [list(r) for r in rows],
                     right=(1, 2, 3, 4))
     out += ["", "_Copy engine: cudaMemcpy transfers; the rest are copy kernels (casts, .contiguous()), "
                 "which record no byte count (MB shown as -)._"]
@@ -224,7 +221,7 @@ def _copies(doc: dict[str, Any], out: list[str], top: int) -> None:
     if sources:
         out += ["", "**Top copy sources**", ""]
         out += md_table(
-            ["Op", "Source", "Dir", "GPU ms", "Copies"],
+            ["Op", "Source", "Dir", w.ms, "Copies"],
             [[md_code(short_op_name(s.get("op"))), md_code(short_source(s.get("source")) if s.get("source") else None),
               md_text(text(s.get("direction")).upper()),
               fmt_ms(s.get("ms_per_step")), fmt_count(s.get("count_per_step"))] for s in sources],
@@ -296,8 +293,6 @@ def _findings(doc: dict[str, Any], out: list[str]) -> None:
 
 
 def _ranks(doc: dict[str, Any], out: list[str]) -> None:
-    from . import ranks
-
     if not ranks.has_ranks(doc):
         return
     _section(out, "Ranks")
@@ -326,20 +321,18 @@ def render_markdown(doc: "Analysis | dict[str, Any]", *, top: int = 10) -> str:
     doc = document_of(doc)
     doc = doc if isinstance(doc, dict) else {}
     out: list[str] = []
-    _header(doc, out)
+    w = basis_words(doc)
+    _header(doc, out, w)
     _step_summary(doc, out)
     _ranks(doc, out)
-    _phases(doc, out)
-    _categories(doc, out)
-    _top_ops(doc, out, top)
-    _compiled(doc, out, top)
-    _top_kernels(doc, out, top)
-    _copies(doc, out, top)
+    _phases(doc, out, w)
+    _categories(doc, out, w)
+    _top_ops(doc, out, top, w)
+    _compiled(doc, out, top, w)
+    _top_kernels(doc, out, top, w)
+    _copies(doc, out, top, w)
     _overview(doc, out)
     _runtime(doc, out)
     _modules(doc, out)
     _findings(doc, out)
-    md = "\n".join(out) + "\n"
-    if get(doc, "trace", "time_basis") == "cpu":  # no device work: the figures are CPU time (as in the terminal)
-        md = md.replace("GPU", "CPU")
-    return md
+    return "\n".join(out) + "\n"

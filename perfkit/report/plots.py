@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..analysis.result import Analysis, document_of
 from ..errors import MissingDependencyError
-from .console import CATEGORY_LABELS, PHASE_LABELS, as_dict, as_list, num
+from .rows import CATEGORY_LABELS, PHASE_LABELS, basis_words
+from .values import as_dict, as_list, num
 from .scaling_plot import INSTALL_HINT
 
 if TYPE_CHECKING:
@@ -154,8 +155,9 @@ def figure_bytes(fig: "Figure", fmt: str = "png") -> bytes:
 
 
 def plot_phases_per_step(doc: dict[str, Any]) -> Plot:
-    """Stacked GPU ms per phase for each step."""
-    title = "GPU time per step by phase"
+    """Stacked GPU (or CPU: the basis' word) ms per phase for each step."""
+    word = basis_words(doc).word
+    title = f"{word} time per step by phase"
     rows = _step_rows(doc)
     if not rows:
         return Plot("phases_per_step", title, skipped="the document has no per-step table")
@@ -165,15 +167,16 @@ def plot_phases_per_step(doc: dict[str, Any]) -> Plot:
     if "unknown" in series and not any(series["unknown"]):
         del series["unknown"]  # the unknown band only where some time has no phase
     if not series:
-        return Plot("phases_per_step", title, skipped="no step has GPU time by phase")
+        return Plot("phases_per_step", title, skipped=f"no step has {word} time by phase")
     labels = {p: PHASE_LABELS[p] for p in series}
-    fig, info = _stacked(rows, series, labels, _PHASE_COLORS, title, "GPU ms")
+    fig, info = _stacked(rows, series, labels, _PHASE_COLORS, title, f"{word} ms")
     return Plot("phases_per_step", title, fig, info)
 
 
 def plot_categories_per_step(doc: dict[str, Any]) -> Plot:
-    """Stacked GPU ms per kernel category for each step."""
-    title = "GPU time per step by kernel category"
+    """Stacked GPU (or CPU) ms per kernel category for each step."""
+    word = basis_words(doc).word
+    title = f"{word} time per step by kernel category"
     rows = _step_rows(doc)
     if not rows:
         return Plot("categories_per_step", title, skipped="the document has no per-step table")
@@ -185,7 +188,7 @@ def plot_categories_per_step(doc: dict[str, Any]) -> Plot:
     series = {k: v for k, v in series.items() if any(v)}  # categories with time only
     labels = {k: CATEGORY_LABELS.get(k, k) for k in series}
     colors = {k: _CATEGORY_COLORS.get(k, "#777777") for k in series}
-    fig, info = _stacked(rows, series, labels, colors, title, "GPU ms")
+    fig, info = _stacked(rows, series, labels, colors, title, f"{word} ms")
     info["categories"] = list(series)
     return Plot("categories_per_step", title, fig, info)
 
@@ -195,10 +198,10 @@ def plot_step_times(doc: dict[str, Any]) -> Plot:
     from ..analysis.rules import OUTLIER_FACTOR
 
     title = "Step times"
+    word = basis_words(doc).word
     rows = _step_rows(doc)
     rt_steps = as_dict(as_dict(doc.get("runtime")).get("steps"))
-    rt_wall = [num(x) for x in as_list(rt_steps.get("wall_ms"))]
-    rt_wall = [x for x in rt_wall if x is not None]
+    rt_wall = [x for x in (num(v) for v in as_list(rt_steps.get("wall_ms"))) if x is not None]
     if not rows and not rt_wall:
         return Plot("step_times", title, skipped="the document has no step times")
     fig = _figure(height_scale=1.6 if rows and rt_wall else 1.0)
@@ -212,11 +215,11 @@ def plot_step_times(doc: dict[str, Any]) -> Plot:
         wall = [num(r.get("wall_ms")) or 0.0 for r in rows]
         window = [num(r.get("window_ms")) or 0.0 for r in rows]
         ax.plot(x, wall, "o-", color="#4C78A8", ms=3, lw=1, label="CPU wall ms (ProfilerStep)")
-        ax.plot(x, window, "s-", color="#F58518", ms=3, lw=1, label="GPU window ms")
+        ax.plot(x, window, "s-", color="#F58518", ms=3, lw=1, label=f"{word} window ms")
         kept_window = sorted(w for w, r in zip(window, rows) if r.get("kept", True))
         if kept_window:
             median_ms = _median(kept_window)
-            ax.axhline(median_ms, color="#555555", ls="--", lw=1, label=f"median GPU window, kept steps: {median_ms:.1f} ms")
+            ax.axhline(median_ms, color="#555555", ls="--", lw=1, label=f"median {word} window, kept steps: {median_ms:.1f} ms")
             info["median_gpu_window_ms"] = median_ms
         out = [i for i, r in enumerate(rows) if not r.get("kept", True)]
         if out:
@@ -263,8 +266,7 @@ def plot_memory(doc: dict[str, Any]) -> Plot:
     if devices:
         return _memory_timeline(timeline, devices)
     mem = as_dict(as_dict(doc.get("runtime")).get("memory"))
-    peaks = [num(x) for x in as_list(mem.get("step_peak_bytes"))]
-    peaks = [x for x in peaks if x is not None]
+    peaks = [x for x in (num(v) for v in as_list(mem.get("step_peak_bytes"))) if x is not None]
     if peaks:
         return _memory_step_peaks(mem, peaks)
     return Plot("memory", "Device memory", skipped=(
@@ -294,7 +296,8 @@ def plot_top_modules(doc: dict[str, Any]) -> Plot:
         ops = [o for o in as_list(doc.get("top_ops")) if isinstance(o, dict)]
         if not ops:
             return Plot("top_modules", "Top modules", skipped="no module timings (perfkit profile --modules) and no top ops")
-        title = "Top ops by GPU time per step (no module timings: perfkit profile --modules)"
+        word = basis_words(doc).word
+        title = f"Top ops by {word} time per step (no module timings: perfkit profile --modules)"
         rows = ops[:TOP_ROWS]
         names = [_short(o.get("name") or "?", 40) for o in rows]
         total = [num(o.get("ms_per_step")) or 0.0 for o in rows]
@@ -302,9 +305,9 @@ def plot_top_modules(doc: dict[str, Any]) -> Plot:
         fig = _figure(height_scale=max(1.0, len(rows) / 10))
         ax = fig.add_subplot(1, 1, 1)
         y = list(range(len(rows)))[::-1]
-        ax.barh(y, total, color="#9ECAE9", label="GPU ms (with child ops)")
-        ax.barh(y, self_ms, color="#4C78A8", label="self GPU ms")
-        ax.set_xlabel("GPU ms per step")
+        ax.barh(y, total, color="#9ECAE9", label=f"{word} ms (with child ops)")
+        ax.barh(y, self_ms, color="#4C78A8", label=f"self {word} ms")
+        ax.set_xlabel(f"{word} ms per step")
         info = {"source": "top_ops", "names": [o.get("name") for o in rows]}
     ax.set_yticks(y)
     ax.set_yticklabels([_tex_safe(n) for n in names], fontsize=8)
@@ -460,8 +463,8 @@ def _median(sorted_values: list[float]) -> float:
     return sorted_values[mid] if n % 2 else (sorted_values[mid - 1] + sorted_values[mid]) / 2.0
 
 
-def _short(s: Any, n: int) -> str:
-    s = " ".join(str(s).split())
+def _short(value: Any, n: int) -> str:
+    s = " ".join(str(value).split())
     return s if len(s) <= n else s[: n - 1] + "…"
 
 

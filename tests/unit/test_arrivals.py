@@ -131,7 +131,7 @@ def test_dlrm_job_bookkeeping(dlrm_docs):
     assert view["trace"]["events"] == sum(d["trace"]["events"] for d in dlrm_docs)
     assert sorted(r["bytes"] for r in view["ranks"]) == sorted(len(gzip.open(p).read()) for p in files)
     assert view["steps"]["ids"] == [10]
-    from perfkit.report.console import steps_line, trace_line
+    from perfkit.report.rows import steps_line, trace_line
 
     assert steps_line(view) == "1 step per rank (id 10) on 8 ranks"
     disk_bytes = sum(p.stat().st_size for p in files)  # the header shows the files' size, not the JSON's

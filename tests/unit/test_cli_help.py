@@ -16,7 +16,7 @@ import perfkit
 from perfkit.cli import main
 from perfkit.cli.profile import misplaced_hint, misplaced_options
 from perfkit.run.finish import say, shell_quote
-from perfkit.report.console import trace_parts
+from perfkit.report.rows import trace_parts
 
 from ..conftest import REPO
 

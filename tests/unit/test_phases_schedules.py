@@ -18,7 +18,7 @@ import pytest
 import perfkit
 from perfkit.analysis import rules
 from perfkit.budget import metrics
-from perfkit.report.console import phase_evidence_line, phase_rows, phase_unknown_note
+from perfkit.report.rows import phase_evidence_line, phase_rows, phase_unknown_note
 from perfkit.report.markdown import render_markdown
 
 from .. import _dualpipe_trace

@@ -313,7 +313,7 @@ def perfkit_analyze(path):
 
 
 def test_runtime_rows_show_traced_vs_unprofiled_and_unknown_memory():
-    from perfkit.report.console import runtime_rows
+    from perfkit.report.rows import runtime_rows
 
     doc = {"runtime": {
         "steps_seen": 20, "step_source": "autograd backward",

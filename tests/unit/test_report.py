@@ -22,7 +22,7 @@ from rich.console import Console
 
 import perfkit
 from perfkit.report import render_console, render_markdown, write_json
-from perfkit.report.console import short_kernel_name
+from perfkit.report.rows import short_kernel_name
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(__file__).resolve().parents[3] / "shared"
@@ -244,8 +244,12 @@ def test_console_cpu_only_trace(cpu_only):
         assert warning in text
     dist = cpu_only["trace"]["distributed"]
     assert f"rank {dist['rank']} of {dist['world_size']}" in text
-    # CPU time of the outermost ops is reported instead of GPU time, labelled as such
-    assert "Phases (CPU time)" in out and "GPU" not in out
+    # CPU time of the outermost ops is reported instead of GPU time, labelled as such; "GPU" is left
+    # only where the document's own text says it (a remedy naming GPUs), never in a label
+    assert "Phases (CPU time)" in out
+    assert "GPU" not in out.split("Findings ─")[0]
+    assert flat(out.split("Findings ─")[1]).count("GPU") == sum(
+        json.dumps(f).count("GPU") for f in cpu_only["findings"])
     assert "Top CPU kernels" not in out and "Memory copies" not in out
     comm = cpu_only["overview"]["communication"]
     assert comm["ms_per_step"] > 0
@@ -399,7 +403,7 @@ def test_markdown_cpu_only(cpu_only):
     # no device work: the Markdown says CPU, as the terminal does
     md = render_markdown(cpu_only)
     sections = md_sections(md)
-    assert "GPU" not in md
+    assert "GPU" not in md.split("### Findings")[0]
     assert sections["Phases (CPU time)"].strip() == "No CPU time in the analysed steps."
     assert sections["Top CPU kernels (per step)"].strip() == "No CPU kernels in the analysed steps."
     assert sections["Memory copies (per step)"].strip() == "No host/device copies in the analysed steps."
@@ -504,7 +508,7 @@ def test_report_import_is_light():
 
 def test_source_paths_fit_their_column_without_breaking_inside_a_path(tmp_path, monkeypatch):
     """At 80 columns "/work/main/examples/frameworks/compile_loo" + "p.py:32 main" was broken mid-word."""
-    from perfkit.report.console import fit_source
+    from perfkit.report.rows import fit_source
 
     monkeypatch.chdir(tmp_path)
     long = "/work/main/examples/frameworks/compile_loop.py:32 main"
@@ -519,7 +523,7 @@ def test_source_paths_fit_their_column_without_breaking_inside_a_path(tmp_path, 
 
 
 def test_long_op_names_lose_their_middle_not_a_line_break():
-    from perfkit.report.console import fit_name
+    from perfkit.report.rows import fit_name
 
     name = "aten::_scaled_dot_product_flash_attention_for_cpu_backward"
     shown = fit_name(name, 42)
