@@ -59,7 +59,7 @@ def analyze(
     Raises:
         TraceFormatError: (a :class:`PerfkitError`) a file is missing, unreadable or not a trace.
     """
-    from .analysis import analyze_paths
+    from .job import analyze_paths
 
     return analyze_paths(path, workers=workers, progress=progress)
 

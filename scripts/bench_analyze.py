@@ -611,7 +611,7 @@ def markdown(rows: list[dict[str, Any]], info: dict[str, Any], repeat: int) -> s
 
 PROFILE = r"""
 import cProfile, pstats, sys, time
-from perfkit.analysis import analyze_paths
+from perfkit.job import analyze_paths
 import perfkit
 print("perfkit imported from", perfkit.__file__)
 path = sys.argv[1]

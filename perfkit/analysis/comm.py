@@ -17,7 +17,7 @@ window, and the part of it outside the compute union (vectorised interval
 algebra, :mod:`perfkit.analysis.intervals`). Means are over kept steps.
 
 A fast rank waiting for a slow one waits inside its collectives: its exposed
-communication includes that wait. The job view (:mod:`perfkit.analysis.ranks`)
+communication includes that wait. The job view (:mod:`perfkit.job.ranks`)
 takes the least-exposed rank as the communication cost, and the rest as the
 straggler's.
 
@@ -25,7 +25,7 @@ straggler's.
 :data:`COLLECTIVES_CAP`, the latest whole steps), columnar, on the trace's
 absolute clock (``origin_ns`` plus the µs values): the job view matches the
 n-th collective of each kind in each step across ranks and finds who arrives
-last (:func:`perfkit.analysis.ranks.arrivals`).
+last (:func:`perfkit.job.ranks.arrivals`).
 """
 
 from __future__ import annotations

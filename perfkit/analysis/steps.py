@@ -195,3 +195,34 @@ def kept_mask(dw: DeviceWork, stats: StepStats) -> np.ndarray:
 
 __all__ = ["StepStats", "step_stats", "kept_mask", "in_kept_steps", "capture_windows", "spread", "spread_warning",
            "STEP_CV_WARN", "NO_STEP"]
+
+
+def median_or_zero(x: np.ndarray) -> float:
+    """The median; 0.0 for no values (callers show a count of 0 steps beside it)."""
+    return float(np.median(x)) if len(x) else 0.0
+
+
+def mean_or_zero(x: np.ndarray) -> float:
+    """The mean; 0.0 for no values."""
+    return float(np.mean(x)) if len(x) else 0.0
+
+
+#: The per-step figures' spread across the analysed steps (docs/analysis.md "Statistics").
+SPREAD_STATS = ("min", "p10", "median", "p90", "max")
+
+
+def column_spreads(columns: dict[str, np.ndarray]) -> dict[str, Optional[dict[str, float]]]:
+    """{column: {min, p10, median, p90, max}} over the analysed steps (None for a column with no step).
+
+    Percentiles interpolate linearly between steps (numpy's default), so with few steps p10/p90 lie
+    between the two smallest / largest values."""
+    out: dict[str, Optional[dict[str, float]]] = {}
+    for key, x in columns.items():
+        x = np.asarray(x, dtype=float)
+        x = x[np.isfinite(x)]
+        if not len(x):
+            out[key] = None
+            continue
+        q = np.percentile(x, [0, 10, 50, 90, 100])
+        out[key] = {k: float(v) for k, v in zip(SPREAD_STATS, q)}
+    return out

@@ -25,7 +25,7 @@ def analyze_cmd(
     """Analyze traces: where each step's GPU time goes, and what to change."""
     from rich.console import Console
 
-    from ..analysis import analyze_paths
+    from ..job import analyze_paths
     from ..report import render_console, render_markdown, write_json
     from ..report.progress import progress_bar
 

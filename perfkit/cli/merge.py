@@ -61,7 +61,7 @@ def merge_cmd(
     """Merge per-rank analyses into the job view (per-rank table, straggler, exposed communication)."""
     from rich.console import Console
 
-    from ..analysis.ranks import job_view, rank_of, stall_view
+    from ..job.ranks import job_view, rank_of, stall_view
     from ..report import render_console, render_markdown, write_json
 
     from .._io import check_output_path, write_text

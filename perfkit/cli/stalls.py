@@ -23,7 +23,7 @@ def stalls_cmd(
     from rich.console import Console
 
     from .._io import check_output_path
-    from ..analysis.stalls import summarize_stalls
+    from ..job.stalls import summarize_stalls
     from ..report import write_json
     from ..report.stalls import render_stalls
 

@@ -42,7 +42,7 @@ Choices:
   ``on_error``); the job runs on unwatched. Stall dumps are written atomically
   (temporary file, fsync, rename); the heartbeat file is appended to, and a
   line cut by a crash is skipped when it is read back.
-* :func:`perfkit.analysis.stalls.summarize_stalls` reads a run directory back
+* :func:`perfkit.job.stalls.summarize_stalls` reads a run directory back
   (``perfkit stalls``); it and this module import nothing heavy (no torch).
 """
 
@@ -62,7 +62,7 @@ from typing import Any, Optional, TextIO
 from ..run import layout
 from ._failsoft import report_failure
 
-__all__ = ["Watchdog", "summarize_stalls", "SCHEMA"]
+__all__ = ["Watchdog"]
 
 _FAULT_HEADER = "perfkit faulthandler fallback: rank {rank}, pid {pid}, main thread 0x{ident:x}\n"
 _MAX_DUMPS = 1000  #: stall files one watchdog writes at most (a stall of days at a short period)
@@ -418,13 +418,3 @@ def _frame_where(frame: Any) -> Optional[tuple[str, str, int]]:
         return None
     code = frame.f_code
     return (code.co_name, code.co_filename, int(frame.f_lineno or 0))
-
-
-def __getattr__(name: str) -> Any:
-    # The reader moved to perfkit.analysis.stalls (torch-free, below collection); imported only when asked
-    # for, so that the watchdog stays light in the training process.
-    if name in ("summarize_stalls", "SCHEMA"):
-        from ..analysis import stalls
-
-        return getattr(stalls, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

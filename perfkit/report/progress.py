@@ -1,7 +1,7 @@
 """A rich progress bar for long analyses: shown on a terminal, silent otherwise.
 
 ``progress_bar(enabled)`` yields a callback ``progress(description, done, total)``
-(the protocol of ``perfkit.analysis.analyze_paths(..., progress=...)``) or None
+(the protocol of ``perfkit.job.analyze_paths(..., progress=...)``) or None
 when disabled, so output piped to a file or read by CI carries no bar. The bar
 draws on stderr and disappears when done (``transient``), so stdout holds only
 the report.

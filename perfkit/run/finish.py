@@ -16,7 +16,7 @@ Several ranks, one run directory: each rank writes ``rank<R>.analysis.json`` (wr
 atomically: it is the rank's *done* marker) and ``rank<R>.report.md``. Rank 0 then waits for the other
 ranks' ``rank<R>.analysis.json`` (at most ``job_wait_s`` seconds, and not for a rank the watchdog shows
 stuck) and writes the job's ``analysis.json`` and ``report.md``: the job view
-(:func:`perfkit.analysis.ranks.job_view`), with the ranks that never finished listed as missing.
+(:func:`perfkit.job.ranks.job_view`), with the ranks that never finished listed as missing.
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ def finish_run(rec: Recording) -> Optional[str]:
     analysis_error = None
     if trace and os.path.exists(trace):
         try:
-            from ..analysis import analyze_paths
+            from ..job import analyze_paths
 
             doc = analyze_paths(trace).to_dict()
         except PerfkitError as exc:
@@ -343,7 +343,7 @@ def _stuck_ranks(run_dir: str, ranks: list[int]) -> dict[int, str]:
     if not any(layout.is_watchdog_name(f) for f in _listdir(run_dir)):
         return {}
     try:
-        from ..analysis.stalls import summarize_stalls
+        from ..job.stalls import summarize_stalls
 
         doc = summarize_stalls(run_dir)
     except Exception:
@@ -368,7 +368,7 @@ def _short(ranks: list[int]) -> str:
 
 def job_document(docs: list[dict[str, Any]], missing: dict[int, str], run_dir: str, world: World) -> dict[str, Any]:
     """The job view of the ranks' documents, with the run directory's stall view."""
-    from ..analysis.ranks import job_view, stall_view
+    from ..job.ranks import job_view, stall_view
 
     usable = [d for d in docs if (d.get("steps") or {}).get("count")]
     for d in docs:

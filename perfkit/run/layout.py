@@ -26,7 +26,7 @@ SIDECAR_SUFFIXES = (STACKS_SUFFIX, STACKS_SUFFIX[: -len(".gz")])
 #: One rank of several: its document (written last: the rank's *done* marker) and its report.
 RANK_ANALYSIS_SUFFIX = ".analysis.json"
 RANK_ANALYSIS_GLOB = "rank*.analysis.json"
-#: The watchdog's files (collect/watchdog.py writes them, analysis/stalls.py reads them).
+#: The watchdog's files (collect/watchdog.py writes them, job/stalls.py reads them).
 HEARTBEAT_PREFIX = "heartbeat_rank"
 STALL_PREFIX = "stall_rank"
 HEARTBEAT_RE = re.compile(r"^heartbeat_rank(\d+)\.jsonl$")

@@ -24,7 +24,7 @@ def load_document(path: str) -> dict[str, Any]:
         from ..analysis.result import read_document
 
         return read_document(r.document)
-    from ..analysis import analyze_paths
+    from ..job import analyze_paths
 
     if r.kind == "trace":
         return analyze_paths(path).to_dict()

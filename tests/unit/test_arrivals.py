@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 import perfkit
-from perfkit.analysis import comm, ranks
+from perfkit.analysis import comm
+from perfkit.job import ranks
 
 from .test_ranks import make_trace
 

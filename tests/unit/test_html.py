@@ -158,7 +158,7 @@ def test_analyze_writes_html_and_plots(tmp_path: Path, capsys: pytest.CaptureFix
 def test_progress_bar_draws_on_a_terminal() -> None:
     from rich.console import Console
 
-    from perfkit.analysis import analyze_paths
+    from perfkit.job import analyze_paths
     from perfkit.report.progress import progress_bar
 
     calls = []

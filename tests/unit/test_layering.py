@@ -35,8 +35,10 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     # checking saved JSON documents (analysis.json, diff): the analysis stage loads documents too
     # (perfkit.analysis.result.read_document, perfkit diff), so it sits below it.
     ("documents", ("perfkit.analysis.document", "perfkit.documents")),
-    # Trace -> analysis document, multi-rank views, stall-file reading.
+    # Trace -> analysis document.
     ("analysis", ("perfkit.analysis",)),
+    # Several traces: the job view of a job's ranks, merges, the worker pool, stall-file reading.
+    ("job", ("perfkit.job",)),
     # One document from any path (a run's analysis.json, or traces analysed now): the budget loads runs with it.
     ("run loading", ("perfkit.run.load",)),
     # What is made from a document: budgets and reports.
@@ -50,7 +52,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
 ]
 
 #: Stages that must work without torch: none of their modules may import it, even inside a function.
-TORCH_FREE = {"base", "run paths", "trace", "documents", "run loading", "analysis", "products", "run"}
+TORCH_FREE = {"base", "run paths", "trace", "documents", "run loading", "analysis", "job", "products", "run"}
 
 #: Imports allowed against the table, each with its reason: (importer, imported) -> reason. Empty.
 EXCEPTIONS: dict[tuple[str, str], str] = {}
@@ -185,7 +187,7 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_every_module_has_a_stage():
     mods = module_files()
-    assert "perfkit.analysis.ranks" in mods and "perfkit.trace._scan" in mods  # the walk sees the tree
+    assert "perfkit.job.ranks" in mods and "perfkit.trace._scan" in mods  # the walk sees the tree
     assert [m for m in mods if stage_of(m) < 0] == []
 
 
@@ -211,8 +213,6 @@ COLLECT_ABOVE_TRACE: dict[tuple[str, str], str] = {
     ("perfkit.collect.runtime", "perfkit.analysis.steps"):
         "the run timer's step spread is the same statistic as the trace's (analysis.steps.spread), "
         "computed in the process that timed the steps",
-    ("perfkit.collect.watchdog", "perfkit.analysis.stalls"):
-        "an old import path: perfkit.collect.watchdog.summarize_stalls reaches the reader (module __getattr__)",
 }
 
 
@@ -260,14 +260,14 @@ def test_import_resolution(tmp_path):
     """Relative imports resolve to absolute names; ``from pkg import mod`` names the module."""
     source = tmp_path / "x.py"
     source.write_text("from . import model as m\nfrom .reader import read_trace\nfrom .. import units\n"
-                      "from ..analysis import ranks\nimport torch\n"
+                      "from ..job import ranks\nimport torch\n"
                       "def f():\n    from ..errors import PerfkitError\n"
                       "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from ..collect import session\n")
-    mods = {"perfkit.trace.model": None, "perfkit.analysis.ranks": None, "perfkit.units": None,
+    mods = {"perfkit.trace.model": None, "perfkit.job.ranks": None, "perfkit.units": None,
             "perfkit.collect.session": None}
     got = [(i.target, i.in_function, i.type_checking) for i in imports_of("perfkit.trace.x", source, mods)]
     assert got == [("perfkit.trace.model", False, False), ("perfkit.trace.reader", False, False),
-                   ("perfkit.units", False, False), ("perfkit.analysis.ranks", False, False),
+                   ("perfkit.units", False, False), ("perfkit.job.ranks", False, False),
                    ("torch", False, False), ("perfkit.errors", True, False), ("typing", False, False),
                    ("perfkit.collect.session", False, True)]
 
@@ -309,7 +309,7 @@ def test_each_torch_free_module_imports_alone_without_torch():
     mods = module_files()
     names = sorted(m for m, path in mods.items() if path is not None and m != "perfkit.__main__" and (
         STAGES[stage_of(m)][0] in TORCH_FREE or m == "perfkit"))
-    assert "perfkit.analysis.stalls" in names and "perfkit.report.console" in names
+    assert "perfkit.job.stalls" in names and "perfkit.report.console" in names
     proc = subprocess.run([sys.executable, "-c", _ISOLATED, json.dumps(names)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -56,7 +56,7 @@ def test_all_lists_the_public_names_and_each_is_the_real_object():
 
 
 def test_analyze_takes_its_real_options_as_typed_keywords_and_no_catch_all():
-    from perfkit.analysis import analyze_paths
+    from perfkit.job import analyze_paths
 
     sig = inspect.signature(perfkit.analyze)
     kinds = {p.name: p.kind for p in sig.parameters.values()}

@@ -16,8 +16,9 @@ import numpy as np
 import pytest
 
 import perfkit
-from perfkit.analysis import intervals, ranks
-from perfkit.analysis.pool import analyze_docs
+from perfkit.analysis import intervals
+from perfkit.job import ranks
+from perfkit.job.pool import analyze_docs
 from perfkit.collect import job
 from perfkit.run import finish, layout
 from perfkit.errors import TraceFormatError
@@ -272,7 +273,7 @@ def test_stall_verdict_names_the_rank_the_others_wait_for(tmp_path):
     dump(2, [("/src/train.py", 131, "main"), (f"{lib}/distributed/c10d_logger.py", 81, "wrapper"),
              (f"{lib}/distributed/distributed_c10d.py", 2806, "all_reduce")])
     dump(3, [("/src/train.py", 140, "main")], code='print(f"step {step} loss {loss.item():.3f}")')  # GPU: NCCL
-    from perfkit.analysis.stalls import summarize_stalls
+    from perfkit.job.stalls import summarize_stalls
 
     doc = summarize_stalls(str(tmp_path))
     by = {r["rank"]: r for r in doc["ranks"]}

@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import perfkit
-from perfkit.analysis import merge, ranks
+from perfkit.job import ranks
+from perfkit.job.merge import merge
 from perfkit.analysis.result import Analysis
 from perfkit.report import ranks as report_ranks
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from perfkit.analysis.stalls import summarize_stalls
+from perfkit.job.stalls import summarize_stalls
 from perfkit.cli import main
 from perfkit.collect.watchdog import Watchdog
 

@@ -2,7 +2,7 @@
 
 Built from per-rank analysis documents alone (``perfkit merge`` runs exactly
 this on ``analysis.json`` files; ``perfkit analyze RUN_DIR`` analyses the rank
-traces in parallel, :mod:`perfkit.analysis.pool`, then runs it too), so a
+traces in parallel, :mod:`perfkit.job.pool`, then runs it too), so a
 cluster can analyse each rank where it ran and merge the small results.
 
 The job document is the step-weighted merge of the ranks' documents
@@ -32,9 +32,9 @@ from typing import Any, Callable, Iterable, Optional
 import numpy as np
 
 from ..units import compress_ids
-from . import comm, intervals, rules
-from .result import Analysis
-from .document import finding_order, severity_rank
+from ..analysis import comm, intervals, rules
+from ..analysis.document import finding_order, severity_rank
+from ..analysis.result import Analysis
 
 # --------------------------------------------------------------------- thresholds and texts (data)
 
@@ -162,7 +162,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
         missing: ranks known to have written nothing, with the reason.
         stalls: ``summarize_stalls`` of the run directory, if it has watchdog files.
     """
-    from .pipeline import merge
+    from .merge import merge
 
     docs = sorted(docs, key=lambda d: (rank_of(d) is None, rank_of(d) or 0))
     job = merge([Analysis(doc=d) for d in docs]).doc if len(docs) > 1 else copy.deepcopy(docs[0])
@@ -823,7 +823,7 @@ def rank_missing(missing_rows: list[dict[str, Any]], world: int) -> Optional[dic
 def analyze_many(paths: list[str], *, workers: Optional[int] = None,
                  progress: Optional[Callable[[str, int, int], None]] = None) -> Analysis:
     """Analyse several traces in parallel; ranks of one job give the job view, others a plain merge."""
-    from .pipeline import merge
+    from .merge import merge
     from .pool import analyze_docs
 
     docs = analyze_docs(paths, workers=workers, progress=progress)

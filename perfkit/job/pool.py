@@ -11,7 +11,7 @@ the number of traces:
   trace gives all of its memory back; the peak is at most ``processes``
   analyses at once.
 
-Workers are fresh interpreters (``python -m perfkit.analysis.pool PATH``), run
+Workers are fresh interpreters (``python -m perfkit.job.pool PATH``), run
 by a ``concurrent.futures`` thread pool that waits on them. Not a
 ``multiprocessing`` pool: ``fork`` is unsafe in a parent with threads (a
 progress bar) and keeps a worker's memory across traces unless it is recycled;
@@ -59,12 +59,12 @@ def analyze_docs(paths: list[str], *, workers: Optional[int] = None, processes: 
         processes: worker processes at a time. Defaults to ``min(len(paths), CPUs)``;
             1 analyses in this process, one trace after the other.
         progress: ``progress(description, done, total)``, called as traces finish
-            (two units per trace, like :func:`perfkit.analysis.analyze_paths`).
+            (two units per trace, like :func:`perfkit.job.analyze_paths`).
 
     Raises:
         TraceFormatError: a trace is not readable (the worker's message).
     """
-    from .pipeline import analyze_file
+    from ..analysis.pipeline import analyze_file
 
     report = progress or (lambda description, done, total: None)
     n = len(paths)
@@ -98,7 +98,7 @@ def _run_worker(path: str, workers: Optional[int]) -> dict[str, Any]:
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     env = dict(os.environ)
     env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
-    cmd = [sys.executable, "-m", "perfkit.analysis.pool", path]
+    cmd = [sys.executable, "-m", "perfkit.job.pool", path]
     if workers is not None:
         cmd.append(str(workers))
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
@@ -111,7 +111,7 @@ def _run_worker(path: str, workers: Optional[int]) -> dict[str, Any]:
 
 
 def _worker_main(argv: list[str]) -> int:
-    from .pipeline import analyze_file
+    from ..analysis.pipeline import analyze_file
 
     path = argv[0]
     workers = int(argv[1]) if len(argv) > 1 else None
