@@ -5,8 +5,9 @@ For each trace (a single trace, or the ranks of one job folder):
 
 * **document**: the earlier revision's document, read by this checkout (a ``perfkit.analysis/1``
   document goes through :func:`perfkit.analysis.document.upgrade`), must equal this checkout's
-  document key for key; floats may differ by 1e-9 relative (none do in practice), and
-  ``trace.paths`` (absolute paths of two checkouts) is not compared;
+  document key for key; floats may differ by 1e-9 relative (none do in practice);
+  ``trace.paths`` and ``stalls.seconds_since_newest_activity`` (the age of a watchdog file when it
+  was read) are not compared;
 * **reports**: the terminal report (100 columns, no colour) and the Markdown report of the earlier
   revision's document rendered by the earlier revision, against this checkout's rendering of its own
   document, with the renamed keys read as their new names where a report quotes the document (a
@@ -82,8 +83,10 @@ def default_inputs() -> list[list[str]]:
 
 def run_worker(checkout: str, jobs: list[list[str]], out: str) -> None:
     os.makedirs(out, exist_ok=True)
-    subprocess.run([sys.executable, "-c", _WORKER, checkout, out, json.dumps(jobs)], check=True,
-                   env={**os.environ, "PYTHONPATH": checkout}, cwd=checkout)
+    # The same empty working directory for both revisions: the reports shorten source paths under it.
+    with tempfile.TemporaryDirectory(prefix="perfkit-cwd-") as cwd:
+        subprocess.run([sys.executable, "-c", _WORKER, checkout, out, json.dumps(jobs)], check=True,
+                       env={**os.environ, "PYTHONPATH": checkout}, cwd=cwd)
 
 
 def differences(a: object, b: object, where: str = "") -> list[str]:
@@ -149,6 +152,8 @@ def main() -> int:
         b = json.load(open(files["after"] + ".json"))
         for d in (a, b):
             d.get("trace", {}).pop("paths", None)
+            # the age of a run's newest watchdog file: the clock moved between the two analyses
+            (d.get("stalls") or {}).pop("seconds_since_newest_activity", None)
         diffs = differences(a, b)
         same_docs += not diffs
         txt = [open(files[s] + ".txt").read().splitlines() for s in ("before", "after")]
