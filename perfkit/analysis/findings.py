@@ -588,8 +588,10 @@ def slow_op(ctx: Context) -> Optional[dict[str, Any]]:
     cpu_ms = best_cpu["ms_per_step"] if best_cpu else 0.0
     if max(gpu_ms, cpu_ms) <= 0 or max(gpu_ms, cpu_ms) / max(wall, 1e-9) < SLOW_OP_WARN / 2:
         return None
-    name = (best_gpu if gpu_ms >= cpu_ms else best_cpu)["name"]
-    source = (best_gpu if gpu_ms >= cpu_ms else best_cpu).get("source")
+    best = best_gpu if gpu_ms >= cpu_ms else best_cpu
+    assert best is not None  # the larger of the two figures is > 0, so its op exists
+    name = best["name"]
+    source = best.get("source")
     ms = max(gpu_ms, cpu_ms)
     calls = sum(1 for r in slow if tl.trace.names[tl.name[r]] == name) / ctx.n
     share = ms / wall if wall else 0.0
