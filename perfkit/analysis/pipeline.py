@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional, cast
 
 import numpy as np
 
@@ -19,6 +19,7 @@ from ..trace import read_trace
 from . import ops, rules, series
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps, has_host_evidence
 from .overview import ROLES, overview
+from .document import AnalysisDoc, PhasesUnknown, Share, finding_order
 from .result import SCHEMA, Analysis
 from .steps import StepStats, in_kept_steps, kept_mask, spread, spread_warning, step_stats
 from .timeline import Timeline
@@ -50,7 +51,7 @@ def analyze_trace(trace: m.Trace) -> Analysis:
     return _document(tl, steps, dw, stats, basis)
 
 
-def _share_group(values_us: dict[str, float], n_steps: int, total_us: float) -> dict[str, dict[str, float]]:
+def _share_group(values_us: dict[str, float], n_steps: int, total_us: float) -> dict[str, Share]:
     return {
         k: {"ms_per_step": v / 1000.0 / n_steps, "share": (v / total_us) if total_us > 0 else 0.0}
         for k, v in values_us.items()
@@ -72,10 +73,10 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
             "ops, each op's own time in its category; idle = Python and other time between them)"
         )
 
-    phase_us = {p: float(dw.share_us[kept & (dw.phase == PHASE_CODES[p])].sum()) for p in rules.PHASES}
+    phase_us: dict[str, float] = {p: float(dw.share_us[kept & (dw.phase == PHASE_CODES[p])].sum()) for p in rules.PHASES}
     phases_evidence = _phase_evidence(dw, kept)
     phases_unknown = _phases_unknown(tl, phase_us, busy_total, max(n_kept, 1))
-    cat_us = {c: float(dw.share_us[kept & (dw.category == CATEGORY_CODES[c])].sum()) for c in rules.CATEGORIES}
+    cat_us: dict[str, float] = {c: float(dw.share_us[kept & (dw.category == CATEGORY_CODES[c])].sum()) for c in rules.CATEGORIES}
     other_share = cat_us[rules.OTHER] / busy_total if busy_total else 0.0
     if other_share > 0.2:
         warnings.append(f"{other_share:.0%} of GPU time fell in category 'other' (kernel names no rule knows)")
@@ -198,7 +199,8 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     doc["compiled_graphs"] = f_compiled.result()
     doc["findings"] = findings.detect(context(doc), early=f_early.result())
     comm.add_finding(doc)
-    return Analysis(doc=doc)
+    # Built as JSON-shaped data; its keys are the contract's (tests/test_document.py checks each one).
+    return Analysis(doc=cast(AnalysisDoc, doc))
 
 
 def _file_bytes(path: Any) -> Optional[int]:
@@ -224,9 +226,9 @@ def _stack_samples_info(trace: m.Trace, src: ops.Sources) -> Optional[dict[str, 
 
 
 def _phase_group(phase_us: dict[str, float], n_steps: int, busy_total: float,
-                 unknown: Optional[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+                 unknown: Optional[PhasesUnknown]) -> dict[str, Share]:
     """The phases' figures; when nothing decided any phase, the decided phases are unknown (None), not 0."""
-    group: dict[str, dict[str, Any]] = _share_group(phase_us, n_steps, busy_total)
+    group = _share_group(phase_us, n_steps, busy_total)
     if unknown and unknown["whole_trace"]:
         for p in rules.PHASES:
             if p != rules.PHASE_UNKNOWN:
@@ -247,7 +249,7 @@ def _phase_evidence(dw: DeviceWork, kept: np.ndarray) -> dict[str, dict[str, flo
     return out
 
 
-def _phases_unknown(tl: Timeline, phase_us: dict[str, float], busy_total: float, n_steps: int) -> Optional[dict[str, Any]]:
+def _phases_unknown(tl: Timeline, phase_us: dict[str, float], busy_total: float, n_steps: int) -> Optional[PhasesUnknown]:
     """None when every kept device op has a phase; else the unknown share and why nothing decided it."""
     unknown_us = phase_us.get(rules.PHASE_UNKNOWN, 0.0)
     if unknown_us <= 0 or busy_total <= 0:
@@ -393,14 +395,14 @@ def _devices(trace: m.Trace, dw: DeviceWork) -> list[dict[str, Any]]:
 
 def merge(results: list[Analysis]) -> Analysis:
     """Combine analyses of several traces: per-step figures weighted by kept steps."""
-    docs = [r.doc for r in results]
+    docs = [r.to_dict() for r in results]
     weights = np.array([max(d["steps"]["count"], 1) for d in docs], dtype=float)
     total_w = float(weights.sum())
 
-    def wmean(get) -> float:  # type: ignore[no-untyped-def]
+    def wmean(get: Callable[[dict[str, Any]], float]) -> float:
         return float(sum(w * get(d) for w, d in zip(weights, docs)) / total_w)
 
-    base = dict(docs[0])
+    base: dict[str, Any] = dict(docs[0])
     base["trace"] = dict(docs[0]["trace"])
     base["trace"]["paths"] = [p for d in docs for p in d["trace"]["paths"]]
     base["trace"]["warnings"] = [w for d in docs for w in d["trace"]["warnings"]]
@@ -426,7 +428,7 @@ def merge(results: list[Analysis]) -> Analysis:
     base["steps"]["spread"] = _spread({
         key: np.array([_row_value(r, key) for r in kept_rows], dtype=float)
         for key in ("window_ms", "wall_ms", "active_ms", "idle_ms")})
-    base["device"] = {k: wmean(lambda d, k=k: d["device"][k]) for k in ("busy_ms_per_step", "idle_ms_per_step", "utilization")}
+    base["device"] = {k: wmean(lambda d: d["device"][k]) for k in ("busy_ms_per_step", "idle_ms_per_step", "utilization")}
     # active = window - idle per step: from the kept rows, so active + idle = the mean window exactly
     active = np.array([_row_value(r, "active_ms") for r in kept_rows], dtype=float)
     base["device"]["active_ms_per_step"] = _mean(active[np.isfinite(active)])
@@ -454,9 +456,9 @@ def merge(results: list[Analysis]) -> Analysis:
         "whole_trace": all((d.get("phases_unknown") or {}).get("whole_trace") for d in docs),
         "reason": reasons[0],
     }
-    copies = {}
+    copies: dict[str, Any] = {}
     for direction in ("h2d", "d2h", "d2d"):
-        copies[direction] = {k: wmean(lambda d, k=k: d["copies"][direction][k]) for k in docs[0]["copies"][direction]}
+        copies[direction] = {k: wmean(lambda d: d["copies"][direction][k]) for k in docs[0]["copies"][direction]}
     copies["sources"] = _merge_rows(docs, weights, "sources", ("op", "source", "direction"),
                                     ("ms_per_step", "count_per_step"), of="copies")
     base["copies"] = copies
@@ -474,6 +476,5 @@ def merge(results: list[Analysis]) -> Analysis:
     for d in docs:
         for f in d.get("findings", []):
             found.append({**f, "trace": d["trace"]["paths"][0]})
-    rank = {"critical": 0, "warning": 1, "info": 2}
-    base["findings"] = sorted(found, key=lambda f: (rank.get(f["severity"], 3), -f.get("cost_ms_per_step", 0.0)))
-    return Analysis(doc=base)
+    base["findings"] = sorted(found, key=finding_order)
+    return Analysis(doc=cast(AnalysisDoc, base))
