@@ -31,9 +31,11 @@ from typing import Any, Callable, Iterable, Optional, Union
 from ._io import regular_file
 from .errors import PerfkitError
 
-from .analysis.document import SCHEMA as ANALYSIS_SCHEMA
-from .analysis.document import SCHEMAS_READ as ANALYSIS_SCHEMAS_READ
-from .analysis.document import upgrade
+from .analysis.document import SCHEMA, SCHEMAS_READ, upgrade
+
+#: The analysis document's schema, and the schemas read (an older one is upgraded), for readers of documents.
+ANALYSIS_SCHEMA = SCHEMA
+ANALYSIS_SCHEMAS_READ = SCHEMAS_READ
 
 DIFF_SCHEMA = "perfkit.diff/2"
 #: Largest document read (bytes): perfkit's own documents are kilobytes to a few MB.

@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from concurrent.futures import Future
 from functools import cached_property
-from typing import Optional
+from typing import Any, Callable, Optional, TypeVar, Union
 
 import numpy as np
 
 from ..trace import model as m
 from . import intervals, rules
+from .document import Category, Phase
 from .timeline import Timeline, name_mask
 
 NO_STEP = -1
@@ -283,11 +285,12 @@ def kernel_name_phases(tl: Timeline, dev: np.ndarray) -> np.ndarray:
         return out
     is_kernel = (tl.kind[dev] == m.Kind.KERNEL) & ~tl.matches(rules.NO_PHASE_FROM_NAME_PATTERN)[dev]
     # a later pattern overwrites an earlier one: backward wins over optimizer, optimizer over forward
-    for phase_name, pattern in (
+    by_name: tuple[tuple[Phase, str], ...] = (
         (rules.FORWARD, rules.FORWARD_KERNEL_PATTERN),
         (rules.OPTIMIZER, rules.OPTIMIZER_KERNEL_PATTERN),
         (rules.BACKWARD, rules.BACKWARD_KERNEL_PATTERN),
-    ):
+    )
+    for phase_name, pattern in by_name:
         hit = tl.matches(pattern)[dev] & is_kernel
         out[hit] = PHASE_CODES[phase_name]
     return out
@@ -306,9 +309,9 @@ def _host_phases(
     bwd_rows = host[tl.matches(rules.BACKWARD_OP_PATTERN)[host] | (tl.col(m.FWD_TID)[host] > 0)]
     step_rows = steps.row[steps.row >= 0]
 
-    def decide(mask: np.ndarray, code, ev: str) -> None:  # type: ignore[no-untyped-def]
+    def decide(mask: np.ndarray, code: Union[int, np.ndarray], ev: str) -> None:
         sel = mask & (result < 0)
-        result[sel] = code if np.isscalar(code) else code[sel]
+        result[sel] = code[sel] if isinstance(code, np.ndarray) else code
         evidence[sel] = EVIDENCE_CODES[ev]
 
     bwd_threads = _backward_threads(tl, bwd_rows, step_rows, opt_rows)
@@ -552,7 +555,10 @@ def assign_categories(tl: Timeline, dev: np.ndarray, op: np.ndarray) -> np.ndarr
     return codes[inverse.reshape(-1)]
 
 
-def _classify(compiled, word: str, kernel_name: str, op_name: str) -> str:  # type: ignore[no-untyped-def]
+_CompiledRule = tuple[rules.CategoryRule, Optional[re.Pattern[str]], Optional[re.Pattern[str]]]
+
+
+def _classify(compiled: list[_CompiledRule], word: str, kernel_name: str, op_name: str) -> Category:
     for rule, krx, orx in compiled:
         if rule.device_kind and rule.device_kind != word:
             continue
@@ -564,7 +570,7 @@ def _classify(compiled, word: str, kernel_name: str, op_name: str) -> str:  # ty
     return rules.OTHER
 
 
-def classify(kernel_name: str, op_name: str = "", device_kind: str = "kernel") -> str:
+def classify(kernel_name: str, op_name: str = "", device_kind: str = "kernel") -> Category:
     """The category of one device op (for tests and the slow reference implementation)."""
     compiled = [(r, *r.compiled()) for r in rules.CATEGORY_RULES]
     return _classify(compiled, device_kind, rules.match_text(kernel_name), rules.match_text(op_name))
@@ -620,7 +626,7 @@ def attribute(tl: Timeline, steps: Steps, basis: str = "gpu", threads: int = 1) 
 
     pool = ThreadPoolExecutor(max_workers=1) if threads > 1 else None
 
-    def later(fn, *args):  # type: ignore[no-untyped-def]
+    def later(fn: Callable[..., Any], *args: Any) -> Future[Any]:
         return pool.submit(fn, *args) if pool is not None else _resolved(fn(*args))
 
     try:
@@ -630,11 +636,12 @@ def attribute(tl: Timeline, steps: Steps, basis: str = "gpu", threads: int = 1) 
             pool.shutdown()
 
 
-def _resolved(value):  # type: ignore[no-untyped-def]
-    """A future that already holds ``value``."""
-    from concurrent.futures import Future
+_T = TypeVar("_T")
 
-    done: Future = Future()
+
+def _resolved(value: _T) -> Future[_T]:
+    """A future that already holds ``value``."""
+    done: Future[_T] = Future()
     done.set_result(value)
     return done
 
@@ -648,7 +655,9 @@ def _shares(lanes: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray
     return share
 
 
-def _attribute(tl: Timeline, steps: Steps, basis: str, later) -> DeviceWork:  # type: ignore[no-untyped-def]
+def _attribute(
+    tl: Timeline, steps: Steps, basis: str, later: Callable[..., Future[Any]]
+) -> DeviceWork:
     if basis == "cpu":  # the CPU ops are the work items: each its own launch and op, weighted by self time
         dev, cpu_share = cpu_self_items(tl)
         f_share = _resolved(cpu_share)
@@ -719,7 +728,9 @@ def _attribute(tl: Timeline, steps: Steps, basis: str, later) -> DeviceWork:  # 
     )
 
 
-def _gpu_step_ranges(tl: Timeline, steps: Steps):  # type: ignore[no-untyped-def]
+def _gpu_step_ranges(
+    tl: Timeline, steps: Steps
+) -> Optional[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]:
     """GPU-side ProfilerStep#N annotations as (device, start, end, step index), or None."""
     rows = tl.rows(m.Kind.GPU_ANNOTATION)
     if len(rows) == 0:

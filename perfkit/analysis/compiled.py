@@ -94,7 +94,7 @@ def compiled_graphs(tl: Timeline, steps: Steps, stats: StepStats, dw: DeviceWork
         source[ok] = src.at(anchor[ok])
     # Work inside each graph call: the items launched within its span on its thread.
     sel = np.flatnonzero(kept & (dw.launch >= 0))
-    work_us = np.zeros(len(graphs))
+    work_us: np.ndarray = np.zeros(len(graphs))
     if len(sel):
         gs, ge = tl.offset_span(graphs)
         order = np.argsort(gs, kind="stable")

@@ -86,6 +86,8 @@ class Device(TypedDict, total=False):
     memory_bytes: Optional[int]
     compute_capability: Optional[str]
     sms: Optional[int]
+    properties_from: Optional[int]  # the device whose properties the trace lists (None: none listed)
+    assumed: bool  # the properties are another device's (the trace lists only that one's)
 
 
 class TraceInfo(TypedDict, total=False):
@@ -243,6 +245,7 @@ class AnalysisDoc(TypedDict, total=False):
     recording: dict[str, Any]
     ranks: list[RankRow]
     job: dict[str, Any]
+    stalls: dict[str, Any]  # a job's watchdog files (perfkit.analysis.stalls), when the run has them
 
 
 def is_job(doc: Any) -> bool:

@@ -554,7 +554,8 @@ def warmup_outlier(ctx: Context) -> Optional[dict[str, Any]]:
     if not excluded:
         return None
     rows = {r["id"]: r for r in ctx.t.steps["table"]}
-    extra = [max(rows[e["id"]]["wall_ms"], rows[e["id"]]["window_ms"]) - ctx.t.steps["window_ms_median"]
+    median_ms = float(ctx.t.steps.get("window_ms_median") or 0.0)
+    extra = [max(rows[e["id"]]["wall_ms"], rows[e["id"]]["window_ms"]) - median_ms
              for e in excluded if e["id"] in rows]
     return finding(
         "warmup_outlier", "info",
@@ -570,10 +571,10 @@ def warmup_outlier(ctx: Context) -> Optional[dict[str, Any]]:
 
 def copy_overhead(ctx: Context) -> Optional[dict[str, Any]]:
     cats = ctx.t.categories
-    share = float(cats.get("copy", {}).get("share", 0.0))
+    share = float(cats.get("copy", {}).get("share") or 0.0)
     if share < COPY_INFO:
         return None
-    ms = float(cats["copy"]["ms_per_step"])
+    ms = float(cats["copy"].get("ms_per_step") or 0.0)
     copies = ctx.t.copies
     where = copies.get("sources", [])[:3]
     # A large share of very little GPU work (a trace that is mostly idle) is not worth a warning.
@@ -612,8 +613,10 @@ def slow_op(ctx: Context) -> Optional[dict[str, Any]]:
     cpu_ms = best_cpu["ms_per_step"] if best_cpu else 0.0
     if max(gpu_ms, cpu_ms) <= 0 or max(gpu_ms, cpu_ms) / max(wall, 1e-9) < SLOW_OP_WARN / 2:
         return None
-    name = (best_gpu if gpu_ms >= cpu_ms else best_cpu)["name"]
-    source = (best_gpu if gpu_ms >= cpu_ms else best_cpu).get("source")
+    best = best_gpu if gpu_ms >= cpu_ms else best_cpu
+    assert best is not None  # the larger of the two figures is > 0, so its op exists
+    name = best["name"]
+    source = best.get("source")
     ms = max(gpu_ms, cpu_ms)
     calls = sum(1 for r in slow if tl.trace.names[tl.name[r]] == name) / ctx.n
     share = ms / wall if wall else 0.0

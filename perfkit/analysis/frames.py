@@ -61,6 +61,7 @@ def user_frames(tl: Timeline, steps: Steps, stats: StepStats, src: Sources) -> l
 def _sampled_frames(steps: Steps, stats: StepStats, src: Sources) -> list[dict[str, Any]]:
     """[{source, ms_per_step, samples_per_step, calls_per_step=None, source_basis}] from stack samples."""
     sm = src.samples
+    assert sm is not None  # the caller checks
     codes, us, count = sm.totals(in_kept_steps(steps, stats, sm.t))
     n = max(int(stats.kept.sum()), 1)
     return [

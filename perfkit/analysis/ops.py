@@ -412,9 +412,9 @@ def top_ops(
         return []
     # Launch points on thread-offset time, with a running sum of their GPU share.
     lt = tl.offset(dw.launch[sel])
-    order = np.argsort(lt)
-    lt = lt[order]
-    cum = np.concatenate([[0.0], np.cumsum(dw.share_us[sel][order])])
+    by_time = np.argsort(lt)
+    lt = lt[by_time]
+    cum = np.concatenate([[0.0], np.cumsum(dw.share_us[sel][by_time])])
     ops = tl.rows(m.Kind.CPU_OP)
     skip = name_mask(tl.trace.names, rules.STEP_PATTERN + "|^autograd::engine::evaluate_function: ")
     ops = ops[~skip[tl.name[ops]]]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import os
-from typing import Any, Optional
+from typing import Any, Callable, Optional, cast
 
 import numpy as np
 
@@ -19,7 +19,7 @@ from ..trace import read_trace
 from . import ops, rules, series
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps, has_host_evidence
 from .overview import ROLES, overview
-from .document import finding_order
+from .document import AnalysisDoc, Device, PhasesUnknown, Share, TimeBasis, finding_order
 from .result import SCHEMA, Analysis
 from .steps import (StepStats, column_spreads, in_kept_steps, kept_mask, mean_or_zero, median_or_zero, spread,
                     spread_warning, step_stats)
@@ -45,21 +45,21 @@ def analyze_trace(trace: m.Trace) -> Analysis:
     tl = Timeline.build(trace)
     steps = find_steps(tl)
     has_device_work = bool(len(tl.rows(*m.DEVICE_WORK_KINDS)))
-    basis = "gpu" if has_device_work else "cpu"
+    basis: TimeBasis = "gpu" if has_device_work else "cpu"
     threads = 2 if len(trace) >= TABLE_THREADS_MIN_EVENTS else 1
     dw = attribute(tl, steps, basis=basis, threads=threads)
     stats = step_stats(tl, steps, dw)
     return _document(tl, steps, dw, stats, basis)
 
 
-def _share_group(values_us: dict[str, float], n_steps: int, total_us: float) -> dict[str, dict[str, float]]:
+def _share_group(values_us: dict[str, float], n_steps: int, total_us: float) -> dict[str, Share]:
     return {
         k: {"ms_per_step": v / 1000.0 / n_steps, "share": (v / total_us) if total_us > 0 else 0.0}
         for k, v in values_us.items()
     }
 
 
-def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basis: str) -> Analysis:
+def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basis: TimeBasis) -> Analysis:
     trace = tl.trace
     kept = kept_mask(dw, stats)
     n_kept = int(stats.kept.sum())
@@ -74,10 +74,10 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
             "ops, each op's own time in its category; idle = Python and other time between them)"
         )
 
-    phase_us = {p: float(dw.share_us[kept & (dw.phase == PHASE_CODES[p])].sum()) for p in rules.PHASES}
+    phase_us: dict[str, float] = {p: float(dw.share_us[kept & (dw.phase == PHASE_CODES[p])].sum()) for p in rules.PHASES}
     phases_evidence = _phase_evidence(dw, kept)
     phases_unknown = _phases_unknown(tl, phase_us, busy_total, max(n_kept, 1))
-    cat_us = {c: float(dw.share_us[kept & (dw.category == CATEGORY_CODES[c])].sum()) for c in rules.CATEGORIES}
+    cat_us: dict[str, float] = {c: float(dw.share_us[kept & (dw.category == CATEGORY_CODES[c])].sum()) for c in rules.CATEGORIES}
     other_share = cat_us[rules.OTHER] / busy_total if busy_total else 0.0
     if other_share > 0.2:
         warnings.append(f"{other_share:.0%} of GPU time fell in category 'other' (kernel names no rule knows)")
@@ -199,12 +199,13 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     doc["communication"] = f_comm.result()
     doc["frames"] = f_frames.result()
     doc["compiled_graphs"] = f_compiled.result()
-    tables = findings.Tables(steps=doc["steps"], device=doc["device"], categories=doc["categories"],
-                             copies=doc["copies"], top_ops=doc["top_ops"], devices=devices)
-    found, doc["recording"] = findings.detect(context(tables), early=f_early.result())
+    finished = findings.Tables(steps=doc["steps"], device=doc["device"], categories=doc["categories"],
+                               copies=doc["copies"], top_ops=doc["top_ops"], devices=cast(list[Device], devices))
+    found, doc["recording"] = findings.detect(context(finished), early=f_early.result())
     exposed = comm.trace_finding(doc["communication"], doc["steps"]["window_ms_median"])
     doc["findings"] = sorted(found + ([exposed] if exposed else []), key=finding_order)
-    return Analysis(doc=doc)
+    # Built as JSON-shaped data; its keys are the contract's (tests/unit/test_document.py checks each one).
+    return Analysis(doc=cast(AnalysisDoc, doc))
 
 
 def _file_bytes(path: Any) -> Optional[int]:
@@ -230,9 +231,9 @@ def _stack_samples_info(trace: m.Trace, src: ops.Sources) -> Optional[dict[str, 
 
 
 def _phase_group(phase_us: dict[str, float], n_steps: int, busy_total: float,
-                 unknown: Optional[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+                 unknown: Optional[PhasesUnknown]) -> dict[str, Share]:
     """The phases' figures; when nothing decided any phase, the decided phases are unknown (None), not 0."""
-    group: dict[str, dict[str, Any]] = _share_group(phase_us, n_steps, busy_total)
+    group = _share_group(phase_us, n_steps, busy_total)
     if unknown and unknown["whole_trace"]:
         for p in rules.PHASES:
             if p != rules.PHASE_UNKNOWN:
@@ -253,7 +254,7 @@ def _phase_evidence(dw: DeviceWork, kept: np.ndarray) -> dict[str, dict[str, flo
     return out
 
 
-def _phases_unknown(tl: Timeline, phase_us: dict[str, float], busy_total: float, n_steps: int) -> Optional[dict[str, Any]]:
+def _phases_unknown(tl: Timeline, phase_us: dict[str, float], busy_total: float, n_steps: int) -> Optional[PhasesUnknown]:
     """None when every kept device op has a phase; else the unknown share and why nothing decided it."""
     unknown_us = phase_us.get(rules.PHASE_UNKNOWN, 0.0)
     if unknown_us <= 0 or busy_total <= 0:

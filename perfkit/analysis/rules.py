@@ -15,25 +15,25 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Optional
+from typing import Final, Optional
 
 from . import document
 
 # ----------------------------------------------------------------------------- categories
 
-MATMUL = "matmul"
-ATTENTION = "attention"
-CONVOLUTION = "convolution"
-NORMALIZATION = "normalization"
-ELEMENTWISE = "elementwise"
-REDUCTION = "reduction"
-INDEXING = "indexing"
-COPY = "copy"
-MEMSET = "memset"
-COMMUNICATION = "communication"
+MATMUL: Final = "matmul"
+ATTENTION: Final = "attention"
+CONVOLUTION: Final = "convolution"
+NORMALIZATION: Final = "normalization"
+ELEMENTWISE: Final = "elementwise"
+REDUCTION: Final = "reduction"
+INDEXING: Final = "indexing"
+COPY: Final = "copy"
+MEMSET: Final = "memset"
+COMMUNICATION: Final = "communication"
 #: torch.compile'd code whose work the trace does not split into ops or named kernels (see the rules).
-COMPILED = "compiled"
-OTHER = "other"
+COMPILED: Final = "compiled"
+OTHER: Final = "other"
 
 #: Display order of categories: the document's vocabulary (:mod:`perfkit.analysis.document`).
 CATEGORIES = document.CATEGORIES
@@ -53,7 +53,7 @@ def match_text(name: str) -> str:
 class CategoryRule:
     """Assign ``category`` when every given pattern matches (case-insensitive search)."""
 
-    category: str
+    category: document.Category
     kernel: Optional[str] = None  #: regex on the kernel / memcpy / memset name
     op: Optional[str] = None  #: regex on the launching CPU op's name
     device_kind: Optional[str] = None  #: "kernel", "memcpy" or "memset"
@@ -257,13 +257,13 @@ COPY_DIRECTIONS: tuple[tuple[str, str], ...] = (
 
 # ----------------------------------------------------------------------------- phases
 
-FORWARD = "forward"
-BACKWARD = "backward"
-OPTIMIZER = "optimizer"
-PHASE_OTHER = "other"
+FORWARD: Final = "forward"
+BACKWARD: Final = "backward"
+OPTIMIZER: Final = "optimizer"
+PHASE_OTHER: Final = "other"
 #: Device time no evidence places in a phase (a trace without CPU ops whose kernel names do not
 #: bracket it, device ops launched before the window on a stream with no placed neighbour).
-PHASE_UNKNOWN = "unknown"
+PHASE_UNKNOWN: Final = "unknown"
 PHASES = document.PHASES
 
 #: What decided a device op's phase, in the order the rules are tried (docs/analysis.md "Phases").
@@ -329,7 +329,7 @@ _BWD_ANNOTATION = (
     r"|^(backward[_ ]weight|weight[_ ]grad(ient)?|wgrad)([ _#:]*\d+)?$"
 )
 #: (phase, regex on the annotation / op name), case-insensitive.
-PHASE_ANNOTATIONS: tuple[tuple[str, str], ...] = (
+PHASE_ANNOTATIONS: tuple[tuple[document.Phase, str], ...] = (
     (FORWARD, _FWD_ANNOTATION),
     (BACKWARD, _BWD_ANNOTATION),
 )

@@ -113,7 +113,9 @@ def merge(doc: dict[str, Any]) -> None:
     if (doc.get("trace") or {}).get("time_basis") == "gpu":
         measured = measured_recording(runtime, gpu.get("busy_ms_per_step"))
         if measured is not None:
-            rec = doc.get("recording") if isinstance(doc.get("recording"), dict) else {}
+            rec = doc.get("recording")
+            if not isinstance(rec, dict):
+                rec = {}
             doc["recording"] = {**rec, "measured": measured}
             lower_recording_artifacts(doc.setdefault("findings", []), measured)
     devices = (doc.get("trace") or {}).get("devices") or []

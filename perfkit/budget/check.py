@@ -117,6 +117,7 @@ def _evaluate_limit(lim: Limit, budget: Budget, runs: list[Run], baseline: list[
         return row
     values = _side_values(runs, lim.key, units)
     value = metrics.median(values)
+    assert value is not None  # evaluate() refuses a check without runs
     row.update(value=value, run_values=values)
     if lim.kind == "absolute":
         allowed = lim.threshold
@@ -126,6 +127,7 @@ def _evaluate_limit(lim: Limit, budget: Budget, runs: list[Run], baseline: list[
         return row
     base_values = _side_values(baseline, lim.key, units)
     base = metrics.median(base_values)
+    assert base is not None  # evaluate() refuses relative limits without a baseline
     allowed = base * (1.0 + lim.threshold)
     # The change against a zero baseline has no finite value: unknown (None), never infinity.
     change = (value / base - 1.0) if base else (0.0 if value == base else None)

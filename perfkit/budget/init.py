@@ -15,6 +15,7 @@ import math
 import re
 from typing import Any, Optional
 
+from ..analysis.document import PHASES
 from ..analysis.result import Analysis, document_of
 from ..errors import UsageError
 from ..report.budget import fmt_value
@@ -93,7 +94,7 @@ def starting_budget(doc: "Analysis | dict[str, Any]", source: str, headroom: flo
     for key in ("step_ms", "gpu_step_ms", "tokens_per_s", "samples_per_s", "peak_memory_bytes", "mfu",
                 "gpu_idle_share"):
         add(key, metrics.value(doc, key))
-    for phase in metrics.PHASES:
+    for phase in PHASES:
         x = metrics.value(doc, f"phases.{phase}.ms")
         if x:
             add(f"phases.{phase}.ms", x)

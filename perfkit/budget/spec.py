@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -63,14 +64,15 @@ class Budget:
 
 
 def _toml_loads(text: str) -> dict[str, Any]:
-    try:
+    if sys.version_info >= (3, 11):
         import tomllib
-    except ModuleNotFoundError:  # Python 3.10
+    else:
         try:
-            import tomli as tomllib  # type: ignore[no-redef]
+            import tomli as tomllib
         except ModuleNotFoundError:
             raise MissingDependencyError("reading a budget file on Python 3.10 needs tomli: pip install tomli") from None
-    return tomllib.loads(text)
+    doc: dict[str, Any] = tomllib.loads(text)
+    return doc
 
 
 def load_budget(path: str) -> Budget:

@@ -81,14 +81,13 @@ def mann_whitney_u(x: Sequence[float], y: Sequence[float], alternative: str = "t
         raise ValueError(f"alternative must be one of {', '.join(ALTERNATIVES)}")
     if method not in ("auto", "exact", "normal"):
         raise ValueError("method must be auto, exact or normal")
-    x = np.asarray(x, dtype=float)
-    y = np.asarray(y, dtype=float)
+    both = np.concatenate([np.asarray(x, dtype=float), np.asarray(y, dtype=float)])
     m, n = len(x), len(y)
     if m == 0 or n == 0:
         raise ValueError("both samples need at least one value")
-    ranks = rank_data(np.concatenate([x, y]))
+    ranks = rank_data(both)
     u = float(ranks[:m].sum() - m * (m + 1) / 2.0)
-    ties = len(np.unique(np.concatenate([x, y]))) < m + n
+    ties = len(np.unique(both)) < m + n
     if method == "exact" or (method == "auto" and not ties and m * n <= EXACT_MAX_PAIRS):
         dist = u_distribution(m, n)
         # With ties (method="exact" only) U can be a half: round towards H0.
@@ -98,7 +97,7 @@ def mann_whitney_u(x: Sequence[float], y: Sequence[float], alternative: str = "t
              "two-sided": 2.0 * min(p_greater, p_less)}[alternative]
         return MannWhitney(u, min(p, 1.0), "exact", m, n)
     total = m + n
-    _, counts = np.unique(np.concatenate([x, y]), return_counts=True)
+    _, counts = np.unique(both, return_counts=True)
     tie_term = float((counts ** 3 - counts).sum()) / (total * (total - 1))
     var = m * n / 12.0 * ((total + 1) - tie_term)
     mu = m * n / 2.0

@@ -8,12 +8,12 @@ figures of rare rows are lower bounds; findings stay per trace, each naming its 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Optional, cast
 
 import numpy as np
 
 from ..analysis import rules
-from ..analysis.document import finding_order
+from ..analysis.document import AnalysisDoc, finding_order
 from ..analysis.result import Analysis
 from ..analysis.steps import column_spreads, mean_or_zero, median_or_zero
 
@@ -64,14 +64,14 @@ def _row_value(row: dict[str, Any], key: str) -> float:
 
 def merge(results: list[Analysis]) -> Analysis:
     """Combine analyses of several traces: per-step figures weighted by kept steps."""
-    docs = [r.doc for r in results]
+    docs = [r.to_dict() for r in results]
     weights = np.array([max(d["steps"]["count"], 1) for d in docs], dtype=float)
     total_w = float(weights.sum())
 
-    def wmean(get) -> float:  # type: ignore[no-untyped-def]
+    def wmean(get: Callable[[dict[str, Any]], float]) -> float:
         return float(sum(w * get(d) for w, d in zip(weights, docs)) / total_w)
 
-    base = dict(docs[0])
+    base: dict[str, Any] = dict(docs[0])
     base["trace"] = dict(docs[0]["trace"])
     base["trace"]["paths"] = [p for d in docs for p in d["trace"]["paths"]]
     base["trace"]["warnings"] = [w for d in docs for w in d["trace"]["warnings"]]
@@ -97,7 +97,7 @@ def merge(results: list[Analysis]) -> Analysis:
     base["steps"]["spread"] = column_spreads({
         key: np.array([_row_value(r, key) for r in kept_rows], dtype=float)
         for key in ("window_ms", "wall_ms", "active_ms", "idle_ms")})
-    base["device"] = {k: wmean(lambda d, k=k: d["device"][k]) for k in ("busy_ms_per_step", "idle_ms_per_step", "utilization")}
+    base["device"] = {k: wmean(lambda d: d["device"][k]) for k in ("busy_ms_per_step", "idle_ms_per_step", "utilization")}
     # active = window - idle per step: from the kept rows, so active + idle = the mean window exactly
     active = np.array([_row_value(r, "active_ms") for r in kept_rows], dtype=float)
     base["device"]["active_ms_per_step"] = mean_or_zero(active[np.isfinite(active)])
@@ -125,9 +125,9 @@ def merge(results: list[Analysis]) -> Analysis:
         "whole_trace": all((d.get("phases_unknown") or {}).get("whole_trace") for d in docs),
         "reason": reasons[0],
     }
-    copies = {}
+    copies: dict[str, Any] = {}
     for direction in ("h2d", "d2h", "d2d"):
-        copies[direction] = {k: wmean(lambda d, k=k: d["copies"][direction][k]) for k in docs[0]["copies"][direction]}
+        copies[direction] = {k: wmean(lambda d: d["copies"][direction][k]) for k in docs[0]["copies"][direction]}
     copies["sources"] = _merge_rows(docs, weights, "sources", ("op", "source", "direction"),
                                     ("ms_per_step", "count_per_step"), of="copies")
     base["copies"] = copies
@@ -146,4 +146,4 @@ def merge(results: list[Analysis]) -> Analysis:
         for f in d.get("findings", []):
             found.append({**f, "trace": d["trace"]["paths"][0]})
     base["findings"] = sorted(found, key=finding_order)
-    return Analysis(doc=base)
+    return Analysis(doc=cast(AnalysisDoc, base))

@@ -107,7 +107,8 @@ def _run_worker(path: str, workers: Optional[int]) -> dict[str, Any]:
     if proc.returncode != 0:
         tail = proc.stderr.decode(errors="replace").strip()[-2000:]
         raise PerfkitError(f"{path}: the analysis worker failed (exit status {proc.returncode}): {tail}")
-    return json.loads(proc.stdout)
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
 
 
 def _worker_main(argv: list[str]) -> int:

@@ -27,13 +27,13 @@ from __future__ import annotations
 import copy
 import os
 import re
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, cast
 
 import numpy as np
 
 from ..units import compress_ids
 from ..analysis import comm, intervals, rules
-from ..analysis.document import finding_order, severity_rank
+from ..analysis.document import AnalysisDoc, finding_order, severity_rank
 from ..analysis.result import Analysis
 
 # --------------------------------------------------------------------- thresholds and texts (data)
@@ -165,7 +165,8 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     from .merge import merge
 
     docs = sorted(docs, key=lambda d: (rank_of(d) is None, rank_of(d) or 0))
-    job = merge([Analysis(doc=d) for d in docs]).doc if len(docs) > 1 else copy.deepcopy(docs[0])
+    job: dict[str, Any] = (merge([Analysis(doc=cast(AnalysisDoc, d)) for d in docs]).to_dict() if len(docs) > 1
+                           else copy.deepcopy(docs[0]))
     rows = [rank_row(d) for d in docs]
     if rows:
         med = float(np.median([r["work_ms_per_step"] for r in rows]))
@@ -174,9 +175,9 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     world = world_size or world_size_of(docs) or len(rows)
     seen = {r["rank"] for r in rows}
     missing = dict(missing or {})
-    for r in range(world):
-        if r not in seen and r not in missing and world <= 4096:
-            missing[r] = "no trace or analysis given for this rank"
+    for rank in range(world):
+        if rank not in seen and rank not in missing and world <= 4096:
+            missing[rank] = "no trace or analysis given for this rank"
     missing_rows = [{"rank": r, "status": "missing", "reason": why} for r, why in sorted(missing.items())]
 
     dist = dict((job.get("trace") or {}).get("distributed") or {})
@@ -190,18 +191,19 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     _arrival_columns(rows, arr)
     job["ranks"] = rows + missing_rows
     strag = straggler(rows, docs, arr)
-    known = strag is not None and strag["evidence"].get("rank") is not None
+    lead = strag["evidence"] if strag is not None and strag["evidence"].get("rank") is not None else None
+    known = lead is not None
     job["job"] = {
         "world_size": world,
         "ranks_analysed": len(rows),
         "missing_ranks": sorted(missing),
         "step_ms_median": float(np.median([r["step_ms_median"] for r in rows])) if rows else 0.0,
-        "straggler": ({"rank": strag["evidence"]["rank"],
-                       "others_wait_ms_per_step": strag["evidence"]["others_wait_ms_per_step"],
-                       "lead_ms_per_step": strag["evidence"]["lead_ms_per_step"],
-                       "late_collectives": strag["evidence"]["late_collectives"],
-                       "collectives_matched": strag["evidence"]["collectives_matched"]}
-                      if known else None),
+        "straggler": ({"rank": lead["rank"],
+                       "others_wait_ms_per_step": lead["others_wait_ms_per_step"],
+                       "lead_ms_per_step": lead["lead_ms_per_step"],
+                       "late_collectives": lead["late_collectives"],
+                       "collectives_matched": lead["collectives_matched"]}
+                      if lead is not None else None),
         "arrivals": _arrival_summary(arr),
     }
     if stalls is not None:
@@ -392,7 +394,8 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
         """A column as floats (null -> NaN; a column an older document lacks: all NaN)."""
         if c.get(col) is None:
             return np.full(len(rows), np.nan)
-        return np.asarray(c[col], dtype=float)[rows]
+        values: np.ndarray = np.asarray(c[col], dtype=float)[rows]
+        return values
 
     mats: dict[str, list[np.ndarray]] = {k: [] for k in ("start", "end", "launch", "gap", "busy", "before", "before_us")}
     keys_ref = None
@@ -828,7 +831,7 @@ def analyze_many(paths: list[str], *, workers: Optional[int] = None,
 
     docs = analyze_docs(paths, workers=workers, progress=progress)
     if not is_job(docs):
-        return merge([Analysis(doc=d) for d in docs])
+        return merge([Analysis(doc=cast(AnalysisDoc, d)) for d in docs])
     folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
     stalls = stall_view(folders.pop()) if len(folders) == 1 else None
     return Analysis.from_dict(job_view(docs, stalls=stalls))

@@ -85,7 +85,7 @@ def summarize_stalls(run_dir: str, *, stale_s: Optional[float] = None, now: Opti
     ranks = []
     periods = []
     for (rel, rank), files in sorted(found.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-        hb = _read_heartbeats(files["heartbeat"]) if files["heartbeat"] else {"count": 0, "last": None}
+        hb: dict[str, Any] = _read_heartbeats(files["heartbeat"]) if files["heartbeat"] else {"count": 0, "last": None}
         dumps = [d for d in (_read_stall(p) for p in files["stall"]) if d is not None]
         dumps.sort(key=lambda d: (d["time"] or 0.0, d["file"]))
         fault = _read_faulthandler(files["faulthandler"]) if files["faulthandler"] else None
@@ -146,7 +146,7 @@ def summarize_stalls(run_dir: str, *, stale_s: Optional[float] = None, now: Opti
         r["status"] = status
         # The watchdog was stopped (the run ended or was terminated) while this stall lasted.
         r["ended_stalled"] = bool(status == "stuck" and last_dump is not None and last_dump.get("stopped"))
-        r["stopped_time"] = last_dump.get("stopped") if r["ended_stalled"] else None
+        r["stopped_time"] = last_dump.get("stopped") if r["ended_stalled"] and last_dump is not None else None
         r["seconds_stalled"] = round(seconds, 3) if isinstance(seconds, (int, float)) else None
         r["where"] = where
         r["where_text"] = _where_text(where)

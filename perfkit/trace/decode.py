@@ -59,7 +59,7 @@ from .chunk import (BAD_ID, MAX_TIME_US, ChunkError, _int_id, _narrow, clean_arg
 try:  # the optional C scanner (setup.py builds it); fallback.py is the general decoder
     from . import _scan
 except ImportError:  # pragma: no cover (depends on the build)
-    _scan = None
+    _scan = None  # type: ignore[assignment]  # absent module: every use checks `_scan is not None` first
 
 
 #: Problem codes, in the order of the scanner's ``problems`` array (_scan.c ``P_*``), with their
@@ -103,7 +103,7 @@ def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
         UnsupportedChunk: valid JSON of a form the scanner leaves to the general decoder.
     """
     try:
-        raw = _scan.scan(buf, bare)  # type: ignore[union-attr]
+        raw = _scan.scan(buf, bare)
     except ValueError as exc:
         kind, msg, offset, event_offset = exc.args if len(exc.args) == 4 else ("malformed", str(exc), None, None)
         if kind == "unsupported":
@@ -119,9 +119,8 @@ def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
     f64 = lambda key: np.frombuffer(raw[key], np.float64)  # noqa: E731
 
     cat = i32("cat")
-    kind_of = np.array(
-        [m.CATEGORY_KINDS.get(x.lower(), m.Kind.OTHER) for x in strings] or [0], dtype=np.int8
-    )
+    kind_codes: list[int] = [m.CATEGORY_KINDS.get(x.lower(), m.Kind.OTHER) for x in strings] or [0]
+    kind_of = np.array(kind_codes, dtype=np.int8)
     kind = kind_of[cat] if len(cat) else np.zeros(0, np.int8)
 
     def ids(values: np.ndarray, codes: np.ndarray) -> np.ndarray:

@@ -222,9 +222,10 @@ def _to_columns(events: list[Any], counts: Counter, has_stacks: bool) -> dict[st
     meta_events: list[tuple[Any, Any, Any, Any]] = []
     xs = [e for e in events if type(e) is _Event]
     if len(xs) != len(events):
-        for t, c in Counter(map(type, events)).items():
+        classes: Counter[type[msgspec.Struct]] = Counter(map(type, events))  # every event is a struct
+        for t, c in classes.items():
             if t is not _Event:
-                counts["ph:" + t.__struct_config__.tag] += c
+                counts["ph:" + str(t.__struct_config__.tag)] += c  # the tags are one-character strings
         for e in events:
             if type(e) is _Meta and type(e.name) is str:
                 pid, tid = clean_id(e.pid), clean_id(e.tid)
@@ -304,11 +305,11 @@ def _to_columns(events: list[Any], counts: Counter, has_stacks: bool) -> dict[st
             s = a.stack
             if type(s) is not str:
                 continue
-            code = stack_index.get(s)
-            if code is None:
-                code = stack_index[s] = len(names)
+            stack_code = stack_index.get(s)
+            if stack_code is None:
+                stack_code = stack_index[s] = len(names)
                 names.append(s)
-            stack_codes[i] = code
+            stack_codes[i] = stack_code
     cols[m.STACK] = stack_codes
     cols[m.NAME] = name_codes
     return {"events": cols, "names": names, "memory": memory, "meta_events": meta_events, "counts": dict(counts)}

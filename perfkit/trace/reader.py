@@ -125,8 +125,8 @@ def _read(path: str, workers: Optional[int], stats: dict[str, int]) -> m.Trace:
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
             # Start the workers now, while this process is small: forked later they
             # would share (and count) whatever buffers the reader holds by then.
-            for f in [pool.submit(os.getpid) for _ in range(workers)]:
-                f.result()
+            for started in [pool.submit(os.getpid) for _ in range(workers)]:
+                started.result()
             results = _decode_all(chunks, pool, workers, None, tally)
     else:
         results = _decode_all(chunks, None, 0, None, tally)
@@ -531,10 +531,9 @@ def _last_separator(buf: bytearray, limit: int) -> Optional[int]:
     for mt in _SEP.finditer(buf, lo, limit + _WINDOW):
         last = mt
     if last is None:
-        mt = _SEP.search(buf, limit)
-        if mt is None:
+        last = _SEP.search(buf, limit)
+        if last is None:
             return None
-        last = mt
     return last.start() + 1
 
 
