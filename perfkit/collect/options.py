@@ -399,7 +399,7 @@ def markdown_table() -> str:
             default += f" (keyword: `{spec.keyword_default!r}`, {spec.keyword_default_means})"
         rows.append("| " + " | ".join([
             f"`{spec.field}`",
-            cli,
+            _cell(cli),
             kw if "profile" in spec.entry_points else "—",
             kw if "callbacks" in spec.entry_points else "—",
             _cell(default),
