@@ -53,6 +53,7 @@ from .options import Mode as Mode, Schedule as Schedule, SessionOptions as Sessi
 
 _ACTIVE: Optional["Session"] = None
 
+
 def current() -> Optional["Session"]:
     """The session in progress in this process, if any."""
     return _ACTIVE
