@@ -14,7 +14,8 @@ import os
 import sys
 from typing import Any, Optional
 
-from .collect.session import Mode, Schedule, Session, SessionOptions
+from .collect.options import Mode, docstring_args, from_keywords
+from .collect.session import Session
 from .run.finish import finish_run
 from .run.recording import Recording
 
@@ -48,28 +49,22 @@ def profile(
 ) -> ProfileSession:
     """Profile the code in a ``with`` block (or a decorated function).
 
-    Args:
-        out: run directory. Defaults to ``traces/<name>-<timestamp>``.
-        mode: ``"trace"`` records a kernel trace of ``active`` steady steps;
-            ``"light"`` only times steps and phases (for whole runs).
-        skip_first, wait, warmup, active: the trace schedule, in steps.
-        tokens_per_step, samples_per_step: for throughput, unless ``@perfkit.step`` gives them.
-        report: print the terminal report when done.
-        model: the model being trained; enables module timers, activation memory
-            per top-level module and the forward/backward memory peaks.
-        flops: count the FLOPs of one early step (for MFU); that step runs slower.
-        with_stack: torch's Python tracer (every Python call recorded; costly, see docs/collect.md).
-        stack_samples: sample the training loop's Python stack during the recorded steps
-            (cheap; gives the executing line of user code for ops, kernels and findings).
+    ``mode="trace"`` records a kernel trace of ``active`` steady steps; ``"light"`` only times
+    steps and phases (for whole runs). Every option is defined once, in
+    :mod:`perfkit.collect.options` (its help, default and accepted values: ``help(perfkit.profile)``
+    lists them; a wrong value raises one :class:`perfkit.errors.UsageError` line).
 
     Returns:
         The session; ``session.run_dir`` is where the outputs go.
     """
-    opts = SessionOptions(
+    opts = from_keywords(
         out=out,
         name=name or (os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "run"),
         mode=mode,
-        schedule=Schedule(skip_first=skip_first, wait=wait, warmup=warmup, active=active),
+        skip_first=skip_first,
+        wait=wait,
+        warmup=warmup,
+        active=active,
         with_stack=with_stack,
         stack_samples=stack_samples,
         record_shapes=record_shapes,
@@ -80,3 +75,9 @@ def profile(
         flops=flops,
     )
     return ProfileSession(opts, model=model)
+
+
+#: the help of each option, from their one definition (perfkit/collect/options.py)
+profile.__doc__ = (profile.__doc__ or "").replace("\n\n    Returns:", "\n\n    " + docstring_args("profile", (
+    ("model", "the model being trained; enables module timers, activation memory per top-level module "
+              "and the forward/backward memory peaks."),)).replace("\n", "\n    ") + "\n\n    Returns:", 1)

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import enum
 import sys
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
 
@@ -22,9 +21,15 @@ class ScriptInterrupted(Exception):
         self.interrupt = interrupt
 
 
-class Mode(str, enum.Enum):
-    trace = "trace"
-    light = "light"
+def _option(keyword: str) -> Any:
+    """The typer option of profiling option ``keyword``: default, flags, help and check from its one
+    definition (perfkit/collect/options.py). A value is checked as it is parsed: a wrong one is the
+    one-line UsageError ``perfkit.profile()`` raises for it (printed as ``perfkit: error: ...``, exit 2)."""
+    from ..collect.options import BY_KEYWORD, Flag, Text, parse_cli
+
+    spec = BY_KEYWORD[keyword]
+    checked = {} if isinstance(spec.check, (Flag, Text)) else {"parser": parse_cli(keyword)}
+    return typer.Option(spec.default, *spec.cli_flags, metavar=spec.metavar, help=spec.cli_help, **checked)
 
 
 #: The help's closing paragraph: where options go, and examples (``\b``: printed as written).
@@ -54,40 +59,40 @@ def profile_cmd(
     script_args: Optional[List[str]] = typer.Argument(
         None, metavar="SCRIPT_ARGS", help="Arguments passed to the script unchanged (all words after SCRIPT)."),
     module: bool = typer.Option(False, "-m", "--module", help="SCRIPT is a module name, run like python -m."),
-    out: Optional[str] = typer.Option(None, "--out", "-o", metavar="DIR", help="Run directory (default traces/<script>-<time>)."),
-    mode: Mode = typer.Option(Mode.trace, "--mode", help="trace: kernel trace of a few steps + timers; light: timers only."),
-    skip_first: int = typer.Option(5, "--skip-first", min=0, metavar="N", help="Steps to run before profiling (start-up)."),
-    warmup: int = typer.Option(2, "--warmup", min=0, metavar="N", help="Profiler warm-up steps (recorded, then discarded)."),
-    active: int = typer.Option(5, "--active", min=1, metavar="N", help="Steps recorded in the trace (their median and spread are reported)."),
-    with_stack: bool = typer.Option(False, "--stack/--no-stack", help="torch's Python tracer: every Python call in the trace (costly; see docs/collect.md)."),
-    stack_samples: bool = typer.Option(True, "--stack-samples/--no-stack-samples", help="Sample the loop's Python stack in the recorded steps: the lines that launched ops (cheap)."),
-    record_shapes: bool = typer.Option(False, "--shapes", help="Record input shapes (more overhead)."),
-    profile_memory: bool = typer.Option(False, "--memory-events", help="Record allocator events in the trace."),
-    tokens_per_step: Optional[float] = typer.Option(None, "--tokens-per-step", metavar="N", help="Tokens in one step, for tokens/s."),
-    samples_per_step: Optional[float] = typer.Option(None, "--samples-per-step", metavar="N", help="Samples in one step, for samples/s."),
+    out: Optional[str] = _option("out"),
+    mode: str = _option("mode"),
+    skip_first: int = _option("skip_first"),
+    warmup: int = _option("warmup"),
+    active: int = _option("active"),
+    with_stack: bool = _option("with_stack"),
+    stack_samples: bool = _option("stack_samples"),
+    record_shapes: bool = _option("record_shapes"),
+    profile_memory: bool = _option("profile_memory"),
+    tokens_per_step: Optional[float] = _option("tokens_per_step"),
+    samples_per_step: Optional[float] = _option("samples_per_step"),
     step_fn: Optional[str] = typer.Option(None, "--step-fn", metavar="MODULE:FUNCTION",
                                           help="Each call of this function is one step (__main__:fn for the script's own)."),
-    modules: bool = typer.Option(False, "--modules", help="Time the model's top-level modules; activation memory per module."),
-    flops: bool = typer.Option(False, "--flops", help="Count FLOPs of step 2 for MFU (that step runs slower)."),
-    watchdog: Optional[float] = typer.Option(None, "--watchdog", min=0.1, metavar="SECONDS", help="Dump every thread's stack when no step ends for SECONDS."),
-    job_wait: float = typer.Option(120.0, "--job-wait", min=0.0, metavar="SECONDS", help="Several ranks: seconds rank 0 waits for the others' analyses."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the report."),
+    modules: bool = _option("modules"),
+    flops: bool = _option("flops"),
+    watchdog: Optional[float] = _option("watchdog"),
+    job_wait: float = _option("job_wait"),
+    quiet: bool = _option("quiet"),
 ) -> None:
     """Profile a training script with no code change; writes a run directory and prints the report."""
     import os
 
     from .._profile import ProfileSession
     from ..collect.launcher import run_script
-    from ..collect.session import Schedule, SessionOptions
+    from ..collect.options import from_keywords
     from ..errors import UsageError
 
-    if not module and not os.path.isfile(script):
-        raise UsageError(f"{script}: no such script")
-    options = SessionOptions(
+    options = from_keywords(  # checked here too: each value was checked as it was parsed (_option)
         out=out,
         name=script.rsplit(".", 1)[-1] if module else script,
-        mode=mode.value if isinstance(mode, Mode) else str(mode),
-        schedule=Schedule(skip_first=skip_first, warmup=warmup, active=active),
+        mode=mode,
+        skip_first=skip_first,
+        warmup=warmup,
+        active=active,
         with_stack=with_stack,
         stack_samples=stack_samples,
         record_shapes=record_shapes,
@@ -97,9 +102,11 @@ def profile_cmd(
         quiet=quiet,
         modules=modules,
         flops=flops,
-        watchdog_s=watchdog,
-        job_wait_s=job_wait,
+        watchdog=watchdog,
+        job_wait=job_wait,
     )
+    if not module and not os.path.isfile(script):
+        raise UsageError(f"{script}: no such script")
     session = ProfileSession(options)
     args = list(script_args or [])
     misplaced = misplaced_options(args)

@@ -42,19 +42,16 @@ import re
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Literal, Optional
+from typing import Any, Callable, Iterator, Optional
 
 from . import _current
 from . import runtime as rt
 from ..run import layout
 from ..run.recording import MfuInputs, Recording
 from ._compile import compiling as _compiling
+from .options import Mode as Mode, Schedule as Schedule, SessionOptions as SessionOptions, check_options
 
 _ACTIVE: Optional["Session"] = None
-
-#: What a session records: "trace" (a kernel trace of a few steps, plus the timers) or "light" (timers only).
-Mode = Literal["trace", "light"]
 
 
 def current() -> Optional["Session"]:
@@ -65,67 +62,11 @@ def current() -> Optional["Session"]:
 _current.register(current)  # for the modules this one imports (perfkit/collect/_current.py)
 
 
-@dataclass
-class Schedule:
-    """Which steps the kernel trace covers (torch.profiler.schedule, one cycle).
-
-    Defaults skip start-up (compilation, allocator growth, autotuning) and
-    record a few steady steps.
-    """
-
-    skip_first: int = 5  #: steps run before anything is recorded
-    wait: int = 0  #: further idle steps
-    warmup: int = 2  #: steps with the profiler on, results discarded (its own warm-up)
-    #: steps recorded into the trace: five, so that a median and a spread mean something and one
-    #: slow step neither decides the figures nor leaves too few (docs/collect.md, "The profiled window")
-    active: int = 5
-
-    def validate(self) -> None:
-        from ..errors import UsageError
-
-        for name in ("skip_first", "wait", "warmup", "active"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 0:
-                raise UsageError(f"schedule {name} must be a whole number >= 0 (got {value!r})")
-        if self.active < 1:
-            raise UsageError(f"schedule active must be >= 1 (got {self.active})")
-
-    @property
-    def last_step(self) -> int:
-        """Number of step() calls after which the trace is complete."""
-        return self.skip_first + self.wait + self.warmup + self.active
-
-
-@dataclass
-class SessionOptions:
-    out: Optional[str] = None  #: run directory; default traces/<name>-<timestamp>
-    name: str = "run"  #: used in the default run directory name
-    mode: Mode = "trace"  #: "trace" (kernel trace + timers) or "light" (timers only)
-    schedule: Schedule = field(default_factory=Schedule)
-    with_stack: bool = False  #: torch's Python tracer (every Python call a trace event; costly)
-    stack_samples: bool = True  #: sample the loop thread's Python stack in the recorded window (collect/stacks.py)
-    record_shapes: bool = False
-    profile_memory: bool = False
-    tokens_per_step: Optional[float] = None
-    samples_per_step: Optional[float] = None
-    report: bool = True  #: print the terminal report at the end
-    quiet: bool = False
-    modules: bool = False  #: time the model's top-level modules (found automatically)
-    flops: bool = False  #: count FLOPs of one early step (torch.utils.flop_counter) for MFU
-    watchdog_s: Optional[float] = None  #: stall watchdog: dump stacks when no step ends for this long
-    job_wait_s: float = 120.0  #: several ranks: how long rank 0 waits for the others' analyses (run/finish.py)
-
-
 class Session:
     """One profiled run (see module docstring). Use :func:`perfkit.profile` to create one."""
 
     def __init__(self, options: SessionOptions, model: Any = None, clock: Optional[Callable[[], float]] = None):
-        options.schedule.validate()
-        if options.mode not in ("trace", "light"):
-            from ..errors import UsageError
-
-            raise UsageError(f"mode must be 'trace' or 'light' (not {options.mode!r})")
-        self.options = options
+        self.options = check_options(options)  #: checked once (perfkit/collect/options.py)
         from .job import default_run_dir, world_info
 
         self.world = world_info()  #: rank, local rank, world size (collect/job.py)
@@ -270,7 +211,7 @@ class Session:
         self._switch_offs.append(name)
         _warn(f"{name} failed and is switched off for the rest of the run ({why}); the script goes on")
 
-    def _guard(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
+    def guard(self, name: str, fn: Callable[..., Any], *args: Any) -> Any:
         """``fn(*args)``, unless instrument ``name`` failed already; an Exception switches it off (returns None)."""
         if name in self.instrument_errors:
             return None
@@ -279,6 +220,8 @@ class Session:
         except Exception as exc:
             self.instrument_failed(name, exc)
             return None
+
+    _guard = guard
 
     def _apply_switch_offs(self) -> None:
         """Remove the hooks of instruments that failed (never from inside one of their hooks)."""
@@ -819,6 +762,43 @@ class Session:
     def _steady_skip(self) -> int:
         return min(self.options.schedule.skip_first, max(self.steps - 1, 0))
 
+    # ------------------------------------------------- for the callers that drive a session
+
+    # What a caller that drives a session from outside needs (the framework callbacks,
+    # perfkit/integrations/_core.py): these and the public methods above (start, step, mark_step,
+    # instrument_failed, guard, finish, discard, say_lost), never the underscored ones.
+    # ``explicit_steps = True`` says that the caller marks every step (mark_step): torch's
+    # optimizer hook and backward calls then end none.
+
+    @property
+    def finished(self) -> bool:
+        """:meth:`finish` (or :meth:`discard`) ran: the session records nothing more."""
+        return self._finished
+
+    @property
+    def started(self) -> bool:
+        """:meth:`start` ran (it may have found that nothing can be recorded: see :attr:`recording`)."""
+        return self._started
+
+    def watch_model(self, model: Any, *, modules: bool = True) -> None:
+        """Watch ``model``: its forward memory peak (CUDA) and, with ``modules``, module timers and
+        activation memory per top-level module. Each part that fails is switched off alone."""
+        if modules:
+            self._watch_model(model)
+            return
+        self.model = model
+        self.memory.on_error = lambda exc: self.instrument_failed("memory accounting", exc)
+        self.guard("memory accounting", self.memory.watch_forward, model)
+
+    def add_optimizer(self, optimizer: Any) -> bool:
+        """Account ``optimizer``'s weights, gradients and state once (call after its step, before
+        ``zero_grad``). Returns whether it was new."""
+        if optimizer is None or any(o is optimizer for o in self.optimizers):
+            return False
+        self.optimizers.append(optimizer)
+        self.guard("memory accounting", self.memory.account_optimizer, optimizer)
+        return True
+
     # ------------------------------------------------------------------ context manager
 
     def __enter__(self) -> "Session":
@@ -948,19 +928,22 @@ class _RootFinder:
 # ---------------------------------------------------------------------- small pieces
 
 
-def _why(exc: BaseException) -> str:
+def describe_error(exc: BaseException) -> str:
     """``Type: message`` on one line (at most 300 characters)."""
     text = " ".join(str(exc).split())
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _warn(message: str) -> None:
+def warn(message: str) -> None:
     """One warning line on stderr. Never quiet: each says that a result is partial or lost."""
     try:
         print(f"perfkit: warning: {message}", file=sys.stderr, flush=True)
     except Exception:
         pass
+
+
+_why, _warn = describe_error, warn  # the names this module uses
 
 
 def export_trace(prof: Any, path: str) -> None:

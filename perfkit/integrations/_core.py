@@ -16,11 +16,15 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import dataclasses
 import os
 import sys
 from typing import Any, Iterable, Optional
 
-from ..collect.session import Schedule, Session, SessionOptions, _warn, _why
+from ..collect.options import Mode, docstring_args, from_keywords
+from ..collect.session import Session, current
+from ..collect.session import describe_error as _why
+from ..collect.session import warn as _warn
 from ..run.finish import finish_run
 from ..run.recording import Recording
 
@@ -50,25 +54,18 @@ class CallbackProfiler:
         framework: the framework's name, for messages ("Lightning", "Trainer").
         step_source: how steps are found, for the report ("Lightning on_train_batch_end").
         out: run directory (default ``traces/<script>-<time>``, as ``perfkit profile``).
-        options: the rest of :class:`SessionOptions` (``mode``, ``skip_first``,
-            ``warmup``, ``active``, ``stack_samples``, ...); a schedule field left
+        options: the other options, by their keywords (``mode``, ``skip_first``, ``warmup``,
+            ``active``, ``stack_samples``, ...: perfkit/collect/options.py); a schedule field left
             None takes ``perfkit profile``'s default.
     """
 
     def __init__(self, framework: str, step_source: str, out: Optional[str], **options: Any) -> None:
         self.framework = framework
         self.step_source = step_source
-        schedule = {k: options.pop(k) for k in ("skip_first", "wait", "warmup", "active") if k in options}
-        sched = Schedule(**{k: v for k, v in schedule.items() if v is not None})
-        sched.validate()  # a wrong option is the user's config error: raise now, at construction
-        mode = options.get("mode", "trace")
-        if mode not in ("trace", "light"):
-            from ..errors import UsageError
-
-            raise UsageError(f"mode must be 'trace' or 'light' (not {mode!r})")
-        self.schedule = sched
-        self.out = out
-        self.options = options
+        if options.get("name") is None:
+            options["name"] = _script_name()
+        # A wrong option is the user's config error: raise now, at construction (collect/options.py).
+        self.options = from_keywords(out=out, **options)
         self.session: Optional[CallbackSession] = None
         self.off = False  #: profiling switched off (an error, or another session already runs)
         self._optimizers: list[Any] = []
@@ -80,7 +77,12 @@ class CallbackProfiler:
     @property
     def running(self) -> bool:
         s = self.session
-        return s is not None and not self.off and not s._finished
+        return s is not None and not self.off and not s.finished
+
+    @property
+    def has_optimizers(self) -> bool:
+        """The optimizers were accounted already (:meth:`optimizers`)."""
+        return bool(self._optimizers)
 
     def start(self, model: Any = None) -> None:
         """Training starts: create and start the session (no-op when already running or switched off)."""
@@ -92,33 +94,16 @@ class CallbackProfiler:
             self.fail("start", exc)
 
     def _start(self, model: Any) -> None:
-        from ..collect import session as session_mod
         from ..collect.job import world_info
 
-        other = session_mod.current()
+        other = current()
         if other is not None:  # perfkit profile (or perfkit.profile()) already profiles this process
             self.off = True
             if world_info().rank == 0:
                 _warn(f"a perfkit session already profiles this process ({other.run_dir}); "
                       f"the {self.framework} callback leaves it to that session")
             return
-        opts = SessionOptions(
-            out=self.out,
-            name=self.options.get("name") or _script_name(),
-            mode=self.options.get("mode", "trace"),
-            schedule=self.schedule,
-            with_stack=self.options.get("with_stack", False),
-            stack_samples=self.options.get("stack_samples", True),
-            record_shapes=self.options.get("record_shapes", False),
-            profile_memory=self.options.get("profile_memory", False),
-            tokens_per_step=self.options.get("tokens_per_step"),
-            samples_per_step=self.options.get("samples_per_step"),
-            report=self.options.get("report", True),
-            quiet=self.options.get("quiet", False),
-            modules=self.options.get("modules", False),
-            flops=self.options.get("flops", False),
-            watchdog_s=self.options.get("watchdog"),
-        )
+        opts = dataclasses.replace(self.options)  # a session's own copy (rank 1 makes it quiet, below)
         session = CallbackSession(opts)
         session.framework_step_source = self.step_source
         if session.world.rank != 0:
@@ -141,12 +126,7 @@ class CallbackProfiler:
 
     def _watch(self, session: CallbackSession, model: Any) -> None:
         """The framework's model: module timers with ``modules=True``; the forward memory peak (CUDA)."""
-        if session.options.modules:
-            session._watch_model(model)  # module timers, activation memory, forward peak
-            return
-        session.model = model
-        session.memory.on_error = lambda exc: session.instrument_failed("memory accounting", exc)
-        session._guard("memory accounting", session.memory.watch_forward, model)
+        session.watch_model(model, modules=session.options.modules)
 
     def optimizers(self, optimizers: Iterable[Any]) -> None:
         """Account weights, gradients and optimizer state once per optimizer (call after a step, before zero_grad)."""
@@ -159,8 +139,7 @@ class CallbackProfiler:
                 if opt is None or any(o is opt for o in self._optimizers):
                     continue
                 self._optimizers.append(opt)
-                session.optimizers.append(opt)
-                session._guard("memory accounting", session.memory.account_optimizer, opt)
+                session.add_optimizer(opt)
         except Exception as exc:
             self.fail("memory accounting", exc)
 
@@ -177,7 +156,7 @@ class CallbackProfiler:
     def finish(self, status: Optional[int] = 0) -> None:
         """Training ended: write the run directory (analysis.json, report.md, trace)."""
         session = self.session
-        if session is None or session._finished:
+        if session is None or session.finished:
             return
         self.off = True
         try:
@@ -191,7 +170,7 @@ class CallbackProfiler:
             return
         self.off = True
         session = self.session
-        if session is None or session._finished:
+        if session is None or session.finished:
             _warn(f"the {self.framework} callback failed in {where} and profiling is switched off "
                   f"({_why(exc)}); training goes on")
             return
@@ -201,11 +180,12 @@ class CallbackProfiler:
             with contextlib.suppress(Exception):
                 session.finish(None)
             return
-        _abandon(session)  # start() itself failed: undo what it did, write nothing
+        with contextlib.suppress(Exception):  # start() itself failed: undo what it did, write nothing
+            session.discard(None)
 
     def _at_exit(self) -> None:
         """The process ends while training still runs (an exception the framework did not report)."""
-        if self.session is not None and not self.session._finished:
+        if self.session is not None and not self.session.finished:
             self.finish(None)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -213,20 +193,6 @@ class CallbackProfiler:
         state = dict(self.__dict__)
         state.update(session=None, _optimizers=[], _atexit=False, off=False, _started=False)
         return state
-
-
-def _abandon(session: Session) -> None:
-    """Undo a session whose start() raised: its profiler, its optimizer hook, the process's current session."""
-    from ..collect import session as session_mod
-
-    session._finished = True
-    with contextlib.suppress(Exception):
-        session._stop_profiler()
-    with contextlib.suppress(Exception):
-        if session._hook_handle is not None:
-            session._hook_handle.remove()
-    if session_mod._ACTIVE is session:
-        session_mod._ACTIVE = None
 
 
 def _script_name() -> str:
@@ -238,21 +204,11 @@ def _script_name() -> str:
 
 
 class CallbackOptions:
-    """The options both framework callbacks take, written once; a callback class sets
-    :attr:`FRAMEWORK` and :attr:`STEP_SOURCE` and inherits this ``__init__``.
-
-    Args:
-        out: run directory (default ``traces/<script>-<time>``).
-        mode: ``"trace"`` (kernel trace of ``active`` steps + timers) or ``"light"`` (timers only).
-        skip_first, warmup, active: the trace schedule in optimizer steps (None: ``perfkit profile``'s defaults).
-        stack_samples: sample the training thread's Python stack in the recorded steps (source lines).
-        with_stack, record_shapes, profile_memory: torch.profiler options (costly; off).
-        tokens_per_step, samples_per_step: for throughput.
-        modules: time the model's top-level modules.
-        flops: count the FLOPs of step 2 for MFU (that step runs slower).
-        watchdog: dump every thread's stack when no step ends for this many seconds.
-        quiet: no report on screen (files are still written; warnings still printed).
-        name: the run directory's default name (default: the script's).
+    """The options both framework callbacks take; a callback class sets :attr:`FRAMEWORK` and
+    :attr:`STEP_SOURCE` and inherits this ``__init__``. Each option is defined once, in
+    :mod:`perfkit.collect.options` (the ``Args`` below are made from it); a wrong value raises one
+    :class:`perfkit.errors.UsageError` line at construction. A schedule option given as None
+    takes ``perfkit profile``'s default.
     """
 
     FRAMEWORK = "callback"  #: named in warnings ("Lightning callback failed ...")
@@ -262,10 +218,10 @@ class CallbackOptions:
         self,
         out: Optional[str] = None,
         *,
-        mode: str = "trace",
-        skip_first: Optional[int] = None,
-        warmup: Optional[int] = None,
-        active: Optional[int] = None,
+        mode: Mode = "trace",
+        skip_first: Optional[int] = 5,
+        warmup: Optional[int] = 2,
+        active: Optional[int] = 5,
         stack_samples: bool = True,
         with_stack: bool = False,
         record_shapes: bool = False,
@@ -291,3 +247,7 @@ class CallbackOptions:
         """The run directory of the profile in progress or last written (None before training)."""
         s = self.profiler.session
         return s.run_dir if s is not None else None
+
+
+CallbackOptions.__doc__ = (CallbackOptions.__doc__ or "").rstrip() + "\n\n    " + \
+    docstring_args("callbacks").replace("\n", "\n    ") + "\n"

@@ -45,7 +45,7 @@ class PerfkitCallback(CallbackOptions, _Base):  # type: ignore[misc, valid-type]
 
     def on_optimizer_step(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         # After optimizer.step() and before zero_grad(): gradients and the optimizer's state exist.
-        if self.profiler.running and not self.profiler._optimizers:
+        if self.profiler.running and not self.profiler.has_optimizers:
             self.profiler.optimizers([kwargs.get("optimizer")])
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
