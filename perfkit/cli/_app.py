@@ -27,7 +27,7 @@ def _tidy_help() -> None:
 
     option, argument = getattr(core, "TyperOption", None), getattr(core, "TyperArgument", None)
     rich_type = getattr(option, "display_type_rich", None)
-    if rich_type is not None and not getattr(rich_type, "_perfkit", False):
+    if option is not None and rich_type is not None and not getattr(rich_type, "_perfkit", False):
         def display_type_rich(self: Any, ctx: Any) -> Any:
             if getattr(self, "is_flag", False) and getattr(self, "metavar", None) is None:
                 return None  # a flag takes no value: no type to show
@@ -36,14 +36,14 @@ def _tidy_help() -> None:
         display_type_rich._perfkit = True  # type: ignore[attr-defined]
         option.display_type_rich = display_type_rich
     arg_type = getattr(argument, "display_type_rich", None)
-    if arg_type is not None and not getattr(arg_type, "_perfkit", False):
+    if argument is not None and arg_type is not None and not getattr(arg_type, "_perfkit", False):
         def arg_display_type_rich(self: Any, ctx: Any) -> Any:
             return None if getattr(self, "metavar", None) is not None else arg_type(self, ctx)
 
         arg_display_type_rich._perfkit = True  # type: ignore[attr-defined]
         argument.display_type_rich = arg_display_type_rich
     usage = getattr(argument, "_usage_display_name", None)
-    if usage is not None and not getattr(usage, "_perfkit", False):
+    if argument is not None and usage is not None and not getattr(usage, "_perfkit", False):
         def _usage_display_name(self: Any) -> str:
             name = self.metavar if self.metavar is not None else str(self.name).upper()
             name = name if self.required else f"[{name}]"

@@ -76,7 +76,7 @@ def merge_cmd(
         bad = next(f for (f, _), r in zip(loaded, ranks) if r is None)
         raise DocumentError(f"{bad}: the document does not say its rank "
                             "(no distributedInfo, no rank in the trace file name)")
-    dupes = sorted({r for r in ranks if ranks.count(r) > 1})  # type: ignore[arg-type]
+    dupes = sorted({r for r in ranks if r is not None and ranks.count(r) > 1})
     if dupes:
         twice = [f for (f, _), r in zip(loaded, ranks) if r == dupes[0]]
         raise DocumentError(f"{twice[-1]}: rank {dupes[0]} is given more than once (also {twice[0]})")

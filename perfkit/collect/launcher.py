@@ -89,7 +89,7 @@ def run_script(
         _restore_sigterm(previous_term)
     if isinstance(outcome, _Terminated):
         os.kill(os.getpid(), signal.SIGTERM)  # default action now: same status as unprofiled
-        return status  # pragma: no cover (not reached)
+        return status or 0  # pragma: no cover (not reached)
     if isinstance(outcome, SystemExit):
         return status or 0
     if isinstance(outcome, Exception):

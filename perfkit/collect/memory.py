@@ -80,9 +80,9 @@ def _optimizer_tensors(optimizer: Any) -> Iterable[torch.Tensor]:
 def _cuda_device(model: nn.Module) -> Optional[torch.device]:
     if not torch.cuda.is_available():
         return None
-    for t in model.parameters():
-        if t.is_cuda:
-            return t.device
+    for p in model.parameters():
+        if p.is_cuda:
+            return p.device
     for t in model.buffers():
         if t.is_cuda:
             return t.device
@@ -326,7 +326,7 @@ class ActivationTracker:
     def summary(self) -> list[dict[str, Any]]:
         """Per watched module (CUDA only; empty on CPU), largest first:
         name, type, calls, activation_bytes (median per call), activation_bytes_last."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         for name, deltas in self._deltas.items():
             if not deltas:
                 continue

@@ -562,8 +562,8 @@ def _round(x: Optional[float]) -> Optional[float]:
 def _uses_cuda(model: nn.Module) -> bool:
     if not torch.cuda.is_available():
         return False
-    for t in model.parameters():
-        return t.is_cuda
+    for p in model.parameters():
+        return p.is_cuda
     for t in model.buffers():
         return t.is_cuda
     return False

@@ -181,7 +181,7 @@ class PhaseTimer:
         t0, ev0 = token
         self.wall_ms.setdefault(name, []).append((time.perf_counter() - t0) * 1000.0)
         if ev0 is not None:
-            ev1 = self._cuda.Event(enable_timing=True)  # type: ignore[union-attr]
+            ev1 = self._cuda.Event(enable_timing=True)
             ev1.record()
             self.events.setdefault(name, deque(maxlen=MAX_EVENTS)).append((ev0, ev1))
 

@@ -160,8 +160,9 @@ class Session:
         if self.options.watchdog_s:
             from .watchdog import Watchdog
 
+            watchdog_s = float(self.options.watchdog_s)
             self.watchdog = self._guard("watchdog", lambda: Watchdog(
-                self.run_dir, self.options.watchdog_s, rank=self.rank,
+                self.run_dir, watchdog_s, rank=self.rank,
                 on_error=lambda exc: self.instrument_failed("watchdog", exc)).start())
         if self.options.mode == "trace":
             try:

@@ -127,6 +127,7 @@ class StackSampler:
 
     def sync(self) -> None:
         """A ``record_function`` range on the trace's clock, bracketed by readings of the sampler's clock."""
+        record_function: Any
         try:
             from torch.autograd.profiler import record_function
         except Exception:

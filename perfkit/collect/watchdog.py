@@ -314,7 +314,7 @@ class Watchdog:
         main_frame = frames.get(watched) if watched is not None else None
         if main_frame is None:
             watched = threading.main_thread().ident
-            main_frame = frames.get(watched)
+            main_frame = frames.get(watched) if watched is not None else None
         where = _frame_where(main_frame)
         now = time.time()
         path = self._dump_path(now)

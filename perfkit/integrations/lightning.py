@@ -44,7 +44,7 @@ def _base(*modules: str) -> Any:
 
 
 def _make(base: Any, name: str) -> type:
-    class _PerfkitCallback(CallbackOptions, base):  # type: ignore[misc, valid-type]
+    class _PerfkitCallback(CallbackOptions, base):
         """Profile a Lightning ``Trainer.fit`` with perfkit (see the module docstring; options:
         :class:`perfkit.integrations._core.CallbackOptions`; ``modules=True`` times the children of
         ``trainer.lightning_module``)."""

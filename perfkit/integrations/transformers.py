@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover (only without transformers)
         "perfkit.integrations.transformers needs Hugging Face transformers: pip install transformers") from None
 
 
-class PerfkitCallback(CallbackOptions, _Base):  # type: ignore[misc, valid-type]
+class PerfkitCallback(CallbackOptions, _Base):
     """Profile a Hugging Face ``Trainer.train`` with perfkit (see the module docstring; options:
     :class:`perfkit.integrations._core.CallbackOptions`)."""
 
