@@ -14,7 +14,7 @@ them against each other over generated inputs):
 
 * **Malformed JSON** (RFC 8259: leading zeros, ``NaN``/``Infinity`` literals,
   bad escapes, lone surrogates, raw control characters, a missing comma,
-  nesting deeper than 256 levels in the scanner) makes the chunk fail with
+  containers nested more than 257 levels below the events array) makes the chunk fail with
   :class:`ChunkError`, whose ``offset`` is the byte of the error;
   :func:`perfkit.trace.reader.decode_tolerant` then skips that event alone.
 * **Invalid UTF-8** is not an error: in the strings perfkit keeps (names,

@@ -92,6 +92,41 @@ _DECODER = msgspec.json.Decoder(list[_ANY_EVENT], float_hook=float)  # type: ign
 _LOOSE = msgspec.json.Decoder(float_hook=float)
 _BYTE = re.compile(r"\(byte (\d+)\)")
 
+#: Containers nested deeper than this below the events array are malformed, for both decoders: the C
+#: scanner's ``MAX_DEPTH`` (256, counted from an event's fields) is 257 counted from the array. msgspec
+#: has no limit of its own but the interpreter's recursion limit, which other code changes (torch's
+#: compiler raises it), so the depth is checked here, the same way on every run.
+MAX_NESTING = 257
+#: Byte classes for the nesting check: 1 opens a container, -1 closes one, 2 a quote, 3 a backslash.
+_NEST_CODES = np.zeros(256, np.int8)
+_NEST_CODES[[ord("["), ord("{")]] = 1
+_NEST_CODES[[ord("]"), ord("}")]] = -1
+_NEST_CODES[ord('"')] = 2
+_NEST_CODES[ord("\\")] = 3
+
+
+def too_deep(buf: Any) -> Optional[int]:
+    """Offset of the first container nested more than :data:`MAX_NESTING` levels in valid JSON ``buf``
+    (brackets inside strings do not count), or None. Vectorised: one table lookup over the bytes, then
+    work on the brackets, quotes and backslashes only."""
+    b = np.frombuffer(buf, dtype=np.uint8)
+    codes = _NEST_CODES[b]
+    pos = np.flatnonzero(codes)
+    c = codes[pos]
+    is_quote = c == 2
+    # A quote right after a backslash is escaped when the run of backslashes before it is odd (rare).
+    maybe = np.flatnonzero(is_quote[1:] & (c[:-1] == 3) & (pos[:-1] == pos[1:] - 1)) + 1
+    for k in maybe.tolist():
+        j = k - 1
+        while j >= 0 and c[j] == 3 and pos[j] == pos[k] - (k - j):
+            j -= 1
+        if (k - 1 - j) % 2 == 1:
+            is_quote[k] = False
+    inside = (np.cumsum(is_quote) & 1).astype(bool)  # from an opening quote up to its closing one
+    delta = np.where(((c == 1) | (c == -1)) & ~inside, c, 0).astype(np.int32)
+    over = np.flatnonzero(np.cumsum(delta) > MAX_NESTING)
+    return int(pos[over[0]]) if len(over) else None
+
 
 def decode(buf: Any) -> dict[str, Any]:
     """Columns of a bracketed chunk (``[`` events ``]``), as :func:`perfkit.trace.decode.decode_chunk` returns them.
@@ -113,6 +148,9 @@ def decode(buf: Any) -> dict[str, Any]:
             except ChunkError as exc:
                 exc.offset = exc.event_offset = None
                 raise
+        deep = too_deep(buf)
+        if deep is not None:
+            raise ChunkError("nested too deeply", offset=deep)
         return _to_columns(events, counts, has_stacks=_STACK_KEY in buf)
     finally:
         if was_enabled:

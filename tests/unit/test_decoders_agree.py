@@ -8,6 +8,7 @@ is malformed for both. A fixed-seed generated slice, plus hand-written cases per
 from __future__ import annotations
 
 import math
+import sys
 
 import numpy as np
 import pytest
@@ -171,6 +172,37 @@ def test_last_key_wins_and_a_second_args_replaces_the_first():
 ])
 def test_malformed_json_is_malformed_for_both(text):
     assert agree(text) == MALFORMED
+
+
+@pytest.fixture(params=[None, 20000], ids=["default-limit", "raised-limit"])
+def recursion_limit(request):
+    """The fallback's answer must not depend on the interpreter's recursion limit (torch's compiler,
+    for one, raises it): checked at the default limit and at a raised one."""
+    old = sys.getrecursionlimit()
+    if request.param:
+        sys.setrecursionlimit(request.param)
+    yield
+    sys.setrecursionlimit(old)
+
+
+@pytest.mark.parametrize("n", [254, 255, 256, 257, 300, 2000])
+@pytest.mark.parametrize("where", ["field", "args", "item"])
+def test_nesting_limit_is_the_same_for_both(n, where, recursion_limit):
+    """Containers nested more than 257 levels below the events array are malformed for both decoders,
+    wherever they are (an event's field, a value in its args, an item that is not an event)."""
+    deep = b"[" * n + b"]" * n
+    text = {"field": b'{"ph":"X",' + BASE + b',"x":' + deep + b"}",
+            "args": b'{"ph":"X",' + BASE + b',"args":{"x":' + deep + b"}}",
+            "item": deep}[where]
+    levels = n + (1 if where == "field" else 2 if where == "args" else 0)  # below the event's own level
+    out = agree(text)
+    assert (out == MALFORMED) == (levels > 256), (where, n, out if isinstance(out, str) else "parsed")
+
+
+def test_brackets_inside_strings_do_not_nest():
+    # the JSON text "a\\" is a and an escaped backslash, then the closing quote; in "a\\\"{{{..." the quote is escaped
+    assert counts(b'{"ph":"X",' + BASE + b',"x":"' + b"[" * 400 + b'","y":"a\\\\"}') == {}
+    assert counts(b'{"ph":"X",' + BASE + b',"x":"a\\\\\\"' + b"{" * 400 + b'"}') == {}
 
 
 def test_moderate_nesting_is_fine_for_both():
