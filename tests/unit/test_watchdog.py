@@ -187,7 +187,12 @@ def test_profile_watchdog_end_to_end(tmp_path):
     # Steps resumed after the stall: the summary calls rank 0 recovered, not stuck.
     doc = summarize_stalls(str(run))
     assert doc["stuck"] == [] and doc["recovered"] == ["0"]
-    assert doc["ranks"][0]["where"]["function"] == "slow_hungarian"
+    # The summary names where the latest dump found rank 0: slow_hungarian, unless a later step was
+    # slow too (a loaded machine can make one take over the 0.5 s threshold: then its own dump is
+    # the latest, taken in the loop at module level).
+    latest = stall_files(run)[-1].read_text()
+    assert f"where: {doc['ranks'][0]['where']['function']} (" in latest
+    assert doc["ranks"][0]["where"]["function"] == "slow_hungarian" or len(texts) > len(hungarian)
 
 
 # ---------------------------------------------------------------------- perfkit stalls
