@@ -273,7 +273,9 @@ class _GzipSource(_Source):
                                         f"a second gzip member holds another JSON document (from byte {self.bytes_seen:,} "
                                         "of the decompressed stream); read the first document only")
                                     return
-                        tail = out.rstrip(b" \t\r\n")
+                        tail = out[-64:].rstrip(b" \t\r\n")  # not a copy of the whole block
+                        if not tail:
+                            tail = out.rstrip(b" \t\r\n")
                         if tail:
                             last = tail[-1:]
                         self.bytes_seen += len(out)
@@ -346,7 +348,11 @@ def _chunks(source: _Source, raw: _Raw, tally: "_Tally") -> Iterator[Any]:
                 yield from _Stream(source, raw, tally, offset).run(buf, blocks)
                 return
             nxt = _next_object(buf, cut)
-            yield _Bytes(bytes(buf[:nxt]), offset)  # keeps the separator: chunks concatenate to the original bytes
+            # keeps the separator: chunks concatenate to the original bytes. One copy (through a view:
+            # ``bytes(buf[:nxt])`` copies twice); deleting a bytearray's head moves nothing.
+            with memoryview(buf) as whole, whole[:nxt] as head:
+                chunk = bytes(head)
+            yield _Bytes(chunk, offset)
             del buf[:nxt]
             offset += nxt
     if not head_done:
