@@ -69,6 +69,11 @@ Usage::
 
     .venv/bin/python scripts/bench_analyze.py [--sizes-mb 150,1000] [--repeat 3] [--skip-build]
     .venv/bin/python scripts/bench_analyze.py --profile   # also: cProfile of one in-process analysis
+    .venv/bin/python scripts/bench_analyze.py --one-trace --repeat 9 [--baseline main]
+
+``--one-trace`` measures only the whole ``perfkit analyze`` process on ``--source`` against the
+floor (interpreter + numpy import, gzip inflate, the C scanner's pass), plus ``perfkit --help`` and
+``--version``, every command in each round, rounds alternating; ``bench-data/one_trace.md``.
 
 Exit status: 0 if every target is met on the inflated traces, 1 otherwise.
 Only the standard library and perfkit are used. Linux only (reads /proc).
