@@ -69,6 +69,11 @@ Usage::
 
     .venv/bin/python scripts/bench_analyze.py [--sizes-mb 150,1000] [--repeat 3] [--skip-build]
     .venv/bin/python scripts/bench_analyze.py --profile   # also: cProfile of one in-process analysis
+    .venv/bin/python scripts/bench_analyze.py --one-trace --repeat 9 [--baseline main]
+
+``--one-trace`` measures only the whole ``perfkit analyze`` process on ``--source`` against the
+floor (interpreter + numpy import, gzip inflate, the C scanner's pass), plus ``perfkit --help`` and
+``--version``, every command in each round, rounds alternating; ``bench-data/one_trace.md``.
 
 Exit status: 0 if every target is met on the inflated traces, 1 otherwise.
 Only the standard library and perfkit are used. Linux only (reads /proc).
@@ -636,6 +641,211 @@ def profile(path: Path) -> None:
     print(f"written {DATA / 'profile.txt'}")
 
 
+# --------------------------------------------------------------------------- one trace: whole command vs floor
+
+# Code run in a fresh child for the floor's parts. argv: MODE PATH. Prints one line "RESULT {json}".
+FLOOR_CHILD = r"""
+import json, sys, time
+mode, path = sys.argv[1], sys.argv[2]
+out = {}
+if mode.startswith("inflate-"):
+    if mode == "inflate-zlib":
+        import zlib as lib
+    else:
+        from isal import isal_zlib as lib
+    t0 = time.perf_counter()
+    d, n = lib.decompressobj(wbits=47), 0
+    with open(path, "rb", buffering=0) as f:
+        while True:
+            comp = f.read(1 << 20)
+            if not comp:
+                break
+            while comp:
+                n += len(d.decompress(comp, 8 << 20))
+                comp = d.unconsumed_tail
+    out["seconds"], out["bytes"] = time.perf_counter() - t0, n
+elif mode == "scan":
+    # the C scanner over the events of the decompressed file, cut into the reader's chunks, one thread
+    from perfkit.trace import decode, reader
+    ranges = reader._plan_file(reader._FileSource(path), reader._Raw(meta={}))
+    with open(path, "rb") as f:
+        view = memoryview(f.read())
+    t0 = time.perf_counter()
+    for _, lo, hi in ranges:
+        decode._scan.scan(view[lo:hi])
+    out["seconds"], out["chunks"] = time.perf_counter() - t0, len(ranges)
+sys.stdout.write("RESULT " + json.dumps(out) + "\n")
+"""
+
+
+def _timed_process(cmd: list[str], env: dict[str, str], cwd: Path) -> dict[str, Any]:
+    """Wall seconds of one fresh process (start to exit, as a user waits for it), its CPU seconds,
+    the CPU seconds other jobs used meanwhile, and its RESULT line if it prints one."""
+    import resource
+
+    r0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own0, busy0 = sum(os.times()[:2]), cpu_busy_s()
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, cwd=str(cwd), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - t0
+    busy, own = cpu_busy_s() - busy0, sum(os.times()[:2]) - own0
+    r1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (r1.ru_utime - r0.ru_utime) + (r1.ru_stime - r0.ru_stime)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed (rc {proc.returncode}):\n{proc.stderr.decode()[-2000:]}")
+    res: dict[str, Any] = {"wall_s": wall, "cpu_s": cpu, "foreign_cpu_s": max(0.0, busy - own - cpu)}
+    line = next((ln for ln in proc.stdout.decode().splitlines() if ln.startswith("RESULT ")), None)
+    if line is not None:
+        res.update(json.loads(line[len("RESULT "):]))
+    return res
+
+
+def _baseline_tree(ref: str) -> Path:
+    """perfkit/ as of git REF in bench-data/baseline-<ref>/ (the built scanner copied in), compiled."""
+    import shutil
+    import tarfile
+    import io
+
+    sha = subprocess.run(["git", "rev-parse", "--short", ref], cwd=REPO, capture_output=True, text=True,
+                         check=True).stdout.strip()
+    dst = DATA / f"baseline-{sha}"
+    shutil.rmtree(dst, ignore_errors=True)
+    dst.mkdir(parents=True)
+    tar = subprocess.run(["git", "archive", sha, "perfkit"], cwd=REPO, capture_output=True, check=True).stdout
+    with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
+        tf.extractall(dst)
+    for so in (REPO / "perfkit" / "trace").glob("_scan*.so"):
+        shutil.copy2(so, dst / "perfkit" / "trace" / so.name)
+    if subprocess.run(["git", "diff", "--quiet", sha, "--", "perfkit/trace/_scan.c"], cwd=REPO).returncode != 0:
+        print(f"note: perfkit/trace/_scan.c differs between {sha} and the working tree; the baseline uses "
+              "the working tree's built scanner", flush=True)
+    _compile(dst)
+    return dst
+
+
+def _compile(root: Path) -> None:
+    """Byte-compile a perfkit tree: an installed package has its .pyc files; without them every run
+    (PYTHONDONTWRITEBYTECODE=1) would compile the sources again and measure that."""
+    import compileall
+
+    compileall.compile_dir(str(root / "perfkit"), quiet=1)
+
+
+def one_trace(a: argparse.Namespace, source: Path, anchor_json: Path) -> int:
+    """``perfkit analyze`` on one trace as a whole process, against the floor: interpreter + numpy
+    import, inflate, and the C scanner's pass, all measured side by side in one run, rounds
+    alternating, medians. Also ``perfkit --help`` and ``--version``, and (``--baseline REF``)
+    the same commands with perfkit as of REF."""
+    import platform as _platform
+
+    py = sys.executable
+    _compile(CODE_ROOT)
+    roots = {"": CODE_ROOT}
+    if a.baseline:
+        roots[f" [{a.baseline}]"] = _baseline_tree(a.baseline)
+
+    def env_for(root: Path, **extra: str) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(root)
+        env.update(extra)
+        return env
+
+    try:
+        import isal  # noqa: F401
+
+        have_isal = True
+    except ImportError:
+        have_isal = False
+    out_json = DATA / "one_trace_out.json"
+    gz = str(source)
+    items: list[tuple[str, list[str], dict[str, str], Path]] = [
+        ("python -c pass", [py, "-c", "pass"], env_for(CODE_ROOT), CODE_ROOT),
+        ("python -c 'import numpy'", [py, "-c", "import numpy"], env_for(CODE_ROOT), CODE_ROOT),
+        ("inflate (zlib)", [py, "-c", FLOOR_CHILD, "inflate-zlib", gz], env_for(CODE_ROOT), CODE_ROOT),
+        ("C scanner pass", [py, "-c", FLOOR_CHILD, "scan", str(anchor_json)], env_for(CODE_ROOT), CODE_ROOT),
+    ]
+    if have_isal:
+        items.append(("inflate (isal)", [py, "-c", FLOOR_CHILD, "inflate-isal", gz], env_for(CODE_ROOT), CODE_ROOT))
+    for tag, root in roots.items():
+        cmd = [py, "-m", "perfkit", "analyze", gz, "--json", str(out_json)]
+        items += [
+            (f"perfkit analyze --json -q{tag}", cmd + ["-q"], env_for(root), root),
+            (f"perfkit analyze --json (terminal report){tag}", cmd, env_for(root), root),
+            (f"perfkit --help{tag}", [py, "-m", "perfkit", "--help"], env_for(root), root),
+            (f"perfkit --version{tag}", [py, "-m", "perfkit", "--version"], env_for(root), root),
+        ]
+        if have_isal:
+            items.append((f"perfkit analyze --json -q, zlib (PERFKIT_NO_ISAL=1){tag}", cmd + ["-q"],
+                          env_for(root, PERFKIT_NO_ISAL="1"), root))
+    with open("/proc/loadavg") as f:
+        load_start = f.read().split()[:3]
+    for _name, cmd, env, root in items:  # untimed: page cache, shared libraries
+        _timed_process(cmd, env, root)
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, *_ in items}
+    for r in range(a.repeat):
+        order = items[r % len(items):] + items[: r % len(items)]  # rotate: no item always first or last
+        for name, cmd, env, root in order:
+            runs[name].append(_timed_process(cmd, env, root))
+        print(f"  round {r + 1}/{a.repeat} done", flush=True)
+    with open("/proc/loadavg") as f:
+        load_end = f.read().split()[:3]
+
+    def med(name: str, key: str = "wall_s") -> dict[str, float]:
+        return _stats([x[key] for x in runs[name]])
+
+    # the floor's parts: inside the child for inflate and scan (no interpreter), whole process for numpy
+    interp_numpy = med("python -c 'import numpy'")["median"]
+    inflate_zlib = med("inflate (zlib)", "seconds")["median"]
+    inflate = med("inflate (isal)", "seconds")["median"] if have_isal else inflate_zlib
+    scan = med("C scanner pass", "seconds")["median"]
+    floor = interp_numpy + inflate + scan
+    floor_zlib = interp_numpy + inflate_zlib + scan
+    lines = [
+        "## One trace: the whole `perfkit analyze` process against the floor",
+        "",
+        f"Trace: {source} ({source.stat().st_size / MB:,.1f} MB gzip, {anchor_json.stat().st_size / MB:,.1f} MB JSON). "
+        f"{a.repeat} rounds, the commands alternating (order rotated each round); median (min-max) seconds. "
+        f"Machine: {os.cpu_count()} CPUs, Python {_platform.python_version()}; load average "
+        f"{' '.join(load_start)} at the start, {' '.join(load_end)} at the end. "
+        "\"other jobs' CPU\" = median CPU share that unrelated processes used during the runs.",
+        "",
+        "| what | seconds | other jobs' CPU |",
+        "|---|---:|---:|",
+    ]
+    for name, *_ in items:
+        key = "seconds" if name.startswith(("inflate", "C scanner")) else "wall_s"
+        share = statistics.median(x["foreign_cpu_s"] / x["wall_s"] for x in runs[name])
+        label = name + (" (in process)" if key == "seconds" else " (whole process)")
+        lines.append(f"| {label} | {_range(med(name, key), fmt='{:.3f}')} | {share:.2f} |")
+    perf = med("perfkit analyze --json -q")["median"]
+    perf_report = med("perfkit analyze --json (terminal report)")["median"]
+    lines += [
+        "",
+        f"Floor = interpreter + numpy import {interp_numpy:.3f} + inflate ({'isal' if have_isal else 'zlib'}) "
+        f"{inflate:.3f} + C scanner pass {scan:.3f} = **{floor:.3f} s**.",
+        f"* `perfkit analyze --json -q`: {perf:.3f} s = **{perf / floor:.2f}x** the floor (target 1.5x: "
+        f"{'met' if perf <= 1.5 * floor else 'not met'}).",
+        f"* with the terminal report: {perf_report:.3f} s = {perf_report / floor:.2f}x.",
+    ]
+    if have_isal:
+        pz = med("perfkit analyze --json -q, zlib (PERFKIT_NO_ISAL=1)")["median"]
+        lines.append(f"* without isal (zlib inflate): {pz:.3f} s against a zlib floor of {floor_zlib:.3f} s = "
+                     f"{pz / floor_zlib:.2f}x.")
+    for tag in roots:
+        if tag:
+            pb = med(f"perfkit analyze --json -q{tag}")["median"]
+            lines.append(f"* perfkit{tag}: {pb:.3f} s = {pb / floor:.2f}x the floor; this tree is "
+                         f"{pb / perf:.2f}x faster.")
+    md = "\n".join(lines) + "\n"
+    print("\n" + md)
+    (DATA / "one_trace.md").write_text(md)
+    (DATA / "one_trace.json").write_text(json.dumps({
+        "command": " ".join([Path(sys.executable).name, *sys.argv]), "load_start": load_start, "load_end": load_end,
+        "floor_s": floor, "floor_zlib_s": floor_zlib, "ratio": perf / floor, "runs": runs}, indent=2) + "\n")
+    print(f"written {DATA / 'one_trace.md'} and {DATA / 'one_trace.json'}")
+    return 0 if perf <= 1.5 * floor else 1
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -657,6 +867,11 @@ def main() -> int:
     ap.add_argument("--no-anchors", action="store_true", help="skip the small real anchor traces")
     ap.add_argument("--profile", action="store_true",
                     help="afterwards, cProfile one in-process analysis (workers=0) of the smallest inflated trace")
+    ap.add_argument("--one-trace", action="store_true",
+                    help="only the one-trace benchmark: the whole `perfkit analyze` process on --source against the "
+                         "floor (interpreter + numpy, inflate, C scanner pass), side by side; --repeat rounds (use 7+)")
+    ap.add_argument("--baseline", metavar="REF",
+                    help="with --one-trace: also run the commands with perfkit as of git REF (e.g. main)")
     a = ap.parse_args()
     if a.repeat < 1:
         ap.error("--repeat must be >= 1")
@@ -668,6 +883,10 @@ def main() -> int:
 
     # ---- build
     anchor_json = decompressed_anchor(source, a.skip_build)
+    if a.one_trace:
+        if not a.no_snapshot:
+            snapshot_perfkit()
+        return one_trace(a, source, anchor_json)
     files: list[tuple[str, Path]] = []
     if not a.no_anchors:
         files.append((f"{source.name} (anchor, gzip)", source))

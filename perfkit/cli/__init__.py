@@ -11,37 +11,66 @@ Exit codes:
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
-import tempfile
-import traceback
-from typing import Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import PerfkitError
-from ._app import EXIT_BUDGET, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK, app  # noqa: F401
+from . import _app
+from ._app import EXIT_BUDGET, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK  # noqa: F401
 
-from . import analyze as _analyze  # noqa: E402,F401  (registers the commands)
-from . import profile as _profile  # noqa: E402,F401
-from . import stalls as _stalls  # noqa: E402,F401
-from . import scale as _scale  # noqa: E402,F401
-from . import diff as _diff  # noqa: E402,F401
-from . import merge as _merge  # noqa: E402,F401
-from . import budget as _budget  # noqa: E402,F401
-from . import report as _report  # noqa: E402,F401
-from . import view as _view  # noqa: E402,F401
+if TYPE_CHECKING:
+    from .profile import ScriptError
+
+#: The command modules (each registers its commands on ``app``), in the order ``perfkit --help`` lists them.
+COMMANDS = ("analyze", "profile", "stalls", "scale", "diff", "merge", "report", "view", "budget")
+
+
+def load_commands(args: Optional[list[str]] = None) -> None:
+    """Register the command that ``args`` names, or every command (help, a usage error, no args).
+
+    One command imports only its own module: ``perfkit analyze`` does not import what ``perfkit
+    profile`` or ``perfkit merge`` need (~20-30 ms). Registration keeps the order of :data:`COMMANDS`
+    whatever was loaded first, so the help lists the commands in the same order every time.
+    """
+    word = _command(args) if args is not None else None
+    for name in ((word,) if word in COMMANDS else COMMANDS):
+        importlib.import_module(f"{__name__}.{name}")
+    order = {name: i for i, name in enumerate(COMMANDS)}
+    _app.app.registered_commands.sort(key=lambda c: order.get(str(c.name), len(order)))
+
+
+def __getattr__(name: str) -> Any:
+    """``perfkit.cli.app``: the typer application with every command registered."""
+    if name == "app":
+        load_commands()
+        return _app.app
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+class _NotRaised(Exception):
+    """Stands for an exception class of a command module that is not loaded (so not raised)."""
+
+
+def _profile_error(name: str) -> type[BaseException]:
+    """``perfkit.cli.profile.<name>`` if that module is loaded (only ``perfkit profile`` raises these)."""
+    module = sys.modules.get(f"{__name__}.profile")
+    return getattr(module, name) if module is not None else _NotRaised
 
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the console script and ``python -m perfkit``."""
+    load_commands(sys.argv[1:] if argv is None else argv)
     try:
-        rv = app(args=argv, standalone_mode=False)
+        rv = _app.app(args=argv, standalone_mode=False)
         if isinstance(rv, int):  # typer.Exit(code) comes back as the return value
             return rv
-    except _profile.ScriptInterrupted as exc:  # perfkit profile: the script's Ctrl-C ends us as it ends python
+    except _profile_error("ScriptInterrupted") as exc:  # perfkit profile: the script's Ctrl-C ends us as it ends python
         script_interrupted(exc.interrupt)
         raise exc.interrupt from None  # only where SIGINT could not be re-delivered
-    except _profile.ScriptError as exc:  # perfkit profile: the script's own exception, printed as python would
-        return script_traceback(exc)
+    except _profile_error("ScriptError") as exc:  # perfkit profile: the script's own exception, printed as python would
+        return script_traceback(exc)  # type: ignore[arg-type]
     except PerfkitError as exc:
         # One line per problem (budget check names every missing metric); each starts with the file.
         for line in getattr(exc, "lines", None) or [str(exc)]:
@@ -74,13 +103,15 @@ def main(argv: Optional[list[str]] = None) -> int:
     return EXIT_OK
 
 
-def script_traceback(exc: "_profile.ScriptError") -> int:
+def script_traceback(exc: "ScriptError") -> int:
     """Print the profiled script's exception as ``python script.py`` does (its frames only, through
     ``sys.excepthook``, which the script may have replaced) and give python's exit status, 1."""
     error = exc.error
     try:
         sys.excepthook(type(error), error, exc.traceback)
     except Exception:
+        import traceback
+
         traceback.print_exception(type(error), error, exc.traceback)
     return 1
 
@@ -113,6 +144,9 @@ def internal_error(exc: BaseException, argv: Optional[list[str]] = None) -> int:
 
     ``PERFKIT_TRACEBACK=1`` prints the traceback itself instead (for debugging perfkit).
     """
+    import tempfile
+    import traceback
+
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     if os.environ.get("PERFKIT_TRACEBACK") == "1":
         sys.stderr.write(text)

@@ -1,0 +1,57 @@
+"""What a command imports (issue #15): ``perfkit --help`` and ``--version`` import neither numpy, pandas
+nor rich; ``perfkit analyze`` imports no pandas, no pydantic (typer's value checks) and no other
+command's module. Each runs the command line's entry in a fresh interpreter and reads ``sys.modules``."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ..conftest import REPO
+
+TRACE = REPO / "tests" / "data" / "traces" / "nv-rtx2080ti-param-linear-train" / "linear_kineto.json.gz"
+
+PROBE = r"""
+import json, sys
+from perfkit.cli import main
+rc = main(sys.argv[1:])
+tops = sorted({m.split(".")[0] for m in sys.modules})
+cli = sorted(m for m in sys.modules if m.startswith("perfkit.cli."))
+sys.stderr.write("MODULES " + json.dumps({"rc": rc, "top": tops, "cli": cli}) + "\n")
+"""
+
+
+def _modules(*args: str) -> dict[str, object]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, timeout=120)
+    line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES "))
+    return json.loads(line[len("MODULES "):])  # type: ignore[no-any-return]
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["-h"], ["analyze", "--help"], ["merge", "--help"]])
+def test_help_and_version_import_no_numpy(args: list[str]) -> None:
+    got = _modules(*args)
+    assert got["rc"] == 0
+    assert not {"numpy", "pandas", "rich", "pydantic", "msgspec", "torch"} & set(got["top"]), got["top"]  # type: ignore[arg-type]
+
+
+def test_analyze_imports_only_what_it_needs(tmp_path: Path) -> None:
+    got = _modules("analyze", str(TRACE), "--json", str(tmp_path / "a.json"), "-q")
+    assert got["rc"] == 0 and (tmp_path / "a.json").exists()
+    assert "numpy" in got["top"]  # type: ignore[operator]  # (the probe sees the analysis)
+    assert not {"pandas", "pydantic", "torch"} & set(got["top"]), got["top"]  # type: ignore[arg-type]
+    assert got["cli"] == ["perfkit.cli._app", "perfkit.cli.analyze"]
+
+
+def test_help_lists_every_command_in_order() -> None:
+    """Commands load on demand; the help still lists all of them, in one order."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "100"}
+    out = subprocess.run([sys.executable, "-m", "perfkit", "--help"], env=env, capture_output=True, text=True,
+                         timeout=120).stdout
+    listed = [ln.split()[0] for ln in out.split("Commands:")[1].splitlines() if ln.startswith("  ")]
+    assert listed == ["analyze", "profile", "stalls", "scale", "diff", "merge", "report", "view", "budget"]
