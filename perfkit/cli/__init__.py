@@ -53,7 +53,7 @@ class _NotRaised(Exception):
     """Stands for an exception class of a command module that is not loaded (so not raised)."""
 
 
-def _profile_error(name: str) -> type[BaseException]:
+def _profile_error(name: str) -> Any:
     """``perfkit.cli.profile.<name>`` if that module is loaded (only ``perfkit profile`` raises these)."""
     module = sys.modules.get(f"{__name__}.profile")
     return getattr(module, name) if module is not None else _NotRaised
@@ -70,7 +70,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         script_interrupted(exc.interrupt)
         raise exc.interrupt from None  # only where SIGINT could not be re-delivered
     except _profile_error("ScriptError") as exc:  # perfkit profile: the script's own exception, printed as python would
-        return script_traceback(exc)  # type: ignore[arg-type]
+        return script_traceback(exc)
     except PerfkitError as exc:
         # One line per problem (budget check names every missing metric); each starts with the file.
         for line in getattr(exc, "lines", None) or [str(exc)]:

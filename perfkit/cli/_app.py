@@ -108,11 +108,11 @@ def _fast_kind(descriptor: Any) -> Optional[str]:
     if info.parser is not None or getattr(info, "click_type", None) is not None or descriptor.file_annotation is not None:
         return None
     if ann in (str, bool):
-        return ann.__name__  # type: ignore[no-any-return]
+        return ann.__name__
     if ann in (List[str], list[str]):
         return "list_str"
     if ann in (int, float) and not info.clamp:
-        return ann.__name__  # type: ignore[no-any-return]
+        return ann.__name__
     if ann is Path and info.path_type in (None, Path) and not info.allow_dash:
         return "path"
     return None
@@ -126,6 +126,7 @@ def _install_fast_params() -> None:
     base, build = getattr(_coercion, "RuntimeParam", None), getattr(core, "build_runtime_param", None)
     if base is None or build is None or getattr(build, "_perfkit", False):
         return
+    typer_build: Any = build  # typer's own builder, kept for the values not read here
 
     class FastParam(base):  # type: ignore[misc, valid-type]
         """Plain values here; everything else through typer's own runtime parameter, built when first needed."""
@@ -144,7 +145,7 @@ def _install_fast_params() -> None:
             if out is not _NOT_FAST:
                 return out
             if self._full is None:
-                object.__setattr__(self, "_full", build(self._descriptor))
+                object.__setattr__(self, "_full", typer_build(self._descriptor))
             return self._full._coerce_value(value, param=param, ctx=ctx)
 
     def build_runtime_param(descriptor: Any) -> Any:
