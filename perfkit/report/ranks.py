@@ -176,9 +176,6 @@ def job_lines(doc: dict[str, Any]) -> list[str]:
     world, got = num(job.get("world_size")), num(job.get("ranks_analysed"))
     if world is not None and got is not None:
         lines.append(f"{int(got)} of {int(world)} ranks analysed")
-    dist = distribution_line(doc)
-    if dist:
-        lines.append(dist)
     for status in ("failed", "missing"):
         lines += status_lines(doc, status)
     strag = as_dict(job.get("straggler"))
@@ -209,6 +206,9 @@ def job_lines(doc: dict[str, Any]) -> list[str]:
     verdict = as_dict(doc.get("stalls")).get("verdict")
     if verdict:
         lines.append(f"stalls (watchdog): {verdict}")
+    dist = distribution_line(doc)  # last: the table below lists some of these ranks
+    if dist:
+        lines.append(dist)
     return lines
 
 
