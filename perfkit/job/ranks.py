@@ -89,6 +89,8 @@ MAX_MISSING_ROWS_WORLD = 4096
 FINDING_RANKS_SHOWN = 16
 #: Rank-count groups listed in a skipped collective's text (``step 7 all_reduce: ranks 0-6 have 13, ...``).
 SKIPPED_GROUPS_SHOWN = 4
+#: Rank ranges in a text are cut after this many characters (``0, 2, 4, ... (480 more)``).
+MAX_IDS_CHARS = 80
 
 
 
@@ -271,7 +273,7 @@ def _count_groups(rks: list[Optional[int]], counts: np.ndarray) -> str:
     order = sorted(by_count.items(), key=lambda kv: (-len(kv[1]), min(kv[1])))
     if all(len(v) == 1 for v in by_count.values()):
         order = sorted(by_count.items(), key=lambda kv: kv[1][0])
-    bits = [(f"rank {v[0]} has {n}" if len(v) == 1 else f"ranks {compress_ids(v)} have {n}")
+    bits = [(f"rank {v[0]} has {n}" if len(v) == 1 else f"ranks {compress_ids(v, MAX_IDS_CHARS)} have {n}")
             for n, v in order[:SKIPPED_GROUPS_SHOWN]]
     return ", ".join(bits) + (" ..." if len(order) > SKIPPED_GROUPS_SHOWN else "")
 
@@ -913,7 +915,7 @@ def rank_failed(failed_rows: list[dict[str, Any]], world: int) -> Optional[dict[
     n = len(rows)
     first_reason = groups[0][0]
     title = (f"The analysis of {n} of {world} rank{'s' if world != 1 else ''} failed "
-             f"(rank{'s' if len(groups[0][1]) > 1 else ''} {compress_ids(groups[0][1])}: {first_reason}"
+             f"(rank{'s' if len(groups[0][1]) > 1 else ''} {compress_ids(groups[0][1], MAX_IDS_CHARS)}: {first_reason}"
              + (f"; {n - len(groups[0][1])} more with {len(groups) - 1} other reason{'s' if len(groups) > 2 else ''}"
                 if len(groups) > 1 else "") + ")")
     return {
