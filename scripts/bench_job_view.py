@@ -172,8 +172,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for n in (int(x) for x in args.ranks.split(",")):
         m = measure(n, max(args.repeat, 1))
-        print(f"| {m['ranks']} | {m['step_rows']} | {m['doc_bytes'] / 1e6:.1f} | {m['job_view_s']:.2f} | "
-              f"{m['terminal_s']:.2f} | {m['markdown_s']:.2f} | {m['html_s']:.2f} | {m['terminal_lines']} | "
+        print(f"| {m['ranks']} | {m['step_rows']} | {m['doc_bytes'] / 1e6:.1f} | {m['job_view_s']:.3f} | "
+              f"{m['terminal_s']:.3f} | {m['markdown_s']:.3f} | {m['html_s']:.2f} | {m['terminal_lines']} | "
               f"{m['straggler']} |", flush=True)
     return 0
 
