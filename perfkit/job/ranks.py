@@ -177,7 +177,8 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     Linear in the ranks (n log n where they are sorted): no step scans every rank once per rank.
 
     Args:
-        docs: per-rank analysis documents (``analysis.json`` of each rank); at least one.
+        docs: per-rank analysis documents (``analysis.json`` of each rank). None at all (every rank failed):
+            a document of the ``ranks``, ``job`` and ``findings`` only, so the job view is still written.
         world_size: ranks in the job; defaults to the traces' ``distributedInfo``.
         missing: ranks known to have written nothing, with the reason.
         stalls: ``summarize_stalls`` of the run directory, if it has watchdog files.
@@ -186,6 +187,8 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     """
     from .merge import merge
 
+    if not docs:
+        return _no_rank_analysed(world_size, missing or {}, stalls, failed)
     keyed = [(rank_of(d), d) for d in docs]
     docs = [d for _, d in sorted(keyed, key=lambda kd: (kd[0] is None, kd[0] or 0))]
     job: dict[str, Any] = (merge([Analysis(doc=cast(AnalysisDoc, d)) for d in docs]).to_dict() if len(docs) > 1
@@ -257,6 +260,36 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
             found = _absorb_straggler_idle(strag, found)
     found = [f for f in job_found if f is not None] + found
     job["findings"] = sorted(found, key=finding_order)
+    return job
+
+
+def _no_rank_analysed(world_size: Optional[int], missing: dict[int, str], stalls: Optional[dict[str, Any]],
+                      failed: Optional[Iterable[dict[str, Any]]]) -> dict[str, Any]:
+    """The job document when no rank was analysed (every task failed): the ranks, the job and the findings only."""
+    from ..analysis.document import SCHEMA
+
+    failed_rows = _failed_rows(failed, set())
+    gone = {r["rank"] for r in failed_rows}
+    world = world_size or (max(gone | set(missing)) + 1 if gone or missing else 0)
+    missing = {r: why for r, why in missing.items() if r not in gone}
+    if world <= MAX_MISSING_ROWS_WORLD:
+        for rank in range(world):
+            if rank not in gone and rank not in missing:
+                missing[rank] = "no trace or analysis given for this rank"
+    missing_rows = [{"rank": r, "status": "missing", "reason": why} for r, why in sorted(missing.items())]
+    found = [f for f in (rank_stuck(stalls), rank_failed(failed_rows, world), rank_missing(missing_rows, world))
+             if f is not None]
+    job: dict[str, Any] = {
+        "schema": SCHEMA,
+        "trace": {"paths": [], "warnings": [], "distributed": {"world_size": world}},
+        "ranks": sorted(failed_rows + missing_rows, key=lambda r: r["rank"]),
+        "job": {"world_size": world, "ranks_analysed": 0, "missing_ranks": sorted(missing),
+                "failed_ranks": [r["rank"] for r in failed_rows], "step_ms_median": None, "straggler": None,
+                "arrivals": _unknown("no rank was analysed")},
+        "findings": sorted(found, key=finding_order),
+    }
+    if stalls is not None:
+        job["stalls"] = stalls
     return job
 
 

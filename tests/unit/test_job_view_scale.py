@@ -273,3 +273,24 @@ def test_rank_steps_only_for_jobs_and_in_the_ranks_section() -> None:
     section = page[page.index('<section id="ranks"'):]
     section = section[:section.index("</section>")]
     assert section.count('<figure id="plot-rank_steps">') == 1 and page.count("plot-rank_steps") == 1
+
+
+def test_every_rank_failed_still_gives_a_job_document() -> None:
+    from perfkit.documents import validate_analysis
+    from perfkit.report.html import render_html
+    from perfkit.report.markdown import render_markdown
+
+    failed = [ranks.failed_row(r, "the worker ran out of memory") for r in range(3)]
+    view = ranks.job_view([], failed=failed, missing={3: "no rank3.analysis.json after 120 s"}, world_size=4)
+    assert [(r["rank"], r["status"]) for r in view["ranks"]] == [(0, "failed"), (1, "failed"), (2, "failed"),
+                                                                 (3, "missing")]
+    assert view["job"]["ranks_analysed"] == 0 and view["job"]["straggler"] is None
+    assert view["job"]["failed_ranks"] == [0, 1, 2] and view["job"]["missing_ranks"] == [3]
+    assert [f["id"] for f in view["findings"]] == ["rank_failed", "rank_missing"]
+    _, notes = validate_analysis(json.loads(json.dumps(view)), "analysis.json")
+    assert notes == []
+    md = render_markdown(view)
+    assert "- 0 of 4 ranks analysed\n- failed: ranks 0-2: the worker ran out of memory\n" \
+           "- missing: rank 3: no rank3.analysis.json after 120 s\n" in md
+    assert "plot-rank_steps" not in render_html(view)  # no step times: no figure, and no error
+    assert "failed: ranks 0-2: the worker ran out of memory" in _console(view)
