@@ -36,15 +36,25 @@ def _sig(x: float, digits: int) -> str:
     return f"{x:.0f}" if x >= 10**digits else f"{x:.{digits}g}"
 
 
-def compress_ids(ids: list[int]) -> str:
-    """Sorted distinct integer ids as runs: ``[5, 6, 7, 9]`` -> ``"5-7, 9"``."""
+def compress_ids(ids: list[int], max_chars: int | None = None) -> str:
+    """Sorted distinct integer ids as runs: ``[5, 6, 7, 9]`` -> ``"5-7, 9"``.
+
+    With ``max_chars``, the runs that fit in that many characters, then ``... (N more)`` counting the ids
+    left out (every other rank of 1,000 is otherwise a 2,000-character text).
+    """
     values = sorted(set(ids))
     parts: list[str] = []
+    used = shown = 0
     i = 0
     while i < len(values):
         j = i
         while j + 1 < len(values) and values[j + 1] == values[j] + 1:
             j += 1
-        parts.append(str(values[i]) if i == j else f"{values[i]}-{values[j]}")
+        part = str(values[i]) if i == j else f"{values[i]}-{values[j]}"
+        if max_chars is not None and parts and used + 2 + len(part) > max_chars:
+            return ", ".join(parts) + f" ... ({len(values) - shown} more)"
+        used += len(part) + (2 if parts else 0)
+        shown += j - i + 1
+        parts.append(part)
         i = j + 1
     return ", ".join(parts)

@@ -14,12 +14,14 @@ rank) plus:
   ``comm_ms_per_step``, ``comm_exposed_ms_per_step``, ``work_ms_per_step``
   (step time minus exposed communication: the time the rank did not wait) and
   ``work_vs_median_ms``; ranks that wrote nothing are rows with ``status``
-  ``missing``;
-* ``job``: ``world_size``, ``ranks_analysed``, ``missing_ranks``, ``straggler``;
+  ``missing``, ranks whose analysis failed rows with ``status`` ``failed`` (both with the ``reason``);
+* ``job``: ``world_size``, ``ranks_analysed``, ``missing_ranks``, ``failed_ranks``, ``straggler``;
 * ``stalls``: the watchdog's view across ranks (``perfkit stalls``), when the
   run directory has heartbeat or stall files;
 * findings: ``straggler_rank``, ``comm_exposed`` (job-wide), ``rank_stuck``,
-  ``rank_missing``, then every rank's own findings tagged with ``rank``.
+  ``rank_failed``, ``rank_missing``, then every rank's own findings tagged with ``rank``.
+
+Built for thousands of ranks: every step is linear in the ranks (n log n where they are sorted).
 """
 
 from __future__ import annotations
@@ -73,7 +75,22 @@ FINDING_TEXTS = {
         "log and exit code; for runs on several nodes give every rank the same --out on a shared filesystem, or "
         "merge the per-rank analysis.json files afterwards with perfkit merge."
     ),
+    "rank_failed": (
+        "The analysis of a rank's trace failed (the reason says why: a corrupt or truncated file, a file the "
+        "workers cannot read, a worker out of memory). The job view covers the other ranks. Check the file "
+        "(perfkit analyze RANK_TRACE on it alone says what is wrong), give the workers more memory or fewer ranks "
+        "at once, and analyse the job again."
+    ),
 }
+
+#: Ranks a job may name in its ``ranks`` list as missing (beyond, only the analysed and failed ones are rows).
+MAX_MISSING_ROWS_WORLD = 4096
+#: Ranks named in the title and ``where`` of ``rank_missing`` / ``rank_failed`` (all are in the evidence).
+FINDING_RANKS_SHOWN = 16
+#: Rank-count groups listed in a skipped collective's text (``step 7 all_reduce: ranks 0-6 have 13, ...``).
+SKIPPED_GROUPS_SHOWN = 4
+#: Rank ranges in a text are cut after this many characters (``0, 2, 4, ... (480 more)``).
+MAX_IDS_CHARS = 80
 
 
 
@@ -153,18 +170,27 @@ def rank_row(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
-             missing: Optional[dict[int, str]] = None, stalls: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+             missing: Optional[dict[int, str]] = None, stalls: Optional[dict[str, Any]] = None,
+             failed: Optional[Iterable[dict[str, Any]]] = None) -> dict[str, Any]:
     """The job document from per-rank documents alone.
 
+    Linear in the ranks (n log n where they are sorted): no step scans every rank once per rank.
+
     Args:
-        docs: per-rank analysis documents (``analysis.json`` of each rank).
+        docs: per-rank analysis documents (``analysis.json`` of each rank). None at all (every rank failed):
+            a document of the ``ranks``, ``job`` and ``findings`` only, so the job view is still written.
         world_size: ranks in the job; defaults to the traces' ``distributedInfo``.
         missing: ranks known to have written nothing, with the reason.
         stalls: ``summarize_stalls`` of the run directory, if it has watchdog files.
+        failed: rows of ranks whose analysis failed, ``{"rank", "status": "failed", "reason"}``
+            (:func:`failed_row`); a rank also among ``docs`` (a retry that worked) is analysed, not failed.
     """
     from .merge import merge
 
-    docs = sorted(docs, key=lambda d: (rank_of(d) is None, rank_of(d) or 0))
+    if not docs:
+        return _no_rank_analysed(world_size, missing or {}, stalls, failed)
+    keyed = [(rank_of(d), d) for d in docs]
+    docs = [d for _, d in sorted(keyed, key=lambda kd: (kd[0] is None, kd[0] or 0))]
     job: dict[str, Any] = (merge([Analysis(doc=cast(AnalysisDoc, d)) for d in docs]).to_dict() if len(docs) > 1
                            else copy.deepcopy(docs[0]))
     rows = [rank_row(d) for d in docs]
@@ -172,12 +198,15 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
         med = float(np.median([r["work_ms_per_step"] for r in rows]))
         for r in rows:
             r["work_vs_median_ms"] = r["work_ms_per_step"] - med
-    world = world_size or world_size_of(docs) or len(rows)
     seen = {r["rank"] for r in rows}
-    missing = dict(missing or {})
-    for rank in range(world):
-        if rank not in seen and rank not in missing and world <= 4096:
-            missing[rank] = "no trace or analysis given for this rank"
+    failed_rows = _failed_rows(failed, seen)
+    gone = seen | {r["rank"] for r in failed_rows}
+    world = world_size or world_size_of(docs) or len(gone)
+    missing = {r: why for r, why in (missing or {}).items() if r not in gone}
+    if world <= MAX_MISSING_ROWS_WORLD:  # before the loop: a corrupt world size of 10**9 costs nothing
+        for rank in range(world):
+            if rank not in gone and rank not in missing:
+                missing[rank] = "no trace or analysis given for this rank"
     missing_rows = [{"rank": r, "status": "missing", "reason": why} for r, why in sorted(missing.items())]
 
     dist = dict((job.get("trace") or {}).get("distributed") or {})
@@ -189,7 +218,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     job.pop("runtime", None)  # each rank's runtime section stays in its own document
     arr = arrivals(docs)
     _arrival_columns(rows, arr)
-    job["ranks"] = rows + missing_rows
+    job["ranks"] = rows + sorted(failed_rows + missing_rows, key=lambda r: r["rank"])
     strag = straggler(rows, docs, arr)
     lead = strag["evidence"] if strag is not None and strag["evidence"].get("rank") is not None else None
     known = lead is not None
@@ -197,6 +226,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
         "world_size": world,
         "ranks_analysed": len(rows),
         "missing_ranks": sorted(missing),
+        "failed_ranks": [r["rank"] for r in failed_rows],
         "step_ms_median": float(np.median([r["step_ms_median"] for r in rows])) if rows else 0.0,
         "straggler": ({"rank": lead["rank"],
                        "others_wait_ms_per_step": lead["others_wait_ms_per_step"],
@@ -212,7 +242,8 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     # Steps: per rank, not pooled (one step on each of 8 ranks is "1 step per rank", not "8 of 8").
     job["steps"]["ids"] = sorted({int(i) for d in docs for i in (d.get("steps") or {}).get("ids", [])})
     # Step rows say which rank they are from.
-    job["steps"]["table"] = [{**row, "rank": rank_of(d)} for d in docs for row in (d.get("steps") or {}).get("table", [])]
+    job["steps"]["table"] = [{**row, "rank": r} for r, d in zip((row["rank"] for row in rows), docs)
+                             for row in (d.get("steps") or {}).get("table", [])]
     found = [f for f in job.get("findings", []) if f.get("id") != "comm_exposed"]
     by_trace = {r["trace"]: r["rank"] for r in rows}
     for f in found:
@@ -222,7 +253,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     job_found = [strag, comm.exposed_finding([
         {"rank": r["rank"], "step_ms": r["step_ms_median"], "communication": d.get("communication")}
         for r, d in zip(rows, docs)
-    ]), rank_stuck(stalls), rank_missing(missing_rows, world)]
+    ]), rank_stuck(stalls), rank_failed(failed_rows, world), rank_missing(missing_rows, world)]
     if strag is not None:
         strag["rank"] = strag["evidence"]["rank"]
         if known:
@@ -230,6 +261,54 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     found = [f for f in job_found if f is not None] + found
     job["findings"] = sorted(found, key=finding_order)
     return job
+
+
+def _no_rank_analysed(world_size: Optional[int], missing: dict[int, str], stalls: Optional[dict[str, Any]],
+                      failed: Optional[Iterable[dict[str, Any]]]) -> dict[str, Any]:
+    """The job document when no rank was analysed (every task failed): the ranks, the job and the findings only."""
+    from ..analysis.document import SCHEMA
+
+    failed_rows = _failed_rows(failed, set())
+    gone = {r["rank"] for r in failed_rows}
+    world = world_size or (max(gone | set(missing)) + 1 if gone or missing else 0)
+    missing = {r: why for r, why in missing.items() if r not in gone}
+    if world <= MAX_MISSING_ROWS_WORLD:
+        for rank in range(world):
+            if rank not in gone and rank not in missing:
+                missing[rank] = "no trace or analysis given for this rank"
+    missing_rows = [{"rank": r, "status": "missing", "reason": why} for r, why in sorted(missing.items())]
+    found = [f for f in (rank_stuck(stalls), rank_failed(failed_rows, world), rank_missing(missing_rows, world))
+             if f is not None]
+    job: dict[str, Any] = {
+        "schema": SCHEMA,
+        "trace": {"paths": [], "warnings": [], "distributed": {"world_size": world}},
+        "ranks": sorted(failed_rows + missing_rows, key=lambda r: r["rank"]),
+        "job": {"world_size": world, "ranks_analysed": 0, "missing_ranks": sorted(missing),
+                "failed_ranks": [r["rank"] for r in failed_rows], "step_ms_median": None, "straggler": None,
+                "arrivals": _unknown("no rank was analysed")},
+        "findings": sorted(found, key=finding_order),
+    }
+    if stalls is not None:
+        job["stalls"] = stalls
+    return job
+
+
+def _count_groups(rks: list[Optional[int]], counts: np.ndarray) -> str:
+    """How many collectives each rank has, ranks with the same count together, most ranks first:
+    ``rank 0 has 13, rank 1 has 12``; ``ranks 0-6, 8-1023 have 13, rank 7 has 12``.
+
+    At most :data:`SKIPPED_GROUPS_SHOWN` counts (then ``...``): the text stays short at any number of ranks.
+    """
+    by_count: dict[int, list[int]] = {}
+    for r, n in zip(rks, counts.tolist()):
+        by_count.setdefault(int(n), []).append(-1 if r is None else int(r))
+    # In rank order while every rank has its own count (two ranks), else the largest groups first.
+    order = sorted(by_count.items(), key=lambda kv: (-len(kv[1]), min(kv[1])))
+    if all(len(v) == 1 for v in by_count.values()):
+        order = sorted(by_count.items(), key=lambda kv: kv[1][0])
+    bits = [(f"rank {v[0]} has {n}" if len(v) == 1 else f"ranks {compress_ids(v, MAX_IDS_CHARS)} have {n}")
+            for n, v in order[:SKIPPED_GROUPS_SHOWN]]
+    return ", ".join(bits) + (" ..." if len(order) > SKIPPED_GROUPS_SHOWN else "")
 
 
 def _arrival_columns(rows: list[dict[str, Any]], arr: dict[str, Any]) -> None:
@@ -352,7 +431,8 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
     if not any("origin_ns" in c for c in lists):
         return _unknown("the rank documents list no collectives (analysed by an older perfkit: analyse the traces again)")
     have = [i for i, c in enumerate(lists) if c.get("listed")]
-    without = [rks[i] for i in range(len(docs)) if i not in have]
+    have_set = set(have)
+    without = [rks[i] for i in range(len(docs)) if i not in have_set]
     if len(have) < 2:
         return _unknown("no collectives in the kept steps of " + ("any rank" if not have else
                                                                   f"ranks other than {rks[have[0]]}"))
@@ -381,8 +461,7 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
     counts = np.stack([np.bincount(np.searchsorted(groups, g), minlength=len(groups)) for _, g, _ in per_rank])
     agreed = (counts == counts[0]).all(axis=0)
     skipped = [
-        f"step {common_steps[int(g) // len(kinds)]} {kinds[int(g) % len(kinds)]}: "
-        + ", ".join(f"rank {r} has {int(n)}" for r, n in zip(rks, counts[:, j]))
+        f"step {common_steps[int(g) // len(kinds)]} {kinds[int(g) % len(kinds)]}: " + _count_groups(rks, counts[:, j])
         for j, g in enumerate(groups.tolist()) if not agreed[j]
     ]
     good = groups[agreed]
@@ -812,10 +891,74 @@ def rank_missing(missing_rows: list[dict[str, Any]], world: int) -> Optional[dic
         "id": "rank_missing",
         "severity": "warning",
         "title": f"{len(known)} of {world} ranks wrote no analysis (rank{'s' if len(known) > 1 else ''} "
-                 + ", ".join(str(r["rank"]) for r in known[:16]) + (" ..." if len(known) > 16 else "") + ")",
-        "where": [{"rank": r["rank"], "name": f"rank {r['rank']}", "reason": r["reason"]} for r in known[:16]],
+                 + ", ".join(str(r["rank"]) for r in known[:FINDING_RANKS_SHOWN])
+                 + (" ..." if len(known) > FINDING_RANKS_SHOWN else "") + ")",
+        "where": [{"rank": r["rank"], "name": f"rank {r['rank']}", "reason": r["reason"]}
+                  for r in known[:FINDING_RANKS_SHOWN]],
         "evidence": {"missing_ranks": [r["rank"] for r in known], "world_size": world},
         "remedy": FINDING_TEXTS["rank_missing"],
+        "cost_ms_per_step": 0.0,
+    }
+
+
+def failed_row(rank: int, reason: str) -> dict[str, Any]:
+    """The ``ranks`` row of a rank whose analysis failed (its task raised, ran out of memory, was lost)."""
+    return {"rank": int(rank), "status": "failed", "reason": _one_line(reason)}
+
+
+def _one_line(reason: Any) -> str:
+    """A failure reason as one line (a traceback's last line is what went wrong), at most 300 characters."""
+    lines = [x.strip() for x in str(reason or "").splitlines() if x.strip()]
+    if not lines:
+        return "the analysis failed (no reason given)"
+    line = lines[-1] if lines[0].startswith("Traceback") else lines[0]
+    return line if len(line) <= 300 else line[:299] + "…"
+
+
+def _failed_rows(failed: Optional[Iterable[dict[str, Any]]], analysed: set[Any]) -> list[dict[str, Any]]:
+    """The failed ranks' rows, one per rank (the first reason), in rank order; ranks also analysed left out."""
+    out: dict[int, dict[str, Any]] = {}
+    for r in failed or []:
+        rank = r.get("rank")
+        if isinstance(rank, int) and rank not in analysed and rank not in out:
+            out[rank] = failed_row(rank, r.get("reason") or "")
+    return [out[k] for k in sorted(out)]
+
+
+def rank_failed(failed_rows: list[dict[str, Any]], world: int) -> Optional[dict[str, Any]]:
+    """``rank_failed``: ranks whose analysis failed (the engine's task raised, ran out of memory or was lost).
+
+    Args:
+        failed_rows: rows ``{"rank", "status": "failed", "reason"}`` (:func:`failed_row`).
+        world: ranks in the job.
+
+    Returns:
+        The finding (warning: the job view covers fewer ranks), or None when no rank failed. The title and
+        ``where`` name at most :data:`FINDING_RANKS_SHOWN` ranks, grouped by reason; the evidence lists every
+        failed rank and ``reasons`` {reason: [rank]}.
+    """
+    rows = [r for r in failed_rows if r.get("status") == "failed" and isinstance(r.get("rank"), int)]
+    if not rows:
+        return None
+    rows = sorted(rows, key=lambda r: r["rank"])
+    reasons: dict[str, list[int]] = {}
+    for r in rows:
+        reasons.setdefault(str(r.get("reason") or ""), []).append(r["rank"])
+    groups = sorted(reasons.items(), key=lambda kv: (-len(kv[1]), kv[1][0]))
+    n = len(rows)
+    first_reason = groups[0][0]
+    title = (f"The analysis of {n} of {world} rank{'s' if world != 1 else ''} failed "
+             f"(rank{'s' if len(groups[0][1]) > 1 else ''} {compress_ids(groups[0][1], MAX_IDS_CHARS)}: {first_reason}"
+             + (f"; {n - len(groups[0][1])} more with {len(groups) - 1} other reason{'s' if len(groups) > 2 else ''}"
+                if len(groups) > 1 else "") + ")")
+    return {
+        "id": "rank_failed",
+        "severity": "warning",
+        "title": title,
+        "where": [{"rank": r["rank"], "name": f"rank {r['rank']}", "reason": r["reason"]} for r in rows[:FINDING_RANKS_SHOWN]],
+        "evidence": {"failed_ranks": [r["rank"] for r in rows], "world_size": world,
+                     "reasons": {why: ranks_ for why, ranks_ in groups}},
+        "remedy": FINDING_TEXTS["rank_failed"],
         "cost_ms_per_step": 0.0,
     }
 

@@ -133,10 +133,12 @@ def render_html(doc: "Analysis | dict[str, Any]", *, top: int = 10, plots: Optio
     parts += _header(doc, w)
     parts += _summary(doc, w)
     parts += _findings(doc)
-    parts += _ranks(doc)
+    figures, no_figures = _draw(doc, plots, with_plots)
+    rank_figure = next((p for p in figures if p.name == "rank_steps"), None)  # drawn in the Ranks section
+    parts += _ranks(doc, rank_figure)
     parts += _phases(doc, w)
     parts += _categories(doc, w)
-    parts += _plots(doc, plots, with_plots)
+    parts += _plots([p for p in figures if p is not rank_figure], no_figures)
     parts += _top_ops(doc, top, w)
     parts += _compiled(doc, top, w)
     if not w.cpu:
@@ -269,8 +271,9 @@ def _findings(doc: dict[str, Any]) -> list[str]:
     return _section("findings", "Findings", body)
 
 
-def _ranks(doc: dict[str, Any]) -> list[str]:
-    """The job view of a multi-rank run (the same rows as the terminal and Markdown reports)."""
+def _ranks(doc: dict[str, Any], figure: Any = None) -> list[str]:
+    """The job view of a multi-rank run (the same rows as the terminal and Markdown reports), and the
+    ranks x steps figure of step times when drawn (``rank_steps``, :func:`perfkit.report.plots.plot_rank_steps`)."""
     if not ranks.has_ranks(doc):
         return []
     rows, hidden = ranks.rank_table(doc)
@@ -279,6 +282,8 @@ def _ranks(doc: dict[str, Any]) -> list[str]:
     if hidden:
         body.append(_note(ranks.hidden_note(doc, hidden)))
     body.append(_note(ranks.NOTE))
+    if figure is not None and figure.figure is not None:
+        body.append(_figure_html(figure))
     return _section("ranks", "Ranks", body)
 
 
@@ -311,29 +316,38 @@ def _categories(doc: dict[str, Any], w: Words) -> list[str]:
     return _section("categories", w.categories_title, [table])
 
 
-def _plots(doc: dict[str, Any], plots: Optional[Sequence[Any]], with_plots: bool) -> list[str]:
+def _draw(doc: dict[str, Any], plots: Optional[Sequence[Any]], with_plots: bool) -> tuple[list[Any], Optional[str]]:
+    """(the figures, drawn here when not given; why there are none, as the Plots section's HTML, or None)."""
     if not with_plots:
-        return _section("plots", "Plots", [_note("Figures left out (--no-plots).")])
+        return [], _note("Figures left out (--no-plots).")
     if plots is None:
         from .plots import build_plots
 
         try:
             plots = build_plots(doc)
         except MissingDependencyError as exc:
-            return _section("plots", "Plots", [f'<div class="warning">No figures: {_e(exc)}</div>'])
+            return [], f'<div class="warning">No figures: {_e(exc)}</div>'
+    return list(plots), None
+
+
+def _figure_html(p: Any) -> str:
     from .plots import figure_bytes
 
+    data = base64.b64encode(figure_bytes(p.figure, "png")).decode("ascii")
+    return (f'<figure id="plot-{_e(p.name)}"><img alt="{_e(p.title)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{_e(p.title)}</figcaption></figure>")
+
+
+def _plots(plots: Sequence[Any], no_figures: Optional[str]) -> list[str]:
+    if no_figures is not None:
+        return _section("plots", "Plots", [no_figures])
     body = []
     skipped = []
     for p in plots:
         if p.figure is None:
             skipped.append(f"<li>{_e(p.title)}: {_e(p.skipped)}</li>")
             continue
-        data = base64.b64encode(figure_bytes(p.figure, "png")).decode("ascii")
-        body.append(
-            f'<figure id="plot-{_e(p.name)}"><img alt="{_e(p.title)}" src="data:image/png;base64,{data}">'
-            f"<figcaption>{_e(p.title)}</figcaption></figure>"
-        )
+        body.append(_figure_html(p))
     if skipped:
         body.append(f'<p class="note">Not drawn:</p><ul class="note">{"".join(skipped)}</ul>')
     return _section("plots", "Plots", body)

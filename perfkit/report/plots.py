@@ -26,6 +26,14 @@ Figures (:data:`PLOT_NAMES`, in order):
   (``runtime.modules``, ``perfkit profile --modules``); without module timings,
   the top ops by GPU ms per step instead (``top_ops``).
 
+A job of several ranks (a document with ``ranks``) gets one more figure, first (:data:`JOB_PLOT_NAMES`):
+
+* ``rank_steps``: ranks x steps, each cell the rank's step time (the step window on the time basis,
+  ``steps.table`` rows with their ``rank``), colour bar in ms; the colour scale spans the kept steps, so a
+  warm-up outlier saturates instead of flattening the rest; the straggler's row framed and labelled in red;
+  failed or missing ranks are grey rows. Built for 1,000 ranks and tens of steps (one image, not a
+  patch per cell).
+
 A figure the document has no data for is not drawn; its :class:`Plot` says why.
 Each :class:`Plot` also carries ``info``: what was drawn (step ids, the outliers
 marked, the data source), so callers and tests need not read pixels.
@@ -52,6 +60,10 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 PLOT_NAMES = ("phases_per_step", "categories_per_step", "step_times", "memory", "top_modules")
+#: Figures drawn only for a job of several ranks (before :data:`PLOT_NAMES`).
+JOB_PLOT_NAMES = ("rank_steps",)
+#: Rank labels on the heatmap's y axis (besides the straggler's).
+RANK_TICKS = 24
 
 #: Steps drawn as bars up to this many; beyond, as stacked areas.
 MAX_BARS = 300
@@ -104,13 +116,15 @@ def require_matplotlib() -> None:
 
 
 def build_plots(doc: "Analysis | dict[str, Any]") -> list[Plot]:
-    """Every figure of :data:`PLOT_NAMES`, drawn or skipped (in that order)."""
+    """Every figure of :data:`PLOT_NAMES`, drawn or skipped (in that order); a job's :data:`JOB_PLOT_NAMES` first."""
     doc = document_of(doc)
     require_matplotlib()
     doc = doc if isinstance(doc, dict) else {}
     builders: list[Callable[[dict[str, Any]], Plot]] = [
         plot_phases_per_step, plot_categories_per_step, plot_step_times, plot_memory, plot_top_modules,
     ]
+    if as_list(doc.get("ranks")):
+        builders.insert(0, plot_rank_steps)
     return [b(doc) for b in builders]
 
 
@@ -318,6 +332,103 @@ def plot_top_modules(doc: dict[str, Any]) -> Plot:
     return Plot("top_modules", title, fig, info)
 
 
+def rank_step_matrix(doc: dict[str, Any]) -> dict[str, Any]:
+    """The heatmap's data: ``ranks`` (rows), ``step_ids`` (columns), ``ms`` (float array, NaN where unknown) and
+    ``kept`` (bool array: the cell is a kept step).
+
+    Rows: every rank of the ``ranks`` list (analysed, failed, missing) in rank order, plus any rank only the
+    steps table names. A cell is the step row's ``window_ms`` (the basis' step time), else its ``wall_ms``.
+    """
+    import numpy as np
+
+    table = _step_rows(doc)
+    listed = [int(r["rank"]) for r in as_list(doc.get("ranks"))
+              if isinstance(r, dict) and isinstance(r.get("rank"), int) and not isinstance(r.get("rank"), bool)]
+    cells = []
+    for r in table:
+        rank, sid = r.get("rank"), num(r.get("id"))
+        if not isinstance(rank, int) or isinstance(rank, bool) or sid is None:
+            continue
+        ms = num(r.get("window_ms"))
+        ms = num(r.get("wall_ms")) if ms is None else ms
+        cells.append((rank, int(sid), float("nan") if ms is None else ms, bool(r.get("kept", True))))
+    ranks = sorted(set(listed) | {c[0] for c in cells})
+    step_ids = sorted({c[1] for c in cells})
+    ms_arr = np.full((len(ranks), len(step_ids)), np.nan)
+    kept = np.zeros((len(ranks), len(step_ids)), dtype=bool)
+    if cells:
+        rk = np.searchsorted(np.array(ranks), np.array([c[0] for c in cells]))
+        st = np.searchsorted(np.array(step_ids), np.array([c[1] for c in cells]))
+        ms_arr[rk, st] = np.array([c[2] for c in cells])  # a step repeated on one rank: its last row
+        kept[rk, st] = np.array([c[3] for c in cells])
+    return {"ranks": ranks, "step_ids": step_ids, "ms": ms_arr, "kept": kept}
+
+
+def plot_rank_steps(doc: dict[str, Any]) -> Plot:
+    """Ranks x steps heatmap of step times (ms), the straggler marked (see the module's docstring)."""
+    import numpy as np
+
+    word = basis_words(doc).word
+    title = f"Step time per rank ({word} step window, ms)"
+    if not as_list(doc.get("ranks")):
+        return Plot("rank_steps", title, skipped="not a job of several ranks")
+    m = rank_step_matrix(doc)
+    ms, kept, ranks, step_ids = m["ms"], m["kept"], m["ranks"], m["step_ids"]
+    finite = np.isfinite(ms)
+    if not finite.any():
+        return Plot("rank_steps", title, skipped="the job document has no per-rank step times (steps.table with rank)")
+    scale = ms[finite & kept] if (finite & kept).any() else ms[finite]
+    vmin, vmax = float(scale.min()), float(scale.max())
+    if vmax <= vmin:
+        vmax = vmin + max(abs(vmin) * 1e-3, 1e-3)
+    straggler = as_dict(as_dict(doc.get("job")).get("straggler")).get("rank")
+    s_row = ranks.index(straggler) if isinstance(straggler, int) and straggler in ranks else None
+
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"].with_extremes(bad="#D9D9D9")
+    fig = _figure(height_scale=min(2.0, max(1.0, len(ranks) / 40)))
+    ax = fig.add_subplot(1, 1, 1)
+    image = ax.imshow(np.ma.masked_invalid(ms), aspect="auto", interpolation="nearest", cmap=cmap,
+                      vmin=vmin, vmax=vmax, origin="upper")
+    bar = fig.colorbar(image, ax=ax, pad=0.02)
+    bar.set_label(f"{word} step time (ms)")
+    every = max(1, len(step_ids) // 20)
+    ax.set_xticks(list(range(0, len(step_ids), every)))
+    ax.set_xticklabels([str(step_ids[i]) for i in range(0, len(step_ids), every)], fontsize=7)
+    ax.set_xlabel("step (ProfilerStep#)")
+    rows = list(range(0, len(ranks), max(1, -(-len(ranks) // RANK_TICKS))))
+    if s_row is not None:  # the straggler's label, and no regular label crowding it
+        near = len(ranks) // (2 * RANK_TICKS)
+        rows = sorted({r for r in rows if abs(r - s_row) > near} | {s_row})
+    ax.set_yticks(rows)
+    ax.set_yticklabels([f"{ranks[r]} straggler" if r == s_row else str(ranks[r]) for r in rows], fontsize=7)
+    if s_row is not None:
+        from matplotlib.patches import Rectangle
+
+        for label, r in zip(ax.get_yticklabels(), rows):
+            if r == s_row:
+                label.set_color(_OUTLIER_COLOR)
+                label.set_fontweight("bold")
+        ax.add_patch(Rectangle((-0.5, s_row - 0.5), len(step_ids), 1.0, fill=False, edgecolor=_OUTLIER_COLOR,
+                               lw=1.5, clip_on=False))
+    ax.set_ylabel("rank")
+    ax.set_title(title, fontsize=11)
+    fig.tight_layout()
+    info = {
+        "ranks": ranks,
+        "step_ids": step_ids,
+        "ms": [[None if not np.isfinite(v) else float(v) for v in row] for row in ms.tolist()],
+        "vmin_ms": vmin,
+        "vmax_ms": vmax,
+        "straggler": straggler if s_row is not None else None,
+        "straggler_row": s_row,
+        "unknown_cells": int((~finite).sum()),
+        "excluded_cells": int((finite & ~kept).sum()),
+    }
+    return Plot("rank_steps", title, fig, info)
+
+
 # ---------------------------------------------------------------------------
 # Helpers
 # ---------------------------------------------------------------------------
@@ -473,4 +584,4 @@ def _tex_safe(s: str) -> str:
     return s.replace("$", r"\$")
 
 
-__all__ = ["PLOT_NAMES", "Plot", "build_plots", "write_plots", "figure_bytes", "require_matplotlib"]
+__all__ = ["PLOT_NAMES", "JOB_PLOT_NAMES", "Plot", "plot_rank_steps", "rank_step_matrix", "build_plots", "write_plots", "figure_bytes", "require_matplotlib"]

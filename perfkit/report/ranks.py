@@ -13,6 +13,12 @@ from .values import DASH, as_dict, as_list, compress_ids, fmt_ms, num, text
 
 #: Ranks shown in the table; larger jobs show the ranks that keep the others waiting most and least.
 MAX_ROWS = 16
+#: Reasons listed for failed or missing ranks (one line each, ranks with the same reason together); the rest counted.
+MAX_REASONS = 4
+#: A reason is cut to this many characters in the report (the document keeps it whole).
+MAX_REASON_CHARS = 160
+#: Rank ranges are cut after this many characters (every other rank of 1,000 would be a 2,000-character line).
+MAX_IDS_CHARS = 80
 
 HEADERS = ("Rank", "Steps", "Step", "Busy", "Idle", "Comm", "Exposed", "Last", "Waits", "Causes")
 
@@ -92,6 +98,69 @@ def job_steps_line(doc: dict[str, Any]) -> str:
     return line + f" on {len(rows)} rank{'s' if len(rows) != 1 else ''}"
 
 
+def _percentile(sorted_values: list[float], q: float) -> float:
+    """The q-th percentile (0-100) of sorted values, linear between the closest ranks (numpy's default)."""
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = int(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
+
+
+def distribution_line(doc: dict[str, Any]) -> str:
+    """Step time across the analysed ranks when the table is cut (more than :data:`MAX_ROWS` ranks), else "".
+
+    ``step time across 1024 ranks: min 84.96 ms (rank 1020), median 85.45, p90 86.10, max 90.72 ms (rank 7)``:
+    each rank's median step (``step_ms_median``); the lowest rank where several share the min or max.
+    """
+    rows = _analysed(doc)
+    if len(rows) <= MAX_ROWS:
+        return ""
+    known = sorted((v, int(r)) for v, r in ((num(x.get("step_ms_median")), num(x.get("rank"))) for x in rows)
+                   if v is not None and r is not None)
+    if not known:
+        return ""
+    values = [v for v, _ in known]
+    lo_rank = known[0][1]
+    hi_rank = min(r for v, r in known if v == values[-1])
+    unknown = len(rows) - len(known)
+    return (f"step time across {len(known)} ranks: min {fmt_ms(values[0])} ms (rank {lo_rank}), "
+            f"median {fmt_ms(_percentile(values, 50))}, p90 {fmt_ms(_percentile(values, 90))}, "
+            f"max {fmt_ms(values[-1])} ms (rank {hi_rank})"
+            + (f"; {unknown} ranks without a step time" if unknown else ""))
+
+
+def _ids(ranks_: list[int]) -> str:
+    """Rank ranges (``3, 17-19``), cut after :data:`MAX_IDS_CHARS` characters with the count of ranks left out."""
+    return compress_ids(ranks_, MAX_IDS_CHARS)
+
+
+def _reason(value: Any) -> str:
+    """A reason on one line, cut to :data:`MAX_REASON_CHARS`."""
+    s = " ".join(text(value).split())
+    return s if len(s) <= MAX_REASON_CHARS else s[: MAX_REASON_CHARS - 1] + "…"
+
+
+def status_lines(doc: dict[str, Any], status: str) -> list[str]:
+    """The ranks of one status (``failed``, ``missing``), ranks with the same reason on one line.
+
+    ``missing: ranks 3, 17-19: no rank3.analysis.json after 120 s``; the reasons shared by most ranks first, at
+    most :data:`MAX_REASONS` lines, then one line counting the rest.
+    """
+    by_reason: dict[str, list[int]] = {}
+    for r in as_list(doc.get("ranks")):
+        if isinstance(r, dict) and r.get("status") == status and num(r.get("rank")) is not None:
+            by_reason.setdefault(_reason(r.get("reason")), []).append(int(num(r.get("rank")) or 0))
+    groups = sorted(by_reason.items(), key=lambda kv: (-len(kv[1]), min(kv[1])))
+    lines = [f"{status}: rank{'s' if len(ranks_) > 1 else ''} {_ids(ranks_)}: {why}"
+             for why, ranks_ in groups[:MAX_REASONS]]
+    rest = groups[MAX_REASONS:]
+    if rest:
+        n = sum(len(v) for _, v in rest)
+        lines.append(f"{status}: {n} more rank{'s' if n > 1 else ''} ({_ids([r for _, v in rest for r in v])}) "
+                     f"with {len(rest)} other reason{'s' if len(rest) > 1 else ''} (each in the document's ranks list)")
+    return lines
+
+
 def job_lines(doc: dict[str, Any]) -> list[str]:
     """One-line facts about the job: ranks analysed and missing, the straggler, the stall verdict."""
     job = as_dict(doc.get("job"))
@@ -101,12 +170,8 @@ def job_lines(doc: dict[str, Any]) -> list[str]:
     world, got = num(job.get("world_size")), num(job.get("ranks_analysed"))
     if world is not None and got is not None:
         lines.append(f"{int(got)} of {int(world)} ranks analysed")
-    missing = [r for r in as_list(doc.get("ranks")) if isinstance(r, dict) and r.get("status") == "missing"]
-    if missing:
-        reasons = {text(r.get("reason")) for r in missing}
-        why = f" ({reasons.pop()})" if len(reasons) == 1 else ""
-        noun = "rank" if len(missing) == 1 else "ranks"
-        lines.append(f"missing: {noun} {compress_ids(r.get('rank') for r in missing)}{why}")
+    for status in ("failed", "missing"):
+        lines += status_lines(doc, status)
     strag = as_dict(job.get("straggler"))
     arr = as_dict(job.get("arrivals"))
     if strag and strag.get("others_wait_ms_per_step") is not None:
@@ -135,6 +200,9 @@ def job_lines(doc: dict[str, Any]) -> list[str]:
     verdict = as_dict(doc.get("stalls")).get("verdict")
     if verdict:
         lines.append(f"stalls (watchdog): {verdict}")
+    dist = distribution_line(doc)  # last: the table below lists some of these ranks
+    if dist:
+        lines.append(dist)
     return lines
 
 

@@ -217,6 +217,10 @@ def fmt_where(where: Any) -> str:
     return "; ".join(parts)
 
 
+#: Items of an evidence list or dict shown in a report (a job of 1,000 ranks has a figure per rank).
+MAX_EVIDENCE_ITEMS = 16
+
+
 def fmt_value(value: Any) -> str:
     """A finding's evidence value: numbers with 4 significant digits, lists joined, dicts as compact JSON."""
     if isinstance(value, bool) or value is None:
@@ -231,8 +235,13 @@ def fmt_value(value: Any) -> str:
             return f"{v:,.0f}"
         return f"{v:.4g}"
     if isinstance(value, (list, tuple)):
-        return ", ".join(fmt_value(x) for x in value)
+        more = f" ... ({len(value) - MAX_EVIDENCE_ITEMS} more)" if len(value) > MAX_EVIDENCE_ITEMS else ""
+        return ", ".join(fmt_value(x) for x in value[:MAX_EVIDENCE_ITEMS]) + more
     if isinstance(value, dict):
+        if len(value) > MAX_EVIDENCE_ITEMS:  # e.g. a figure per rank of 1,000 ranks: the document has them all
+            head = dict(list(value.items())[:MAX_EVIDENCE_ITEMS])
+            return json.dumps(head, default=str, separators=(", ", ": "))[:-1] + \
+                f", ...}} ({len(value) - MAX_EVIDENCE_ITEMS} more in the document)"
         return json.dumps(value, default=str, separators=(", ", ": "))
     return str(value)
 

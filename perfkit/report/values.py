@@ -64,6 +64,6 @@ def fmt_ms(value: Any) -> str:
     return f"{v:.2f}"
 
 
-def compress_ids(ids: Iterable[Any]) -> str:
-    """[5, 6, 7, 9] -> "5-7, 9"."""
-    return units.compress_ids([int(i) for i in ids if num(i) is not None])
+def compress_ids(ids: Iterable[Any], max_chars: int | None = None) -> str:
+    """[5, 6, 7, 9] -> "5-7, 9" (with ``max_chars``: cut there, ``... (N more)``)."""
+    return units.compress_ids([int(i) for i in ids if num(i) is not None], max_chars)
