@@ -2,34 +2,21 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import json
 import subprocess
-import sys
 
 import pytest
 
 from perfkit.cli import main
 
+from .._no_torch import cli_without_torch
 from ..conftest import BF16
 
+
 def run_cli(*args: str) -> subprocess.CompletedProcess:
-    """perfkit's command line, in this process, with torch made unimportable (as in an environment
-    without torch: any ``import torch`` it makes fails); its exit status and output captured.
-    (tests/e2e/test_cli_e2e.py runs it in a fresh interpreter.)"""
-    out, err = io.StringIO(), io.StringIO()
-    saved = {name: sys.modules[name] for name in list(sys.modules) if name == "torch" or name.startswith("torch.")}
-    for name in saved:
-        del sys.modules[name]
-    sys.modules["torch"] = None  # type: ignore[assignment]
-    try:
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = main(list(args))
-    finally:
-        del sys.modules["torch"]
-        sys.modules.update(saved)
-    return subprocess.CompletedProcess(["perfkit", *args], code, out.getvalue(), err.getvalue())
+    """perfkit's command line in this process, torch unimportable (tests/e2e/test_cli_e2e.py runs it in a
+    fresh interpreter)."""
+    return cli_without_torch(*args)
 
 
 def test_analyze_writes_json_and_markdown_without_torch(tmp_path):
