@@ -50,7 +50,7 @@ def clock(monkeypatch) -> VirtualClock:
     return virtual
 
 
-# The helper module sleeps through the probe's own ``time``: the virtual one when the ``clock``
+# The target module sleeps through the probe's own ``time``: the virtual one when the ``clock``
 # fixture is in use.
 HELPER = textwrap.dedent(
     """
