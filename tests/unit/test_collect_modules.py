@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 import warnings
 from types import SimpleNamespace
+from typing import Callable
 
 import pytest
 import torch
@@ -50,31 +51,55 @@ class TinyGPT(nn.Module):
         return self.lm_head(self.ln_f(x))
 
 
-class Sleep(nn.Module):
-    """Linear whose forward and/or backward sleep a fixed time (to check which side gets which time)."""
+class VirtualClock:
+    """Stands in for the clock ModuleTimer reads on CPU (``perfkit.collect.modules._perf_counter``):
+    a counter (seconds) that only ``sleep`` moves, so the timings are exact on a loaded machine."""
 
-    def __init__(self, forward_s: float = 0.0, backward_s: float = 0.0, first_extra_s: float = 0.0):
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def perf_counter(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch) -> VirtualClock:
+    virtual = VirtualClock()
+    monkeypatch.setattr(pm, "_perf_counter", virtual.perf_counter)
+    return virtual
+
+
+class Sleep(nn.Module):
+    """Linear whose forward and/or backward sleep a fixed time (to check which side gets which time),
+    through ``sleep`` (a virtual clock's, in the tests that check the numbers)."""
+
+    def __init__(self, forward_s: float = 0.0, backward_s: float = 0.0, first_extra_s: float = 0.0,
+                 sleep: Callable[[float], None] = time.sleep):
         super().__init__()
         self.lin = nn.Linear(4, 4)
         self.forward_s, self.backward_s, self.first_extra_s = forward_s, backward_s, first_extra_s
+        self.sleep = sleep
         self.n = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        time.sleep(self.forward_s + (self.first_extra_s if self.n == 0 else 0.0))
+        self.sleep(self.forward_s + (self.first_extra_s if self.n == 0 else 0.0))
         self.n += 1
-        return _SleepInBackward.apply(self.lin(x), self.backward_s)
+        return _SleepInBackward.apply(self.lin(x), self.backward_s, self.sleep)
 
 
 class _SleepInBackward(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x, seconds):  # type: ignore[override]
-        ctx.seconds = seconds
+    def forward(ctx, x, seconds, sleep):  # type: ignore[override]
+        ctx.seconds, ctx.sleep = seconds, sleep
         return x.clone()
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        time.sleep(ctx.seconds)
-        return grad, None
+        ctx.sleep(ctx.seconds)
+        return grad, None, None
 
 
 def all_hooks_gone(model: nn.Module) -> bool:
@@ -292,13 +317,13 @@ def test_activation_checkpoint_recompute_is_not_a_forward_call(early_stop):
 # --------------------------------------------------------------------------- the numbers
 
 
-def test_forward_and_backward_time_go_to_the_right_module():
+def test_forward_and_backward_time_go_to_the_right_module(clock):
     # slow_bwd runs first in forward, so its backward runs last: a timer that paired
     # backward starts and ends wrongly would charge its 40 ms to fast or to slow_fwd.
     model = nn.Sequential()
-    model.add_module("slow_bwd", Sleep(backward_s=0.04))
-    model.add_module("slow_fwd", Sleep(forward_s=0.03))
-    model.add_module("fast", Sleep())
+    model.add_module("slow_bwd", Sleep(backward_s=0.04, sleep=clock.sleep))
+    model.add_module("slow_fwd", Sleep(forward_s=0.03, sleep=clock.sleep))
+    model.add_module("fast", Sleep(sleep=clock.sleep))
     x = torch.randn(2, 4, requires_grad=True)
     with ModuleTimer(model) as mt:
         for _ in range(3):
@@ -337,10 +362,10 @@ def test_embedding_backward_is_timed_through_its_weight_gradient():
     assert all_hooks_gone(model)
 
 
-def test_first_call_is_kept_apart_and_flagged():
+def test_first_call_is_kept_apart_and_flagged(clock):
     model = nn.Sequential()
-    model.add_module("warmup", Sleep(forward_s=0.002, first_extra_s=0.08))
-    model.add_module("steady", Sleep(forward_s=0.006))
+    model.add_module("warmup", Sleep(forward_s=0.002, first_extra_s=0.08, sleep=clock.sleep))
+    model.add_module("steady", Sleep(forward_s=0.006, sleep=clock.sleep))
     with ModuleTimer(model, backward=False) as mt:
         for _ in range(5):
             model(torch.randn(1, 4))
@@ -352,6 +377,7 @@ def test_first_call_is_kept_apart_and_flagged():
     assert rows["steady"]["share"] > 0.6
     w, s = rows["warmup"], rows["steady"]
     assert w["first_call_ms"] >= 80
+    assert w["first_call_ms"] == pytest.approx(82.0)  # read from the virtual clock: exact
     assert w["forward_ms_median"] < 40  # the median leaves the first call out
     assert w["first_call_outlier"] is True
     assert s["first_call_outlier"] is False

@@ -12,6 +12,10 @@ Checks that need device work, or steps, are parametrised at collection time over
 traces that have them, found by a text scan of each file (cached per file); the scan's
 verdict is itself checked against the full evidence for every trace, so nothing is skipped
 and no trace drops out unnoticed. Every folder is listed in tests/data/MANIFEST.md.
+
+The unit suite checks one trace of each kind (the smallest; :func:`representative`): each vendor
+and each workload kind of the index in tests/data/MANIFEST.md, with and without device work and
+steps. tests/e2e/test_corpus_full.py runs the same checks on every other corpus trace.
 """
 
 from __future__ import annotations
@@ -32,10 +36,9 @@ from perfkit.analysis.attribute import find_steps
 from perfkit.trace import read_trace
 
 from .. import _cached, _evidence
-from ..corpus import ROOT, entries, folders, index_rows, trace_files
+from ..corpus import ROOT, Entry, entries, folders, index_rows, trace_files
 
-ENTRIES = entries()
-IDS = [e.slug for e in ENTRIES]
+ALL_ENTRIES = entries()
 
 _DEVICE_CAT = re.compile(rb'"cat"\s*:\s*"(?:' + b"|".join(re.escape(c.encode()) for c in _evidence.DEVICE_CATS) + rb')"',
                          re.IGNORECASE)
@@ -54,6 +57,27 @@ def _marks(path: str) -> tuple[bool, bool]:
     return bool(_DEVICE_CAT.search(text)), bool(_STEP_NAME.search(text))
 
 
+def kind(entry: Entry, rows: dict[str, list[str]]) -> tuple[str, str, bool, bool]:
+    """(vendor, workload kind, any device work, any steps): the vendor and kind columns of the index in
+    tests/data/MANIFEST.md (a V100 is "Tesla ..."), and the file's :func:`_marks`."""
+    _repository, _licence, gpu, workload, _size = rows[entry.folder]
+    vendor = gpu.split(",")[0].split()[0]
+    return ({"Tesla": "NVIDIA"}.get(vendor, vendor), workload, *_marks(entry.path))
+
+
+def representative(all_entries: list[Entry]) -> list[Entry]:
+    """The smallest trace file of each :func:`kind`, in slug order."""
+    rows = index_rows()
+    smallest: dict[tuple[str, str, bool, bool], Entry] = {}
+    for e in all_entries:
+        k = kind(e, rows)
+        if k not in smallest or os.path.getsize(e.path) < os.path.getsize(smallest[k].path):
+            smallest[k] = e
+    return sorted(smallest.values(), key=lambda e: e.slug)
+
+
+ENTRIES = representative(ALL_ENTRIES)  #: checked here; the others in tests/e2e/test_corpus_full.py
+IDS = [e.slug for e in ENTRIES]
 WITH_DEVICE_WORK = [e for e in ENTRIES if _marks(e.path)[0]]
 WITH_STEPS_AND_DEVICE_WORK = [e for e in WITH_DEVICE_WORK if _marks(e.path)[1]]
 
@@ -78,9 +102,9 @@ def _walk_numbers(obj, where="doc"):
 
 
 def test_corpus_is_listed():
-    assert len(ENTRIES) >= 30
-    assert len({e.slug for e in ENTRIES}) == len(ENTRIES)  # rank files of one folder get their own slugs
-    for e in ENTRIES:
+    assert len(ALL_ENTRIES) >= 30
+    assert len({e.slug for e in ALL_ENTRIES}) == len(ALL_ENTRIES)  # rank files of one folder get their own slugs
+    for e in ALL_ENTRIES:
         assert re.fullmatch(r"[0-9a-f]{40}", e.commit), e.slug
         assert "/" in e.repository and e.source_path and e.licence, e.slug
 
@@ -91,9 +115,9 @@ def test_every_folder_has_a_manifest_and_an_index_row():
     for folder in folders():
         files = trace_files(folder)
         assert files and os.path.isfile(os.path.join(ROOT, folder, "MANIFEST.md")), folder
-        assert sorted(e.path for e in ENTRIES if e.folder == folder) == [os.path.join(ROOT, folder, f) for f in files]
+        assert sorted(e.path for e in ALL_ENTRIES if e.folder == folder) == [os.path.join(ROOT, folder, f) for f in files]
         repository, licence, _gpu, _kind, size = rows[folder]
-        (e, *_) = [e for e in ENTRIES if e.folder == folder]
+        (e, *_) = [e for e in ALL_ENTRIES if e.folder == folder]
         assert repository == e.repository and e.licence.startswith(licence), folder
         assert int(size.replace(",", "")) == sum(os.path.getsize(os.path.join(ROOT, folder, f)) for f in files), folder
 

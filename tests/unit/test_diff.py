@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 
 import pytest
 
 from perfkit.analysis.diff import diff
+from perfkit.cli import main
 from perfkit.run.load import load_document as load_doc
 
-from ..conftest import REPO, TRACES
+from ..conftest import TRACES
 
 RUNS = TRACES / "pathologies_h100"
 
@@ -30,18 +29,19 @@ def test_diff_of_a_run_and_its_fix():
     assert d["memory"]["weights_bytes"]["delta"] == 0
 
 
-def test_diff_cli_on_traces_and_bad_input(tmp_path):
+def test_diff_cli_on_traces_and_bad_input(tmp_path, capsys):
     out = tmp_path / "d.json"
     md = tmp_path / "d.md"
-    proc = subprocess.run([sys.executable, "-m", "perfkit", "diff", str(RUNS / "slow_loader" / "rank0.pt.trace.json.gz"),
-                           str(RUNS / "slow_loader-fixed"), "--json", str(out), "--markdown", str(md)],
-                          capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 0, proc.stderr
+    code = main(["diff", str(RUNS / "slow_loader" / "rank0.pt.trace.json.gz"), str(RUNS / "slow_loader-fixed"),
+                 "--json", str(out), "--markdown", str(md)])
+    assert code == 0, capsys.readouterr().err
     d = json.loads(out.read_text())
     assert d["schema"] == "perfkit.diff/2"
     assert "dataloader_bound" in [f["id"] for f in d["findings"]["disappeared"]]
     assert md.read_text().startswith("## perfkit diff")
     bad = tmp_path / "analysis.json"
     bad.write_text("{}")
-    proc = subprocess.run([sys.executable, "-m", "perfkit", "diff", str(bad), str(bad)], capture_output=True, text=True, cwd=REPO)
-    assert proc.returncode == 2 and "not a perfkit analysis" in proc.stderr and "Traceback" not in proc.stderr
+    capsys.readouterr()
+    code = main(["diff", str(bad), str(bad)])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a perfkit analysis" in err and "Traceback" not in err

@@ -12,8 +12,6 @@ import io
 import json
 import math
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -496,14 +494,6 @@ def test_write_json_writes_nan_as_null_with_a_warning(tmp_path, capsys):
     assert json.loads((tmp_path / "bad.json").read_text()) == {"x": None, "y": [1.5, None]}
     err = capsys.readouterr().err
     assert "bad.json" in err and "x, y[1]" in err
-
-
-def test_report_import_is_light():
-    code = ("import sys, perfkit.report; "
-            "heavy = sorted(m for m in ('torch', 'pandas', 'numpy', 'matplotlib') if m in sys.modules); "
-            "print(','.join(heavy))")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
-    assert proc.stdout.strip() == ""
 
 
 def test_source_paths_fit_their_column_without_breaking_inside_a_path(tmp_path, monkeypatch):

@@ -1,19 +1,10 @@
-"""scripts/trim_trace.py: the script that cut the large public traces of the corpus."""
+"""scripts/trim_trace.py: the script that cut the large public traces of the corpus (tests/e2e/test_trim_trace_e2e.py
+runs it on a trace)."""
 
 from __future__ import annotations
 
-import pytest
-
-import gzip
-import json
-import subprocess
-import sys
-
-import perfkit
 from perfkit.trace import model as m
 from scripts import trim_trace
-
-from ..conftest import REPO, anchor
 
 DEVICE_KINDS = {m.Kind.KERNEL, m.Kind.MEMCPY, m.Kind.MEMSET, m.Kind.GPU_ANNOTATION, m.Kind.SYNC}
 
@@ -22,30 +13,3 @@ def test_the_scripts_categories_are_the_models():
     kinds = m.CATEGORY_KINDS
     assert trim_trace.DEVICE_CATS == {c for c, k in kinds.items() if k in DEVICE_KINDS}
     assert trim_trace.LAUNCH_CATS == {c for c, k in kinds.items() if k in (m.Kind.RUNTIME, m.Kind.DRIVER)}
-
-
-@pytest.mark.slow
-def test_trim_keeps_whole_steps_and_their_device_work(tmp_path):
-    src = anchor("hta/tests/data/negative_queue_length_values_check/rank0.json.gz")
-    dst = tmp_path / "cut.json.gz"
-    subprocess.run([sys.executable, str(REPO / "scripts" / "trim_trace.py"), str(src), str(dst), "--steps", "2",
-                    "--skip", "1"], check=True, capture_output=True)
-    with gzip.open(dst, "rt") as f:
-        events = json.load(f)["traceEvents"]
-    steps = sorted(e["name"] for e in events if str(e.get("name", "")).startswith("ProfilerStep#")
-                   and e.get("cat") in ("cpu_op", "user_annotation"))
-    with gzip.open(src, "rt") as f:
-        src_events = json.load(f)["traceEvents"]
-    all_steps = sorted({e["name"] for e in src_events if str(e.get("name", "")).startswith("ProfilerStep#")
-                        and e.get("cat") in ("cpu_op", "user_annotation")}, key=lambda n: int(n.split("#")[1]))
-    assert sorted(set(steps)) == sorted(all_steps[1:3])
-
-    def corrs(evs, cat):
-        return {e["args"]["correlation"] for e in evs if e.get("cat") == cat and "correlation" in e.get("args", {})}
-
-    # every kernel of the source whose launch was kept is kept
-    kept_launches = corrs(events, "cuda_runtime")
-    owed = corrs(src_events, "kernel") & kept_launches
-    assert owed and owed <= corrs(events, "kernel")
-    doc = perfkit.analyze(str(dst)).to_dict()
-    assert doc["steps"]["total"] == 2

@@ -1,0 +1,43 @@
+"""The command line in a fresh interpreter: ``python -m perfkit``, and the job view, merge, HTML
+report and budget check run with torch unimportable from the start (tests/unit/test_cli.py runs
+the same commands in-process)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from ..conftest import REPO
+
+# Runs perfkit with torch made unimportable, as in an environment without torch.
+NO_TORCH = "import sys; sys.modules['torch'] = None; from perfkit.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-c", NO_TORCH, *args], capture_output=True, text=True, cwd=REPO, timeout=300)
+
+
+def test_python_dash_m(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "perfkit", "--help"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0
+    assert "analyze" in proc.stdout
+
+
+def test_job_analysis_merge_report_and_budget_without_torch(tmp_path):
+    """The multi-rank job view (with the stall files), merge, HTML and the budget check import no torch."""
+    runs = REPO / "traces" / "ddp_gpt_2xh200"
+    proc = run_cli("analyze", str(runs / "hang"), "--json", str(tmp_path / "job.json"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    job = json.loads((tmp_path / "job.json").read_text())
+    assert job["findings"][0]["id"] == "rank_stuck"
+    proc = run_cli("merge", str(runs / "straggler" / "rank0.analysis.json"), str(runs / "straggler" / "rank1.analysis.json"),
+                   "--json", str(tmp_path / "merged.json"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    proc = run_cli("report", str(tmp_path / "merged.json"), "--html", str(tmp_path / "r.html"))
+    assert proc.returncode == 0, proc.stderr
+    assert '<section id="ranks">' in (tmp_path / "r.html").read_text()
+    (tmp_path / "b.toml").write_text('[budget]\nstep_ms = 10\n')
+    proc = run_cli("budget", "check", str(tmp_path / "b.toml"), str(tmp_path / "merged.json"))
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # an 85 ms step breaks a 10 ms budget
+    assert "Traceback" not in proc.stderr
