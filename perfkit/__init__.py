@@ -12,7 +12,8 @@ name below is imported when first used)::
     with perfkit.profile(out="runs/exp1"):                # collection: needs torch
         ...
 
-Analysis: :func:`analyze`, :func:`load_trace`, :class:`Analysis`, :class:`Trace`.
+Analysis: :func:`analyze`, :func:`load_trace`, :class:`Analysis` (:class:`JobAnalysis` for the ranks of a
+job), :class:`Trace`.
 Collection (torch): :func:`profile`, :func:`step`, :func:`phase`, :class:`ModuleTimer`,
 :class:`Watchdog`. Scaling probes: :func:`scale`. Every error perfkit raises on bad
 input is a :class:`PerfkitError` (one line naming the file and the problem).
@@ -30,6 +31,7 @@ from ._version import __version__
 
 if TYPE_CHECKING:
     from .analysis.result import Analysis as Analysis
+    from .analysis.result import JobAnalysis as JobAnalysis
     from .collect.markers import phase as phase
     from .collect.markers import step as step
     from .collect.modules import ModuleTimer as ModuleTimer
@@ -86,6 +88,7 @@ _LAZY = {
     "scale": "perfkit.collect.scaling",
     "ScaleResult": "perfkit.collect.scaling",
     "Analysis": "perfkit.analysis.result",
+    "JobAnalysis": "perfkit.analysis.result",
     "Trace": "perfkit.trace.model",
 }
 
@@ -114,6 +117,7 @@ __all__ = [
     "Watchdog",
     "scale",
     "Analysis",
+    "JobAnalysis",
     "Trace",
     "PerfkitError",
 ]

@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..trace import model as m
+from ..variation import STEP_CV_WARN, spread, spread_warning
 from . import rules
 from .attribute import NO_STEP, DeviceWork, Steps, step_of
 from .intervals import Coverage
@@ -116,50 +117,6 @@ def _exclusions(
     return kept, reasons
 
 
-#: Step times whose coefficient of variation (sample standard deviation / mean) exceeds this are
-#: flagged: a median of a few such steps moves by that much from one run to the next.
-STEP_CV_WARN = 0.15
-
-
-def spread(values_ms: Sequence[Any], ids: Sequence[Any]) -> Optional[dict[str, Any]]:
-    """How much step times vary: count, coefficient of variation, the fastest and the slowest step.
-
-    ``values_ms``: one time per step (ms); ``ids``: the steps' names (same order). Values that are
-    not finite numbers are left out. None with fewer than two steps (a spread of one is unknown).
-    """
-    pairs = [(float(v), i) for v, i in zip(values_ms, ids)
-             if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v)]
-    if len(pairs) < 2:
-        return None
-    v = np.array([p[0] for p in pairs])
-    mean = float(v.mean())
-    if mean <= 0:
-        return None
-    cv = float(v.std(ddof=1)) / mean
-    lo, hi = int(np.argmin(v)), int(np.argmax(v))
-    return {
-        "steps": len(v),
-        "cv": round(cv, 4),
-        "median_ms": round(float(np.median(v)), 4),
-        "min_ms": round(float(v[lo]), 4),
-        "min_step": pairs[lo][1],
-        "max_ms": round(float(v[hi]), 4),
-        "max_step": pairs[hi][1],
-        "unstable": bool(cv > STEP_CV_WARN),
-    }
-
-
-def spread_warning(sp: Optional[dict[str, Any]], what: str, step_word: str = "step") -> Optional[str]:
-    """One warning sentence when ``sp`` (from :func:`spread`) is unstable, naming the extreme steps."""
-    if not sp or not sp.get("unstable"):
-        return None
-    return (
-        f"{what} vary by {sp['cv']:.0%} (coefficient of variation over {sp['steps']} steps, threshold "
-        f"{STEP_CV_WARN:.0%}): from {sp['min_ms']:,.1f} ms ({step_word} {sp['min_step']}) to {sp['max_ms']:,.1f} ms "
-        f"({step_word} {sp['max_step']}); a median of such steps is not a stable figure: record more steps "
-        f"(--active) and look for what slowed {step_word} {sp['max_step']} (data loading, a stall, a checkpoint, "
-        "other work on the machine)"
-    )
 
 
 def capture_windows(tl: Timeline) -> Coverage:

@@ -133,12 +133,12 @@ def profiled_vs_unprofiled(wall_ms: list[float], count: int, schedule: dict[str,
                            traced_run: bool = True) -> dict[str, Any]:
     """The run timer's view of the steps: their spread, and traced against unprofiled step time.
 
-    Returns ``spread`` (:func:`perfkit.analysis.steps.spread` of the steady steps the profiler did not
+    Returns ``spread`` (:func:`perfkit.variation.spread` of the steady steps the profiler did not
     record; ``traced_run=False``, light mode: every step past the start-up) and, when the run has both
     traced and unprofiled steps, ``unprofiled_ms_median``, ``profiled_ms_median`` (medians of the run
     timer's wall time) and ``slowdown`` (their ratio: what recording the trace cost each step).
     """
-    from ..analysis.steps import spread
+    from ..variation import spread
 
     out: dict[str, Any] = {}
     if not traced_run:

@@ -28,6 +28,7 @@ EXPORTED = {
     "Watchdog": ("perfkit.collect.watchdog", "Watchdog"),
     "scale": ("perfkit.collect.scaling", "scale"),
     "Analysis": ("perfkit.analysis.result", "Analysis"),
+    "JobAnalysis": ("perfkit.analysis.result", "JobAnalysis"),
     "Trace": ("perfkit.trace.model", "Trace"),
     "PerfkitError": ("perfkit.errors", "PerfkitError"),
 }
@@ -42,8 +43,9 @@ def test_all_lists_the_public_names_and_each_is_the_real_object():
         assert getattr(perfkit, name) is getattr(importlib.import_module(module), attr), name
         assert name in dir(perfkit)
     assert issubclass(perfkit.PerfkitError, Exception)
-    with pytest.raises(AttributeError, match="no attribute 'JobAnalysis'"):
-        perfkit.JobAnalysis  # noqa: B018  (no such type yet: not exported)
+    assert issubclass(perfkit.JobAnalysis, perfkit.Analysis)
+    with pytest.raises(AttributeError, match="no attribute 'Merge'"):
+        perfkit.Merge  # noqa: B018  (not a public name)
 
 
 def test_analyze_takes_its_real_options_as_typed_keywords_and_no_catch_all():
