@@ -19,12 +19,35 @@ from ..trace import model as m
 from . import intervals
 
 
+#: Answers of :func:`name_mask` remembered across traces analysed by one process (the ranks of a job
+#: share their names); at most this many (pattern, name) answers, cleared when full.
+NAME_MEMO_MAX = 500_000
+_NAME_MEMO: dict[str, dict[str, bool]] = {}
+_name_memo_size = [0]
+
+
 def name_mask(names: list[str], pattern: str) -> np.ndarray:
     """Boolean per string-table entry: does the name match ``pattern`` (regex search)."""
     from .rules import match_text
 
+    memo = _NAME_MEMO.get(pattern)
+    if memo is None:
+        memo = _NAME_MEMO[pattern] = {}
+    if _name_memo_size[0] + len(names) > NAME_MEMO_MAX:
+        _NAME_MEMO.clear()
+        _name_memo_size[0] = 0
+        memo = _NAME_MEMO[pattern] = {}
     rx = re.compile(pattern)
-    return np.fromiter((bool(rx.search(match_text(s))) for s in names), dtype=bool, count=len(names))
+
+    def hit(s: str) -> bool:
+        text = match_text(s)
+        got = memo.get(text)
+        if got is None:
+            got = memo[text] = bool(rx.search(text))
+            _name_memo_size[0] += 1
+        return got
+
+    return np.fromiter((hit(s) for s in names), dtype=bool, count=len(names))
 
 
 @dataclass(frozen=True)

@@ -14,12 +14,13 @@ rank) plus:
   ``comm_ms_per_step``, ``comm_exposed_ms_per_step``, ``work_ms_per_step``
   (step time minus exposed communication: the time the rank did not wait) and
   ``work_vs_median_ms``; ranks that wrote nothing are rows with ``status``
-  ``missing``;
-* ``job``: ``world_size``, ``ranks_analysed``, ``missing_ranks``, ``straggler``;
+  ``missing``, ranks whose trace could not be analysed rows with ``status``
+  ``failed`` and the ``reason``;
+* ``job``: ``world_size``, ``ranks_analysed``, ``missing_ranks``, ``failed_ranks``, ``straggler``;
 * ``stalls``: the watchdog's view across ranks (``perfkit stalls``), when the
   run directory has heartbeat or stall files;
 * findings: ``straggler_rank``, ``comm_exposed`` (job-wide), ``rank_stuck``,
-  ``rank_missing``, then every rank's own findings tagged with ``rank``.
+  ``rank_missing``, ``rank_failed``, then every rank's own findings tagged with ``rank``.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from typing import Any, Callable, Iterable, Optional, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, cast
 
 import numpy as np
 
@@ -35,6 +36,9 @@ from ..units import compress_ids
 from ..analysis import comm, intervals, rules
 from ..analysis.document import AnalysisDoc, finding_order, severity_rank
 from ..analysis.result import Analysis
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 # --------------------------------------------------------------------- thresholds and texts (data)
 
@@ -72,6 +76,13 @@ FINDING_TEXTS = {
         "A rank wrote no analysis: it crashed, was killed, hung, or wrote to another directory or node. Check its "
         "log and exit code; for runs on several nodes give every rank the same --out on a shared filesystem, or "
         "merge the per-rank analysis.json files afterwards with perfkit merge."
+    ),
+    "rank_failed": (
+        "A rank's trace could not be analysed (the reason is listed per rank): a truncated or corrupt file "
+        "(the rank was killed while writing it: check its log), a path the analysing machine cannot read "
+        "(with --engine ray every worker must see the traces at the same path), or an analysis that ran out "
+        "of memory (give the Ray workers more memory, or analyse that rank alone with perfkit analyze). The "
+        "job view covers the other ranks only."
     ),
 }
 
@@ -153,7 +164,8 @@ def rank_row(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
-             missing: Optional[dict[int, str]] = None, stalls: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+             missing: Optional[dict[int, str]] = None, stalls: Optional[dict[str, Any]] = None,
+             failed: Optional[dict[int, tuple[str, str]]] = None) -> dict[str, Any]:
     """The job document from per-rank documents alone.
 
     Args:
@@ -161,6 +173,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
         world_size: ranks in the job; defaults to the traces' ``distributedInfo``.
         missing: ranks known to have written nothing, with the reason.
         stalls: ``summarize_stalls`` of the run directory, if it has watchdog files.
+        failed: ranks whose trace could not be analysed: rank -> (trace path, reason).
     """
     from .merge import merge
 
@@ -172,12 +185,15 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
         med = float(np.median([r["work_ms_per_step"] for r in rows]))
         for r in rows:
             r["work_vs_median_ms"] = r["work_ms_per_step"] - med
-    world = world_size or world_size_of(docs) or len(rows)
-    seen = {r["rank"] for r in rows}
-    missing = dict(missing or {})
+    failed = dict(failed or {})
+    world = world_size or world_size_of(docs) or (len(rows) + len(failed))
+    seen = {r["rank"] for r in rows} | set(failed)
+    missing = {r: why for r, why in (missing or {}).items() if r not in failed}
     for rank in range(world):
         if rank not in seen and rank not in missing and world <= 4096:
             missing[rank] = "no trace or analysis given for this rank"
+    failed_rows = [{"rank": r, "status": "failed", "trace": path, "reason": why}
+                   for r, (path, why) in sorted(failed.items())]
     missing_rows = [{"rank": r, "status": "missing", "reason": why} for r, why in sorted(missing.items())]
 
     dist = dict((job.get("trace") or {}).get("distributed") or {})
@@ -189,7 +205,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     job.pop("runtime", None)  # each rank's runtime section stays in its own document
     arr = arrivals(docs)
     _arrival_columns(rows, arr)
-    job["ranks"] = rows + missing_rows
+    job["ranks"] = rows + failed_rows + missing_rows
     strag = straggler(rows, docs, arr)
     lead = strag["evidence"] if strag is not None and strag["evidence"].get("rank") is not None else None
     known = lead is not None
@@ -197,6 +213,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
         "world_size": world,
         "ranks_analysed": len(rows),
         "missing_ranks": sorted(missing),
+        "failed_ranks": sorted(failed),
         "step_ms_median": float(np.median([r["step_ms_median"] for r in rows])) if rows else 0.0,
         "straggler": ({"rank": lead["rank"],
                        "others_wait_ms_per_step": lead["others_wait_ms_per_step"],
@@ -222,7 +239,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
     job_found = [strag, comm.exposed_finding([
         {"rank": r["rank"], "step_ms": r["step_ms_median"], "communication": d.get("communication")}
         for r, d in zip(rows, docs)
-    ]), rank_stuck(stalls), rank_missing(missing_rows, world)]
+    ]), rank_stuck(stalls), rank_missing(missing_rows, world), rank_failed(failed_rows, world)]
     if strag is not None:
         strag["rank"] = strag["evidence"]["rank"]
         if known:
@@ -820,21 +837,80 @@ def rank_missing(missing_rows: list[dict[str, Any]], world: int) -> Optional[dic
     }
 
 
+def rank_failed(failed_rows: list[dict[str, Any]], world: int) -> Optional[dict[str, Any]]:
+    """``rank_failed``: ranks whose trace was given but could not be analysed (bad file, worker out of memory)."""
+    if not failed_rows:
+        return None
+    n = len(failed_rows)
+    return {
+        "id": "rank_failed",
+        "severity": "warning",
+        "title": f"{n} of {world} ranks could not be analysed (rank{'s' if n > 1 else ''} "
+                 + ", ".join(str(r["rank"]) for r in failed_rows[:16]) + (" ..." if n > 16 else "") + ")",
+        "where": [{"rank": r["rank"], "name": f"rank {r['rank']}", "trace": r["trace"], "reason": r["reason"]}
+                  for r in failed_rows[:16]],
+        "evidence": {"failed_ranks": [r["rank"] for r in failed_rows], "world_size": world},
+        "remedy": FINDING_TEXTS["rank_failed"],
+        "cost_ms_per_step": 0.0,
+    }
+
+
 # --------------------------------------------------------------------- several traces at once
 
 
 def analyze_many(paths: list[str], *, workers: Optional[int] = None,
-                 progress: Optional[Callable[[str, int, int], None]] = None) -> Analysis:
-    """Analyse several traces in parallel; ranks of one job give the job view, others a plain merge."""
-    from .merge import merge
-    from .pool import analyze_docs
+                 progress: Optional[Callable[[str, int, int], None]] = None,
+                 engine: Optional["Engine"] = None) -> Analysis:
+    """Analyse several traces on an engine; ranks of one job give the job view, others a plain merge.
 
-    docs = analyze_docs(paths, workers=workers, progress=progress)
+    Documents are kept as they arrive (the progress bar counts ranks); the driver holds only them.
+    A trace that cannot be analysed is a ``failed`` rank of the job view (``rank_failed``) when its
+    rank is known from its file name and the others make a job; else its error is raised.
+    """
+    from .engines import LocalEngine, RankFailure
+    from .merge import merge
+
+    eng = engine if engine is not None else LocalEngine(workers=workers)
+    report = progress or (lambda description, done, total: None)
+    n = len(paths)
+    outcomes: dict[int, dict[str, Any] | RankFailure] = {}
+    report(f"analysing {n} ranks ({eng.name})", 0, n)
+    for done, (i, out) in enumerate(eng.map(paths), 1):
+        outcomes[i] = out
+        report(f"{'failed' if isinstance(out, RankFailure) else 'analysed'} {os.path.basename(paths[i])}", done, n)
+    docs = [o for _, o in sorted(outcomes.items()) if not isinstance(o, RankFailure)]
+    failures = [o for _, o in sorted(outcomes.items()) if isinstance(o, RankFailure)]
+    if failures:
+        failed = _failed_ranks(failures, docs)
+        if failed is None:
+            raise failures[0].error()
+        folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
+        stalls = stall_view(folders.pop()) if len(folders) == 1 else None
+        return Analysis.from_dict(job_view(docs, stalls=stalls, failed=failed))
     if not is_job(docs):
         return merge([Analysis(doc=cast(AnalysisDoc, d)) for d in docs])
     folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
     stalls = stall_view(folders.pop()) if len(folders) == 1 else None
     return Analysis.from_dict(job_view(docs, stalls=stalls))
+
+
+def _failed_ranks(failures: list[Any], docs: list[dict[str, Any]]) -> Optional[dict[int, tuple[str, str]]]:
+    """rank -> (path, reason) of the failed traces when they and the analysed ones are distinct ranks of a
+    job (the failed ones' ranks from their file names), else None (no job view to put them in)."""
+    if not docs or any("ranks" in d for d in docs):
+        return None
+    ranks = [rank_of(d) for d in docs]
+    failed: dict[int, tuple[str, str]] = {}
+    for f in failures:
+        found = re.findall(RANK_FILE_PATTERN, os.path.basename(f.path).lower())
+        if not found:
+            return None
+        failed[int(found[-1])] = (f.path, f.reason)
+    known = [r for r in ranks if r is not None]
+    if len(known) != len(ranks) or len(set(known)) != len(known) or set(known) & set(failed) \
+            or len(failed) != len(failures):
+        return None
+    return failed
 
 
 def stall_view(run_dir: str) -> Optional[dict[str, Any]]:
