@@ -45,14 +45,14 @@ __all__ = ["Engine", "LocalEngine", "RankFailure", "Outcome", "analyse_document"
 #: without a process of its own. On the 2-core test machine a fresh interpreter costs about 0.45 s
 #: before its first document (interpreter, numpy, perfkit, and the first trace's name classification),
 #: while a process that has analysed a rank of the job already analyses the next in about 0.02 s plus
-#: 5 ms per MB of JSON: below 32 MB (about 0.18 s) the start would cost more than the work, and the
+#: 5-10 ms per MB of JSON: below 32 MB (0.2-0.3 s) the start would cost more than the work, and the
 #: memory of one such analysis (a few hundred MB at most) is given back before the next
 #: (docs/performance.md, "Rank engines").
 SMALL_TRACE_BYTES = 32 * 1000 * 1000
 #: The local engine's estimate of a small trace's analysis in a warm process: seconds per trace ...
 SMALL_TRACE_S = 0.02
-#: ... plus seconds per MB of JSON.
-SMALL_MB_S = 0.005
+#: ... plus seconds per MB of JSON (DLRM ranks inflated to 20 MB: 0.01 s per MB on a quiet 2-core machine).
+SMALL_MB_S = 0.01
 #: A helper process (started once, reused for many small traces) is started for every this many
 #: seconds of estimated small-trace work, up to one per CPU beside this process: its start (about
 #: 0.45 s of CPU) is then at most half of the work it takes over. Less work stays on this process.

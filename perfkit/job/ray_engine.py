@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any, Iterator, Optional, Sequence
 
-from ..errors import MissingDependencyError
+from ..errors import MissingDependencyError, PerfkitError
 from .engines import SMALL_TRACE_BYTES, Outcome, RankFailure, analyse_outcome, json_bytes
 
 __all__ = ["RayEngine", "RAY_MISSING"]
@@ -72,7 +72,13 @@ class RayEngine:
         started = False
         if not ray.is_initialized():
             kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, **self.init_kwargs}
-            ray.init(address=self.address, **kwargs)
+            if self.address:
+                _check_reachable(self.address)
+            try:
+                ray.init(address=self.address, **kwargs)
+            except (ConnectionError, RuntimeError, ValueError, TimeoutError) as exc:
+                where = f"--address {self.address}" if self.address else "--engine ray"
+                raise PerfkitError(f"{where}: could not start or join the Ray cluster: {_one_line(exc)}") from exc
             started = True
         try:
             cpus = max(1, int(self.workers or 1))
@@ -112,3 +118,17 @@ def _one_line(exc: BaseException) -> str:
         return f"{type(cause).__name__}: {str(cause).strip().splitlines()[-1] if str(cause).strip() else ''}"
     lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
     return f"{type(exc).__name__}" + (f": {lines[0][:300]}" if lines else "")
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail at once, in one line, when nothing listens at ``host:port`` (Ray itself retries for minutes)."""
+    import socket
+
+    rest = address.split("://", 1)[-1]
+    host, sep, port = rest.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        return  # "auto", "local" or a form Ray resolves itself
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise PerfkitError(f"--address {address}: no Ray cluster answers there ({exc.strerror or exc})") from exc

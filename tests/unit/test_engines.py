@@ -27,13 +27,13 @@ MB = 1000 * 1000
 
 
 def test_small_traces_stay_in_this_process_until_the_work_pays_for_a_helper():
-    one_mb = [1 * MB] * 8  # 8 DLRM-like ranks: 8 * 0.02 + 8 * 0.005 = 0.2 s of work, less than a helper's start
+    one_mb = [1 * MB] * 8  # 8 DLRM-like ranks: 8 * (0.02 + 0.01) = 0.24 s of work, less than a helper's start
     plan = E.plan_local(one_mb, cpus=2)
     assert plan.small == list(range(8)) and plan.large == []
     assert plan.small_lanes == 1 and plan.lanes == 2  # lane 0 alone takes them; no helper starts
     many = E.plan_local([1 * MB] * 1024, cpus=4)  # about 25 s of work: every CPU gets a lane
     assert many.small_lanes == 4 == many.lanes
-    some = E.plan_local([1 * MB] * 60, cpus=8)  # 60 * 0.025 = 1.5 s: one helper beside this process
+    some = E.plan_local([1 * MB] * 60, cpus=8)  # 60 * 0.03 = 1.8 s: one helper beside this process
     assert some.small_lanes == 2
     assert E.plan_local([1 * MB] * 60, cpus=8, processes=1).small_lanes == 1  # processes caps the lanes
 
@@ -254,3 +254,17 @@ def test_cli_refuses_an_unknown_engine_in_one_line(tmp_path, capsys):
     assert main(["analyze", *map(str, paths), "--engine", "spark", "-q"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--engine spark: not an engine (choose one of local, ray)" in err[0]
+
+
+def test_an_address_where_no_cluster_listens_fails_at_once_in_one_line():
+    import socket
+
+    from perfkit.errors import PerfkitError
+    from perfkit.job.ray_engine import _check_reachable
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(PerfkitError, match=rf"^--address 127.0.0.1:{port}: no Ray cluster answers there"):
+        _check_reachable(f"127.0.0.1:{port}", timeout_s=2.0)
+    _check_reachable("auto")  # Ray's own forms are left to Ray
