@@ -141,7 +141,7 @@ class RayCluster:
 
     def __init__(self, cpus: int) -> None:
         code = ("import ray, sys\n"
-                f"ray.init(num_cpus={cpus}, include_dashboard=False)\n"
+                f"ray.init(address=\"local\", num_cpus={cpus}, include_dashboard=False)\n"
                 "print(ray.get_runtime_context().gcs_address, flush=True)\n"
                 "sys.stdin.read()\n"
                 "ray.shutdown()\n")
