@@ -39,7 +39,7 @@ import numpy as np
 from ..trace import model as m
 from . import intervals, rules
 from .document import Category, Phase
-from .timeline import Timeline, name_mask
+from .timeline import Timeline, name_mask, remembering
 
 NO_STEP = -1
 
@@ -544,6 +544,7 @@ def assign_categories(tl: Timeline, dev: np.ndarray, op: np.ndarray) -> np.ndarr
     key = (kname * n_names + (oname + 1)) * 16 + kind
     uniq_keys, inverse = np.unique(key, return_inverse=True)
     compiled, memo = _category_rules()
+    remember = remembering()
     kind_words = {m.Kind.KERNEL: "kernel", m.Kind.MEMCPY: "memcpy", m.Kind.MEMSET: "memset"}
     codes = np.empty(len(uniq_keys), dtype=np.int8)
     uniq = np.stack([uniq_keys % 16, (uniq_keys // 16) // n_names, (uniq_keys // 16) % n_names - 1], axis=1)
@@ -552,18 +553,20 @@ def assign_categories(tl: Timeline, dev: np.ndarray, op: np.ndarray) -> np.ndarr
         op_name = rules.match_text(names[on]) if on >= 0 else ""
         word = kind_words.get(m.Kind(k), "")
         memo_key = (word, kernel_name, op_name)
-        category = memo.get(memo_key)
+        category = memo.get(memo_key) if remember else None
         if category is None:
             category = _classify(compiled, word, kernel_name, op_name)
-            if len(memo) >= CATEGORY_MEMO_MAX:
-                memo.clear()
-            memo[memo_key] = category
+            if remember:
+                if len(memo) >= CATEGORY_MEMO_MAX:
+                    memo.clear()
+                memo[memo_key] = category
         codes[i] = CATEGORY_CODES[category]
     return codes[inverse.reshape(-1)]
 
 
 #: Categories remembered across traces analysed by one process (the ranks of a job share their
-#: kernel names, so a process analysing many ranks classifies each name once); cleared when full.
+#: kernel names, so a process analysing many ranks classifies each name once), once
+#: :func:`perfkit.analysis.timeline.remember_across_traces` is on; cleared when full.
 CATEGORY_MEMO_MAX = 200_000
 _CATEGORY_MEMO: dict[tuple[rules.CategoryRule, ...], tuple[list["_CompiledRule"], dict[tuple[str, str, str], Category]]] = {}
 

@@ -84,6 +84,18 @@ class Engine(Protocol):
     def map(self, paths: Sequence[str]) -> Iterator[tuple[int, Outcome]]: ...
 
 
+#: Exit status of a worker whose trace was bad input (its stderr holds the one-line message).
+BAD_INPUT = 2
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 # --------------------------------------------------------------------- one trace, the same everywhere
 
 
@@ -94,7 +106,9 @@ def analyse_document(path: str, workers: Optional[int] = None) -> dict[str, Any]
     came from a worker process, a Ray task or this process is the same object.
     """
     from ..analysis.pipeline import analyze_file
+    from ..analysis.timeline import remember_across_traces
 
+    remember_across_traces()  # this process analyses ranks of one job: their names are classified once
     doc = analyze_file(path, workers=workers).to_dict()
     out: dict[str, Any] = json.loads(document_json(doc))
     return out
@@ -203,8 +217,6 @@ class LocalEngine:
         self.helpers_started = 0
 
     def map(self, paths: Sequence[str]) -> Iterator[tuple[int, Outcome]]:
-        from .pool import cpu_count
-
         paths = list(paths)
         if not paths:
             return
@@ -307,8 +319,6 @@ def _died(path: str, returncode: Optional[int], stderr: str) -> RankFailure:
 def fresh_interpreter(path: str, workers: Optional[int]) -> Outcome:
     """Analyse one trace in a fresh interpreter (``python -m perfkit.job.pool PATH``): all its memory
     is given back when it exits; the document comes back as JSON on stdout."""
-    from .pool import BAD_INPUT
-
     cmd = [sys.executable, "-m", "perfkit.job.pool", path]
     if workers is not None:
         cmd.append(str(workers))

@@ -28,16 +28,7 @@ from typing import Any, Callable, Optional
 
 from ..errors import PerfkitError
 
-#: Exit status of a worker whose trace was bad input (its stderr holds the one-line message).
-BAD_INPUT = 2
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on (its affinity mask, else the machine's count)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+from .engines import BAD_INPUT as BAD_INPUT, cpu_count as cpu_count  # the worker's exit status; CPUs of this process
 
 
 def analyze_docs(paths: list[str], *, workers: Optional[int] = None, processes: Optional[int] = None,
