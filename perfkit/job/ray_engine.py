@@ -5,7 +5,8 @@
   document (:func:`perfkit.job.engines.analyse_document`, tens of kB), never the trace.
 * A trace of at most :data:`~perfkit.job.engines.SMALL_TRACE_BYTES` of JSON runs in a reused
   Ray worker; a larger one in a worker that exits after its task (``max_calls=1``), so the
-  memory of a 1 GB trace is given back, as the local engine's fresh interpreter does.
+  memory of a 1 GB trace is given back, as the local engine's fresh interpreter does, and
+  reserves :data:`LARGE_MEMORY_PER_JSON_BYTE` bytes of memory per byte of JSON.
 * A task whose worker dies (out of memory, killed node) or that raises anything but bad
   input is retried once (``max_retries=1``, ``retry_exceptions=True``); bad input (a corrupt
   or unreadable trace) is the same on any node, so the task answers it as a failure at once.
@@ -26,6 +27,11 @@ from ..errors import MissingDependencyError, PerfkitError
 from .engines import SMALL_TRACE_BYTES, Outcome, RankFailure, analyse_outcome, json_bytes
 
 __all__ = ["RayEngine", "RAY_MISSING"]
+
+#: Memory a large rank's task reserves from Ray's scheduler, per byte of the trace's JSON: the analysis of
+#: a 1 GB trace peaks at about 0.8 GB (docs/performance.md), so a node is not given more large ranks than
+#: its memory holds.
+LARGE_MEMORY_PER_JSON_BYTE = 1.0
 
 RAY_MISSING = "--engine ray needs Ray, which is not installed: pip install 'perfkit[ray]'"
 
@@ -87,8 +93,12 @@ class RayEngine:
             large = ray.remote(max_calls=1, **options)(_rank_task)
             pending: dict[Any, int] = {}
             for i, p in enumerate(paths):
-                fn = large if json_bytes(p) > self.small_bytes else small
-                pending[fn.remote(p, self.workers)] = i
+                size = json_bytes(p)
+                if size > self.small_bytes:  # its own worker, and memory reserved for its analysis
+                    ref = large.options(memory=int(size * LARGE_MEMORY_PER_JSON_BYTE)).remote(p, self.workers)
+                else:
+                    ref = small.remote(p, self.workers)
+                pending[ref] = i
             waiting = list(pending)
             while waiting:
                 done, waiting = ray.wait(waiting, num_returns=1)
