@@ -12,8 +12,8 @@ Engines:
 
 * :class:`LocalEngine` (here): this machine. Small traces (at most :data:`SMALL_TRACE_BYTES`
   of JSON) are analysed without a process start per trace: on a thread of this process,
-  plus, when there is enough work, helper processes started once and reused
-  (:data:`HELPER_WORK_S`). Large traces keep the fresh interpreter per trace
+  plus, when there is enough work, server processes started once and reused
+  (:data:`SERVER_WORK_S`). Large traces keep the fresh interpreter per trace
   (:mod:`perfkit.job.pool`), so a process that read a 1 GB trace gives its memory back.
 * :class:`perfkit.job.ray_engine.RayEngine`: one Ray task per rank on a cluster
   (``perfkit analyze --engine ray``), imported only when asked for.
@@ -39,7 +39,7 @@ from .._json import json_default
 from ..errors import PerfkitError
 
 __all__ = ["Engine", "LocalEngine", "RankFailure", "Outcome", "analyse_document", "analyse_outcome",
-           "json_bytes", "plan_local", "LocalPlan", "SMALL_TRACE_BYTES", "HELPER_WORK_S"]
+           "json_bytes", "plan_local", "LocalPlan", "SMALL_TRACE_BYTES", "SERVER_WORK_S"]
 
 #: A trace of at most this many bytes of JSON (a ``.gz`` file's inflated size) is *small*: analysed
 #: without a process of its own. On the 2-core test machine a fresh interpreter costs about 0.45 s
@@ -53,10 +53,10 @@ SMALL_TRACE_BYTES = 32 * 1000 * 1000
 SMALL_TRACE_S = 0.02
 #: ... plus seconds per MB of JSON (DLRM ranks inflated to 20 MB: 0.01 s per MB on a quiet 2-core machine).
 SMALL_MB_S = 0.01
-#: A helper process (started once, reused for many small traces) is started for every this many
+#: A server process (started once, reused for many small traces) is started for every this many
 #: seconds of estimated small-trace work, up to one per CPU beside this process: its start (about
 #: 0.45 s of CPU) is then at most half of the work it takes over. Less work stays on this process.
-HELPER_WORK_S = 1.0
+SERVER_WORK_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -159,19 +159,19 @@ class LocalPlan:
     """How the local engine splits the traces: which are small, and how many lanes work at once."""
     small: list[int]
     large: list[int]
-    lanes: int          #: traces in flight at once (this process's thread + helpers, or fresh interpreters)
-    small_lanes: int    #: lanes that take small traces: lane 0 is this process, the others helpers
+    lanes: int          #: traces in flight at once (this process's thread + servers, or fresh interpreters)
+    small_lanes: int    #: lanes that take small traces: lane 0 is this process, the others servers
     decode_threads: Optional[int]  #: decode threads per trace
 
 
 def plan_local(sizes: Sequence[int], *, cpus: int, processes: Optional[int] = None,
                workers: Optional[int] = None, small_bytes: int = SMALL_TRACE_BYTES,
-               helper_work_s: float = HELPER_WORK_S) -> LocalPlan:
+               server_work_s: float = SERVER_WORK_S) -> LocalPlan:
     """The local engine's plan for traces of these JSON sizes (pure: the unit tests check it).
 
     Large traces first (longest first: the job ends sooner), each in a fresh interpreter. Small ones
-    on lane 0 (this process) and on helper processes: one per ``helper_work_s`` of estimated work
-    (:data:`SMALL_TRACE_S` per trace + :data:`SMALL_MB_S` per MB), so a helper is started only when it
+    on lane 0 (this process) and on server processes: one per ``server_work_s`` of estimated work
+    (:data:`SMALL_TRACE_S` per trace + :data:`SMALL_MB_S` per MB), so a server is started only when it
     has several times its start to do.
     """
     n = len(sizes)
@@ -179,8 +179,8 @@ def plan_local(sizes: Sequence[int], *, cpus: int, processes: Optional[int] = No
     small = [i for i, s in enumerate(sizes) if s <= small_bytes]
     large = sorted((i for i, s in enumerate(sizes) if s > small_bytes), key=lambda i: -sizes[i])
     work_s = len(small) * SMALL_TRACE_S + sum(sizes[i] for i in small) / 1e6 * SMALL_MB_S
-    helpers = int(work_s // helper_work_s) if helper_work_s > 0 else n
-    small_lanes = min(lanes, 1 + helpers) if small else 0
+    servers = int(work_s // server_work_s) if server_work_s > 0 else n
+    small_lanes = min(lanes, 1 + servers) if small else 0
     decode = workers if workers is not None else (max(1, cpus // lanes) if lanes > 1 else None)
     return LocalPlan(small=small, large=large, lanes=lanes, small_lanes=small_lanes, decode_threads=decode)
 
@@ -192,36 +192,36 @@ class LocalEngine:
         workers: decode threads per trace (``perfkit analyze --workers``); default ``CPUs // lanes``.
         processes: traces in flight at once; default ``min(len(paths), CPUs)``.
         small_bytes: the small-trace threshold (:data:`SMALL_TRACE_BYTES`).
-        helper_work_s: estimated seconds of small-trace work per helper process (:data:`HELPER_WORK_S`).
+        server_work_s: estimated seconds of small-trace work per server process (:data:`SERVER_WORK_S`).
         analyse: how lane 0 analyses a small trace in this process (tests give a fake).
-        helper: starts a helper process (tests give a fake); ``fresh``: analyses one large trace in a
+        server: starts a server process (tests give a fake); ``fresh``: analyses one large trace in a
             fresh interpreter (tests give a fake).
     """
     name = "local"
 
     def __init__(self, *, workers: Optional[int] = None, processes: Optional[int] = None,
-                 small_bytes: int = SMALL_TRACE_BYTES, helper_work_s: float = HELPER_WORK_S,
+                 small_bytes: int = SMALL_TRACE_BYTES, server_work_s: float = SERVER_WORK_S,
                  analyse: Callable[[str, Optional[int]], Outcome] = analyse_outcome,
-                 helper: Optional[Callable[[Optional[int]], "Helper"]] = None,
+                 server: Optional[Callable[[Optional[int]], "Server"]] = None,
                  fresh: Optional[Callable[[str, Optional[int]], Outcome]] = None,
                  sizes: Optional[Callable[[str], int]] = None) -> None:
         self.workers = workers
         self.processes = processes
         self.small_bytes = small_bytes
-        self.helper_work_s = helper_work_s
+        self.server_work_s = server_work_s
         self.analyse = analyse
-        self.helper = helper or ProcessHelper
+        self.server = server or ProcessServer
         self.fresh = fresh or fresh_interpreter
         self.sizes = sizes or json_bytes
         self.last_plan: Optional[LocalPlan] = None
-        self.helpers_started = 0
+        self.servers_started = 0
 
     def map(self, paths: Sequence[str]) -> Iterator[tuple[int, Outcome]]:
         paths = list(paths)
         if not paths:
             return
         plan = plan_local([self.sizes(p) for p in paths], cpus=cpu_count(), processes=self.processes,
-                          workers=self.workers, small_bytes=self.small_bytes, helper_work_s=self.helper_work_s)
+                          workers=self.workers, small_bytes=self.small_bytes, server_work_s=self.server_work_s)
         self.last_plan = plan
         large: "queue.SimpleQueue[int]" = queue.SimpleQueue()
         small: "queue.SimpleQueue[int]" = queue.SimpleQueue()
@@ -234,7 +234,7 @@ class LocalEngine:
         lock = threading.Lock()
 
         def lane(k: int) -> None:
-            helper: Optional[Helper] = None
+            server: Optional[Server] = None
             try:
                 while not stop.is_set():
                     try:
@@ -252,20 +252,20 @@ class LocalEngine:
                     if k == 0:  # this process: no start at all
                         out = self.analyse(paths[i], plan.decode_threads)
                     else:
-                        if helper is None:
-                            helper = self.helper(plan.decode_threads)
+                        if server is None:
+                            server = self.server(plan.decode_threads)
                             with lock:
-                                self.helpers_started += 1
-                        out = helper.analyse(paths[i])
+                                self.servers_started += 1
+                        out = server.analyse(paths[i])
                         if isinstance(out, RankFailure) and not out.bad_input:
-                            helper.close()  # it died: the next small trace gets a new one
-                            helper = None
+                            server.close()  # it died: the next small trace gets a new one
+                            server = None
                     results.put((i, out, None))
             except BaseException as exc:  # a bug, not a bad trace: the caller raises it
                 results.put((-1, None, exc))
             finally:
-                if helper is not None:
-                    helper.close()
+                if server is not None:
+                    server.close()
 
         threads = [threading.Thread(target=lane, args=(k,), name=f"perfkit-rank-lane-{k}", daemon=True)
                    for k in range(plan.lanes)]
@@ -279,7 +279,7 @@ class LocalEngine:
                 assert out is not None
                 yield i, out
         finally:
-            stop.set()  # lanes finish the trace in hand and stop; helpers are closed by their lane
+            stop.set()  # lanes finish the trace in hand and stop; servers are closed by their lane
             for t in threads:
                 t.join()
 
@@ -287,7 +287,7 @@ class LocalEngine:
 # --------------------------------------------------------------------- worker processes
 
 
-class Helper(Protocol):
+class Server(Protocol):
     def analyse(self, path: str) -> Outcome: ...
 
     def close(self) -> None: ...
@@ -333,7 +333,7 @@ def fresh_interpreter(path: str, workers: Optional[int]) -> Outcome:
     return doc
 
 
-class ProcessHelper:
+class ProcessServer:
     """A worker process started once (``python -m perfkit.job.pool --serve``) that analyses one small
     trace after another: a JSON line with the path in, a JSON line with the document or error out."""
 
@@ -386,7 +386,7 @@ class ProcessHelper:
 
 
 def serve(stdin: IO[str], stdout: IO[str], workers: Optional[int]) -> int:
-    """The helper's loop: analyse each path read from ``stdin`` (a JSON string per line) and answer on ``stdout``."""
+    """The server's loop: analyse each path read from ``stdin`` (a JSON string per line) and answer on ``stdout``."""
     for line in stdin:
         if not line.strip():
             continue

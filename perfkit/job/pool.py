@@ -3,7 +3,7 @@
 ``python -m perfkit.job.pool PATH [WORKERS]`` analyses one trace and exits: the
 fresh interpreter of a *large* trace, so a process that read a 1 GB trace gives
 all of its memory back. ``python -m perfkit.job.pool --serve [WORKERS]`` is a
-helper started once that analyses one *small* trace after another (a JSON line
+server started once that analyses one *small* trace after another (a JSON line
 with the path in, a JSON line with the document out), so many small ranks pay
 one interpreter start, not one each. Either sends back only the small JSON
 document (tens of kB), never the columns or frames it built.

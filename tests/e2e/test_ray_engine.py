@@ -59,8 +59,8 @@ def test_ray_and_local_engines_give_the_same_job_document(ray_cluster: None, job
     assert [r["rank"] for r in doc["ranks"] if r["status"] == "analysed"] == list(range(WORLD))
     assert doc["job"]["world_size"] == WORLD and doc["job"]["failed_ranks"] == [] == doc["job"]["missing_ranks"]
     assert doc["job"]["arrivals"]["status"] == "matched"
-    # every route of the local engine: this process, helpers started once, a fresh interpreter per rank
-    for engine in (LocalEngine(), LocalEngine(helper_work_s=0.0, processes=2), LocalEngine(small_bytes=0, processes=2)):
+    # every route of the local engine: this process, servers started once, a fresh interpreter per rank
+    for engine in (LocalEngine(), LocalEngine(server_work_s=0.0, processes=2), LocalEngine(small_bytes=0, processes=2)):
         assert json.dumps(ranks.analyze_many(paths, engine=engine).to_dict()) == on_ray
     # and through the command: the written files are the same bytes
     outs = {}

@@ -1,5 +1,5 @@
 """The rank engines' seam (perfkit/job/engines.py): the local engine's choice between this process, reused
-helper processes and fresh interpreters; results taken as they arrive; failed ranks in the job view.
+server processes and fresh interpreters; results taken as they arrive; failed ranks in the job view.
 Fake analyse functions where the route is what is tested; real small traces where the document is."""
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ MB = 1000 * 1000
 # --------------------------------------------------------------------- the plan
 
 
-def test_small_traces_stay_in_this_process_until_the_work_pays_for_a_helper():
-    one_mb = [1 * MB] * 8  # 8 DLRM-like ranks: 8 * (0.02 + 0.01) = 0.24 s of work, less than a helper's start
+def test_small_traces_stay_in_this_process_until_the_work_pays_for_a_server():
+    one_mb = [1 * MB] * 8  # 8 DLRM-like ranks: 8 * (0.02 + 0.01) = 0.24 s of work, less than a server's start
     plan = E.plan_local(one_mb, cpus=2)
     assert plan.small == list(range(8)) and plan.large == []
-    assert plan.small_lanes == 1 and plan.lanes == 2  # lane 0 alone takes them; no helper starts
+    assert plan.small_lanes == 1 and plan.lanes == 2  # lane 0 alone takes them; no server starts
     many = E.plan_local([1 * MB] * 1024, cpus=4)  # about 25 s of work: every CPU gets a lane
     assert many.small_lanes == 4 == many.lanes
-    some = E.plan_local([1 * MB] * 60, cpus=8)  # 60 * 0.03 = 1.8 s: one helper beside this process
+    some = E.plan_local([1 * MB] * 60, cpus=8)  # 60 * 0.03 = 1.8 s: one server beside this process
     assert some.small_lanes == 2
     assert E.plan_local([1 * MB] * 60, cpus=8, processes=1).small_lanes == 1  # processes caps the lanes
 
@@ -65,24 +65,24 @@ def test_json_bytes_reads_the_gzip_trailer_not_the_data(tmp_path):
 # --------------------------------------------------------------------- the local engine's routes
 
 
-class FakeHelper:
-    started: list["FakeHelper"] = []
+class FakeServer:
+    started: list["FakeServer"] = []
 
     def __init__(self, workers: Optional[int]) -> None:
         self.done: list[str] = []
         self.closed = False
-        FakeHelper.started.append(self)
+        FakeServer.started.append(self)
 
     def analyse(self, path: str) -> E.Outcome:
         self.done.append(path)
-        return {"route": "helper", "path": path}
+        return {"route": "server", "path": path}
 
     def close(self) -> None:
         self.closed = True
 
 
 def _engine(routes: dict[str, str], **kw: Any) -> E.LocalEngine:
-    FakeHelper.started = []
+    FakeServer.started = []
 
     def analyse(path: str, workers: Optional[int]) -> E.Outcome:
         routes[path] = f"this process {os.getpid()} {threading.current_thread().name}"
@@ -93,7 +93,7 @@ def _engine(routes: dict[str, str], **kw: Any) -> E.LocalEngine:
         return {"route": "fresh", "path": path}
 
     sizes = {f"r{i}": s for i, s in enumerate(kw.pop("sizes"))}
-    return E.LocalEngine(analyse=analyse, fresh=fresh, helper=FakeHelper, sizes=sizes.__getitem__, **kw)
+    return E.LocalEngine(analyse=analyse, fresh=fresh, server=FakeServer, sizes=sizes.__getitem__, **kw)
 
 
 def test_local_engine_routes_each_trace_once():
@@ -102,23 +102,23 @@ def test_local_engine_routes_each_trace_once():
     got = dict(eng.map([f"r{i}" for i in range(8)]))
     assert sorted(got) == list(range(8))
     assert {got[i]["route"] for i in (6, 7)} == {"fresh"}
-    assert all(got[i]["route"] == "here" for i in range(6))  # 0.15 s of small work: no helper
-    assert FakeHelper.started == [] and eng.helpers_started == 0
+    assert all(got[i]["route"] == "here" for i in range(6))  # 0.15 s of small work: no server
+    assert FakeServer.started == [] and eng.servers_started == 0
     here = {routes[f"r{i}"] for i in range(6)}
     assert here == {f"this process {os.getpid()} perfkit-rank-lane-0"}
 
 
-def test_local_engine_starts_helpers_once_for_enough_small_work():
+def test_local_engine_starts_servers_once_for_enough_small_work():
     routes: dict[str, str] = {}
-    eng = _engine(routes, sizes=[1 * MB] * 40, processes=3, helper_work_s=0.1)  # 1 s of work: 2 helpers
+    eng = _engine(routes, sizes=[1 * MB] * 40, processes=3, server_work_s=0.1)  # 1 s of work: 2 servers
     got = dict(eng.map([f"r{i}" for i in range(40)]))
     assert sorted(got) == list(range(40))
     assert eng.last_plan is not None and eng.last_plan.small_lanes == 3
-    # each helper is started once and reused (not once per trace), and closed at the end
-    assert len(FakeHelper.started) <= 2 and all(h.closed for h in FakeHelper.started)
-    by_helpers = sum(len(h.done) for h in FakeHelper.started)
-    assert by_helpers == sum(1 for d in got.values() if d["route"] == "helper")
-    assert by_helpers + sum(1 for d in got.values() if d["route"] == "here") == 40
+    # each server is started once and reused (not once per trace), and closed at the end
+    assert len(FakeServer.started) <= 2 and all(h.closed for h in FakeServer.started)
+    by_servers = sum(len(h.done) for h in FakeServer.started)
+    assert by_servers == sum(1 for d in got.values() if d["route"] == "server")
+    assert by_servers + sum(1 for d in got.values() if d["route"] == "here") == 40
 
 
 def test_results_are_yielded_as_they_arrive():
@@ -156,16 +156,16 @@ def test_a_worker_killed_by_the_kernel_is_named():
 # --------------------------------------------------------------------- every route, the same document
 
 
-def test_this_process_a_helper_and_a_fresh_interpreter_give_the_same_document(tmp_path):
+def test_this_process_a_server_and_a_fresh_interpreter_give_the_same_document(tmp_path):
     paths = [str(p) for p in straggler_job(tmp_path)[:2]]
     bad = tmp_path / "rank9.pt.trace.json"
     bad.write_text("{not json")
     here = [E.analyse_outcome(p) for p in (*paths, str(bad))]
-    helper = E.ProcessHelper(None)
+    server = E.ProcessServer(None)
     try:
-        served = [helper.analyse(p) for p in (*paths, str(bad))]
+        served = [server.analyse(p) for p in (*paths, str(bad))]
     finally:
-        helper.close()
+        server.close()
     fresh = [E.fresh_interpreter(p, None) for p in (paths[0], str(bad))]
     assert json.dumps(here[:2]) == json.dumps(served[:2]) and json.dumps(here[0]) == json.dumps(fresh[0])
     for failure in (here[2], served[2], fresh[1]):
