@@ -47,23 +47,29 @@ def analyze(
     *,
     workers: Optional[int] = None,
     progress: Optional[Callable[[str, int, int], None]] = None,
+    engine: Optional[str] = None,
+    address: Optional[str] = None,
 ) -> Analysis:
     """Analyze one Kineto trace (``.json`` or ``.json.gz``), or several, and return an :class:`Analysis`.
 
     Args:
-        path: a trace file, or a sequence of them (the ranks of one job give the job view;
-            each trace is analysed in its own process).
+        path: a trace file, or a sequence of them (the ranks of one job give the job view).
         workers: decode processes per trace; default: the CPU count for large files,
             in-process for small ones.
-        progress: called as ``progress(description, done, total)`` before reading and
-            before analysing each trace, and once at the end.
+        progress: called as ``progress(description, done, total)``: before reading and
+            before analysing one trace, and once at the end; with several, as each is analysed.
+        engine: where several traces are analysed: ``"local"`` (default: small traces in this
+            process, large ones each in a fresh interpreter) or ``"ray"`` (each a Ray task;
+            ``pip install 'perfkit[ray]'``). docs/ranks.md, "Analysis at scale".
+        address: with ``engine="ray"``, the cluster to join (``ray.init`` address); default:
+            the cluster this process is connected to, else one started on this machine.
 
     Raises:
         TraceFormatError: (a :class:`PerfkitError`) a file is missing, unreadable or not a trace.
     """
     from .job import analyze_paths
 
-    return analyze_paths(path, workers=workers, progress=progress)
+    return analyze_paths(path, workers=workers, progress=progress, engine=engine, address=address)
 
 
 def load_trace(path: str | os.PathLike[str], *, workers: Optional[int] = None) -> Trace:

@@ -31,10 +31,24 @@ file's rank comes from its name: ``bench-data/ranks/n<N>/rank<R>.json`` are
 links to that one file (``--distinct`` makes real copies instead: N times the
 disk space, and N different files in the page cache, as on a real run).
 
+Engines and the scaling table
+-----------------------------
+``--engine local|ray`` passes ``--engine`` to the command. For ``ray`` without
+``--address``, the script starts one Ray cluster on this machine for the whole
+run (a driver process that holds it, ``num_cpus`` = the CPUs), and every
+command joins it with ``--address``: the numbers are the analysis, not Ray's
+start. ``--sizes-mb 1,20`` measures every rank count at every size (the rows of
+the scaling table); runs are interleaved (each repeat goes through every
+(size, ranks) pair) so the machine's load drifts over all of them alike, and
+each row gives its time as a multiple of one rank of the same size, measured in
+the same run. The 1-minute load average is recorded with every run.
+
 Usage::
 
     .venv/bin/python scripts/bench_ranks.py                       # 1,2,4,8 ranks of 1 GB
     .venv/bin/python scripts/bench_ranks.py --size-mb 60 --ranks 1,2,4 --repeat 1   # a smoke run
+    .venv/bin/python scripts/bench_ranks.py --sizes-mb 1,20 --ranks 1,8,32 --max-idle-wait 0 \
+        --source tests/data/traces/param_dlrm_8xv100/worker0_step_12.1694128201545.pt.trace.json.gz   # the scaling table
 
 Output: a Markdown table on stdout and in ``bench-data/ranks/results.md``, raw
 runs and the machine in ``bench-data/ranks/results.json``. Exit status 0 when
@@ -81,7 +95,7 @@ def rank_base(src: Path) -> Path:
 
 
 def rank_dir(base: Path, n: int, distinct: bool) -> Path:
-    d = OUT / f"n{n}{'-copies' if distinct else ''}"
+    d = OUT / f"{base.stem}-n{n}{'-copies' if distinct else ''}"
     d.mkdir(parents=True, exist_ok=True)
     for r in range(n):
         f = d / f"rank{r}.json"
@@ -98,12 +112,14 @@ def rank_dir(base: Path, n: int, distinct: bool) -> Path:
     return d
 
 
-def run_analyze(directory: Path, out: Path) -> dict[str, Any]:
+def run_analyze(directory: Path, out: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
     """``perfkit analyze DIR --json OUT -q`` in a fresh process; the process tree's PSS sampled meanwhile."""
     env = ba._child_env()
+    env.setdefault("RAY_AUTH_MODE", "disabled")  # the cluster started by this script has no token
+    load = os.getloadavg()[0]
     busy0, own0 = ba.cpu_busy_s(), sum(os.times()[:2])
     t0 = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "perfkit", "analyze", str(directory), "--json", str(out), "-q"],
+    proc = subprocess.Popen([sys.executable, "-m", "perfkit", "analyze", str(directory), "--json", str(out), "-q", *extra],
                             cwd=str(ba.CODE_ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     sampler = ba.TreeSampler(proc.pid)
     _, stderr = proc.communicate()
@@ -117,7 +133,37 @@ def run_analyze(directory: Path, out: Path) -> dict[str, Any]:
     return {"seconds": wall, "peak_tree_pss": peak["tree"], "peak_main_pss": peak["main"],
             "max_processes": peak["procs"], "samples": peak["samples"], "ranks_analysed": len(analysed) or 1,
             "events_per_rank": doc["trace"]["events"] if len(analysed) <= 1 else None,
-            "busy_cpu_s": busy}
+            "busy_cpu_s": busy, "load_1min": load, "failed_ranks": len(doc.get("job", {}).get("failed_ranks") or [])}
+
+
+class RayCluster:
+    """A Ray cluster on this machine, held by a driver process for the whole benchmark."""
+
+    def __init__(self, cpus: int) -> None:
+        code = ("import ray, sys\n"
+                f"ray.init(address=\"local\", num_cpus={cpus}, include_dashboard=False)\n"
+                "print(ray.get_runtime_context().gcs_address, flush=True)\n"
+                "sys.stdin.read()\n"
+                "ray.shutdown()\n")
+        env = {**ba._child_env(), "RAY_AUTH_MODE": "disabled"}
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True, env=env)
+        assert self.proc.stdout is not None
+        self.address = self.proc.stdout.readline().strip()
+        if not self.address:
+            raise RuntimeError("the Ray cluster did not start")
+
+    def close(self) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        self.proc.wait(timeout=120)
+
+
+def rank_trace(a: argparse.Namespace, source: Path, size_mb: float) -> tuple[Path, int]:
+    """The rank trace of about ``size_mb`` MB of JSON (the source inflated), rank key renamed; and the copies."""
+    one = ba.inflated(a.inflate_tool.resolve(), source, 1, False)
+    copies = max(1, round(size_mb * MB / one.stat().st_size))
+    return rank_base(ba.inflated(a.inflate_tool.resolve(), source, copies, False)), copies
 
 
 def main() -> int:
@@ -132,6 +178,11 @@ def main() -> int:
     ap.add_argument("--max-growth", type=float, default=1.25, help="target: peak memory growth allowed (default 1.25x)")
     ap.add_argument("--max-idle-wait", type=float, default=120.0, help="wait up to this long for a quiet machine before each run")
     ap.add_argument("--no-snapshot", action="store_true", help="import perfkit from the working tree, not a copy")
+    ap.add_argument("--sizes-mb", default=None, help="JSON MB per rank trace, several (e.g. 1,20): the scaling table")
+    ap.add_argument("--engine", choices=("local", "ray"), default="local", help="perfkit analyze --engine (default local)")
+    ap.add_argument("--address", default=None, help="with --engine ray: a running cluster (default: one started here)")
+    ap.add_argument("--max-ratio", type=float, default=1.5,
+                    help="target: 8 ranks of at most 2 MB within this multiple of one rank's time (default 1.5)")
     a = ap.parse_args()
     counts = sorted({int(x) for x in a.ranks.split(",") if x.strip()})
     if not counts or counts[0] < 1 or a.repeat < 1:
@@ -141,61 +192,84 @@ def main() -> int:
         sys.exit(f"source trace not found: {source}")
     ba.DATA.mkdir(exist_ok=True)
 
-    calib = ba.inflated(a.inflate_tool.resolve(), source, 1, False)
-    copies = max(1, round(a.size_mb * MB / calib.stat().st_size))
-    big = ba.inflated(a.inflate_tool.resolve(), source, copies, False)
-    base = rank_base(big)
-    print(f"rank trace: {base} ({base.stat().st_size / MB:,.1f} MB JSON, x{copies} of {source.name})", flush=True)
+    sizes = [float(x) for x in (a.sizes_mb or str(a.size_mb)).split(",") if x.strip()]
+    bases = [rank_trace(a, source, mb) for mb in sizes]
+    for base, copies in bases:
+        print(f"rank trace: {base} ({base.stat().st_size / MB:,.1f} MB JSON, x{copies} of {source.name})", flush=True)
     code_hash = ba.source_hash(REPO / "perfkit") if a.no_snapshot else ba.snapshot_perfkit()
     info = ba.machine()
     info["git"]["perfkit_source_sha256"] = code_hash
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cluster = RayCluster(cpus) if a.engine == "ray" and a.address is None else None
+    extra: tuple[str, ...] = ("--engine", a.engine)
+    if a.engine == "ray":
+        extra += ("--address", a.address or (cluster.address if cluster else ""))
 
-    rows = []
-    for n in counts:
-        d = rank_dir(base, n, a.distinct)
-        ba.warm_page_cache(base)
-        runs = []
+    cells = [(base, n) for base, _ in bases for n in counts]
+    runs: dict[tuple[str, int], list[dict[str, Any]]] = {(str(b), n): [] for b, n in cells}
+    try:
+        run_analyze(rank_dir(cells[0][0], 1, a.distinct), OUT / "warm-up.json", extra)  # not counted: .pyc files written
         for i in range(a.repeat):
-            if a.max_idle_wait > 0:
-                ba.wait_idle(a.max_idle_wait)
-            res = run_analyze(d, OUT / f"job-n{n}.json")
-            runs.append(res)
-            print(f"  {n} rank(s), run {i + 1}: {res['seconds']:.2f} s, peak PSS (tree) {res['peak_tree_pss'] / MB:,.0f} MB "
-                  f"over up to {res['max_processes']} processes; {res['ranks_analysed']} ranks in the job view", flush=True)
-        med = lambda k: statistics.median(r[k] for r in runs)  # noqa: E731
-        rows.append({"ranks": n, "json_mb_total": n * base.stat().st_size / MB, "seconds": med("seconds"),
-                     "seconds_min": min(r["seconds"] for r in runs), "seconds_max": max(r["seconds"] for r in runs),
-                     "peak_tree_pss": med("peak_tree_pss"), "peak_main_pss": med("peak_main_pss"),
-                     "max_processes": max(r["max_processes"] for r in runs), "runs": runs})
-
-    full = [r for r in rows if r["ranks"] >= min(cpus, counts[-1])]
-    ref = full[0] if full else rows[0]
-    last = rows[-1]
+            for base, n in cells:
+                d = rank_dir(base, n, a.distinct)
+                ba.warm_page_cache(base)
+                if a.max_idle_wait > 0:
+                    ba.wait_idle(a.max_idle_wait)
+                res = run_analyze(d, OUT / f"job-{base.stem}-n{n}.json", extra)
+                runs[(str(base), n)].append(res)
+                print(f"  {n} rank(s) of {base.stat().st_size / MB:,.1f} MB, run {i + 1}: {res['seconds']:.2f} s, "
+                      f"peak PSS (tree) {res['peak_tree_pss'] / MB:,.0f} MB over up to {res['max_processes']} processes; "
+                      f"{res['ranks_analysed']} ranks in the job view; load {res['load_1min']:.2f}", flush=True)
+    finally:
+        if cluster is not None:
+            cluster.close()
+    rows = []
+    for base, n in cells:
+        rr = runs[(str(base), n)]
+        med = lambda k: statistics.median(r[k] for r in rr)  # noqa: E731
+        rows.append({"ranks": n, "rank_mb": base.stat().st_size / MB, "json_mb_total": n * base.stat().st_size / MB,
+                     "seconds": med("seconds"), "seconds_min": min(r["seconds"] for r in rr),
+                     "seconds_max": max(r["seconds"] for r in rr), "peak_tree_pss": med("peak_tree_pss"),
+                     "peak_main_pss": med("peak_main_pss"), "max_processes": max(r["max_processes"] for r in rr),
+                     "load_1min": med("load_1min"), "runs": rr})
+    for r in rows:
+        one = next((x for x in rows if x["ranks"] == 1 and x["rank_mb"] == r["rank_mb"]), None)
+        r["vs_one_rank"] = r["seconds"] / one["seconds"] if one else None
+    base = bases[-1][0]
+    last_size = [r for r in rows if r["rank_mb"] == rows[-1]["rank_mb"]]
+    full = [r for r in last_size if r["ranks"] >= min(cpus, counts[-1])]
+    ref = full[0] if full else last_size[0]
+    last = last_size[-1]
     growth = last["peak_tree_pss"] / ref["peak_tree_pss"] if ref["peak_tree_pss"] else 0.0
-    targets = {
+    targets: dict[str, dict[str, Any]] = {
         "time": {"value": last["seconds"], "limit": a.max_seconds, "pass": last["seconds"] <= a.max_seconds},
         "memory_growth": {"value": growth, "limit": a.max_growth, "reference_ranks": ref["ranks"],
                           "pass": growth <= a.max_growth},
     }
+    eight = next((r for r in rows if r["ranks"] == 8 and r["rank_mb"] <= 2 and r["vs_one_rank"] is not None), None)
+    if eight is not None:
+        targets["eight_small_ranks"] = {"value": eight["vs_one_rank"], "limit": a.max_ratio,
+                                        "pass": eight["vs_one_rank"] <= a.max_ratio}
     lines = [
-        "## perfkit analyze RUN_DIR: time and memory by number of ranks",
+        f"## perfkit analyze RUN_DIR --engine {a.engine}: time and memory by number of ranks and rank size",
         "",
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram_bytes'] / 2**30:.1f} GiB RAM, Python {info['python']}; "
         f"perfkit at {info.get('git', {}).get('commit', '?')[:12]}"
         + (" plus uncommitted changes" if info.get("git", {}).get("perfkit_modified") else "") + ".",
-        f"Each rank trace: {base.stat().st_size / MB:,.1f} MB of JSON ({source.name} inflated x{copies}); "
-        f"{'distinct copies' if a.distinct else 'links to one file'}. Median of {a.repeat} run(s) of "
-        "`python -m perfkit analyze DIR --json OUT -q`, interpreter start-up included. Peak memory: summed PSS of the "
-        "command's process tree, sampled every 20 ms. MB = 10^6 bytes.",
+        f"Rank traces: {source.name} inflated to each size; {'distinct copies' if a.distinct else 'links to one file'}. "
+        f"Median of {a.repeat} run(s) of `python -m perfkit analyze DIR --json OUT -q --engine {a.engine}`"
+        + (" (joining a Ray cluster on this machine started once for the benchmark)" if a.engine == "ray" else "")
+        + ", interpreter start-up included; runs interleaved over the rows. Peak memory: summed PSS of the "
+        "command's process tree, sampled every 20 ms. MB = 10^6 bytes. Load: 1-minute load average at each run's start (median).",
         "",
-        "| ranks | JSON MB (all ranks) | wall s | s per rank | peak memory MB (tree) | peak main process MB | processes at once |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| ranks | MB per rank | JSON MB (all ranks) | wall s | x one rank | s per rank | peak memory MB (tree) | peak main process MB | processes at once | load |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
-        lines.append(f"| {r['ranks']} | {r['json_mb_total']:,.0f} | {r['seconds']:.2f} ({r['seconds_min']:.2f}-{r['seconds_max']:.2f}) "
-                     f"| {r['seconds'] / r['ranks']:.2f} | {r['peak_tree_pss'] / MB:,.0f} | {r['peak_main_pss'] / MB:,.0f} "
-                     f"| {r['max_processes']} |")
+        ratio = f"{r['vs_one_rank']:.2f}" if r["vs_one_rank"] is not None else "-"
+        lines.append(f"| {r['ranks']} | {r['rank_mb']:,.1f} | {r['json_mb_total']:,.0f} | {r['seconds']:.2f} ({r['seconds_min']:.2f}-{r['seconds_max']:.2f}) "
+                     f"| {ratio} | {r['seconds'] / r['ranks']:.3f} | {r['peak_tree_pss'] / MB:,.0f} | {r['peak_main_pss'] / MB:,.0f} "
+                     f"| {r['max_processes']} | {r['load_1min']:.2f} |")
     lines += [
         "",
         f"- {'PASS' if targets['time']['pass'] else 'FAIL'}: {last['ranks']} ranks in {last['seconds']:.1f} s "
@@ -203,12 +277,15 @@ def main() -> int:
         f"- {'PASS' if targets['memory_growth']['pass'] else 'FAIL'}: peak memory at {last['ranks']} ranks is "
         f"{growth:.2f}x that at {ref['ranks']} (target <= {a.max_growth:g}x)",
     ]
+    if eight is not None:
+        lines.append(f"- {'PASS' if targets['eight_small_ranks']['pass'] else 'FAIL'}: 8 ranks of {eight['rank_mb']:.1f} MB "
+                     f"take {eight['vs_one_rank']:.2f}x the time of one (target <= {a.max_ratio:g}x)")
     md = "\n".join(lines) + "\n"
     print("\n" + md)
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.md").write_text(md)
     (OUT / "results.json").write_text(json.dumps({"command": " ".join([Path(sys.executable).name, *sys.argv]),
-                                                  "machine": info, "rank_trace_bytes": base.stat().st_size,
+                                                  "machine": info, "rank_trace_bytes": base.stat().st_size, "engine": a.engine,
                                                   "targets": targets, "results": rows}, indent=2) + "\n")
     print(f"written {OUT / 'results.md'} and {OUT / 'results.json'}")
     return 0 if all(t["pass"] for t in targets.values()) else 1

@@ -39,7 +39,7 @@ import numpy as np
 from ..trace import model as m
 from . import intervals, rules
 from .document import Category, Phase
-from .timeline import Timeline, name_mask
+from .timeline import Timeline, name_mask, remembering
 
 NO_STEP = -1
 
@@ -543,7 +543,8 @@ def assign_categories(tl: Timeline, dev: np.ndarray, op: np.ndarray) -> np.ndarr
     n_names = len(names) + 1
     key = (kname * n_names + (oname + 1)) * 16 + kind
     uniq_keys, inverse = np.unique(key, return_inverse=True)
-    compiled = [(r, *r.compiled()) for r in rules.CATEGORY_RULES]
+    compiled, memo = _category_rules()
+    remember = remembering()
     kind_words = {m.Kind.KERNEL: "kernel", m.Kind.MEMCPY: "memcpy", m.Kind.MEMSET: "memset"}
     codes = np.empty(len(uniq_keys), dtype=np.int8)
     uniq = np.stack([uniq_keys % 16, (uniq_keys // 16) // n_names, (uniq_keys // 16) % n_names - 1], axis=1)
@@ -551,8 +552,34 @@ def assign_categories(tl: Timeline, dev: np.ndarray, op: np.ndarray) -> np.ndarr
         kernel_name = rules.match_text(names[kn])
         op_name = rules.match_text(names[on]) if on >= 0 else ""
         word = kind_words.get(m.Kind(k), "")
-        codes[i] = CATEGORY_CODES[_classify(compiled, word, kernel_name, op_name)]
+        memo_key = (word, kernel_name, op_name)
+        category = memo.get(memo_key) if remember else None
+        if category is None:
+            category = _classify(compiled, word, kernel_name, op_name)
+            if remember:
+                if len(memo) >= CATEGORY_MEMO_MAX:
+                    memo.clear()
+                memo[memo_key] = category
+        codes[i] = CATEGORY_CODES[category]
     return codes[inverse.reshape(-1)]
+
+
+#: Categories remembered across traces analysed by one process (the ranks of a job share their
+#: kernel names, so a process analysing many ranks classifies each name once), once
+#: :func:`perfkit.analysis.timeline.remember_across_traces` is on; cleared when full.
+CATEGORY_MEMO_MAX = 200_000
+_CATEGORY_MEMO: dict[tuple[rules.CategoryRule, ...], tuple[list["_CompiledRule"], dict[tuple[str, str, str], Category]]] = {}
+
+
+def _category_rules() -> tuple[list["_CompiledRule"], dict[tuple[str, str, str], Category]]:
+    """The compiled category rules and the memo of their answers (per set of rules: a changed
+    ``rules.CATEGORY_RULES`` starts a new memo)."""
+    key = tuple(rules.CATEGORY_RULES)
+    hit = _CATEGORY_MEMO.get(key)
+    if hit is None:
+        _CATEGORY_MEMO.clear()
+        hit = _CATEGORY_MEMO[key] = ([(r, *r.compiled()) for r in rules.CATEGORY_RULES], {})
+    return hit
 
 
 _CompiledRule = tuple[rules.CategoryRule, Optional[re.Pattern[str]], Optional[re.Pattern[str]]]

@@ -21,6 +21,8 @@ def analyze_cmd(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Do not print the terminal report."),
     plots_dir: Optional[Path] = typer.Option(None, "--plots", help="Write the figures (PNG) into this directory."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write one self-contained HTML report here."),
+    engine: str = typer.Option("local", "--engine", help="Where the ranks of several traces are analysed: local (this machine) or ray (a Ray cluster; pip install 'perfkit[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: the cluster to join (ray.init address, e.g. auto or ray://HOST:10001); default: start one on this machine."),
 ) -> None:
     """Analyze traces: where each step's GPU time goes, and what to change."""
     from rich.console import Console
@@ -31,6 +33,9 @@ def analyze_cmd(
 
     from .._io import check_output_path, write_text
 
+    from ..job import make_engine
+
+    eng = make_engine(engine, address=address, workers=workers)  # a bad --engine or a missing Ray fails first
     for out in (json_out, markdown_out, html_out):  # a bad output path fails before the analysis
         if out is not None:
             check_output_path(out)
@@ -41,7 +46,7 @@ def analyze_cmd(
         check_output_dir(plots_dir)
         require_matplotlib()
     with progress_bar(enabled=sys.stderr.isatty()) as progress:
-        result = analyze_paths(trace_files(traces), workers=workers, progress=progress)
+        result = analyze_paths(trace_files(traces), workers=workers, progress=progress, engine=eng)
     doc = result.to_dict()
     if not quiet:
         render_console(doc, Console(), top=top)

@@ -29,7 +29,7 @@ from __future__ import annotations
 import copy
 import os
 import re
-from typing import Any, Callable, Iterable, Optional, cast
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, cast
 
 import numpy as np
 
@@ -37,6 +37,9 @@ from ..units import compress_ids
 from ..analysis import comm, intervals, rules
 from ..analysis.document import AnalysisDoc, finding_order, severity_rank
 from ..analysis.result import Analysis
+
+if TYPE_CHECKING:
+    from .engines import Engine
 
 # --------------------------------------------------------------------- thresholds and texts (data)
 
@@ -76,10 +79,11 @@ FINDING_TEXTS = {
         "merge the per-rank analysis.json files afterwards with perfkit merge."
     ),
     "rank_failed": (
-        "The analysis of a rank's trace failed (the reason says why: a corrupt or truncated file, a file the "
-        "workers cannot read, a worker out of memory). The job view covers the other ranks. Check the file "
-        "(perfkit analyze RANK_TRACE on it alone says what is wrong), give the workers more memory or fewer ranks "
-        "at once, and analyse the job again."
+        "A rank's trace could not be analysed (the reason is listed per rank): a truncated or corrupt file "
+        "(the rank was killed while writing it: check its log; perfkit analyze RANK_TRACE on it alone says what "
+        "is wrong), a path the analysing machine cannot read (with --engine ray every worker must see the traces "
+        "at the same path), or an analysis that ran out of memory (give the workers more memory, or analyse that "
+        "rank alone). The job view covers the other ranks only."
     ),
 }
 
@@ -901,9 +905,12 @@ def rank_missing(missing_rows: list[dict[str, Any]], world: int) -> Optional[dic
     }
 
 
-def failed_row(rank: int, reason: str) -> dict[str, Any]:
+def failed_row(rank: int, reason: str, trace: Optional[str] = None) -> dict[str, Any]:
     """The ``ranks`` row of a rank whose analysis failed (its task raised, ran out of memory, was lost)."""
-    return {"rank": int(rank), "status": "failed", "reason": _one_line(reason)}
+    row: dict[str, Any] = {"rank": int(rank), "status": "failed", "reason": _one_line(reason)}
+    if trace is not None:
+        row["trace"] = trace
+    return row
 
 
 def _one_line(reason: Any) -> str:
@@ -921,7 +928,7 @@ def _failed_rows(failed: Optional[Iterable[dict[str, Any]]], analysed: set[Any])
     for r in failed or []:
         rank = r.get("rank")
         if isinstance(rank, int) and rank not in analysed and rank not in out:
-            out[rank] = failed_row(rank, r.get("reason") or "")
+            out[rank] = failed_row(rank, r.get("reason") or "", r.get("trace"))
     return [out[k] for k in sorted(out)]
 
 
@@ -955,7 +962,8 @@ def rank_failed(failed_rows: list[dict[str, Any]], world: int) -> Optional[dict[
         "id": "rank_failed",
         "severity": "warning",
         "title": title,
-        "where": [{"rank": r["rank"], "name": f"rank {r['rank']}", "reason": r["reason"]} for r in rows[:FINDING_RANKS_SHOWN]],
+        "where": [{"rank": r["rank"], "name": f"rank {r['rank']}", "reason": r["reason"],
+                   **({"trace": r["trace"]} if r.get("trace") else {})} for r in rows[:FINDING_RANKS_SHOWN]],
         "evidence": {"failed_ranks": [r["rank"] for r in rows], "world_size": world,
                      "reasons": {why: ranks_ for why, ranks_ in groups}},
         "remedy": FINDING_TEXTS["rank_failed"],
@@ -967,17 +975,59 @@ def rank_failed(failed_rows: list[dict[str, Any]], world: int) -> Optional[dict[
 
 
 def analyze_many(paths: list[str], *, workers: Optional[int] = None,
-                 progress: Optional[Callable[[str, int, int], None]] = None) -> Analysis:
-    """Analyse several traces in parallel; ranks of one job give the job view, others a plain merge."""
-    from .merge import merge
-    from .pool import analyze_docs
+                 progress: Optional[Callable[[str, int, int], None]] = None,
+                 engine: Optional["Engine"] = None) -> Analysis:
+    """Analyse several traces on an engine; ranks of one job give the job view, others a plain merge.
 
-    docs = analyze_docs(paths, workers=workers, progress=progress)
+    Documents are kept as they arrive (the progress bar counts ranks); the driver holds only them.
+    A trace that cannot be analysed is a ``failed`` rank of the job view (``rank_failed``) when its
+    rank is known from its file name and the others make a job; else its error is raised.
+    """
+    from .engines import LocalEngine, RankFailure
+    from .merge import merge
+
+    eng = engine if engine is not None else LocalEngine(workers=workers)
+    report = progress or (lambda description, done, total: None)
+    n = len(paths)
+    outcomes: dict[int, dict[str, Any] | RankFailure] = {}
+    report(f"analysing {n} ranks ({eng.name})", 0, n)
+    for done, (i, out) in enumerate(eng.map(paths), 1):
+        outcomes[i] = out
+        report(f"{'failed' if isinstance(out, RankFailure) else 'analysed'} {os.path.basename(paths[i])}", done, n)
+    docs = [o for _, o in sorted(outcomes.items()) if not isinstance(o, RankFailure)]
+    failures = [o for _, o in sorted(outcomes.items()) if isinstance(o, RankFailure)]
+    if failures:
+        failed = _failed_ranks(failures, docs)
+        if failed is None:
+            raise failures[0].error()
+        folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
+        stalls = stall_view(folders.pop()) if len(folders) == 1 else None
+        return Analysis.from_dict(job_view(docs, stalls=stalls, failed=failed))
     if not is_job(docs):
         return merge([Analysis(doc=cast(AnalysisDoc, d)) for d in docs])
     folders = {os.path.dirname(os.path.abspath(p)) for p in paths}
     stalls = stall_view(folders.pop()) if len(folders) == 1 else None
     return Analysis.from_dict(job_view(docs, stalls=stalls))
+
+
+def _failed_ranks(failures: list[Any], docs: list[dict[str, Any]]) -> Optional[list[dict[str, Any]]]:
+    """The ``failed`` rows (:func:`failed_row`) of the failed traces when they and the analysed ones are
+    distinct ranks of a job (the failed ones' ranks from their file names), else None (no job view to put
+    them in)."""
+    if not docs or any("ranks" in d for d in docs):
+        return None
+    ranks = [rank_of(d) for d in docs]
+    failed: dict[int, tuple[str, str]] = {}
+    for f in failures:
+        found = re.findall(RANK_FILE_PATTERN, os.path.basename(f.path).lower())
+        if not found:
+            return None
+        failed[int(found[-1])] = (f.path, f.reason)
+    known = [r for r in ranks if r is not None]
+    if len(known) != len(ranks) or len(set(known)) != len(known) or set(known) & set(failed) \
+            or len(failed) != len(failures):
+        return None
+    return [failed_row(rank, why, path) for rank, (path, why) in sorted(failed.items())]
 
 
 def stall_view(run_dir: str) -> Optional[dict[str, Any]]:

@@ -54,7 +54,8 @@ def test_analyze_takes_its_real_options_as_typed_keywords_and_no_catch_all():
     sig = inspect.signature(perfkit.analyze)
     kinds = {p.name: p.kind for p in sig.parameters.values()}
     assert kinds == {"path": inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                     "workers": inspect.Parameter.KEYWORD_ONLY, "progress": inspect.Parameter.KEYWORD_ONLY}
+                     "workers": inspect.Parameter.KEYWORD_ONLY, "progress": inspect.Parameter.KEYWORD_ONLY,
+                     "engine": inspect.Parameter.KEYWORD_ONLY, "address": inspect.Parameter.KEYWORD_ONLY}
     # the same options as the function it calls, which takes no **kwargs either
     inner = inspect.signature(analyze_paths).parameters
     assert all(p.kind is not inspect.Parameter.VAR_KEYWORD for p in inner.values())
@@ -62,6 +63,7 @@ def test_analyze_takes_its_real_options_as_typed_keywords_and_no_catch_all():
     hints = typing.get_type_hints(perfkit.analyze, localns={"Analysis": perfkit.Analysis})
     assert hints["return"] is perfkit.Analysis
     assert hints["workers"] == typing.Optional[int]
+    assert hints["engine"] == typing.Optional[str] == hints["address"]
     with pytest.raises(TypeError, match="unexpected keyword argument 'worker'"):
         perfkit.analyze(str(SMALL), worker=2)
 

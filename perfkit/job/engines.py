@@ -1,0 +1,406 @@
+"""Where the ranks of a job are analysed: the engine seam, and the local engine (the default).
+
+An engine turns trace paths into per-rank documents. :meth:`Engine.map` yields
+``(index, outcome)`` pairs *as they arrive* (not in the order of the paths), where
+``outcome`` is the rank's analysis document (a small JSON-able dict, tens of kB) or a
+:class:`RankFailure` with the reason. The caller (:func:`perfkit.job.ranks.analyze_many`)
+keeps only those small documents, counts ranks for the progress bar, and builds the job
+view once every rank has answered: a failed rank becomes a ``failed`` row and the
+``rank_failed`` finding, and the job view is still written.
+
+Engines:
+
+* :class:`LocalEngine` (here): this machine. Small traces (at most :data:`SMALL_TRACE_BYTES`
+  of JSON) are analysed without a process start per trace: on a thread of this process,
+  plus, when there is enough work, server processes started once and reused
+  (:data:`SERVER_WORK_S`). Large traces keep the fresh interpreter per trace
+  (:mod:`perfkit.job.pool`), so a process that read a 1 GB trace gives its memory back.
+* :class:`perfkit.job.ray_engine.RayEngine`: one Ray task per rank on a cluster
+  (``perfkit analyze --engine ray``), imported only when asked for.
+
+Every engine produces each document the same way (:func:`analyse_document`: the
+analysis, then one JSON round trip), so the job document is the same byte for byte
+whichever engine ran.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import struct
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import IO, Any, Callable, Iterator, Optional, Protocol, Sequence, Union
+
+from .._json import json_default
+from ..errors import PerfkitError
+
+__all__ = ["Engine", "LocalEngine", "RankFailure", "Outcome", "analyse_document", "analyse_outcome",
+           "json_bytes", "plan_local", "LocalPlan", "SMALL_TRACE_BYTES", "SERVER_WORK_S"]
+
+#: A trace of at most this many bytes of JSON (a ``.gz`` file's inflated size) is *small*: analysed
+#: without a process of its own. On the 2-core test machine a fresh interpreter costs about 0.45 s
+#: before its first document (interpreter, numpy, perfkit, and the first trace's name classification),
+#: while a process that has analysed a rank of the job already analyses the next in about 0.02 s plus
+#: 5-10 ms per MB of JSON: below 32 MB (0.2-0.3 s) the start would cost more than the work, and the
+#: memory of one such analysis (a few hundred MB at most) is given back before the next
+#: (docs/performance.md, "Rank engines").
+SMALL_TRACE_BYTES = 32 * 1000 * 1000
+#: The local engine's estimate of a small trace's analysis in a warm process: seconds per trace ...
+SMALL_TRACE_S = 0.02
+#: ... plus seconds per MB of JSON (DLRM ranks inflated to 20 MB: 0.01 s per MB on a quiet 2-core machine).
+SMALL_MB_S = 0.01
+#: A server process (started once, reused for many small traces) is started for every this many
+#: seconds of estimated small-trace work, up to one per CPU beside this process: its start (about
+#: 0.45 s of CPU) is then at most half of the work it takes over. Less work stays on this process.
+SERVER_WORK_S = 1.0
+
+
+@dataclass(frozen=True)
+class RankFailure:
+    """A trace whose analysis gave no document: the reason, one line naming the file."""
+    path: str
+    reason: str
+    #: True when the trace itself is bad (not readable, not a trace): the same on any machine, not retried.
+    bad_input: bool = False
+
+    def error(self) -> PerfkitError:
+        """The exception a caller that cannot list failed ranks raises."""
+        from ..errors import TraceFormatError
+
+        return TraceFormatError(self.reason) if self.bad_input else PerfkitError(self.reason)
+
+
+Outcome = Union[dict[str, Any], RankFailure]
+
+
+class Engine(Protocol):
+    """Analyses traces; yields ``(index into paths, document or RankFailure)`` as each arrives."""
+    name: str
+
+    def map(self, paths: Sequence[str]) -> Iterator[tuple[int, Outcome]]: ...
+
+
+#: Exit status of a worker whose trace was bad input (its stderr holds the one-line message).
+BAD_INPUT = 2
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on (its affinity mask, else the machine's count)."""
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+# --------------------------------------------------------------------- one trace, the same everywhere
+
+
+def analyse_document(path: str, workers: Optional[int] = None) -> dict[str, Any]:
+    """The analysis document of one trace as plain JSON values (one round trip through compact JSON).
+
+    Every engine builds a document this way, in whatever process it runs, so a document that
+    came from a worker process, a Ray task or this process is the same object.
+    """
+    from ..analysis.pipeline import analyze_file
+    from ..analysis.timeline import remember_across_traces
+
+    remember_across_traces()  # this process analyses ranks of one job: their names are classified once
+    doc = analyze_file(path, workers=workers).to_dict()
+    out: dict[str, Any] = json.loads(document_json(doc))
+    return out
+
+
+def document_json(doc: Any) -> str:
+    """A document as compact JSON (one line; NaN refused)."""
+    return json.dumps(doc, allow_nan=False, default=json_default, separators=(",", ":"))
+
+
+def analyse_outcome(path: str, workers: Optional[int] = None) -> Outcome:
+    """:func:`analyse_document`, with a bad trace (or no memory left) as a :class:`RankFailure`."""
+    try:
+        return analyse_document(path, workers)
+    except PerfkitError as exc:
+        return RankFailure(path, str(exc), bad_input=True)
+    except MemoryError:
+        return RankFailure(path, f"{path}: out of memory while analysing the trace")
+
+
+def json_bytes(path: str) -> int:
+    """Bytes of JSON in a trace file: a ``.gz`` file's inflated size (its trailer), else the file's size.
+
+    Cheap (no decompression). The gzip trailer holds the size modulo 4 GiB, so a compressed file that
+    is itself larger than :data:`SMALL_TRACE_BYTES` counts by its own size. A file that cannot be
+    read counts as small: its analysis fails at once with the reader's message.
+    """
+    try:
+        size = os.path.getsize(path)
+        if not path.endswith(".gz") or size < 18:
+            return size
+        with open(path, "rb") as f:
+            magic = f.read(2)
+            if magic != b"\x1f\x8b":
+                return size
+            f.seek(-4, os.SEEK_END)
+            inflated = int(struct.unpack("<I", f.read(4))[0])
+        return max(size, inflated)
+    except OSError:
+        return 0
+
+
+# --------------------------------------------------------------------- the local engine
+
+
+@dataclass(frozen=True)
+class LocalPlan:
+    """How the local engine splits the traces: which are small, and how many lanes work at once."""
+    small: list[int]
+    large: list[int]
+    lanes: int          #: traces in flight at once (this process's thread + servers, or fresh interpreters)
+    small_lanes: int    #: lanes that take small traces: lane 0 is this process, the others servers
+    decode_threads: Optional[int]  #: decode threads per trace
+
+
+def plan_local(sizes: Sequence[int], *, cpus: int, processes: Optional[int] = None,
+               workers: Optional[int] = None, small_bytes: int = SMALL_TRACE_BYTES,
+               server_work_s: float = SERVER_WORK_S) -> LocalPlan:
+    """The local engine's plan for traces of these JSON sizes (pure: the unit tests check it).
+
+    Large traces first (longest first: the job ends sooner), each in a fresh interpreter. Small ones
+    on lane 0 (this process) and on server processes: one per ``server_work_s`` of estimated work
+    (:data:`SMALL_TRACE_S` per trace + :data:`SMALL_MB_S` per MB), so a server is started only when it
+    has several times its start to do.
+    """
+    n = len(sizes)
+    lanes = max(1, min(n, processes if processes is not None else cpus))
+    small = [i for i, s in enumerate(sizes) if s <= small_bytes]
+    large = sorted((i for i, s in enumerate(sizes) if s > small_bytes), key=lambda i: -sizes[i])
+    work_s = len(small) * SMALL_TRACE_S + sum(sizes[i] for i in small) / 1e6 * SMALL_MB_S
+    servers = int(work_s // server_work_s) if server_work_s > 0 else n
+    small_lanes = min(lanes, 1 + servers) if small else 0
+    decode = workers if workers is not None else (max(1, cpus // lanes) if lanes > 1 else None)
+    return LocalPlan(small=small, large=large, lanes=lanes, small_lanes=small_lanes, decode_threads=decode)
+
+
+class LocalEngine:
+    """This machine: small traces without a process start each, large ones each in a fresh interpreter.
+
+    Args:
+        workers: decode threads per trace (``perfkit analyze --workers``); default ``CPUs // lanes``.
+        processes: traces in flight at once; default ``min(len(paths), CPUs)``.
+        small_bytes: the small-trace threshold (:data:`SMALL_TRACE_BYTES`).
+        server_work_s: estimated seconds of small-trace work per server process (:data:`SERVER_WORK_S`).
+        analyse: how lane 0 analyses a small trace in this process (tests give a fake).
+        server: starts a server process (tests give a fake); ``fresh``: analyses one large trace in a
+            fresh interpreter (tests give a fake).
+    """
+    name = "local"
+
+    def __init__(self, *, workers: Optional[int] = None, processes: Optional[int] = None,
+                 small_bytes: int = SMALL_TRACE_BYTES, server_work_s: float = SERVER_WORK_S,
+                 analyse: Callable[[str, Optional[int]], Outcome] = analyse_outcome,
+                 server: Optional[Callable[[Optional[int]], "Server"]] = None,
+                 fresh: Optional[Callable[[str, Optional[int]], Outcome]] = None,
+                 sizes: Optional[Callable[[str], int]] = None) -> None:
+        self.workers = workers
+        self.processes = processes
+        self.small_bytes = small_bytes
+        self.server_work_s = server_work_s
+        self.analyse = analyse
+        self.server = server or ProcessServer
+        self.fresh = fresh or fresh_interpreter
+        self.sizes = sizes or json_bytes
+        self.last_plan: Optional[LocalPlan] = None
+        self.servers_started = 0
+
+    def map(self, paths: Sequence[str]) -> Iterator[tuple[int, Outcome]]:
+        paths = list(paths)
+        if not paths:
+            return
+        plan = plan_local([self.sizes(p) for p in paths], cpus=cpu_count(), processes=self.processes,
+                          workers=self.workers, small_bytes=self.small_bytes, server_work_s=self.server_work_s)
+        self.last_plan = plan
+        large: "queue.SimpleQueue[int]" = queue.SimpleQueue()
+        small: "queue.SimpleQueue[int]" = queue.SimpleQueue()
+        for i in plan.large:
+            large.put(i)
+        for i in plan.small:
+            small.put(i)
+        results: "queue.SimpleQueue[tuple[int, Optional[Outcome], Optional[BaseException]]]" = queue.SimpleQueue()
+        stop = threading.Event()
+        lock = threading.Lock()
+
+        def lane(k: int) -> None:
+            server: Optional[Server] = None
+            try:
+                while not stop.is_set():
+                    try:
+                        i = large.get_nowait()
+                        results.put((i, self.fresh(paths[i], plan.decode_threads), None))
+                        continue
+                    except queue.Empty:
+                        pass
+                    if k >= plan.small_lanes:
+                        return
+                    try:
+                        i = small.get_nowait()
+                    except queue.Empty:
+                        return
+                    if k == 0:  # this process: no start at all
+                        out = self.analyse(paths[i], plan.decode_threads)
+                    else:
+                        if server is None:
+                            server = self.server(plan.decode_threads)
+                            with lock:
+                                self.servers_started += 1
+                        out = server.analyse(paths[i])
+                        if isinstance(out, RankFailure) and not out.bad_input:
+                            server.close()  # it died: the next small trace gets a new one
+                            server = None
+                    results.put((i, out, None))
+            except BaseException as exc:  # a bug, not a bad trace: the caller raises it
+                results.put((-1, None, exc))
+            finally:
+                if server is not None:
+                    server.close()
+
+        threads = [threading.Thread(target=lane, args=(k,), name=f"perfkit-rank-lane-{k}", daemon=True)
+                   for k in range(plan.lanes)]
+        for t in threads:
+            t.start()
+        try:
+            for _ in range(len(paths)):
+                i, out, exc = results.get()
+                if exc is not None:
+                    raise exc
+                assert out is not None
+                yield i, out
+        finally:
+            stop.set()  # lanes finish the trace in hand and stop; servers are closed by their lane
+            for t in threads:
+                t.join()
+
+
+# --------------------------------------------------------------------- worker processes
+
+
+class Server(Protocol):
+    def analyse(self, path: str) -> Outcome: ...
+
+    def close(self) -> None: ...
+
+
+def _child_env() -> dict[str, str]:
+    """The environment of a worker process: perfkit importable from where this process imported it."""
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = root + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    return env
+
+
+def _died(path: str, returncode: Optional[int], stderr: str) -> RankFailure:
+    if returncode is not None and returncode < 0:
+        import signal
+
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        why = f"killed by {name}" + (" (out of memory?)" if returncode == -signal.SIGKILL else "")
+    else:
+        why = f"exit status {returncode}"
+    tail = " ".join(stderr.strip().splitlines()[-3:])[-500:]
+    return RankFailure(path, f"{path}: the analysis worker failed ({why})" + (f": {tail}" if tail else ""))
+
+
+def fresh_interpreter(path: str, workers: Optional[int]) -> Outcome:
+    """Analyse one trace in a fresh interpreter (``python -m perfkit.job.pool PATH``): all its memory
+    is given back when it exits; the document comes back as JSON on stdout."""
+    cmd = [sys.executable, "-m", "perfkit.job.pool", path]
+    if workers is not None:
+        cmd.append(str(workers))
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
+    err = proc.stderr.decode(errors="replace")
+    if proc.returncode == BAD_INPUT:
+        lines = err.strip().splitlines()
+        return RankFailure(path, lines[-1] if lines else f"{path}: not a readable trace", bad_input=True)
+    if proc.returncode != 0:
+        return _died(path, proc.returncode, err)
+    doc: dict[str, Any] = json.loads(proc.stdout)
+    return doc
+
+
+class ProcessServer:
+    """A worker process started once (``python -m perfkit.job.pool --serve``) that analyses one small
+    trace after another: a JSON line with the path in, a JSON line with the document or error out."""
+
+    def __init__(self, workers: Optional[int]) -> None:
+        cmd = [sys.executable, "-m", "perfkit.job.pool", "--serve"] + ([str(workers)] if workers is not None else [])
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=_child_env())
+        self._stderr: list[bytes] = []
+        assert self.proc.stderr is not None
+        self._drain = threading.Thread(target=self._read_stderr, args=(self.proc.stderr,), daemon=True)
+        self._drain.start()
+
+    def _read_stderr(self, stream: IO[bytes]) -> None:
+        for line in stream:
+            self._stderr = (self._stderr + [line])[-20:]
+
+    def analyse(self, path: str) -> Outcome:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write((json.dumps(path) + "\n").encode())
+            self.proc.stdin.flush()
+            line = self.proc.stdout.readline()
+        except OSError:
+            line = b""
+        if not line:
+            rc = self.proc.wait()
+            self._drain.join(timeout=5)
+            return _died(path, rc, b"".join(self._stderr).decode(errors="replace"))
+        answer = json.loads(line)
+        if "doc" in answer:
+            doc: dict[str, Any] = answer["doc"]
+            return doc
+        return RankFailure(path, str(answer["error"]), bad_input=bool(answer.get("bad_input")))
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            try:
+                assert self.proc.stdin is not None
+                self.proc.stdin.close()
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for stream in (self.proc.stdout, self.proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+def serve(stdin: IO[str], stdout: IO[str], workers: Optional[int]) -> int:
+    """The server's loop: analyse each path read from ``stdin`` (a JSON string per line) and answer on ``stdout``."""
+    for line in stdin:
+        if not line.strip():
+            continue
+        path = str(json.loads(line))
+        saved, sys.stdout = sys.stdout, sys.stderr  # nothing but answers on the answer stream
+        try:
+            out = analyse_outcome(path, workers)
+        finally:
+            sys.stdout = saved
+        if isinstance(out, RankFailure):
+            answer = json.dumps({"error": out.reason, "bad_input": out.bad_input})
+        else:
+            answer = '{"doc":' + document_json(out) + "}"
+        stdout.write(answer + "\n")
+        stdout.flush()
+    return 0
+
