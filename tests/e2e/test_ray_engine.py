@@ -90,7 +90,9 @@ def test_a_corrupt_rank_is_rank_failed_and_the_job_view_is_written(ray_cluster: 
     assert all(r["reason"].startswith(r["trace"] + ": ") for r in failed.values())  # one line naming the file
     assert doc["job"]["ranks_analysed"] == WORLD - 2
     finding = next(f for f in doc["findings"] if f["id"] == "rank_failed")
-    assert finding["title"] == f"2 of {WORLD} ranks could not be analysed (ranks 5, 11)"
+    assert finding["title"].startswith(f"The analysis of 2 of {WORLD} ranks failed (rank ")
+    assert finding["evidence"]["failed_ranks"] == [5, 11]
+    assert sorted(r for ranks_ in finding["evidence"]["reasons"].values() for r in ranks_) == [5, 11]
     local = tmp_path / "local.json"
     assert main(["analyze", str(job), "--json", str(local), "-q"]) == 0
     assert local.read_bytes() == out.read_bytes()
