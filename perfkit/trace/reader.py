@@ -323,45 +323,132 @@ def _chunks(source: _Source, raw: _Raw, tally: "_Tally") -> Iterator[Any]:
     goes through :class:`_Stream`, which holds at most a chunk plus the event
     being read and drops what lies between events: time stays linear in the
     input and memory bounded by ``CHUNK_BYTES`` + the largest event.
+
+    The inflated blocks are held as they come (:class:`_Pending`, no copy into one growing
+    buffer); each chunk is joined from them once.
     """
     blocks = source.blocks()
-    buf = bytearray()
-    start = -1
-    head_done = False
-    offset = 0  # stream offset of buf[0]
+    buf = bytearray()  # the head, until the events array is found
+    pending = _Pending()
     for block in blocks:
         buf += block
         raw.held(len(buf))
-        if not head_done:
-            start = _find_events_start(buf, source, raw)
-            if start < 0:
-                if len(buf) > 64 * _WINDOW:
-                    raise TraceFormatError(f"{source.path}: no traceEvents array in the first 64 MB")  # type: ignore[attr-defined]
-                continue
-            head_done = True
-            del buf[:start]
-            offset = start
-        while len(buf) > CHUNK_BYTES + _WINDOW:
-            cut = _last_separator(buf, CHUNK_BYTES)
-            if cut is None:  # no separator after the limit: stream the rest
-                raw.stats["streamed"] = 1
-                yield from _Stream(source, raw, tally, offset).run(buf, blocks)
-                return
-            nxt = _next_object(buf, cut)
-            # keeps the separator: chunks concatenate to the original bytes. One copy (through a view:
-            # ``bytes(buf[:nxt])`` copies twice); deleting a bytearray's head moves nothing.
-            with memoryview(buf) as whole, whole[:nxt] as head:
-                chunk = bytes(head)
-            yield _Bytes(chunk, offset)
-            del buf[:nxt]
-            offset += nxt
-    if not head_done:
+        start = _find_events_start(buf, source, raw)
+        if start < 0:
+            if len(buf) > 64 * _WINDOW:
+                raise TraceFormatError(f"{source.path}: no traceEvents array in the first 64 MB")  # type: ignore[attr-defined]
+            continue
+        pending.add(bytes(memoryview(buf)[start:]), start)
+        buf = bytearray()
+        break
+    else:
         text = bytes(buf[:200]).strip()
         if not text:
             raise TraceFormatError(f"{source.path}: file is empty")  # type: ignore[attr-defined]
         raise TraceFormatError(f"{source.path}: not a Kineto/Chrome trace (no traceEvents array)")  # type: ignore[attr-defined]
-    for piece in _final_chunks(buf, source, raw):
+    while True:
+        while pending.size > CHUNK_BYTES + _WINDOW:
+            nxt = pending.next_cut(CHUNK_BYTES)
+            if nxt is None:  # no separator after the limit: stream the rest
+                raw.stats["streamed"] = 1
+                yield from _Stream(source, raw, tally, pending.offset).run(pending.take_all(), blocks)
+                return
+            offset = pending.offset
+            # keeps the separator: chunks concatenate to the original bytes
+            yield _Bytes(pending.take(nxt), offset)
+        more = next(blocks, None)
+        if more is None:
+            break
+        pending.add(more)
+        raw.held(pending.size)
+    offset = pending.offset
+    for piece in _final_chunks(pending.take_all(), source, raw):
         yield _Bytes(piece, offset)
+
+
+class _Pending:
+    """The inflated blocks not yet cut into chunks, in order, with the stream offset of the first
+    byte held. Searches look at small joined windows; a chunk is joined from its blocks once."""
+
+    #: Bytes of the first window searched backwards for the last separator before a limit.
+    BACK = 64 * 1024
+
+    def __init__(self) -> None:
+        self.blocks: list[bytes] = []
+        self.head = 0  # bytes of blocks[0] already taken
+        self.size = 0  # bytes held, from blocks[0][head:]
+        self.offset = 0
+
+    def add(self, block: bytes, offset: Optional[int] = None) -> None:
+        if offset is not None:
+            self.offset = offset
+        if block:
+            self.blocks.append(block)
+            self.size += len(block)
+
+    def window(self, lo: int, hi: int) -> bytes:
+        """Bytes [lo, hi) of what is held (clamped to it)."""
+        hi = min(hi, self.size)
+        parts: list[tuple[bytes, int, int]] = []  # (block, from, to)
+        pos = -self.head  # position of the current block's first byte, relative to what is held
+        for b in self.blocks:
+            end = pos + len(b)
+            if end > lo and pos < hi:
+                parts.append((b, max(lo - pos, 0), min(hi - pos, len(b))))
+            if end >= hi:
+                break
+            pos = end
+        if len(parts) == 1 and parts[0][1] == 0 and parts[0][2] == len(parts[0][0]):
+            return parts[0][0]
+        views = [memoryview(b)[a:z] for b, a, z in parts]
+        return b"".join(views)
+
+    def next_cut(self, limit: int) -> Optional[int]:
+        """Index of the ``{`` that follows the last event separator starting before
+        ``limit + _WINDOW`` (and at or after ``limit - 4 * _WINDOW``), else after the first one from
+        ``limit``; None if there is none. The same cut as searching the whole buffer forward:
+        separators cannot overlap, so the last one in a window ending at the same place is the
+        last one overall, when the window holds one."""
+        hi = limit + _WINDOW
+        lo = max(0, limit - 4 * _WINDOW)
+        for w_lo in (max(lo, hi - self.BACK), lo):
+            text = self.window(w_lo, hi)
+            last = None
+            for last in _SEP.finditer(text, 0, hi - w_lo):
+                pass
+            if last is not None:
+                return w_lo + text.index(b"{", last.start() + 1)
+            if w_lo == lo:
+                break
+        text = self.window(limit, self.size)
+        mt = _SEP.search(text)
+        if mt is None:
+            return None
+        return limit + text.index(b"{", mt.start() + 1)
+
+    def take(self, n: int) -> bytes:
+        """The first ``n`` bytes held, removed (one copy)."""
+        out = []
+        need = n
+        while need:
+            b = self.blocks[0]
+            avail = len(b) - self.head
+            with memoryview(b) as v:
+                if avail <= need:
+                    out.append(v[self.head :] if self.head else b)
+                    self.blocks.pop(0)
+                    self.head = 0
+                    need -= avail
+                else:
+                    out.append(v[self.head : self.head + need])
+                    self.head += need
+                    need = 0
+        self.size -= n
+        self.offset += n
+        return out[0] if len(out) == 1 and isinstance(out[0], bytes) else b"".join(out)
+
+    def take_all(self) -> bytes:
+        return self.take(self.size)
 
 
 @dataclass
@@ -398,9 +485,10 @@ class _Stream:
         self.tail: Optional[bytearray] = None  # after the closing "]"
         self.skipping = False  # inside an event beyond MAX_EVENT_BYTES: dropped
 
-    def run(self, buf: bytearray, blocks: Iterator[bytes]) -> Iterator[_Bytes]:
-        yield from self.feed(bytes(buf))
-        del buf[:]
+    def run(self, held: bytes, blocks: Iterator[bytes]) -> Iterator[_Bytes]:
+        """Feed ``held`` (the bytes the chunker had not cut yet), then the rest of ``blocks``."""
+        yield from self.feed(held)
+        del held
         for block in blocks:
             yield from self.feed(block)
         yield from self.finish()
@@ -577,25 +665,7 @@ def _find_events_start(buf: bytearray, source: _Source, raw: _Raw) -> int:
     return mt.end()
 
 
-def _last_separator(buf: bytearray, limit: int) -> Optional[int]:
-    """Offset just after the ``}`` of the last event separator before ``limit``."""
-    lo = max(0, limit - 4 * _WINDOW)
-    last = None
-    for mt in _SEP.finditer(buf, lo, limit + _WINDOW):
-        last = mt
-    if last is None:
-        last = _SEP.search(buf, limit)
-        if last is None:
-            return None
-    return last.start() + 1
-
-
-def _next_object(buf: bytearray, cut: int) -> int:
-    """Index of the ``{`` that follows the separator ending at ``cut``."""
-    return buf.index(b"{", cut)
-
-
-def _final_chunks(buf: bytearray, source: _Source, raw: _Raw) -> Iterator[bytes]:
+def _final_chunks(buf: bytes, source: _Source, raw: _Raw) -> Iterator[bytes]:
     """The last events, the closing ``]`` and the metadata keys after it."""
     end = _events_end(buf, 0, len(buf), source, raw)
     if end > 0:
