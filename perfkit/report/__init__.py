@@ -32,17 +32,35 @@ def write_json(doc: dict[str, Any], path: Union[str, "os.PathLike[str]"]) -> Non
     guarantee).
     """
     from .._io import atomic_open
-    from ..documents import finite_or_none
 
-    found: list[str] = []
-    clean = finite_or_none(doc, "", found)
-    if found:
-        shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
-        print(f"perfkit: warning: {os.fspath(path)}: {len(found)} number(s) not finite (NaN or infinity), "
-              f"written as null (unknown): {shown}", file=sys.stderr)
-    text = json.dumps(clean, indent=2, allow_nan=False, default=json_default) + "\n"
+    text = _indented(doc)
+    if text is None:  # a NaN or infinity somewhere: written as null, with the warning
+        from ..documents import finite_or_none
+
+        found: list[str] = []
+        clean = finite_or_none(doc, "", found)
+        if found:
+            shown = ", ".join(found[:3]) + (f" and {len(found) - 3} more" if len(found) > 3 else "")
+            print(f"perfkit: warning: {os.fspath(path)}: {len(found)} number(s) not finite (NaN or infinity), "
+                  f"written as null (unknown): {shown}", file=sys.stderr)
+        text = json.dumps(clean, indent=2, allow_nan=False, default=json_default)
     with atomic_open(path, "w") as fh:
-        fh.write(text)
+        fh.write(text + "\n")
+
+
+def _indented(doc: Any) -> Union[str, None]:
+    """``json.dumps(doc, indent=2, allow_nan=False, default=json_default)``, 3x faster: the standard
+    library's C encoder writes the compact text (the indented form is its pure-Python encoder), which
+    ``msgspec.json.format`` indents, keeping every token as written (numbers as ``float.__repr__``,
+    escapes as ``ensure_ascii``); tests/unit/test_write_json_text.py compares the two. None where the
+    document holds a NaN or an infinity (or a reference cycle): the caller's slower path."""
+    try:
+        compact = json.dumps(doc, allow_nan=False, default=json_default, separators=(",", ":"))
+    except ValueError:
+        return None
+    import msgspec
+
+    return msgspec.json.format(compact, indent=2)
 
 
 __all__ = ["render_console", "render_markdown", "write_json"]
