@@ -49,6 +49,21 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+_EXIT_HOOK: list[bool] = []
+
+
+def _no_collection_at_exit() -> None:
+    """At exit, skip the interpreter's last garbage collection over every object still alive (typer,
+    rich, numpy, the document: ~20 ms after ``perfkit analyze``, 5% of the command); the OS frees
+    them. Only for commands that run no user code (``perfkit profile``'s script may rely on it)."""
+    if not _EXIT_HOOK:
+        import atexit
+        import gc
+
+        atexit.register(gc.freeze)
+        _EXIT_HOOK.append(True)
+
+
 class _NotRaised(Exception):
     """Stands for an exception class of a command module that is not loaded (so not raised)."""
 
@@ -62,6 +77,8 @@ def _profile_error(name: str) -> Any:
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the console script and ``python -m perfkit``."""
     load_commands(sys.argv[1:] if argv is None else argv)
+    if _command(sys.argv[1:] if argv is None else argv) == "analyze":
+        _no_collection_at_exit()
     try:
         rv = _app.app(args=argv, standalone_mode=False)
         if isinstance(rv, int):  # typer.Exit(code) comes back as the return value
