@@ -127,9 +127,11 @@ def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
         out = values.copy()
         has = codes >= 0
         if has.any():
-            uniq = np.unique(codes[has])
-            lut = {int(c): _int_id(strings[int(c)]) for c in uniq}
-            out[has] = [lut[int(c)] for c in codes[has]]
+            sel = codes[has]
+            uniq = np.sort(sel)  # the distinct codes; each one's id looked up once, vectorised
+            uniq = uniq[np.concatenate(([True], uniq[1:] != uniq[:-1]))]
+            lut = np.array([_int_id(strings[c]) for c in uniq.tolist()], dtype=out.dtype)
+            out[has] = lut[np.searchsorted(uniq, sel)]
         return out
 
     id_cols, bad_args = id_columns(kind, {
