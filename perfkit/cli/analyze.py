@@ -28,7 +28,7 @@ def analyze_cmd(
     from rich.console import Console
 
     from ..job import analyze_paths
-    from ..report import render_console, render_markdown, write_json
+    from ..report import write_json
     from ..report.progress import progress_bar
 
     from .._io import check_output_path, write_text
@@ -49,12 +49,16 @@ def analyze_cmd(
         result = analyze_paths(trace_files(traces), workers=workers, progress=progress, engine=eng)
     doc = result.to_dict()
     if not quiet:
+        from ..report import render_console
+
         render_console(doc, Console(), top=top)
     err = Console(stderr=True)
     if json_out is not None:
         write_json(doc, str(json_out))
         err.print(f"wrote {json_out}", markup=False, highlight=False)
     if markdown_out is not None:
+        from ..report import render_markdown
+
         write_text(markdown_out, render_markdown(doc, top=top))
         err.print(f"wrote {markdown_out}", markup=False, highlight=False)
     if plots_dir is not None or html_out is not None:

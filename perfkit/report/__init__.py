@@ -17,11 +17,28 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
-from .console import render_console
 from .._json import json_default
-from .markdown import render_markdown
+
+if TYPE_CHECKING:
+    from .console import render_console
+    from .markdown import render_markdown
+
+
+def __getattr__(name: str) -> Any:
+    """``render_console`` and ``render_markdown``, imported when first asked for: a command that
+    only writes the JSON document (``perfkit analyze --json -q``) does not import the renderers and
+    rich's tables (~12 ms)."""
+    if name == "render_console":
+        from .console import render_console
+
+        return render_console
+    if name == "render_markdown":
+        from .markdown import render_markdown
+
+        return render_markdown
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def write_json(doc: dict[str, Any], path: Union[str, "os.PathLike[str]"]) -> None:
