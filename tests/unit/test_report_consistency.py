@@ -22,7 +22,7 @@ from perfkit.report.console import render_console
 from perfkit.report.html import render_html
 from perfkit.report.markdown import render_markdown
 
-from .. import _cached
+from .. import _cached, _split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORPUS = os.path.join(ROOT, "tests", "data", "traces")
@@ -102,7 +102,16 @@ def _cpu_reference(path):
     return out
 
 
-@pytest.mark.parametrize("path", REAL, ids=[os.path.basename(os.path.dirname(p)) for p in REAL])
+def _folder(path):
+    return os.path.basename(os.path.dirname(path))
+
+
+#: the unit suite checks the CPU-only trace and two small GPU ones; tests/e2e/test_report_consistency_full.py the rest
+UNIT_REAL = [p for p in REAL if _folder(p) in ("cpu-only-hta-5steps", "nv-rtx2080ti-param-linear-train",
+                                               "amd-mi300x-compile-triton")]
+
+
+@_split.cases("path", REAL, UNIT_REAL, ids=_folder)
 def test_busy_plus_idle_is_the_step_in_every_document(path):
     doc = _cached.document(path)
     kept = [r for r in doc["steps"]["table"] if r["kept"]]
