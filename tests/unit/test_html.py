@@ -1,6 +1,7 @@
 """The self-contained HTML report (perfkit/report/html.py), `perfkit report` and `perfkit analyze --html`.
 
-tests/e2e/test_html_e2e.py renders the page in headless Chromium.
+tests/e2e/test_html_e2e.py renders the page in headless Chromium; tests/e2e/test_html_commands_e2e.py runs the
+commands that draw every figure and write the page and the figure files.
 """
 
 from __future__ import annotations
@@ -108,46 +109,9 @@ def test_html_without_matplotlib_is_still_written(monkeypatch: pytest.MonkeyPatc
 # --- commands ------------------------------------------------------------------------------
 
 
-def test_report_command_on_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    out = tmp_path / "warmup.html"
-    assert main(["report", str(WARMUP_RUN), "--html", str(out), "--plots", str(tmp_path / "plots")]) == 0
-    text = out.read_text(encoding="utf-8")
-    saved = json.loads((WARMUP_RUN / "analysis.json").read_text())
-    assert 'id="runtime"' in text and saved["findings"][0]["id"] in text
-    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == [
-        "memory.png", "phases_per_step.png", "step_times.png", "top_modules.png"]
-    err = capsys.readouterr().err
-    assert "not drawn: categories_per_step" in err and f"wrote {out}" in err
-
-
-def test_report_command_modules_and_terminal(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    out = tmp_path / "modules.html"
-    assert main(["report", str(MODULES_RUN), "--html", str(out)]) == 0
-    text = out.read_text(encoding="utf-8")
-    assert '<section id="modules">' in text and "<code>blocks.0</code>" in text
-    capsys.readouterr()
-    assert main(["report", str(MODULES_RUN)]) == 0  # no output named: the terminal report
-    assert "Phases (GPU time)" in capsys.readouterr().out
-
-
 def test_report_command_bad_input(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["report", str(tmp_path / "missing.json"), "--html", str(tmp_path / "x.html")]) == 2
     assert "perfkit: error:" in capsys.readouterr().err
-
-
-def test_analyze_writes_html_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    out = tmp_path / "r.html"
-    rc = main(["analyze", "-q", str(anchor(RESNET)), "--html", str(out), "--plots", str(tmp_path / "plots"),
-               "--json", str(tmp_path / "a.json")])
-    assert rc == 0
-    assert len(list((tmp_path / "plots").glob("*.png"))) == 5
-    doc = json.loads((tmp_path / "a.json").read_text())
-    assert doc["memory_timeline"]["devices"] and "categories_ms" in doc["steps"]["table"][0]
-    assert out.read_text(encoding="utf-8").count("data:image/png;base64,") == 5
-    err = capsys.readouterr().err
-    # Not a terminal: no progress bar, only the lines naming the files written.
-    assert "reading" not in err and "analyzing" not in err
-    assert f"wrote {out}" in err
 
 
 def test_progress_bar_draws_on_a_terminal() -> None:
