@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import json
 
-import pytest
-
 from perfkit.cli import main
 from tests.conftest import TRACES
+
+from .. import _split
 
 RUNS = TRACES / "ddp_gpt_2xh200"
 
@@ -31,7 +31,7 @@ def _merge(tmp_path, job: str) -> dict:
     return json.loads(out.read_text())
 
 
-@pytest.mark.parametrize("job", ["straggler", "straggler_sleep"])
+@_split.cases("job", ["straggler", "straggler_sleep"], ["straggler"], ids=str)  # the host sleep: tests/e2e
 def test_straggler_is_named_first_from_traces_and_from_rank_documents(tmp_path, job):
     for doc in (_analyze(tmp_path, job), _merge(tmp_path, job)):
         first = doc["findings"][0]
