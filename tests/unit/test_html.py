@@ -16,10 +16,10 @@ from pathlib import Path
 
 import pytest
 
-import perfkit
 from perfkit.cli import main
 from perfkit.report.html import render_html
 
+from .. import _cached
 from ..conftest import REPO, anchor
 
 RESNET = "kineto/tb_plugin/samples/resnet50_num_workers_4/worker0.1623213129365.pt.trace.json.gz"
@@ -35,7 +35,7 @@ HEADINGS = ["Step summary", "Findings", "Phases (GPU time)", "GPU time by kernel
 
 @pytest.fixture(scope="module")
 def resnet() -> dict:
-    return perfkit.analyze(str(anchor(RESNET))).to_dict()
+    return _cached.document(anchor(RESNET))
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_every_text_from_the_document_is_escaped(resnet: dict) -> None:
 
 
 def test_cpu_only_trace_says_cpu(tmp_path: Path) -> None:
-    doc = perfkit.analyze(str(anchor(CPU_ONLY))).to_dict()
+    doc = _cached.document(anchor(CPU_ONLY))
     text = render_html(doc, with_plots=False)
     assert "Top ops by CPU time (per step)" in text and 'id="top-kernels"' not in text
 

@@ -21,6 +21,7 @@ from perfkit.errors import MissingDependencyError
 from perfkit.report import plots as P
 from perfkit.trace import read_trace
 
+from .. import _cached
 from ..conftest import BF16, REPO, anchor
 
 # ResNet-50 sample with profile_memory=True ([memory] events without Total Allocated, 2021)
@@ -38,12 +39,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def resnet() -> dict:
-    return perfkit.analyze(str(anchor(RESNET))).to_dict()
+    return _cached.document(anchor(RESNET))
 
 
 @pytest.fixture(scope="module")
 def bf16() -> dict:
-    return perfkit.analyze(str(BF16)).to_dict()
+    return _cached.document(BF16)
 
 
 def _load(path: Path) -> dict:
@@ -101,7 +102,7 @@ def test_old_memory_events_are_a_running_sum(resnet: dict) -> None:
 
 def test_plots_mark_the_excluded_warm_up_step() -> None:
     # Its first step is a warm-up outlier (368 ms against a 216 ms median).
-    doc = perfkit.analyze(str(anchor(WITH_WARM_UP))).to_dict()
+    doc = _cached.document(anchor(WITH_WARM_UP))
     excluded = [e["id"] for e in doc["steps"]["excluded"]]
     assert excluded, "the fixture trace must have an excluded step"
     by = {p.name: p for p in P.build_plots(doc)}  # what write_plots writes (drawn, not written: e2e writes files)
