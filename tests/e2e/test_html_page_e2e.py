@@ -1,9 +1,12 @@
-"""`perfkit report --html/--plots` and `perfkit analyze --html --plots` end to end: every figure drawn and
-written, the page with its embedded figures (seconds each, so here and not in tests/unit/test_html.py)."""
+"""The HTML report with every figure drawn (tests/unit/test_html.py's ``page``): its sections, tables and
+inline figures, self-contained; and `perfkit report --html/--plots` and `perfkit analyze --html --plots` end
+to end (every figure drawn and written: seconds each, so here and not in tests/unit/test_html.py)."""
 
 from __future__ import annotations
 
+import html as htmllib
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -11,7 +14,7 @@ import pytest
 from perfkit.cli import main
 
 from ..conftest import anchor
-from ..unit.test_html import MODULES_RUN, RESNET, WARMUP_RUN
+from ..unit.test_html import HEADINGS, MODULES_RUN, RESNET, SECTIONS, WARMUP_RUN, page, resnet  # noqa: F401  (fixtures)
 
 
 def test_report_command_on_a_run_directory(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -49,3 +52,31 @@ def test_analyze_writes_html_and_plots(tmp_path: Path, capsys: pytest.CaptureFix
     # Not a terminal: no progress bar, only the lines naming the files written.
     assert "reading" not in err and "analyzing" not in err
     assert f"wrote {out}" in err
+
+
+def test_page_holds_sections_tables_and_figures(page: Path, resnet: dict) -> None:
+    text = page.read_text(encoding="utf-8")
+    assert text.startswith("<!DOCTYPE html>")
+    for sid in SECTIONS:
+        assert f'<section id="{sid}">' in text, sid
+    for heading in HEADINGS:
+        assert f"<h2>{htmllib.escape(heading)}</h2>" in text, heading
+    # Every figure is inline, as a PNG data URI.
+    images = re.findall(r'<img alt="[^"]*" src="data:image/png;base64,([A-Za-z0-9+/=]+)">', text)
+    assert len(images) == 5
+    # The numbers are the document's, formatted like the other reports.
+    busy = resnet["device"]["busy_ms_per_step"]
+    assert f"<td class=\"num\">{busy:.2f}</td>" in text
+    top_op = resnet["top_ops"][0]["name"]
+    assert f"<code>{htmllib.escape(top_op)}</code>" in text
+    for e in resnet["steps"]["excluded"]:
+        assert htmllib.escape(e["reason"]) in text
+    assert len(re.findall(r"<tr class=\"excluded\">", text)) == len(resnet["steps"]["excluded"])
+
+
+def test_page_is_self_contained(page: Path) -> None:
+    text = page.read_text(encoding="utf-8")
+    assert "<script" not in text and "<link" not in text and "@import" not in text
+    for attr in re.findall(r'(?:src|href)="([^"]*)"', text):
+        assert attr.startswith(("data:image/png;base64,", "#")), attr
+    assert "http://" not in text and "https://" not in text
