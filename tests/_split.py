@@ -2,16 +2,17 @@
 
 In a unit module, :func:`cases` parametrizes a test over a representative subset of its cases and
 remembers all of them on the function; in an e2e module, ``test_x = rest_of(unit.test_x)`` runs the
-same function over every other case. tests/e2e/test_suite_split.py checks, through pytest's own
-collection, that every split unit test has such an e2e counterpart and that together they run every
-case exactly once.
+same function over every other case. A hypothesis test that runs fewer examples here says so with
+``split_examples = (here, in e2e)``; its e2e twin (same strategies, the full count) with ``split_of``.
+tests/e2e/test_suite_split.py checks, through pytest's own collection, that every split unit test has
+such an e2e counterpart and that together they run every case exactly once.
 """
 
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Sequence
 
 import pytest
 
@@ -21,18 +22,18 @@ class Split:
     argnames: str
     all: list[Any]
     unit: list[Any]
-    ids: Optional[Callable[[Any], str]]
+    ids: Callable[[Any], str]
 
     @property
     def rest(self) -> list[Any]:
         return [c for c in self.all if not any(c is u or c == u for u in self.unit)]
 
-    def id_list(self, values: Sequence[Any]) -> Optional[list[str]]:
-        return None if self.ids is None else [self.ids(v) for v in values]
+    def id_list(self, values: Sequence[Any]) -> list[str]:
+        return [self.ids(v) for v in values]
 
 
 def cases(argnames: str, all_cases: Sequence[Any], unit: Sequence[Any],
-          ids: Optional[Callable[[Any], str]] = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+          ids: Callable[[Any], str]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """``pytest.mark.parametrize(argnames, unit)``, remembering ``all_cases`` (``unit`` must be some of them)."""
     all_list, unit_list = list(all_cases), list(unit)
     missing = [u for u in unit_list if not any(u is c or u == c for c in all_list)]
