@@ -275,8 +275,8 @@ ITEMS = st.one_of(events(), events(), events(), SCALARS)
 
 #: hypothesis examples (fixed seed) of the two generated tests here; tests/e2e/test_decoders_agree_full.py runs
 #: the same strategies and checks with the full counts
-GENERATED_EXAMPLES, FAST_GENERATED_EXAMPLES = 400, 80
-MUTATED_EXAMPLES, FAST_MUTATED_EXAMPLES = 200, 40
+GENERATED_EXAMPLES, FAST_GENERATED_EXAMPLES = 400, 50
+MUTATED_EXAMPLES, FAST_MUTATED_EXAMPLES = 200, 25
 GENERATED = given(st.lists(ITEMS, min_size=1, max_size=6), st.sampled_from([b",", b", ", b",\n  "]))
 MUTATED = given(st.lists(events(), min_size=1, max_size=4), st.data())
 
