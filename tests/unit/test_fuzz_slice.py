@@ -45,7 +45,7 @@ SOURCES = [
 DOC_CASES_PER_COMMAND = 12
 #: The fast loop runs the first cases of each source and command (the same seeds, so the same cases);
 #: test_fuzz_slice_full.py (marked slow) runs all of them.
-FAST_CASES = 4
+FAST_CASES = 3
 FAST_DOC_CASES = 2
 FAST_HTML_DOC_CASES = 1  #: report-html renders a page with figures per case: the costliest command
 SYNTHETIC_EXAMPLES = 60  #: hypothesis examples of test_synthetic_traces_api in tests/e2e
