@@ -2,7 +2,7 @@
 and phase shares against CUDA-event truth measured on a GPU.
 
 The unit suite compares with the slow reference on the small traces and checks the invariants on the
-anchor traces under 400 kB (every source folder's small files); tests/e2e/test_attribution_full.py runs
+anchor traces under 100 kB (every source folder's small files); tests/e2e/test_attribution_full.py runs
 the same tests on the large ones."""
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ REFERENCE_TRACES = [
 ]
 #: the reference comparison on these (the large ones: several seconds) runs in tests/e2e only
 E2E_REFERENCE_TRACES = [BF16, FP32, "hta/tests/data/trace_filter/sampled_rank-0.json.gz"]
-UNIT_ANCHOR_BYTES = 400_000  #: anchor traces at most this size get the invariant checks here, the others in e2e
+UNIT_ANCHOR_BYTES = 100_000  #: anchor traces at most this size get the invariant checks here, the others in e2e
 
 
 def _path(p):
