@@ -1,5 +1,9 @@
 """The vectorised attribution against the slow reference, invariants on every real trace,
-and phase shares against CUDA-event truth measured on a GPU."""
+and phase shares against CUDA-event truth measured on a GPU.
+
+The unit suite compares with the slow reference on the small traces and checks the invariants on the
+anchor traces under 100 kB (every source folder's small files); tests/e2e/test_attribution_full.py runs
+the same tests on the large ones."""
 
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from perfkit.errors import TraceFormatError
 from perfkit.trace import model as m
 from perfkit.trace import read_trace
 
+from .. import _split
 from .._reference import reference_attribution
 from ..conftest import BF16, FP32, all_anchor_traces, anchor
 
@@ -29,6 +34,9 @@ REFERENCE_TRACES = [
     "kineto/tb_plugin/test/gpu_metrics_input.json",
     "hta/tests/data/call_stack/backward_thread.json",
 ]
+#: the reference comparison on these (the large ones: several seconds) runs in tests/e2e only
+E2E_REFERENCE_TRACES = [BF16, FP32, "hta/tests/data/trace_filter/sampled_rank-0.json.gz"]
+UNIT_ANCHOR_BYTES = 100_000  #: anchor traces at most this size get the invariant checks here, the others in e2e
 
 
 def _path(p):
@@ -42,7 +50,8 @@ def _fast(path):
     return tl, steps, dw
 
 
-@pytest.mark.parametrize("trace", REFERENCE_TRACES, ids=lambda p: str(p).split("/")[-1][:30])
+@_split.cases("trace", REFERENCE_TRACES, [t for t in REFERENCE_TRACES if t not in E2E_REFERENCE_TRACES],
+              ids=lambda p: str(p).split("/")[-1][:30])
 def test_matches_slow_reference(trace):
     path = _path(trace)
     ref = reference_attribution(path)
@@ -66,7 +75,8 @@ def test_matches_slow_reference(trace):
     assert linked > 0
 
 
-@pytest.mark.parametrize("path", all_anchor_traces(), ids=lambda p: str(p.relative_to(p.parents[3]))[:60])
+@_split.cases("path", all_anchor_traces(), [p for p in all_anchor_traces() if p.stat().st_size <= UNIT_ANCHOR_BYTES],
+              ids=lambda p: str(p.relative_to(p.parents[3]))[:60])
 def test_every_anchor_trace_analyses_with_invariants(path):
     tl, steps, dw = _fast(path)
     # every device interval gets exactly one phase and one category

@@ -80,8 +80,10 @@ def test_several_traces_merge_step_weighted(tmp_path):
 
     from ..conftest import FP32
 
-    one = perfkit.analyze(str(BF16)).to_dict()
-    two = perfkit.analyze(str(FP32)).to_dict()
+    from .. import _cached
+
+    one = _cached.document(BF16)
+    two = _cached.document(FP32)
     both = perfkit.analyze([str(BF16), str(FP32)]).to_dict()
     n1, n2 = one["steps"]["count"], two["steps"]["count"]
     assert both["steps"]["count"] == n1 + n2

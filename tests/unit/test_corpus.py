@@ -14,8 +14,8 @@ verdict is itself checked against the full evidence for every trace, so nothing 
 and no trace drops out unnoticed. Every folder is listed in tests/data/MANIFEST.md.
 
 The unit suite checks one trace of each kind (the smallest; :func:`representative`): each vendor
-and each workload kind of the index in tests/data/MANIFEST.md, with and without device work and
-steps. tests/e2e/test_corpus_full.py runs the same checks on every other corpus trace.
+and each workload (training, inference, benchmark) of the index in tests/data/MANIFEST.md, with and
+without device work and steps. tests/e2e/test_corpus_full.py runs the same checks on every other corpus trace.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from perfkit.analysis.timeline import Timeline
 from perfkit.analysis.attribute import find_steps
 from perfkit.trace import read_trace
 
-from .. import _cached, _evidence
+from .. import _cached, _evidence, _split
 from ..corpus import ROOT, Entry, entries, folders, index_rows, trace_files
 
 ALL_ENTRIES = entries()
@@ -58,11 +58,12 @@ def _marks(path: str) -> tuple[bool, bool]:
 
 
 def kind(entry: Entry, rows: dict[str, list[str]]) -> tuple[str, str, bool, bool]:
-    """(vendor, workload kind, any device work, any steps): the vendor and kind columns of the index in
-    tests/data/MANIFEST.md (a V100 is "Tesla ..."), and the file's :func:`_marks`."""
+    """(vendor, workload, any device work, any steps): the vendor and the first word of the kind column of
+    the index in tests/data/MANIFEST.md (a V100 is "Tesla ..."; training, inference or benchmark), and the
+    file's :func:`_marks`."""
     _repository, _licence, gpu, workload, _size = rows[entry.folder]
     vendor = gpu.split(",")[0].split()[0]
-    return ({"Tesla": "NVIDIA"}.get(vendor, vendor), workload, *_marks(entry.path))
+    return ({"Tesla": "NVIDIA"}.get(vendor, vendor), workload.split(",")[0].strip(), *_marks(entry.path))
 
 
 def representative(all_entries: list[Entry]) -> list[Entry]:
@@ -78,8 +79,14 @@ def representative(all_entries: list[Entry]) -> list[Entry]:
 
 ENTRIES = representative(ALL_ENTRIES)  #: checked here; the others in tests/e2e/test_corpus_full.py
 IDS = [e.slug for e in ENTRIES]
-WITH_DEVICE_WORK = [e for e in ENTRIES if _marks(e.path)[0]]
-WITH_STEPS_AND_DEVICE_WORK = [e for e in WITH_DEVICE_WORK if _marks(e.path)[1]]
+ALL_WITH_DEVICE_WORK = [e for e in ALL_ENTRIES if _marks(e.path)[0]]
+ALL_WITH_STEPS_AND_DEVICE_WORK = [e for e in ALL_WITH_DEVICE_WORK if _marks(e.path)[1]]
+WITH_DEVICE_WORK = [e for e in ALL_WITH_DEVICE_WORK if e in ENTRIES]
+WITH_STEPS_AND_DEVICE_WORK = [e for e in ALL_WITH_STEPS_AND_DEVICE_WORK if e in ENTRIES]
+
+
+def _slug(entry: Entry) -> str:
+    return entry.slug
 
 
 def _facts(path: str) -> dict:
@@ -122,7 +129,7 @@ def test_every_folder_has_a_manifest_and_an_index_row():
         assert int(size.replace(",", "")) == sum(os.path.getsize(os.path.join(ROOT, folder, f)) for f in files), folder
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+@_split.cases("entry", ALL_ENTRIES, ENTRIES, ids=_slug)
 def test_selection_agrees_with_the_evidence(entry):
     f = _facts(entry.path)
     has_device_cat, has_step_name = _marks(entry.path)
@@ -130,7 +137,7 @@ def test_selection_agrees_with_the_evidence(entry):
     assert has_step_name == bool(f["steps"])
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+@_split.cases("entry", ALL_ENTRIES, ENTRIES, ids=_slug)
 def test_analyze_document_is_finite(entry):
     doc = _doc(entry.path)
     bad = [(w, v) for w, v in _walk_numbers(doc) if not math.isfinite(v)]
@@ -138,7 +145,7 @@ def test_analyze_document_is_finite(entry):
     json.dumps(doc, allow_nan=False)  # the JSON document itself is valid JSON
 
 
-@pytest.mark.parametrize("entry", ENTRIES, ids=IDS)
+@_split.cases("entry", ALL_ENTRIES, ENTRIES, ids=_slug)
 def test_time_basis_and_steps(entry):
     f = _facts(entry.path)
     doc = _doc(entry.path)
@@ -150,7 +157,7 @@ def test_time_basis_and_steps(entry):
         assert sorted(r["id"] for r in doc["steps"]["table"]) == f["steps"]
 
 
-@pytest.mark.parametrize("entry", WITH_DEVICE_WORK, ids=[e.slug for e in WITH_DEVICE_WORK])
+@_split.cases("entry", ALL_WITH_DEVICE_WORK, WITH_DEVICE_WORK, ids=_slug)
 def test_device_busy_per_device_matches_union(entry):
     f = _facts(entry.path)
     assert sum(f["device_events"].values()) > 0
@@ -163,7 +170,7 @@ def test_device_busy_per_device_matches_union(entry):
         assert mine[d] == pytest.approx(v, rel=1e-9, abs=1e-3), d
 
 
-@pytest.mark.parametrize("entry", WITH_STEPS_AND_DEVICE_WORK, ids=[e.slug for e in WITH_STEPS_AND_DEVICE_WORK])
+@_split.cases("entry", ALL_WITH_STEPS_AND_DEVICE_WORK, WITH_STEPS_AND_DEVICE_WORK, ids=_slug)
 def test_step_busy_against_launch_linked_share(entry):
     f = _facts(entry.path)
     assert f["steps"] and sum(f["device_events"].values()) > 0

@@ -23,10 +23,9 @@ import json
 import os
 import re
 
-import pytest
-
-from .. import _cached
+from .. import _cached, _split
 from ..corpus import ROOT, entries
+from . import test_corpus as corpus_checks
 
 EXPECTED = json.loads(open(os.path.join(ROOT, "expected.json"), encoding="utf-8").read())
 SEVERITY = {"info": 0, "warning": 1, "critical": 2}
@@ -52,7 +51,12 @@ def test_every_expectation_names_a_corpus_trace_and_a_reason() -> None:
         assert exp.get("why"), f"{slug}: every claim needs its evidence"
 
 
-@pytest.mark.parametrize("slug", sorted(EXPECTED))
+#: the traces test_corpus.py checks here (one of each kind, their documents analysed once per session);
+#: tests/e2e/test_corpus_verdicts_full.py checks the others
+UNIT_SLUGS = [slug for slug in sorted(EXPECTED) if slug in {e.slug for e in corpus_checks.ENTRIES}]
+
+
+@_split.cases("slug", sorted(EXPECTED), UNIT_SLUGS, ids=str)
 def test_corpus_verdicts(slug: str) -> None:
     exp = EXPECTED[slug]
     doc = _doc(slug)

@@ -273,15 +273,39 @@ def events(draw) -> bytes:
 ITEMS = st.one_of(events(), events(), events(), SCALARS)
 
 
-@settings(derandomize=True, max_examples=400, deadline=None)
-@given(st.lists(ITEMS, min_size=1, max_size=6), st.sampled_from([b",", b", ", b",\n  "]))
+#: hypothesis examples (fixed seed) of the two generated tests here; tests/e2e/test_decoders_agree_full.py runs
+#: the same strategies and checks with the full counts
+GENERATED_EXAMPLES, FAST_GENERATED_EXAMPLES = 400, 50
+MUTATED_EXAMPLES, FAST_MUTATED_EXAMPLES = 200, 25
+GENERATED = given(st.lists(ITEMS, min_size=1, max_size=6), st.sampled_from([b",", b", ", b",\n  "]))
+MUTATED = given(st.lists(events(), min_size=1, max_size=4), st.data())
+
+
+def examples(n: int) -> settings:
+    return settings(derandomize=True, max_examples=n, deadline=None)
+
+
+@examples(FAST_GENERATED_EXAMPLES)
+@GENERATED
 def test_generated_events_decode_alike(items, sep):
+    generated_events_decode_alike(items, sep)
+
+
+def generated_events_decode_alike(items, sep):
     agree(sep.join(items))
 
 
-@settings(derandomize=True, max_examples=200, deadline=None)
-@given(st.lists(events(), min_size=1, max_size=4), st.data())
+@examples(FAST_MUTATED_EXAMPLES)
+@MUTATED
 def test_mutated_events_decode_alike(items, data):
+    mutated_events_decode_alike(items, data)
+
+
+test_generated_events_decode_alike.split_examples = (FAST_GENERATED_EXAMPLES, GENERATED_EXAMPLES)
+test_mutated_events_decode_alike.split_examples = (FAST_MUTATED_EXAMPLES, MUTATED_EXAMPLES)
+
+
+def mutated_events_decode_alike(items, data):
     """Byte-level damage (a byte dropped, replaced, inserted): both decoders still agree."""
     text = bytearray(b",".join(items))
     for _ in range(data.draw(st.integers(1, 3))):

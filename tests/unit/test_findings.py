@@ -8,6 +8,7 @@ import pytest
 
 import perfkit
 
+from .. import _cached
 from ..conftest import BF16, FP32, TRACES, anchor
 
 SEVERE = ("warning", "critical")
@@ -16,7 +17,7 @@ SEVERE = ("warning", "critical")
 @pytest.mark.parametrize("trace", [BF16, FP32, TRACES / "example_gpt_h100" / "rank0.pt.trace.json.gz"],
                          ids=["bf16_adamw", "fp32_sgd", "example_gpt_h100"])
 def test_healthy_gpu_bound_training_raises_no_warning(trace):
-    findings = perfkit.analyze(str(trace)).to_dict()["findings"]
+    findings = _cached.document(trace)["findings"]
     assert not [f for f in findings if f["severity"] in SEVERE], findings
 
 
@@ -33,7 +34,7 @@ def test_data_loader_starvation_is_found_and_named_first():
 
 
 def test_findings_have_the_documented_shape():
-    doc = perfkit.analyze(str(anchor("hta/tests/data/negative_queue_length_values_check/rank0.json.gz"))).to_dict()
+    doc = _cached.document(anchor("hta/tests/data/negative_queue_length_values_check/rank0.json.gz"))
     assert doc["findings"]
     ranks = {"critical": 0, "warning": 1, "info": 2}
     keys = [(ranks[f["severity"]], -f["cost_ms_per_step"]) for f in doc["findings"]]

@@ -45,8 +45,11 @@ SOURCES = [
 DOC_CASES_PER_COMMAND = 12
 #: The fast loop runs the first cases of each source and command (the same seeds, so the same cases);
 #: test_fuzz_slice_full.py (marked slow) runs all of them.
-FAST_CASES = 10
-FAST_DOC_CASES = 4
+FAST_CASES = 3
+FAST_DOC_CASES = 2
+FAST_HTML_DOC_CASES = 1  #: report-html renders a page with figures per case: the costliest command
+SYNTHETIC_EXAMPLES = 60  #: hypothesis examples of test_synthetic_traces_api in tests/e2e
+FAST_SYNTHETIC_EXAMPLES = 20  #: and here
 SEED = 12
 _NAN_VALUE = re.compile(r"(?<![\w.@])[-+]?(nan|inf|infinity)(?![\w])", re.IGNORECASE)
 
@@ -200,7 +203,8 @@ def test_document_sources_are_accepted(doc_sources: dict[str, Any], tmp_path: Pa
 
 @pytest.mark.parametrize("command", mu.DOC_COMMANDS)
 def test_corrupted_documents(command: str, doc_sources: dict[str, Any], tmp_path: Path) -> None:
-    corrupted_documents(command, doc_sources, FAST_DOC_CASES, tmp_path)
+    corrupted_documents(command, doc_sources, FAST_HTML_DOC_CASES if command == "report-html" else FAST_DOC_CASES,
+                        tmp_path)
 
 
 def corrupted_documents(command: str, doc_sources: dict[str, Any], n_cases: int, tmp_path: Path) -> None:
@@ -256,10 +260,25 @@ _event = st.fixed_dictionaries(
 )
 
 
-@settings(derandomize=True, max_examples=60, deadline=None, database=None,
-          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-@given(events=st.lists(_event, max_size=25), extra=st.sampled_from([None, "distributedInfo", "deviceProperties"]))
+def synthetic_settings(max_examples: int) -> settings:
+    return settings(derandomize=True, max_examples=max_examples, deadline=None, database=None,
+                    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+
+
+SYNTHETIC = given(events=st.lists(_event, max_size=25),
+                  extra=st.sampled_from([None, "distributedInfo", "deviceProperties"]))
+
+
+@synthetic_settings(FAST_SYNTHETIC_EXAMPLES)
+@SYNTHETIC
 def test_synthetic_traces_api(events: list[dict[str, Any]], extra: Optional[str], tmp_path: Path) -> None:
+    synthetic_trace_api(events, extra, tmp_path)
+
+
+test_synthetic_traces_api.split_examples = (FAST_SYNTHETIC_EXAMPLES, SYNTHETIC_EXAMPLES)  # type: ignore[attr-defined]
+
+
+def synthetic_trace_api(events: list[dict[str, Any]], extra: Optional[str], tmp_path: Path) -> None:
     doc: dict[str, Any] = {"schemaVersion": 1, "traceEvents": events}
     if extra == "distributedInfo":
         doc[extra] = {"rank": events[0].get("pid") if events else "x", "world_size": 2}

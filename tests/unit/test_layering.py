@@ -10,6 +10,7 @@ only on some path is checked too.
 from __future__ import annotations
 
 import ast
+import functools
 from collections import defaultdict
 from pathlib import Path
 from typing import NamedTuple, Optional
@@ -112,7 +113,9 @@ def imports_of(name: str, path: Path, mods: dict[str, Optional[Path]]) -> list[I
     return found
 
 
+@functools.lru_cache(maxsize=1)  # the package's sources do not change during a test session: parsed once
 def all_imports() -> tuple[dict[str, Optional[Path]], list[Import]]:
+    """Every perfkit module and every import in them (the same objects on every call: callers only read them)."""
     mods = module_files()
     out: list[Import] = []
     for name, path in mods.items():

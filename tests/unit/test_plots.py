@@ -1,7 +1,8 @@
 """Figures (perfkit/report/plots.py) and the series the analysis adds for them (perfkit/analysis/series.py).
 
 The figures are checked through what each Plot says it drew (``info``: step ids,
-outliers marked, data source) and through the files: real PNG / SVG, not empty.
+outliers marked, data source); tests/e2e/test_plots_e2e.py checks the files write_plots writes (real
+PNG / SVG, not empty).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +21,7 @@ from perfkit.errors import MissingDependencyError
 from perfkit.report import plots as P
 from perfkit.trace import read_trace
 
+from .. import _cached
 from ..conftest import BF16, REPO, anchor
 
 # ResNet-50 sample with profile_memory=True ([memory] events without Total Allocated, 2021)
@@ -38,12 +39,12 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def resnet() -> dict:
-    return perfkit.analyze(str(anchor(RESNET))).to_dict()
+    return _cached.document(anchor(RESNET))
 
 
 @pytest.fixture(scope="module")
 def bf16() -> dict:
-    return perfkit.analyze(str(BF16)).to_dict()
+    return _cached.document(BF16)
 
 
 def _load(path: Path) -> dict:
@@ -99,41 +100,14 @@ def test_old_memory_events_are_a_running_sum(resnet: dict) -> None:
 # --- figures ----------------------------------------------------------------------------
 
 
-def test_write_plots_png_files(resnet: dict, tmp_path: Path) -> None:
-    plots = P.write_plots(resnet, tmp_path / "plots")
-    assert [p.name for p in plots] == list(P.PLOT_NAMES)
-    for p in plots:
-        assert p.skipped is None, (p.name, p.skipped)
-        data = Path(p.path).read_bytes()
-        assert data.startswith(PNG_MAGIC) and len(data) > 5000, p.name
-        image = _png_pixels(data)
-        assert len(np.unique(image.reshape(-1, image.shape[-1]), axis=0)) > 50, p.name  # drawn, not blank
-    by = {p.name: p for p in plots}
-    assert by["phases_per_step"].info["step_ids"] == [r["id"] for r in resnet["steps"]["table"]]
-    assert "convolution" in by["categories_per_step"].info["categories"]
-    assert by["memory"].info["source"] == "memory_timeline" and by["memory"].info["devices"] == ["cuda:0"]
-    assert by["top_modules"].info["source"] == "top_ops"  # no module timings in a plain trace
-
-
-def test_plots_mark_the_excluded_warm_up_step(tmp_path: Path) -> None:
+def test_plots_mark_the_excluded_warm_up_step() -> None:
     # Its first step is a warm-up outlier (368 ms against a 216 ms median).
-    doc = perfkit.analyze(str(anchor(WITH_WARM_UP))).to_dict()
+    doc = _cached.document(anchor(WITH_WARM_UP))
     excluded = [e["id"] for e in doc["steps"]["excluded"]]
     assert excluded, "the fixture trace must have an excluded step"
-    by = {p.name: p for p in P.write_plots(doc, tmp_path / "plots")}
+    by = {p.name: p for p in P.build_plots(doc)}  # what write_plots writes (drawn, not written: e2e writes files)
     assert by["step_times"].info["outlier_step_ids"] == excluded
     assert by["phases_per_step"].info["excluded_step_ids"] == excluded
-
-
-def test_write_plots_svg(bf16: dict, tmp_path: Path) -> None:
-    plots = P.write_plots(bf16, tmp_path, fmt="svg")
-    drawn = [p for p in plots if p.path]
-    assert {p.name for p in drawn} == {"phases_per_step", "categories_per_step", "step_times", "top_modules"}
-    memory = next(p for p in plots if p.name == "memory")
-    assert memory.path is None and "profile_memory=True" in memory.skipped
-    for p in drawn:
-        root = ET.parse(p.path).getroot()
-        assert root.tag.endswith("svg") and len(list(root.iter())) > 50
 
 
 def test_runtime_outliers_and_memory_counters() -> None:

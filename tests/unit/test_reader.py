@@ -15,6 +15,7 @@ from perfkit.trace import model as m
 from perfkit.trace import reader
 from perfkit.trace import read_trace
 
+from .. import _split
 from ..conftest import BF16, anchor
 
 
@@ -40,7 +41,7 @@ def bf16_json(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("scanner", ["c", "msgspec"])
+@_split.cases("scanner", ["c", "msgspec"], ["c"], ids=str)  # the fallback in a process pool: tests/e2e
 def test_small_chunks_and_workers_give_identical_columns(bf16_json, monkeypatch, scanner):
     from perfkit.trace import decode
 
@@ -159,9 +160,11 @@ AGREE = [
     "hta/tests/data/mtia_inference_trace/mtia_inference_rank_0.json.gz",
     "kineto/docs/traces/after_fix_trace.json",
 ]
+#: the unit suite compares the decoders on these (small); tests/e2e/test_reader_full.py on the other, larger ones
+UNIT_AGREE = [AGREE[3], AGREE[4], "BF16"]
 
 
-@pytest.mark.parametrize("rel", AGREE + ["BF16"], ids=lambda r: r.split("/")[-1][:30])
+@_split.cases("rel", AGREE + ["BF16"], UNIT_AGREE, ids=lambda r: r.split("/")[-1][:30])
 def test_c_scanner_and_msgspec_decoder_agree(rel, monkeypatch):
     from perfkit.trace import decode
 

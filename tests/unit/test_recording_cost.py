@@ -20,6 +20,7 @@ from perfkit.analysis import findings as fd
 from perfkit.analysis import runtime_findings as rf
 from perfkit.report import render_markdown
 
+from .. import _split
 from ..conftest import TRACES
 
 RC = TRACES / "recording_cost_h200"
@@ -44,7 +45,7 @@ def _reference_counts(path) -> dict[str, float]:
     }
 
 
-@pytest.mark.parametrize("model", ["gpt150m", "gpt2"])
+@_split.cases("model", ["gpt150m", "gpt2"], ["gpt150m"], ids=str)  # gpt2: tests/e2e
 def test_gpu_bound_runs_get_no_host_side_warning(model: str) -> None:
     truth = TRUTH[model]["bare"]
     # The premise, from the unprofiled run: GPU-bound (step time within 2% of the GPU busy time).

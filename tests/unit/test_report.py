@@ -18,9 +18,10 @@ import numpy as np
 import pytest
 from rich.console import Console
 
-import perfkit
 from perfkit.report import render_console, render_markdown, write_json
 from perfkit.report.rows import short_kernel_name
+
+from .. import _cached
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(__file__).resolve().parents[3] / "shared"
@@ -43,7 +44,7 @@ SECTIONS = [
 def _analyze(path: Path) -> dict:
     if not path.exists():
         pytest.fail(f"trace missing: {path} (the shared folder must sit beside the repo)")
-    return perfkit.analyze(str(path)).to_dict()
+    return _cached.document(path)  # analysed once per session, a fresh copy each
 
 
 @pytest.fixture(scope="module")

@@ -22,7 +22,7 @@ from perfkit.report.console import render_console
 from perfkit.report.html import render_html
 from perfkit.report.markdown import render_markdown
 
-from .. import _cached
+from .. import _cached, _split
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 CORPUS = os.path.join(ROOT, "tests", "data", "traces")
@@ -102,7 +102,16 @@ def _cpu_reference(path):
     return out
 
 
-@pytest.mark.parametrize("path", REAL, ids=[os.path.basename(os.path.dirname(p)) for p in REAL])
+def _folder(path):
+    return os.path.basename(os.path.dirname(path))
+
+
+#: the unit suite checks the CPU-only trace and two small GPU ones; tests/e2e/test_report_consistency_full.py the rest
+UNIT_REAL = [p for p in REAL if _folder(p) in ("cpu-only-hta-5steps", "nv-rtx2080ti-param-linear-train",
+                                               "amd-mi300x-compile-triton")]
+
+
+@_split.cases("path", REAL, UNIT_REAL, ids=_folder)
 def test_busy_plus_idle_is_the_step_in_every_document(path):
     doc = _cached.document(path)
     kept = [r for r in doc["steps"]["table"] if r["kept"]]
@@ -120,11 +129,13 @@ def test_busy_plus_idle_is_the_step_in_every_document(path):
     _check_reports(doc)
 
 
-def _check_reports(doc):
-    """The three reports show the same figures, once each, with no NaN, and the summary adds up."""
+def _check_reports(doc, with_plots=False):
+    """The three reports show the same figures, once each, with no NaN, and the summary adds up. The HTML
+    page without its drawn figures here (the tables are the same); tests/e2e/test_report_consistency_full.py
+    checks every page with them."""
     text = _console(doc)
     md = render_markdown(doc)
-    html = render_html(doc)
+    html = render_html(doc, with_plots=with_plots)
     for out in (text, md, html):
         assert not re.search(r"\bnan\b|\binf\b", out, re.I)
     summary = text.split("Step summary", 1)[1].split("\n\n", 1)[0]
@@ -219,7 +230,7 @@ def test_python_tracer_lines_are_labelled_as_the_evidence_supports(tmp_path):
     assert src["aten::linear"]["source_line"] == "def"
     assert src["aten::mul"]["source"] == "train.py:? main"
     assert src["aten::mul"]["source_line"] == "none"
-    for out in (_console(doc, width=100), render_markdown(doc), render_html(doc)):
+    for out in (_console(doc, width=100), render_markdown(doc), render_html(doc, with_plots=False)):  # text only
         flat = " ".join(out.split())
         assert "model.py:33 forward (def)" in flat and "train.py:? main" in flat
         assert "train.py:119" not in flat
@@ -251,7 +262,7 @@ def test_flops_and_mfu_against_the_peak_table(tmp_path):
     d = _with_runtime(doc, flops_per_step=4.0e13, mfu_dtype="bf16")
     # 4e13 FLOP in 100 ms: 400 TFLOP/s of H100 SXM's dense bf16 989.5 TFLOP/s (datasheet)
     want = f"{400 / 989.5 * 100:.1f}"
-    for out in (_console(d, width=100), render_markdown(d), render_html(d)):
+    for out in (_console(d, width=100), render_markdown(d), render_html(d, with_plots=False)):  # text only
         flat = " ".join(re.sub(r"<[^>]+>|\|", " ", out).split())
         assert "40 TFLOP" in flat and "400 TFLOP/s" in flat
         assert re.search(rf"MFU\W+{want}", flat), flat[flat.find("MFU") - 20: flat.find("MFU") + 80]
