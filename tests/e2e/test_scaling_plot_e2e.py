@@ -13,7 +13,6 @@ from ..unit.test_scaling import clock  # noqa: F401  (the fixture)
 
 
 def test_plot_writes_png(tmp_path, clock):
-    pytest.importorskip("matplotlib")
     from perfkit.report.scaling_plot import plot_scaling
 
     doc = scale(lambda n: clock.sleep(1e-6 * n * n), [40, 80, 160], repeat=1, warmup=0, target=1024).to_dict()
