@@ -25,8 +25,6 @@ def analyze_cmd(
     address: Optional[str] = typer.Option(None, "--address", help="With --engine ray: the cluster to join (ray.init address, e.g. auto or ray://HOST:10001); default: start one on this machine."),
 ) -> None:
     """Analyze traces: where each step's GPU time goes, and what to change."""
-    from rich.console import Console
-
     from ..job import analyze_paths
     from ..report import write_json
     from ..report.progress import progress_bar
@@ -49,19 +47,24 @@ def analyze_cmd(
         result = analyze_paths(trace_files(traces), workers=workers, progress=progress, engine=eng)
     doc = result.to_dict()
     if not quiet:
+        from rich.console import Console
+
         from ..report import render_console
 
         render_console(doc, Console(), top=top)
-    err = Console(stderr=True)
+    # "wrote FILE" is one plain line (no rich import on the --json -q path, ~15 ms; a long path is not
+    # wrapped at 80 columns nor an emoji code in it replaced, as rich's print did)
     if json_out is not None:
         write_json(doc, str(json_out))
-        err.print(f"wrote {json_out}", markup=False, highlight=False)
+        print(f"wrote {json_out}", file=sys.stderr, flush=True)
     if markdown_out is not None:
         from ..report import render_markdown
 
         write_text(markdown_out, render_markdown(doc, top=top))
-        err.print(f"wrote {markdown_out}", markup=False, highlight=False)
+        print(f"wrote {markdown_out}", file=sys.stderr, flush=True)
     if plots_dir is not None or html_out is not None:
+        from rich.console import Console
+
         from .report import write_outputs
 
-        write_outputs(doc, html_out=html_out, plots_dir=plots_dir, top=top, err=err)
+        write_outputs(doc, html_out=html_out, plots_dir=plots_dir, top=top, err=Console(stderr=True))
