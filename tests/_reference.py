@@ -204,3 +204,27 @@ def reference_attribution(path):
         key = (_tid(e.get("pid")), _tid(e.get("tid")), round(e["ts"], 3))
         out[key] = (sid, phase, category, shares[i])
     return out
+
+
+def cpu_op_self_times(events):
+    """Slow reference: (event, self µs) of every complete ``cpu_op`` event, by a stack walk per thread
+    (an op's self time is its duration minus its direct children's)."""
+    by_thread = defaultdict(list)
+    for e in events:
+        if e.get("ph") == "X" and e.get("cat") == "cpu_op":
+            by_thread[(e["pid"], e["tid"])].append(e)
+    out = []
+    for evs in by_thread.values():
+        evs.sort(key=lambda e: (e["ts"], -e["dur"]))
+        stack = []  # [event, children's time]
+        for e in evs:
+            while stack and e["ts"] >= stack[-1][0]["ts"] + stack[-1][0]["dur"]:
+                done, kids = stack.pop()
+                out.append((done, done["dur"] - kids))
+            if stack:
+                stack[-1][1] += e["dur"]
+            stack.append([e, 0.0])
+        while stack:
+            done, kids = stack.pop()
+            out.append((done, done["dur"] - kids))
+    return out

@@ -18,6 +18,7 @@ from perfkit.collect import modules as pm
 from perfkit.collect import session as psession
 from perfkit.collect.modules import ModuleTimer, select_modules
 from perfkit.errors import UsageError
+from .._clock import VirtualClock
 
 
 # --------------------------------------------------------------------------- models
@@ -49,20 +50,6 @@ class TinyGPT(nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.lm_head(self.ln_f(x))
-
-
-class VirtualClock:
-    """Stands in for the clock ModuleTimer reads on CPU (``perfkit.collect.modules._perf_counter``):
-    a counter (seconds) that only ``sleep`` moves, so the timings are exact on a loaded machine."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def perf_counter(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -20,6 +20,8 @@ import perfkit
 from perfkit.report.console import render_console
 from perfkit.report.markdown import render_markdown
 
+from .._reference import cpu_op_self_times
+
 HERE = os.path.join(os.path.dirname(os.path.dirname(__file__)), "data", "compiled_mlp")
 TRACE = os.path.join(HERE, "rank0.pt.trace.json.gz")
 GRAPH = re.compile(r"^## Call CompiledFxGraph (\w+) ##$")
@@ -32,27 +34,7 @@ def _events():
         return [e for e in json.load(f)["traceEvents"] if e.get("ph") == "X"]
 
 
-def _self_times(events):
-    """Slow reference: (event, self µs) of every cpu_op, by a stack walk per thread."""
-    by_thread = defaultdict(list)
-    for e in events:
-        if e.get("cat") == "cpu_op":
-            by_thread[(e["pid"], e["tid"])].append(e)
-    out = []
-    for evs in by_thread.values():
-        evs.sort(key=lambda e: (e["ts"], -e["dur"]))
-        stack = []
-        for e in evs:
-            while stack and e["ts"] >= stack[-1][0]["ts"] + stack[-1][0]["dur"]:
-                done, kids = stack.pop()
-                out.append((done, done["dur"] - kids))
-            if stack:
-                stack[-1][1] += e["dur"]
-            stack.append([e, 0.0])
-        while stack:
-            done, kids = stack.pop()
-            out.append((done, done["dur"] - kids))
-    return out
+_self_times = cpu_op_self_times
 
 
 @pytest.fixture(scope="module")

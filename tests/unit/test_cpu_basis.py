@@ -12,29 +12,10 @@ import perfkit
 from perfkit.analysis.attribute import classify
 
 from ..conftest import anchor
+from .._reference import cpu_op_self_times
 
 
-def _self_times(events):
-    """Slow reference: self time (µs) of every cpu_op, from a stack walk per thread."""
-    by_thread = defaultdict(list)
-    for e in events:
-        if e.get("ph") == "X" and e.get("cat") == "cpu_op":
-            by_thread[(e["pid"], e["tid"])].append(e)
-    out = []
-    for evs in by_thread.values():
-        evs.sort(key=lambda e: (e["ts"], -e["dur"]))
-        stack = []  # [event, children's time]
-        for e in evs:
-            while stack and e["ts"] >= stack[-1][0]["ts"] + stack[-1][0]["dur"]:
-                done, kids = stack.pop()
-                out.append((done, done["dur"] - kids))
-            if stack:
-                stack[-1][1] += e["dur"]
-            stack.append([e, 0.0])
-        while stack:
-            done, kids = stack.pop()
-            out.append((done, done["dur"] - kids))
-    return out
+_self_times = cpu_op_self_times
 
 
 def _reference_categories(events, lo, hi):

@@ -22,6 +22,7 @@ from perfkit.run import finish, layout
 from perfkit.errors import TraceFormatError
 
 from ..conftest import anchor
+from .._clock import VirtualClock
 
 FILTER = "hta/tests/data/trace_filter"
 
@@ -189,25 +190,6 @@ def test_world_info_and_run_dir_agree_across_ranks(tmp_path, monkeypatch):
     assert len(names) == 1 and names.pop().startswith(os.path.join("traces", "train-"))
 
 
-class _WaitClock:
-    """Stands in for the ``time`` module of perfkit.run.finish: ``monotonic`` reads a counter that
-    only ``sleep`` moves; anything else is the real module's."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.sleeps = 0
-
-    def monotonic(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.sleeps += 1
-        self.now += seconds
-
-    def __getattr__(self, name: str):
-        return getattr(time, name)
-
-
 def test_rank0_waits_then_lists_missing_ranks(tmp_path, monkeypatch):
     src = make_trace(tmp_path / "t.json", 0, world=3)
     doc = perfkit.analyze(str(src)).to_dict()
@@ -220,7 +202,7 @@ def test_rank0_waits_then_lists_missing_ranks(tmp_path, monkeypatch):
         finish.write_json_atomic(layout.rank_analysis_path(str(tmp_path), r), d, str)
     said = []
     world = job.World(rank=0, local_rank=0, world_size=3, source="env")
-    clock = _WaitClock()
+    clock = VirtualClock()
     monkeypatch.setattr(finish, "time", clock)  # the wait's clock: moved only by its own sleeps
     docs, missing, interrupted = finish.wait_for_ranks(str(tmp_path), world, wait_s=1.0, started_at=time.time(),
                                                        say=said.append, poll_s=0.125)

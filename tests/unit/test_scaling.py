@@ -25,22 +25,7 @@ from perfkit.collect.scaling import (
     scale,
 )
 from perfkit.errors import MissingDependencyError, UsageError
-
-
-class VirtualClock:
-    """Stands in for the ``time`` module of perfkit.collect.scaling: ``perf_counter`` reads a
-    counter (seconds) that only ``sleep`` moves, and counts its calls."""
-
-    def __init__(self) -> None:
-        self.now = 0.0
-        self.readings = 0
-
-    def perf_counter(self) -> float:
-        self.readings += 1
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        self.now += seconds
+from .._clock import VirtualClock
 
 
 @pytest.fixture
