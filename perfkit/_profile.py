@@ -46,6 +46,7 @@ def profile(
     name: Optional[str] = None,
     model: Any = None,
     flops: bool = False,
+    watchdog: Optional[float] = None,
 ) -> ProfileSession:
     """Profile the code in a ``with`` block (or a decorated function).
 
@@ -73,6 +74,7 @@ def profile(
         samples_per_step=samples_per_step,
         report=report,
         flops=flops,
+        watchdog=watchdog,
     )
     return ProfileSession(opts, model=model)
 

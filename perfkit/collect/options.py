@@ -274,7 +274,7 @@ class SessionOptions:
     flops: bool = _opt(False, help="Count FLOPs of step 2 for MFU (that step runs slower).", check=Flag())
     watchdog_s: Optional[float] = _opt(None, help="Dump every thread's stack when no step ends for this "
                                        "many seconds.", check=Number(0.1, optional=True), unit="seconds",
-                                       metavar="SECONDS", entry_points=("cli", "callbacks"))
+                                       metavar="SECONDS")
     job_wait_s: float = _opt(120.0, help="Several ranks: seconds rank 0 waits for the others' analyses.",
                              check=Number(0), unit="seconds", metavar="SECONDS", entry_points=("cli",))
 

@@ -22,7 +22,7 @@ import typer
 import perfkit
 from perfkit import _profile
 from perfkit.cli import main
-from perfkit.cli._app import app
+from perfkit.cli import app  # every command registered (perfkit.cli loads them lazily)
 from perfkit.collect import options as opts
 from perfkit.collect.options import (BY_KEYWORD, OPTIONS, Choice, Count, Flag, Number, Schedule, SessionOptions,
                                      Text, check_options, for_entry_point, from_keywords, markdown_table)
