@@ -96,3 +96,58 @@ def test_a_corrupt_rank_is_rank_failed_and_the_job_view_is_written(ray_cluster: 
     local = tmp_path / "local.json"
     assert main(["analyze", str(job), "--json", str(local), "-q"]) == 0
     assert local.read_bytes() == out.read_bytes()
+
+
+def _failing_first(marker_dir: str, fail_ranks: tuple[int, ...], always: bool):
+    """A stand-in for the engine's task (shipped to the workers by value): it appends one line per
+    attempt to ``marker_dir/<rank>`` and, for the ranks in ``fail_ranks``, raises MemoryError as a
+    worker out of memory would — on the first attempt only, or on every one (``always``)."""
+    import os as _os
+
+    from perfkit.job import ray_engine as _real
+
+    task = _real._rank_task
+
+    def flaky(path: str, workers):  # type: ignore[no-untyped-def]
+        rank = int(_os.path.basename(path)[4:].split(".")[0])
+        log = _os.path.join(marker_dir, str(rank))
+        with open(log, "a") as fh:
+            fh.write("attempt\n")
+        with open(log) as fh:
+            attempts = len(fh.readlines())
+        if rank in fail_ranks and (always or attempts == 1):
+            raise MemoryError(f"simulated: worker out of memory on rank {rank}, attempt {attempts}")
+        return task(path, workers)
+
+    return flaky
+
+
+def test_a_task_that_fails_once_is_retried_and_its_rank_analysed(ray_cluster: None, job16: Path, tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    from perfkit.job import ray_engine
+
+    marks = tmp_path / "attempts"
+    marks.mkdir()
+    monkeypatch.setattr(ray_engine, "_rank_task", _failing_first(str(marks), (3, 9), always=False))
+    paths = _paths(job16)
+    doc = ranks.analyze_many(paths, engine=RayEngine()).to_dict()
+    assert doc["job"]["failed_ranks"] == [] and doc["job"]["ranks_analysed"] == WORLD
+    attempts = {int(p.name): len(p.read_text().splitlines()) for p in marks.iterdir()}
+    assert attempts == {r: (2 if r in (3, 9) else 1) for r in range(WORLD)}  # one retry, for those two only
+    assert json.dumps(doc) == json.dumps(ranks.analyze_many(paths, engine=LocalEngine()).to_dict())
+
+
+def test_a_task_that_fails_again_after_its_retry_is_rank_failed(ray_cluster: None, job16: Path, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    from perfkit.job import ray_engine
+
+    marks = tmp_path / "attempts"
+    marks.mkdir()
+    monkeypatch.setattr(ray_engine, "_rank_task", _failing_first(str(marks), (6,), always=True))
+    doc = ranks.analyze_many(_paths(job16), engine=RayEngine()).to_dict()
+    assert (marks / "6").read_text().splitlines() == ["attempt", "attempt"]  # tried, then retried once
+    assert doc["job"]["failed_ranks"] == [6] and doc["job"]["ranks_analysed"] == WORLD - 1
+    row = next(r for r in doc["ranks"] if r["rank"] == 6)
+    assert row["status"] == "failed" and "the Ray task failed after a retry" in row["reason"]
+    assert "simulated: worker out of memory on rank 6" in row["reason"]
+    assert any(f["id"] == "rank_failed" and f["evidence"]["failed_ranks"] == [6] for f in doc["findings"])
