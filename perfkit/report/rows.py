@@ -500,7 +500,11 @@ def device_line(doc: Document) -> str:
     devices = [d for d in as_list(get(doc, "trace", "devices")) if isinstance(d, dict)]
     name = get(doc, "trace", "device")
     if not devices:
-        return str(name) if name else "none (CPU only)"
+        if name:
+            return str(name)
+        # "CPU only" is what a CPU-time analysis found; a document without a trace analysis (its trace
+        # could not be analysed, or every rank of a job failed) does not say
+        return "none (CPU only)" if get(doc, "trace", "time_basis") == "cpu" else "unknown (no trace analysis)"
     first = devices[0]
     names = [text(d.get("name"), "unknown device") for d in devices]
     title = str(name) if name else names[0]

@@ -217,3 +217,6 @@ def test_every_rank_failed_still_gives_a_job_document() -> None:
            "- missing: rank 3: no rank3.analysis.json after 120 s\n" in md
     assert "plot-rank_steps" not in render_html(view)  # no step times: no figure, and no error
     assert "failed: ranks 0-2: the worker ran out of memory" in _console(view)
+    # no rank was analysed: the device is not known (never "CPU only"), the step time not 0
+    assert "unknown (no trace analysis)" in _console(view) and "CPU only" not in md + _console(view)
+    assert view["job"]["step_ms_median"] is None
