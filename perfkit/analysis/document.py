@@ -253,11 +253,6 @@ def is_job(doc: Any) -> bool:
     return isinstance(doc, dict) and isinstance(doc.get("ranks"), list) and bool(doc.get("ranks"))
 
 
-def is_trace_analysis(doc: Any) -> bool:
-    """True if the document holds a trace analysis (not only a run's runtime facts)."""
-    return isinstance(doc, dict) and isinstance(doc.get("steps"), dict) and isinstance(doc.get("device"), dict)
-
-
 # --------------------------------------------------------------------------- schema 1 -> 2
 
 #: Keys renamed from schema 1 (the left-hand names said "gpu" even for CPU-time documents), by where

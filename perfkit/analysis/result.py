@@ -9,16 +9,16 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 from .._json import json_default
 
 if TYPE_CHECKING:  # pandas is imported only when a table is asked for
     import pandas as pd
 
-from .document import SCHEMA, AnalysisDoc, Finding, is_job, upgrade
+from .document import SCHEMA, TIME_BASES, AnalysisDoc, Finding, TimeBasis, is_job, upgrade
 
-__all__ = ["Analysis", "JobAnalysis", "SCHEMA", "read_document", "as_analysis", "document_of"]
+__all__ = ["Analysis", "JobAnalysis", "SCHEMA", "read_document", "document_of"]
 
 
 def read_document(path: str, *, trace_analysis: bool = False) -> dict[str, Any]:
@@ -49,10 +49,11 @@ class Analysis:
         return False
 
     @property
-    def time_basis(self) -> str:
-        """"gpu" or "cpu": whose time the figures are (document key ``trace.time_basis``)."""
-        trace = self.doc.get("trace") or {}
-        return "cpu" if trace.get("time_basis") == "cpu" else "gpu"
+    def time_basis(self) -> Optional[TimeBasis]:
+        """"gpu" or "cpu": whose time the figures are (document key ``trace.time_basis``); None when the
+        document has no trace analysis (never a guess)."""
+        basis = (self.doc.get("trace") or {}).get("time_basis")
+        return basis if basis in TIME_BASES else None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON document."""
@@ -134,11 +135,6 @@ def document_of(obj: Any) -> dict[str, Any]:
     if isinstance(obj, Analysis):
         return obj.to_dict()
     return upgrade(obj) if isinstance(obj, dict) else {}
-
-
-def as_analysis(obj: Any) -> Analysis:
-    """``obj`` if it is an :class:`Analysis`, else the result for a document dict (upgraded if schema 1)."""
-    return obj if isinstance(obj, Analysis) else Analysis.from_dict(obj)
 
 
 def _frame(rows: Any) -> "pd.DataFrame":

@@ -151,6 +151,7 @@ def test_analysis_types(fresh, fresh_job):
     assert type(single) is Analysis and not single.is_job
     assert isinstance(job, JobAnalysis) and job.is_job and len(job.ranks_table) == 2
     assert single.time_basis == "gpu"
+    assert Analysis.from_dict({"schema": d.SCHEMA, "trace": {"paths": [], "warnings": []}}).time_basis is None
     upgraded = Analysis.from_dict(json.loads((REPO / "traces" / "example_gpt_h100" / "analysis.json").read_text()))
     assert upgraded.doc["schema"] == d.SCHEMA and "ms_per_step" in upgraded.doc["phases"]["forward"]
 
