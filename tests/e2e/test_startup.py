@@ -1,6 +1,7 @@
 """What a command imports (issue #15): ``perfkit --help`` and ``--version`` import neither numpy, pandas
 nor rich; ``perfkit analyze`` imports no pandas, no pydantic (typer's value checks) and no other
-command's module. Each runs the command line's entry in a fresh interpreter and reads ``sys.modules``."""
+command's module, and starts no OpenBLAS threads. Each runs the command line's entry in a fresh
+interpreter and reads ``sys.modules``, the environment and the process's threads."""
 
 from __future__ import annotations
 
@@ -17,17 +18,19 @@ from ..conftest import REPO
 TRACE = REPO / "tests" / "data" / "traces" / "nv-rtx2080ti-param-linear-train" / "linear_kineto.json.gz"
 
 PROBE = r"""
-import json, sys
+import json, os, sys
 from perfkit.cli import main
 rc = main(sys.argv[1:])
 tops = sorted({m.split(".")[0] for m in sys.modules})
 cli = sorted(m for m in sys.modules if m.startswith("perfkit.cli."))
-sys.stderr.write("MODULES " + json.dumps({"rc": rc, "top": tops, "cli": cli}) + "\n")
+blas, threads = os.environ.get("OPENBLAS_NUM_THREADS"), len(os.listdir("/proc/self/task"))
+sys.stderr.write("MODULES " + json.dumps({"rc": rc, "top": tops, "cli": cli, "blas": blas, "threads": threads}) + "\n")
 """
 
 
-def _modules(*args: str) -> dict[str, object]:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+def _modules(*args: str, **env_vars: str) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    env.update(PYTHONPATH=str(REPO), **env_vars)
     proc = subprocess.run([sys.executable, "-c", PROBE, *args], env=env, capture_output=True, text=True, timeout=120)
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("MODULES "))
     return json.loads(line[len("MODULES "):])  # type: ignore[no-any-return]
@@ -46,6 +49,15 @@ def test_analyze_imports_only_what_it_needs(tmp_path: Path) -> None:
     assert "numpy" in got["top"]  # type: ignore[operator]  # (the probe sees the analysis)
     assert not {"pandas", "pydantic", "torch"} & set(got["top"]), got["top"]  # type: ignore[arg-type]
     assert got["cli"] == ["perfkit.cli._app", "perfkit.cli.analyze"]
+    # one OpenBLAS thread (set before numpy's import): the process has only its main thread left
+    assert got["blas"] == "1" and got["threads"] == 1
+
+
+def test_a_blas_setting_of_the_user_is_kept_and_profile_sets_none(tmp_path: Path) -> None:
+    got = _modules("analyze", str(TRACE), "--json", str(tmp_path / "a.json"), "-q", OPENBLAS_NUM_THREADS="2")
+    assert got["rc"] == 0 and got["blas"] == "2"
+    got = _modules("profile", "--help")  # a command that runs the user's script leaves BLAS alone
+    assert got["rc"] == 0 and got["blas"] is None
 
 
 def test_help_lists_every_command_in_order() -> None:
