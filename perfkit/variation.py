@@ -7,6 +7,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from .arrays import median
+
 __all__ = ["STEP_CV_WARN", "spread", "spread_warning"]
 
 #: Step times whose coefficient of variation (sample standard deviation / mean) exceeds this are
@@ -33,7 +35,7 @@ def spread(values_ms: Sequence[Any], ids: Sequence[Any]) -> Optional[dict[str, A
     return {
         "steps": len(v),
         "cv": round(cv, 4),
-        "median_ms": round(float(np.median(v)), 4),
+        "median_ms": round(median(v), 4),
         "min_ms": round(float(v[lo]), 4),
         "min_step": pairs[lo][1],
         "max_ms": round(float(v[hi]), 4),

@@ -37,6 +37,7 @@ from typing import Any, Callable, Optional, TypeVar, Union
 import numpy as np
 
 from ..trace import model as m
+from ..arrays import distinct
 from . import intervals, rules
 from .document import Category, Phase
 from .timeline import Timeline, name_mask, remembering
@@ -676,7 +677,7 @@ def _resolved(value: _T) -> Future[_T]:
 def _shares(lanes: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
     """Each interval's exclusive share of its lane's busy time (see intervals.exclusive_share)."""
     share = np.zeros(len(start))
-    for d in np.unique(lanes):
+    for d in distinct(lanes):
         sel = lanes == d
         share[sel] = intervals.exclusive_share(start[sel], end[sel])
     return share
@@ -712,7 +713,7 @@ def _attribute(
         gpu_steps = _gpu_step_ranges(tl, steps)
         if gpu_steps is not None:
             g_dev, g_start, g_end, g_step = gpu_steps
-            for d in np.unique(device[unlinked]):
+            for d in distinct(device[unlinked]):
                 sel = np.flatnonzero(unlinked & (device == d))
                 mine = g_dev == d
                 if not mine.any():

@@ -36,6 +36,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..trace import model as m
+from ..arrays import distinct, median
 from . import intervals, rules
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, innermost_around, step_of
 from .steps import StepStats
@@ -131,7 +132,7 @@ def _kind_codes(names: list[str], codes: np.ndarray, kinds: list[str]) -> np.nda
     """Index into ``kinds`` (appended to) of each string-table code's collective kind, -1 if none."""
     out = np.full(len(codes), -1, dtype=np.int64)
     rules_ = [(k, re.compile(p, re.I)) for k, p in rules.COLLECTIVE_KINDS]
-    for c in np.unique(codes[codes >= 0]).tolist():  # one regex pass per distinct name
+    for c in distinct(codes[codes >= 0]).tolist():  # one regex pass per distinct name
         kind = next((k for k, rx in rules_ if rx.search(rules.match_text(names[c]))), None)
         if kind is not None:
             if kind not in kinds:
@@ -226,7 +227,7 @@ def collectives(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str, step
     gap, busy, before, before_us, ops = _before(tl, dw, stats, start, end, step_idx) if basis == "gpu" and len(start) \
         else (np.full(len(start), np.nan), np.full(len(start), np.nan), np.full(len(start), -1, np.int64),
               np.full(len(start), np.nan), [])
-    listed_steps = np.unique(step_idx)
+    listed_steps = distinct(step_idx)
     base = tl.trace.meta.get("baseTimeNanoseconds")
     base_ns = int(base) if isinstance(base, (int, float)) and base > 0 else 0
     return {
@@ -305,7 +306,7 @@ def _before(tl: Timeline, dw: DeviceWork, stats: StepStats, start: np.ndarray, e
         first = np.r_[True, kc[pick][1:] != kc[pick][:-1]]
         best_sorted[kc[pick][first]] = kcode[pick][first]
         best_us_sorted[kc[pick][first]] = tot[pick][first]
-    used = np.unique(best_sorted[best_sorted >= 0])
+    used = distinct(best_sorted[best_sorted >= 0])
     ops = [tl.trace.names[i] for i in used.tolist()]
     best_sorted = np.where(best_sorted >= 0, np.searchsorted(used, best_sorted), -1)
     gap, busy, best, best_us = (np.empty(len(s)), np.empty(len(s)), np.empty(len(s), dtype=np.int64), np.empty(len(s)))
@@ -352,7 +353,7 @@ def exposed_finding(ranks: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
         return None
     exposed = np.array([float(r["communication"].get("exposed_ms_per_step") or 0.0) for r in rows])
     comm = np.array([float(r["communication"].get("ms_per_step") or 0.0) for r in rows])
-    step = float(np.median([float(r["step_ms"]) for r in rows]))
+    step = median([float(r["step_ms"]) for r in rows])
     best = int(np.argmin(exposed))
     cost = float(exposed[best])
     share = cost / step if step > 0 else 0.0
@@ -367,7 +368,7 @@ def exposed_finding(ranks: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
     evidence: dict[str, Any] = {
         "exposed_ms_per_step": round(cost, 3),
         "share_of_step": round(share, 4),
-        "comm_ms_per_step": round(float(np.median(comm)), 3),
+        "comm_ms_per_step": round(median(comm), 3),
         "overlapped_share": round(1.0 - float(exposed[best] / comm[best]), 4) if comm[best] > 0 else 0.0,
         "step_ms": round(step, 3),
     }

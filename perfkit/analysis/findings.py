@@ -17,6 +17,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..trace import model as m
+from ..arrays import distinct, median
 from . import intervals, rules
 from .attribute import DeviceWork, Steps, innermost_around
 from .intervals import Coverage
@@ -368,7 +369,7 @@ def _idle_classes(ctx: Context, gap_s: np.ndarray, gap_e: np.ndarray, feed: np.n
     one_off_rows = ops[_one_off(tl, ops)]
     one_off = Coverage(tl.start[one_off_rows], tl.end[one_off_rows])
     # Elementary segments between every boundary, each in one class.
-    pts = np.unique(np.concatenate([gap_s, gap_e, pending.starts, pending.ends, active.starts, active.ends,
+    pts = distinct(np.concatenate([gap_s, gap_e, pending.starts, pending.ends, active.starts, active.ends,
                                     capture.starts, capture.ends, one_off.starts, one_off.ends,
                                     [first_own, cpu_lo, cpu_hi]]))
     pts = pts[np.isfinite(pts)]
@@ -485,7 +486,7 @@ def launch_bound(ctx: Context) -> Optional[dict[str, Any]]:
     if n_k < LAUNCH_MIN_KERNELS:
         return None
     dur = (dw.end - dw.start)[kern]
-    med = float(np.median(dur))
+    med = median(dur)
     util = float(ctx.t.device["utilization"])
     tiny = kern & ((dw.end - dw.start) < TINY_KERNEL_US)
     tiny_share = float(tiny.sum()) / max(int(kern.sum()), 1)
@@ -821,7 +822,7 @@ def recording_cost(ctx: Context) -> Optional[dict[str, Any]]:
     syncs = rt[tl.matches(SYNC_RUNTIME)[rt]]
     syncs = syncs[ctx.in_kept_steps(tl.start[syncs])]
     blocked_ms = float((tl.end[syncs] - tl.start[syncs]).sum()) / 1000.0 / ctx.n
-    host_step_ms = float(np.median(ctx.stats.wall_us[ctx.stats.kept])) / 1000.0
+    host_step_ms = median(ctx.stats.wall_us[ctx.stats.kept]) / 1000.0
     busy_ms = float(ctx.dw.share_us[ctx.kept].sum()) / 1000.0 / ctx.n
     without = max(host_step_ms - blocked_ms - cost_ms, 0.0)
     samples = ctx.src.samples

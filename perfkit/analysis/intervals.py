@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..arrays import distinct
+
 
 def union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Merge intervals into sorted, disjoint intervals covering the same time.
@@ -116,7 +118,7 @@ def tree_order(starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
     s = starts[order]
     tie = np.flatnonzero(s[1:] == s[:-1])
     if len(tie):
-        idx = np.union1d(tie, tie + 1)  # positions in a group of equal starts (contiguous, ascending)
+        idx = distinct(np.concatenate((tie, tie + 1)))  # positions in a group of equal starts (contiguous, ascending)
         sub = order[idx]
         order[idx] = sub[np.lexsort((-ends[sub], starts[sub]))]
     return order

@@ -9,6 +9,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from ..trace import model as m
+from ..arrays import distinct, median
 from . import intervals, rules
 from .attribute import CATEGORY_CODES, DeviceWork
 from .timeline import Timeline, name_mask
@@ -67,7 +68,7 @@ def startup_frames(tl: Timeline) -> np.ndarray:
     # A chain of one frame is no evidence of a recorded stack (a hand-built trace's frames carry ids but
     # no parents); a real start-up stack has at least the script's frame and the profiler's below it.
     long_runs = runs[sizes >= 2]
-    chain_runs = np.intersect1d(np.unique(run[head]), long_runs)
+    chain_runs = np.intersect1d(distinct(run[head]), long_runs, assume_unique=True)
     return py[np.isin(run, chain_runs)]
 
 
@@ -131,7 +132,7 @@ class Sources:
         self._py_line: dict[int, str] = {}
         if len(self.frames):
             startup = set(tl.name[startup_frames(tl)].tolist())
-            for c in np.unique(tl.name[self.frames]).tolist():
+            for c in distinct(tl.name[self.frames]).tolist():
                 self._py_line[int(c)] = LINE_NONE if c in startup else LINE_DEF
 
     def line_kind(self, code: int) -> Optional[str]:
@@ -261,7 +262,7 @@ class SampledFrames:
         gap = np.diff(t)
         same = th[1:] == th[:-1]
         gaps = gap[same]
-        typical = float(np.median(gaps)) if len(gaps) else ss.interval_us
+        typical = median(gaps) if len(gaps) else ss.interval_us
         # A thread holding the GIL in Python is sampled only every switch interval.
         bound = 2.0 * max(ss.interval_us, ss.switch_interval_us, typical)
         weight = np.full(len(t), min(typical, bound))
@@ -467,7 +468,7 @@ def copies(
     direction = np.full(len(rows), "d2d", dtype=object)
     memcpy = dw.kind[rows] == m.Kind.MEMCPY
     dir_of_name: dict[int, str] = {}
-    for code in np.unique(dw.name[rows][memcpy]):
+    for code in distinct(dw.name[rows][memcpy]):
         label = "other"
         for d, pattern in rules.COPY_DIRECTIONS:
             if re.search(pattern, rules.match_text(names[int(code)]), re.I):

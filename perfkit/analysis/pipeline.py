@@ -16,6 +16,7 @@ import numpy as np
 
 from ..trace import model as m
 from ..trace import read_trace
+from ..arrays import distinct
 from . import ops, rules, series
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps, has_host_evidence
 from .overview import ROLES, overview
@@ -295,7 +296,7 @@ def _devices(trace: m.Trace, dw: DeviceWork) -> list[dict[str, Any]]:
     marked ``assumed`` with ``properties_from`` the listed id they were taken from; otherwise
     the device is named by its id only, with "no properties in the trace".
     """
-    used = sorted({int(d) for d in np.unique(dw.device)}) if len(dw) else []
+    used = distinct(dw.device).tolist() if len(dw) else []
     props = {int(p.get("id", i)): p for i, p in enumerate(trace.device_properties)}
     listed_names = {p.get("name") for p in props.values()}
     homogeneous = len(props) > 0 and len(listed_names) == 1 and None not in listed_names

@@ -19,6 +19,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..trace import model as m
+from ..arrays import distinct
 from . import rules
 from .attribute import CATEGORY_CODES, DeviceWork, Steps
 
@@ -66,11 +67,10 @@ def memory_timeline(trace: m.Trace, t0_us: float, steps: Steps, max_points: int 
     devices = []
     # One int64 key per event (device ids are small): a 1-D unique, much cheaper than unique(axis=1).
     key = dev_type.astype(np.int64) * (1 << 32) + (dev_id.astype(np.int64) + 1)
-    distinct = np.unique(key[:: max(len(key) // 4096, 1)])  # few devices: guess them from a sample
-    if int(np.isin(key, distinct).sum()) != len(key):
-        distinct = np.unique(key)
-    distinct = distinct.tolist()
-    pairs = sorted(((k >> 32, (k & 0xFFFFFFFF) - 1) for k in distinct), key=lambda p: (p[0] == 0, p))  # accelerators first
+    seen = distinct(key[:: max(len(key) // 4096, 1)])  # few devices: guess them from a sample
+    if int(np.isin(key, seen).sum()) != len(key):
+        seen = distinct(key)
+    pairs = sorted(((k >> 32, (k & 0xFFFFFFFF) - 1) for k in seen.tolist()), key=lambda p: (p[0] == 0, p))  # accelerators first
     for t, i in pairs:
         sel = np.flatnonzero(key == (t << 32) + (i + 1))
         devices.append(_device_series(mem, sel, t, i, t0_us, max_points))
@@ -115,4 +115,4 @@ def _bins(n: int, max_points: int) -> np.ndarray:
     """Start indexes of at most ``max_points`` consecutive runs covering ``range(n)``."""
     if n <= max_points:
         return np.arange(n)
-    return np.unique(np.linspace(0, n, max_points, endpoint=False).astype(np.int64))
+    return distinct(np.linspace(0, n, max_points, endpoint=False).astype(np.int64))

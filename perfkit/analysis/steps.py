@@ -7,6 +7,8 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..arrays import median, percentiles
+
 from ..trace import model as m
 from ..variation import STEP_CV_WARN, spread, spread_warning
 from . import rules
@@ -98,7 +100,7 @@ def _exclusions(
     dur = np.maximum(window, wall)
     cand = np.flatnonzero(kept)
     if len(cand) >= 3:
-        med = float(np.median(dur[cand]))
+        med = median(dur[cand])
         is_slow = dur[cand] > rules.OUTLIER_FACTOR * med
         # Warm-up is at the start: the slow steps before the first steady one. A slow step later in
         # the run (a stall, a checkpoint, a slow collective) is part of the run and stays counted.
@@ -156,7 +158,7 @@ __all__ = ["StepStats", "step_stats", "kept_mask", "in_kept_steps", "capture_win
 
 def median_or_zero(x: np.ndarray) -> float:
     """The median; 0.0 for no values (callers show a count of 0 steps beside it)."""
-    return float(np.median(x)) if len(x) else 0.0
+    return median(x) if len(x) else 0.0
 
 
 def mean_or_zero(x: np.ndarray) -> float:
@@ -180,6 +182,6 @@ def column_spreads(columns: dict[str, np.ndarray]) -> dict[str, Optional[dict[st
         if not len(x):
             out[key] = None
             continue
-        q = np.percentile(x, [0, 10, 50, 90, 100])
+        q = percentiles(x, (0, 10, 50, 90, 100))
         out[key] = {k: float(v) for k, v in zip(SPREAD_STATS, q)}
     return out

@@ -16,6 +16,7 @@ from typing import Optional
 import numpy as np
 
 from ..trace import model as m
+from ..arrays import distinct
 from . import intervals
 
 
@@ -231,8 +232,8 @@ def _thread_index(pid: np.ndarray, tid: np.ndarray) -> np.ndarray:
     else:
         # (pid, tid) -> small codes -> one key, ordered as the pairs; unique() without
         # return_inverse plus a search is much faster than unique(..., return_inverse).
-        pu, tu = np.unique(p), np.unique(t)
+        pu, tu = distinct(p), distinct(t)
         key = np.searchsorted(pu, p) * len(tu) + np.searchsorted(tu, t)
-    index = np.searchsorted(np.unique(key), key)
+    index = np.searchsorted(distinct(key), key)
     lengths = np.diff(np.append(run_start, n))
     return np.repeat(index.astype(np.int64, copy=False), lengths)

@@ -24,7 +24,8 @@ rc = main(sys.argv[1:])
 tops = sorted({m.split(".")[0] for m in sys.modules})
 cli = sorted(m for m in sys.modules if m.startswith("perfkit.cli."))
 blas, threads = os.environ.get("OPENBLAS_NUM_THREADS"), len(os.listdir("/proc/self/task"))
-sys.stderr.write("MODULES " + json.dumps({"rc": rc, "top": tops, "cli": cli, "blas": blas, "threads": threads}) + "\n")
+ma = "numpy.ma" in sys.modules
+sys.stderr.write("MODULES " + json.dumps({"rc": rc, "top": tops, "cli": cli, "blas": blas, "threads": threads, "ma": ma}) + "\n")
 """
 
 
@@ -49,6 +50,7 @@ def test_analyze_imports_only_what_it_needs(tmp_path: Path) -> None:
     assert "numpy" in got["top"]  # type: ignore[operator]  # (the probe sees the analysis)
     assert not {"pandas", "pydantic", "torch"} & set(got["top"]), got["top"]  # type: ignore[arg-type]
     assert got["cli"] == ["perfkit.cli._app", "perfkit.cli.analyze"]
+    assert got["ma"] is False  # np.unique / median / percentile import numpy.ma: perfkit.arrays does not
     # one OpenBLAS thread (set before numpy's import): the process has only its main thread left
     assert got["blas"] == "1" and got["threads"] == 1
 

@@ -1,0 +1,62 @@
+"""Small array helpers shared by the analysis passes (base stage: numpy only)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def distinct(values: Any) -> np.ndarray:
+    """The sorted distinct values of ``values``: ``np.unique(values)`` for the analysis' arrays
+    (integers, finite times; NaNs would each be kept), by one sort.
+
+    numpy 2.x's ``np.unique`` without ``return_*`` imports ``numpy.ma`` at its first call (to
+    check for a masked array): 6-10 ms of a ``perfkit analyze`` command, for nothing.
+    """
+    s = np.sort(np.asarray(values).ravel())
+    if len(s) < 2:
+        return s
+    keep = np.empty(len(s), dtype=bool)
+    keep[0] = True
+    np.not_equal(s[1:], s[:-1], out=keep[1:])
+    return s[keep]
+
+
+def median(values: Any) -> float:
+    """``float(np.median(values))`` of an array of finite numbers, by one partition (NaN for no
+    values, as ``np.median`` gives, without its warning).
+
+    ``np.median`` imports ``numpy.ma`` at its first call too (to check its result for a masked
+    array). The middle two values are averaged as ``np.median`` does: ``(a + b) / 2``.
+    """
+    a = np.asarray(values, dtype=np.float64).ravel()
+    n = len(a)
+    if n == 0:
+        return float("nan")
+    k = n // 2
+    if n % 2:
+        return float(np.partition(a, k)[k])
+    part = np.partition(a, (k - 1, k))
+    return float((part[k - 1] + part[k]) / 2)
+
+
+def percentiles(values: Any, qs: Sequence[float]) -> np.ndarray:
+    """``np.percentile(values, qs)`` (linear interpolation, numpy's default) of a non-empty array of
+    finite numbers, computed as numpy does (the same lerp, so the same floats) after one sort.
+
+    ``np.percentile`` imports ``numpy.ma`` at its first call (through ``np.unique``)."""
+    a = np.sort(np.asarray(values, dtype=np.float64).ravel())
+    n = len(a)
+    if n == 0:
+        raise ValueError("percentiles of no values")
+    virtual = (n - 1) * np.true_divide(np.asarray(qs, dtype=np.float64), 100)
+    lo = np.floor(virtual).astype(np.intp)
+    hi = np.minimum(lo + 1, n - 1)
+    lo = np.minimum(lo, n - 1)
+    t = virtual - lo
+    below, above = a[lo], a[hi]
+    diff = above - below
+    out = below + diff * t
+    np.subtract(above, diff * (1 - t), out=out, where=t >= 0.5)
+    return out
