@@ -17,8 +17,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import PerfkitError
-from . import _app
-from ._app import EXIT_BUDGET, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK  # noqa: F401
+from ._exit import EXIT_BUDGET, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK  # noqa: F401
 
 if TYPE_CHECKING:
     from .profile import ScriptError
@@ -34,6 +33,8 @@ def load_commands(args: Optional[list[str]] = None) -> None:
     profile`` or ``perfkit merge`` need (~20-30 ms). Registration keeps the order of :data:`COMMANDS`
     whatever was loaded first, so the help lists the commands in the same order every time.
     """
+    from . import _app
+
     word = _command(args) if args is not None else None
     for name in ((word,) if word in COMMANDS else COMMANDS):
         importlib.import_module(f"{__name__}.{name}")
@@ -44,6 +45,8 @@ def load_commands(args: Optional[list[str]] = None) -> None:
 def __getattr__(name: str) -> Any:
     """``perfkit.cli.app``: the typer application with every command registered."""
     if name == "app":
+        from . import _app
+
         load_commands()
         return _app.app
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -90,13 +93,23 @@ def _profile_error(name: str) -> Any:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """Entry point of the console script and ``python -m perfkit``."""
-    load_commands(sys.argv[1:] if argv is None else argv)
-    command = _command(sys.argv[1:] if argv is None else argv)
+    args = sys.argv[1:] if argv is None else argv
+    command = _command(args)
     if command in ANALYSIS_ONLY:
         _one_blas_thread()
     if command == "analyze":
         _no_collection_at_exit()
     try:
+        if command == "analyze":  # a plain command line is read without typer (~25 ms)
+            from .analyze_run import plain_args, run
+
+            plain = plain_args(list(args))
+            if plain is not None:
+                run(**plain)
+                return EXIT_OK
+        load_commands(args)
+        from . import _app
+
         rv = _app.app(args=argv, standalone_mode=False)
         if isinstance(rv, int):  # typer.Exit(code) comes back as the return value
             return rv

@@ -162,11 +162,7 @@ try:
 except Exception:  # speed only: typer's own checks stay in place
     pass
 
-EXIT_OK = 0
-EXIT_BUDGET = 1
-EXIT_INPUT = 2
-EXIT_INTERNAL = 3
-EXIT_INTERRUPTED = 130
+from ._exit import EXIT_BUDGET, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK  # noqa: E402,F401
 
 
 def _version(value: bool) -> None:

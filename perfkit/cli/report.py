@@ -67,7 +67,8 @@ def write_outputs(doc: dict[str, Any], *, html_out: Optional[Path], plots_dir: O
 
         plots = write_plots(doc, plots_dir)
         written = [p for p in plots if p.path]
-        err.print(f"wrote {len(written)} figure(s) to {plots_dir}", markup=False, highlight=False)
+        # soft_wrap: a long path stays on one line (copyable), not cut at the console's 80 columns
+        err.print(f"wrote {len(written)} figure(s) to {plots_dir}", markup=False, highlight=False, soft_wrap=True)
         for p in plots:
             if p.skipped:
                 err.print(f"  not drawn: {p.name}: {p.skipped}", markup=False, highlight=False, soft_wrap=True)
@@ -77,4 +78,4 @@ def write_outputs(doc: dict[str, Any], *, html_out: Optional[Path], plots_dir: O
         from .._io import write_text
 
         write_text(html_out, render_html(doc, top=top, plots=plots))
-        err.print(f"wrote {html_out}", markup=False, highlight=False)
+        err.print(f"wrote {html_out}", markup=False, highlight=False, soft_wrap=True)

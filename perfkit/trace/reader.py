@@ -571,7 +571,7 @@ class _Stream:
         self.tail: Optional[bytearray] = None  # after the closing "]"
         self.skipping = False  # inside an event beyond MAX_EVENT_BYTES: dropped
 
-    def run(self, held: bytes, blocks: Iterator[bytes]) -> Iterator[_Bytes]:
+    def run(self, held: Union[bytes, memoryview], blocks: Iterator[bytes]) -> Iterator[_Bytes]:
         """Feed ``held`` (the bytes the chunker had not cut yet), then the rest of ``blocks``."""
         yield from self.feed(held)
         del held
@@ -582,7 +582,7 @@ class _Stream:
     #: Bytes per vectorised step (bounds the numpy temporaries: ~40 bytes per input byte).
     STEP = 1 << 20
 
-    def feed(self, block: bytes) -> Iterator[_Bytes]:
+    def feed(self, block: Union[bytes, memoryview]) -> Iterator[_Bytes]:
         view = memoryview(block)
         for i in range(0, len(block), self.STEP):
             piece = view[i : i + self.STEP]
