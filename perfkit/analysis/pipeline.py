@@ -29,11 +29,12 @@ from .timeline import Timeline
 __all__ = ["analyze_trace", "analyze_file", "Analysis", "SCHEMA"]
 
 #: Attribution, the tables and the detectors use two threads from this many events on. Below
-#: it one thread: the gain is a few ms and the two threads' temporaries at once
-#: cost memory. On a 171 MB trace (0.5 M events) two threads took 0.77 s against
-#: 0.87 s for one (median of 3 runs, reading included) for a peak of 149-153 MB
-#: against 139-143 MB (glibc's arenas limited to one, see trace/reader.py).
-TABLE_THREADS_MIN_EVENTS = 300_000
+#: it one thread: the gain is under a few ms (the rank engines analyse many small traces at once).
+#: On a 171 MB trace (0.5 M events) two threads took 0.77 s against 0.87 s for one (median of 3
+#: runs, reading included) for a peak of 149-153 MB against 139-143 MB (glibc's arenas limited
+#: to one, see trace/reader.py). On the 54 MB anchor trace (123 k events, 2 CPUs) the analysis
+#: took 115-125 ms on two threads against 138-142 ms on one (6 runs each), at the same peak (70 MB).
+TABLE_THREADS_MIN_EVENTS = 50_000
 
 
 def analyze_file(path: str, workers: Optional[int] = None) -> Analysis:
