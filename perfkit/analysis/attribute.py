@@ -38,6 +38,7 @@ import numpy as np
 
 from ..trace import model as m
 from ..arrays import distinct
+from .fold import NameSearch
 from . import intervals, rules
 from .document import Category, Phase
 from .timeline import Timeline, name_mask, remembering
@@ -583,16 +584,18 @@ def _category_rules() -> tuple[list["_CompiledRule"], dict[tuple[str, str, str],
     return hit
 
 
-_CompiledRule = tuple[rules.CategoryRule, Optional[re.Pattern[str]], Optional[re.Pattern[str]]]
+_CompiledRule = tuple[rules.CategoryRule, Optional[NameSearch], Optional[NameSearch]]
 
 
 def _classify(compiled: list[_CompiledRule], word: str, kernel_name: str, op_name: str) -> Category:
+    kernel_low = kernel_name.lower() if kernel_name.isascii() else None
+    op_low = op_name.lower() if op_name.isascii() else None
     for rule, krx, orx in compiled:
         if rule.device_kind and rule.device_kind != word:
             continue
-        if krx is not None and not krx.search(kernel_name):
+        if krx is not None and not krx(kernel_name, kernel_low):
             continue
-        if orx is not None and not (op_name and orx.search(op_name)):
+        if orx is not None and not (op_name and orx(op_name, op_low)):
             continue
         return rule.category
     return rules.OTHER

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final, Optional
 
 from . import document
+from .fold import NameSearch
 
 # ----------------------------------------------------------------------------- categories
 
@@ -59,10 +60,11 @@ class CategoryRule:
     device_kind: Optional[str] = None  #: "kernel", "memcpy" or "memset"
     why: str = ""
 
-    def compiled(self) -> tuple[Optional[re.Pattern[str]], Optional[re.Pattern[str]]]:
+    def compiled(self) -> tuple[Optional[NameSearch], Optional[NameSearch]]:
+        """The kernel and op searches (case-insensitive; see :class:`~perfkit.analysis.fold.NameSearch`)."""
         return (
-            re.compile(self.kernel, re.I) if self.kernel else None,
-            re.compile(self.op, re.I) if self.op else None,
+            NameSearch(self.kernel, re.I) if self.kernel else None,
+            NameSearch(self.op, re.I) if self.op else None,
         )
 
 

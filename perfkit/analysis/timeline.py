@@ -7,7 +7,6 @@ serve all threads at once, and name masks computed once per string table.
 
 from __future__ import annotations
 
-import re
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -17,6 +16,7 @@ import numpy as np
 
 from ..trace import model as m
 from ..arrays import distinct
+from .fold import NameSearch, lowered
 from . import intervals
 
 
@@ -51,9 +51,11 @@ def name_mask(names: list[str], pattern: str) -> np.ndarray:
     from .rules import MATCH_CHARS
 
     texts = [t if len(t) <= MATCH_CHARS else t[:MATCH_CHARS] for t in names]  # rules.match_text, inlined
-    search = re.compile(pattern).search
+    search = NameSearch(pattern)
     if not _REMEMBER[0]:
-        return np.fromiter((search(t) is not None for t in texts), dtype=bool, count=len(texts))
+        if search.folded is None:
+            return np.fromiter((search.exact(t) is not None for t in texts), dtype=bool, count=len(texts))
+        return np.fromiter(map(search, texts, lowered(texts)), dtype=bool, count=len(texts))
     memo = _NAME_MEMO.get(pattern)
     if memo is None or _name_memo_size[0] + len(names) > NAME_MEMO_MAX:
         if _name_memo_size[0] + len(names) > NAME_MEMO_MAX:
@@ -61,7 +63,7 @@ def name_mask(names: list[str], pattern: str) -> np.ndarray:
             _name_memo_size[0] = 0
         memo = _NAME_MEMO[pattern] = {}
     if not memo:  # the first trace: one search per name, remembered
-        vals = [search(t) is not None for t in texts]
+        vals = list(map(search, texts))
         memo.update(zip(texts, vals))
         _name_memo_size[0] += len(memo)
         return np.array(vals, dtype=bool)
@@ -69,7 +71,7 @@ def name_mask(names: list[str], pattern: str) -> np.ndarray:
     if None in got:
         for i, v in enumerate(got):
             if v is None:
-                got[i] = memo[texts[i]] = search(texts[i]) is not None
+                got[i] = memo[texts[i]] = search(texts[i])
                 _name_memo_size[0] += 1
     return np.array(got, dtype=bool)
 

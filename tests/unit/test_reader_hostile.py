@@ -297,6 +297,8 @@ def test_a_huge_name_is_matched_on_its_first_characters_only(monkeypatch):
     seen = []
 
     class Recording:
+        """A compiled regex, or a fold.NameSearch (called with the text and its lower-cased form)."""
+
         def __init__(self, rx):
             self.rx = rx
 
@@ -304,12 +306,19 @@ def test_a_huge_name_is_matched_on_its_first_characters_only(monkeypatch):
             seen.append(len(text))
             return self.rx.search(text, *a)
 
+        def __call__(self, text, lowered=None):
+            seen.append(max(len(text), len(lowered or "")))
+            return self.rx(text, lowered)
+
     import re
 
+    from perfkit.analysis import fold
+
     real = re.compile
-    monkeypatch.setattr(timeline.re, "compile", lambda *a, **k: Recording(real(*a, **k)))
+    monkeypatch.setattr(fold.re, "compile", lambda *a, **k: Recording(real(*a, **k)))
     huge = "void gemm_kernel<" + "a" * 5_000_000 + ">()"
     assert timeline.name_mask(["x", huge], "gemm").tolist() == [False, True]
+    assert timeline.name_mask(["x", huge], "(?i)GEMM").tolist() == [False, True]  # the folded search
     compiled = [(r, *(Recording(x) if x is not None else None for x in r.compiled())) for r in rules.CATEGORY_RULES]
     attribute._classify(compiled, "kernel", rules.match_text(huge), rules.match_text("aten::mm" + "b" * 10**6))
     assert seen and max(seen) <= rules.MATCH_CHARS
