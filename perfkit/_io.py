@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import tempfile
 from typing import IO, Any, Callable, Iterator, Union
 
 from .errors import PerfkitError
@@ -75,6 +74,19 @@ def regular_file(path: PathLike, what: str, error: Callable[[str], Exception]) -
     return st
 
 
+def _temporary_sibling(folder: str, prefix: str) -> tuple[int, str]:
+    """A new file ``folder/<prefix><random>.tmp``, created exclusively, mode 0600: what
+    ``tempfile.mkstemp`` does, without importing tempfile (~5 ms: shutil, bz2, lzma, random)."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(100):
+        name = os.path.join(folder, f"{prefix}{os.urandom(6).hex()}.tmp")
+        try:
+            return os.open(name, flags, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"{folder}: no free temporary name")
+
+
 @contextlib.contextmanager
 def atomic_open(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO[Any]]:
     """Open a temporary sibling of ``path`` for writing; on success fsync and rename it over ``path``.
@@ -90,7 +102,7 @@ def atomic_open(path: PathLike, mode: str = "w", **kwargs: Any) -> Iterator[IO[A
         kwargs.setdefault("encoding", "utf-8")
     folder = os.path.dirname(os.path.abspath(p))
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(p)}.", suffix=".tmp", dir=folder)
+        fd, tmp = _temporary_sibling(folder, f".{os.path.basename(p)}.")
     except OSError as e:
         raise OutputError(f"{p}: cannot write ({e.strerror or e})") from None
     try:

@@ -46,3 +46,16 @@ def test_bad_output_paths_name_the_file(tmp_path, case):
     assert str(p) in msg and "\n" not in msg
     with pytest.raises(OutputError):
         check_output_path(p)
+
+
+def test_the_temporary_name_never_takes_an_existing_file(tmp_path, monkeypatch):
+    """The temporary sibling is created exclusively: a name already taken (by another writer) is
+    left alone and the next random name is used."""
+    p = tmp_path / "a.json"
+    draws = iter([b"\x00" * 6, b"\x00" * 6, b"\x01" * 6])
+    monkeypatch.setattr(os, "urandom", lambda n: next(draws))
+    taken = tmp_path / f".a.json.{'00' * 6}.tmp"
+    taken.write_text("another writer's")
+    write_text(p, "mine")
+    assert p.read_text() == "mine" and taken.read_text() == "another writer's"
+    assert sorted(os.listdir(tmp_path)) == sorted(["a.json", taken.name])
