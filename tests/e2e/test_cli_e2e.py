@@ -5,6 +5,7 @@ the same commands in-process)."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -41,3 +42,29 @@ def test_job_analysis_merge_report_and_budget_without_torch(tmp_path):
     proc = run_cli("budget", "check", str(tmp_path / "b.toml"), str(tmp_path / "merged.json"))
     assert proc.returncode == 1, proc.stdout + proc.stderr  # an 85 ms step breaks a 10 ms budget
     assert "Traceback" not in proc.stderr
+
+
+def test_analyze_of_one_trace_ends_without_teardown_and_loses_no_output(tmp_path):
+    """``perfkit analyze`` of one trace ends with os._exit after flushing (perfkit.cli.console): the
+    whole report still reaches a pipe, the JSON is complete, and the exit code is the command's.
+    The interpreter's teardown is skipped: an atexit handler installed before does not run."""
+    from perfkit.report import render_console
+    from rich.console import Console
+
+    trace = REPO / "tests" / "data" / "traces" / "nv-rtx2080ti-param-linear-train" / "linear_kineto.json.gz"
+    probe = ("import atexit, sys; atexit.register(lambda: sys.stderr.write('TEARDOWN\\n'));"
+             "sys.argv = ['perfkit', *sys.argv[1:]]; from perfkit.cli import console; console()")
+    out = tmp_path / "a.json"
+    proc = subprocess.run([sys.executable, "-c", probe, "analyze", str(trace), "--json", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, "COLUMNS": "100"})
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    with open(os.devnull, "w") as sink:
+        console = Console(width=100, record=True, file=sink)
+        render_console(doc, console)
+    assert proc.stdout.rstrip() == console.export_text().rstrip()  # every line of the report, in the pipe
+    assert f"wrote {out}" in proc.stderr and "TEARDOWN" not in proc.stderr
+    # a failure exits as usual (its handlers run) with its code
+    bad = subprocess.run([sys.executable, "-c", probe, "analyze", str(tmp_path / "none.json")],
+                         capture_output=True, text=True, cwd=REPO, timeout=300)
+    assert bad.returncode == 2 and "TEARDOWN" in bad.stderr
