@@ -30,14 +30,14 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from concurrent.futures import Future
 from functools import cached_property
-from typing import Any, Callable, Optional, TypeVar, Union
+from typing import Any, Callable, Optional, Union
 
 import numpy as np
 
 from ..trace import model as m
 from ..arrays import distinct
+from ..threads import Pool, Task, done
 from .fold import NameSearch
 from . import intervals, rules
 from .document import Category, Phase
@@ -653,28 +653,16 @@ def attribute(tl: Timeline, steps: Steps, basis: str = "gpu", threads: int = 1) 
     second thread while linking, steps and phases run on this one (numpy work
     that releases the GIL; used for large traces).
     """
-    from concurrent.futures import ThreadPoolExecutor
+    pool = Pool(1) if threads > 1 else None
 
-    pool = ThreadPoolExecutor(max_workers=1) if threads > 1 else None
-
-    def later(fn: Callable[..., Any], *args: Any) -> Future[Any]:
-        return pool.submit(fn, *args) if pool is not None else _resolved(fn(*args))
+    def later(fn: Callable[..., Any], *args: Any) -> Task[Any]:
+        return pool.submit(fn, *args) if pool is not None else done(fn(*args))
 
     try:
         return _attribute(tl, steps, basis, later)
     finally:
         if pool is not None:
             pool.shutdown()
-
-
-_T = TypeVar("_T")
-
-
-def _resolved(value: _T) -> Future[_T]:
-    """A future that already holds ``value``."""
-    done: Future[_T] = Future()
-    done.set_result(value)
-    return done
 
 
 def _shares(lanes: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray:
@@ -687,11 +675,11 @@ def _shares(lanes: np.ndarray, start: np.ndarray, end: np.ndarray) -> np.ndarray
 
 
 def _attribute(
-    tl: Timeline, steps: Steps, basis: str, later: Callable[..., Future[Any]]
+    tl: Timeline, steps: Steps, basis: str, later: Callable[..., Task[Any]]
 ) -> DeviceWork:
     if basis == "cpu":  # the CPU ops are the work items: each its own launch and op, weighted by self time
         dev, cpu_share = cpu_self_items(tl)
-        f_share = _resolved(cpu_share)
+        f_share = done(cpu_share)
         launch, op = dev.copy(), dev.copy()
     else:  # device work: the time shares on the other thread while linking runs on this one
         dev = tl.rows(*m.DEVICE_WORK_KINDS)

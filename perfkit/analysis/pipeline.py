@@ -17,6 +17,7 @@ import numpy as np
 from ..trace import model as m
 from ..trace import read_trace
 from ..arrays import distinct
+from ..threads import Pool
 from . import ops, rules, series
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, attribute, find_steps, has_host_evidence
 from .overview import ROLES, overview
@@ -94,8 +95,6 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
     in_kept_step = functools.partial(in_kept_steps, steps, stats)
     # The tables are independent and mostly numpy work, which releases the GIL:
     # on large traces they are built on two threads.
-    from concurrent.futures import ThreadPoolExecutor
-
     from . import comm, compiled, findings, frames
 
     def context(tables: Optional[findings.Tables]) -> findings.Context:
@@ -103,7 +102,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
                                 tables=tables)
 
     threads = 2 if len(trace) >= TABLE_THREADS_MIN_EVENTS else 1
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    with Pool(threads) as pool:
         f_early = pool.submit(findings.run_early, context(None))
         f_top_ops = pool.submit(ops.top_ops, tl, dw, kept, max(n_kept, 1), busy_total, src, in_kept_step, basis=basis)
         f_roles = pool.submit(overview, tl, dw, stats)

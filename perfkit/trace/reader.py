@@ -35,6 +35,8 @@ from .decode import ChunkError, decode_chunk, read_range
 if TYPE_CHECKING:
     from concurrent.futures import Executor
 
+    from ..threads import Pool
+
 #: Target bytes of JSON per chunk handed to one decode call.
 CHUNK_BYTES = 8 * 1024 * 1024
 #: Bytes of JSON per inflate call (at most CHUNK_BYTES). Each such block is cut in place into a
@@ -114,11 +116,11 @@ def _read(path: str, workers: Optional[int], stats: dict[str, int]) -> m.Trace:
         # pickling them between processes. It reads the chunks of a plain file
         # straight from the page cache through a memory map (no read buffers to
         # allocate, fault in and copy into).
-        from concurrent.futures import ThreadPoolExecutor
+        from ..threads import Pool
 
         with _FileMap(source) as fmap:
             if workers > 1:
-                with ThreadPoolExecutor(max_workers=workers) as tpool:
+                with Pool(workers) as tpool:
                     results = _decode_all(chunks, tpool, workers, fmap.decode_or_none, tally)
             else:
                 results = _decode_all(chunks, None, 0, fmap.decode_or_none, tally)
@@ -924,7 +926,7 @@ class _FileMap:
                 self.mm.madvise(mmap.MADV_DONTNEED, lo, end - lo)
 
 
-def _decode_all(chunks: Iterator[Any], pool: Optional["Executor"], workers: int,
+def _decode_all(chunks: Iterator[Any], pool: Union["Executor", "Pool", None], workers: int,
                 decode: Any = None, tally: Optional["_Tally"] = None) -> list[dict[str, Any]]:
     """Decode chunks in order, none lost for one bad event.
 
