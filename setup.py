@@ -1,7 +1,8 @@
-"""Build hook for the optional C scanner (perfkit.trace._scan).
+"""Build hook for the optional C extensions: the trace scanner (perfkit.trace._scan) and the JSON
+layout of written documents (perfkit._indent).
 
-Everything else is in pyproject.toml. The extension is optional: where it does
-not compile, perfkit reads traces with its pure-Python (msgspec) decoder.
+Everything else is in pyproject.toml. Both are optional: where they do not compile, perfkit reads
+traces with its pure-Python (msgspec) decoder and lays out JSON with msgspec.
 """
 
 from setuptools import Extension, setup
@@ -13,6 +14,7 @@ setup(
             ["perfkit/trace/_scan.c"],
             optional=True,
             extra_compile_args=["-O3"],
-        )
+        ),
+        Extension("perfkit._indent", ["perfkit/_indent.c"], optional=True, extra_compile_args=["-O3"]),
     ]
 )

@@ -68,16 +68,21 @@ def write_json(doc: dict[str, Any], path: Union[str, "os.PathLike[str]"]) -> Non
 def _indented(doc: Any) -> Union[str, None]:
     """``json.dumps(doc, indent=2, allow_nan=False, default=json_default)``, 3x faster: the standard
     library's C encoder writes the compact text (the indented form is its pure-Python encoder), which
-    ``msgspec.json.format`` indents, keeping every token as written (numbers as ``float.__repr__``,
-    escapes as ``ensure_ascii``); tests/unit/test_write_json_text.py compares the two. None where the
-    document holds a NaN or an infinity (or a reference cycle): the caller's slower path."""
+    perfkit's C layout (``perfkit._indent``, built by setup.py) or else ``msgspec.json.format``
+    indents, keeping every token as written (numbers as ``float.__repr__``, escapes as
+    ``ensure_ascii``); tests/unit/test_write_json_text.py compares each with json.dumps. None where
+    the document holds a NaN or an infinity (or a reference cycle): the caller's slower path."""
     try:
         compact = json.dumps(doc, allow_nan=False, default=json_default, separators=(",", ":"))
     except ValueError:
         return None
-    import msgspec
+    try:
+        from .._indent import indent2  # importing msgspec alone costs ~7 ms of a command
+    except ImportError:
+        import msgspec
 
-    return msgspec.json.format(compact, indent=2)
+        return msgspec.json.format(compact, indent=2)
+    return indent2(compact)
 
 
 __all__ = ["render_console", "render_markdown", "write_json"]
