@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
@@ -59,4 +59,27 @@ def percentiles(values: Any, qs: Sequence[float]) -> np.ndarray:
     diff = above - below
     out = below + diff * t
     np.subtract(above, diff * (1 - t), out=out, where=t >= 0.5)
+    return out
+
+
+def rounded(values: Any, ndigits: int = 3) -> list[Optional[float]]:
+    """``[round(v, ndigits) for v in values]`` with NaN as None: the same floats, vectorised.
+
+    Python's ``round`` gives the double nearest to the value rounded (half to even) at the decimal.
+    Here ``k = rint(v * 10**ndigits)`` is that decimal exactly unless ``v * 10**ndigits`` lies
+    within a rounding error of a half (or beyond 2**52, or is infinite), and then ``k / 10**ndigits``,
+    one correctly rounded division, is the same double. The few values near a half go through
+    ``round`` itself. ~0.1 µs a value against ~0.5 µs (~9,000 values in the anchor trace's
+    collectives table)."""
+    x = np.asarray(values, dtype=np.float64).ravel()
+    scale = 10.0 ** ndigits
+    with np.errstate(invalid="ignore", over="ignore"):
+        y = x * scale
+        k = np.rint(y)
+        frac = np.abs(y - np.floor(y) - 0.5)
+        exact = np.isfinite(y) & (np.abs(y) < 2.0**52) & (frac > 1e-6 * np.maximum(1.0, np.abs(y) * 2.0**-40))
+    out: list[Optional[float]] = (k / scale).tolist()
+    for i in np.flatnonzero(~exact).tolist():
+        v = float(x[i])
+        out[i] = None if v != v else round(v, ndigits)
     return out

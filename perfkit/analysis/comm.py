@@ -36,7 +36,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..trace import model as m
-from ..arrays import distinct, median
+from ..arrays import distinct, median, rounded
 from .fold import NameSearch
 from . import intervals, rules
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, innermost_around, step_of
@@ -146,7 +146,7 @@ def _kind_codes(names: list[str], codes: np.ndarray, kinds: list[str]) -> np.nda
 
 def _r(x: np.ndarray) -> list[Any]:
     """µs values as JSON numbers rounded to the ns; NaN (absent) as null."""
-    return [None if v != v else round(v, 3) for v in x.tolist()]
+    return rounded(x, 3)
 
 
 def collectives(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str, steps: Steps,

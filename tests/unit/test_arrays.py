@@ -29,3 +29,23 @@ def test_edges() -> None:
     assert np.isnan(median([]))
     assert median([1, 2]) == 1.5 and median([5]) == 5.0
     assert percentiles([7.0], QS).tolist() == [7.0] * 5
+
+
+def test_rounded_gives_pythons_round() -> None:
+    """The same floats as round(v, 3) (compared by repr, so -0.0 and 0.0 differ), NaN as None; values
+    a rounding error from a half, huge and infinite ones included."""
+    from perfkit.arrays import rounded
+
+    rng = np.random.default_rng(3)
+    sets = [
+        rng.uniform(0, 1e7, 20000),
+        np.round(rng.uniform(0, 1e6, 20000), 3) + 0.0005,  # halves at the third decimal, give or take an ulp
+        rng.integers(0, 10**9, 20000) / 1000.0 + rng.integers(0, 2, 20000) * 0.0005,
+        rng.standard_normal(20000) * 10.0 ** rng.integers(-8, 14, 20000),
+        np.array([0.0005, 0.0015, 0.0025, 1.0005, -0.0005, -0.0, 1e300, -1e300, 5e-324, np.nan, np.inf, -np.inf,
+                  4503599627370.4965, 1e15 + 0.5]),
+    ]
+    for values in sets:
+        for digits in (3, 4):
+            want = [None if v != v else round(v, digits) for v in values.tolist()]
+            assert list(map(repr, rounded(values, digits))) == list(map(repr, want))
