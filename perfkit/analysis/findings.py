@@ -393,9 +393,12 @@ def _one_off(tl: Timeline, rows: np.ndarray) -> np.ndarray:
     """Bool per row: an instance at least ONE_OFF_FACTOR x the median duration of its name's instances."""
     if len(rows) == 0:
         return np.zeros(0, dtype=bool)
-    codes = tl.name[rows].astype(np.int64)
+    codes = tl.name[rows]
     dur = tl.end[rows] - tl.start[rows]
-    order = np.lexsort((dur, codes))
+    # by name, then by duration (equal durations in any order: the flags do not depend on it); two
+    # argsorts, the second stable on the int32 codes, take ~2/3 of np.lexsort's time
+    by_dur = np.argsort(dur)
+    order = by_dur[np.argsort(codes[by_dur], kind="stable")]
     c, d = codes[order], dur[order]
     first = np.flatnonzero(np.r_[True, c[1:] != c[:-1]])
     counts = np.diff(np.r_[first, len(c)])
