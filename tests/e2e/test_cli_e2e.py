@@ -47,12 +47,15 @@ def test_job_analysis_merge_report_and_budget_without_torch(tmp_path):
 def test_analyze_of_one_trace_ends_without_teardown_and_loses_no_output(tmp_path):
     """``perfkit analyze`` of one trace ends with os._exit after flushing (perfkit.cli.console): the
     whole report still reaches a pipe, the JSON is complete, and the exit code is the command's.
-    The interpreter's teardown is skipped: an atexit handler installed before does not run."""
+    The interpreter's teardown is skipped: an atexit handler installed before does not run. The
+    cyclic garbage collector is off during that analysis; main() called by other code leaves it on."""
     from perfkit.report import render_console
     from rich.console import Console
 
     trace = REPO / "tests" / "data" / "traces" / "nv-rtx2080ti-param-linear-train" / "linear_kineto.json.gz"
-    probe = ("import atexit, sys; atexit.register(lambda: sys.stderr.write('TEARDOWN\\n'));"
+    probe = ("import atexit, gc, sys; atexit.register(lambda: sys.stderr.write('TEARDOWN\\n'));"
+             "import perfkit.cli.analyze_run as ar; real = ar.run;"
+             "ar.run = lambda **kw: (sys.stderr.write(f'GC {gc.isenabled()}\\n'), real(**kw))[1];"
              "sys.argv = ['perfkit', *sys.argv[1:]]; from perfkit.cli import console; console()")
     out = tmp_path / "a.json"
     proc = subprocess.run([sys.executable, "-c", probe, "analyze", str(trace), "--json", str(out)],
@@ -64,7 +67,22 @@ def test_analyze_of_one_trace_ends_without_teardown_and_loses_no_output(tmp_path
         render_console(doc, console)
     assert proc.stdout.rstrip() == console.export_text().rstrip()  # every line of the report, in the pipe
     assert f"wrote {out}" in proc.stderr and "TEARDOWN" not in proc.stderr
+    assert "GC False" in proc.stderr  # the collector is off during the one analysis of the process
     # a failure exits as usual (its handlers run) with its code
     bad = subprocess.run([sys.executable, "-c", probe, "analyze", str(tmp_path / "none.json")],
                          capture_output=True, text=True, cwd=REPO, timeout=300)
     assert bad.returncode == 2 and "TEARDOWN" in bad.stderr
+
+
+def test_main_called_in_a_process_leaves_the_collector_on(tmp_path, monkeypatch):
+    """Only the console entry owns its process: main() called by a test or a notebook keeps gc on."""
+    import gc
+
+    import perfkit.cli.analyze_run as ar
+    from perfkit.cli import main
+
+    seen = []
+    monkeypatch.setattr(ar, "run", lambda **kw: seen.append(gc.isenabled()))
+    trace = REPO / "tests" / "data" / "traces" / "nv-rtx2080ti-param-linear-train" / "linear_kineto.json.gz"
+    assert main(["analyze", str(trace), "-q"]) == 0
+    assert seen == [True] and gc.isenabled()
