@@ -470,8 +470,11 @@ def assign_phases(
     device: np.ndarray,
     stream: np.ndarray,
     start: np.ndarray,
+    by_name: Optional[np.ndarray] = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """(phase code, evidence code) per device op. Every op gets one; "unknown" where nothing decides.
+
+    ``by_name``: :func:`kernel_name_phases` of ``dev``, if already computed (on another thread).
 
     Rules in order (docs/analysis.md "Phases"): host ranges around the launch (optimizer,
     annotation, autograd), the kernel's name, its position between the step's backward and
@@ -482,7 +485,8 @@ def assign_phases(
     n = len(dev)
     phase = np.full(n, -1, dtype=np.int8)
     evidence = np.full(n, EVIDENCE_CODES[rules.EVIDENCE_NONE], dtype=np.int8)
-    by_name = kernel_name_phases(tl, dev)
+    if by_name is None:
+        by_name = kernel_name_phases(tl, dev)
     if not has_host_evidence(tl):
         ordered = _kernel_order_phases(device, step, start, by_name)
         phase[:] = ordered
@@ -680,11 +684,13 @@ def _attribute(
     if basis == "cpu":  # the CPU ops are the work items: each its own launch and op, weighted by self time
         dev, cpu_share = cpu_self_items(tl)
         f_share = done(cpu_share)
+        f_by_name = later(kernel_name_phases, tl, dev)
         launch, op = dev.copy(), dev.copy()
-    else:  # device work: the time shares on the other thread while linking runs on this one
+    else:  # device work: the time shares and the names' phases on the other thread while linking runs on this one
         dev = tl.rows(*m.DEVICE_WORK_KINDS)
         dev = dev[np.argsort(tl.start[dev], kind="stable")]
         f_share = later(_shares, tl.col(m.PID)[dev], tl.start[dev], tl.end[dev])
+        f_by_name = later(kernel_name_phases, tl, dev)
         launch, op = link(tl, dev)
     device = tl.col(m.PID)[dev]
     stream = tl.col(m.TID)[dev]
@@ -725,7 +731,8 @@ def _attribute(
     elif unlinked.any():
         step[unlinked] = 0
 
-    phase, phase_evidence = assign_phases(tl, steps, dev, launch, launch_step, step, device, stream, start)
+    phase, phase_evidence = assign_phases(tl, steps, dev, launch, launch_step, step, device, stream, start,
+                                          by_name=f_by_name.result())
 
     category = f_category.result()
     share = f_share.result()
