@@ -175,12 +175,22 @@ class _IdIndex:
 
 def link(tl: Timeline, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(launch row, op row) for each device row."""
+    launch = launches_of(tl, dev)
+    return launch, ops_of(tl, dev, launch)
+
+
+def launches_of(tl: Timeline, dev: np.ndarray) -> np.ndarray:
+    """The runtime call that launched each device row (by correlation id), -1 if none."""
     corr = tl.col(m.CORR)
-    ext = tl.col(m.EXT)
     launches = tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)
     launches = launches[corr[launches] >= 0]
-    launch = _IdIndex(corr[launches], launches, len(dev)).get(corr[dev])
+    return _IdIndex(corr[launches], launches, len(dev)).get(corr[dev])
 
+
+def ops_of(tl: Timeline, dev: np.ndarray, launch: np.ndarray) -> np.ndarray:
+    """The CPU op of each device row, -1 if none: by External id, else by its launch's External id,
+    else the innermost CPU op around its launch."""
+    ext = tl.col(m.EXT)
     ops = tl.rows(m.Kind.CPU_OP, m.Kind.USER_ANNOTATION)
     ops = ops[ext[ops] >= 0]
     # Prefer ATen ops over annotations that share an id (both carry External id).
@@ -194,7 +204,7 @@ def link(tl: Timeline, dev: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     missing = (op < 0) & (launch >= 0)
     if missing.any():
         op[np.flatnonzero(missing)] = innermost_around(tl, tl.rows(m.Kind.CPU_OP), launch[missing])
-    return launch, op
+    return op
 
 
 def innermost_around(tl: Timeline, ops: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -685,18 +695,23 @@ def _attribute(
         dev, cpu_share = cpu_self_items(tl)
         f_share = done(cpu_share)
         f_by_name = later(kernel_name_phases, tl, dev)
-        launch, op = dev.copy(), dev.copy()
-    else:  # device work: the time shares and the names' phases on the other thread while linking runs on this one
+        launch = dev.copy()
+        f_op = done(dev.copy())
+    else:
+        # The other thread works out the time shares, the names' phases, each op's CPU op and its
+        # category, in that order, while this one finds the launches, then steps and phases.
         dev = tl.rows(*m.DEVICE_WORK_KINDS)
         dev = dev[np.argsort(tl.start[dev], kind="stable")]
         f_share = later(_shares, tl.col(m.PID)[dev], tl.start[dev], tl.end[dev])
         f_by_name = later(kernel_name_phases, tl, dev)
-        launch, op = link(tl, dev)
+        launch = launches_of(tl, dev)
+        f_op = later(ops_of, tl, dev, launch)
     device = tl.col(m.PID)[dev]
     stream = tl.col(m.TID)[dev]
     start = tl.start[dev]
     end = tl.end[dev]
-    f_category = later(assign_categories, tl, dev, op)
+    # (one worker runs the calls in order: f_op is done when this one starts)
+    f_category = later(lambda: assign_categories(tl, dev, f_op.result()))
 
     # Steps: by launch time; unlinked ops by GPU-side ProfilerStep ranges, then by stream order.
     step = np.full(len(dev), NO_STEP, dtype=np.int64)
@@ -736,6 +751,7 @@ def _attribute(
 
     category = f_category.result()
     share = f_share.result()
+    op = f_op.result()
     return DeviceWork(
         row=dev,
         start=start,
