@@ -698,14 +698,14 @@ def _attribute(
         launch = dev.copy()
         f_op = done(dev.copy())
     else:
-        # The other thread works out the time shares, the names' phases, each op's CPU op and its
-        # category, in that order, while this one finds the launches, then steps and phases.
+        # The other thread works out the time shares, each op's CPU op and its category, in that
+        # order, while this one finds the launches, the names' phases, then steps and phases.
         dev = tl.rows(*m.DEVICE_WORK_KINDS)
         dev = dev[np.argsort(tl.start[dev], kind="stable")]
         f_share = later(_shares, tl.col(m.PID)[dev], tl.start[dev], tl.end[dev])
-        f_by_name = later(kernel_name_phases, tl, dev)
         launch = launches_of(tl, dev)
         f_op = later(ops_of, tl, dev, launch)
+        f_by_name = done(kernel_name_phases(tl, dev))
     device = tl.col(m.PID)[dev]
     stream = tl.col(m.TID)[dev]
     start = tl.start[dev]
