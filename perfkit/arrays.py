@@ -24,21 +24,28 @@ def distinct(values: Any) -> np.ndarray:
 
 
 def median(values: Any) -> float:
-    """``float(np.median(values))`` of an array of finite numbers, by one partition (NaN for no
-    values, as ``np.median`` gives, without its warning).
+    """``float(np.median(values))``, by one partition: NaN for no values (without numpy's warning)
+    or where a value is NaN, as ``np.median`` gives.
 
     ``np.median`` imports ``numpy.ma`` at its first call too (to check its result for a masked
     array). The middle two values are averaged as ``np.median`` does: ``(a + b) / 2``.
     """
-    a = np.asarray(values, dtype=np.float64).ravel()
-    n = len(a)
+    return float(median_along(np.asarray(values, dtype=np.float64).ravel(), 0))
+
+
+def median_along(values: Any, axis: int) -> np.ndarray:
+    """``np.median(values, axis=axis)`` of a float array (see :func:`median`)."""
+    a = np.asarray(values, dtype=np.float64)
+    n = a.shape[axis]
     if n == 0:
-        return float("nan")
+        return np.full(np.delete(a.shape, axis), np.nan)
     k = n // 2
     if n % 2:
-        return float(np.partition(a, k)[k])
-    part = np.partition(a, (k - 1, k))
-    return float((part[k - 1] + part[k]) / 2)
+        out = np.take(np.partition(a, k, axis=axis), k, axis=axis)
+    else:
+        part = np.partition(a, (k - 1, k), axis=axis)
+        out = (np.take(part, k - 1, axis=axis) + np.take(part, k, axis=axis)) / 2
+    return np.where(np.isnan(a).any(axis=axis), np.nan, out)
 
 
 def percentiles(values: Any, qs: Sequence[float]) -> np.ndarray:

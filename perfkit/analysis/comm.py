@@ -37,7 +37,7 @@ import numpy as np
 
 from ..trace import model as m
 from ..arrays import distinct, median, rounded
-from .fold import NameSearch
+from .fold import name_search
 from . import intervals, rules
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, innermost_around, step_of
 from .steps import StepStats
@@ -132,7 +132,7 @@ def section(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str, steps: S
 def _kind_codes(names: list[str], codes: np.ndarray, kinds: list[str]) -> np.ndarray:
     """Index into ``kinds`` (appended to) of each string-table code's collective kind, -1 if none."""
     out = np.full(len(codes), -1, dtype=np.int64)
-    rules_ = [(k, NameSearch(p, re.I)) for k, p in rules.COLLECTIVE_KINDS]
+    rules_ = [(k, name_search(p, re.I)) for k, p in rules.COLLECTIVE_KINDS]
     for c in distinct(codes[codes >= 0]).tolist():  # one regex pass per distinct name
         text = rules.match_text(names[c])
         low = text.lower() if text.isascii() else None

@@ -101,7 +101,7 @@ def _document(tl: Timeline, steps: Steps, dw: DeviceWork, stats: StepStats, basi
         return findings.Context(tl=tl, steps=steps, dw=dw, stats=stats, basis=basis, src=src, kept=kept,
                                 tables=tables)
 
-    threads = 2 if len(trace) >= TABLE_THREADS_MIN_EVENTS else 1
+    threads = 2 if len(trace) >= TABLE_THREADS_MIN_EVENTS else 0  # 0: here, one after the other
     with Pool(threads) as pool:
         f_early = pool.submit(findings.run_early, context(None))
         f_top_ops = pool.submit(ops.top_ops, tl, dw, kept, max(n_kept, 1), busy_total, src, in_kept_step, basis=basis)

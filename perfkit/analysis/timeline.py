@@ -16,7 +16,7 @@ import numpy as np
 
 from ..trace import model as m
 from ..arrays import distinct
-from .fold import NameSearch, lowered
+from .fold import lowered, name_search
 from . import intervals
 
 
@@ -51,7 +51,7 @@ def name_mask(names: list[str], pattern: str) -> np.ndarray:
     from .rules import MATCH_CHARS
 
     texts = [t if len(t) <= MATCH_CHARS else t[:MATCH_CHARS] for t in names]  # rules.match_text, inlined
-    search = NameSearch(pattern)
+    search = name_search(pattern)
     if not _REMEMBER[0]:
         if search.folded is None:
             return np.fromiter((search.exact(t) is not None for t in texts), dtype=bool, count=len(texts))

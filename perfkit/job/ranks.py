@@ -33,6 +33,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, cast
 
 import numpy as np
 
+from ..arrays import distinct, median, median_along
+
 from ..units import compress_ids
 from ..analysis import comm, intervals, rules
 from ..analysis.document import AnalysisDoc, finding_order, severity_rank
@@ -199,7 +201,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
                            else copy.deepcopy(docs[0]))
     rows = [rank_row(d) for d in docs]
     if rows:
-        med = float(np.median([r["work_ms_per_step"] for r in rows]))
+        med = float(median([r["work_ms_per_step"] for r in rows]))
         for r in rows:
             r["work_vs_median_ms"] = r["work_ms_per_step"] - med
     seen = {r["rank"] for r in rows}
@@ -231,7 +233,7 @@ def job_view(docs: list[dict[str, Any]], *, world_size: Optional[int] = None,
         "ranks_analysed": len(rows),
         "missing_ranks": sorted(missing),
         "failed_ranks": [r["rank"] for r in failed_rows],
-        "step_ms_median": float(np.median([r["step_ms_median"] for r in rows])) if rows else None,
+        "step_ms_median": float(median([r["step_ms_median"] for r in rows])) if rows else None,
         "straggler": ({"rank": lead["rank"],
                        "others_wait_ms_per_step": lead["others_wait_ms_per_step"],
                        "lead_ms_per_step": lead["lead_ms_per_step"],
@@ -461,7 +463,7 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
         group = sp * len(kinds) + kind
         key = group * n_max + np.asarray(c["n"], dtype=np.int64)
         per_rank.append((key[ok], group[ok], np.flatnonzero(ok)))
-    groups = np.unique(np.concatenate([g for _, g, _ in per_rank]))
+    groups = distinct(np.concatenate([g for _, g, _ in per_rank]))
     counts = np.stack([np.bincount(np.searchsorted(groups, g), minlength=len(groups)) for _, g, _ in per_rank])
     agreed = (counts == counts[0]).all(axis=0)
     skipped = [
@@ -499,7 +501,7 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
         codes = np.asarray(c["before_op"], dtype=np.int64)[rows_]
         mats["before"].append(ops[np.where((codes >= 0) & (codes < len(ops) - 1), codes, -1)])
     start, end, launch = (np.stack(mats[k]) for k in ("start", "end", "launch"))
-    offset = np.median(end - end[0], axis=1)
+    offset = median_along(end - end[0], 1)
     shifted = np.abs(offset) > CLOCK_SHIFT_MIN_US
     applied = np.where(shifted, offset, 0.0)
     start -= applied[:, None]
@@ -521,7 +523,7 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
     is_last = last[None, :] == np.arange(n_ranks)[:, None]
     caused = (is_last * (wait.sum(axis=0) / (n_ranks - 1))[None, :]).sum(axis=1)
     caused_max = (is_last * wait.max(axis=0)[None, :]).sum(axis=1)
-    key_steps = np.unique(keys_ref // n_max // len(kinds))
+    key_steps = distinct(keys_ref // n_max // len(kinds))
     return {
         "status": "matched",
         "ranks": rks,
@@ -532,7 +534,7 @@ def arrivals(docs: list[dict[str, Any]]) -> dict[str, Any]:
         "skipped": skipped,
         "clock_offset_us": offset,
         "clock_shifted": shifted,
-        "end_spread_us": float(np.median(end.max(axis=0) - end.min(axis=0))),
+        "end_spread_us": float(median(end.max(axis=0) - end.min(axis=0))),
         "last": is_last.sum(axis=1),
         "caused_wait_us": caused,
         "caused_max_wait_us": caused_max,
@@ -581,9 +583,9 @@ def straggler(rows: list[dict[str, Any]], docs: list[dict[str, Any]], arr: dict[
     wait_ms = float(caused[s])
     # Jitter makes every rank last now and then: only the wait beyond what a typical rank
     # causes is this rank's own (in a balanced job the ranks cause about the same).
-    typical_ms = float(np.median(np.delete(caused, s)))
+    typical_ms = float(median(np.delete(caused, s)))
     excess_ms = wait_ms - typical_ms
-    step = float(np.median([r["step_ms_median"] for r in rows])) if rows else 0.0
+    step = float(median([r["step_ms_median"] for r in rows])) if rows else 0.0
     share = excess_ms / step if step > 0 else 0.0
     if share < STRAGGLER_INFO or excess_ms < STRAGGLER_MIN_MS:
         return None
@@ -608,8 +610,8 @@ def straggler(rows: list[dict[str, Any]], docs: list[dict[str, Any]], arr: dict[
     ss = arr["step_start"]
     cols = np.isfinite(ss).any(axis=0)
     behind = ss[s, cols] - np.nanmin(ss[:, cols], axis=0) if cols.any() else np.zeros(0)
-    step_late_ms = float(np.median(behind[np.isfinite(behind)])) / 1000.0 if np.isfinite(behind).any() else None
-    med_start = np.array([np.median(row[np.isfinite(row)]) if np.isfinite(row).any() else np.inf for row in ss])
+    step_late_ms = float(median(behind[np.isfinite(behind)])) / 1000.0 if np.isfinite(behind).any() else None
+    med_start = np.array([median(row[np.isfinite(row)]) if np.isfinite(row).any() else np.inf for row in ss])
     earliest = arr["ranks"][int(np.argmin(med_start))] if np.isfinite(med_start).any() else None
     # What its device ran in the gaps before its late collectives: each gap's top op, by its own device time there.
     before: dict[str, float] = {}
@@ -711,7 +713,7 @@ def _queued_ms(launch_us: np.ndarray, start_us: np.ndarray, n_steps: int) -> Opt
 
 def _finite_median(values: Iterable[Optional[float]]) -> Optional[float]:
     known = [v for v in values if v is not None]
-    return float(np.median(known)) if known else None
+    return float(median(known)) if known else None
 
 
 def _round(x: Optional[float], digits: int = 3) -> Optional[float]:
@@ -759,14 +761,14 @@ def work_estimate(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]
     work = np.array([r["work_ms_per_step"] for r in rows])
     s = int(np.argmax(work))
     others = np.delete(np.arange(len(rows)), s)
-    extra = float(work[s] - np.median(work[others]))
-    step = float(np.median([r["step_ms_median"] for r in rows]))
+    extra = float(work[s] - median(work[others]))
+    step = float(median([r["step_ms_median"] for r in rows]))
     share = extra / step if step > 0 else 0.0
     if share < STRAGGLER_INFO or extra < STRAGGLER_MIN_MS:
         return None
     slow = rows[s]
     exposed = np.array([r["comm_exposed_ms_per_step"] for r in rows])
-    others_wait = float(np.median(np.maximum(exposed[others] - exposed[s], 0.0)))
+    others_wait = float(median(np.maximum(exposed[others] - exposed[s], 0.0)))
     phase, phase_ms = _largest_excess(rows, s)
     causes = _excess_items(docs, s, "top_ops", "name", "ms_per_step") + \
         _excess_items(docs, s, "frames", "source", "ms_per_step")
@@ -791,7 +793,7 @@ def work_estimate(rows: list[dict[str, Any]], docs: Optional[list[dict[str, Any]
             "extra_ms_per_step": round(extra, 3),
             "share_of_step": round(share, 4),
             "work_ms_per_step": round(float(work[s]), 3),
-            "others_work_ms_per_step": round(float(np.median(work[others])), 3),
+            "others_work_ms_per_step": round(float(median(work[others])), 3),
             "others_wait_ms_per_step": round(others_wait, 3),
             "straggler_wait_ms_per_step": round(float(exposed[s]), 3),
             "step_ms": round(step, 3),
@@ -815,7 +817,7 @@ def _largest_excess(rows: list[dict[str, Any]], s: int) -> tuple[Optional[str], 
     others = np.delete(np.arange(len(rows)), s)
     best, best_ms = None, 0.0
     for name, v in parts.items():
-        d = float(v[s] - np.median(v[others]))
+        d = float(v[s] - median(v[others]))
         if d > best_ms:
             best, best_ms = name, d
     if best is None:
@@ -836,7 +838,7 @@ def _excess_items(docs: list[dict[str, Any]], s: int, key: str, ident: str, valu
         if key == "top_ops" and rx.search(name):
             continue
         others = [float((t.get(name) or {}).get(value) or 0.0) for i, t in enumerate(tables) if i != s]
-        d = float(row.get(value) or 0.0) - float(np.median(others))
+        d = float(row.get(value) or 0.0) - float(median(others))
         if d > 0:
             item = {"name": name, "source": row.get("source"), "ms_per_step": round(d, 4)} if key == "top_ops" \
                 else {"source": name, "ms_per_step": round(d, 4)}

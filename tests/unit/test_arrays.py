@@ -49,3 +49,18 @@ def test_rounded_gives_pythons_round() -> None:
         for digits in (3, 4):
             want = [None if v != v else round(v, digits) for v in values.tolist()]
             assert list(map(repr, rounded(values, digits))) == list(map(repr, want))
+
+
+def test_medians_along_an_axis_and_with_nans() -> None:
+    from perfkit.arrays import median_along
+
+    rng = np.random.default_rng(4)
+    for shape in [(1, 1), (3, 5), (4, 6), (7, 2), (2, 9)]:
+        a = np.round(rng.standard_normal(shape) * 100, 1)
+        for axis in (0, 1):
+            assert np.array_equal(median_along(a, axis), np.median(a, axis=axis))
+        a[0, 0] = np.nan  # a NaN makes its row's or column's median NaN, as numpy's
+        for axis in (0, 1):
+            assert np.array_equal(median_along(a, axis), np.median(a, axis=axis), equal_nan=True)
+        assert np.isnan(median(a)) and np.isnan(np.median(a))
+    assert median([3, 1, 2]) == 2.0 and median(np.array([1, 4], dtype=np.int64)) == 2.5
