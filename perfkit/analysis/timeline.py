@@ -21,12 +21,54 @@ from . import intervals
 
 
 #: Answers of :func:`name_mask` remembered across traces analysed by one process (the ranks of a job
-#: share their names), once :func:`remember_across_traces` is on; at most this many (pattern, name)
-#: answers, cleared when full.
+#: share their names), once :func:`remember_across_traces` is on; for at most this many distinct
+#: names, forgotten when full.
 NAME_MEMO_MAX = 500_000
-_NAME_MEMO: dict[str, dict[str, bool]] = {}
-_name_memo_size = [0]
 _REMEMBER = [False]
+
+
+class _Remembered:
+    """Every distinct name seen gets an index once; each pattern keeps its answers as a bool array
+    over the indices (grown as new names come). A trace's names are mapped to indices once, then each
+    pattern's answer for the whole trace is one gather (a job's ranks ask ~25 patterns each)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.clear()
+
+    def clear(self) -> None:
+        self.index: dict[str, int] = {}
+        self.texts: list[str] = []
+        self.masks: dict[str, np.ndarray] = {}
+        self.last: Optional[tuple[list[str], np.ndarray]] = None  # a names list (by identity), its indices
+
+    def mask(self, names: list[str], pattern: str) -> np.ndarray:
+        with self.lock:
+            if self.last is not None and self.last[0] is names:
+                idx = self.last[1]
+            else:
+                if len(self.texts) + len(names) > NAME_MEMO_MAX:
+                    self.clear()
+                idx = np.fromiter(map(self._index_of, _match_texts(names)), dtype=np.int64, count=len(names))
+                self.last = (names, idx)
+            have = self.masks.get(pattern)
+            done = 0 if have is None else len(have)
+            if done < len(self.texts):
+                new = _answers(self.texts[done:], pattern)
+                have = new if have is None else np.concatenate([have, new])
+                self.masks[pattern] = have
+            assert have is not None
+            return have[idx]
+
+    def _index_of(self, text: str) -> int:
+        i = self.index.get(text)
+        if i is None:
+            i = self.index[text] = len(self.texts)
+            self.texts.append(text)
+        return i
+
+
+_REMEMBERED = _Remembered()
 
 
 def remember_across_traces(on: bool = True) -> None:
@@ -38,42 +80,34 @@ def remember_across_traces(on: bool = True) -> None:
     """
     _REMEMBER[0] = on
     if not on:
-        _NAME_MEMO.clear()
-        _name_memo_size[0] = 0
+        with _REMEMBERED.lock:
+            _REMEMBERED.clear()
 
 
 def remembering() -> bool:
     return _REMEMBER[0]
 
 
-def name_mask(names: list[str], pattern: str) -> np.ndarray:
-    """Boolean per string-table entry: does the name match ``pattern`` (regex search)."""
+def _match_texts(names: list[str]) -> list[str]:
+    """The part of each name the patterns look at (rules.match_text, inlined)."""
     from .rules import MATCH_CHARS
 
-    texts = [t if len(t) <= MATCH_CHARS else t[:MATCH_CHARS] for t in names]  # rules.match_text, inlined
+    return [t if len(t) <= MATCH_CHARS else t[:MATCH_CHARS] for t in names]
+
+
+def _answers(texts: list[str], pattern: str) -> np.ndarray:
+    """Does each text match ``pattern`` (regex search)."""
     search = name_search(pattern)
-    if not _REMEMBER[0]:
-        if search.folded is None:
-            return np.fromiter((search.exact(t) is not None for t in texts), dtype=bool, count=len(texts))
-        return np.fromiter(map(search, texts, lowered(texts)), dtype=bool, count=len(texts))
-    memo = _NAME_MEMO.get(pattern)
-    if memo is None or _name_memo_size[0] + len(names) > NAME_MEMO_MAX:
-        if _name_memo_size[0] + len(names) > NAME_MEMO_MAX:
-            _NAME_MEMO.clear()
-            _name_memo_size[0] = 0
-        memo = _NAME_MEMO[pattern] = {}
-    if not memo:  # the first trace: one search per name, remembered
-        vals = list(map(search, texts))
-        memo.update(zip(texts, vals))
-        _name_memo_size[0] += len(memo)
-        return np.array(vals, dtype=bool)
-    got: list[bool | None] = list(map(memo.get, texts))
-    if None in got:
-        for i, v in enumerate(got):
-            if v is None:
-                got[i] = memo[texts[i]] = search(texts[i])
-                _name_memo_size[0] += 1
-    return np.array(got, dtype=bool)
+    if search.folded is None:
+        return np.fromiter((search.exact(t) is not None for t in texts), dtype=bool, count=len(texts))
+    return np.fromiter(map(search, texts, lowered(texts)), dtype=bool, count=len(texts))
+
+
+def name_mask(names: list[str], pattern: str) -> np.ndarray:
+    """Boolean per string-table entry: does the name match ``pattern`` (regex search)."""
+    if _REMEMBER[0]:
+        return _REMEMBERED.mask(names, pattern)
+    return _answers(_match_texts(names), pattern)
 
 
 @dataclass(frozen=True)
