@@ -27,16 +27,22 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import struct
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from typing import IO, Any, Callable, Iterator, Optional, Protocol, Sequence, Union
+from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 
 from .._json import json_default
 from ..errors import PerfkitError
+
+try:  # the C queue itself: the queue module also imports heapq (a command that analyses a few small ranks)
+    from _queue import Empty, SimpleQueue
+except ImportError:  # pragma: no cover (other Pythons)
+    from queue import Empty, SimpleQueue
+
+if TYPE_CHECKING:
+    import subprocess
 
 __all__ = ["Engine", "LocalEngine", "RankFailure", "Outcome", "analyse_document", "analyse_outcome",
            "json_bytes", "plan_local", "LocalPlan", "SMALL_TRACE_BYTES", "SERVER_WORK_S"]
@@ -223,13 +229,13 @@ class LocalEngine:
         plan = plan_local([self.sizes(p) for p in paths], cpus=cpu_count(), processes=self.processes,
                           workers=self.workers, small_bytes=self.small_bytes, server_work_s=self.server_work_s)
         self.last_plan = plan
-        large: "queue.SimpleQueue[int]" = queue.SimpleQueue()
-        small: "queue.SimpleQueue[int]" = queue.SimpleQueue()
+        large: "SimpleQueue[int]" = SimpleQueue()
+        small: "SimpleQueue[int]" = SimpleQueue()
         for i in plan.large:
             large.put(i)
         for i in plan.small:
             small.put(i)
-        results: "queue.SimpleQueue[tuple[int, Optional[Outcome], Optional[BaseException]]]" = queue.SimpleQueue()
+        results: "SimpleQueue[tuple[int, Optional[Outcome], Optional[BaseException]]]" = SimpleQueue()
         stop = threading.Event()
         lock = threading.Lock()
 
@@ -241,13 +247,13 @@ class LocalEngine:
                         i = large.get_nowait()
                         results.put((i, self.fresh(paths[i], plan.decode_threads), None))
                         continue
-                    except queue.Empty:
+                    except Empty:
                         pass
                     if k >= plan.small_lanes:
                         return
                     try:
                         i = small.get_nowait()
-                    except queue.Empty:
+                    except Empty:
                         return
                     if k == 0:  # this process: no start at all
                         out = self.analyse(paths[i], plan.decode_threads)
@@ -322,6 +328,8 @@ def fresh_interpreter(path: str, workers: Optional[int]) -> Outcome:
     cmd = [sys.executable, "-m", "perfkit.job.pool", path]
     if workers is not None:
         cmd.append(str(workers))
+    import subprocess  # only where a process is started (~3 ms of import: locale, signal, selectors)
+
     proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_child_env())
     err = proc.stderr.decode(errors="replace")
     if proc.returncode == BAD_INPUT:
@@ -338,6 +346,8 @@ class ProcessServer:
     trace after another: a JSON line with the path in, a JSON line with the document or error out."""
 
     def __init__(self, workers: Optional[int]) -> None:
+        import subprocess
+
         cmd = [sys.executable, "-m", "perfkit.job.pool", "--serve"] + ([str(workers)] if workers is not None else [])
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=_child_env())
@@ -375,6 +385,8 @@ class ProcessServer:
                 self.proc.stdin.close()
             except OSError:
                 pass
+            import subprocess
+
             try:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
