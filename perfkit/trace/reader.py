@@ -773,6 +773,12 @@ def _events_end(buf: Any, lo: int, hi: int, source: _Source, raw: _Raw) -> int:
     while True:
         search_from = max(lo, hi - window)
         for mt in _END.finditer(buf, search_from, hi):
+            # What follows the events array is nothing, a last "}" or more keys: anything else is
+            # rejected here, without copying the tail. No "}]" inside a JSON string passes (a quote
+            # in a string is escaped): a name of "}]}]..." made this search copy and parse the rest
+            # of the file at each one (quadratic: 11 s for 0.4 MB).
+            if not _TAIL_START.match(buf, mt.end(), hi):
+                continue
             tail_meta = _tail_meta(bytes(buf[mt.end() : hi]))
             if tail_meta is not None:
                 raw.meta.update(tail_meta)
@@ -803,6 +809,11 @@ def _events_end(buf: Any, lo: int, hi: int, source: _Source, raw: _Raw) -> int:
         return seps[i].start() + 1
     raw.truncated = f"{path}: trace is truncated; no complete event in its last part"
     return 0
+
+
+#: How what follows a closing "]" of the events array can begin (what :func:`_tail_meta` may accept):
+#: nothing, a last "}", or a comma and another key (or the object's end).
+_TAIL_START = re.compile(rb'\s*(?:\Z|\}\s*\Z|,\s*["}])')
 
 
 def _tail_meta(rest: bytes) -> Optional[dict[str, Any]]:

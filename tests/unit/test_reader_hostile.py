@@ -9,6 +9,7 @@ import json
 import math
 import mmap
 import os
+import random
 import signal
 import zlib
 
@@ -429,3 +430,53 @@ def test_no_nan_in_real_columns_and_no_warnings_on_real_traces():
         no_nan_or_inf(trace)
         assert not trace.warnings, trace.warnings
         assert math.isfinite(float(trace.events[m.TS].sum()))
+
+
+def _count_tail_parses(monkeypatch) -> list[int]:
+    sizes: list[int] = []
+    real = reader._tail_meta
+
+    def counting(rest):
+        sizes.append(len(rest))
+        return real(rest)
+
+    monkeypatch.setattr(reader, "_tail_meta", counting)
+    return sizes
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_a_name_full_of_array_ends_is_not_parsed_as_the_file_end(tmp_path, monkeypatch, gz):
+    """A 200,000-fold "}]" in the last event's name made the end-of-array search copy and parse the
+    rest of the file at each one (11 s for 0.4 MB). Each candidate is now checked where it stands:
+    the tail is parsed once, for the real end (counted, not timed)."""
+    sizes = _count_tail_parses(monkeypatch)
+    items = [ev(i) for i in range(300)] + [ev(300, name="}]" * 200_000)]
+    trace = read_trace(write(tmp_path, items, gz=gz), workers=0)
+    assert len(trace) == 301 and trace.meta == {"displayTimeUnit": "ms"} and not trace.warnings
+    assert len(sizes) == 1 and sum(sizes) < 100
+
+
+def test_array_ends_inside_strings_never_reach_the_tail_parse(tmp_path, monkeypatch):
+    """A quote inside a JSON string is escaped, so no "}]" inside one is followed by what may follow the
+    events array (nothing, a last "}", or ',"'): names of '}],"a":1' runs (written '}],\\"a\\":1') and
+    of "}] }" runs cost no parse either, whatever their number."""
+    sizes = _count_tail_parses(monkeypatch)
+    items = ([ev(i) for i in range(300)] + [ev(300, name='}],"a":1' * 30_000)]
+             + [ev(301, name="}] }" * 30_000)])
+    trace = read_trace(write(tmp_path, items), workers=0)
+    assert len(trace) == 302 and trace.meta == {"displayTimeUnit": "ms"} and not trace.warnings
+    assert len(sizes) == 1
+
+
+def test_the_tail_check_never_rejects_a_tail_that_parses():
+    """The cheap check before the parse is a necessary condition of it: over generated tails, every one
+    that _tail_meta accepts passes it."""
+    rng = random.Random(5)
+    alphabet = [b" ", b"\n", b"\t", b"\x0b", b"\x0c", b",", b"}", b"]", b'"', b"a", b":", b"1", b"{", b'"k"', b'"k":1']
+    accepted = 0
+    for _ in range(100_000):
+        tail = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 6)))
+        if reader._tail_meta(tail) is not None:
+            accepted += 1
+            assert reader._TAIL_START.match(tail, 0, len(tail)), tail
+    assert accepted > 1000
