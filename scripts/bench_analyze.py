@@ -272,6 +272,7 @@ def snapshot_perfkit() -> str:
     dst = DATA / "perfkit-snapshot"
     shutil.rmtree(dst, ignore_errors=True)
     shutil.copytree(REPO / "perfkit", dst / "perfkit", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    _compile(dst)  # as installed: without .pyc files (PYTHONDONTWRITEBYTECODE) every run would compile
     CODE_ROOT = dst
     return source_hash(dst / "perfkit")
 

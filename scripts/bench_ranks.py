@@ -49,6 +49,8 @@ Usage::
     .venv/bin/python scripts/bench_ranks.py --size-mb 60 --ranks 1,2,4 --repeat 1   # a smoke run
     .venv/bin/python scripts/bench_ranks.py --sizes-mb 1,20 --ranks 1,8,32 --max-idle-wait 0 \
         --source tests/data/traces/param_dlrm_8xv100/worker0_step_12.1694128201545.pt.trace.json.gz   # the scaling table
+    .venv/bin/python scripts/bench_ranks.py --traces tests/data/traces/param_dlrm_8xv100 --ranks 1,8 \
+        --repeat 9 --max-seconds 600   # the issue's case: the 8 real DLRM ranks against the first one
 
 Output: a Markdown table on stdout and in ``bench-data/ranks/results.md``, raw
 runs and the machine in ``bench-data/ranks/results.json``. Exit status 0 when
@@ -94,8 +96,30 @@ def rank_base(src: Path) -> Path:
     return dst
 
 
+def real_ranks(folder: Path) -> list[Path]:
+    """The trace files of ``folder`` (``--traces``), in name order."""
+    return sorted(p for p in folder.iterdir() if p.name.endswith((".json", ".json.gz")))
+
+
+def json_mb(base: Path) -> float:
+    """MB of JSON per rank: the trace's, or the mean over ``--traces``' files (a .gz by its inflated size)."""
+    from perfkit.job.engines import json_bytes
+
+    files = real_ranks(base) if base.is_dir() else [base]
+    return sum(json_bytes(str(f)) for f in files) / len(files) / MB
+
+
 def rank_dir(base: Path, n: int, distinct: bool) -> Path:
     d = OUT / f"{base.stem}-n{n}{'-copies' if distinct else ''}"
+    if base.is_dir():  # --traces: links to its first n files, as rank0..rank{n-1}
+        files = real_ranks(base)
+        if n > len(files):
+            sys.exit(f"{base}: {len(files)} traces, fewer than {n} ranks")
+        shutil.rmtree(d, ignore_errors=True)
+        d.mkdir(parents=True)
+        for r, f in enumerate(files[:n]):
+            (d / f"rank{r}.pt.trace{''.join(f.suffixes[-2:]) if f.name.endswith('.gz') else '.json'}").symlink_to(f.resolve())
+        return d
     d.mkdir(parents=True, exist_ok=True)
     for r in range(n):
         f = d / f"rank{r}.json"
@@ -178,6 +202,9 @@ def main() -> int:
     ap.add_argument("--max-growth", type=float, default=1.25, help="target: peak memory growth allowed (default 1.25x)")
     ap.add_argument("--max-idle-wait", type=float, default=120.0, help="wait up to this long for a quiet machine before each run")
     ap.add_argument("--no-snapshot", action="store_true", help="import perfkit from the working tree, not a copy")
+    ap.add_argument("--traces", type=Path, default=None,
+                    help="a folder of real rank traces used as they are (the first N for N ranks), instead of "
+                         "--source inflated: e.g. tests/data/traces/param_dlrm_8xv100, the issue's 8 DLRM ranks")
     ap.add_argument("--sizes-mb", default=None, help="JSON MB per rank trace, several (e.g. 1,20): the scaling table")
     ap.add_argument("--engine", choices=("local", "ray"), default="local", help="perfkit analyze --engine (default local)")
     ap.add_argument("--address", default=None, help="with --engine ray: a running cluster (default: one started here)")
@@ -192,10 +219,15 @@ def main() -> int:
         sys.exit(f"source trace not found: {source}")
     ba.DATA.mkdir(exist_ok=True)
 
-    sizes = [float(x) for x in (a.sizes_mb or str(a.size_mb)).split(",") if x.strip()]
-    bases = [rank_trace(a, source, mb) for mb in sizes]
-    for base, copies in bases:
-        print(f"rank trace: {base} ({base.stat().st_size / MB:,.1f} MB JSON, x{copies} of {source.name})", flush=True)
+    if a.traces is not None:  # real rank traces, as they are
+        bases = [(a.traces.resolve(), 0)]
+        print(f"rank traces: {len(real_ranks(bases[0][0]))} files of {bases[0][0]} ({json_mb(bases[0][0]):,.1f} MB "
+              "JSON each on average)", flush=True)
+    else:
+        sizes = [float(x) for x in (a.sizes_mb or str(a.size_mb)).split(",") if x.strip()]
+        bases = [rank_trace(a, source, mb) for mb in sizes]
+        for base, copies in bases:
+            print(f"rank trace: {base} ({base.stat().st_size / MB:,.1f} MB JSON, x{copies} of {source.name})", flush=True)
     code_hash = ba.source_hash(REPO / "perfkit") if a.no_snapshot else ba.snapshot_perfkit()
     info = ba.machine()
     info["git"]["perfkit_source_sha256"] = code_hash
@@ -212,12 +244,13 @@ def main() -> int:
         for i in range(a.repeat):
             for base, n in cells:
                 d = rank_dir(base, n, a.distinct)
-                ba.warm_page_cache(base)
+                for f in (real_ranks(base) if base.is_dir() else [base]):
+                    ba.warm_page_cache(f)
                 if a.max_idle_wait > 0:
                     ba.wait_idle(a.max_idle_wait)
                 res = run_analyze(d, OUT / f"job-{base.stem}-n{n}.json", extra)
                 runs[(str(base), n)].append(res)
-                print(f"  {n} rank(s) of {base.stat().st_size / MB:,.1f} MB, run {i + 1}: {res['seconds']:.2f} s, "
+                print(f"  {n} rank(s) of {json_mb(base):,.1f} MB, run {i + 1}: {res['seconds']:.2f} s, "
                       f"peak PSS (tree) {res['peak_tree_pss'] / MB:,.0f} MB over up to {res['max_processes']} processes; "
                       f"{res['ranks_analysed']} ranks in the job view; load {res['load_1min']:.2f}", flush=True)
     finally:
@@ -227,7 +260,7 @@ def main() -> int:
     for base, n in cells:
         rr = runs[(str(base), n)]
         med = lambda k: statistics.median(r[k] for r in rr)  # noqa: E731
-        rows.append({"ranks": n, "rank_mb": base.stat().st_size / MB, "json_mb_total": n * base.stat().st_size / MB,
+        rows.append({"ranks": n, "rank_mb": json_mb(base), "json_mb_total": n * json_mb(base),
                      "seconds": med("seconds"), "seconds_min": min(r["seconds"] for r in rr),
                      "seconds_max": max(r["seconds"] for r in rr), "peak_tree_pss": med("peak_tree_pss"),
                      "peak_main_pss": med("peak_main_pss"), "max_processes": max(r["max_processes"] for r in rr),
@@ -256,8 +289,9 @@ def main() -> int:
         f"Machine: {info['nproc']} CPUs ({info['cpu']}), {info['ram_bytes'] / 2**30:.1f} GiB RAM, Python {info['python']}; "
         f"perfkit at {info.get('git', {}).get('commit', '?')[:12]}"
         + (" plus uncommitted changes" if info.get("git", {}).get("perfkit_modified") else "") + ".",
-        f"Rank traces: {source.name} inflated to each size; {'distinct copies' if a.distinct else 'links to one file'}. "
-        f"Median of {a.repeat} run(s) of `python -m perfkit analyze DIR --json OUT -q --engine {a.engine}`"
+        (f"Rank traces: the files of {a.traces} as they are (the first N for N ranks). " if a.traces is not None else
+         f"Rank traces: {source.name} inflated to each size; {'distinct copies' if a.distinct else 'links to one file'}. ")
+        + f"Median of {a.repeat} run(s) of `python -m perfkit analyze DIR --json OUT -q --engine {a.engine}`"
         + (" (joining a Ray cluster on this machine started once for the benchmark)" if a.engine == "ray" else "")
         + ", interpreter start-up included; runs interleaved over the rows. Peak memory: summed PSS of the "
         "command's process tree, sampled every 20 ms. MB = 10^6 bytes. Load: 1-minute load average at each run's start (median).",
@@ -285,7 +319,7 @@ def main() -> int:
     OUT.mkdir(parents=True, exist_ok=True)
     (OUT / "results.md").write_text(md)
     (OUT / "results.json").write_text(json.dumps({"command": " ".join([Path(sys.executable).name, *sys.argv]),
-                                                  "machine": info, "rank_trace_bytes": base.stat().st_size, "engine": a.engine,
+                                                  "machine": info, "rank_trace_bytes": json_mb(base) * MB, "engine": a.engine,
                                                   "targets": targets, "results": rows}, indent=2) + "\n")
     print(f"written {OUT / 'results.md'} and {OUT / 'results.json'}")
     return 0 if all(t["pass"] for t in targets.values()) else 1
