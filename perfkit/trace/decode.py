@@ -95,6 +95,11 @@ def _decode_string(piece: bytes, escaped: int) -> str:
         return msgspec.json.decode(b'"' + piece.decode("utf-8", "replace").encode("utf-8") + b'"')
 
 
+#: m.CATEGORY_KINDS as plain ints (numpy converts an enum member slowly).
+_KIND_CODES = {k: int(v) for k, v in m.CATEGORY_KINDS.items()}
+_OTHER = int(m.Kind.OTHER)
+
+
 def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
     """Columns from the C scanner, in the same form as :func:`_to_columns`.
 
@@ -119,8 +124,8 @@ def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
     f64 = lambda key: np.frombuffer(raw[key], np.float64)  # noqa: E731
 
     cat = i32("cat")
-    kind_codes: list[int] = [m.CATEGORY_KINDS.get(x.lower(), m.Kind.OTHER) for x in strings] or [0]
-    kind_of = np.array(kind_codes, dtype=np.int8)
+    kind_of = np.fromiter((_KIND_CODES.get(x.lower(), _OTHER) for x in strings), dtype=np.int8, count=len(strings)) \
+        if strings else np.zeros(1, np.int8)
     kind = kind_of[cat] if len(cat) else np.zeros(0, np.int8)
 
     def ids(values: np.ndarray, codes: np.ndarray) -> np.ndarray:

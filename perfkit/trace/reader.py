@@ -15,6 +15,7 @@ complete plus a warning; a file that is not a trace raises
 
 from __future__ import annotations
 
+import functools
 import json
 import mmap
 import os
@@ -1297,6 +1298,14 @@ _TRIM_MIN_BYTES = 128 << 10
 _TRIM_MAX_BYTES = 64 << 20
 
 
+@functools.lru_cache(maxsize=1)
+def _libc() -> Any:
+    """glibc, loaded once (OSError where there is none)."""
+    import ctypes
+
+    return ctypes.CDLL("libc.so.6")
+
+
 def _tune_malloc(json_bytes: int) -> None:
     """Set glibc's mmap and trim thresholds for an analysis of ``json_bytes`` of JSON.
 
@@ -1325,9 +1334,7 @@ def _tune_malloc(json_bytes: int) -> None:
         return
     trim = min(max(json_bytes // 16, _TRIM_MIN_BYTES), _TRIM_MAX_BYTES)
     try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6")
+        libc = _libc()
         libc.mallopt(-3, _MMAP_THRESHOLD_BYTES)  # M_MMAP_THRESHOLD
         libc.mallopt(-1, int(trim))  # M_TRIM_THRESHOLD
         libc.mallopt(-8, 1)  # M_ARENA_MAX: threads share the main heap
@@ -1341,8 +1348,6 @@ def _release_freed_memory() -> None:
     Measured on a 1 GB trace: the peak RSS drops by ~200 MB, at no time cost.
     """
     try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        _libc().malloc_trim(0)
     except (OSError, AttributeError):  # not glibc: nothing to do
         pass

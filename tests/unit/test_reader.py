@@ -260,7 +260,6 @@ def test_scanner_reads_large_integer_ids_exactly(monkeypatch):
 
 def test_malloc_tuning_leaves_a_process_with_torch_alone(monkeypatch):
     """The analysis tunes glibc's thresholds in an analysis process, never in one that may go on training."""
-    import ctypes
     import sys
 
     from perfkit.trace import reader
@@ -272,7 +271,7 @@ def test_malloc_tuning_leaves_a_process_with_torch_alone(monkeypatch):
             calls.append((param, value))
             return 1
 
-    monkeypatch.setattr(ctypes, "CDLL", lambda name: FakeLibc())
+    monkeypatch.setattr(reader, "_libc", lambda: FakeLibc())  # glibc, loaded once by the reader
     monkeypatch.setitem(sys.modules, "torch", object())
     reader._tune_malloc(10**9)
     assert calls == []
