@@ -251,7 +251,9 @@ def ev_huge_string(doc: TraceDoc, rng: random.Random, size: int) -> Optional[str
             ev["args"] = {}
         ev["args"][rng.choice(["Call stack", "Input Dims", "kernel", "x"])] = "ab(" * (n // 3)
     else:
-        ev[k] = rng.choice(["a", "aten::", "(", "\\", "é"]) * max(1, n // 6)
+        # JSON's own punctuation too: event separators and array ends inside a string (the reader's
+        # cuts and its search for the end of the events array must see through them)
+        ev[k] = rng.choice(["a", "aten::", "(", "\\", "é", "}]", "}, {", '}],"k"']) * max(1, n // 6)
     doc.events[i] = _dump(ev)
     return f"event {i}: {k} huge string (~{n} chars)"
 
