@@ -10,11 +10,14 @@ whose ``result()`` waits and returns the value or raises the task's exception, a
 from __future__ import annotations
 
 import threading
-try:  # the C queue itself: the queue module also imports heapq (~0.7 ms)
-    from _queue import SimpleQueue
-except ImportError:  # pragma: no cover (other Pythons)
-    from queue import SimpleQueue
 from typing import Any, Callable, Generic, Optional, TypeVar
+
+try:  # the C queue itself: the queue module also imports heapq (~0.7 ms); perfkit.job uses them too
+    from _queue import Empty, SimpleQueue
+except ImportError:  # pragma: no cover (other Pythons)
+    from queue import Empty, SimpleQueue
+
+__all__ = ["Empty", "Pool", "SimpleQueue", "Task", "done"]
 
 T = TypeVar("T")
 

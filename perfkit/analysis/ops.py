@@ -10,6 +10,7 @@ import numpy as np
 
 from ..trace import model as m
 from ..arrays import distinct, median
+from .fold import name_search
 from . import intervals, rules
 from .attribute import CATEGORY_CODES, DeviceWork
 from .timeline import Timeline, name_mask
@@ -471,7 +472,7 @@ def copies(
     for code in distinct(dw.name[rows][memcpy]):
         label = "other"
         for d, pattern in rules.COPY_DIRECTIONS:
-            if re.search(pattern, rules.match_text(names[int(code)]), re.I):
+            if name_search(pattern, re.I)(rules.match_text(names[int(code)])):
                 label = d
                 break
         dir_of_name[int(code)] = label

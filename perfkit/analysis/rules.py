@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final, Optional
 
 from . import document
-from .fold import NameSearch
+from .fold import NameSearch, name_search
 
 # ----------------------------------------------------------------------------- categories
 
@@ -63,8 +63,8 @@ class CategoryRule:
     def compiled(self) -> tuple[Optional[NameSearch], Optional[NameSearch]]:
         """The kernel and op searches (case-insensitive; see :class:`~perfkit.analysis.fold.NameSearch`)."""
         return (
-            NameSearch(self.kernel, re.I) if self.kernel else None,
-            NameSearch(self.op, re.I) if self.op else None,
+            name_search(self.kernel, re.I) if self.kernel else None,
+            name_search(self.op, re.I) if self.op else None,
         )
 
 

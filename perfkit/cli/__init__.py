@@ -129,19 +129,20 @@ def main(argv: Optional[list[str]] = None) -> int:
     if command == "analyze":
         _no_collection_at_exit()
     try:
-        if command == "analyze":  # a plain command line is read without typer (~25 ms)
+        if command == "analyze":  # a plain command line is read without typer (~22 ms)
             from .analyze_run import plain_args, run
 
             plain = plain_args(list(args))
             if plain is not None:
-                one_here = (plain["engine"] == "local" and len(plain["traces"]) == 1
-                            and os.path.isfile(plain["traces"][0]))  # one trace, analysed here: no pool, no cluster
-                if one_here and _OWNS_PROCESS:
+                # one trace analysed here (no pool, no cluster) in a process that is the command's alone
+                alone = (bool(_OWNS_PROCESS) and plain["engine"] == "local" and len(plain["traces"]) == 1
+                         and os.path.isfile(plain["traces"][0]))
+                if alone:
                     import gc
 
                     gc.disable()  # this process ends after the one analysis (see console)
                 run(**plain)
-                if one_here:
+                if alone:
                     _TEARDOWN_SKIPPABLE.append(True)
                 return EXIT_OK
         load_commands(args)

@@ -2,7 +2,7 @@
 
 :mod:`perfkit.cli.analyze` registers the command with typer from :data:`PARAMS`. :func:`plain_args`
 reads a plain command line (known options, valid values) into the same keyword arguments without
-importing typer, which is ~25 ms of the 0.3 s that ``perfkit analyze`` takes on a 50 MB trace
+importing typer, ~22 ms of the command on the 54 MB anchor trace (0.351 against 0.373 s, medians of 9)
 (docs/performance.md). Anything else (``--help``, an unknown or repeated option, a missing or bad
 value, ``--``) is left to typer, so its help and its error messages are unchanged;
 tests/unit/test_cli_analyze_plain.py checks both readings agree.

@@ -31,18 +31,12 @@ import struct
 import sys
 import threading
 from dataclasses import dataclass
-from typing import IO, TYPE_CHECKING, Any, Callable, Iterator, Optional, Protocol, Sequence, Union
+from typing import IO, Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 
 from .._json import json_default
 from ..errors import PerfkitError
 
-try:  # the C queue itself: the queue module also imports heapq (a command that analyses a few small ranks)
-    from _queue import Empty, SimpleQueue
-except ImportError:  # pragma: no cover (other Pythons)
-    from queue import Empty, SimpleQueue
-
-if TYPE_CHECKING:
-    import subprocess
+from ..threads import Empty, SimpleQueue
 
 __all__ = ["Engine", "LocalEngine", "RankFailure", "Outcome", "analyse_document", "analyse_outcome",
            "json_bytes", "plan_local", "LocalPlan", "SMALL_TRACE_BYTES", "SERVER_WORK_S"]

@@ -339,20 +339,21 @@ def _chunks(source: _Source, raw: _Raw, tally: "_Tally") -> Iterator[Any]:
     buf = bytearray()  # the head, until the events array is found
     pending = _Pending()
     for block in blocks:
-        if not buf:  # the usual case: the events array opens in the first block (kept whole, no copy)
-            start = _find_events_start(block, source, raw)
-            raw.held(len(block))
-            if start >= 0:
-                pending.add(block, start, head=start)
-                break
-        buf += block
-        raw.held(len(buf))
-        start = _find_events_start(buf, source, raw)
+        if buf:
+            buf += block
+        head: Union[bytes, bytearray] = buf if buf else block  # usually the first block alone
+        raw.held(len(head))
+        start = _find_events_start(head, source, raw)
         if start < 0:
-            if len(buf) > 64 * _WINDOW:
+            if len(head) > 64 * _WINDOW:
                 raise TraceFormatError(f"{source.path}: no traceEvents array in the first 64 MB")  # type: ignore[attr-defined]
+            if not buf:
+                buf += block
             continue
-        pending.add(bytes(memoryview(buf)[start:]), start)
+        if head is block:  # the events array opens in the first block: kept whole, no copy
+            pending.add(block, start, head=start)
+        else:
+            pending.add(bytes(memoryview(buf)[start:]), start)
         buf = bytearray()
         break
     else:
