@@ -17,6 +17,7 @@ import sys
 from typing import TYPE_CHECKING, Any, Optional
 
 from ..errors import PerfkitError
+from . import _process
 from ._exit import EXIT_BUDGET, EXIT_INPUT, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK  # noqa: F401
 
 if TYPE_CHECKING:
@@ -93,11 +94,6 @@ def _profile_error(name: str) -> Any:
 
 #: Set when the command's process may end without the interpreter's teardown (:func:`console`).
 _TEARDOWN_SKIPPABLE: list[bool] = []
-#: True when :func:`console` runs the command: the process is the command's alone (not a test's or
-#: a notebook's calling :func:`main`).
-_OWNS_PROCESS: list[bool] = []
-
-
 def console() -> None:
     """The console script's and ``python -m perfkit``'s entry: :func:`main`, then exit with its code.
 
@@ -108,7 +104,7 @@ def console() -> None:
     the streams are flushed and the process ends with ``os._exit`` (the teardown only frees memory
     the OS takes back anyway, ~8-10 ms; docs/performance.md). Every other command, and any failure,
     runs and exits as usual."""
-    _OWNS_PROCESS.append(True)
+    _process.OWNS_PROCESS.append(True)
     rc = main()
     if _TEARDOWN_SKIPPABLE:
         try:
@@ -135,7 +131,7 @@ def main(argv: Optional[list[str]] = None) -> int:
             plain = plain_args(list(args))
             if plain is not None:
                 # one trace analysed here (no pool, no cluster) in a process that is the command's alone
-                alone = (bool(_OWNS_PROCESS) and plain["engine"] == "local" and len(plain["traces"]) == 1
+                alone = (_process.owns_process() and plain["engine"] == "local" and len(plain["traces"]) == 1
                          and os.path.isfile(plain["traces"][0]))
                 if alone:
                     import gc

@@ -14,7 +14,10 @@ import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
+
+if TYPE_CHECKING:
+    from ..job.engines import LocalEngine
 
 
 @dataclass(frozen=True)
@@ -114,8 +117,14 @@ def run(traces: list[str], json_out: Optional[Path] = None, markdown_out: Option
 
         check_output_dir(plots_dir)
         require_matplotlib()
-    with progress_bar(enabled=sys.stderr.isatty()) as progress:
-        result = analyze_paths(trace_files(traces), workers=workers, progress=progress, engine=eng)
+    paths = trace_files(traces)
+    local = _local_engine(paths, workers) if eng is None and len(paths) > 1 else None
+    try:
+        with progress_bar(enabled=sys.stderr.isatty()) as progress:
+            result = analyze_paths(paths, workers=workers, progress=progress, engine=local or eng)
+    finally:
+        if local is not None:
+            local.close()
     doc = result.to_dict()
     if not quiet:
         from rich.console import Console
@@ -139,3 +148,16 @@ def run(traces: list[str], json_out: Optional[Path] = None, markdown_out: Option
         from .report import write_outputs
 
         write_outputs(doc, html_out=html_out, plots_dir=plots_dir, top=top, err=Console(stderr=True))
+
+
+def _local_engine(paths: list[str], workers: Optional[int]) -> "LocalEngine":
+    """The local engine for several traces, its helpers forked now (before the progress bar's thread)
+    when the command's process is its own (``perfkit`` run as a command, not :func:`perfkit.cli.main`
+    called inside another program): see :mod:`perfkit.job.forked`."""
+    from ..job.engines import LocalEngine
+    from ..job.forked import fork_server
+    from ._process import owns_process
+
+    eng = LocalEngine(workers=workers, forker=fork_server if owns_process() else None)
+    eng.prepare(paths)
+    return eng

@@ -12,9 +12,11 @@ Engines:
 
 * :class:`LocalEngine` (here): this machine. Small traces (at most :data:`SMALL_TRACE_BYTES`
   of JSON) are analysed without a process start per trace: on a thread of this process,
-  plus, when there is enough work, server processes started once and reused
-  (:data:`SERVER_WORK_S`). Large traces keep the fresh interpreter per trace
-  (:mod:`perfkit.job.pool`), so a process that read a 1 GB trace gives its memory back.
+  beside helpers forked from the ``perfkit analyze`` command itself (:mod:`perfkit.job.forked`;
+  a millisecond each, so from the second small trace on), or elsewhere, when there is enough
+  work, server processes started once and reused (:data:`SERVER_WORK_S`). Large traces keep the
+  fresh interpreter per trace (:mod:`perfkit.job.pool`), so a process that read a 1 GB trace
+  gives its memory back.
 * :class:`perfkit.job.ray_engine.RayEngine`: one Ray task per rank on a cluster
   (``perfkit analyze --engine ray``), imported only when asked for.
 
@@ -30,7 +32,7 @@ import os
 import struct
 import sys
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 
 from .._json import json_default
@@ -162,26 +164,33 @@ class LocalPlan:
     lanes: int          #: traces in flight at once (this process's thread + servers, or fresh interpreters)
     small_lanes: int    #: lanes that take small traces: lane 0 is this process, the others servers
     decode_threads: Optional[int]  #: decode threads per trace
+    helpers: int = 0    #: of the servers, how many are helpers forked from this process (lanes 1..helpers)
 
 
 def plan_local(sizes: Sequence[int], *, cpus: int, processes: Optional[int] = None,
                workers: Optional[int] = None, small_bytes: int = SMALL_TRACE_BYTES,
-               server_work_s: float = SERVER_WORK_S) -> LocalPlan:
+               server_work_s: float = SERVER_WORK_S, forkable: bool = False) -> LocalPlan:
     """The local engine's plan for traces of these JSON sizes (pure: the unit tests check it).
 
     Large traces first (longest first: the job ends sooner), each in a fresh interpreter. Small ones
     on lane 0 (this process) and on server processes: one per ``server_work_s`` of estimated work
     (:data:`SMALL_TRACE_S` per trace + :data:`SMALL_MB_S` per MB), so a server is started only when it
-    has several times its start to do.
+    has several times its start to do. ``forkable``: servers can be helpers forked from this process
+    (:mod:`perfkit.job.forked`), whose start is a millisecond or two: then every lane takes small
+    traces from the second small trace on, each beside lane 0 with a helper of its own.
     """
     n = len(sizes)
     lanes = max(1, min(n, processes if processes is not None else cpus))
     small = [i for i, s in enumerate(sizes) if s <= small_bytes]
     large = sorted((i for i, s in enumerate(sizes) if s > small_bytes), key=lambda i: -sizes[i])
+    decode = workers if workers is not None else (max(1, cpus // lanes) if lanes > 1 else None)
+    if forkable and len(small) >= 2:
+        small_lanes = min(lanes, len(small))
+        return LocalPlan(small=small, large=large, lanes=lanes, small_lanes=small_lanes, decode_threads=decode,
+                         helpers=small_lanes - 1)
     work_s = len(small) * SMALL_TRACE_S + sum(sizes[i] for i in small) / 1e6 * SMALL_MB_S
     servers = int(work_s // server_work_s) if server_work_s > 0 else n
     small_lanes = min(lanes, 1 + servers) if small else 0
-    decode = workers if workers is not None else (max(1, cpus // lanes) if lanes > 1 else None)
     return LocalPlan(small=small, large=large, lanes=lanes, small_lanes=small_lanes, decode_threads=decode)
 
 
@@ -196,6 +205,10 @@ class LocalEngine:
         analyse: how lane 0 analyses a small trace in this process (tests give a fake).
         server: starts a server process (tests give a fake); ``fresh``: analyses one large trace in a
             fresh interpreter (tests give a fake).
+        forker: small traces may also go to helpers made by ``forker(decode_threads)`` (a server, or
+            None where it cannot make one): :func:`perfkit.job.forked.fork_server`, which copies this
+            process, given only by a process that is the command's alone (the CLI), and used only when
+            :meth:`prepare` runs while the process has one thread. None (the default): no helpers.
     """
     name = "local"
 
@@ -204,7 +217,8 @@ class LocalEngine:
                  analyse: Callable[[str, Optional[int]], Outcome] = analyse_outcome,
                  server: Optional[Callable[[Optional[int]], "Server"]] = None,
                  fresh: Optional[Callable[[str, Optional[int]], Outcome]] = None,
-                 sizes: Optional[Callable[[str], int]] = None) -> None:
+                 sizes: Optional[Callable[[str], int]] = None,
+                 forker: Optional[Callable[[Optional[int]], Optional["Server"]]] = None) -> None:
         self.workers = workers
         self.processes = processes
         self.small_bytes = small_bytes
@@ -213,15 +227,55 @@ class LocalEngine:
         self.server = server or ProcessServer
         self.fresh = fresh or fresh_interpreter
         self.sizes = sizes or json_bytes
+        self.forker = forker
         self.last_plan: Optional[LocalPlan] = None
         self.servers_started = 0
+        self._prepared: Optional[tuple[list[str], LocalPlan, list[Server]]] = None
+
+    def prepare(self, paths: Sequence[str]) -> LocalPlan:
+        """Plan ``paths`` and fork the plan's helpers now, while this process may have one thread.
+
+        The command calls it before its progress bar starts; :meth:`map` of the same paths uses
+        them (and calls it itself otherwise). Helpers that cannot be forked are left out of the plan.
+        """
+        paths = list(paths)
+        self.close()
+        sizes = [self.sizes(p) for p in paths]
+        plan = self._plan(sizes, forkable=self.forker is not None)
+        helpers: list[Server] = []
+        if plan.helpers and self.forker is not None:
+            for _ in range(plan.helpers):
+                helper = self.forker(plan.decode_threads)
+                if helper is None:
+                    break
+                helpers.append(helper)
+            if len(helpers) < plan.helpers:  # fewer copies than planned: the lanes of the others take none
+                plan = replace(plan, small_lanes=1 + len(helpers), helpers=len(helpers)) if helpers \
+                    else self._plan(sizes, forkable=False)
+        self.servers_started += len(helpers)
+        self._prepared = (paths, plan, helpers)
+        return plan
+
+    def _plan(self, sizes: list[int], *, forkable: bool) -> LocalPlan:
+        return plan_local(sizes, cpus=cpu_count(), processes=self.processes, workers=self.workers,
+                          small_bytes=self.small_bytes, server_work_s=self.server_work_s, forkable=forkable)
+
+    def close(self) -> None:
+        """Stop the helpers of a :meth:`prepare` that no :meth:`map` used."""
+        if self._prepared is not None:
+            for helper in self._prepared[2]:
+                helper.close()
+            self._prepared = None
 
     def map(self, paths: Sequence[str]) -> Iterator[tuple[int, Outcome]]:
         paths = list(paths)
         if not paths:
             return
-        plan = plan_local([self.sizes(p) for p in paths], cpus=cpu_count(), processes=self.processes,
-                          workers=self.workers, small_bytes=self.small_bytes, server_work_s=self.server_work_s)
+        if self._prepared is None or self._prepared[0] != paths:
+            self.prepare(paths)
+        assert self._prepared is not None
+        _, plan, helpers = self._prepared
+        self._prepared = None  # the lanes own the helpers from here: each closes its own
         self.last_plan = plan
         large: "SimpleQueue[int]" = SimpleQueue()
         small: "SimpleQueue[int]" = SimpleQueue()
@@ -234,7 +288,7 @@ class LocalEngine:
         lock = threading.Lock()
 
         def lane(k: int) -> None:
-            server: Optional[Server] = None
+            server: Optional[Server] = helpers[k - 1] if 1 <= k <= len(helpers) else None
             try:
                 while not stop.is_set():
                     try:
@@ -335,7 +389,49 @@ def fresh_interpreter(path: str, workers: Optional[int]) -> Outcome:
     return doc
 
 
-class ProcessServer:
+class PipeServer:
+    """A worker that analyses one path at a time over two pipes, in the protocol of :func:`serve`.
+
+    Subclasses say how the worker ended when its answer pipe closes (:meth:`died`) and how it is
+    stopped (:meth:`close`)."""
+
+    def __init__(self, requests: IO[bytes], answers: IO[bytes]) -> None:
+        self._requests = requests
+        self._answers = answers
+        self._fds = (requests.fileno(), answers.fileno())
+
+    def analyse(self, path: str) -> Outcome:
+        try:
+            self._requests.write((json.dumps(path) + "\n").encode())
+            self._requests.flush()
+            line = self._answers.readline()
+        except (OSError, ValueError):  # the worker is gone (a broken or closed pipe)
+            line = b""
+        if not line:
+            return self.died(path)
+        answer = json.loads(line)
+        if "doc" in answer:
+            doc: dict[str, Any] = answer["doc"]
+            return doc
+        return RankFailure(path, str(answer["error"]), bad_input=bool(answer.get("bad_input")))
+
+    def died(self, path: str) -> Outcome:
+        """The failure of ``path``, whose worker ended without answering."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _close_pipes(self) -> None:
+        """Close the request pipe (the worker's cue to end) and the answer pipe."""
+        for stream in (self._requests, self._answers):
+            try:
+                stream.close()
+            except OSError:
+                pass
+
+
+class ProcessServer(PipeServer):
     """A worker process started once (``python -m perfkit.job.pool --serve``) that analyses one small
     trace after another: a JSON line with the path in, a JSON line with the document or error out."""
 
@@ -345,8 +441,9 @@ class ProcessServer:
         cmd = [sys.executable, "-m", "perfkit.job.pool", "--serve"] + ([str(workers)] if workers is not None else [])
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      env=_child_env())
+        assert self.proc.stdin is not None and self.proc.stdout is not None and self.proc.stderr is not None
+        super().__init__(self.proc.stdin, self.proc.stdout)
         self._stderr: list[bytes] = []
-        assert self.proc.stderr is not None
         self._drain = threading.Thread(target=self._read_stderr, args=(self.proc.stderr,), daemon=True)
         self._drain.start()
 
@@ -354,29 +451,15 @@ class ProcessServer:
         for line in stream:
             self._stderr = (self._stderr + [line])[-20:]
 
-    def analyse(self, path: str) -> Outcome:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        try:
-            self.proc.stdin.write((json.dumps(path) + "\n").encode())
-            self.proc.stdin.flush()
-            line = self.proc.stdout.readline()
-        except OSError:
-            line = b""
-        if not line:
-            rc = self.proc.wait()
-            self._drain.join(timeout=5)
-            return _died(path, rc, b"".join(self._stderr).decode(errors="replace"))
-        answer = json.loads(line)
-        if "doc" in answer:
-            doc: dict[str, Any] = answer["doc"]
-            return doc
-        return RankFailure(path, str(answer["error"]), bad_input=bool(answer.get("bad_input")))
+    def died(self, path: str) -> Outcome:
+        rc = self.proc.wait()
+        self._drain.join(timeout=5)
+        return _died(path, rc, b"".join(self._stderr).decode(errors="replace"))
 
     def close(self) -> None:
         if self.proc.poll() is None:
             try:
-                assert self.proc.stdin is not None
-                self.proc.stdin.close()
+                self._requests.close()
             except OSError:
                 pass
             import subprocess
@@ -386,9 +469,9 @@ class ProcessServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for stream in (self.proc.stdout, self.proc.stderr):
-            if stream is not None:
-                stream.close()
+        self._close_pipes()
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
 
 
 def serve(stdin: IO[str], stdout: IO[str], workers: Optional[int]) -> int:

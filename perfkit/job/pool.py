@@ -13,7 +13,9 @@ Workers are fresh interpreters, run by threads that wait on them. Not a
 progress bar) and keeps a worker's memory across traces unless it is recycled;
 ``spawn``/``forkserver`` workers re-run the caller's ``__main__`` module (a
 user's script calling ``perfkit.analyze``) and fail when it is ``<stdin>``. A
-fresh interpreter costs about 0.3 s to import the analysis.
+fresh interpreter costs about 0.3 s to import the analysis. The one place perfkit
+forks is the ``perfkit analyze`` command's own small-trace helpers, before its
+progress bar or any other thread starts (:mod:`perfkit.job.forked`).
 
 The trace reader decodes one large file on several threads; with several
 traces in flight each gets ``CPUs // lanes`` threads (1 when there are more

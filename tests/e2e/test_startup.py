@@ -49,7 +49,7 @@ def test_analyze_imports_only_what_it_needs(tmp_path: Path) -> None:
     assert got["rc"] == 0 and (tmp_path / "a.json").exists()
     assert "numpy" in got["top"]  # type: ignore[operator]  # (the probe sees the analysis)
     assert not {"pandas", "pydantic", "torch", "typer"} & set(got["top"]), got["top"]  # type: ignore[arg-type]
-    assert got["cli"] == ["perfkit.cli._exit", "perfkit.cli.analyze_run"]
+    assert got["cli"] == ["perfkit.cli._exit", "perfkit.cli._process", "perfkit.cli.analyze_run"]
     assert got["ma"] is False  # np.unique / median / percentile import numpy.ma: perfkit.arrays does not
     # one OpenBLAS thread (set before numpy's import): the process has only its main thread left
     assert got["blas"] == "1" and got["threads"] == 1

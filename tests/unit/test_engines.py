@@ -153,6 +153,88 @@ def test_a_worker_killed_by_the_kernel_is_named():
     assert "exit status 1" in E._died("/x/rank3.json", 1, "").reason
 
 
+# --------------------------------------------------------------------- helpers forked from this process
+
+
+def test_forkable_plans_give_every_lane_small_traces_from_the_second_one():
+    plan = E.plan_local([1 * MB] * 8, cpus=2, forkable=True)  # 0.23 s of work: no server, but a helper
+    assert plan.small_lanes == 2 == plan.lanes and plan.helpers == 1
+    assert E.plan_local([1 * MB] * 8, cpus=2).helpers == 0  # not forkable: as before
+    assert E.plan_local([1 * MB], cpus=8, forkable=True).helpers == 0  # one small trace: nothing to share
+    wide = E.plan_local([1 * MB] * 3 + [200 * MB], cpus=8, forkable=True)
+    assert wide.lanes == 4 and wide.small_lanes == 3 and wide.helpers == 2  # one helper per further small trace
+    assert E.plan_local([1 * MB] * 60, cpus=8, processes=1, forkable=True).helpers == 0  # processes caps them
+
+
+class FakeHelper(FakeServer):
+    def analyse(self, path: str) -> E.Outcome:
+        self.done.append(path)
+        return {"route": "helper", "path": path}
+
+
+def _forking_engine(routes: dict[str, str], made: list[FakeHelper], can: int, **kw: Any) -> E.LocalEngine:
+    def forker(workers: Optional[int]) -> Optional[E.Server]:
+        if len(made) >= can:
+            return None
+        made.append(FakeHelper(workers))
+        return made[-1]
+
+    return _engine(routes, forker=forker, **kw)
+
+
+def test_small_traces_go_to_the_forked_helpers_beside_this_process():
+    routes: dict[str, str] = {}
+    made: list[FakeHelper] = []
+    eng = _forking_engine(routes, made, can=5, sizes=[1 * MB] * 30, processes=3)
+    plan = eng.prepare([f"r{i}" for i in range(30)])
+    assert plan.helpers == 2 and len(made) == 2 and eng.servers_started == 2  # forked before any lane starts
+    got = dict(eng.map([f"r{i}" for i in range(30)]))
+    assert sorted(got) == list(range(30))
+    by_helpers = sum(len(h.done) for h in made)
+    assert by_helpers == sum(1 for d in got.values() if d["route"] == "helper")
+    assert by_helpers + sum(1 for d in got.values() if d["route"] == "here") == 30
+    assert all(h.closed for h in made) and FakeServer.started == made  # no server started as a process
+    assert eng.last_plan == plan
+
+
+def test_helpers_that_cannot_be_forked_leave_the_plan():
+    routes: dict[str, str] = {}
+    made: list[FakeHelper] = []
+    eng = _forking_engine(routes, made, can=1, sizes=[1 * MB] * 30, processes=4)
+    plan = eng.prepare([f"r{i}" for i in range(30)])
+    assert len(made) == 1 and plan.helpers == 1 and plan.small_lanes == 2 and plan.lanes == 4
+    got = dict(eng.map([f"r{i}" for i in range(30)]))
+    assert sorted(got) == list(range(30)) and {d["route"] for d in got.values()} <= {"helper", "here"}
+    none: list[FakeHelper] = []
+    alone = _forking_engine(routes, none, can=0, sizes=[1 * MB] * 8, processes=2)
+    assert alone.prepare([f"r{i}" for i in range(8)]) == E.plan_local([1 * MB] * 8, cpus=E.cpu_count(), processes=2)
+    assert {d["route"] for _, d in alone.map([f"r{i}" for i in range(8)])} == {"here"}
+
+
+def test_prepared_helpers_are_closed_when_no_map_uses_them_and_map_prepares_other_paths():
+    routes: dict[str, str] = {}
+    made: list[FakeHelper] = []
+    eng = _forking_engine(routes, made, can=9, sizes=[1 * MB] * 4, processes=2)
+    eng.prepare(["r0", "r1", "r2", "r3"])
+    eng.close()
+    assert len(made) == 1 and made[0].closed and made[0].done == []
+    got = dict(eng.map(["r0", "r1"]))  # other paths than prepared: prepared again (a new helper)
+    assert sorted(got) == [0, 1] and len(made) == 2 and made[1].closed
+
+
+def test_a_helper_is_forked_only_while_this_process_has_one_thread():
+    from perfkit.job import forked
+
+    release = threading.Event()
+    other = threading.Thread(target=release.wait, daemon=True)
+    other.start()
+    try:
+        assert not forked.can_fork() and forked.fork_server(None) is None
+    finally:
+        release.set()
+        other.join()
+
+
 # --------------------------------------------------------------------- every route, the same document
 
 

@@ -1,0 +1,150 @@
+"""A helper process forked from ``perfkit analyze`` itself, for the small ranks of a job.
+
+A server process started with ``python -m perfkit.job.pool --serve`` costs about 0.1 s of
+interpreter, numpy and perfkit imports before its first trace (0.45 s of CPU on a loaded machine),
+so the local engine starts one only for a second or more of small work: 8 ranks of 1 MB (about
+0.1 s of work after the first) stayed on the command's own thread. A copy of the command's process
+made with ``fork()`` has all of that already: it costs a millisecond or two, and it analyses small
+ranks beside the command's thread, on the machine's second CPU, from the first rank on.
+
+``fork()`` is safe only where nothing else runs: a lock held by another thread at that instant
+stays locked in the copy forever, and libraries that start threads of their own (a CUDA context,
+macOS system frameworks) are not made for it. So a helper is forked only
+
+* on Linux;
+* by a process that is the command's alone (``perfkit analyze`` run as a command, not the
+  ``perfkit.analyze`` API inside a user's program): the local engine's ``fork`` argument;
+* while that process has one thread: before the progress bar or any pool starts
+  (:meth:`perfkit.job.engines.LocalEngine.prepare`, called by the command), checked here again.
+
+Elsewhere the engine works as before (servers started as fresh interpreters when the work pays for
+them). The helper speaks the servers' protocol (:func:`perfkit.job.engines.serve`: a JSON line with
+the path in, a JSON line with the document or error out, over two pipes), ends when its request
+pipe closes (the command is done, or died), and never returns into the command's code: it leaves
+with ``os._exit``, so no exit handler, buffer or temporary file of the command is run, flushed or
+removed twice. What it prints (warnings about a rank) goes to the command's stderr, as the
+command's own thread's does. If it dies (killed: out of memory), the rank it held is a failed rank
+with the reason, as with any worker.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import sys
+import threading
+import time
+from typing import IO, Optional
+
+from .engines import Outcome, PipeServer, _died, serve
+
+__all__ = ["ForkedServer", "can_fork", "fork_server"]
+
+#: File descriptors of the command's ends of the helpers' pipes: a helper forked later closes its
+#: copies, so a helper sees its request pipe end when the command closes it, whatever forks after.
+_COMMAND_FDS: set[int] = set()
+
+
+def can_fork() -> bool:
+    """True where a helper may be forked now: Linux, ``os.fork`` present, and one thread in this process."""
+    return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
+
+
+def fork_server(workers: Optional[int]) -> Optional["ForkedServer"]:
+    """A helper forked from this process, or None where :func:`can_fork` says no (or fork fails)."""
+    if not can_fork():
+        return None
+    from ..analysis.pipeline import analyze_file  # noqa: F401  (imported once, here, not in each copy)
+
+    requests_r, requests_w = os.pipe()
+    answers_r, answers_w = os.pipe()
+    for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice (the copy never flushes: _exit)
+        try:
+            stream.flush()
+        except (AttributeError, OSError, ValueError):
+            pass
+    gc.freeze()  # collections in either copy skip what exists now: its pages are not copied for them
+    try:
+        pid = os.fork()
+    except OSError:  # no memory or process left for a copy: the engine goes on without it
+        for fd in (requests_r, requests_w, answers_r, answers_w):
+            os.close(fd)
+        return None
+    if pid == 0:  # pragma: no cover (the copy: measured by the parent's tests through its answers)
+        _helper(requests_r, requests_w, answers_r, answers_w, workers)
+    os.close(requests_r)
+    os.close(answers_w)
+    _COMMAND_FDS.update((requests_w, answers_r))
+    return ForkedServer(pid, os.fdopen(requests_w, "wb"), os.fdopen(answers_r, "rb"))
+
+
+def _helper(requests_r: int, requests_w: int, answers_r: int, answers_w: int,
+            workers: Optional[int]) -> None:  # pragma: no cover (runs in the copy)
+    """The copy's whole life: serve until the request pipe closes, then leave without cleanup."""
+    code = 1
+    try:
+        for fd in (requests_w, answers_r, *_COMMAND_FDS):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        with os.fdopen(requests_r, "r", encoding="utf-8") as inp, \
+                os.fdopen(answers_w, "w", encoding="utf-8") as out:
+            code = serve(inp, out, workers)
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the command reports it
+        code = 130
+    except BaseException:  # a bug: its traceback on stderr, and the rank fails with the exit status
+        try:
+            import traceback
+
+            traceback.print_exc()
+            sys.stderr.flush()
+        except BaseException:
+            pass
+    finally:
+        os._exit(code)
+
+
+class ForkedServer(PipeServer):
+    """The command's end of a forked helper: :meth:`analyse` one path at a time, :meth:`close` once."""
+
+    def __init__(self, pid: int, requests: IO[bytes], answers: IO[bytes]) -> None:
+        super().__init__(requests, answers)
+        self.pid = pid
+        self._status: Optional[int] = None
+
+    def _wait(self, timeout_s: Optional[float]) -> Optional[int]:
+        """The helper's exit code (negative: the signal), waiting at most ``timeout_s`` (None: for ever)."""
+        if self._status is not None:
+            return self._status
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        delay = 0.0005
+        while True:
+            try:
+                pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
+            except ChildProcessError:  # reaped elsewhere: its status is lost
+                self._status = -1
+                return self._status
+            if pid:
+                self._status = os.waitstatus_to_exitcode(status)
+                return self._status
+            assert deadline is not None
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+
+    def died(self, path: str) -> Outcome:
+        return _died(path, self._wait(None), "")
+
+    def close(self) -> None:
+        self._close_pipes()
+        if self._wait(10.0) is None:  # it should end as soon as its request pipe closes
+            import signal
+
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            self._wait(None)
+        _COMMAND_FDS.difference_update(self._fds)

@@ -1,0 +1,142 @@
+"""Helpers forked from ``perfkit analyze`` (perfkit/job/forked.py), for real: in a fresh single-threaded
+interpreter, as the command runs them. The 8 real DLRM ranks analysed with a helper give the same documents
+as this process analysing them; a helper killed by the kernel is a failed rank named with its signal while
+the others are analysed; a helper whose command dies without closing it ends by itself; and the command
+itself (``python -m perfkit analyze DIR``) writes the same job document and the same report as
+``perfkit.cli.main`` in this process, which forks nothing."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from perfkit.job.engines import analyse_outcome, cpu_count
+
+from ..conftest import REPO
+
+DLRM = REPO / "tests" / "data" / "traces" / "param_dlrm_8xv100"
+ENV = {**os.environ, "PYTHONPATH": str(REPO)}
+PATHS = sorted(str(p) for p in DLRM.glob("worker*_step_12.*.pt.trace.json.gz"))
+
+#: Run in a fresh interpreter: analyses PATHS with a forked helper; prints what happened as JSON.
+SCRIPT = """
+import json, os, signal, sys
+from perfkit.job import forked
+from perfkit.job.engines import LocalEngine, RankFailure
+
+mode, paths = sys.argv[1], sys.argv[2:]
+served = []
+plain = forked.ForkedServer.analyse
+def analyse(self, path):
+    out = plain(self, path)
+    served.append({"pid": self.pid, "path": path, "ok": not isinstance(out, RankFailure)})
+    return out
+forked.ForkedServer.analyse = analyse
+
+eng = LocalEngine(forker=forked.fork_server, processes=2)
+plan = eng.prepare(paths)
+helpers = [s.pid for s in eng._prepared[2]]
+if mode == "orphan":  # the command dies with its helper idle: the helper must end by itself
+    print(json.dumps({"helpers": helpers}), flush=True)
+    os._exit(0)
+if mode == "kill":
+    os.kill(helpers[0], signal.SIGKILL)
+got = {}
+for i, out in eng.map(paths):
+    got[i] = out if not isinstance(out, RankFailure) else {"failed": out.reason, "bad_input": out.bad_input}
+print(json.dumps({"me": os.getpid(), "helpers": helpers, "plan_helpers": plan.helpers, "served": served,
+                  "docs": [got[i] for i in range(len(paths))]}))
+"""
+
+
+def _run(mode: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, "-c", SCRIPT, mode, *PATHS], capture_output=True, text=True, env=ENV,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    out: dict[str, Any] = json.loads(proc.stdout)
+    return out
+
+
+def _gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (ended, or a zombie waiting for a parent that reaps late)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+    except FileNotFoundError:
+        return True
+
+
+def test_a_forked_helper_analyses_ranks_and_they_equal_this_process_documents():
+    assert len(PATHS) == 8
+    got = _run("plain")
+    assert got["plan_helpers"] == 1 and len(got["helpers"]) == 1 and got["helpers"][0] != got["me"]
+    by_helper = [s for s in got["served"] if s["ok"]]
+    assert by_helper and {s["pid"] for s in by_helper} == set(got["helpers"])  # the copy did analyse ranks
+    assert len(by_helper) < 8  # and the command's own thread did the others
+    here = [analyse_outcome(p) for p in PATHS]
+    assert json.dumps(got["docs"]) == json.dumps(here)
+    assert _gone(got["helpers"][0])  # closed and reaped at the end of the map
+
+
+def test_a_helper_killed_by_the_kernel_is_a_failed_rank_and_the_others_are_analysed():
+    got = _run("kill")
+    failed = [(i, d) for i, d in enumerate(got["docs"]) if "failed" in d]
+    assert len(failed) == 1  # the rank sent to the dead helper; later ones go to a new server or this process
+    i, d = failed[0]
+    assert d["failed"] == f"{PATHS[i]}: the analysis worker failed (killed by SIGKILL (out of memory?))"
+    assert d["bad_input"] is False
+    here = [analyse_outcome(p) for p in PATHS]
+    assert all(json.dumps(got["docs"][k]) == json.dumps(here[k]) for k in range(8) if k != i)
+
+
+def test_a_helper_ends_by_itself_when_its_command_dies():
+    got = _run("orphan")
+    pid = got["helpers"][0]
+    deadline = time.monotonic() + 30
+    while not _gone(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _gone(pid)
+
+
+#: ``perfkit analyze ARGS`` as the console script runs it, noting each helper forked in the file $FORKED.
+COMMAND = """
+import os, sys
+from perfkit.job import forked
+plain = forked.fork_server
+def fork_server(workers):
+    helper = plain(workers)
+    if helper is not None:
+        with open(os.environ["FORKED"], "a") as f:
+            f.write(f"{helper.pid}\\n")
+    return helper
+forked.fork_server = fork_server
+sys.argv = ["perfkit", "analyze", *sys.argv[1:]]
+from perfkit.cli import console
+console()
+"""
+
+
+def test_the_command_with_a_helper_writes_what_main_writes_without_one(tmp_path: Path, capsys, monkeypatch):
+    from perfkit.cli import main
+
+    job = tmp_path / "job"
+    job.mkdir()
+    for r, p in enumerate(PATHS):
+        (job / f"rank{r}.pt.trace.json.gz").symlink_to(p)
+    monkeypatch.setenv("COLUMNS", "120")
+    forked_json, here_json, noted = tmp_path / "forked.json", tmp_path / "here.json", tmp_path / "forked.txt"
+    proc = subprocess.run([sys.executable, "-c", COMMAND, str(job), "--json", str(forked_json)], capture_output=True,
+                          text=True, env={**ENV, "COLUMNS": "120", "FORKED": str(noted)}, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert len(noted.read_text().split() if noted.exists() else []) == min(8, cpu_count()) - 1  # a helper per lane beside its own thread
+    capsys.readouterr()
+    assert main(["analyze", str(job), "--json", str(here_json)]) == 0  # in this process: nothing forked
+    here = capsys.readouterr()
+    assert forked_json.read_bytes() == here_json.read_bytes()
+    assert proc.stdout == here.out  # one report, printed once, the same
+    assert proc.stderr.strip().splitlines()[-1] == f"wrote {forked_json}"
