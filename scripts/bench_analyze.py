@@ -715,8 +715,10 @@ def _baseline_tree(ref: str) -> Path:
     tar = subprocess.run(["git", "archive", sha, "perfkit"], cwd=REPO, capture_output=True, check=True).stdout
     with tarfile.open(fileobj=io.BytesIO(tar)) as tf:
         tf.extractall(dst)
-    for so in (REPO / "perfkit" / "trace").glob("_scan*.so"):
-        shutil.copy2(so, dst / "perfkit" / "trace" / so.name)
+    for so in (REPO / "perfkit").rglob("_*.so"):  # the built extensions (the scanner, the JSON layout)
+        where = dst / so.relative_to(REPO).parent
+        if where.is_dir() and any(where.glob(so.name.split(".")[0] + ".c")):
+            shutil.copy2(so, where / so.name)
     if subprocess.run(["git", "diff", "--quiet", sha, "--", "perfkit/trace/_scan.c"], cwd=REPO).returncode != 0:
         print(f"note: perfkit/trace/_scan.c differs between {sha} and the working tree; the baseline uses "
               "the working tree's built scanner", flush=True)

@@ -42,6 +42,10 @@ the scaling table); runs are interleaved (each repeat goes through every
 (size, ranks) pair) so the machine's load drifts over all of them alike, and
 each row gives its time as a multiple of one rank of the same size, measured in
 the same run. The 1-minute load average is recorded with every run.
+``--baseline REF`` runs perfkit as of git REF too (``git archive`` into
+``bench-data/baseline-<sha>/``, byte-compiled, the built extensions copied in),
+interleaved with this tree run by run: a ``code`` column, each code's rows
+against its own one-rank row; the targets are this tree's.
 
 Usage::
 
@@ -50,7 +54,7 @@ Usage::
     .venv/bin/python scripts/bench_ranks.py --sizes-mb 1,20 --ranks 1,8,32 --max-idle-wait 0 \
         --source tests/data/traces/param_dlrm_8xv100/worker0_step_12.1694128201545.pt.trace.json.gz   # the scaling table
     .venv/bin/python scripts/bench_ranks.py --traces tests/data/traces/param_dlrm_8xv100 --ranks 1,8 \
-        --repeat 9 --max-seconds 600   # the issue's case: the 8 real DLRM ranks against the first one
+        --repeat 9 --max-seconds 600 [--baseline HEAD~1]   # the issue's case: the 8 real DLRM ranks against the first one
 
 Output: a Markdown table on stdout and in ``bench-data/ranks/results.md``, raw
 runs and the machine in ``bench-data/ranks/results.json``. Exit status 0 when
@@ -68,7 +72,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -136,15 +140,18 @@ def rank_dir(base: Path, n: int, distinct: bool) -> Path:
     return d
 
 
-def run_analyze(directory: Path, out: Path, extra: tuple[str, ...] = ()) -> dict[str, Any]:
-    """``perfkit analyze DIR --json OUT -q`` in a fresh process; the process tree's PSS sampled meanwhile."""
+def run_analyze(directory: Path, out: Path, extra: tuple[str, ...] = (), root: Optional[Path] = None) -> dict[str, Any]:
+    """``perfkit analyze DIR --json OUT -q`` in a fresh process, perfkit imported from ``root`` (default
+    the snapshot); the process tree's PSS sampled meanwhile."""
+    root = root or ba.CODE_ROOT
     env = ba._child_env()
+    env["PYTHONPATH"] = str(root) + env["PYTHONPATH"][len(str(ba.CODE_ROOT)):]
     env.setdefault("RAY_AUTH_MODE", "disabled")  # the cluster started by this script has no token
     load = os.getloadavg()[0]
     busy0, own0 = ba.cpu_busy_s(), sum(os.times()[:2])
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "perfkit", "analyze", str(directory), "--json", str(out), "-q", *extra],
-                            cwd=str(ba.CODE_ROOT), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                            cwd=str(root), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     sampler = ba.TreeSampler(proc.pid)
     _, stderr = proc.communicate()
     wall = time.perf_counter() - t0
@@ -208,6 +215,8 @@ def main() -> int:
     ap.add_argument("--sizes-mb", default=None, help="JSON MB per rank trace, several (e.g. 1,20): the scaling table")
     ap.add_argument("--engine", choices=("local", "ray"), default="local", help="perfkit analyze --engine (default local)")
     ap.add_argument("--address", default=None, help="with --engine ray: a running cluster (default: one started here)")
+    ap.add_argument("--baseline", metavar="REF", default=None,
+                    help="also run perfkit as of git REF (e.g. HEAD~1), interleaved with this tree: a code column")
     ap.add_argument("--max-ratio", type=float, default=1.5,
                     help="target: 8 ranks of at most 2 MB within this multiple of one rank's time (default 1.5)")
     a = ap.parse_args()
@@ -237,39 +246,44 @@ def main() -> int:
     if a.engine == "ray":
         extra += ("--address", a.address or (cluster.address if cluster else ""))
 
-    cells = [(base, n) for base, _ in bases for n in counts]
-    runs: dict[tuple[str, int], list[dict[str, Any]]] = {(str(b), n): [] for b, n in cells}
+    codes: dict[str, Optional[Path]] = {"this tree": None}
+    if a.baseline:
+        codes[a.baseline] = ba._baseline_tree(a.baseline)
+    cells = [(code, base, n) for code in codes for base, _ in bases for n in counts]
+    runs: dict[tuple[str, str, int], list[dict[str, Any]]] = {(c, str(b), n): [] for c, b, n in cells}
     try:
-        run_analyze(rank_dir(cells[0][0], 1, a.distinct), OUT / "warm-up.json", extra)  # not counted: .pyc files written
+        for root in codes.values():  # not counted: the page cache, and the first start of each tree
+            run_analyze(rank_dir(cells[0][1], 1, a.distinct), OUT / "warm-up.json", extra, root)
         for i in range(a.repeat):
-            for base, n in cells:
+            for code, base, n in cells:
                 d = rank_dir(base, n, a.distinct)
                 for f in (real_ranks(base) if base.is_dir() else [base]):
                     ba.warm_page_cache(f)
                 if a.max_idle_wait > 0:
                     ba.wait_idle(a.max_idle_wait)
-                res = run_analyze(d, OUT / f"job-{base.stem}-n{n}.json", extra)
-                runs[(str(base), n)].append(res)
-                print(f"  {n} rank(s) of {json_mb(base):,.1f} MB, run {i + 1}: {res['seconds']:.2f} s, "
+                res = run_analyze(d, OUT / f"job-{base.stem}-n{n}.json", extra, codes[code])
+                runs[(code, str(base), n)].append(res)
+                print(f"  {code}: {n} rank(s) of {json_mb(base):,.1f} MB, run {i + 1}: {res['seconds']:.2f} s, "
                       f"peak PSS (tree) {res['peak_tree_pss'] / MB:,.0f} MB over up to {res['max_processes']} processes; "
                       f"{res['ranks_analysed']} ranks in the job view; load {res['load_1min']:.2f}", flush=True)
     finally:
         if cluster is not None:
             cluster.close()
     rows = []
-    for base, n in cells:
-        rr = runs[(str(base), n)]
+    for code, base, n in cells:
+        rr = runs[(code, str(base), n)]
         med = lambda k: statistics.median(r[k] for r in rr)  # noqa: E731
-        rows.append({"ranks": n, "rank_mb": json_mb(base), "json_mb_total": n * json_mb(base),
+        rows.append({"code": code, "ranks": n, "rank_mb": json_mb(base), "json_mb_total": n * json_mb(base),
                      "seconds": med("seconds"), "seconds_min": min(r["seconds"] for r in rr),
                      "seconds_max": max(r["seconds"] for r in rr), "peak_tree_pss": med("peak_tree_pss"),
                      "peak_main_pss": med("peak_main_pss"), "max_processes": max(r["max_processes"] for r in rr),
                      "load_1min": med("load_1min"), "runs": rr})
     for r in rows:
-        one = next((x for x in rows if x["ranks"] == 1 and x["rank_mb"] == r["rank_mb"]), None)
+        one = next((x for x in rows if x["ranks"] == 1 and x["rank_mb"] == r["rank_mb"] and x["code"] == r["code"]), None)
         r["vs_one_rank"] = r["seconds"] / one["seconds"] if one else None
     base = bases[-1][0]
-    last_size = [r for r in rows if r["rank_mb"] == rows[-1]["rank_mb"]]
+    mine = [r for r in rows if r["code"] == "this tree"]  # the targets are this tree's
+    last_size = [r for r in mine if r["rank_mb"] == mine[-1]["rank_mb"]]
     full = [r for r in last_size if r["ranks"] >= min(cpus, counts[-1])]
     ref = full[0] if full else last_size[0]
     last = last_size[-1]
@@ -279,7 +293,7 @@ def main() -> int:
         "memory_growth": {"value": growth, "limit": a.max_growth, "reference_ranks": ref["ranks"],
                           "pass": growth <= a.max_growth},
     }
-    eight = next((r for r in rows if r["ranks"] == 8 and r["rank_mb"] <= 2 and r["vs_one_rank"] is not None), None)
+    eight = next((r for r in mine if r["ranks"] == 8 and r["rank_mb"] <= 2 and r["vs_one_rank"] is not None), None)
     if eight is not None:
         targets["eight_small_ranks"] = {"value": eight["vs_one_rank"], "limit": a.max_ratio,
                                         "pass": eight["vs_one_rank"] <= a.max_ratio}
@@ -296,12 +310,12 @@ def main() -> int:
         + ", interpreter start-up included; runs interleaved over the rows. Peak memory: summed PSS of the "
         "command's process tree, sampled every 20 ms. MB = 10^6 bytes. Load: 1-minute load average at each run's start (median).",
         "",
-        "| ranks | MB per rank | JSON MB (all ranks) | wall s | x one rank | s per rank | peak memory MB (tree) | peak main process MB | processes at once | load |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| code | ranks | MB per rank | JSON MB (all ranks) | wall s | x one rank | s per rank | peak memory MB (tree) | peak main process MB | processes at once | load |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ratio = f"{r['vs_one_rank']:.2f}" if r["vs_one_rank"] is not None else "-"
-        lines.append(f"| {r['ranks']} | {r['rank_mb']:,.1f} | {r['json_mb_total']:,.0f} | {r['seconds']:.2f} ({r['seconds_min']:.2f}-{r['seconds_max']:.2f}) "
+        lines.append(f"| {r['code']} | {r['ranks']} | {r['rank_mb']:,.1f} | {r['json_mb_total']:,.0f} | {r['seconds']:.2f} ({r['seconds_min']:.2f}-{r['seconds_max']:.2f}) "
                      f"| {ratio} | {r['seconds'] / r['ranks']:.3f} | {r['peak_tree_pss'] / MB:,.0f} | {r['peak_main_pss'] / MB:,.0f} "
                      f"| {r['max_processes']} | {r['load_1min']:.2f} |")
     lines += [

@@ -97,13 +97,14 @@ _TEARDOWN_SKIPPABLE: list[bool] = []
 def console() -> None:
     """The console script's and ``python -m perfkit``'s entry: :func:`main`, then exit with its code.
 
-    For ``perfkit analyze`` of one trace in this process (no worker processes, no cluster), the
-    process is the analysis' alone: the cyclic garbage collector is off during it (the analysis
-    makes few reference cycles and the process ends after it; ~4.5 ms of collections on the 54 MB
-    anchor trace), and once every file is written and synced the interpreter's teardown is skipped:
-    the streams are flushed and the process ends with ``os._exit`` (the teardown only frees memory
-    the OS takes back anyway, ~8-10 ms; docs/performance.md). Every other command, and any failure,
-    runs and exits as usual."""
+    For ``perfkit analyze`` on this machine (the local engine, not a cluster), once every file is
+    written and synced and every worker process of the engine has ended, the interpreter's teardown
+    is skipped: the streams are flushed and the process ends with ``os._exit`` (the teardown only
+    frees memory the OS takes back anyway, ~8-10 ms; docs/performance.md). For one trace, analysed
+    in this process, the cyclic garbage collector is also off during the analysis (it makes few
+    reference cycles and the process ends after it; ~4.5 ms of collections on the 54 MB anchor
+    trace); many ranks keep it on, as their documents accumulate. Every other command, and any
+    failure, runs and exits as usual."""
     _process.OWNS_PROCESS.append(True)
     rc = main()
     if _TEARDOWN_SKIPPABLE:
@@ -130,15 +131,15 @@ def main(argv: Optional[list[str]] = None) -> int:
 
             plain = plain_args(list(args))
             if plain is not None:
-                # one trace analysed here (no pool, no cluster) in a process that is the command's alone
-                alone = (_process.owns_process() and plain["engine"] == "local" and len(plain["traces"]) == 1
-                         and os.path.isfile(plain["traces"][0]))
-                if alone:
+                # this machine only (no cluster), in a process that is the command's alone: every worker
+                # of the local engine has ended and been reaped when run returns
+                local = _process.owns_process() and plain["engine"] == "local"
+                if local and len(plain["traces"]) == 1 and os.path.isfile(plain["traces"][0]):
                     import gc
 
-                    gc.disable()  # this process ends after the one analysis (see console)
+                    gc.disable()  # one trace: this process ends after its one analysis (see console)
                 run(**plain)
-                if alone:
+                if local:
                     _TEARDOWN_SKIPPABLE.append(True)
                 return EXIT_OK
         load_commands(args)

@@ -355,7 +355,9 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _died(path: str, returncode: Optional[int], stderr: str) -> RankFailure:
+def worker_died(path: str, returncode: Optional[int], stderr: str) -> RankFailure:
+    """The failure of ``path``, whose worker ended with ``returncode`` (negative: a signal; None: not
+    known) before answering; the last lines of its ``stderr`` are the reason's tail."""
     if returncode is not None and returncode < 0:
         import signal
 
@@ -364,6 +366,8 @@ def _died(path: str, returncode: Optional[int], stderr: str) -> RankFailure:
         except ValueError:
             name = f"signal {-returncode}"
         why = f"killed by {name}" + (" (out of memory?)" if returncode == -signal.SIGKILL else "")
+    elif returncode is None:
+        why = "its exit status is unknown"
     else:
         why = f"exit status {returncode}"
     tail = " ".join(stderr.strip().splitlines()[-3:])[-500:]
@@ -384,7 +388,7 @@ def fresh_interpreter(path: str, workers: Optional[int]) -> Outcome:
         lines = err.strip().splitlines()
         return RankFailure(path, lines[-1] if lines else f"{path}: not a readable trace", bad_input=True)
     if proc.returncode != 0:
-        return _died(path, proc.returncode, err)
+        return worker_died(path, proc.returncode, err)
     doc: dict[str, Any] = json.loads(proc.stdout)
     return doc
 
@@ -454,7 +458,7 @@ class ProcessServer(PipeServer):
     def died(self, path: str) -> Outcome:
         rc = self.proc.wait()
         self._drain.join(timeout=5)
-        return _died(path, rc, b"".join(self._stderr).decode(errors="replace"))
+        return worker_died(path, rc, b"".join(self._stderr).decode(errors="replace"))
 
     def close(self) -> None:
         if self.proc.poll() is None:

@@ -36,7 +36,7 @@ import threading
 import time
 from typing import IO, Optional
 
-from .engines import Outcome, PipeServer, _died, serve
+from .engines import Outcome, PipeServer, worker_died, serve
 
 __all__ = ["ForkedServer", "can_fork", "fork_server"]
 
@@ -111,40 +111,48 @@ class ForkedServer(PipeServer):
     def __init__(self, pid: int, requests: IO[bytes], answers: IO[bytes]) -> None:
         super().__init__(requests, answers)
         self.pid = pid
+        self._ended = False
         self._status: Optional[int] = None
 
-    def _wait(self, timeout_s: Optional[float]) -> Optional[int]:
-        """The helper's exit code (negative: the signal), waiting at most ``timeout_s`` (None: for ever)."""
-        if self._status is not None:
-            return self._status
+    def _wait(self, timeout_s: Optional[float]) -> tuple[bool, Optional[int]]:
+        """(ended, exit code: negative for a signal, None when unknown), waiting at most ``timeout_s``."""
+        if self._ended:
+            return True, self._status
         deadline = None if timeout_s is None else time.monotonic() + timeout_s
         delay = 0.0005
         while True:
             try:
                 pid, status = os.waitpid(self.pid, 0 if deadline is None else os.WNOHANG)
             except ChildProcessError:  # reaped elsewhere: its status is lost
-                self._status = -1
-                return self._status
+                self._ended = True
+                return True, None
             if pid:
-                self._status = os.waitstatus_to_exitcode(status)
-                return self._status
+                self._ended, self._status = True, os.waitstatus_to_exitcode(status)
+                return True, self._status
             assert deadline is not None
             if time.monotonic() >= deadline:
-                return None
+                return False, None
             time.sleep(delay)
             delay = min(delay * 2, 0.05)
 
-    def died(self, path: str) -> Outcome:
-        return _died(path, self._wait(None), "")
-
-    def close(self) -> None:
-        self._close_pipes()
-        if self._wait(10.0) is None:  # it should end as soon as its request pipe closes
+    def _end(self) -> Optional[int]:
+        """The helper's exit code once it has ended: it is given 10 s (its pipes are closed or broken),
+        then killed."""
+        ended, status = self._wait(10.0)
+        if not ended:
             import signal
 
             try:
                 os.kill(self.pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-            self._wait(None)
+            status = self._wait(None)[1]
+        return status
+
+    def died(self, path: str) -> Outcome:
+        return worker_died(path, self._end(), "")
+
+    def close(self) -> None:
+        self._close_pipes()  # the helper's cue to end
+        self._end()
         _COMMAND_FDS.difference_update(self._fds)

@@ -74,6 +74,30 @@ def test_analyze_of_one_trace_ends_without_teardown_and_loses_no_output(tmp_path
     assert bad.returncode == 2 and "TEARDOWN" in bad.stderr
 
 
+def test_analyze_of_a_job_ends_without_teardown_keeps_the_collector_on_and_loses_no_output(tmp_path):
+    """Several ranks on the local engine also end with os._exit, once every worker (helpers, servers, fresh
+    interpreters) has ended: the report and the JSON are whole; the collector stays on (documents pile up)."""
+    from perfkit.report import render_console
+    from rich.console import Console
+
+    job = REPO / "tests" / "data" / "traces" / "param_dlrm_8xv100"
+    probe = ("import atexit, gc, sys; atexit.register(lambda: sys.stderr.write('TEARDOWN\\n'));"
+             "import perfkit.cli.analyze_run as ar; real = ar.run;"
+             "ar.run = lambda **kw: (real(**kw), sys.stderr.write(f'GC {gc.isenabled()}\\n'))[0];"
+             "sys.argv = ['perfkit', *sys.argv[1:]]; from perfkit.cli import console; console()")
+    out = tmp_path / "job.json"
+    proc = subprocess.run([sys.executable, "-c", probe, "analyze", str(job), "--json", str(out)],
+                          capture_output=True, text=True, cwd=REPO, timeout=300, env={**os.environ, "COLUMNS": "100"})
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    assert len(doc["ranks"]) == 8
+    with open(os.devnull, "w") as sink:
+        console = Console(width=100, record=True, file=sink)
+        render_console(doc, console)
+    assert proc.stdout.rstrip() == console.export_text().rstrip()
+    assert f"wrote {out}" in proc.stderr and "TEARDOWN" not in proc.stderr and "GC True" in proc.stderr
+
+
 def test_main_called_in_a_process_leaves_the_collector_on(tmp_path, monkeypatch):
     """Only the console entry owns its process: main() called by a test or a notebook keeps gc on."""
     import gc

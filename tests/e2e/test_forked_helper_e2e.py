@@ -30,6 +30,14 @@ from perfkit.job import forked
 from perfkit.job.engines import LocalEngine, RankFailure
 
 mode, paths = sys.argv[1], sys.argv[2:]
+if mode == "bug":  # the copy's analysis raises (a bug, not a bad trace); this process's does not
+    from perfkit.job import engines
+    command, real = os.getpid(), engines.analyse_outcome
+    def analyse_outcome(path, workers=None):
+        if os.getpid() != command:
+            raise ZeroDivisionError("a bug in the helper")
+        return real(path, workers)
+    engines.analyse_outcome = analyse_outcome
 served = []
 plain = forked.ForkedServer.analyse
 def analyse(self, path):
@@ -59,6 +67,7 @@ def _run(mode: str) -> dict[str, Any]:
                           timeout=300)
     assert proc.returncode == 0, proc.stderr
     out: dict[str, Any] = json.loads(proc.stdout)
+    out["stderr"] = proc.stderr
     return out
 
 
@@ -90,6 +99,17 @@ def test_a_helper_killed_by_the_kernel_is_a_failed_rank_and_the_others_are_analy
     i, d = failed[0]
     assert d["failed"] == f"{PATHS[i]}: the analysis worker failed (killed by SIGKILL (out of memory?))"
     assert d["bad_input"] is False
+    here = [analyse_outcome(p) for p in PATHS]
+    assert all(json.dumps(got["docs"][k]) == json.dumps(here[k]) for k in range(8) if k != i)
+
+
+def test_a_bug_in_a_helper_is_a_failed_rank_with_its_traceback_on_stderr():
+    got = _run("bug")
+    failed = [(i, d) for i, d in enumerate(got["docs"]) if "failed" in d]
+    assert len(failed) == 1  # the helper's first rank; the next small one goes to a new (unpatched) server
+    i, d = failed[0]
+    assert d["failed"] == f"{PATHS[i]}: the analysis worker failed (exit status 1)" and d["bad_input"] is False
+    assert "ZeroDivisionError: a bug in the helper" in got["stderr"]
     here = [analyse_outcome(p) for p in PATHS]
     assert all(json.dumps(got["docs"][k]) == json.dumps(here[k]) for k in range(8) if k != i)
 

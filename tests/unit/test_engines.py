@@ -147,10 +147,12 @@ def test_a_bug_in_a_lane_is_raised_not_swallowed():
 
 
 def test_a_worker_killed_by_the_kernel_is_named():
-    f = E._died("/x/rank3.json", -signal.SIGKILL, "line one\nline two\n")
+    f = E.worker_died("/x/rank3.json", -signal.SIGKILL, "line one\nline two\n")
     assert f.reason == "/x/rank3.json: the analysis worker failed (killed by SIGKILL (out of memory?)): line one line two"
     assert not f.bad_input
-    assert "exit status 1" in E._died("/x/rank3.json", 1, "").reason
+    assert "exit status 1" in E.worker_died("/x/rank3.json", 1, "").reason
+    assert E.worker_died("/x/rank3.json", None, "").reason == \
+        "/x/rank3.json: the analysis worker failed (its exit status is unknown)"  # reaped by someone else
 
 
 # --------------------------------------------------------------------- helpers forked from this process
