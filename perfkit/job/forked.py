@@ -4,8 +4,13 @@ A server process started with ``python -m perfkit.job.pool --serve`` costs about
 interpreter, numpy and perfkit imports before its first trace (0.45 s of CPU on a loaded machine),
 so the local engine starts one only for a second or more of small work: 8 ranks of 1 MB (about
 0.1 s of work after the first) stayed on the command's own thread. A copy of the command's process
-made with ``fork()`` has all of that already: it costs a millisecond or two, and it analyses small
-ranks beside the command's thread, on the machine's second CPU, from the first rank on.
+made with ``fork()`` costs a millisecond or two and has the interpreter already. It is made as soon
+as the command knows it has several small traces, before numpy or the analysis are imported: the
+copy imports them (:func:`_helper`) while the command does the same, on the machine's other CPU,
+so both are ready at the same moment, and neither copies the other's pages for them (a copy made
+after those imports made both processes fault in and copy the pages of every module object they
+touched: 8 DLRM ranks took 1.51x one rank that way, 1.39x this way; docs/performance.md). It then
+analyses small ranks beside the command's thread from the first rank on.
 
 ``fork()`` is safe only where nothing else runs: a lock held by another thread at that instant
 stays locked in the copy forever, and libraries that start threads of their own (a CUDA context,
@@ -13,7 +18,7 @@ macOS system frameworks) are not made for it. So a helper is forked only
 
 * on Linux;
 * by a process that is the command's alone (``perfkit analyze`` run as a command, not the
-  ``perfkit.analyze`` API inside a user's program): the local engine's ``fork`` argument;
+  ``perfkit.analyze`` API inside a user's program): the local engine's ``forker`` argument;
 * while that process has one thread: before the progress bar or any pool starts
   (:meth:`perfkit.job.engines.LocalEngine.prepare`, called by the command), checked here again.
 
@@ -54,8 +59,6 @@ def fork_server(workers: Optional[int]) -> Optional["ForkedServer"]:
     """A helper forked from this process, or None where :func:`can_fork` says no (or fork fails)."""
     if not can_fork():
         return None
-    from ..analysis.pipeline import analyze_file  # noqa: F401  (imported once, here, not in each copy)
-
     requests_r, requests_w = os.pipe()
     answers_r, answers_w = os.pipe()
     for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice (the copy never flushes: _exit)
@@ -88,6 +91,8 @@ def _helper(requests_r: int, requests_w: int, answers_r: int, answers_w: int,
                 os.close(fd)
             except OSError:
                 pass
+        from ..analysis.pipeline import analyze_file  # noqa: F401  (now, while the command imports it too)
+
         with os.fdopen(requests_r, "r", encoding="utf-8") as inp, \
                 os.fdopen(answers_w, "w", encoding="utf-8") as out:
             code = serve(inp, out, workers)
