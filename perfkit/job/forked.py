@@ -158,6 +158,9 @@ class ForkedServer(PipeServer):
         return worker_died(path, self._end(), "")
 
     def close(self) -> None:
-        self._close_pipes()  # the helper's cue to end
-        self._end()
+        """Close the pipes, the helper's cue to end, without waiting for it (its exit takes a few ms
+        more, and it writes nothing): reaped here if it has ended already, else by the system once
+        the command ends (a helper still busy finishes its trace in hand, then ends)."""
+        self._close_pipes()
+        self._wait(0.0)
         _COMMAND_FDS.difference_update(self._fds)
