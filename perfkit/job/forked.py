@@ -67,6 +67,7 @@ def fork_server(workers: Optional[int]) -> Optional["ForkedServer"]:
         except (AttributeError, OSError, ValueError):
             pass
     gc.freeze()  # collections in either copy skip what exists now: its pages are not copied for them
+    command = os.getpid()
     try:
         pid = os.fork()
     except OSError:  # no memory or process left for a copy: the engine goes on without it
@@ -74,18 +75,33 @@ def fork_server(workers: Optional[int]) -> Optional["ForkedServer"]:
             os.close(fd)
         return None
     if pid == 0:  # pragma: no cover (the copy: measured by the parent's tests through its answers)
-        _helper(requests_r, requests_w, answers_r, answers_w, workers)
+        _helper(requests_r, requests_w, answers_r, answers_w, workers, command)
     os.close(requests_r)
     os.close(answers_w)
     _COMMAND_FDS.update((requests_w, answers_r))
     return ForkedServer(pid, os.fdopen(requests_w, "wb"), os.fdopen(answers_r, "rb"))
 
 
+def _die_with(command: int) -> None:  # pragma: no cover (runs in the copy)
+    """Have the kernel kill this process when the command's process ends (Linux ``PR_SET_PDEATHSIG``):
+    a helper busy with a trace when the command is killed stops at once instead of finishing it."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGKILL), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # no prctl: the helper still ends at its request pipe's end
+        return
+    if os.getppid() != command:  # the command ended before the call above
+        os._exit(0)
+
+
 def _helper(requests_r: int, requests_w: int, answers_r: int, answers_w: int,
-            workers: Optional[int]) -> None:  # pragma: no cover (runs in the copy)
+            workers: Optional[int], command: int) -> None:  # pragma: no cover (runs in the copy)
     """The copy's whole life: serve until the request pipe closes, then leave without cleanup."""
     code = 1
     try:
+        _die_with(command)
         for fd in (requests_w, answers_r, *_COMMAND_FDS):
             try:
                 os.close(fd)
@@ -98,6 +114,8 @@ def _helper(requests_r: int, requests_w: int, answers_r: int, answers_w: int,
             code = serve(inp, out, workers)
     except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the command reports it
         code = 130
+    except BrokenPipeError:  # the command is gone (its answer pipe closed): nobody to answer
+        code = 1
     except BaseException:  # a bug: its traceback on stderr, and the rank fails with the exit status
         try:
             import traceback

@@ -30,11 +30,14 @@ from perfkit.job import forked
 from perfkit.job.engines import LocalEngine, RankFailure
 
 mode, paths = sys.argv[1], sys.argv[2:]
-if mode == "bug":  # the copy's analysis raises (a bug, not a bad trace); this process's does not
+if mode in ("bug", "busy"):  # the copy's analysis raises (a bug), or takes 10 minutes; this process's does not
+    import time
     from perfkit.job import engines
     command, real = os.getpid(), engines.analyse_outcome
     def analyse_outcome(path, workers=None):
         if os.getpid() != command:
+            if mode == "busy":
+                time.sleep(600)
             raise ZeroDivisionError("a bug in the helper")
         return real(path, workers)
     engines.analyse_outcome = analyse_outcome
@@ -52,6 +55,12 @@ helpers = [s.pid for s in eng._prepared[2]]
 if mode == "orphan":  # the command dies with its helper idle: the helper must end by itself
     print(json.dumps({"helpers": helpers}), flush=True)
     os._exit(0)
+if mode == "busy":  # the command is killed while its helper is busy with a trace
+    helper = eng._prepared[2][0]
+    helper._requests.write((json.dumps(paths[0]) + "\\n").encode())
+    helper._requests.flush()
+    print(json.dumps({"helpers": helpers}), flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
 if mode == "kill":
     os.kill(helpers[0], signal.SIGKILL)
 got = {}
@@ -119,6 +128,18 @@ def _ends(pid: int) -> None:
     while not _gone(pid) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert _gone(pid)
+
+
+def test_a_busy_helper_is_killed_with_its_command():
+    """The kernel ends the helper with the command (PR_SET_PDEATHSIG), even mid-trace: here an analysis
+    that would take 10 minutes."""
+    proc = subprocess.Popen([sys.executable, "-c", SCRIPT, "busy", *PATHS], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=ENV)
+    assert proc.stdout is not None
+    pid = json.loads(proc.stdout.readline())["helpers"][0]
+    assert proc.wait(timeout=120) == -9
+    _ends(pid)
+    proc.communicate(timeout=30)  # the helper's end closed its copy of the pipes too
 
 
 def test_a_helper_ends_by_itself_when_its_command_dies():
