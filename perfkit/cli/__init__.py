@@ -94,6 +94,8 @@ def _profile_error(name: str) -> Any:
 
 #: Set when the command's process may end without the interpreter's teardown (:func:`console`).
 _TEARDOWN_SKIPPABLE: list[bool] = []
+
+
 def console() -> None:
     """The console script's and ``python -m perfkit``'s entry: :func:`main`, then exit with its code.
 
