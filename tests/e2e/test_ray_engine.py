@@ -98,11 +98,13 @@ def test_a_corrupt_rank_is_rank_failed_and_the_job_view_is_written(ray_cluster: 
     assert local.read_bytes() == out.read_bytes()
 
 
-def _failing_first(marker_dir: str, fail_ranks: tuple[int, ...], always: bool):
+def _failing_first(marker_dir: str, fail_ranks: tuple[int, ...], always: bool, die: tuple[int, ...] = ()):
     """A stand-in for the engine's task (shipped to the workers by value): it appends one line per
     attempt to ``marker_dir/<rank>`` and, for the ranks in ``fail_ranks``, raises MemoryError as a
-    worker out of memory would — on the first attempt only, or on every one (``always``)."""
+    worker out of memory would — on the first attempt only, or on every one (``always``); for the
+    ranks in ``die`` its worker process is killed by SIGKILL instead, as the kernel's OOM killer does."""
     import os as _os
+    import signal as _signal
 
     from perfkit.job import ray_engine as _real
 
@@ -115,6 +117,8 @@ def _failing_first(marker_dir: str, fail_ranks: tuple[int, ...], always: bool):
             fh.write("attempt\n")
         with open(log) as fh:
             attempts = len(fh.readlines())
+        if rank in die and (always or attempts == 1):
+            _os.kill(_os.getpid(), _signal.SIGKILL)
         if rank in fail_ranks and (always or attempts == 1):
             raise MemoryError(f"simulated: worker out of memory on rank {rank}, attempt {attempts}")
         return task(path, workers)
@@ -151,3 +155,27 @@ def test_a_task_that_fails_again_after_its_retry_is_rank_failed(ray_cluster: Non
     assert row["status"] == "failed" and "the Ray task failed after a retry" in row["reason"]
     assert "simulated: worker out of memory on rank 6" in row["reason"]
     assert any(f["id"] == "rank_failed" and f["evidence"]["failed_ranks"] == [6] for f in doc["findings"])
+
+
+def test_a_worker_killed_by_the_kernel_is_retried_then_rank_failed(ray_cluster: None, job16: Path, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rank 4's worker is killed on its first attempt only: retried on a new worker and analysed. Rank 12's
+    worker is killed on every attempt: after the one retry, a failed rank naming the crash."""
+    from perfkit.job import ray_engine
+
+    marks = tmp_path / "attempts"
+    marks.mkdir()
+    monkeypatch.setattr(ray_engine, "_rank_task", _failing_first(str(marks), (), always=False, die=(4,)))
+    paths = _paths(job16)
+    doc = ranks.analyze_many(paths, engine=RayEngine()).to_dict()
+    assert (marks / "4").read_text().splitlines() == ["attempt", "attempt"]
+    assert doc["job"]["failed_ranks"] == [] and doc["job"]["ranks_analysed"] == WORLD
+    for p in marks.iterdir():
+        p.unlink()
+    monkeypatch.setattr(ray_engine, "_rank_task", _failing_first(str(marks), (), always=True, die=(12,)))
+    doc = ranks.analyze_many(paths, engine=RayEngine()).to_dict()
+    assert (marks / "12").read_text().splitlines() == ["attempt", "attempt"]  # tried, then retried once
+    assert doc["job"]["failed_ranks"] == [12] and doc["job"]["ranks_analysed"] == WORLD - 1
+    row = next(r for r in doc["ranks"] if r["rank"] == 12)
+    assert row["reason"].startswith(f"{paths[12]}: the Ray task failed after a retry: ")
+    assert "WorkerCrashedError: The worker died unexpectedly" in row["reason"] and "\n" not in row["reason"]
