@@ -1,9 +1,9 @@
 """Helpers forked from ``perfkit analyze`` (perfkit/job/forked.py), for real: in a fresh single-threaded
-interpreter, as the command runs them. The 8 real DLRM ranks analysed with a helper give the same documents
-as this process analysing them; a helper killed by the kernel is a failed rank named with its signal while
-the others are analysed; a helper whose command dies without closing it ends by itself; and the command
-itself (``python -m perfkit analyze DIR``) writes the same job document and the same report as
-``perfkit.cli.main`` in this process, which forks nothing."""
+interpreter, as the command runs them. The 8 real DLRM ranks analysed with one helper, or three, give the
+same documents as this process analysing them; several helpers each end when their own pipe closes; a helper
+killed by the kernel, or with a bug, is a failed rank named with its signal or exit status while the others
+are analysed; a helper dies with its command, busy or idle; and the command itself writes the same job
+document and the same report as ``perfkit.cli.main`` in this process, which forks nothing."""
 
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from perfkit.job.engines import analyse_outcome, cpu_count
 
@@ -49,9 +51,26 @@ def analyse(self, path):
     return out
 forked.ForkedServer.analyse = analyse
 
-eng = LocalEngine(forker=forked.fork_server, processes=2)
+eng = LocalEngine(forker=forked.fork_server, processes=4 if mode in ("many", "plain4") else 2)
 plan = eng.prepare(paths)
 helpers = [s.pid for s in eng._prepared[2]]
+if mode == "many":  # the first helper ends when its pipe closes, though later copies were forked after it
+    import time
+    def running(pid):  # not ended (an ended helper is a zombie until reaped)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+    eng._prepared[2][0].close()
+    deadline = time.monotonic() + 30
+    while running(helpers[0]) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    first_ended = not running(helpers[0])
+    others_alive = all(running(p) for p in helpers[1:])
+    eng.close()
+    print(json.dumps({"helpers": helpers, "first_ended": first_ended, "others_alive": others_alive}))
+    sys.exit(0)
 if mode == "orphan":  # the command dies with its helper idle: the helper must end by itself
     print(json.dumps({"helpers": helpers}), flush=True)
     os._exit(0)
@@ -89,16 +108,28 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def test_a_forked_helper_analyses_ranks_and_they_equal_this_process_documents():
+@pytest.mark.parametrize("mode, helpers", [("plain", 1), ("plain4", 3)])
+def test_forked_helpers_analyse_ranks_and_they_equal_this_process_documents(mode: str, helpers: int):
     assert len(PATHS) == 8
-    got = _run("plain")
-    assert got["plan_helpers"] == 1 and len(got["helpers"]) == 1 and got["helpers"][0] != got["me"]
+    got = _run(mode)
+    assert got["plan_helpers"] == helpers == len(set(got["helpers"])) and got["me"] not in got["helpers"]
     by_helper = [s for s in got["served"] if s["ok"]]
-    assert by_helper and {s["pid"] for s in by_helper} == set(got["helpers"])  # the copy did analyse ranks
-    assert len(by_helper) < 8  # and the command's own thread did the others
+    assert by_helper and {s["pid"] for s in by_helper} <= set(got["helpers"])  # copies did analyse ranks
+    assert len(by_helper) == len(got["served"]) < 8  # and the command's own thread did the others
     here = [analyse_outcome(p) for p in PATHS]
     assert json.dumps(got["docs"]) == json.dumps(here)
-    _ends(got["helpers"][0])  # closed at the end of the map: it ends by itself
+    for pid in got["helpers"]:
+        _ends(pid)  # closed at the end of the map: each ends by itself
+
+
+def test_several_helpers_each_end_when_their_own_pipe_closes():
+    """Each copy closes the command's ends of the pipes of the helpers forked before it: else the first
+    helper would not see its request pipe end while a later one lives (it holds the pipe's other end)."""
+    got = _run("many")
+    assert len(got["helpers"]) == 3 and len(set(got["helpers"])) == 3  # 4 lanes: 3 helpers beside this thread
+    assert got["first_ended"] and got["others_alive"]
+    for pid in got["helpers"]:
+        _ends(pid)
 
 
 def test_a_helper_killed_by_the_kernel_is_a_failed_rank_and_the_others_are_analysed():
