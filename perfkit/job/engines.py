@@ -91,11 +91,11 @@ BAD_INPUT = 2
 
 
 def cpu_count() -> int:
-    """CPUs this process may run on (its affinity mask, else the machine's count)."""
-    try:
-        return max(len(os.sched_getaffinity(0)), 1)
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    """CPUs this process may keep busy: its affinity mask, capped by a container's CPU quota
+    (:func:`perfkit.cpus.available`)."""
+    from ..cpus import available
+
+    return available()
 
 
 # --------------------------------------------------------------------- one trace, the same everywhere

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Iterator, Optional, Union
 import numpy as np
 
 from .._io import regular_file
+from ..cpus import available as available_cpus
 from ..errors import TraceFormatError
 from . import model as m
 from . import decode as decode_mod
@@ -101,7 +102,7 @@ def _read(path: str, workers: Optional[int], stats: dict[str, int]) -> m.Trace:
     est = source.estimated_size()
     _tune_malloc(est)
     if workers is None:
-        workers = min(os.cpu_count() or 1, 8) if est >= PARALLEL_MIN_BYTES else 0
+        workers = min(available_cpus(), 8) if est >= PARALLEL_MIN_BYTES else 0
     raw = _Raw(meta={}, stats=stats)
     stats.setdefault("max_buffer_bytes", 0)
     stats.setdefault("streamed", 0)

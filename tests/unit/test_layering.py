@@ -24,7 +24,7 @@ STAGES: list[tuple[str, tuple[str, ...]]] = [
     # Shared basics; they import nothing of perfkit but each other.
     ("base", ("perfkit.errors", "perfkit.units", "perfkit._json", "perfkit._io", "perfkit._version",
               "perfkit.peaks", "perfkit.variation", "perfkit.arrays", "perfkit.threads",
-              "perfkit._indent")),
+              "perfkit._indent", "perfkit.cpus")),
     # The run directory's file names, what a path stands for, and what collection hands over (plain
     # data: perfkit/run/layout.py, resolve.py, recording.py); the trace reader and collection use them.
     ("run paths", ("perfkit.run", "perfkit.run.layout", "perfkit.run.resolve", "perfkit.run.recording")),
