@@ -51,7 +51,11 @@ def analyse(self, path):
     return out
 forked.ForkedServer.analyse = analyse
 
-eng = LocalEngine(forker=forked.fork_server, processes=4 if mode in ("many", "plain4") else 2)
+from perfkit.job.engines import json_bytes
+sizes = sorted(json_bytes(p) for p in paths)
+small_bytes = sizes[len(sizes) // 2 - 1] if mode == "mixed" else 32 * 1000 * 1000  # mixed: half are "large"
+eng = LocalEngine(forker=forked.fork_server, processes=4 if mode in ("many", "plain4") else 2,
+                  small_bytes=small_bytes)
 plan = eng.prepare(paths)
 helpers = [s.pid for s in eng._prepared[2]]
 if mode == "many":  # the first helper ends when its pipe closes, though later copies were forked after it
@@ -86,6 +90,7 @@ got = {}
 for i, out in eng.map(paths):
     got[i] = out if not isinstance(out, RankFailure) else {"failed": out.reason, "bad_input": out.bad_input}
 print(json.dumps({"me": os.getpid(), "helpers": helpers, "plan_helpers": plan.helpers, "served": served,
+                  "plan_large": len(plan.large), "large_paths": [paths[i] for i in plan.large],
                   "docs": [got[i] for i in range(len(paths))]}))
 """
 
@@ -108,7 +113,7 @@ def _gone(pid: int) -> bool:
         return True
 
 
-@pytest.mark.parametrize("mode, helpers", [("plain", 1), ("plain4", 3)])
+@pytest.mark.parametrize("mode, helpers", [("plain", 1), ("plain4", 3), ("mixed", 1)])
 def test_forked_helpers_analyse_ranks_and_they_equal_this_process_documents(mode: str, helpers: int):
     assert len(PATHS) == 8
     got = _run(mode)
@@ -116,6 +121,8 @@ def test_forked_helpers_analyse_ranks_and_they_equal_this_process_documents(mode
     by_helper = [s for s in got["served"] if s["ok"]]
     assert by_helper and {s["pid"] for s in by_helper} <= set(got["helpers"])  # copies did analyse ranks
     assert len(by_helper) == len(got["served"]) < 8  # and the command's own thread did the others
+    if mode == "mixed":  # the larger half went to fresh interpreters (no helper took one)
+        assert got["plan_large"] == 4 and not {s["path"] for s in by_helper} & set(got["large_paths"])
     here = [analyse_outcome(p) for p in PATHS]
     assert json.dumps(got["docs"]) == json.dumps(here)
     for pid in got["helpers"]:
