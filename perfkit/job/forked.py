@@ -19,7 +19,8 @@ macOS system frameworks) are not made for it. So a helper is forked only
 * on Linux;
 * by a process that is the command's alone (``perfkit analyze`` run as a command, not the
   ``perfkit.analyze`` API inside a user's program): the local engine's ``forker`` argument;
-* while that process has one thread: before the progress bar or any pool starts
+* while that process has one thread, as the kernel counts them (a C library's threads too): before
+  numpy is imported, the progress bar or any pool starts
   (:meth:`perfkit.job.engines.LocalEngine.prepare`, called by the command), checked here again.
 
 Elsewhere the engine works as before (servers started as fresh interpreters when the work pays for
@@ -51,8 +52,22 @@ _COMMAND_FDS: set[int] = set()
 
 
 def can_fork() -> bool:
-    """True where a helper may be forked now: Linux, ``os.fork`` present, and one thread in this process."""
-    return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
+    """True where a helper may be forked now: Linux, ``os.fork`` present, and one thread in this process,
+    counting the threads that C libraries start (OpenBLAS, a CUDA runtime), which Python does not list."""
+    return (sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
+            and _os_threads() == 1)
+
+
+def _os_threads() -> int:
+    """The threads of this process as the kernel counts them (``/proc/self/status``); 0 if unreadable."""
+    try:
+        with open("/proc/self/status", "rb") as f:
+            for line in f:
+                if line.startswith(b"Threads:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
 
 
 def fork_server(workers: Optional[int]) -> Optional["ForkedServer"]:

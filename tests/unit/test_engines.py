@@ -232,9 +232,19 @@ def test_a_helper_is_forked_only_while_this_process_has_one_thread():
     other.start()
     try:
         assert not forked.can_fork() and forked.fork_server(None) is None
+        assert forked._os_threads() >= 2  # the kernel sees it too
     finally:
         release.set()
         other.join()
+
+
+def test_threads_that_python_does_not_list_also_prevent_a_fork(monkeypatch):
+    """A C library's own threads (OpenBLAS, a CUDA runtime) are not in threading's list: the kernel's count is."""
+    from perfkit.job import forked
+
+    monkeypatch.setattr(forked.threading, "active_count", lambda: 1)
+    monkeypatch.setattr(forked, "_os_threads", lambda: 3)
+    assert not forked.can_fork() and forked.fork_server(None) is None
 
 
 # --------------------------------------------------------------------- every route, the same document
