@@ -1,8 +1,10 @@
-"""Build hook for the optional C extensions: the trace scanner (perfkit.trace._scan) and the JSON
-layout of written documents (perfkit._indent).
+"""Build hook for the optional C extensions: the trace scanner (perfkit.trace._scan), the JSON
+layout of written documents (perfkit._indent) and the stack sampler's frame walk
+(perfkit.collect._frames).
 
-Everything else is in pyproject.toml. Both are optional: where they do not compile, perfkit reads
-traces with its pure-Python (msgspec) decoder and lays out JSON with msgspec.
+Everything else is in pyproject.toml. All are optional: where they do not compile, perfkit reads
+traces with its pure-Python (msgspec) decoder, lays out JSON with msgspec, and takes no stack
+samples (the sampler's walk is safe only in C: perfkit/collect/_frames.c says why).
 """
 
 from setuptools import Extension, setup
@@ -16,5 +18,6 @@ setup(
             extra_compile_args=["-O3"],
         ),
         Extension("perfkit._indent", ["perfkit/_indent.c"], optional=True, extra_compile_args=["-O3"]),
+        Extension("perfkit.collect._frames", ["perfkit/collect/_frames.c"], optional=True, extra_compile_args=["-O2"]),
     ]
 )

@@ -10,7 +10,11 @@ happened to be). This sampler costs a fraction of that and gives the line being
 A daemon thread wakes every ``interval_us`` (nominal; a thread holding the GIL
 in pure Python hands it over only every ``sys.getswitchinterval()``), reads
 ``sys._current_frames()`` for the threads that run the training loop (the
-thread(s) that end steps), walks each stack to the root and interns it.
+thread(s) that end steps), walks each stack to the root and interns it. The read
+and the walk are done in C without giving the GIL up (:mod:`perfkit.collect.frames`:
+walked in Python, a training thread could pop a frame mid-walk, which crashed a
+Lightning run with SIGSEGV on CPython 3.11); where that walker is not compiled,
+the sampler does not run.
 Sample times are ``time.perf_counter_ns()``; ``record_function`` markers
 ``perfkit.clock_sync#N`` at start and stop pair a reading of that clock with a
 range on the trace's own clock, so the analysis can put the samples on the
@@ -34,6 +38,8 @@ import time
 from typing import Any, Optional
 
 from ..trace.files import STACKS_SCHEMA as SCHEMA
+from . import frames
+from .frames import line_of
 from ..trace.files import STACKS_SYNC_PREFIX, sidecar_path
 
 CLOCK = "perf_counter_ns"  #: the clock of ``ts_us`` in the sidecar (CLOCK_MONOTONIC on Linux)
@@ -42,16 +48,9 @@ MAX_SAMPLES = 200_000
 MAX_DEPTH = 256  #: frames kept per stack (innermost first); deeper stacks are cut at the root side
 
 
+
 def _now_us() -> float:
     return time.perf_counter_ns() / 1000.0
-
-
-def _line_of(code: Any, lasti: int) -> int:
-    """The source line of the instruction at byte offset ``lasti`` of ``code`` (-1 if none)."""
-    for start, end, line in code.co_lines():
-        if start <= lasti < end:
-            return line if line is not None else -1
-    return -1
 
 
 class StackSampler:
@@ -95,6 +94,9 @@ class StackSampler:
     def start(self) -> None:
         """Start sampling (from the thread that runs the loop) and record a clock pairing."""
         if self.running or self.warning:
+            return
+        if frames.walker is None:
+            self.warning = frames.NO_WALKER
             return
         try:
             self.add_current_thread()
@@ -158,29 +160,26 @@ class StackSampler:
     def _sample(self) -> bool:
         """One sample of every registered thread; False when the sample cap is reached."""
         t = _now_us()
-        frames = sys._current_frames()
-        for ident in self._idents:
-            f = frames.get(ident)
-            if f is None:
-                continue
+        # (ident, (code, lasti, code, lasti, ...)): read in C without giving the GIL up (see _frames.c:
+        # walked here in Python, a training thread could pop a frame mid-walk and crash the process)
+        taken = frames.walker.sample(self._idents, MAX_DEPTH)
+        codes = self._codes
+        for ident, walked in taken:
             if len(self.ts_us) >= self.max_samples:
                 self.warning = f"stack sampler stopped at its cap of {self.max_samples} samples"
                 self.running = False
                 return False
             # Code objects by id (hashing a code object hashes its bytecode); ``codes`` keeps
-            # them alive so an id is never reused for another one.
-            key = []
-            depth = 0
-            codes = self._codes
-            while f is not None and depth < MAX_DEPTH:
-                code = f.f_code
+            # them alive so an id is never reused for another one. The last instruction, not the
+            # line: f_lineno decodes the line table on every read; lines are resolved in to_dict.
+            key: list[Any] = []
+            for j in range(0, len(walked), 2):
+                code = walked[j]
                 cid = id(code)
                 if cid not in codes:
                     codes[cid] = code
                 key.append(cid)
-                key.append(f.f_lasti)  # f_lineno decodes the line table on every read: resolved in to_dict
-                f = f.f_back
-                depth += 1
+                key.append(walked[j + 1])
             k = tuple(key)
             idx = self._stack_index.get(k)
             if idx is None:
@@ -205,7 +204,7 @@ class StackSampler:
                 code = self._codes[st[j]]
                 line = lines.get((st[j], st[j + 1]))
                 if line is None:
-                    line = lines[(st[j], st[j + 1])] = _line_of(code, st[j + 1])
+                    line = lines[(st[j], st[j + 1])] = line_of(code, st[j + 1])
                 key = (code.co_filename, line, code.co_name)
                 s = strings.get(key)
                 if s is None:

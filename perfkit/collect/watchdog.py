@@ -55,12 +55,12 @@ import signal
 import sys
 import threading
 import time
-import traceback
 from collections import deque
 from typing import Any, Optional, TextIO
 
 from ..run import layout
 from ._failsoft import report_failure
+from .frames import format_stack, line_of, stacks
 
 __all__ = ["Watchdog"]
 
@@ -307,15 +307,18 @@ class Watchdog:
                 self._capped = True
                 self._say(f"perfkit: rank {self.rank} still stalled; {_MAX_DUMPS} stack dumps written, no more")
             return
-        frames = sys._current_frames()
+        # Every thread's stack, read in C without giving the GIL up (perfkit/collect/frames.py: a walk
+        # in Python can crash the process while a thread runs); None where that walker is not built.
+        walked = stacks(None, 512)
+        frames = dict(walked) if walked is not None else {}
         stalled = time.monotonic() - beat_mono
         names = {t.ident: t for t in threading.enumerate()}
         watched = self._watched_ident
-        main_frame = frames.get(watched) if watched is not None else None
-        if main_frame is None:
+        main_stack = frames.get(watched) if watched is not None else None
+        if main_stack is None:
             watched = threading.main_thread().ident
-            main_frame = frames.get(watched) if watched is not None else None
-        where = _frame_where(main_frame)
+            main_stack = frames.get(watched) if watched is not None else None
+        where = _stack_where(main_stack)
         now = time.time()
         path = self._dump_path(now)
         dump_no = len(self.dumps) + 1
@@ -356,9 +359,11 @@ class Watchdog:
                 tags.append("daemon")
             tag = (", " + ", ".join(tags)) if tags else ""
             body.append(f"Thread {label} (ident {ident}{tag}), most recent call last:")
-            body.append("".join(traceback.format_stack(frames[ident])).rstrip("\n"))
+            body.append(format_stack(frames[ident]).rstrip("\n"))
             body.append("")
-        del frames
+        if walked is None:
+            body.append(_faulthandler_stacks())
+        del frames, walked
         from .._io import write_text
 
         write_text(path, "\n".join(header + body) + "\n")  # atomic: a reader never sees half a dump
@@ -413,8 +418,24 @@ def _js(x: Any) -> str:
         return json.dumps(str(x))
 
 
-def _frame_where(frame: Any) -> Optional[tuple[str, str, int]]:
-    if frame is None:
+def _stack_where(walked: Optional[tuple[Any, ...]]) -> Optional[tuple[str, str, int]]:
+    """(function, file, line) of a walked stack's innermost frame."""
+    if not walked:
         return None
-    code = frame.f_code
-    return (code.co_name, code.co_filename, int(frame.f_lineno or 0))
+    code = walked[0]
+    return (code.co_name, code.co_filename, max(line_of(code, walked[1]), 0))
+
+
+def _faulthandler_stacks() -> str:
+    """Every thread's stack as :mod:`faulthandler` writes it (C, safe while threads run), where perfkit's
+    frame walker is not built: no thread names or source text."""
+    import faulthandler
+    import tempfile
+
+    try:
+        with tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace") as f:
+            faulthandler.dump_traceback(f, all_threads=True)
+            f.seek(0)
+            return "Stacks (faulthandler; perfkit's frame walker is not built here), most recent call first:\n" + f.read()
+    except Exception as exc:  # never break the run for a dump
+        return f"stacks: not available ({type(exc).__name__}: {exc})"

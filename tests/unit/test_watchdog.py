@@ -152,6 +152,22 @@ def test_in_process_stall_before_first_step(tmp_path):
     assert "stalled" in stream.getvalue() and "before the first step" in stream.getvalue()
 
 
+def test_without_the_frame_walker_the_dump_has_faulthandler_stacks(tmp_path, monkeypatch):
+    """Where perfkit's C frame walker is not built, the stacks come from faulthandler (C, safe while the
+    thread runs), never from a walk in Python; the place is then unknown."""
+    from perfkit.collect import watchdog
+
+    monkeypatch.setattr(watchdog, "stacks", lambda idents, depth: None)
+    with Watchdog(str(tmp_path), 0.2, stream=io.StringIO(), faulthandler=False):
+        deadline = time.monotonic() + 10
+        while not stall_files(tmp_path) and time.monotonic() < deadline:
+            time.sleep(0.02)
+    text = stall_files(tmp_path)[0].read_text()
+    assert "where: unknown\n" in text
+    assert "Stacks (faulthandler; perfkit's frame walker is not built here)" in text
+    assert "in test_without_the_frame_walker_the_dump_has_faulthandler_stacks" in text  # this thread's frame
+
+
 def test_bad_seconds():
     from perfkit.errors import UsageError
 
