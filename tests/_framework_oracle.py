@@ -12,8 +12,12 @@ the ranges around it in the raw trace:
   closure, forward and backward, first; the update is what follows it);
 * other: an op under an ``enumerate(DataLoader)#...`` range (fetching the batch);
 * forward: any other op of the step that starts before the step's *last* backward node
-  starts (with gradient accumulation, each micro-batch's forward precedes its backward);
-* other: the rest (after the backward passes: clipping, unscaling, bookkeeping, logging).
+  starts (with gradient accumulation, each micro-batch's forward precedes its backward),
+  unless the next boundary after it is the start of an ``Optimizer.step#`` range that runs
+  a closure (holds backward nodes) rather than a backward node: what runs before
+  ``optimizer.step(closure)`` (Lightning's transfer of the batch to the device, its
+  ``on_train_batch_start`` hooks) is not the forward pass, which runs in the closure;
+* other: the rest (that, and after the backward passes: clipping, unscaling, bookkeeping, logging).
 
 A step is a ``ProfilerStep#N`` range; an op belongs to the step its start falls in.
 """
@@ -87,11 +91,14 @@ def phases_per_step(events, step_ids=None):
         update_from.append((lo, hi, max(inner_end) if inner_end else lo))
     loading = [(e["ts"], e["ts"] + e["dur"]) for e in _x(events)
                if str(e.get("name", "")).startswith("enumerate(DataLoader)#")]
+    closures = [a for a, _, u in update_from if u > a]  # Optimizer.step# ranges with backward nodes inside
     total = {p: 0.0 for p in PHASES}
     for sid in ids:
         lo, hi = steps[sid]
         mine = [(e, s, anc) for e, s, anc in ops if lo <= e["ts"] < hi]
-        last_bwd = max((e["ts"] for e, _, _ in mine if e["name"].startswith(BACKWARD)), default=float("inf"))
+        bwd_starts = sorted(e["ts"] for e, _, _ in mine if e["name"].startswith(BACKWARD))
+        last_bwd = bwd_starts[-1] if bwd_starts else float("inf")
+        step_closures = sorted(a for a in closures if lo <= a < hi)
         for e, self_us, anc in mine:
             t = e["ts"]
             if e["name"].startswith(BACKWARD) or any(a.startswith(BACKWARD) for a in anc):
@@ -101,7 +108,9 @@ def phases_per_step(events, step_ids=None):
             elif any(a <= t < b for a, b in loading):
                 phase = "other"
             elif t < last_bwd:
-                phase = "forward"
+                next_bwd = min(b for b in bwd_starts if b > t)
+                next_closure = min((a for a in step_closures if a > t), default=float("inf"))
+                phase = "forward" if next_bwd < next_closure else "other"
             else:
                 phase = "other"
             total[phase] += self_us
