@@ -257,9 +257,10 @@ def tree_rss(root: int) -> tuple[int, int, int]:
     return total, root_rss, n
 
 
-def _child_env() -> dict[str, str]:
+def _child_env(root: Optional[Path] = None) -> dict[str, str]:
+    """The environment of a timed command: perfkit imported from ``root`` (default the snapshot)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(CODE_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(root or CODE_ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
     return env
 
 

@@ -144,8 +144,7 @@ def run_analyze(directory: Path, out: Path, extra: tuple[str, ...] = (), root: O
     """``perfkit analyze DIR --json OUT -q`` in a fresh process, perfkit imported from ``root`` (default
     the snapshot); the process tree's PSS sampled meanwhile."""
     root = root or ba.CODE_ROOT
-    env = ba._child_env()
-    env["PYTHONPATH"] = str(root) + env["PYTHONPATH"][len(str(ba.CODE_ROOT)):]
+    env = ba._child_env(root)
     env.setdefault("RAY_AUTH_MODE", "disabled")  # the cluster started by this script has no token
     load = os.getloadavg()[0]
     busy0, own0 = ba.cpu_busy_s(), sum(os.times()[:2])

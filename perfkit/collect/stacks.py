@@ -38,15 +38,14 @@ import time
 from typing import Any, Optional
 
 from ..trace.files import STACKS_SCHEMA as SCHEMA
+from ..trace.files import STACKS_SYNC_PREFIX, sidecar_path
 from . import frames
 from .frames import line_of
-from ..trace.files import STACKS_SYNC_PREFIX, sidecar_path
 
 CLOCK = "perf_counter_ns"  #: the clock of ``ts_us`` in the sidecar (CLOCK_MONOTONIC on Linux)
 DEFAULT_INTERVAL_US = 1000.0
 MAX_SAMPLES = 200_000
 MAX_DEPTH = 256  #: frames kept per stack (innermost first); deeper stacks are cut at the root side
-
 
 
 def _now_us() -> float:

@@ -402,7 +402,6 @@ class PipeServer:
     def __init__(self, requests: IO[bytes], answers: IO[bytes]) -> None:
         self._requests = requests
         self._answers = answers
-        self._fds = (requests.fileno(), answers.fileno())
 
     def analyse(self, path: str) -> Outcome:
         try:

@@ -148,6 +148,7 @@ class ForkedServer(PipeServer):
 
     def __init__(self, pid: int, requests: IO[bytes], answers: IO[bytes]) -> None:
         super().__init__(requests, answers)
+        self._fds = (requests.fileno(), answers.fileno())  # in _COMMAND_FDS until closed
         self.pid = pid
         self._ended = False
         self._status: Optional[int] = None
@@ -193,7 +194,7 @@ class ForkedServer(PipeServer):
     def close(self) -> None:
         """Close the pipes, the helper's cue to end, without waiting for it (its exit takes a few ms
         more, and it writes nothing): reaped here if it has ended already, else by the system once
-        the command ends (a helper still busy finishes its trace in hand, then ends)."""
+        the command ends (a helper still busy with a trace ends after it, or with the command)."""
         self._close_pipes()
         self._wait(0.0)
         _COMMAND_FDS.difference_update(self._fds)
