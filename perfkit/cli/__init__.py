@@ -107,7 +107,7 @@ def console() -> None:
     collector is also off during the analysis, in this process and the helpers it forks: the
     analysis makes few reference cycles and the process ends after it, while the collector's
     passes over every live object grow with the documents a job holds (~4.5 ms of collections on
-    the 54 MB anchor trace; 8 DLRM ranks 0.208 against 0.232 s, and 1,024 of them peak at 119 MB
+    the 54 MB anchor trace; 8 DLRM ranks 4-24 ms less in two runs, and 1,024 of them peak at 119 MB
     without it against 118 MB with it: docs/performance.md). Every other command, and any failure,
     runs and exits as usual."""
     _process.OWNS_PROCESS.append(True)

@@ -9,7 +9,7 @@ as the command knows it has several small traces, before numpy or the analysis a
 copy imports them (:func:`_helper`) while the command does the same, on the machine's other CPU,
 so both are ready at the same moment, and neither copies the other's pages for them (a copy made
 after those imports made both processes fault in and copy the pages of every module object they
-touched: 8 DLRM ranks took 1.51x one rank that way, 1.39x this way; docs/performance.md). It then
+touched: in one side-by-side run 8 DLRM ranks took 1.51x one rank that way, 1.39x this way; docs/performance.md). It then
 analyses small ranks beside the command's thread from the first rank on.
 
 ``fork()`` is safe only where nothing else runs: a lock held by another thread at that instant
