@@ -142,9 +142,9 @@ def test_stop_leaves_no_thread_and_is_idempotent(tmp_path):
 
 def test_in_process_stall_before_first_step(tmp_path):
     stream = io.StringIO()
-    with Watchdog(str(tmp_path), 0.2, stream=stream, faulthandler=False):
+    with Watchdog(str(tmp_path), 0.2, stream=stream, faulthandler=False) as wd:
         deadline = time.monotonic() + 10
-        while not stall_files(tmp_path) and time.monotonic() < deadline:
+        while not wd.dumps and time.monotonic() < deadline:  # only this frame: the dump's "where" is here
             time.sleep(0.02)
     assert watchdog_threads() == []
     text = stall_files(tmp_path)[0].read_text()
@@ -158,9 +158,9 @@ def test_without_the_frame_walker_the_dump_has_faulthandler_stacks(tmp_path, mon
     from perfkit.collect import watchdog
 
     monkeypatch.setattr(watchdog, "stacks", lambda idents, depth: None)
-    with Watchdog(str(tmp_path), 0.2, stream=io.StringIO(), faulthandler=False):
+    with Watchdog(str(tmp_path), 0.2, stream=io.StringIO(), faulthandler=False) as wd:
         deadline = time.monotonic() + 10
-        while not stall_files(tmp_path) and time.monotonic() < deadline:
+        while not wd.dumps and time.monotonic() < deadline:
             time.sleep(0.02)
     text = stall_files(tmp_path)[0].read_text()
     assert "where: unknown\n" in text
