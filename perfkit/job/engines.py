@@ -32,6 +32,7 @@ import os
 import struct
 import sys
 import threading
+from collections import deque
 from dataclasses import dataclass, replace
 from typing import IO, Any, Callable, Iterator, Optional, Protocol, Sequence, Union
 
@@ -59,6 +60,11 @@ SMALL_MB_S = 0.01
 #: seconds of estimated small-trace work, up to one per CPU beside this process: its start (about
 #: 0.45 s of CPU) is then at most half of the work it takes over. Less work stays on this process.
 SERVER_WORK_S = 1.0
+#: Small traces a server lane keeps sent to its server: the one analysed and one waiting in its pipe, so
+#: the server starts the next as it answers (the lane's thread needs this process's interpreter lock to
+#: send it: 1-2 ms per trace behind this process's own analysis). Only while at least one trace per
+#: small lane is left, so none is held back from a lane that has nothing to do at the end.
+SERVER_QUEUE = 2
 
 
 @dataclass(frozen=True)
@@ -289,6 +295,7 @@ class LocalEngine:
 
         def lane(k: int) -> None:
             server: Optional[Server] = helpers[k - 1] if 1 <= k <= len(helpers) else None
+            sent: deque[int] = deque()  # small traces sent to this lane's server, not yet answered
             try:
                 while not stop.is_set():
                     try:
@@ -299,21 +306,36 @@ class LocalEngine:
                         pass
                     if k >= plan.small_lanes:
                         return
-                    try:
-                        i = small.get_nowait()
-                    except Empty:
-                        return
                     if k == 0:  # this process: no start at all
-                        out = self.analyse(paths[i], plan.decode_threads)
-                    else:
-                        if server is None:
-                            server = self.server(plan.decode_threads)
-                            with lock:
-                                self.servers_started += 1
-                        out = server.analyse(paths[i])
-                        if isinstance(out, RankFailure) and not out.bad_input:
-                            server.close()  # it died: the next small trace gets a new one
-                            server = None
+                        try:
+                            i = small.get_nowait()
+                        except Empty:
+                            return
+                        results.put((i, self.analyse(paths[i], plan.decode_threads), None))
+                        continue
+                    if server is None:
+                        server = self.server(plan.decode_threads)
+                        with lock:
+                            self.servers_started += 1
+                    # One trace waits in the server's pipe behind the one it analyses, while enough are
+                    # left for every lane: it starts the next as it answers, without waiting for this
+                    # thread (which needs this process's lock on the interpreter to send it).
+                    while len(sent) < (SERVER_QUEUE if small.qsize() >= plan.small_lanes else 1):
+                        try:
+                            j = small.get_nowait()
+                        except Empty:
+                            break
+                        server.send(paths[j])
+                        sent.append(j)
+                    if not sent:
+                        return
+                    i = sent.popleft()
+                    out = server.receive(paths[i])
+                    if isinstance(out, RankFailure) and not out.bad_input:
+                        server.close()  # it died: the next small trace gets a new one
+                        server = None
+                        while sent:  # sent behind the trace it died on, never started: for any lane
+                            small.put(sent.popleft())
                     results.put((i, out, None))
             except BaseException as exc:  # a bug, not a bad trace: the caller raises it
                 results.put((-1, None, exc))
@@ -342,7 +364,14 @@ class LocalEngine:
 
 
 class Server(Protocol):
-    def analyse(self, path: str) -> Outcome: ...
+    """A worker process that analyses the paths sent to it one after another, in the order sent."""
+
+    def send(self, path: str) -> None:
+        """Queue ``path`` (its answer comes after those of the paths sent before it)."""
+
+    def receive(self, path: str) -> Outcome:
+        """The answer for ``path``, the oldest path sent and not yet received (a :class:`RankFailure`
+        if the worker ended without answering)."""
 
     def close(self) -> None: ...
 
@@ -402,14 +431,29 @@ class PipeServer:
     def __init__(self, requests: IO[bytes], answers: IO[bytes]) -> None:
         self._requests = requests
         self._answers = answers
+        self._gone = False  # a request could not be written: the worker is gone
 
     def analyse(self, path: str) -> Outcome:
+        """``path``'s answer: :meth:`send`, then :meth:`receive`."""
+        self.send(path)
+        return self.receive(path)
+
+    def send(self, path: str) -> None:
+        """Queue ``path``: one short line in the request pipe (a few queued lines never fill it)."""
         try:
             self._requests.write((json.dumps(path) + "\n").encode())
             self._requests.flush()
-            line = self._answers.readline()
-        except (OSError, ValueError):  # the worker is gone (a broken or closed pipe)
-            line = b""
+        except (OSError, ValueError):  # the worker is gone (a broken or closed pipe): receive says how
+            self._gone = True
+
+    def receive(self, path: str) -> Outcome:
+        """The answer for ``path``, the oldest path sent and not yet received."""
+        line = b""
+        if not self._gone:
+            try:
+                line = self._answers.readline()
+            except (OSError, ValueError):  # the worker is gone (a broken or closed pipe)
+                pass
         if not line:
             return self.died(path)
         answer = json.loads(line)

@@ -44,12 +44,12 @@ if mode in ("bug", "busy"):  # the copy's analysis raises (a bug), or takes 10 m
         return real(path, workers)
     engines.analyse_outcome = analyse_outcome
 served = []
-plain = forked.ForkedServer.analyse
-def analyse(self, path):
+plain = forked.ForkedServer.receive
+def receive(self, path):
     out = plain(self, path)
     served.append({"pid": self.pid, "path": path, "ok": not isinstance(out, RankFailure)})
     return out
-forked.ForkedServer.analyse = analyse
+forked.ForkedServer.receive = receive
 
 from perfkit.job.engines import json_bytes
 sizes = sorted(json_bytes(p) for p in paths)

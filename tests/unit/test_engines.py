@@ -68,14 +68,24 @@ def test_json_bytes_reads_the_gzip_trailer_not_the_data(tmp_path):
 class FakeServer:
     started: list["FakeServer"] = []
 
+    route = "server"
+
     def __init__(self, workers: Optional[int]) -> None:
         self.done: list[str] = []
+        self.sent: list[str] = []
+        self.most_sent = 0  # the most paths sent and not yet received at once
         self.closed = False
         FakeServer.started.append(self)
 
-    def analyse(self, path: str) -> E.Outcome:
+    def send(self, path: str) -> None:
+        assert not self.closed
+        self.sent.append(path)
+        self.most_sent = max(self.most_sent, len(self.sent))
+
+    def receive(self, path: str) -> E.Outcome:
+        assert self.sent and self.sent.pop(0) == path, "answers come in the order sent"
         self.done.append(path)
-        return {"route": "server", "path": path}
+        return {"route": self.route, "path": path}
 
     def close(self) -> None:
         self.closed = True
@@ -169,9 +179,7 @@ def test_forkable_plans_give_every_lane_small_traces_from_the_second_one():
 
 
 class FakeHelper(FakeServer):
-    def analyse(self, path: str) -> E.Outcome:
-        self.done.append(path)
-        return {"route": "helper", "path": path}
+    route = "helper"
 
 
 def _forking_engine(routes: dict[str, str], made: list[FakeHelper], can: int, **kw: Any) -> E.LocalEngine:
@@ -211,6 +219,67 @@ def test_helpers_that_cannot_be_forked_leave_the_plan():
     alone = _forking_engine(routes, none, can=0, sizes=[1 * MB] * 8, processes=2)
     assert alone.prepare([f"r{i}" for i in range(8)]) == E.plan_local([1 * MB] * 8, cpus=E.cpu_count(), processes=2)
     assert {d["route"] for _, d in alone.map([f"r{i}" for i in range(8)])} == {"here"}
+
+
+def _helper_first_engine(helper: type[FakeHelper]) -> tuple[E.LocalEngine, list[FakeHelper]]:
+    """2 lanes, one helper: this process's lane waits in its first trace until the helper has answered once."""
+    FakeServer.started = []
+    made: list[FakeHelper] = []
+    answered = threading.Event()
+
+    class Helper(helper):  # type: ignore[valid-type,misc]
+        def receive(self, path: str) -> E.Outcome:
+            try:
+                return super().receive(path)
+            finally:
+                answered.set()
+
+    def forker(workers: Optional[int]) -> Optional[E.Server]:
+        made.append(Helper(workers))
+        return made[-1]
+
+    def analyse(path: str, workers: Optional[int]) -> E.Outcome:
+        assert answered.wait(30), "the helper's lane never answered"
+        return {"route": "here", "path": path}
+
+    eng = E.LocalEngine(analyse=analyse, server=FakeServer, forker=forker, sizes=lambda p: 1 * MB, processes=2)
+    return eng, made
+
+
+def test_a_server_lane_keeps_a_second_trace_waiting_in_the_pipe_while_enough_are_left():
+    eng, made = _helper_first_engine(FakeHelper)
+    got = dict(eng.map([f"r{i}" for i in range(30)]))
+    assert sorted(got) == list(range(30)) and len(made) == 1 and made[0].closed
+    assert made[0].most_sent == E.SERVER_QUEUE == 2 and len(made[0].done) >= 2
+    # two traces: after the lane's first, one is left for the other lane: none waits behind it
+    eng, made = _helper_first_engine(FakeHelper)
+    assert sorted(dict(eng.map(["r0", "r1"]))) == [0, 1]
+    assert made[0].most_sent == 1 and len(made[0].done) == 1
+
+
+class DyingHelper(FakeHelper):
+    """Dies in its first trace (the worker ended without answering)."""
+
+    def receive(self, path: str) -> E.Outcome:
+        out = super().receive(path)
+        if len(self.done) == 1:
+            self.behind = list(self.sent)
+            self.closed_at_death = self.closed
+            return E.RankFailure(path, f"{path}: the analysis worker failed (killed by SIGKILL (out of memory?))")
+        return out
+
+
+def test_the_trace_waiting_behind_a_dead_servers_trace_is_analysed_not_failed():
+    eng, made = _helper_first_engine(DyingHelper)
+    paths = [f"r{i}" for i in range(12)]
+    got = dict(eng.map(paths))
+    assert sorted(got) == list(range(12)) and len(made) == 1
+    dead = made[0]
+    assert isinstance(dead, DyingHelper) and len(dead.done) == 1 and dead.closed
+    assert [i for i, d in got.items() if isinstance(d, E.RankFailure)] == [paths.index(dead.done[0])]
+    assert len(dead.behind) == 1  # sent behind the trace it died on: analysed elsewhere, not failed
+    again = got[paths.index(dead.behind[0])]
+    assert not isinstance(again, E.RankFailure) and again["route"] in ("here", "server")
 
 
 def test_prepared_helpers_are_closed_when_no_map_uses_them_and_map_prepares_other_paths():
