@@ -20,9 +20,9 @@ Engines:
 * :class:`perfkit.job.ray_engine.RayEngine`: one Ray task per rank on a cluster
   (``perfkit analyze --engine ray``), imported only when asked for.
 
-Every engine produces each document the same way (:func:`analyse_document`: the
-analysis, then one JSON round trip), so the job document is the same byte for byte
-whichever engine ran.
+Every engine produces each document the same way (:func:`analyse_json`: the analysis
+as compact JSON, parsed once by the process that merges), so the job document is the
+same byte for byte whichever engine ran.
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from ..errors import PerfkitError
 
 from ..threads import Empty, SimpleQueue
 
-__all__ = ["Engine", "LocalEngine", "RankFailure", "Outcome", "analyse_document", "analyse_outcome",
-           "json_bytes", "plan_local", "LocalPlan", "SMALL_TRACE_BYTES", "SERVER_WORK_S"]
+__all__ = ["Engine", "LocalEngine", "RankFailure", "Outcome", "analyse_document", "analyse_json", "analyse_outcome",
+           "analyse_text", "json_bytes", "plan_local", "LocalPlan", "SMALL_TRACE_BYTES", "SERVER_WORK_S"]
 
 #: A trace of at most this many bytes of JSON (a ``.gz`` file's inflated size) is *small*: analysed
 #: without a process of its own. On the 2-core test machine a fresh interpreter costs about 0.45 s
@@ -107,18 +107,23 @@ def cpu_count() -> int:
 # --------------------------------------------------------------------- one trace, the same everywhere
 
 
-def analyse_document(path: str, workers: Optional[int] = None) -> dict[str, Any]:
-    """The analysis document of one trace as plain JSON values (one round trip through compact JSON).
+def analyse_json(path: str, workers: Optional[int] = None) -> str:
+    """The analysis document of one trace as compact JSON (:func:`document_json`).
 
-    Every engine builds a document this way, in whatever process it runs, so a document that
-    came from a worker process, a Ray task or this process is the same object.
+    Every engine's document is this text parsed once, in whatever process it was made (a server
+    sends the text itself), so a document that came from a worker process, a Ray task or this
+    process is the same object.
     """
     from ..analysis.pipeline import analyze_file
     from ..analysis.timeline import remember_across_traces
 
     remember_across_traces()  # this process analyses ranks of one job: their names are classified once
-    doc = analyze_file(path, workers=workers).to_dict()
-    out: dict[str, Any] = json.loads(document_json(doc))
+    return document_json(analyze_file(path, workers=workers).to_dict())
+
+
+def analyse_document(path: str, workers: Optional[int] = None) -> dict[str, Any]:
+    """The analysis document of one trace as plain JSON values: :func:`analyse_json`, parsed."""
+    out: dict[str, Any] = json.loads(analyse_json(path, workers))
     return out
 
 
@@ -127,14 +132,23 @@ def document_json(doc: Any) -> str:
     return json.dumps(doc, allow_nan=False, default=json_default, separators=(",", ":"))
 
 
-def analyse_outcome(path: str, workers: Optional[int] = None) -> Outcome:
-    """:func:`analyse_document`, with a bad trace (or no memory left) as a :class:`RankFailure`."""
+def analyse_text(path: str, workers: Optional[int] = None) -> Union[str, "RankFailure"]:
+    """:func:`analyse_json`, with a bad trace (or no memory left) as a :class:`RankFailure`."""
     try:
-        return analyse_document(path, workers)
+        return analyse_json(path, workers)
     except PerfkitError as exc:
         return RankFailure(path, str(exc), bad_input=True)
     except MemoryError:
         return RankFailure(path, f"{path}: out of memory while analysing the trace")
+
+
+def analyse_outcome(path: str, workers: Optional[int] = None) -> Outcome:
+    """:func:`analyse_document`, with a bad trace (or no memory left) as a :class:`RankFailure`."""
+    out = analyse_text(path, workers)
+    if isinstance(out, RankFailure):
+        return out
+    doc: dict[str, Any] = json.loads(out)
+    return doc
 
 
 def json_bytes(path: str) -> int:
@@ -529,13 +543,13 @@ def serve(stdin: IO[str], stdout: IO[str], workers: Optional[int]) -> int:
         path = str(json.loads(line))
         saved, sys.stdout = sys.stdout, sys.stderr  # nothing but answers on the answer stream
         try:
-            out = analyse_outcome(path, workers)
+            out = analyse_text(path, workers)
         finally:
             sys.stdout = saved
         if isinstance(out, RankFailure):
             answer = json.dumps({"error": out.reason, "bad_input": out.bad_input})
         else:
-            answer = '{"doc":' + document_json(out) + "}"
+            answer = '{"doc":' + out + "}"  # the text itself: parsed once, by the command
         stdout.write(answer + "\n")
         stdout.flush()
     return 0

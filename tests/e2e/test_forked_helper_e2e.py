@@ -35,14 +35,14 @@ mode, paths = sys.argv[1], sys.argv[2:]
 if mode in ("bug", "busy"):  # the copy's analysis raises (a bug), or takes 10 minutes; this process's does not
     import time
     from perfkit.job import engines
-    command, real = os.getpid(), engines.analyse_outcome
-    def analyse_outcome(path, workers=None):
+    command, real = os.getpid(), engines.analyse_text
+    def analyse_text(path, workers=None):
         if os.getpid() != command:
             if mode == "busy":
                 time.sleep(600)
             raise ZeroDivisionError("a bug in the helper")
         return real(path, workers)
-    engines.analyse_outcome = analyse_outcome
+    engines.analyse_text = analyse_text
 served = []
 plain = forked.ForkedServer.receive
 def receive(self, path):
