@@ -166,6 +166,40 @@ def run_analyze(directory: Path, out: Path, extra: tuple[str, ...] = (), root: O
             "busy_cpu_s": busy, "load_1min": load, "failed_ranks": len(doc.get("job", {}).get("failed_ranks") or [])}
 
 
+#: Work of one probe process (pure-Python additions: about 25 ms on the 2-core test machine).
+PROBE_LOOPS = 400_000
+
+
+def _spin(loops: int) -> None:
+    x = 0
+    for i in range(loops):
+        x += i
+
+
+def cpu_pair_probe() -> float:
+    """How much slower two CPU-bound processes run at once than one alone: about 1.0 when the machine
+    gives two CPUs, about 2.0 when it gives one (a host busy with other machines' work, which no
+    load average inside this one shows). Forked copies of this process, each ``PROBE_LOOPS`` of work;
+    the best of 3 each way."""
+    def wall(n: int) -> float:
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            pids = []
+            for _ in range(n):
+                pid = os.fork()
+                if pid == 0:  # pragma: no cover (the copy)
+                    _spin(PROBE_LOOPS)
+                    os._exit(0)
+                pids.append(pid)
+            for pid in pids:
+                os.waitpid(pid, 0)
+            best = min(best, time.perf_counter() - t0)
+        return best
+
+    return wall(2) / wall(1)
+
+
 class RayCluster:
     """A Ray cluster on this machine, held by a driver process for the whole benchmark."""
 
@@ -260,11 +294,15 @@ def main() -> int:
                     ba.warm_page_cache(f)
                 if a.max_idle_wait > 0:
                     ba.wait_idle(a.max_idle_wait)
+                probe = cpu_pair_probe() if hasattr(os, "fork") else None
                 res = run_analyze(d, OUT / f"job-{base.stem}-n{n}.json", extra, codes[code])
+                probe = max(probe, cpu_pair_probe()) if probe is not None else None  # before and after the run
+                res["cpu_pair_probe"] = probe
                 runs[(code, str(base), n)].append(res)
                 print(f"  {code}: {n} rank(s) of {json_mb(base):,.1f} MB, run {i + 1}: {res['seconds']:.2f} s, "
                       f"peak PSS (tree) {res['peak_tree_pss'] / MB:,.0f} MB over up to {res['max_processes']} processes; "
-                      f"{res['ranks_analysed']} ranks in the job view; load {res['load_1min']:.2f}", flush=True)
+                      f"{res['ranks_analysed']} ranks in the job view; load {res['load_1min']:.2f}"
+                      + (f"; two CPUs {probe:.2f}x one" if probe is not None else ""), flush=True)
     finally:
         if cluster is not None:
             cluster.close()
@@ -276,7 +314,9 @@ def main() -> int:
                      "seconds": med("seconds"), "seconds_min": min(r["seconds"] for r in rr),
                      "seconds_max": max(r["seconds"] for r in rr), "peak_tree_pss": med("peak_tree_pss"),
                      "peak_main_pss": med("peak_main_pss"), "max_processes": max(r["max_processes"] for r in rr),
-                     "load_1min": med("load_1min"), "runs": rr})
+                     "load_1min": med("load_1min"), "runs": rr,
+                     "cpu_pair_probe": statistics.median(r["cpu_pair_probe"] for r in rr)
+                     if all(r.get("cpu_pair_probe") for r in rr) else None})
     for r in rows:
         one = next((x for x in rows if x["ranks"] == 1 and x["rank_mb"] == r["rank_mb"] and x["code"] == r["code"]), None)
         r["vs_one_rank"] = r["seconds"] / one["seconds"] if one else None
@@ -307,16 +347,19 @@ def main() -> int:
         + f"Median of {a.repeat} run(s) of `python -m perfkit analyze DIR --json OUT -q --engine {a.engine}`"
         + (" (joining a Ray cluster on this machine started once for the benchmark)" if a.engine == "ray" else "")
         + ", interpreter start-up included; runs interleaved over the rows. Peak memory: summed PSS of the "
-        "command's process tree, sampled every 20 ms. MB = 10^6 bytes. Load: 1-minute load average at each run's start (median).",
+        "command's process tree, sampled every 20 ms. MB = 10^6 bytes. Load: 1-minute load average at each run's start (median). Two CPUs: the "
+        "time of two CPU-bound processes at once over one alone, probed before and after each run (the larger; median): about 1.0 when "
+        "the machine gives this benchmark two CPUs, up to 2.0 when its host gives it one (no load average shows that).",
         "",
-        "| code | ranks | MB per rank | JSON MB (all ranks) | wall s | x one rank | s per rank | peak memory MB (tree) | peak main process MB | processes at once | load |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| code | ranks | MB per rank | JSON MB (all ranks) | wall s | x one rank | s per rank | peak memory MB (tree) | peak main process MB | processes at once | load | two CPUs |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ratio = f"{r['vs_one_rank']:.2f}" if r["vs_one_rank"] is not None else "-"
+        pair = f"{r['cpu_pair_probe']:.2f}x" if r["cpu_pair_probe"] is not None else "-"
         lines.append(f"| {r['code']} | {r['ranks']} | {r['rank_mb']:,.1f} | {r['json_mb_total']:,.0f} | {r['seconds']:.2f} ({r['seconds_min']:.2f}-{r['seconds_max']:.2f}) "
                      f"| {ratio} | {r['seconds'] / r['ranks']:.3f} | {r['peak_tree_pss'] / MB:,.0f} | {r['peak_main_pss'] / MB:,.0f} "
-                     f"| {r['max_processes']} | {r['load_1min']:.2f} |")
+                     f"| {r['max_processes']} | {r['load_1min']:.2f} | {pair} |")
     lines += [
         "",
         f"- {'PASS' if targets['time']['pass'] else 'FAIL'}: {last['ranks']} ranks in {last['seconds']:.1f} s "
