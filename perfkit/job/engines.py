@@ -33,8 +33,7 @@ import struct
 import sys
 import threading
 from collections import deque
-from dataclasses import dataclass, replace
-from typing import IO, Any, Callable, Iterator, Optional, Protocol, Sequence, Union
+from typing import IO, Any, Callable, Iterator, NamedTuple, Optional, Protocol, Sequence, Union
 
 from .._json import json_default
 from ..errors import PerfkitError
@@ -67,9 +66,11 @@ SERVER_WORK_S = 1.0
 SERVER_QUEUE = 2
 
 
-@dataclass(frozen=True)
-class RankFailure:
-    """A trace whose analysis gave no document: the reason, one line naming the file."""
+class RankFailure(NamedTuple):
+    """A trace whose analysis gave no document: the reason, one line naming the file.
+
+    (This module's records are named tuples, not dataclasses: the command imports it before it forks
+    its helpers, and a frozen dataclass costs ~1 ms to define.)"""
     path: str
     reason: str
     #: True when the trace itself is bad (not readable, not a trace): the same on any machine, not retried.
@@ -176,8 +177,7 @@ def json_bytes(path: str) -> int:
 # --------------------------------------------------------------------- the local engine
 
 
-@dataclass(frozen=True)
-class LocalPlan:
+class LocalPlan(NamedTuple):
     """How the local engine splits the traces: which are small, and how many lanes work at once."""
     small: list[int]
     large: list[int]
@@ -270,7 +270,7 @@ class LocalEngine:
                     break
                 helpers.append(helper)
             if len(helpers) < plan.helpers:  # fewer copies than planned: the lanes of the others take none
-                plan = replace(plan, small_lanes=1 + len(helpers), helpers=len(helpers)) if helpers \
+                plan = plan._replace(small_lanes=1 + len(helpers), helpers=len(helpers)) if helpers \
                     else self._plan(sizes, forkable=False)
         self.servers_started += len(helpers)
         self._prepared = (paths, plan, helpers)

@@ -18,10 +18,12 @@ __all__ = ["summarize_stalls", "SCHEMA"]
 
 SCHEMA = "perfkit.stalls/1"
 
-_HEARTBEAT_RE = re.compile(r"^heartbeat_rank(\d+)\.jsonl$")
-_STALL_RE = re.compile(r"^stall_rank(\d+)_(\d{8}-\d{6})(?:-(\d+))?\.txt$")
-_FAULT_RE = re.compile(r"^stall_rank(\d+)_faulthandler\.txt$")
-_WHERE_RE = re.compile(r"^(.*) \((.*):(\d+)\)$")
+# Patterns as text, compiled on first use (re caches them): a job without watchdog files compiles none.
+
+_HEARTBEAT_RE = r"^heartbeat_rank(\d+)\.jsonl$"
+_STALL_RE = r"^stall_rank(\d+)_(\d{8}-\d{6})(?:-(\d+))?\.txt$"
+_FAULT_RE = r"^stall_rank(\d+)_faulthandler\.txt$"
+_WHERE_RE = r"^(.*) \((.*):(\d+)\)$"
 #: A main-thread frame in one of these files means the rank waits for the others: torch.distributed
 #: calls (all_reduce, barrier, work.wait, FSDP), DDP, or the autograd engine (DDP's gradient
 #: all-reduce blocks the backward until every rank has contributed).
@@ -31,7 +33,7 @@ COLLECTIVE_FRAME_PATTERN = r"torch/distributed/|torch/nn/parallel/distributed\.p
 HOST_SYNC_CODE_PATTERN = r"\.(item|tolist|cpu|numpy)\(|synchronize\(|\.wait\("
 #: Files of library code (the innermost frame outside them is the user's line).
 LIBRARY_FILE_PATTERN = r"site-packages|dist-packages|lib/python3|(^|/)torch/|^<frozen|^<string>|(^|/)perfkit/"
-_FRAME_LINE_RE = re.compile(r'^  File "(.*)", line (\d+), in (.*)$')
+_FRAME_LINE_RE = r'^  File "(.*)", line (\d+), in (.*)$'
 
 
 def summarize_stalls(run_dir: str, *, stale_s: Optional[float] = None, now: Optional[float] = None) -> dict[str, Any]:
@@ -67,8 +69,10 @@ def summarize_stalls(run_dir: str, *, stale_s: Optional[float] = None, now: Opti
         rel = os.path.relpath(dirpath, run_dir)
         rel = "" if rel == "." else rel
         for name in sorted(filenames):
+            if not name.startswith(("heartbeat_rank", "stall_rank")):
+                continue
             for kind, rx in (("heartbeat", _HEARTBEAT_RE), ("stall", _STALL_RE), ("faulthandler", _FAULT_RE)):
-                m = rx.match(name)
+                m = re.match(rx, name)
                 if m:
                     entry = found.setdefault((rel, int(m.group(1))), {"heartbeat": None, "stall": [], "faulthandler": None})
                     path = os.path.join(dirpath, name)
@@ -281,14 +285,14 @@ def _read_stall(path: str) -> Optional[dict[str, Any]]:
                 elif in_main and not line.strip():
                     in_main = False
                 elif in_main:
-                    fm = _FRAME_LINE_RE.match(line.rstrip("\n"))
+                    fm = re.match(_FRAME_LINE_RE, line.rstrip("\n"))
                     if fm:
                         frames.append({"function": fm.group(3), "file": fm.group(1), "line": int(fm.group(2))})
                     elif frames and line.startswith("    ") and "code" not in frames[-1]:
                         frames[-1]["code"] = line.strip()
     except OSError:
         return None
-    m = _WHERE_RE.match(head.get("where", ""))
+    m = re.match(_WHERE_RE, head.get("where", ""))
     where = {"function": m.group(1), "file": m.group(2), "line": int(m.group(3))} if m else None
     return {
         "file": path,
@@ -303,8 +307,8 @@ def _read_stall(path: str) -> Optional[dict[str, Any]]:
     }
 
 
-_FH_THREAD_RE = re.compile(r"^(?:Current thread|Thread) (0x[0-9a-fA-F]+)")
-_FH_FRAME_RE = re.compile(r'^\s+File "(.*)", line (\d+) in (.*)$')
+_FH_THREAD_RE = r"^(?:Current thread|Thread) (0x[0-9a-fA-F]+)"
+_FH_FRAME_RE = r'^\s+File "(.*)", line (\d+) in (.*)$'
 
 
 def _read_faulthandler(path: str) -> Optional[dict[str, Any]]:
@@ -324,12 +328,12 @@ def _read_faulthandler(path: str) -> Optional[dict[str, Any]]:
     current = None
     first_frame = False
     for line in text.splitlines():
-        tm = _FH_THREAD_RE.match(line)
+        tm = re.match(_FH_THREAD_RE, line)
         if tm:
             current = int(tm.group(1), 16)
             first_frame = True
             continue
-        fm = _FH_FRAME_RE.match(line)
+        fm = re.match(_FH_FRAME_RE, line)
         if fm and first_frame:
             first_frame = False
             if main_ident is None or current == main_ident:
