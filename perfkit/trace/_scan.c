@@ -940,7 +940,43 @@ cleanup:
     return result;
 }
 
+/* (start, end) of the first "}" followed by optional whitespace and "]" in buffer[lo:hi], or None:
+   the next match of the regex rb"\}\s*\]" (reader._END; its \s over bytes is space, \t, \n,
+   \r, \v, \f) found with memchr instead of a regex attempt at every "}" (0.9 MB of a DLRM rank:
+   ~0.6 ms by the regex). The caller loops from the end of each match, as re.finditer would (the
+   matches cannot overlap: "}" and "]" differ), and may stop at any one. */
+static PyObject *close_bracket(PyObject *self, PyObject *args) {
+    Py_buffer view;
+    Py_ssize_t lo, hi;
+    if (!PyArg_ParseTuple(args, "y*nn", &view, &lo, &hi)) return NULL;
+    if (lo < 0) lo = 0;
+    if (hi > view.len) hi = view.len;
+    const char *base = (const char *)view.buf;
+    const char *p = base + lo, *end = base + (hi > lo ? hi : lo);
+    Py_ssize_t at = -1, after = -1;
+    Py_BEGIN_ALLOW_THREADS
+    while (p < end) {
+        const char *q = memchr(p, '}', (size_t)(end - p));
+        if (q == NULL) break;
+        const char *r = q + 1;
+        while (r < end && (*r == ' ' || *r == '\t' || *r == '\n' || *r == '\r' || *r == '\v' || *r == '\f')) r++;
+        if (r < end && *r == ']') {
+            at = (Py_ssize_t)(q - base);
+            after = (Py_ssize_t)(r + 1 - base);
+            break;
+        }
+        p = q + 1;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    if (at < 0) Py_RETURN_NONE;
+    return Py_BuildValue("(nn)", at, after);
+}
+
 static PyMethodDef methods[] = {
+    {"close_bracket", close_bracket, METH_VARARGS,
+     "close_bracket(buffer, lo, hi) -> (start, end) of the first '}' followed by whitespace and ']' in "
+     "buffer[lo:hi], or None: the next match of re.compile(rb'\\}\\s*\\]')"},
     {"scan", scan, METH_VARARGS,
      "scan(buffer, bare=-1) -> dict of column bytes (see perfkit/trace/decode.py); bare: 1 for a run of "
      "comma-separated events, 0 for a JSON array, -1 to tell by the first byte"},

@@ -6,3 +6,7 @@ def scan(buffer: ReadableBuffer, bare: int = -1, /) -> dict[str, bytes]:
 
     Raises ValueError(kind, message, offset, event_offset) on malformed or unsupported input.
     """
+
+def close_bracket(buffer: ReadableBuffer, lo: int, hi: int, /) -> tuple[int, int] | None:
+    """``(start, end)`` of the first ``}`` followed by optional whitespace and ``]`` in ``buffer[lo:hi]``,
+    or None: the next match of ``re.compile(rb"\\}\\s*\\]")``."""

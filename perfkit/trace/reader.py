@@ -775,17 +775,17 @@ def _events_end(buf: Any, lo: int, hi: int, source: _Source, raw: _Raw) -> int:
     window = _WINDOW
     while True:
         search_from = max(lo, hi - window)
-        for mt in _END.finditer(buf, search_from, hi):
+        for start, stop in _close_brackets(buf, search_from, hi):
             # What follows the events array is nothing, a last "}" or more keys: anything else is
             # rejected here, without copying the tail. No "}]" inside a JSON string passes (a quote
             # in a string is escaped): a name of "}]}]..." made this search copy and parse the rest
             # of the file at each one (quadratic: 11 s for 0.4 MB).
-            if not _TAIL_START.match(buf, mt.end(), hi):
+            if not _TAIL_START.match(buf, stop, hi):
                 continue
-            tail_meta = _tail_meta(bytes(buf[mt.end() : hi]))
+            tail_meta = _tail_meta(bytes(buf[stop:hi]))
             if tail_meta is not None:
                 raw.meta.update(tail_meta)
-                return mt.start() + 1
+                return start + 1
         if search_from == lo or window >= 64 * _WINDOW:
             break
         window *= 4
@@ -812,6 +812,21 @@ def _events_end(buf: Any, lo: int, hi: int, source: _Source, raw: _Raw) -> int:
         return seps[i].start() + 1
     raw.truncated = f"{path}: trace is truncated; no complete event in its last part"
     return 0
+
+
+def _close_brackets(buf: Any, lo: int, hi: int) -> Iterator[tuple[int, int]]:
+    """``(start, end)`` of each ``}`` followed by whitespace and ``]`` in ``buf[lo:hi]``, in order, as
+    :data:`_END`'s matches: found by the C scanner's memchr search where it is built (the regular
+    expression tries a match at every ``}``: 0.6 ms of a 0.9 MB rank, against ~0.05 ms)."""
+    if decode_mod._scan is None:
+        for mt in _END.finditer(buf, lo, hi):
+            yield mt.start(), mt.end()
+        return
+    find = decode_mod._scan.close_bracket
+    found = find(buf, lo, hi)
+    while found is not None:
+        yield found
+        found = find(buf, found[1], hi)
 
 
 #: How what follows a closing "]" of the events array can begin (what :func:`_tail_meta` may accept):

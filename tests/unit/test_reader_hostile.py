@@ -480,3 +480,34 @@ def test_the_tail_check_never_rejects_a_tail_that_parses():
             accepted += 1
             assert reader._TAIL_START.match(tail, 0, len(tail)), tail
     assert accepted > 1000
+
+
+def test_the_c_search_for_array_ends_finds_what_the_regular_expression_finds():
+    """reader._close_brackets (the C scanner's close_bracket, called from each match's end) lists the same
+    matches as _END.finditer, over generated buffers of braces, brackets, whitespace (every byte that
+    \\s matches) and other bytes, from any start to any end, as bytes, bytearray and memoryview."""
+    assert decode._scan is not None, "the C scanner was not built (setup.py build_ext)"
+    rng = random.Random(11)
+    alphabet = [b"}", b"]", b" ", b"\n", b"\t", b"\r", b"\x0b", b"\x0c", b"a", b"{", b"[", b",", b'"', b"}]", b"} ]"]
+    found = 0
+    for _ in range(20_000):
+        buf = b"".join(rng.choice(alphabet) for _ in range(rng.randint(0, 24)))
+        lo = rng.randint(0, len(buf))
+        hi = rng.randint(lo, len(buf) + 2)
+        want = [(mt.start(), mt.end()) for mt in reader._END.finditer(buf, lo, hi)]
+        for view in (buf, bytearray(buf), memoryview(buf)):
+            assert list(reader._close_brackets(view, lo, hi)) == want, (buf, lo, hi)
+        found += len(want)
+    assert found > 5_000
+    assert decode._scan.close_bracket(b"}]", 5, 1) is None and decode._scan.close_bracket(b"x}\n]", -3, 99) == (1, 4)
+
+
+@pytest.mark.parametrize("tail", [',"displayTimeUnit":"ms"}', "}", ',"deviceProperties":[{"id":0}],"traceName":"x"}'])
+def test_the_events_end_is_the_same_with_and_without_the_c_search(tmp_path, monkeypatch, tail):
+    items = [ev(i, name="a}]b") if i % 7 == 0 else ev(i) for i in range(50)]
+    path = write(tmp_path, items, tail=tail)
+    with_c = read_trace(path, workers=0)
+    monkeypatch.setattr(decode, "_scan", None)
+    without = read_trace(path, workers=0)
+    assert len(with_c) == len(without) == 50 and with_c.meta == without.meta and not with_c.warnings
+    assert names_of(with_c) == names_of(without)
