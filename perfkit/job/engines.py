@@ -445,7 +445,6 @@ class PipeServer:
     def __init__(self, requests: IO[bytes], answers: IO[bytes]) -> None:
         self._requests = requests
         self._answers = answers
-        self._gone = False  # a request could not be written: the worker is gone
 
     def analyse(self, path: str) -> Outcome:
         """``path``'s answer: :meth:`send`, then :meth:`receive`."""
@@ -457,17 +456,15 @@ class PipeServer:
         try:
             self._requests.write((json.dumps(path) + "\n").encode())
             self._requests.flush()
-        except (OSError, ValueError):  # the worker is gone (a broken or closed pipe): receive says how
-            self._gone = True
+        except (OSError, ValueError):  # the worker is gone (a broken or closed pipe): receive says how,
+            pass  # after the answers it wrote before it ended
 
     def receive(self, path: str) -> Outcome:
         """The answer for ``path``, the oldest path sent and not yet received."""
-        line = b""
-        if not self._gone:
-            try:
-                line = self._answers.readline()
-            except (OSError, ValueError):  # the worker is gone (a broken or closed pipe)
-                pass
+        try:
+            line = self._answers.readline()
+        except (OSError, ValueError):  # the worker is gone (a broken or closed pipe)
+            line = b""
         if not line:
             return self.died(path)
         answer = json.loads(line)

@@ -431,3 +431,35 @@ def test_an_address_where_no_cluster_listens_fails_at_once_in_one_line():
     with pytest.raises(PerfkitError, match=rf"^--address 127.0.0.1:{port}: no Ray cluster answers there"):
         _check_reachable(f"127.0.0.1:{port}", timeout_s=2.0)
     _check_reachable("auto")  # Ray's own forms are left to Ray
+
+
+class _EndedServer(E.PipeServer):
+    """A pipe worker that answered one path and ended: its request pipe has no reader, its answer pipe holds
+    the one answer, then its end."""
+
+    def __init__(self) -> None:
+        req_r, req_w = os.pipe()
+        ans_r, ans_w = os.pipe()
+        os.write(ans_w, b'{"doc":{"path":"r0"}}\n')
+        os.close(ans_w)
+        os.close(req_r)
+        super().__init__(os.fdopen(req_w, "wb"), os.fdopen(ans_r, "rb"))
+
+    def died(self, path: str) -> E.Outcome:
+        return E.worker_died(path, -signal.SIGKILL, "")
+
+    def close(self) -> None:
+        self._close_pipes()
+
+
+def test_an_answer_written_before_the_worker_ended_is_still_received():
+    """Sending to a worker that has ended fails (no reader): the answers it wrote before it ended still count,
+    and the path after them is a failure that names how it ended."""
+    server = _EndedServer()
+    try:
+        server.send("r1")  # broken pipe: swallowed, receive says what happened
+        assert server.receive("r0") == {"path": "r0"}
+        failed = server.receive("r1")
+        assert isinstance(failed, E.RankFailure) and not failed.bad_input and "SIGKILL" in failed.reason
+    finally:
+        server.close()
