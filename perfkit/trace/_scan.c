@@ -949,10 +949,11 @@ static PyObject *close_bracket(PyObject *self, PyObject *args) {
     Py_buffer view;
     Py_ssize_t lo, hi;
     if (!PyArg_ParseTuple(args, "y*nn", &view, &lo, &hi)) return NULL;
-    if (lo < 0) lo = 0;
     if (hi > view.len) hi = view.len;
+    if (lo < 0) lo = 0;
+    if (lo > hi) lo = hi; /* an empty range (never a pointer past the buffer) */
     const char *base = (const char *)view.buf;
-    const char *p = base + lo, *end = base + (hi > lo ? hi : lo);
+    const char *p = base + (hi > 0 ? lo : 0), *end = base + (hi > 0 ? hi : 0);
     Py_ssize_t at = -1, after = -1;
     Py_BEGIN_ALLOW_THREADS
     while (p < end) {
