@@ -446,11 +446,6 @@ class PipeServer:
         self._requests = requests
         self._answers = answers
 
-    def analyse(self, path: str) -> Outcome:
-        """``path``'s answer: :meth:`send`, then :meth:`receive`."""
-        self.send(path)
-        return self.receive(path)
-
     def send(self, path: str) -> None:
         """Queue ``path``: one short line in the request pipe (a few queued lines never fill it)."""
         try:

@@ -817,7 +817,8 @@ def _events_end(buf: Any, lo: int, hi: int, source: _Source, raw: _Raw) -> int:
 def _close_brackets(buf: Any, lo: int, hi: int) -> Iterator[tuple[int, int]]:
     """``(start, end)`` of each ``}`` followed by whitespace and ``]`` in ``buf[lo:hi]``, in order, as
     :data:`_END`'s matches: found by the C scanner's memchr search where it is built (the regular
-    expression tries a match at every ``}``: 0.6 ms of a 0.9 MB rank, against ~0.05 ms)."""
+    expression tries a match at every ``}``: the end search of a 0.9 MB DLRM rank took 0.41 ms with
+    it, 0.11 ms with this, line-profiled)."""
     if decode_mod._scan is None:
         for mt in _END.finditer(buf, lo, hi):
             yield mt.start(), mt.end()

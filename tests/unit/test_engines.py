@@ -326,7 +326,9 @@ def test_this_process_a_server_and_a_fresh_interpreter_give_the_same_document(tm
     here = [E.analyse_outcome(p) for p in (*paths, str(bad))]
     server = E.ProcessServer(None)
     try:
-        served = [server.analyse(p) for p in (*paths, str(bad))]
+        for p in (*paths, str(bad)):  # all sent at once: answered in the order sent
+            server.send(p)
+        served = [server.receive(p) for p in (*paths, str(bad))]
     finally:
         server.close()
     fresh = [E.fresh_interpreter(p, None) for p in (paths[0], str(bad))]
