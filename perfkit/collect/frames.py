@@ -49,8 +49,8 @@ def format_stack(walked: tuple[Any, ...]) -> str:
     out = []
     for j in range(len(walked) - 2, -1, -2):
         code, lasti = walked[j], walked[j + 1]
-        line = line_of(code, lasti)
-        out.append(f'  File "{code.co_filename}", line {line}, in {code.co_name}\n')
+        line = line_of(code, lasti)  # -1: not in the line table, written "?" (never a made-up number)
+        out.append(f'  File "{code.co_filename}", line {line if line > 0 else "?"}, in {code.co_name}\n')
         text = linecache.getline(code.co_filename, line).strip() if line > 0 else ""
         if text:
             out.append(f"    {text}\n")

@@ -334,7 +334,7 @@ class Watchdog:
             f"unix_time: {now:.6f}",
             f"watchdog_s: {self.seconds:g}",
             f"dump: {dump_no}",
-            f"where: {where[0]} ({where[1]}:{where[2]})" if where else "where: unknown",
+            f"where: {_where_text(where)}" if where else "where: unknown",
         ]
         # The thread could not run for a while: C code held the GIL, and the main
         # thread may have moved on since. faulthandler's dump saw it in the act.
@@ -370,7 +370,7 @@ class Watchdog:
         self.dumps.append(path)
         self._dumped_after = beat_mono
         after = f"after step {step}" if step is not None else "before the first step"
-        place = f"in {where[0]} ({where[1]}:{where[2]})" if where else "in an unknown place"
+        place = f"in {_where_text(where)}" if where else "in an unknown place"
         note = ""
         if starved:
             note = f" (the watchdog ran {late:.1f}s late: C code held the GIL"
@@ -418,12 +418,19 @@ def _js(x: Any) -> str:
         return json.dumps(str(x))
 
 
-def _stack_where(walked: Optional[tuple[Any, ...]]) -> Optional[tuple[str, str, int]]:
-    """(function, file, line) of a walked stack's innermost frame."""
+def _stack_where(walked: Optional[tuple[Any, ...]]) -> Optional[tuple[str, str, Optional[int]]]:
+    """(function, file, line) of a walked stack's innermost frame; the line None where the code's line
+    table has none for the instruction."""
     if not walked:
         return None
     code = walked[0]
-    return (code.co_name, code.co_filename, max(line_of(code, walked[1]), 0))
+    line = line_of(code, walked[1])
+    return (code.co_name, code.co_filename, line if line > 0 else None)
+
+
+def _where_text(where: tuple[str, str, Optional[int]]) -> str:
+    """``function (file:line)``, or ``function (file)`` where the line is not known."""
+    return f"{where[0]} ({where[1]}:{where[2]})" if where[2] is not None else f"{where[0]} ({where[1]})"
 
 
 def _faulthandler_stacks() -> str:

@@ -23,7 +23,7 @@ SCHEMA = "perfkit.stalls/1"
 _HEARTBEAT_RE = r"^heartbeat_rank(\d+)\.jsonl$"
 _STALL_RE = r"^stall_rank(\d+)_(\d{8}-\d{6})(?:-(\d+))?\.txt$"
 _FAULT_RE = r"^stall_rank(\d+)_faulthandler\.txt$"
-_WHERE_RE = r"^(.*) \((.*):(\d+)\)$"
+_WHERE_RE = r"^(.*) \((.*?)(?::(\d+))?\)$"  # the line is left out where the dumping rank did not know it
 #: A main-thread frame in one of these files means the rank waits for the others: torch.distributed
 #: calls (all_reduce, barrier, work.wait, FSDP), DDP, or the autograd engine (DDP's gradient
 #: all-reduce blocks the backward until every rank has contributed).
@@ -33,7 +33,7 @@ COLLECTIVE_FRAME_PATTERN = r"torch/distributed/|torch/nn/parallel/distributed\.p
 HOST_SYNC_CODE_PATTERN = r"\.(item|tolist|cpu|numpy)\(|synchronize\(|\.wait\("
 #: Files of library code (the innermost frame outside them is the user's line).
 LIBRARY_FILE_PATTERN = r"site-packages|dist-packages|lib/python3|(^|/)torch/|^<frozen|^<string>|(^|/)perfkit/"
-_FRAME_LINE_RE = r'^  File "(.*)", line (\d+), in (.*)$'
+_FRAME_LINE_RE = r'^  File "(.*)", line (\d+|\?), in (.*)$'  # "?": a line the dumping rank did not know
 
 
 def summarize_stalls(run_dir: str, *, stale_s: Optional[float] = None, now: Optional[float] = None) -> dict[str, Any]:
@@ -233,7 +233,14 @@ def _rank_list(labels: list[str]) -> str:
 def _where_text(where: Optional[dict[str, Any]]) -> Optional[str]:
     if not where:
         return None
+    if where.get("line") is None:
+        return f"{where['function']} ({where['file']})"
     return f"{where['function']} ({where['file']}:{where['line']})"
+
+
+def _line(text: Optional[str]) -> Optional[int]:
+    """A dumped line number; None where the dump says it was not known (left out, or "?")."""
+    return int(text) if text and text.isdigit() else None
 
 
 def _read_heartbeats(path: str) -> dict[str, Any]:
@@ -287,13 +294,13 @@ def _read_stall(path: str) -> Optional[dict[str, Any]]:
                 elif in_main:
                     fm = re.match(_FRAME_LINE_RE, line.rstrip("\n"))
                     if fm:
-                        frames.append({"function": fm.group(3), "file": fm.group(1), "line": int(fm.group(2))})
+                        frames.append({"function": fm.group(3), "file": fm.group(1), "line": _line(fm.group(2))})
                     elif frames and line.startswith("    ") and "code" not in frames[-1]:
                         frames[-1]["code"] = line.strip()
     except OSError:
         return None
     m = re.match(_WHERE_RE, head.get("where", ""))
-    where = {"function": m.group(1), "file": m.group(2), "line": int(m.group(3))} if m else None
+    where = {"function": m.group(1), "file": m.group(2), "line": _line(m.group(3))} if m else None
     return {
         "file": path,
         "time": _float(head.get("unix_time")) or os.path.getmtime(path),

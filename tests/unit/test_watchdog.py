@@ -35,7 +35,8 @@ def stall_files(run: Path) -> list[Path]:
 # ---------------------------------------------------------------------- perfkit stalls
 
 
-def fake_rank(folder: Path, rank: int, last_step: int, last_time: float, stall_at: float | None = None) -> None:
+def fake_rank(folder: Path, rank: int, last_step: int, last_time: float, stall_at: float | None = None,
+              where: str = "/src/align.py:88", line: str = "88") -> None:
     folder.mkdir(parents=True, exist_ok=True)
     with open(folder / f"heartbeat_rank{rank}.jsonl", "w") as f:
         for step in range(1, last_step + 1):
@@ -56,10 +57,10 @@ def fake_rank(folder: Path, rank: int, last_step: int, last_time: float, stall_a
             unix_time: {stall_at:.6f}
             watchdog_s: 180
             dump: 1
-            where: _hungarian_linear_sum_assignment (/src/align.py:88)
+            where: _hungarian_linear_sum_assignment ({where})
 
             Thread MainThread (ident 1, main), most recent call last:
-              File "/src/align.py", line 88, in _hungarian_linear_sum_assignment
+              File "/src/align.py", line {line}, in _hungarian_linear_sum_assignment
                 while not done:
             """))
 
@@ -85,6 +86,32 @@ def test_stalls_cli_verdict_and_json(tmp_path, capsys):
     assert "healthy: rank rank0/0" in doc["verdict"]
     printed = capsys.readouterr().out
     assert "_hungarian_linear_sum_assignment" in printed and "stuck" in printed and "healthy" in printed
+
+
+def test_a_line_the_dumping_rank_did_not_know_is_read_as_unknown_not_a_number(tmp_path):
+    """A dump written where the frame's line was not in its code's line table leaves the line out of
+    ``where`` and writes ``line ?`` in the stack: read back as None, and the verdict names no line."""
+    now = time.time()
+    fake_rank(tmp_path, 0, last_step=12, last_time=now - 400, stall_at=now - 200, where="/src/align.py", line="?")
+    doc = summarize_stalls(str(tmp_path))
+    stuck = doc["ranks"][0]
+    assert stuck["status"] == "stuck"
+    assert stuck["where"] == {"function": "_hungarian_linear_sum_assignment", "file": "/src/align.py", "line": None}
+    assert "in _hungarian_linear_sum_assignment (/src/align.py)" in doc["verdict"] and ":0" not in doc["verdict"]
+
+
+def test_the_watchdog_writes_an_unknown_line_as_unknown():
+    from perfkit.collect import frames
+    from perfkit.collect.watchdog import _stack_where, _where_text
+
+    code = test_the_watchdog_writes_an_unknown_line_as_unknown.__code__
+    walked = (code, 10_000_000)  # an offset past the code's line table: its line is not known
+    assert frames.line_of(code, 10_000_000) == -1
+    where = _stack_where(walked)
+    assert where is not None and where[2] is None and _where_text(where).endswith(f"({code.co_filename})")
+    assert ", line ?, in test_the_watchdog_writes_an_unknown_line_as_unknown" in frames.format_stack(walked)
+    known = _stack_where((code, 0))
+    assert known is not None and known[2] == code.co_firstlineno and _where_text(known).endswith(f":{known[2]})")
 
 
 def test_stalls_flat_dir_and_stale_rank(tmp_path):
