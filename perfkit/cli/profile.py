@@ -123,13 +123,14 @@ def profile_cmd(
 
 
 def _profile_options() -> set[str]:
-    """The option names ``perfkit profile`` takes (``-q``, ``--quiet``, ``--out`` ...)."""
-    import click
+    """The option names ``perfkit profile`` takes (``-q``, ``--quiet``, ``--out`` ...).
 
+    Read from the command typer builds, by its attributes: typer 0.2x builds it with its own copy of
+    click (``typer._click``) and does not install click itself, so ``import click`` would fail there."""
     names: set[str] = set()
     try:
         cmd = typer.main.get_command(app)
-        profile = cmd.commands["profile"] if isinstance(cmd, click.Group) or hasattr(cmd, "commands") else cmd
+        profile = cmd.commands["profile"] if hasattr(cmd, "commands") else cmd
         for param in profile.params:
             names.update(o for o in [*getattr(param, "opts", []), *getattr(param, "secondary_opts", [])] if o.startswith("-"))
     except Exception:

@@ -5,6 +5,9 @@ crashes behaves as under bare python)."""
 from __future__ import annotations
 
 import io
+import sys
+
+import pytest
 
 from rich.console import Console
 
@@ -48,6 +51,15 @@ def test_perfkit_options_after_the_script_are_named():
     assert misplaced_options(["--lr", "3", "--epochs", "1"]) == []
     hint = misplaced_hint(["-q"], "train.py")
     assert "train.py got it" in hint and "perfkit profile -q ... train.py" in hint
+
+
+def test_perfkit_options_are_found_without_click_installed(monkeypatch):
+    """typer 0.2x builds its commands with its own copy of click and does not install click: a fresh
+    ``pip install perfkit`` has none, and ``perfkit profile`` read its options before running the script."""
+    monkeypatch.setitem(sys.modules, "click", None)  # ``import click`` raises ImportError
+    with pytest.raises(ImportError):
+        import click  # noqa: F401
+    assert misplaced_options(["-q", "--lr", "3", "--out=x", "--active", "5", "data.txt"]) == ["-q", "--out", "--active"]
 
 
 def test_lines_keep_brackets_and_are_not_broken_at_80_columns():
