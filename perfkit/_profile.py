@@ -14,7 +14,7 @@ import os
 import sys
 from typing import Any, Optional
 
-from .collect.options import Mode, docstring_args, from_keywords
+from .collect.options import Mode, from_keywords, with_args
 from .collect.session import Session
 from .run.finish import finish_run
 from .run.recording import Recording
@@ -80,6 +80,6 @@ def profile(
 
 
 #: the help of each option, from their one definition (perfkit/collect/options.py)
-profile.__doc__ = (profile.__doc__ or "").replace("\n\n    Returns:", "\n\n    " + docstring_args("profile", (
+profile.__doc__ = with_args(profile.__doc__, "profile", (
     ("model", "the model being trained; enables module timers, activation memory per top-level module "
-              "and the forward/backward memory peaks."),)).replace("\n", "\n    ") + "\n\n    Returns:", 1)
+              "and the forward/backward memory peaks."),))

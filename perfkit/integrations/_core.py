@@ -21,7 +21,7 @@ import os
 import sys
 from typing import Any, Iterable, Optional
 
-from ..collect.options import Mode, docstring_args, from_keywords
+from ..collect.options import Mode, from_keywords, with_args
 from ..collect.session import Session, current
 from ..collect.session import describe_error as _why
 from ..collect.session import warn as _warn
@@ -249,5 +249,4 @@ class CallbackOptions:
         return s.run_dir if s is not None else None
 
 
-CallbackOptions.__doc__ = (CallbackOptions.__doc__ or "").rstrip() + "\n\n    " + \
-    docstring_args("callbacks").replace("\n", "\n    ") + "\n"
+CallbackOptions.__doc__ = with_args(CallbackOptions.__doc__, "callbacks")

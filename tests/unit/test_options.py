@@ -349,3 +349,18 @@ def test_a_failed_start_leaves_nothing_behind(tmp_path: Path, monkeypatch: Any, 
     err = [ln for ln in capfd.readouterr().err.splitlines() if ln.startswith("perfkit:")]
     assert err == ["perfkit: warning: Test callback failed and is switched off for the rest of the run "
                    "(RuntimeError: injected); the script goes on"]
+
+
+@pytest.mark.parametrize("indent", ["    ", ""], ids=["python<=3.12", "python>=3.13"])
+def test_the_args_section_lands_before_returns_whatever_the_docstring_indentation(indent: str) -> None:
+    """Python 3.13's compiler strips docstrings' common indentation: the options must still be documented."""
+    import inspect
+
+    doc = f"Summary line.\n\n{indent}Body text.\n\n{indent}Returns:\n{indent}    The session.\n{indent}"
+    out = inspect.cleandoc(opts.with_args(doc, "profile"))
+    args_at, returns_at = out.find("\nArgs:\n"), out.find("\nReturns:\n")
+    assert 0 < args_at < returns_at, out
+    first = opts.for_entry_point("profile")[0]
+    assert f"\n    {first.keyword}: " in out[args_at:returns_at]
+    no_returns = inspect.cleandoc(opts.with_args(f"Summary line.\n\n{indent}Body text.\n{indent}", "callbacks"))
+    assert "\nArgs:\n" in no_returns and no_returns.index("Body text.") < no_returns.index("Args:")
