@@ -107,6 +107,9 @@ def profile_cmd(
     )
     if not module and not os.path.isfile(script):
         raise UsageError(f"{script}: no such script")
+    from ..collect.session import require_torch
+
+    require_torch("perfkit profile")
     session = ProfileSession(options)
     args = list(script_args or [])
     misplaced = misplaced_options(args)

@@ -54,6 +54,22 @@ from .options import Mode as Mode, Schedule as Schedule, SessionOptions as Sessi
 _ACTIVE: Optional["Session"] = None
 
 
+def require_torch(what: str) -> None:
+    """Raise :class:`~perfkit.errors.MissingDependencyError` (one line, with the install command) where
+    torch cannot be imported: profiling runs the code under ``torch.profiler``. Without it the first
+    torch import failed deep in the session, reported as an internal error of perfkit."""
+    if sys.modules.get("torch") is not None:
+        return
+    import importlib.util
+
+    if importlib.util.find_spec("torch") is None:
+        from ..errors import MissingDependencyError
+
+        raise MissingDependencyError(
+            f"{what} needs PyTorch, which is not installed for {sys.executable}: pip install torch "
+            "(perfkit analyze reads traces without it)")
+
+
 def current() -> Optional["Session"]:
     """The session in progress in this process, if any."""
     return _ACTIVE
@@ -130,6 +146,7 @@ class Session:
         """Start profiling. A session runs once: starting it again while it runs does nothing, and
         after :meth:`finish` the code runs unprofiled, with one warning line (docs/collect.md, "The library")."""
         global _ACTIVE
+        require_torch("perfkit.profile")
         from torch.optim.optimizer import register_optimizer_step_post_hook
 
         if self._finished:

@@ -93,3 +93,30 @@ def test_analysis_document_carries_the_trace_files_size(tmp_path):
     doc = perfkit.analyze(str(path)).to_dict()
     assert doc["trace"]["file_bytes"] == path.stat().st_size
     assert doc["trace"]["bytes"] > doc["trace"]["file_bytes"]  # the JSON read, inflated
+
+
+def _without_torch(monkeypatch):
+    """As where torch is not installed: ``import torch`` raises ImportError and no spec is found for it."""
+    monkeypatch.setitem(sys.modules, "torch", None)
+
+
+def test_profile_without_torch_is_one_line_with_the_install_command(tmp_path, monkeypatch, capsys):
+    """Not an internal error of perfkit (exit 3, "please report it"), as it was: bad input, exit 2, one line."""
+    script = tmp_path / "train.py"
+    script.write_text("print('the script ran')\n")
+    _without_torch(monkeypatch)
+    assert main(["profile", "--out", str(tmp_path / "run"), str(script)]) == 2
+    out, err = capsys.readouterr()
+    assert err.count("\n") == 1 and err.startswith("perfkit: error: perfkit profile needs PyTorch"), err
+    assert "pip install torch" in err and "the script ran" not in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_profile_api_without_torch_raises_the_same_line(tmp_path, monkeypatch):
+    from perfkit.errors import MissingDependencyError
+
+    _without_torch(monkeypatch)
+    with pytest.raises(MissingDependencyError, match=r"^perfkit\.profile needs PyTorch.*pip install torch"):
+        with perfkit.profile(out=str(tmp_path / "run")):
+            pass
+    assert not (tmp_path / "run").exists()
