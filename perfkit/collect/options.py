@@ -386,7 +386,7 @@ def with_args(doc: Optional[str], entry: EntryPoint, extra: tuple[tuple[str, str
     """``doc`` with the ``Args:`` section of ``entry`` (:func:`docstring_args`) before its ``Returns:``
     section, or at its end when it has none, indented as the docstring's own lines are: by four
     spaces up to Python 3.12, not at all from 3.13, whose compiler strips docstrings' common indentation
-    (matching ``"\n\n    Returns:"`` left ``help(perfkit.profile)`` without its options there)."""
+    (looking for an indented ``Returns:`` left ``help(perfkit.profile)`` without its options there)."""
     doc = doc or ""
     lines = doc.split("\n")
     indent = next((ln[: len(ln) - len(ln.lstrip())] for ln in lines[1:] if ln.strip()), "")
