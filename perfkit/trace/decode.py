@@ -91,7 +91,8 @@ def _decode_string(piece: bytes, escaped: int) -> str:
 
     try:
         return msgspec.json.decode(b'"' + piece + b'"')
-    except msgspec.DecodeError:  # invalid UTF-8 (the scanner validated the escapes)
+    except (msgspec.DecodeError, UnicodeDecodeError):  # invalid UTF-8 (the scanner validated the escapes):
+        # msgspec 0.23 raises DecodeError for it, earlier releases the UnicodeDecodeError itself
         return msgspec.json.decode(b'"' + piece.decode("utf-8", "replace").encode("utf-8") + b'"')
 
 

@@ -118,6 +118,22 @@ def test_invalid_utf8_reads_as_replacement_characters():
     assert row[m.NAME] == "\u00e9\ufffd"
 
 
+def test_an_escaped_string_with_invalid_utf8_as_msgspec_before_0_23_decodes_it(monkeypatch):
+    """msgspec up to 0.22 (the declared range starts at 0.18) raises the UnicodeDecodeError itself for invalid
+    UTF-8 in a string, where 0.23 raises DecodeError: the scanner's strings with an escape went through it
+    unguarded (seen on msgspec 0.18.0-0.22.0). The older behaviour, reproduced:"""
+    import msgspec
+
+    real = msgspec.json.decode
+
+    def older(data, *args, **kwargs):
+        bytes(data).decode("utf-8")  # raises UnicodeDecodeError on invalid UTF-8, as msgspec <= 0.22 did
+        return real(data, *args, **kwargs)
+
+    monkeypatch.setattr(msgspec.json, "decode", older)
+    assert decode._decode_string(b"\\u00e9\xff", 1) == "\u00e9\ufffd"
+
+
 @pytest.mark.parametrize("text, problem", [
     (b'"ts":1e400', "bad-ts"), (b'"ts":-1e400', "bad-ts"), (b'"ts":2e18', "bad-ts"), (b'"ts":"inf"', "bad-ts"),
     (b'"ts":null', "bad-ts"), (b'"ts":true', "bad-ts"), (b'"ts":{}', "bad-ts"),
