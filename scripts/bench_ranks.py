@@ -181,10 +181,16 @@ def _spin(loops: int) -> None:
         x += i
 
 
+def one_rank_row(row: dict[str, Any], rows: list[dict[str, Any]]) -> Optional[dict[str, Any]]:
+    """The one-rank row of ``row``'s code and rank size, if measured."""
+    return next((x for x in rows if x["ranks"] == 1 and x["rank_mb"] == row["rank_mb"] and x["code"] == row["code"]),
+                None)
+
+
 def repeat_ratios(row: dict[str, Any], rows: list[dict[str, Any]]) -> list[float]:
     """Each run of ``row`` over the one-rank run of the same code, size and repeat (runs are interleaved,
     so the two ran seconds apart): how the ratio varies from run to run, beside the ratio of the medians."""
-    one = next((x for x in rows if x["ranks"] == 1 and x["rank_mb"] == row["rank_mb"] and x["code"] == row["code"]), None)
+    one = one_rank_row(row, rows)
     if one is None:
         return []
     return [r["seconds"] / o["seconds"] for r, o in zip(row["runs"], one["runs"]) if o["seconds"] > 0]
@@ -332,7 +338,7 @@ def main() -> int:
                      "cpu_pair_probe": statistics.median(r["cpu_pair_probe"] for r in rr)
                      if all(r.get("cpu_pair_probe") for r in rr) else None})
     for r in rows:
-        one = next((x for x in rows if x["ranks"] == 1 and x["rank_mb"] == r["rank_mb"] and x["code"] == r["code"]), None)
+        one = one_rank_row(r, rows)
         r["vs_one_rank"] = r["seconds"] / one["seconds"] if one else None
     base = bases[-1][0]
     mine = [r for r in rows if r["code"] == "this tree"]  # the targets are this tree's

@@ -942,8 +942,8 @@ cleanup:
 
 /* (start, end) of the first "}" followed by optional whitespace and "]" in buffer[lo:hi], or None:
    the next match of the regex rb"\}\s*\]" (reader._END; its \s over bytes is space, \t, \n,
-   \r, \v, \f) found with memchr instead of a regex attempt at every "}" (0.9 MB of a DLRM rank:
-   ~0.6 ms by the regex). The caller loops from the end of each match, as re.finditer would (the
+   \r, \v, \f) found with memchr instead of a regex attempt at every "}" (the end search of a
+   0.9 MB DLRM rank, line-profiled: 0.41 ms with the regex, 0.11 ms with this). The caller loops from the end of each match, as re.finditer would (the
    matches cannot overlap: "}" and "]" differ), and may stop at any one. */
 static PyObject *close_bracket(PyObject *self, PyObject *args) {
     Py_buffer view;
