@@ -23,6 +23,31 @@ def distinct(values: Any) -> np.ndarray:
     return s[keep]
 
 
+def distinct_inverse(values: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``np.unique(values, return_inverse=True)`` of a 1-D array of integers (or finite floats): the
+    sorted distinct values, and each value's index among them, by one sort and one search.
+
+    The same arrays as ``np.unique``, ~5 µs sooner a call (its Python-level work: an argsort, a
+    scatter, the checks for NaN and for the inverse's shape): 9 -> 5 µs on 50 values, 20 -> 15 µs
+    on 500 (a small trace's tables make about ten such calls)."""
+    v = np.asarray(values).ravel()
+    uniq = distinct(v)
+    return uniq, np.searchsorted(uniq, v)
+
+
+def member(values: Any, test: Any) -> np.ndarray:
+    """``np.isin(values, test)`` for integers (or finite floats): a search among the sorted distinct
+    ``test`` values: 15 -> 6 µs on 50 values, 25 -> 18 µs on 2,500 (``np.isin``'s Python-level work,
+    choosing between a table, a sort and a loop, dominates on a small trace's arrays)."""
+    v = np.asarray(values)
+    t = distinct(test)
+    if len(t) == 0 or v.size == 0:
+        return np.zeros(v.shape, dtype=bool)
+    at = np.searchsorted(t, v)
+    np.minimum(at, len(t) - 1, out=at)
+    return t[at] == v
+
+
 def median(values: Any) -> float:
     """``float(np.median(values))``, by one partition: NaN for no values (without numpy's warning)
     or where a value is NaN, as ``np.median`` gives.

@@ -36,7 +36,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..trace import model as m
-from ..arrays import distinct, median, rounded
+from ..arrays import distinct, distinct_inverse, median, member, rounded
 from .fold import name_search
 from . import intervals, rules
 from .attribute import CATEGORY_CODES, PHASE_CODES, DeviceWork, Steps, innermost_around, step_of
@@ -76,10 +76,10 @@ def section(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str, steps: S
         is_comm = dw.category == comm_code
         lanes = dw.device.astype(np.int64)
         # One lane per device: overlap counts only on the same device.
-        lane_ids, lane = np.unique(lanes, return_inverse=True) if len(lanes) else (np.zeros(0, np.int64), lanes)
+        lane_ids, lane = distinct_inverse(lanes) if len(lanes) else (np.zeros(0, np.int64), lanes)
         off = lane.reshape(-1) * tl.span_us
         c_s, c_e = off[is_comm] + dw.start[is_comm], off[is_comm] + dw.end[is_comm]
-        busy = (dw.kind == m.Kind.KERNEL) & ~is_comm & is_comm.any()  # compute overlap matters only with communication
+        busy = (dw.kind == int(m.Kind.KERNEL)) & ~is_comm & is_comm.any()  # compute overlap matters only with communication
         p_s, p_e = off[busy] + dw.start[busy], off[busy] + dw.end[busy]
         n_lanes = max(len(lane_ids), 1)
         names, dur = dw.name[is_comm], dw.end[is_comm] - dw.start[is_comm]
@@ -176,7 +176,7 @@ def collectives(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str, step
     kinds: list[str] = []
     if basis == "gpu":
         comm_code = CATEGORY_CODES[rules.COMMUNICATION]
-        sel = np.flatnonzero((dw.kind == m.Kind.KERNEL) & (dw.category == comm_code) & (dw.step >= 0))
+        sel = np.flatnonzero((dw.kind == int(m.Kind.KERNEL)) & (dw.category == comm_code) & (dw.step >= 0))
         sel = sel[tl.matches(rules.COLLECTIVE_KERNEL_PATTERN)[dw.row[sel]]]
         sel = sel[stats.kept[dw.step[sel]]]
         start, end, step_idx = dw.start[sel], dw.end[sel], dw.step[sel]
@@ -224,7 +224,7 @@ def collectives(tl: Timeline, dw: DeviceWork, stats: StepStats, basis: str, step
             keep[np.flatnonzero(keep)[cap:]] = False
             truncated = True
         else:
-            keep = np.isin(step_idx, uniq[len(uniq) - fit:])
+            keep = member(step_idx, uniq[len(uniq) - fit:])
     start, end, launch, step_idx, kind, n = (a[keep] for a in (start, end, launch, step_idx, kind, n))
 
     gap, busy, before, before_us, ops = _before(tl, dw, stats, start, end, step_idx) if basis == "gpu" and len(start) \
@@ -264,8 +264,8 @@ def _order_in_group(group: np.ndarray) -> np.ndarray:
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(group, kind="stable")
     g = group[order]
-    first = np.r_[0, np.flatnonzero(g[1:] != g[:-1]) + 1]
-    pos = np.arange(len(g)) - np.repeat(first, np.diff(np.r_[first, len(g)]))
+    first = np.concatenate(([0], np.flatnonzero(g[1:] != g[:-1]) + 1))  # (np.r_: ~4 µs more a call)
+    pos = np.arange(len(g)) - np.repeat(first, np.diff(np.concatenate((first, [len(g)]))))
     out = np.empty(len(g), dtype=np.int64)
     out[order] = pos
     return out
@@ -302,11 +302,11 @@ def _before(tl: Timeline, dw: DeviceWork, stats: StepStats, start: np.ndarray, e
     best_sorted = np.full(len(s), -1, dtype=np.int64)
     best_us_sorted = np.full(len(s), np.nan)
     if len(c):
-        keys, inv = np.unique(c * (int(code.max()) + 1) + code, return_inverse=True)
+        keys, inv = distinct_inverse(c * (int(code.max()) + 1) + code)
         tot = np.bincount(inv.reshape(-1), weights=w)
         kc, kcode = keys // (int(code.max()) + 1), keys % (int(code.max()) + 1)
         pick = np.lexsort((-tot, kc))
-        first = np.r_[True, kc[pick][1:] != kc[pick][:-1]]
+        first = np.concatenate(([True], kc[pick][1:] != kc[pick][:-1]))
         best_sorted[kc[pick][first]] = kcode[pick][first]
         best_us_sorted[kc[pick][first]] = tot[pick][first]
     used = distinct(best_sorted[best_sorted >= 0])
@@ -329,7 +329,7 @@ def _top_names(tl: Timeline, stats: StepStats, names: np.ndarray, dur: np.ndarra
     if len(names) == 0:
         return []
     starts = starts[inside]
-    codes, inv = np.unique(names, return_inverse=True)
+    codes, inv = distinct_inverse(names)
     inv = inv.reshape(-1)
     # Wall time each collective covers: calls that overlap (the same collective on two backend
     # threads, gloo's pair of threads) count once, so no row exceeds the steps' length.

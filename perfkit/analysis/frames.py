@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import distinct_inverse
 from . import intervals
 from .ops import Sources, format_frame
 from .steps import StepStats, in_kept_steps
@@ -45,7 +46,7 @@ def user_frames(tl: Timeline, steps: Steps, stats: StepStats, src: Sources) -> l
     has = parent >= 0
     own = incl - np.bincount(parent[has], weights=incl[has], minlength=len(rows))
     own = np.maximum(own, 0.0)
-    codes, inv = np.unique(tl.name[rows].astype(np.int64), return_inverse=True)
+    codes, inv = distinct_inverse(tl.name[rows].astype(np.int64))
     tot = np.bincount(inv.reshape(-1), weights=own, minlength=len(codes))
     calls = np.bincount(inv.reshape(-1), minlength=len(codes))
     n = max(int(stats.kept.sum()), 1)

@@ -9,7 +9,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from ..trace import model as m
-from ..arrays import distinct, median
+from ..arrays import distinct, distinct_inverse, median, member
 from .fold import name_search
 from . import intervals, rules
 from .attribute import CATEGORY_CODES, DeviceWork
@@ -70,7 +70,7 @@ def startup_frames(tl: Timeline) -> np.ndarray:
     # no parents); a real start-up stack has at least the script's frame and the profiler's below it.
     long_runs = runs[sizes >= 2]
     chain_runs = np.intersect1d(distinct(run[head]), long_runs, assume_unique=True)
-    return py[np.isin(run, chain_runs)]
+    return py[member(run, chain_runs)]
 
 
 def user_frame(frames: Iterable[str]) -> Optional[str]:
@@ -191,7 +191,7 @@ class Sources:
 
     def _call_stack_frames(self, codes: np.ndarray) -> np.ndarray:
         """User frame code of each "Call stack" string code (``;``-separated frames, innermost first)."""
-        uniq, inv = np.unique(codes, return_inverse=True)
+        uniq, inv = distinct_inverse(codes)
         keys = uniq.tolist()
         with self._lock:  # tables are built on several threads; new frames are appended to the string table
             new = [c for c in keys if c not in self._stack_user]
@@ -351,7 +351,7 @@ def _best_source(keys: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> 
         return {}
     k, s = keys[ok].astype(np.int64), sources[ok].astype(np.int64)
     span = int(s.max()) + 2
-    combined, inverse = np.unique((k + 1) * span + (s + 1), return_inverse=True)
+    combined, inverse = distinct_inverse((k + 1) * span + (s + 1))
     w = np.bincount(inverse.reshape(-1), weights=weights[ok], minlength=len(combined))
     uk, us = combined // span - 1, combined % span - 1
     order = np.lexsort((-w, uk))  # per key, heaviest source first
@@ -372,7 +372,7 @@ def top_kernels(
     dur_sum = np.bincount(np.searchsorted(codes, name), weights=(dw.end[sel] - dw.start[sel]), minlength=len(codes))
     order = np.argsort(-share, kind="stable")[:limit]
     top = codes[order]
-    in_top = np.isin(name, top)
+    in_top = member(name, top)
     rows = sel[in_top]
     op_names = np.where(dw.op[rows] >= 0, tl.name[np.maximum(dw.op[rows], 0)], -1)
     best_op = _best_source(name[in_top], op_names, dw.share_us[rows])
@@ -434,7 +434,7 @@ def top_ops(
     codes, incl_sum, calls = group_sum(tl.name[ops], incl)
     order = [i for i in np.argsort(-incl_sum, kind="stable").tolist() if incl_sum[i] > 0][:limit]
     top = codes[order]
-    is_top = np.isin(tl.name[ops], top)
+    is_top = member(tl.name[ops], top)
     top_rows = ops[is_top]
     best_src = _best_source(tl.name[top_rows].astype(np.int64), src.at(top_rows), incl[is_top])
     out = []
@@ -467,7 +467,7 @@ def copies(
     rows = np.flatnonzero(copy)
     names = tl.trace.names
     direction = np.full(len(rows), "d2d", dtype=object)
-    memcpy = dw.kind[rows] == m.Kind.MEMCPY
+    memcpy = dw.kind[rows] == int(m.Kind.MEMCPY)
     dir_of_name: dict[int, str] = {}
     for code in distinct(dw.name[rows][memcpy]):
         label = "other"

@@ -43,9 +43,9 @@ def overview(tl: Timeline, dw: DeviceWork, stats: StepStats) -> dict[str, np.nda
 
     # Each role's spans are made when its turn comes (fewer arrays alive at once).
     role_spans = {
-        "kernel": lambda: device((dev_kind == m.Kind.KERNEL) & (dw.category != comm_code)),
-        "memcpy": lambda: device(dev_kind == m.Kind.MEMCPY),
-        "memset": lambda: device(dev_kind == m.Kind.MEMSET),
+        "kernel": lambda: device((dev_kind == int(m.Kind.KERNEL)) & (dw.category != comm_code)),
+        "memcpy": lambda: device(dev_kind == int(m.Kind.MEMCPY)),
+        "memset": lambda: device(dev_kind == int(m.Kind.MEMSET)),
         "communication": lambda: tuple(np.concatenate(x) for x in zip(device(dw.category == comm_code), spans(comm_host))),
         "runtime": lambda: spans(tl.rows(m.Kind.RUNTIME, m.Kind.DRIVER)),
         "dataloader": lambda: spans(loader),

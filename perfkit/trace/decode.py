@@ -50,6 +50,7 @@ from typing import Any
 
 import numpy as np
 
+from ..arrays import distinct
 from . import model as m
 # Shared with the fallback decoder; importable from here as before.
 from .chunk import (BAD_ID, MAX_TIME_US, ChunkError, _int_id, _narrow, clean_arg_id, clean_id,  # noqa: F401
@@ -119,14 +120,25 @@ def _scan_columns(buf: Any, bare: int = -1) -> dict[str, Any]:
     offs = np.frombuffer(raw["str_offsets"], np.int64).tolist()
     lens = np.frombuffer(raw["str_lengths"], np.int64).tolist()
     escs = raw["str_escaped"]
-    strings: list[str] = [_decode_string(arena[o : o + n], e) for o, n, e in zip(offs, lens, escs)]
+    strings: list[str]
+    if arena.isascii() and escs.count(0) == len(escs):
+        # ASCII without escapes (the usual table): byte offsets are character offsets, one decode for
+        # the whole arena (a DLRM rank's 280 names: 0.09 -> 0.04 ms)
+        text = arena.decode("ascii")
+        strings = [text[o : o + n] for o, n in zip(offs, lens)]
+    else:
+        strings = [_decode_string(arena[o : o + n], e) for o, n, e in zip(offs, lens, escs)]
     i32 = lambda key: np.frombuffer(raw[key], np.int32)  # noqa: E731
     i64 = lambda key: np.frombuffer(raw[key], np.int64)  # noqa: E731
     f64 = lambda key: np.frombuffer(raw[key], np.float64)  # noqa: E731
 
     cat = i32("cat")
-    kind_of = np.fromiter((_KIND_CODES.get(x.lower(), _OTHER) for x in strings), dtype=np.int8, count=len(strings)) \
-        if strings else np.zeros(1, np.int8)
+    if strings:  # the kind of each string used as a category (a few of the table's names): 0.07 -> 0.03 ms
+        kind_of = np.full(len(strings), _OTHER, dtype=np.int8)
+        used = distinct(cat).tolist()
+        kind_of[used] = [_KIND_CODES.get(strings[c].lower(), _OTHER) for c in used]
+    else:
+        kind_of = np.zeros(1, np.int8)
     kind = kind_of[cat] if len(cat) else np.zeros(0, np.int8)
 
     def ids(values: np.ndarray, codes: np.ndarray) -> np.ndarray:

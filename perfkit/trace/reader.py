@@ -1201,7 +1201,15 @@ def _assemble(path: str, raw: _Raw, results: list[dict[str, Any]], nbytes: int) 
     remaps = []
     for r in results:
         local = r["names"]
-        remap = np.fromiter((index.setdefault(s, len(index)) for s in local), np.int32, len(local))
+        remap = None
+        if not index:  # the first chunk's table (the decoders keep each name once) starts the whole one:
+            index = dict(zip(local, range(len(local))))  # built in C (a DLRM rank's 280 names, one chunk:
+            if len(index) == len(local):  # 22 -> 11 µs)
+                remap = np.arange(len(local), dtype=np.int32)
+            else:
+                index = {}
+        if remap is None:
+            remap = np.fromiter((index.setdefault(s, len(index)) for s in local), np.int32, len(local))
         remaps.append(remap)
         for k, v in r["counts"].items():
             counts[k] = counts.get(k, 0) + v
@@ -1225,7 +1233,8 @@ def _assemble(path: str, raw: _Raw, results: list[dict[str, Any]], nbytes: int) 
         col: (np.concatenate([r["memory"][col] for r in results]) if results else np.zeros(0, dt)).astype(dt)
         for col, dt in m.MEMORY_COLUMNS.items()
     }
-    _release_freed_memory()
+    if nbytes > CHUNK_BYTES:  # one chunk's buffers (a small trace) are left to the next read: the trim
+        _release_freed_memory()  # walks the whole heap (~0.07 ms of a 0.9 MB DLRM rank's ~10 ms)
     # Events stay in file order: every analysis pass sorts the subset it needs.
     morder = np.argsort(memory[m.MEM_TS], kind="stable")
     memory = {k: v[morder] for k, v in memory.items()}
@@ -1277,8 +1286,8 @@ def _clamp_device_before_launch(events: dict[str, np.ndarray]) -> int:
     Returns how many moved. Vectorised: the launches sorted by correlation id, searched once."""
     kind, corr, ts = events[m.KIND], events[m.CORR], events[m.TS]
     has = corr >= 0
-    launch = np.flatnonzero(((kind == m.Kind.RUNTIME) | (kind == m.Kind.DRIVER)) & has)
-    dev = np.flatnonzero(((kind == m.Kind.KERNEL) | (kind == m.Kind.MEMCPY) | (kind == m.Kind.MEMSET)) & has)
+    launch = np.flatnonzero(((kind == int(m.Kind.RUNTIME)) | (kind == int(m.Kind.DRIVER))) & has)
+    dev = np.flatnonzero(((kind == int(m.Kind.KERNEL)) | (kind == int(m.Kind.MEMCPY)) | (kind == int(m.Kind.MEMSET))) & has)
     if not len(launch) or not len(dev):
         return 0
     lc = corr[launch]

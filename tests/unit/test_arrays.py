@@ -1,11 +1,11 @@
-"""perfkit.arrays gives numpy's answers (np.unique, np.median, np.percentile) without importing
+"""perfkit.arrays gives numpy's answers (np.unique, np.isin, np.median, np.percentile) without importing
 numpy.ma: compared value for value, float for float, over generated arrays of every small size."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from perfkit.arrays import distinct, median, percentiles
+from perfkit.arrays import distinct, distinct_inverse, median, member, percentiles
 
 QS = (0, 10, 50, 90, 100)
 
@@ -64,3 +64,19 @@ def test_medians_along_an_axis_and_with_nans() -> None:
             assert np.array_equal(median_along(a, axis), np.median(a, axis=axis), equal_nan=True)
         assert np.isnan(median(a)) and np.isnan(np.median(a))
     assert median([3, 1, 2]) == 2.0 and median(np.array([1, 4], dtype=np.int64)) == 2.5
+
+
+def test_distinct_inverse_and_member_are_numpys() -> None:
+    """The analysis's keys and ids: int8 to int64 (negative ids too), and float times; every small size."""
+    rng = np.random.default_rng(16)
+    for n in [*range(0, 30), 500, 2500]:
+        for dtype in (np.int8, np.int32, np.int64, np.float64):
+            x = rng.integers(-3, 40, n).astype(dtype)
+            test = rng.integers(-5, 45, int(rng.integers(0, 60))).astype(dtype)
+            uniq, inverse = distinct_inverse(x)
+            want_uniq, want_inverse = np.unique(x, return_inverse=True)
+            assert uniq.dtype == want_uniq.dtype and np.array_equal(uniq, want_uniq)
+            assert np.array_equal(inverse, want_inverse.reshape(-1))
+            got = member(x, test)
+            assert got.dtype == bool and np.array_equal(got, np.isin(x, test))
+    assert member(np.arange(6).reshape(2, 3), [1, 5]).tolist() == [[False, True, False], [False, False, True]]

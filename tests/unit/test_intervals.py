@@ -132,3 +132,51 @@ def test_root_index_is_the_outermost_interval_holding_each(seed):
         # the root is the longest interval holding this one (itself when none holds it)
         holding = [j for j in range(len(s)) if s[j] <= s[i] and e[i] <= e[j]]
         assert got[i] == max(holding, key=lambda j: e[j] - s[j])
+
+
+def _parents_level_by_level(s, e):
+    """The former implementation of intervals._parents, one level at a time: the oracle for the one-search form."""
+    n = len(s)
+    depth = np.maximum(np.arange(n) - np.searchsorted(np.sort(e), s, side="right"), 0)
+    parent = np.full(n, -1, dtype=np.int64)
+    by_depth = [np.flatnonzero(depth == d) for d in range(int(depth.max()) + 1 if n else 0)]
+    for d in range(1, len(by_depth)):
+        kids, ups = by_depth[d], by_depth[d - 1]
+        if len(kids) and len(ups):
+            pos = np.searchsorted(ups, kids, side="left") - 1
+            parent[kids] = np.where(pos >= 0, ups[np.maximum(pos, 0)], -1)
+    return parent
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_parents_in_one_search_are_the_level_by_level_ones(seed):
+    rng = np.random.default_rng(seed)
+    if seed % 3 == 0:  # properly nested
+        s, e = _random_tree(rng, 120)
+    else:  # overlapping, equal starts and ends, zero-length ones: what real traces also hold
+        n = int(rng.integers(1, 400))
+        s = np.round(rng.uniform(0, 100, n))
+        e = s + np.round(rng.exponential(8 if seed % 3 == 1 else 30, n))
+    order = intervals.tree_order(s, e)
+    s, e = s[order], e[order]
+    got = intervals._parents(s, e)
+    assert got.dtype == np.int64
+    np.testing.assert_array_equal(got, _parents_level_by_level(s, e))
+
+
+def test_parents_of_no_interval_and_of_one():
+    assert len(intervals._parents(np.zeros(0), np.zeros(0))) == 0
+    np.testing.assert_array_equal(intervals._parents(np.array([1.0]), np.array([2.0])), [-1])
+
+
+@pytest.mark.parametrize("seed", range(10))
+def test_coverage_within_equal_length_windows_as_one_search_or_two(seed):
+    """Coverage.within searches both ends at once for 1-D windows: the same as each end on its own."""
+    rng = np.random.default_rng(seed)
+    s = rng.uniform(0, 1000, 200)
+    cov = intervals.Coverage(s, s + rng.exponential(5, 200))
+    a = rng.uniform(-10, 1010, 300)
+    b = a + rng.exponential(20, 300)
+    want = np.maximum(cov._before(b) - cov._before(a), 0.0)
+    np.testing.assert_array_equal(cov.within(a, b), want)
+    np.testing.assert_array_equal(cov.within(a[:, None], b[:, None])[:, 0], want)  # the two-search form

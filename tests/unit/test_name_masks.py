@@ -59,3 +59,27 @@ def test_two_threads_at_once(remembering) -> None:
     for t in threads:
         t.join()
     assert errors == []
+
+
+@pytest.mark.parametrize("trace", ["param_dlrm_8xv100", "nv-h100-bert-small-infer"])
+def test_event_masks_kept_or_gathered_give_the_same_document(trace, monkeypatch) -> None:
+    """Timeline.matches keeps per-event answers up to EVENT_MASK_MAX_EVENTS events and gathers them
+    from the per-name answers above: the same analysis either way (read-only where kept)."""
+    import glob
+    import json
+    from pathlib import Path
+
+    from perfkit.analysis import analyze_trace
+    from perfkit.trace import read_trace
+
+    folder = Path(__file__).resolve().parents[1] / "data" / "traces" / trace
+    path = sorted(glob.glob(str(folder / "*.json*")))[0]
+    kept = analyze_trace(read_trace(path)).to_dict()
+    tl = timeline.Timeline.build(read_trace(path))
+    mask = tl.matches(rules.STEP_PATTERN)
+    assert len(mask) == len(tl.trace) and not mask.flags.writeable and tl.matches(rules.STEP_PATTERN) is mask
+    monkeypatch.setattr(timeline, "EVENT_MASK_MAX_EVENTS", 0)
+    gathered = analyze_trace(read_trace(path)).to_dict()
+    assert json.dumps(kept, sort_keys=True) == json.dumps(gathered, sort_keys=True)
+    tl = timeline.Timeline.build(read_trace(path))
+    assert np.array_equal(tl.matches(rules.STEP_PATTERN), mask) and tl.matches(rules.STEP_PATTERN) is not mask
