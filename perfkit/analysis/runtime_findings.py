@@ -69,32 +69,38 @@ START_UP_STEPS = 2
 
 
 def measured_recording(runtime: dict[str, Any], gpu_busy_ms: Optional[float]) -> Optional[dict[str, Any]]:
-    """The unprofiled steps' wall time against the traced steps' and the GPU busy time (``perfkit profile``).
+    """The unprofiled steps' time against the traced steps' and the GPU busy time (``perfkit profile``).
 
-    Unprofiled steps: those after the profiled window (the profiler is stopped then), else those
-    before it past the start-up. GPU-bound without the recording when the unprofiled median is within
+    The step times are the GPU's (``runtime.steps.gpu_ms``: CUDA events at the step boundaries) where
+    the run measured them, else the host's wall times (``step_basis``): a host that never waits for
+    the GPU (CUDA graphs) has short wall times that say nothing of the recording's cost
+    (:func:`perfkit.collect.runtime.step_time`). Unprofiled steps: those after the profiled window
+    (the profiler is stopped then), else those before it past the start-up. GPU-bound without the
+    recording when the unprofiled median is within
     :data:`perfkit.analysis.findings.GPU_BOUND_TOLERANCE` of the GPU busy time per step.
     """
     from .findings import GPU_BOUND_TOLERANCE
 
     steps = runtime.get("steps") or {}
     sched = runtime.get("schedule") or {}
-    wall = [float(x) for x in steps.get("wall_ms") or [] if isinstance(x, (int, float))]
-    if not wall or not gpu_busy_ms or not sched:
+    basis = "gpu" if steps.get("gpu_ms") else "wall"
+    times = [float(x) for x in steps.get(f"{basis}_ms") or [] if isinstance(x, (int, float))]
+    if not times or not gpu_busy_ms or not sched:
         return None
-    first = int(steps.get("count") or len(wall)) - len(wall)  # wall_ms keeps the last steps only
+    first = int(steps.get("count") or len(times)) - len(times)  # the lists keep the last steps only
     skip, wait, warm, active = (int(sched.get(k) or 0) for k in ("skip_first", "wait", "warmup", "active"))
     traced_lo, traced_hi = skip + wait + warm, skip + wait + warm + active
-    index = range(first, first + len(wall))
-    after = [w for i, w in zip(index, wall) if i >= traced_hi]
-    before = [w for i, w in zip(index, wall) if START_UP_STEPS <= i < skip]
+    index = range(first, first + len(times))
+    after = [w for i, w in zip(index, times) if i >= traced_hi]
+    before = [w for i, w in zip(index, times) if START_UP_STEPS <= i < skip]
     unprofiled = after if len(after) >= 2 else before
-    traced = [w for i, w in zip(index, wall) if traced_lo <= i < traced_hi]
+    traced = [w for i, w in zip(index, times) if traced_lo <= i < traced_hi]
     if not unprofiled or not traced:
         return None
     u, t = statistics.median(unprofiled), statistics.median(traced)
     return {
         "basis": "measured",
+        "step_basis": basis,
         "unprofiled_step_ms": round(u, 3),
         "unprofiled_steps": len(unprofiled),
         "profiled_step_ms": round(t, 3),

@@ -723,7 +723,7 @@ class Session:
         if "error" not in steps:
             traced = self.options.mode == "trace" and self.trace_path is not None
             steps.update(self._summary("step timer", lambda: rt.profiled_vs_unprofiled(
-                self.timer.wall_ms, len(self.timer.wall_ms), vars(self.options.schedule), traced_run=traced)))
+                self.timer.periods(), vars(self.options.schedule), traced_run=traced, count=len(self.timer.wall_ms))))
         out: dict[str, Any] = {
             "mode": self.options.mode,
             "rank": self.rank,
@@ -1083,7 +1083,8 @@ def _matmul_dtype() -> str:
 
 
 def _throughput(steps: dict[str, Any], tokens: Optional[float], samples: Optional[float]) -> dict[str, Any]:
-    step_s = (steps.get("wall_ms_median") or 0) / 1000.0
+    """Tokens and samples per second over the step time (``step_ms_median``: the GPU's where measured)."""
+    step_s = (steps.get("step_ms_median") or steps.get("wall_ms_median") or 0) / 1000.0
     out: dict[str, Any] = {"tokens_per_step": tokens, "samples_per_step": samples}
     if step_s > 0:
         if tokens:

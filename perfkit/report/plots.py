@@ -15,9 +15,10 @@ Figures (:data:`PLOT_NAMES`, in order):
   (``steps.table[i].categories_ms``).
 * ``step_times``: CPU wall time and GPU window of each profiled step, the median of
   the kept steps, and the excluded steps marked with a red cross. For runs made by
-  ``perfkit profile`` a second panel shows every step the run timed
-  (``runtime.steps.wall_ms``), marking steps slower than ``rules.OUTLIER_FACTOR`` x
-  their median the same way.
+  ``perfkit profile`` a second panel shows every step the run timed: its host wall
+  time (``runtime.steps.wall_ms``) and, where measured, its GPU time between step
+  boundaries (``runtime.steps.gpu_ms``, the step time), marking steps slower than
+  ``rules.OUTLIER_FACTOR`` x the step time's median the same way.
 * ``memory``: allocated and reserved device memory over time from the trace's
   ``[memory]`` events (``memory_timeline``, recorded with ``profile_memory=True``),
   steps shaded; else the allocator peak of each step from the run's counters
@@ -52,7 +53,7 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..analysis.result import Analysis, document_of
 from ..errors import MissingDependencyError
-from .rows import CATEGORY_LABELS, PHASE_LABELS, basis_words
+from .rows import CATEGORY_LABELS, PHASE_LABELS, basis_words, run_step_time
 from .values import as_dict, as_list, num
 from .scaling_plot import INSTALL_HINT
 
@@ -254,19 +255,27 @@ def plot_step_times(doc: dict[str, Any]) -> Plot:
     if rt_wall:
         ax = fig.add_subplot(panels, 1, k)
         x = list(range(1, len(rt_wall) + 1))
-        ax.plot(x, rt_wall, "o-", color="#4C78A8", ms=3, lw=1, label="wall ms per step (run counters)")
-        median_ms = num(rt_steps.get("wall_ms_median")) or _median(sorted(rt_wall))
-        ax.axhline(median_ms, color="#555555", ls="--", lw=1, label=f"median: {median_ms:.1f} ms")
-        slow = [i for i, w in enumerate(rt_wall) if median_ms and w > OUTLIER_FACTOR * median_ms]
+        ax.plot(x, rt_wall, "o-", color="#4C78A8", ms=3, lw=1, label="host wall ms per step (run timer)")
+        # the step time: the GPU's between step boundaries where measured (its last steps), else the wall's
+        rt_gpu = [x for x in (num(v) for v in as_list(rt_steps.get("gpu_ms"))) if x is not None]
+        step_ms, basis = run_step_time(rt_steps)
+        times, xs = (rt_gpu, x[len(x) - len(rt_gpu):]) if basis == "gpu" and rt_gpu else (rt_wall, x)
+        if times is rt_gpu:
+            ax.plot(xs, rt_gpu, "s-", color="#F58518", ms=3, lw=1, label="GPU ms per step (CUDA events)")
+        median_ms = num(step_ms) or _median(sorted(times))
+        ax.axhline(median_ms, color="#555555", ls="--", lw=1, label=f"median{' GPU' if times is rt_gpu else ''}: "
+                   f"{median_ms:.1f} ms")
+        slow = [i for i, w in enumerate(times) if median_ms and w > OUTLIER_FACTOR * median_ms]
         if slow:
-            ax.plot([x[i] for i in slow], [rt_wall[i] for i in slow], "x", color=_OUTLIER_COLOR, ms=10, mew=2,
+            ax.plot([xs[i] for i in slow], [times[i] for i in slow], "x", color=_OUTLIER_COLOR, ms=10, mew=2,
                     label=f"outlier (> {OUTLIER_FACTOR:g}x median)")
-        _log_if_wide(ax, rt_wall)
+        _log_if_wide(ax, rt_wall + rt_gpu)
         ax.set_xlabel("step of the run")
         ax.set_ylabel("ms")
         ax.set_title("Every step of the run (perfkit profile)", fontsize=10)
         ax.legend(fontsize=7, loc="best")
-        info["runtime_outlier_steps"] = [x[i] for i in slow]
+        info["runtime_outlier_steps"] = [xs[i] for i in slow]
+        info["runtime_basis"] = "gpu" if times is rt_gpu else "wall"
         info["runtime_median_ms"] = median_ms
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()

@@ -981,8 +981,9 @@ def recording_notes(doc: Document) -> list[str]:
         )
     measured = as_dict(rec.get("measured"))
     if measured.get("unprofiled_step_ms") is not None:
+        on = " on the GPU" if measured.get("step_basis") == "gpu" else ""
         notes.append(
-            f"Unprofiled steps took {fmt_ms(measured.get('unprofiled_step_ms'))} ms (median of "
+            f"Unprofiled steps took {fmt_ms(measured.get('unprofiled_step_ms'))} ms{on} (median of "
             f"{fmt_count(measured.get('unprofiled_steps'))}), traced steps {fmt_ms(measured.get('profiled_step_ms'))} ms: "
             + (f"the run is {w}-bound without the profiler." if measured.get("gpu_bound_without_recording")
                else f"the unprofiled step is longer than the {w}'s work.")
@@ -1001,10 +1002,15 @@ def runtime_rows(doc: Document) -> list[tuple[str, str, str]]:
     found = {"autograd backward": "found by autograd backward (no torch.optim optimizer)"}.get(
         str(source), f"found by {source}") if source else "no step boundary seen"
     rows.append(("Steps run", fmt_count(rt.get("steps_seen")), found))
-    rows.append(("Step wall time, median (run timer)", fmt_ms(steps.get("wall_ms_median")), "ms"))
+    step_ms, basis = run_step_time(steps)
+    if basis == "gpu":
+        rows.append(("Step time, median (run timer)", fmt_ms(step_ms), "ms on the GPU (CUDA events)"))
+        ahead = (": the host queues steps faster than the GPU runs them (it never waits in the step), "
+                 "so this is not the step time") if steps.get("host_ahead") else ""
+        rows.append(("Host wall time per step, median", fmt_ms(steps.get("wall_ms_median")), "ms" + ahead))
+    else:
+        rows.append(("Step time, median (run timer)", fmt_ms(step_ms), "ms, host wall time"))
     rows.extend(step_timing_rows(steps))
-    if steps.get("gpu_ms_median") is not None:
-        rows.append(("Step GPU time, median (CUDA events)", fmt_ms(steps.get("gpu_ms_median")), "ms"))
     if steps.get("first_step_ms") is not None:
         rows.append(("First step", fmt_ms(steps.get("first_step_ms")), "ms"))
     tp = as_dict(rt.get("throughput"))
@@ -1037,15 +1043,27 @@ def runtime_rows(doc: Document) -> list[tuple[str, str, str]]:
     return rows  # runtime.analysis_error is among the header's warnings
 
 
+def run_step_time(steps: dict[str, Any]) -> tuple[Any, str]:
+    """(the run timer's step time, its basis "gpu" or "wall"): ``step_ms_median`` and ``step_basis``;
+    documents written before them: the CUDA-event median where there is one, else the wall median."""
+    if steps.get("step_basis") in ("gpu", "wall"):
+        return steps.get("step_ms_median"), str(steps["step_basis"])
+    if num(steps.get("gpu_ms_median")) is not None:
+        return steps.get("gpu_ms_median"), "gpu"
+    return steps.get("wall_ms_median"), "wall"
+
+
 def step_timing_rows(steps: dict[str, Any]) -> list[tuple[str, str, str]]:
     """The run timer's traced-against-unprofiled step time and the spread of the unprofiled steps."""
     rows: list[tuple[str, str, str]] = []
+    # documents before step_basis compared host wall times
+    unit = "ms on the GPU" if steps.get("step_basis") == "gpu" else "ms wall"
     if num(steps.get("unprofiled_ms_median")) is not None and num(steps.get("profiled_ms_median")) is not None:
         where = text(steps.get("unprofiled_where"), "")
         rows.append(("Unprofiled steps, median", fmt_ms(steps.get("unprofiled_ms_median")),
-                     f"ms, {len(as_list(steps.get('unprofiled_steps')))} steps {where}".rstrip()))
+                     f"{unit}, {len(as_list(steps.get('unprofiled_steps')))} steps {where}".rstrip()))
         rows.append(("Traced steps, median", fmt_ms(steps.get("profiled_ms_median")),
-                     f"ms, {len(as_list(steps.get('profiled_steps')))} steps (run timer)"))
+                     f"{unit}, {len(as_list(steps.get('profiled_steps')))} steps (run timer)"))
         slowdown = num(steps.get("slowdown"))
         if slowdown is not None:
             rows.append(("Traced vs unprofiled", f"{slowdown - 1:+.0%}",
@@ -1060,11 +1078,13 @@ def step_timing_rows(steps: dict[str, Any]) -> list[tuple[str, str, str]]:
 
 def runtime_note(doc: Document) -> str | None:
     """Why the run timer's step time differs from the trace's (both appear in one report)."""
-    rt_ms = num(get(doc, "runtime", "steps", "wall_ms_median"))
+    rt_ms, basis = run_step_time(as_dict(get(doc, "runtime", "steps")))
+    rt_ms = num(rt_ms)
     stats = step_statistics(doc)
     if rt_ms is None or not stats or not stats["step_ms"]:
         return None
-    return (f"The run timer times every step of the run, most of them without the profiler: median "
+    on = "on the GPU (CUDA events at the step boundaries)" if basis == "gpu" else "by the host's clock"
+    return (f"The run timer times every step of the run {on}, most of them without the profiler: median "
             f"{fmt_ms(rt_ms)} ms. The step summary above is the mean of the {stats['n']} traced "
             f"step{'s' if stats['n'] != 1 else ''} ({fmt_ms(stats['step_ms'])} ms), recorded with the profiler "
             "on, which slows the host.")

@@ -114,12 +114,16 @@ def test_runtime_outliers_and_memory_counters() -> None:
     doc = _load(WARMUP_RUN)  # made by an older perfkit: no per-step categories
     by = {p.name: p for p in P.build_plots(doc)}
     assert by["step_times"].info["outlier_step_ids"] == [0]  # the 5 s warm-up step
-    rt = doc["runtime"]["steps"]["wall_ms"]
-    median = doc["runtime"]["steps"]["wall_ms_median"]
+    # the run measured each step's GPU time (CUDA events): the step time, against which outliers count
+    # (its host ran ahead: 9.5 ms of wall time per step against 17 ms on the GPU)
+    rt = doc["runtime"]["steps"]["gpu_ms"]
+    assert len(rt) == len(doc["runtime"]["steps"]["wall_ms"])
+    median = doc["runtime"]["steps"]["gpu_ms_median"]
     from perfkit.analysis.rules import OUTLIER_FACTOR
 
     expected = [i + 1 for i, w in enumerate(rt) if w > OUTLIER_FACTOR * median]
     assert expected and by["step_times"].info["runtime_outlier_steps"] == expected
+    assert by["step_times"].info["runtime_basis"] == "gpu" and by["step_times"].info["runtime_median_ms"] == median
     assert by["memory"].info["source"] == "runtime.memory.step_peak_bytes"
     assert by["memory"].info["peak_bytes"] == max(doc["runtime"]["memory"]["step_peak_bytes"])
     assert by["categories_per_step"].figure is None and "older perfkit" in by["categories_per_step"].skipped

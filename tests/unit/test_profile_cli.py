@@ -133,18 +133,21 @@ def test_traced_against_unprofiled_step_time_from_the_run_timer():
 
     sched = {"skip_first": 5, "wait": 0, "warmup": 2, "active": 5}
     wall = [900, 50, 10, 10, 10, 12, 12, 13, 13, 14, 13, 13, 10, 10, 11, 10]  # run steps 1-16
-    out = profiled_vs_unprofiled(wall, len(wall), sched)
+    out = profiled_vs_unprofiled(wall, sched)
     assert out["profiled_steps"] == [8, 9, 10, 11, 12] and out["profiled_ms_median"] == 13
     assert out["unprofiled_steps"] == [13, 14, 15, 16] and out["unprofiled_ms_median"] == 10
     assert out["unprofiled_where"] == "after the profiled window"
     assert out["slowdown"] == pytest.approx(1.3)
     assert out["spread"]["steps"] == 4 and out["spread"]["max_step"] == 15
     # the run ends with the trace: the steps before the window, past the start-up, are the unprofiled ones
-    short = profiled_vs_unprofiled(wall[:12], 12, sched)
+    short = profiled_vs_unprofiled(wall[:12], sched, count=12)
     assert short["unprofiled_steps"] == [3, 4, 5] and short["unprofiled_where"] == "before the profiled window"
     # light mode: nothing was traced; the spread is over every step past the start-up
-    light = profiled_vs_unprofiled(wall, len(wall), sched, traced_run=False)
+    light = profiled_vs_unprofiled(wall, sched, traced_run=False)
     assert set(light) == {"spread"} and light["spread"]["steps"] == len(wall) - 2
+    # only the last 10 of 16 steps kept (events evicted): the same run steps
+    tail = profiled_vs_unprofiled(wall[6:], sched, count=16)
+    assert tail["profiled_steps"] == [8, 9, 10, 11, 12] and tail["unprofiled_steps"] == [13, 14, 15, 16]
 
 
 def test_unsteady_analysed_steps_are_a_warning_and_a_slow_last_step_stays(tmp_path):
@@ -166,6 +169,31 @@ def perfkit_analyze(path):
     return perfkit.analyze(str(path)).to_dict()
 
 
+def test_runtime_rows_give_the_gpu_step_time_and_say_when_the_host_runs_ahead():
+    """CUDA events at the step boundaries: the step time is the GPU's; a host that never waits (CUDA
+    graphs) has a shorter wall time per step, shown as such and said not to be the step time."""
+    from perfkit.report.rows import runtime_rows
+
+    steps = {"wall_ms_median": 10.42, "gpu_ms_median": 21.6, "step_ms_median": 21.6, "step_basis": "gpu",
+             "host_ahead": True, "unprofiled_ms_median": 21.5, "unprofiled_steps": [13, 14, 15],
+             "unprofiled_where": "after the profiled window", "profiled_ms_median": 21.6,
+             "profiled_steps": [8, 9, 10, 11, 12], "slowdown": 1.005}
+    rows = {label: (value, unit) for label, value, unit in runtime_rows({"runtime": {"steps_seen": 20, "steps": steps}})}
+    assert rows["Step time, median (run timer)"] == ("21.60", "ms on the GPU (CUDA events)")
+    value, unit = rows["Host wall time per step, median"]
+    assert value == "10.42" and "not the step time" in unit
+    assert rows["Unprofiled steps, median"] == ("21.50", "ms on the GPU, 3 steps after the profiled window")
+    assert rows["Traced vs unprofiled"][0] == "+0%"
+    steady = {**steps, "wall_ms_median": 21.0, "host_ahead": False}
+    rows = {label: unit for label, _, unit in runtime_rows({"runtime": {"steps_seen": 20, "steps": steady}})}
+    assert rows["Host wall time per step, median"] == "ms"
+    # a document written before step_basis: the CUDA-event median is the step time, its comparisons were wall
+    old = {k: v for k, v in steps.items() if k not in ("step_ms_median", "step_basis", "host_ahead")}
+    rows = {label: (value, unit) for label, value, unit in runtime_rows({"runtime": {"steps_seen": 20, "steps": old}})}
+    assert rows["Step time, median (run timer)"][0] == "21.60"
+    assert rows["Unprofiled steps, median"][1].startswith("ms wall")
+
+
 def test_runtime_rows_show_traced_vs_unprofiled_and_unknown_memory():
     from perfkit.report.rows import runtime_rows
 
@@ -182,6 +210,7 @@ def test_runtime_rows_show_traced_vs_unprofiled_and_unknown_memory():
     rows = {label: (value, unit) for label, value, unit in runtime_rows(doc)}
     assert rows["Steps run"] == ("20", "found by autograd backward (no torch.optim optimizer)")
     assert rows["Traced vs unprofiled"][0] == "+61%"
-    assert rows["Unprofiled steps, median"] == ("10.00", "ms, 3 steps after the profiled window")
+    assert rows["Unprofiled steps, median"] == ("10.00", "ms wall, 3 steps after the profiled window")
+    assert rows["Step time, median (run timer)"] == ("10.00", "ms, host wall time")
     assert rows["Weights"] == ("unknown", "not found") and rows["Optimizer state"] == ("unknown", "no optimizer")
     assert rows["Step-time spread (CV)"][0] == "2.0"

@@ -298,5 +298,11 @@ def test_run_timer_and_trace_step_times_are_explained():
     d = _with_runtime(doc)
     for out in (_console(d), render_markdown(d)):
         flat = " ".join(out.split())
-        assert "Step wall time, median (run timer)" in flat
-        assert "The run timer times every step of the run" in flat
+        assert "Step time, median (run timer)" in flat
+        assert "The run timer times every step of the run by the host's clock" in flat
+    gpu = _with_runtime(doc, steps={"wall_ms_median": 40.0, "gpu_ms_median": 100.0, "step_ms_median": 100.0,
+                                    "step_basis": "gpu", "host_ahead": True})
+    for out in (_console(gpu, width=200), render_markdown(gpu)):
+        flat = " ".join(out.split())
+        assert "The run timer times every step of the run on the GPU (CUDA events at the step boundaries)" in flat
+        assert "median 100.00 ms" in flat and "so this is not the step time" in flat
