@@ -1,6 +1,6 @@
 """perfkit profile on real training stacks, against CUDA-event truth (run on a GPU).
 
-    python scripts/validate_frameworks.py --out DIR [--stacks hf_trainer,lightning,compiled,accumulation,example]
+    python scripts/validate_frameworks.py --out DIR [--stacks hf_trainer,lightning,compiled,compiled_graphs,accumulation,example]
                                           [--steps 30] [--no-light]
 
 For each stack (the scripts in scripts/stacks/ and examples/train_gpt.py, run unmodified):
@@ -41,6 +41,7 @@ STACKS: dict[str, list[str]] = {
     "hf_trainer": [str(REPO / "scripts" / "stacks" / "hf_trainer_gpt2.py")],
     "lightning": [str(REPO / "scripts" / "stacks" / "lightning_gpt.py")],
     "compiled": [str(REPO / "scripts" / "stacks" / "compiled_gpt.py")],
+    "compiled_graphs": [str(REPO / "scripts" / "stacks" / "compiled_gpt.py"), "--mode", "reduce-overhead"],
     "accumulation": [str(REPO / "scripts" / "stacks" / "accumulation_gpt.py")],
     "example": [str(REPO / "examples" / "train_gpt.py")],
 }
@@ -106,6 +107,16 @@ def source_lines(doc: dict[str, Any], top: int = 6) -> list[dict[str, Any]]:
     return out
 
 
+def run_timer(doc: dict[str, Any]) -> dict[str, Any]:
+    """What perfkit's run timer reported: the step time and its basis, the host's wall time, traced vs
+    unprofiled, the spread (to set against the bare run's CUDA-event step time)."""
+    steps = (doc.get("runtime") or {}).get("steps") or {}
+    keys = ("step_ms_median", "step_basis", "host_ahead", "wall_ms_median", "gpu_ms_median",
+            "unprofiled_ms_median", "profiled_ms_median", "slowdown")
+    return {**{k: steps.get(k) for k in keys}, "spread_cv": (steps.get("spread") or {}).get("cv"),
+            "measured_recording": (doc.get("recording") or {}).get("measured")}
+
+
 def summarise(doc: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
     phases = {p: ((doc.get("phases") or {}).get(p) or {}).get("share") for p in (*PHASES, "unknown")}
     diff = {p: round(100 * (phases[p] - truth["shares"][p]), 2) for p in PHASES
@@ -119,6 +130,7 @@ def summarise(doc: dict[str, Any], truth: dict[str, Any]) -> dict[str, Any]:
         "steps_analysed": steps.get("count"),
         "runtime_steps": ((doc.get("runtime") or {}).get("steps") or {}).get("count"),
         "top_ops_sources": source_lines(doc),
+        "run_timer": run_timer(doc),
         "findings": [(f.get("id"), f.get("severity"), f.get("title")) for f in doc.get("findings", [])],
         "warnings": (doc.get("trace") or {}).get("warnings"),
     }
@@ -186,6 +198,11 @@ def main() -> None:
         for label in ("default", "light"):
             r = s.get(label) or {}
             cli = r.get("cli") or {}
+            rt = cli.get("run_timer") or {}
+            print(f"  {label:8s} run timer: step {rt.get('step_ms_median')} ms ({rt.get('step_basis')}), host "
+                  f"{rt.get('wall_ms_median')} ms, host ahead {rt.get('host_ahead')}, traced/unprofiled "
+                  f"{rt.get('slowdown')}, spread cv {rt.get('spread_cv')}; bare {(s.get('bare') or {}).get('median_step_ms')} ms",
+                  flush=True)
             print(f"  {label:8s} exit {r.get('exit')} step x{r.get('median_step_vs_bare')} vs bare; "
                   f"phases {cli.get('phases')}; truth {(s.get('truth') or {}).get('shares')}; "
                   f"max diff {cli.get('max_abs_diff_points')} pp; steps {cli.get('steps_analysed')}", flush=True)
