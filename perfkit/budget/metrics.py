@@ -154,7 +154,7 @@ def value(doc: "Analysis | dict[str, Any]", key: str, *, tokens_per_step: Option
         if direct is not None:
             return direct
         per_step = _units_per_step(doc, key, tokens_per_step, samples_per_step)
-        step_ms = value(doc, "step_ms")
+        step_ms = _num(_get(rt, "steps", "step_ms_median")) or value(doc, "step_ms")  # the run's step time
         return per_step * 1000.0 / step_ms if per_step and step_ms else None
     if key == "peak_memory_bytes":
         return _num(_get(rt, "memory", "peak_bytes"))
@@ -190,8 +190,10 @@ def _step_samples(doc: dict[str, Any], key: str, tokens_per_step: Optional[float
         walls = _steady(rt_steps, "wall_ms") if rt_steps.get("wall_ms") else _rows(doc, "wall_ms")
         if key == "step_ms":
             return walls
+        # throughput is over the run's step time: the GPU's per step where the run took it as such
+        times = _steady(rt_steps, "gpu_ms") if rt_steps.get("step_basis") == "gpu" and rt_steps.get("gpu_ms") else walls
         per_step = _units_per_step(doc, key, tokens_per_step, samples_per_step)
-        return [per_step * 1000.0 / w for w in walls if w > 0] if per_step else []
+        return [per_step * 1000.0 / w for w in times if w > 0] if per_step else []
     if key == "gpu_step_ms":
         return _steady(rt_steps, "gpu_ms") if rt_steps.get("gpu_ms") else _rows(doc, "window_ms")
     if key == "gpu_busy_ms":

@@ -310,6 +310,23 @@ def test_step_samples_follow_the_document():
     assert value(doc, "tokens_per_s", tokens_per_step=32768) == pytest.approx(32768 * 1000 / rt["wall_ms_median"])
 
 
+def test_throughput_follows_the_runs_step_time_on_the_gpu():
+    """A run whose step time is the GPU's (step_basis "gpu"): tokens/s and its samples over the GPU's
+    step times, while step_ms stays the host's wall time as documented (gpu_step_ms is the GPU's)."""
+    doc = example_doc()
+    rt = doc["runtime"]["steps"]
+    n = len(rt["wall_ms"])
+    rt.update({"wall_ms": [10.0] * n, "wall_ms_median": 10.0, "gpu_ms": [20.0 + (i % 3) for i in range(n)],
+               "gpu_ms_median": 21.0, "step_ms_median": 21.0, "step_basis": "gpu", "host_ahead": True})
+    doc["runtime"]["throughput"] = {}
+    assert value(doc, "step_ms") == 10.0 and value(doc, "gpu_step_ms") == 21.0
+    assert value(doc, "tokens_per_s", tokens_per_step=4200) == pytest.approx(4200 * 1000 / 21.0)
+    steady = [20.0 + (i % 3) for i in range(n)][rt["steady_from_step"]:]
+    assert step_samples(doc, "tokens_per_s", tokens_per_step=4200) == pytest.approx([4200 * 1000 / g for g in steady])
+    rt["step_basis"] = "wall"  # a CPU run's document, or one before step_basis: the wall times
+    assert step_samples(doc, "tokens_per_s", tokens_per_step=4200) == pytest.approx([420000.0] * len(steady))
+
+
 # --------------------------------------------------------------------------- outputs
 
 
