@@ -131,15 +131,15 @@ def profile(case: Case, out: Path, fixed: bool, small: bool, timeout: float) -> 
 
 def step_time_of(steps: dict[str, Any]) -> tuple[Optional[float], Optional[str], Optional[float]]:
     """(step time, its basis, the host's wall time per step) from ``runtime.steps``: the run timer's
-    step time; a document from before ``step_ms_median``: the CUDA-event median, else the wall median.
-    The host's wall time is not the step time where the host runs ahead of the GPU (the fixed
-    ``sync_selection`` run: 8.7 ms of wall time a step against 102 ms on the GPU)."""
-    wall = steps.get("wall_ms_median")
-    if steps.get("step_basis") in ("gpu", "wall"):
-        return steps.get("step_ms_median"), steps["step_basis"], wall
-    if steps.get("gpu_ms_median") is not None:
-        return steps["gpu_ms_median"], "gpu", wall
-    return wall, ("wall" if wall is not None else None), wall
+    step time as the report shows it (:func:`perfkit.report.rows.run_step_time`). The host's wall
+    time is not the step time where the host runs ahead of the GPU (the fixed ``sync_selection``
+    run: 8.7 ms of wall time a step against 102 ms on the GPU)."""
+    if str(ROOT) not in sys.path:  # the repository's perfkit, as the profiled runs use (PYTHONPATH)
+        sys.path.insert(0, str(ROOT))
+    from perfkit.report.rows import run_step_time
+
+    ms, basis = run_step_time(steps)
+    return ms, (basis if ms is not None else None), steps.get("wall_ms_median")
 
 
 def reread(out: Path) -> int:
