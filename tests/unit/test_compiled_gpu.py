@@ -116,3 +116,25 @@ def test_backward_named_triton_kernels_of_the_forward_graph_are_forward():
     names = tl.trace.name_array()[tl.name[dw.row]]
     phases = {str(n): int(p) for n, p in zip(names, dw.phase) if n in named}
     assert set(phases) == named and set(phases.values()) == {PHASE_CODES["forward"]}, phases
+
+
+def test_run_timer_after_the_fix_on_an_h200():
+    """The same stack recorded with the fixed run timer (h200_after_fix/, an H200): the step time is
+    the GPU's and matches CUDA events in the bare and profiled scripts, traced-vs-unprofiled is the
+    recording's real cost, and the step after the profiled window no longer holds the trace's
+    export (the H100 run before the fix: 134 ms against 21.5)."""
+    after = GRAPHS / "h200_after_fix"
+    doc = json.loads((after / "profile_doc.json").read_text())
+    steps, sched = doc["runtime"]["steps"], doc["runtime"]["schedule"]
+    bare = statistics.median(json.loads((after / "bare_elapsed.json").read_text())["step_ms"][SKIP_STEPS:])
+    profiled = statistics.median(json.loads((after / "profiled_elapsed.json").read_text())["step_ms"][SKIP_STEPS:])
+    assert steps["step_basis"] == "gpu" and steps["host_ahead"] is True
+    assert steps["wall_ms_median"] < 0.6 * steps["step_ms_median"]  # the host queued steps at ~10 ms
+    assert steps["step_ms_median"] == pytest.approx(profiled, rel=0.02)
+    assert steps["slowdown"] == pytest.approx(profiled / bare, abs=0.02) and steps["spread"]["unstable"] is False
+    first_after = sum(int(sched[k]) for k in ("skip_first", "wait", "warmup", "active"))  # 0-based: the step after
+    assert steps["gpu_ms"][first_after] < 1.2 * steps["step_ms_median"]
+    before = json.loads((GRAPHS / "profile_doc.json").read_text())["runtime"]["steps"]
+    assert before["gpu_ms"][first_after] > 3 * before["gpu_ms_median"]  # the export, before the fix
+    light = json.loads((after / "light_doc.json").read_text())["runtime"]["steps"]  # --mode light: no profiler
+    assert light["step_basis"] == "gpu" and light["step_ms_median"] == pytest.approx(bare, rel=0.02)
