@@ -1116,7 +1116,7 @@ def mfu_figures(doc: Document) -> dict[str, Any] | None:
     if not flops or flops <= 0:
         return None
     steps = as_dict(rt.get("steps"))
-    step_ms = num(steps.get("gpu_ms_median")) or num(steps.get("wall_ms_median"))
+    step_ms = num(run_step_time(steps)[0])
     out: dict[str, Any] = {"flops_per_step": flops, "step_ms": step_ms, "mfu": None, "why": None,
                            "tflops_per_s": flops / (step_ms / 1000.0) / 1e12 if step_ms else None,
                            "peak_tflops": num(rt.get("peak_tflops")), "dtype": rt.get("mfu_dtype"),
