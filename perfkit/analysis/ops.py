@@ -17,6 +17,7 @@ from .timeline import Timeline, name_mask
 
 _FRAME = re.compile(rules.FRAME_PATTERN)
 _LIBRARY = re.compile(rules.LIBRARY_FRAME_PATTERN)
+_INSTALL_PREFIX = re.compile(rules.INSTALL_PREFIX_PATTERN)
 
 
 #: What the line number of a source means (docs/analysis.md "Top ops and kernels", "Source lines").
@@ -75,9 +76,11 @@ def startup_frames(tl: Timeline) -> np.ndarray:
 
 def user_frame(frames: Iterable[str]) -> Optional[str]:
     """The first of ``frames`` (innermost first) that is a Python frame (``rules.FRAME_PATTERN``)
-    of user code (not ``rules.LIBRARY_FRAME_PATTERN``), None if there is none."""
+    of user code (not ``rules.LIBRARY_FRAME_PATTERN``), None if there is none. An installed
+    package's frame is taken without its install folder (``rules.INSTALL_PREFIX_PATTERN``), as
+    torch's Python tracer writes it, and returned so."""
     for frame in frames:
-        frame = frame.strip()
+        frame = _INSTALL_PREFIX.sub("", frame.strip(), count=1)
         if frame and _FRAME.match(frame) and not _LIBRARY.search(frame):
             return frame
     return None

@@ -450,6 +450,14 @@ LIBRARY_FRAME_PATTERN = (
     r"torchinductor_|(^|/)[a-z0-9]{2}/c[a-z0-9]{40,}\.py\(|^<eval_with_key>|"
     rf"^(?:{'|'.join(LIBRARY_PACKAGES)})/|^(?:{'|'.join(LIBRARY_MODULES)})\.py\("
 )
+#: The install folder of a package's frame as perfkit's stack sampler records it (an absolute path:
+#: "/opt/venv/lib/python3.12/site-packages/transformers/models/gpt2/modeling_gpt2.py(285): forward").
+#: It is cut before the library rules apply, so the frame reads as torch's Python tracer writes it
+#: (relative to its path entry: "transformers/models/gpt2/modeling_gpt2.py(285): forward") and both
+#: recordings name the same line: torch's and numpy's frames stay library, a framework's model code is
+#: the nearest code a user acts on (on a Hugging Face Trainer run the samples named the ``train()``
+#: call for every op, the tracer the model's line).
+INSTALL_PREFIX_PATTERN = r"^.*/(?:site|dist)-packages/"
 #: A Python frame as torch.profiler writes it: "path/file.py(123): function".
 FRAME_PATTERN = r"^(?P<file>.*)\((?P<line>\d+)\): (?P<func>.*)$"
 #: Warm-up / outlier rule: a step slower than this multiple of the median is excluded.

@@ -13,6 +13,7 @@ import gzip
 import json
 import time
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,43 @@ def test_directory_analysis_does_not_take_the_sidecar_for_a_trace(run):
 
     run_dir, _ = run
     assert [Path(p).name for p in expand_traces([str(run_dir)])] == ["rank0.pt.trace.json.gz"]
+
+
+HF_STACKS = Path(__file__).resolve().parents[1] / "data" / "stack_samples" / "hf_trainer_gpt2_cpu.stacks.json.gz"
+
+
+def test_sampled_frames_read_as_the_tracer_writes_them():
+    """A Hugging Face Trainer run's real stacks: an installed package's frame is taken without its install
+    folder, as torch's tracer writes it, so the model code transformers runs is the line (not the script's
+    trainer.train() call, further out in every stack), and torch's own frames stay library."""
+    from perfkit.analysis.ops import user_frame
+
+    with gzip.open(HF_STACKS, "rt") as f:
+        stacks = json.load(f)["stacks"]
+    found = [user_frame(s) for s in stacks]
+    in_model = [u for u in found if u and u.startswith("transformers/models/gpt2/modeling_gpt2.py(")]
+    assert in_model, found
+    assert not [u for u in found if u and ("site-packages" in u or u.startswith("torch/"))], found
+    for stack, u in zip(stacks, found):
+        # the same answer as for the frames torch's tracer would write: cut at the install folder
+        as_tracer = [re.sub(r"^.*/site-packages/", "", fr) for fr in stack]
+        assert user_frame(as_tracer) == u
+        if any("modeling_gpt2.py" in fr for fr in stack):
+            assert u is not None and not u.endswith(": main"), (u, stack[:4])
+
+
+@pytest.mark.parametrize("frames, expected", [
+    (["/v/lib/python3.12/site-packages/torch/nn/functional.py(2380): linear",
+      "/v/lib/python3.12/site-packages/transformers/pytorch_utils.py(119): forward", "/home/u/train.py(46): main"],
+     "transformers/pytorch_utils.py(119): forward"),
+    (["/usr/lib/python3/dist-packages/numpy/_core/fromnumeric.py(48): _wrapfunc", "/home/u/train.py(9): step"],
+     "/home/u/train.py(9): step"),
+    (["/usr/lib/python3.11/threading.py(1012): run"], None),  # the standard library stays library
+    (["/v/lib/python3.12/site-packages/mypkg/train.py(12): step"], "mypkg/train.py(12): step"),  # a user's package
+    (["/v/lib/python3.12/site-packages/triton/runtime/jit.py(574): run", "/v/site-packages/perfkit/collect/x.py(1): f"],
+     None),
+])
+def test_install_folder_is_cut_before_the_library_rules(frames, expected):
+    from perfkit.analysis.ops import user_frame
+
+    assert user_frame(frames) == expected
