@@ -30,7 +30,7 @@ def union(starts: np.ndarray, ends: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     e.sort(kind="stable")
     # keep[i + 1]: a gap between the i-th end and the (i+1)-th start; the union's starts are the first
     # start and those after a gap, its ends those before a gap and the last. (Masks rather than
-    # indices and concatenations, sorts in place: ~25 unions a trace; 22 -> 16 µs on 1,600 intervals.)
+    # indices and concatenations, sorts in place: ~25 unions a trace; 15.0 -> 14.1 µs on 1,600 sorted intervals, timeit.)
     keep = np.empty(n + 1, dtype=bool)
     keep[0] = keep[n] = True
     np.greater(s[1:], e[:-1], out=keep[1:n])
@@ -74,7 +74,7 @@ class Coverage:
         if len(self.starts) == 0:
             return np.zeros(np.broadcast(a, b).shape)
         if a.ndim == 1 and a.shape == b.shape:  # both ends in one search: half the calls (and np.clip's
-            # removal in _before): 47 -> 23 µs for 300 windows on 1,600 intervals
+            # removal in _before): 28 -> 19 µs for 300 windows on 1,600 intervals (timeit)
             both = self._before(np.concatenate((b, a)))
             return np.maximum(both[:len(b)] - both[len(b):], 0.0)
         return np.maximum(self._before(b) - self._before(a), 0.0)
@@ -214,7 +214,7 @@ def _parents(s: np.ndarray, e: np.ndarray) -> np.ndarray:
     (depth, index) are the ascending keys ``depth * n + index``; the last key
     below ``(depth - 1) * n + i`` is the latest interval before ``i`` one level
     up, when it is on that level (else ``i`` has no parent). Level by level took
-    ~7 numpy calls a level: 250 -> 150 µs on 1,600 ops of depth up to 12.
+    ~7 numpy calls a level: 104 -> 91 µs on a DLRM rank's 1,633 CPU ops (timeit).
     """
     n = len(s)
     ends_sorted = np.sort(e)

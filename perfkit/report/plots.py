@@ -257,14 +257,15 @@ def plot_step_times(doc: dict[str, Any]) -> Plot:
         x = list(range(1, len(rt_wall) + 1))
         ax.plot(x, rt_wall, "o-", color="#4C78A8", ms=3, lw=1, label="host wall ms per step (run timer)")
         # the step time: the GPU's between step boundaries where measured (its last steps), else the wall's
-        rt_gpu = [x for x in (num(v) for v in as_list(rt_steps.get("gpu_ms"))) if x is not None]
+        rt_gpu = [g for g in (num(v) for v in as_list(rt_steps.get("gpu_ms"))) if g is not None]
         step_ms, basis = run_step_time(rt_steps)
-        times, xs = (rt_gpu, x[len(x) - len(rt_gpu):]) if basis == "gpu" and rt_gpu else (rt_wall, x)
-        if times is rt_gpu:
+        on_gpu = basis == "gpu" and bool(rt_gpu)
+        times, xs = (rt_gpu, x[len(x) - len(rt_gpu):]) if on_gpu else (rt_wall, x)
+        if on_gpu:
             ax.plot(xs, rt_gpu, "s-", color="#F58518", ms=3, lw=1, label="GPU ms per step (CUDA events)")
-        median_ms = num(step_ms) or _median(sorted(times))
-        ax.axhline(median_ms, color="#555555", ls="--", lw=1, label=f"median{' GPU' if times is rt_gpu else ''}: "
-                   f"{median_ms:.1f} ms")
+        # the document's median when it is of the series drawn (a GPU step time without its list: the walls')
+        median_ms = (num(step_ms) if (basis == "gpu") == on_gpu else None) or _median(sorted(times))
+        ax.axhline(median_ms, color="#555555", ls="--", lw=1, label=f"median{' GPU' if on_gpu else ''}: {median_ms:.1f} ms")
         slow = [i for i, w in enumerate(times) if median_ms and w > OUTLIER_FACTOR * median_ms]
         if slow:
             ax.plot([xs[i] for i in slow], [times[i] for i in slow], "x", color=_OUTLIER_COLOR, ms=10, mew=2,
@@ -275,7 +276,7 @@ def plot_step_times(doc: dict[str, Any]) -> Plot:
         ax.set_title("Every step of the run (perfkit profile)", fontsize=10)
         ax.legend(fontsize=7, loc="best")
         info["runtime_outlier_steps"] = [xs[i] for i in slow]
-        info["runtime_basis"] = "gpu" if times is rt_gpu else "wall"
+        info["runtime_basis"] = "gpu" if on_gpu else "wall"
         info["runtime_median_ms"] = median_ms
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
