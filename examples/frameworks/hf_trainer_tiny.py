@@ -3,7 +3,7 @@
     perfkit profile examples/frameworks/hf_trainer_tiny.py [--steps 10] [--accum 1]
     python examples/frameworks/hf_trainer_tiny.py --callback [--out DIR]
 
-Random initialisation (GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=256):
+Random initialisation (GPT2Config(n_layer=2, n_embd=64 or --embd, n_head=2, vocab_size=256):
 no download), an in-memory dataset of random tokens, ``use_cpu=True``,
 ``report_to=[]``, nothing saved. ``--callback`` profiles with
 ``perfkit.integrations.transformers.PerfkitCallback`` instead (run it with plain
@@ -35,6 +35,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--batch", type=int, default=4)
     ap.add_argument("--seq", type=int, default=32)
+    ap.add_argument("--embd", type=int, default=64, help="n_embd (wider: longer matmuls)")
     ap.add_argument("--accum", type=int, default=1, help="gradient_accumulation_steps")
     ap.add_argument("--callback", action="store_true", help="profile with perfkit's TrainerCallback")
     ap.add_argument("--out", default=None, help="run directory for --callback")
@@ -46,7 +47,7 @@ def main() -> None:
     from transformers import GPT2Config, GPT2LMHeadModel, Trainer, TrainingArguments
 
     torch.manual_seed(0)
-    cfg = GPT2Config(n_layer=2, n_embd=64, n_head=2, vocab_size=256, n_positions=max(args.seq, 64))
+    cfg = GPT2Config(n_layer=2, n_embd=args.embd, n_head=2, vocab_size=256, n_positions=max(args.seq, 64))
     model = GPT2LMHeadModel(cfg)
     data = RandomTokens(args.steps * args.batch * args.accum, args.seq, cfg.vocab_size)
     callbacks = []
