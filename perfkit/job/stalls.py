@@ -31,8 +31,6 @@ COLLECTIVE_FRAME_PATTERN = r"torch/distributed/|torch/nn/parallel/distributed\.p
 #: A main thread blocked on a host-device sync (on GPUs the host then waits for the queued NCCL
 #: kernels, which wait for the other ranks): the code line of its innermost user frame.
 HOST_SYNC_CODE_PATTERN = r"\.(item|tolist|cpu|numpy)\(|synchronize\(|\.wait\("
-#: Files of library code (the innermost frame outside them is the user's line).
-LIBRARY_FILE_PATTERN = r"site-packages|dist-packages|lib/python3|(^|/)torch/|^<frozen|^<string>|(^|/)perfkit/"
 _FRAME_LINE_RE = r'^  File "(.*)", line (\d+|\?), in (.*)$'  # "?": a line the dumping rank did not know
 
 
@@ -156,7 +154,7 @@ def summarize_stalls(run_dir: str, *, stale_s: Optional[float] = None, now: Opti
         r["where_text"] = _where_text(where)
         r["where_source"] = source if where else None
         frames = last_dump.get("frames") if last_dump else []
-        user = next((fr for fr in reversed(frames or []) if not re.search(LIBRARY_FILE_PATTERN, fr["file"])), None)
+        user = next((fr for fr in reversed(frames or []) if not _library_frame(fr)), None)
         r["user_where"] = user
         r["user_where_text"] = _where_text(user)
         r["waiting_in"] = _waiting_in(frames or [], user) if status == "stuck" else None
@@ -207,6 +205,17 @@ def _verdict(ranks: list[dict[str, Any]], groups: dict[str, list[str]], label: A
         if groups[key]:
             parts.append(f"{word}: {_rank_list(groups[key])}")
     return "; ".join(parts[:1]) + (". " + "; ".join(parts[1:]) if parts[1:] else "")
+
+
+def _library_frame(fr: dict[str, Any]) -> bool:
+    """Whether a dumped frame is library code, by the analysis' rule for profiler frames (one rule: the
+    install folder cut by ``rules.INSTALL_PREFIX_PATTERN``, then ``rules.LIBRARY_FRAME_PATTERN``): torch,
+    numpy, scipy and the standard library are library; a framework's code (transformers, Lightning)
+    and the user's own are not, so a stall's user line is the line the report's source column names."""
+    from ..analysis import rules
+
+    file = re.sub(rules.INSTALL_PREFIX_PATTERN, "", fr["file"], count=1)
+    return re.search(rules.LIBRARY_FRAME_PATTERN, f"{file}({fr.get('line') or 0}): {fr.get('function') or ''}") is not None
 
 
 def _waiting_in(frames: list[dict[str, Any]], user: Optional[dict[str, Any]]) -> Optional[str]:

@@ -214,6 +214,38 @@ def test_rank0_waits_then_lists_missing_ranks(tmp_path, monkeypatch):
     assert f["evidence"]["missing_ranks"] == [2]
 
 
+def test_stall_user_line_follows_the_analysis_library_rule(tmp_path):
+    """A stall's user line is found by the rule the report's source column uses: an installed
+    framework's code (transformers under a conda site-packages) is the nearest code the user acts on,
+    torch, scipy and the standard library are not. Before, every site-packages frame was library, so a
+    Trainer rank's stall named only its trainer.train() call."""
+    now = time.time()
+    site = "/opt/conda/lib/python3.11/site-packages"
+    stacks = {
+        0: [("/src/train.py", 40, "main"), (f"{site}/transformers/trainer.py", 2240, "train"),
+            (f"{site}/transformers/trainer.py", 3790, "training_step"), (f"{site}/torch/_tensor.py", 626, "backward")],
+        1: [("/src/train.py", 41, "main"), ("/src/match.py", 12, "assign"),
+            (f"{site}/scipy/optimize/_lsap.py", 101, "linear_sum_assignment")],
+        2: [("/src/train.py", 42, "main"), ("/opt/conda/lib/python3.11/queue.py", 180, "get"),
+            ("/opt/conda/lib/python3.11/threading.py", 355, "wait")],
+        3: [("<frozen runpy>", 88, "_run_code"), (f"{site}/perfkit/cli/profile.py", 60, "run")],
+    }
+    for rank, frames in stacks.items():
+        body = "\n".join(f'  File "{f}", line {n}, in {fn}\n    pass' for f, n, fn in frames)
+        f, n, fn = frames[-1]
+        (tmp_path / f"stall_rank{rank}_20260101-000000.txt").write_text(
+            f"perfkit stall dump\nrank: {rank}\npid: 1\nlast_step: 7\nseconds_since_last_step: 30.0\n"
+            f"last_step_time: {now - 30:.6f}\ntime: x\nunix_time: {now:.6f}\nwatchdog_s: 10\ndump: 1\n"
+            f"where: {fn} ({f}:{n})\n\nThread MainThread (ident 1, main), most recent call last:\n{body}\n\n")
+    from perfkit.job.stalls import summarize_stalls
+
+    by = {r["rank"]: r for r in summarize_stalls(str(tmp_path))["ranks"]}
+    assert by[0]["user_where_text"] == f"training_step ({site}/transformers/trainer.py:3790)"
+    assert by[1]["user_where_text"] == "assign (/src/match.py:12)"
+    assert by[2]["user_where_text"] == "main (/src/train.py:42)"
+    assert by[3]["user_where"] is None
+
+
 def test_stall_verdict_names_the_rank_the_others_wait_for(tmp_path):
     now = time.time()
 
