@@ -1,5 +1,7 @@
 """How much step times vary: one statistic for the trace's steps (perfkit.analysis.steps) and for the run
-timer's steps measured in the training process (perfkit.collect.runtime). Base stage: numpy only."""
+timer's steps measured in the training process (perfkit.collect.runtime), and which of the run timer's
+steps the profiler recorded (``step_windows``: one rule for the run summary and the analysis' measured
+recording cost). Base stage: numpy only."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ import numpy as np
 
 from .arrays import median
 
-__all__ = ["STEP_CV_WARN", "spread", "spread_warning"]
+__all__ = ["START_UP_STEPS", "STEP_CV_WARN", "spread", "spread_warning", "step_windows"]
 
 #: Step times whose coefficient of variation (sample standard deviation / mean) exceeds this are
 #: flagged: a median of a few such steps moves by that much from one run to the next.
@@ -55,3 +57,28 @@ def spread_warning(sp: Optional[dict[str, Any]], what: str, step_word: str = "st
         f"(--active) and look for what slowed {step_word} {sp['max_step']} (data loading, a stall, a checkpoint, "
         "other work on the machine)"
     )
+
+
+#: Steps at the start of a run never taken as steady (compilation, allocator growth, FLOP counting in step 2).
+START_UP_STEPS = 2
+
+
+def step_windows(wall_ms: list[float], count: int, schedule: dict[str, Any]) -> dict[str, Any]:
+    """Split the run's step times by what the profiler did in them.
+
+    ``wall_ms``: the last ``len(wall_ms)`` of ``count`` steps; ``schedule``: skip_first, wait, warmup,
+    active. Returns ``{"traced": [(step, ms)], "unprofiled": [(step, ms)], "unprofiled_where": ...}``
+    with 1-based run step numbers. Traced: the recorded (active) steps. Unprofiled: those after the
+    profiled window (the profiler is stopped then) when there are two or more, else those before it
+    past the start-up; the profiler's warm-up steps are neither.
+    """
+    first = int(count) - len(wall_ms)
+    skip, wait, warm, active = (int(schedule.get(k) or 0) for k in ("skip_first", "wait", "warmup", "active"))
+    lo, hi = skip + wait + warm, skip + wait + warm + active
+    rows = [(first + i, w) for i, w in enumerate(wall_ms)]  # 0-based index, ms
+    after = [(i + 1, w) for i, w in rows if i >= hi]
+    before = [(i + 1, w) for i, w in rows if START_UP_STEPS <= i < skip]
+    traced = [(i + 1, w) for i, w in rows if lo <= i < hi]
+    if len(after) >= 2 or not before:
+        return {"traced": traced, "unprofiled": after, "unprofiled_where": "after the profiled window"}
+    return {"traced": traced, "unprofiled": before, "unprofiled_where": "before the profiled window"}

@@ -64,10 +64,6 @@ def first_call_outliers(runtime: dict[str, Any]) -> Optional[dict[str, Any]]:
     )
 
 
-#: Steps at the start of a run that are never taken as steady (compilation, allocator growth).
-START_UP_STEPS = 2
-
-
 def measured_recording(runtime: dict[str, Any], gpu_busy_ms: Optional[float]) -> Optional[dict[str, Any]]:
     """The unprofiled steps' time against the traced steps' and the GPU busy time (``perfkit profile``).
 
@@ -75,10 +71,12 @@ def measured_recording(runtime: dict[str, Any], gpu_busy_ms: Optional[float]) ->
     the run measured them, else the host's wall times (``step_basis``): a host that never waits for
     the GPU (CUDA graphs) has short wall times that say nothing of the recording's cost
     (:func:`perfkit.collect.runtime.step_time`). Unprofiled steps: those after the profiled window
-    (the profiler is stopped then), else those before it past the start-up. GPU-bound without the
+    (the profiler is stopped then), else those before it past the start-up
+(:func:`perfkit.variation.step_windows`, as the run summary splits them). GPU-bound without the
     recording when the unprofiled median is within
     :data:`perfkit.analysis.findings.GPU_BOUND_TOLERANCE` of the GPU busy time per step.
     """
+    from ..variation import step_windows
     from .findings import GPU_BOUND_TOLERANCE
 
     steps = runtime.get("steps") or {}
@@ -87,14 +85,9 @@ def measured_recording(runtime: dict[str, Any], gpu_busy_ms: Optional[float]) ->
     times = [float(x) for x in steps.get(f"{basis}_ms") or [] if isinstance(x, (int, float))]
     if not times or not gpu_busy_ms or not sched:
         return None
-    first = int(steps.get("count") or len(times)) - len(times)  # the lists keep the last steps only
-    skip, wait, warm, active = (int(sched.get(k) or 0) for k in ("skip_first", "wait", "warmup", "active"))
-    traced_lo, traced_hi = skip + wait + warm, skip + wait + warm + active
-    index = range(first, first + len(times))
-    after = [w for i, w in zip(index, times) if i >= traced_hi]
-    before = [w for i, w in zip(index, times) if START_UP_STEPS <= i < skip]
-    unprofiled = after if len(after) >= 2 else before
-    traced = [w for i, w in zip(index, times) if traced_lo <= i < traced_hi]
+    # the lists keep the last steps only
+    parts = step_windows(times, int(steps.get("count") or len(times)), sched)
+    unprofiled, traced = [w for _, w in parts["unprofiled"]], [w for _, w in parts["traced"]]
     if not unprofiled or not traced:
         return None
     u, t = statistics.median(unprofiled), statistics.median(traced)

@@ -146,31 +146,6 @@ def step_time(wall_ms_median: Optional[float], gpu_ms_median: Optional[float]) -
     return {"step_ms_median": wall_ms_median, "step_basis": "wall", "host_ahead": None}
 
 
-#: Steps at the start of a run never taken as steady (compilation, allocator growth, FLOP counting in step 2).
-START_UP_STEPS = 2
-
-
-def step_windows(wall_ms: list[float], count: int, schedule: dict[str, Any]) -> dict[str, Any]:
-    """Split the run's step times by what the profiler did in them.
-
-    ``wall_ms``: the last ``len(wall_ms)`` of ``count`` steps; ``schedule``: skip_first, wait, warmup,
-    active. Returns ``{"traced": [(step, ms)], "unprofiled": [(step, ms)], "unprofiled_where": ...}``
-    with 1-based run step numbers. Traced: the recorded (active) steps. Unprofiled: those after the
-    profiled window (the profiler is stopped then) when there are two or more, else those before it
-    past the start-up; the profiler's warm-up steps are neither.
-    """
-    first = int(count) - len(wall_ms)
-    skip, wait, warm, active = (int(schedule.get(k) or 0) for k in ("skip_first", "wait", "warmup", "active"))
-    lo, hi = skip + wait + warm, skip + wait + warm + active
-    rows = [(first + i, w) for i, w in enumerate(wall_ms)]  # 0-based index, ms
-    after = [(i + 1, w) for i, w in rows if i >= hi]
-    before = [(i + 1, w) for i, w in rows if START_UP_STEPS <= i < skip]
-    traced = [(i + 1, w) for i, w in rows if lo <= i < hi]
-    if len(after) >= 2 or not before:
-        return {"traced": traced, "unprofiled": after, "unprofiled_where": "after the profiled window"}
-    return {"traced": traced, "unprofiled": before, "unprofiled_where": "before the profiled window"}
-
-
 def profiled_vs_unprofiled(step_ms: list[float], schedule: dict[str, Any], *, traced_run: bool = True,
                            count: Optional[int] = None) -> dict[str, Any]:
     """The run timer's view of the steps: their spread, and traced against unprofiled step time.
@@ -183,7 +158,7 @@ def profiled_vs_unprofiled(step_ms: list[float], schedule: dict[str, Any], *, tr
     the run has both traced and unprofiled steps, ``unprofiled_ms_median``, ``profiled_ms_median``
     (their medians) and ``slowdown`` (their ratio: what recording the trace cost each step).
     """
-    from ..variation import spread
+    from ..variation import START_UP_STEPS, spread, step_windows
 
     out: dict[str, Any] = {}
     n = len(step_ms) if count is None else int(count)

@@ -109,6 +109,32 @@ def test_measured_recording_uses_the_steps_outside_the_window() -> None:
     assert rf.measured_recording(_runtime(wall), gpu_busy_ms=None) is None
 
 
+def test_measured_recording_and_the_run_summary_split_the_steps_alike() -> None:
+    """The analysis' measured cost and the run summary's traced-vs-unprofiled figure read the same steps
+    (one rule, perfkit.variation.step_windows): over every small schedule and kept-list length, both give
+    a comparison or neither, with the same medians. They differed where one step followed the window
+    and none came before it (the summary compared, the analysis did not)."""
+    from perfkit.collect.runtime import profiled_vs_unprofiled
+
+    for skip in range(0, 5):
+        for warmup in range(0, 3):
+            for active in range(1, 4):
+                for count in range(1, 14):
+                    for kept in {count, min(count, 6)}:
+                        wall = [20.0 + 0.5 * i + (7.0 if skip + warmup <= i < skip + warmup + active else 0.0)
+                                for i in range(count)][count - kept:]
+                        rt = _runtime(wall, skip=skip, warmup=warmup, active=active)
+                        rt["steps"]["count"] = count
+                        m = rf.measured_recording(rt, gpu_busy_ms=20.0)
+                        v = profiled_vs_unprofiled(wall, rt["schedule"], count=count)
+                        case = (skip, warmup, active, count, kept)
+                        assert (m is None) == ("unprofiled_ms_median" not in v), case
+                        if m is not None:
+                            assert m["unprofiled_step_ms"] == round(v["unprofiled_ms_median"], 3), case
+                            assert m["profiled_step_ms"] == round(v["profiled_ms_median"], 3), case
+                            assert m["unprofiled_steps"] == len(v["unprofiled_steps"]), case
+
+
 def _finding(severity: str = "warning") -> dict:
     return fd.finding("host_bound_idle", severity, "GPU idle 45% of each step", None,
                       {"gpu_idle_ms_per_step": 19.0}, "Take the CPU work off the critical path.", 19.0)
