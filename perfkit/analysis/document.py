@@ -167,6 +167,7 @@ class OpRow(TypedDict, total=False):
     """A row of ``top_ops`` / ``top_kernels`` / ``copies.sources``."""
     name: str
     op: Optional[str]
+    op_basis: Optional[str]  #: top_kernels, copies.sources: "op" (a CPU op), "annotation" (no op: the range around the launch)
     category: Optional[str]
     direction: Optional[str]
     ms_per_step: float

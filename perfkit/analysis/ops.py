@@ -12,7 +12,7 @@ from ..trace import model as m
 from ..arrays import distinct, distinct_inverse, median, member
 from .fold import name_search
 from . import intervals, rules
-from .attribute import CATEGORY_CODES, DeviceWork
+from .attribute import CATEGORY_CODES, DeviceWork, innermost_around
 from .timeline import Timeline, name_mask
 
 _FRAME = re.compile(rules.FRAME_PATTERN)
@@ -364,6 +364,41 @@ def _best_source(keys: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> 
     return best
 
 
+#: How a device row's launcher is known (``op_basis`` of top kernels and copy sources).
+OP_BASIS_OP = "op"  #: the CPU op it ran under (External id, or the innermost op around its launch)
+OP_BASIS_ANNOTATION = "annotation"  #: no CPU op: the innermost user annotation around its launch
+#: Copy-source labels where nothing names the launcher.
+NO_OP_LABEL = "(no CPU op or annotation around its launch)"
+NO_LAUNCH_LABEL = "(launch not in the trace)"
+
+
+def launchers(tl: Timeline, dw: DeviceWork, rows: np.ndarray) -> np.ndarray:
+    """Event row naming what launched each device row, -1 if nothing does: its CPU op (``dw.op``: an
+    ATen op, or an annotation sharing its External id), else the innermost user annotation around its
+    launch on the launching thread, step markers (``rules.STEP_PATTERN``) left out.
+
+    Code that launches kernels from its own extensions records no CPU op but may annotate its work
+    (DeepSeek's DualPipe profile: ``record_function`` ranges such as ``combine(B)`` and ``mlp(W)``
+    around its DeepEP and grouped-GEMM kernels: 189 of its 244 ms of kernel time have no CPU op): the
+    annotation is the nearest name the trace gives for them.
+    """
+    out = dw.op[rows].astype(np.int64, copy=True)
+    launch = dw.launch[rows]
+    want = (out < 0) & (launch >= 0)
+    if want.any():
+        ann = tl.rows(m.Kind.USER_ANNOTATION)
+        ann = ann[~name_mask(tl.trace.names, rules.STEP_PATTERN)[tl.name[ann]]]
+        out[np.flatnonzero(want)] = innermost_around(tl, ann, launch[want])
+    return out
+
+
+def op_basis(tl: Timeline, row: int) -> Optional[str]:
+    """``op_basis`` of a :func:`launchers` row: annotation or op, None for -1."""
+    if row < 0:
+        return None
+    return OP_BASIS_ANNOTATION if int(tl.kind[row]) == int(m.Kind.USER_ANNOTATION) else OP_BASIS_OP
+
+
 def top_kernels(
     tl: Timeline, dw: DeviceWork, kept: np.ndarray, n_steps: int, busy_us: float, src: Sources, limit: int = 15
 ) -> list[dict[str, Any]]:
@@ -377,8 +412,10 @@ def top_kernels(
     top = codes[order]
     in_top = member(name, top)
     rows = sel[in_top]
-    op_names = np.where(dw.op[rows] >= 0, tl.name[np.maximum(dw.op[rows], 0)], -1)
+    by = launchers(tl, dw, rows)
+    op_names = np.where(by >= 0, tl.name[np.maximum(by, 0)], -1)
     best_op = _best_source(name[in_top], op_names, dw.share_us[rows])
+    row_of_name = dict(zip(op_names.tolist(), by.tolist()))  # a row of each launcher name (its kind)
     # A kernel's category is the one carrying most of its GPU time (the same kernel can be
     # classified differently when different ops launch it).
     best_cat = _best_source(name[in_top], dw.category[rows].astype(np.int64), dw.share_us[rows])
@@ -398,6 +435,7 @@ def top_kernels(
             "calls_per_step": float(calls[i]) / n_steps,
             "avg_us": float(dur_sum[i]) / max(int(calls[i]), 1),
             "op": tl.trace.names[best_op[code]] if code in best_op else None,
+            "op_basis": op_basis(tl, row_of_name[best_op[code]]) if code in best_op else None,
             **_source_fields(src, best_src.get(code, -1)),
         })
     return out
@@ -492,7 +530,10 @@ def copies(
             "memcpy_engine_count_per_step": float((s & memcpy).sum()) / n_steps,
         }
     # Which ops issue the copy time, with the source line.
-    op_code = np.where(dw.op[rows] >= 0, tl.name[np.maximum(dw.op[rows], 0)], -1).astype(np.int64)
+    by = launchers(tl, dw, rows)
+    # -1: a launch with nothing around it, -2: no launch in the trace
+    op_code = np.where(by >= 0, tl.name[np.maximum(by, 0)], np.where(dw.launch[rows] >= 0, -1, -2)).astype(np.int64)
+    row_of_name = dict(zip(op_code.tolist(), by.tolist()))
     share = dw.share_us[rows]
     srcs = np.full(len(rows), -1, dtype=np.int64)
     linked = dw.launch[rows] >= 0
@@ -510,7 +551,8 @@ def copies(
             op, s_code = (int(x) for x in uniq[i])
             dirs = np.bincount(dir_code[inverse == i], minlength=4)
             sources.append({
-                "op": names[op] if op >= 0 else "(unknown: launched before the trace)",
+                "op": names[op] if op >= 0 else NO_OP_LABEL if op == -1 else NO_LAUNCH_LABEL,
+                "op_basis": op_basis(tl, row_of_name[op]) if op >= 0 else None,
                 **_source_fields(src, s_code),
                 "direction": ("d2d", "d2h", "h2d", "other")[int(np.argmax(dirs))],
                 "ms_per_step": float(tot[i]) / 1000.0 / n_steps,

@@ -23,6 +23,7 @@ from .rows import (
     Words,
     basis_words,
     breakdown_line,
+    category_notes,
     category_rows,
     compiled_graph_rows,
     copy_rows,
@@ -38,6 +39,7 @@ from .rows import (
     fmt_value,
     fmt_where,
     header_facts,
+    launcher_name,
     leading_ops_line,
     MODULE_HEADERS,
     module_rows,
@@ -56,6 +58,7 @@ from .rows import (
     step_notes,
     summary_rows,
     top_kernels,
+    top_kernels_note,
     top_ops,
     warnings_list,
 )
@@ -172,6 +175,8 @@ def _categories(doc: dict[str, Any], console: Console, w: Words) -> None:
         _note(console, w.no_kernel_time)
         return
     console.print(_share_table("Category", [(name, ms, share) for _k, name, ms, share in rows], "magenta", w))
+    for note in category_notes(doc):
+        _note(console, note)
 
 
 def _top_ops(doc: dict[str, Any], console: Console, top: int, w: Words) -> None:
@@ -218,8 +223,8 @@ def _top_kernels(doc: dict[str, Any], console: Console, top: int, w: Words) -> N
     columns.append(("Kernel / launching op" if wide else "Kernel / category, launching op", {**_FOLD, "min_width": 20}))
     table = _table(*columns)
     for i, k in enumerate(kernels, 1):
-        op, source = k.get("op"), k.get("source")
-        origin = "from " + (short_op_name(op) if op else "an unknown op") + (f" ({short_source(source)})" if source else "")
+        op, source = launcher_name(k), k.get("source")
+        origin = "from " + (op or "an unknown op") + (f" ({short_source(source)})" if source else "")
         if not wide:
             origin = f"{text(k.get('category'))}, {origin}"
         cell = Text(short_kernel_name(k.get("name")))
@@ -231,6 +236,9 @@ def _top_kernels(doc: dict[str, Any], console: Console, top: int, w: Words) -> N
         table.add_row(*cells, cell)
     table.show_lines = True
     console.print(table)
+    note = top_kernels_note(doc, top)
+    if note:
+        _note(console, note)
 
 
 def _compiled(doc: dict[str, Any], console: Console, top: int, w: Words) -> None:
@@ -274,7 +282,7 @@ def _copies(doc: dict[str, Any], console: Console, top: int, w: Words) -> None:
         )
         for s in sources:
             src_table.add_row(
-                Text(short_op_name(s.get("op"))), Text(fit_source(s.get("source"), 30)), text(s.get("direction")).upper(),
+                Text(launcher_name(s) or "-"), Text(fit_source(s.get("source"), 30)), text(s.get("direction")).upper(),
                 fmt_ms(s.get("ms_per_step")), fmt_count(s.get("count_per_step")),
             )
         console.print(src_table)

@@ -32,6 +32,7 @@ from .rows import (
     Words,
     basis_words,
     breakdown_line,
+    category_notes,
     category_rows,
     compiled_graph_rows,
     copy_rows,
@@ -45,6 +46,7 @@ from .rows import (
     fmt_value,
     fmt_where,
     header_facts,
+    launcher_name,
     leading_ops_line,
     module_rows,
     modules_note,
@@ -62,6 +64,7 @@ from .rows import (
     step_notes,
     summary_rows,
     top_kernels,
+    top_kernels_note,
     top_ops,
     warnings_list,
 )
@@ -313,7 +316,7 @@ def _categories(doc: dict[str, Any], w: Words) -> list[str]:
         return _section("categories", w.categories_title, [_e(w.no_kernel_time)])
     table = _table(["Category", w.ms_per_step, w.share_of_busy, ""],
                    [[_e(n), _e(fmt_ms(ms)), _e(fmt_pct(s)), _bar(s)] for _k, n, ms, s in rows], right=(1, 2))
-    return _section("categories", w.categories_title, [table])
+    return _section("categories", w.categories_title, [table, *(_note(n) for n in category_notes(doc))])
 
 
 def _draw(doc: dict[str, Any], plots: Optional[Sequence[Any]], with_plots: bool) -> tuple[list[Any], Optional[str]]:
@@ -391,13 +394,14 @@ def _top_kernels(doc: dict[str, Any], top: int, w: Words) -> list[str]:
     rows = [
         [_e(i), _code(short_kernel_name(k.get("name")), k.get("name")), _e(text(k.get("category"))),
          _e(fmt_ms(k.get("ms_per_step"))), _e(fmt_pct(k.get("share"))), _e(fmt_count(k.get("calls_per_step"))),
-         _e(fmt_us(k.get("avg_us"))), _code(short_op_name(k.get("op")) if k.get("op") else None, k.get("op")),
+         _e(fmt_us(k.get("avg_us"))), _code(launcher_name(k), k.get("op")),
          _code(short_source(k.get("source")) if k.get("source") else None, k.get("source"))]
         for i, k in enumerate(kernels, 1)
     ]
     table = _table(["#", "Kernel", "Category", w.ms, "% busy", "Calls", "Avg µs", "Launched by", "Source"],
                    rows, right=(0, 3, 4, 5, 6))
-    return _section("top-kernels", w.top_kernels_title, [table])
+    note = top_kernels_note(doc, top)
+    return _section("top-kernels", w.top_kernels_title, [table] + ([_note(note)] if note else []))
 
 
 def _copies(doc: dict[str, Any], top: int, w: Words) -> list[str]:
@@ -415,7 +419,7 @@ def _copies(doc: dict[str, Any], top: int, w: Words) -> list[str]:
         body.append("<h3>Top copy sources</h3>")
         body.append(_table(
             ["Op", "Source", "Dir", w.ms, "Copies"],
-            [[_code(short_op_name(s.get("op")), s.get("op")),
+            [[_code(launcher_name(s), s.get("op")),
               _code(short_source(s.get("source")) if s.get("source") else None, s.get("source")),
               _e(text(s.get("direction")).upper()),
               _e(fmt_ms(s.get("ms_per_step"))), _e(fmt_count(s.get("count_per_step")))] for s in sources],

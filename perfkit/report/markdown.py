@@ -17,6 +17,7 @@ from .rows import (
     Words,
     basis_words,
     breakdown_line,
+    category_notes,
     category_rows,
     compiled_graph_rows,
     copy_rows,
@@ -30,6 +31,7 @@ from .rows import (
     fmt_value,
     fmt_where,
     header_facts,
+    launcher_name,
     leading_ops_line,
     module_rows,
     modules_note,
@@ -47,6 +49,7 @@ from .rows import (
     step_notes,
     summary_rows,
     top_kernels,
+    top_kernels_note,
     top_ops,
     trace_parts,
     warnings_list,
@@ -152,6 +155,8 @@ def _categories(doc: dict[str, Any], out: list[str], w: Words) -> None:
         return
     out += md_table(["Category", w.ms_per_step, w.share_of_busy],
                     [[name, fmt_ms(ms), fmt_pct(share)] for _k, name, ms, share in rows], right=(1, 2))
+    for note in category_notes(doc):
+        out += ["", f"_{md_text(note)}_"]
 
 
 def _top_ops(doc: dict[str, Any], out: list[str], top: int, w: Words) -> None:
@@ -197,12 +202,15 @@ def _top_kernels(doc: dict[str, Any], out: list[str], top: int, w: Words) -> Non
     rows = [
         [str(i), md_code(short_kernel_name(k.get("name"))), md_text(text(k.get("category"))),
          fmt_ms(k.get("ms_per_step")), fmt_pct(k.get("share")), fmt_count(k.get("calls_per_step")),
-         fmt_us(k.get("avg_us")), md_code(short_op_name(k.get("op")) if k.get("op") else None),
+         fmt_us(k.get("avg_us")), md_code(launcher_name(k)),
          md_code(short_source(k.get("source")) if k.get("source") else None)]
         for i, k in enumerate(kernels, 1)
     ]
     out += md_table(["#", "Kernel", "Category", w.ms, "% busy", "Calls", "Avg µs", "Launched by", "Source"],
                     rows, right=(0, 3, 4, 5, 6))
+    note = top_kernels_note(doc, top)
+    if note:
+        out += ["", f"_{md_text(note)}_"]
 
 
 def _copies(doc: dict[str, Any], out: list[str], top: int, w: Words) -> None:
@@ -222,7 +230,7 @@ def _copies(doc: dict[str, Any], out: list[str], top: int, w: Words) -> None:
         out += ["", "**Top copy sources**", ""]
         out += md_table(
             ["Op", "Source", "Dir", w.ms, "Copies"],
-            [[md_code(short_op_name(s.get("op"))), md_code(short_source(s.get("source")) if s.get("source") else None),
+            [[md_code(launcher_name(s)), md_code(short_source(s.get("source")) if s.get("source") else None),
               md_text(text(s.get("direction")).upper()),
               fmt_ms(s.get("ms_per_step")), fmt_count(s.get("count_per_step"))] for s in sources],
             right=(3, 4),

@@ -423,6 +423,15 @@ def short_op_name(name: Any, hash_chars: int = 8) -> str:
     return s
 
 
+def launcher_name(row: Any) -> str | None:
+    """What launched a top kernel or copy source (``op``), shortened, "annotation NAME" where it is the
+    user annotation around the launch rather than a CPU op (``op_basis``); None when unknown."""
+    op = get(row, "op")
+    if not op:
+        return None
+    return ("annotation " if get(row, "op_basis") == "annotation" else "") + short_op_name(op)
+
+
 def short_source(source: Any) -> str:
     """A source line that fits one line: Inductor's generated files
     (``/tmp/torchinductor_root/zs/czs3xseugij2….py:104 call``) become ``inductor czs3xseu….py:104 call``."""
@@ -805,7 +814,7 @@ def leading_ops(doc: Document) -> list[tuple[str, str, float | None, str | None]
     """
     by_cat: dict[str, dict[str, float]] = {}
     for k in as_list(doc.get("top_kernels")):
-        cat, op, ms = get(k, "category"), get(k, "op"), num(get(k, "ms_per_step"))
+        cat, op, ms = get(k, "category"), launcher_name(k), num(get(k, "ms_per_step"))
         if cat and op and ms:
             by_cat.setdefault(str(cat), {}).setdefault(str(op), 0.0)
             by_cat[str(cat)][str(op)] += ms
@@ -821,10 +830,70 @@ def leading_ops_line(doc: Document) -> str | None:
     items = leading_ops(doc)
     if not items:
         return None
-    return "; ".join(
-        f"{i}. {name} {fmt_pct(share)}%" + (f" (led by {short_op_name(op)})" if op else "")
-        for i, (_k, name, share, op) in enumerate(items, 1)
-    )
+    overlapped = communication_overlap(doc)
+    parts = []
+    for i, (key, name, share, op) in enumerate(items, 1):
+        notes = ([f"{fmt_pct(overlapped['overlapped_share'])}% of it overlapped with compute"]
+                 if key == "communication" and overlapped else []) + ([f"led by {op}"] if op else [])
+        parts.append(f"{i}. {name} {fmt_pct(share)}%" + (f" ({'; '.join(notes)})" if notes else ""))
+    return "; ".join(parts)
+
+
+#: Communication overlapped at least this much is said so beside its share of GPU time.
+OVERLAP_WORTH_SAYING = 0.25
+
+
+def communication_overlap(doc: Document) -> dict[str, float] | None:
+    """The communication kernels' time per step and the part of it no compute kernel overlapped
+    (``communication.ms_per_step`` / ``exposed_ms_per_step``, GPU time), when a quarter or more of it
+    was overlapped: ``{"ms", "exposed_ms", "overlapped_share"}``; None otherwise or when unknown.
+
+    The category table splits GPU time between kernels running at once, so communication that runs
+    beside compute counts for part of its time there, and neither figure says how much of it the
+    step waits for: on DeepSeek's DualPipe profile the table gave communication 45% of GPU time while
+    4.2 of its 113 ms per step had no compute beside it."""
+    comm = as_dict(doc.get("communication"))
+    ms, exposed = num(comm.get("ms_per_step")), num(comm.get("exposed_ms_per_step"))
+    if not ms or exposed is None or ms <= 0:
+        return None
+    share = max(ms - exposed, 0.0) / ms
+    if share < OVERLAP_WORTH_SAYING:
+        return None
+    return {"ms": ms, "exposed_ms": exposed, "overlapped_share": share}
+
+
+def category_notes(doc: Document) -> list[str]:
+    """Sentences under the category table: how much communication overlapped compute."""
+    c = communication_overlap(doc)
+    if c is None:
+        return []
+    return [f"A communication kernel ran during {fmt_ms(c['ms'])} ms of each step, and no compute kernel beside it "
+            f"during {fmt_ms(c['exposed_ms'])} ms of those ({fmt_pct(c['overlapped_share'])}% overlapped). The "
+            "table splits GPU time between kernels running at once, so it shows neither figure."]
+
+
+def top_kernels_note(doc: Document, top: int) -> str | None:
+    """Why a listed kernel's GPU ms is less than its calls times its average duration: kernels running
+    at the same time split the busy time (communication beside compute), while Avg µs is a call's own
+    duration. Names the kernel where the two differ most; None when no listed kernel overlapped, and on
+    a CPU-basis document (whose rows are CPU ops, their time split with the ops nested in them)."""
+    if basis_words(doc) is not GPU_WORDS:
+        return None
+    worst: tuple[float, Any, float, float, float, float] | None = None
+    for k in top_kernels(doc, top):
+        ms, calls, avg = num(get(k, "ms_per_step")), num(get(k, "calls_per_step")), num(get(k, "avg_us"))
+        if ms is None or not calls or avg is None:
+            continue
+        own = calls * avg / 1000.0
+        if own > 1.02 * ms + 0.001 and (worst is None or own - ms > worst[0]):
+            worst = (own - ms, get(k, "name"), ms, calls, avg, own)
+    if worst is None:
+        return None
+    _, name, ms, calls, avg, own = worst
+    return (f"{basis_words(doc).word} ms is each kernel's share of busy time: kernels running at the same time split "
+            f"it. Avg µs is a call's own duration (e.g. {short_kernel_name(name)}: {fmt_count(calls)} "
+            f"call{'' if fmt_count(calls) == '1' else 's'} of "
+            f"{fmt_us(avg)} µs = {fmt_ms(own)} ms per step, {fmt_ms(ms)} ms of it counted here).")
 
 
 def _kept_rows(doc: Document) -> list[dict[str, Any]]:
@@ -942,7 +1011,8 @@ def summary_notes(doc: Document) -> list[str]:
         )
     if stats["wall_differs"]:
         notes.append("Host time of the step is the ProfilerStep range on the CPU; the step time is the step's window "
-                     f"on the {w}, from its first to its last {w} work (the {w} runs behind the CPU).")
+                     f"on the {w}: from the step's start (or later, while earlier {w} work still runs) to the end of "
+                     f"its last {w} work (the {w} runs behind the CPU).")
     return notes
 
 
