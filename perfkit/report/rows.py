@@ -791,10 +791,16 @@ def breakdown_line(doc: Document) -> str | None:
     if get(doc, "phases_unknown", "whole_trace"):
         parts.append("phases unknown (no evidence)")
     else:
+        # A phase with no work is said once, in words: "Optimizer 0.0% (0.00 ms)" read as a fast optimizer
+        # on a capture with none (DeepSeek's DualPipe chunk, an inference trace).
+        none = []
         for name, ms, share in phase_rows(doc):
-            if name == "Other" and not ms:
+            if ms is not None and ms <= 0 and name != "Unknown":
+                none += [] if name == "Other" else [name.lower()]
                 continue
             parts.append(f"{name} {fmt_pct(share)}% ({fmt_ms(ms)} ms)")
+        if parts and none:
+            parts[-1] += f", no {' or '.join(none)} work"
     stats = step_statistics(doc)
     busy = stats["active_ms"] if stats else num(get(doc, "device", "busy_ms_per_step"))
     if not parts or not busy:

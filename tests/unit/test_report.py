@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from rich.console import Console
 
+import perfkit
 from perfkit.report import render_console, render_markdown, write_json
 from perfkit.report.rows import short_kernel_name
 
@@ -522,3 +523,21 @@ def test_long_op_names_lose_their_middle_not_a_line_break():
     head, tail = shown.split("…")
     assert name.startswith(head) and name.endswith(tail)
     assert fit_name("aten::mm", 42) == "aten::mm"
+
+
+def test_breakdown_line_says_which_phases_had_no_work(tmp_path):
+    """A phase with no GPU work is said in words, not as "Optimizer 0.0% (0.00 ms)" (read as a fast
+    optimizer on a capture that has none): a public inference trace, and a DualPipe-shaped chunk."""
+    from perfkit.report.rows import breakdown_line
+
+    from .. import _cached, _dualpipe_trace
+    from ..conftest import REPO
+
+    infer = _cached.document(REPO / "tests/data/traces/nv-h100-bert-small-infer/gaunernst_bert-small-uncased__1016001.json.gz")
+    assert infer["phases"]["backward"]["ms_per_step"] == infer["phases"]["optimizer"]["ms_per_step"] == 0
+    line = breakdown_line(infer)
+    assert line.startswith("Forward 100.0% (") and ", no backward or optimizer work; GPU busy" in line, line
+    dual = perfkit.analyze(str(_dualpipe_trace.write(tmp_path / "train.json"))).to_dict()
+    assert dual["phases"]["optimizer"]["ms_per_step"] == 0 and dual["phases"]["backward"]["ms_per_step"] > 0
+    line = breakdown_line(dual)
+    assert "Backward " in line and ", no optimizer work;" in line and "Optimizer 0.0%" not in line, line
