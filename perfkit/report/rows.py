@@ -210,7 +210,7 @@ def fmt_where(where: Any) -> str:
         ms = item.get("ms_per_step", item.get("ms_per_step"))
         text_ = " ".join(str(x) for x in (label, f"at {src}" if src else None) if x not in (None, ""))
         if ms is not None:
-            text_ += f" ({float(ms):.3g} ms/step)"
+            text_ += f" ({fmt_ms(ms)} ms/step)"
         elif item.get("reason"):
             text_ += f": {item['reason']}"
         parts.append(text_ or fmt_value(item))

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
+import pytest
+
 import perfkit
 from perfkit.analysis.attribute import classify
 
@@ -142,3 +144,66 @@ def test_copy_sources_say_why_the_launcher_is_unknown(tmp_path):
     doc = perfkit.analyze(str(path)).to_dict()
     got = {s["op"]: (s["ms_per_step"], s["op_basis"]) for s in doc["copies"]["sources"]}
     assert got == {NO_OP_LABEL: (0.04, None), NO_LAUNCH_LABEL: (0.02, None)}
+
+
+# ---------------------------------------------------------------- ops nested in an op of their name
+
+def test_outermost_of_name_against_brute_force():
+    import numpy as np
+
+    from perfkit.analysis.ops import outermost_of_name
+
+    rng = np.random.default_rng(7)
+    for _ in range(200):
+        # properly nested intervals per (thread, name): build trees by splitting spans
+        spans = []
+        for thread in range(2):
+            stack = [(thread * 10_000.0, thread * 10_000.0 + 1000.0)]
+            while stack and len(spans) < 40:
+                s, e = stack.pop()
+                spans.append((s, e, int(rng.integers(0, 3))))
+                if e - s > 4:
+                    a = s + rng.uniform(0, (e - s) / 3)
+                    b = e - rng.uniform(0, (e - s) / 3)
+                    stack.append((a, b))
+                    if rng.random() < 0.5:
+                        stack.append((b + (e - b) / 4, e - (e - b) / 4))
+        s = np.array([x[0] for x in spans])
+        e = np.array([x[1] for x in spans])
+        names = np.array([x[2] for x in spans])
+        ref = [not any(j != i and names[j] == names[i] and s[j] <= s[i] and e[i] <= e[j]
+                       and (s[j], -e[j]) < (s[i], -e[i]) for j in range(len(spans))) for i in range(len(spans))]
+        assert outermost_of_name(names, s, e).tolist() == ref
+
+
+def test_top_ops_count_an_op_nested_in_its_own_name_once():
+    """A public A100 trace (harryjmoss/particle_transformer) records aten::layer_norm, aten::conv1d,
+    aten::linear and aten::baddbmm inside ops of the same name: their GPU time was counted twice. The
+    reference sums, from the raw events, the device time launched inside each outermost op of a name."""
+    import gzip
+
+    from .. import _cached
+    from ..conftest import REPO
+
+    path = REPO / "tests/data/traces/nv-a100-part-infer/gpu_working_chrome_trace.json.gz"
+    with gzip.open(path, "rt") as f:
+        xs = [e for e in json.load(f)["traceEvents"] if isinstance(e, dict) and e.get("ph") == "X"]
+    device = [e for e in xs if e.get("cat") in ("kernel", "gpu_memcpy", "gpu_memset")]
+    launch_ts = {e["args"]["correlation"]: (e["tid"], e["ts"]) for e in xs if e.get("cat") == "cuda_runtime"}
+    dev = sorted((launch_ts[d["args"]["correlation"]], d["dur"]) for d in device)
+    ends = sorted(d["ts"] + d["dur"] for d in device)
+    # one stream, no overlap: a device op's share of busy time is its duration
+    assert all(b["ts"] >= a_end for a_end, b in zip(ends, sorted(device, key=lambda d: d["ts"])[1:]))
+    doc = _cached.document(path)
+    assert doc["steps"]["synthetic"] and doc["steps"]["count"] == 1
+    by_name = {r["name"]: r for r in doc["top_ops"]}
+    nested_names = 0
+    for name in ("aten::layer_norm", "aten::conv1d", "aten::linear", "aten::baddbmm", "aten::copy_"):
+        ops = sorted((e for e in xs if e.get("cat") == "cpu_op" and e["name"] == name), key=lambda e: (e["ts"], -e["dur"]))
+        outer = [o for o in ops if not any(p is not o and p["tid"] == o["tid"] and p["ts"] <= o["ts"]
+                                           and o["ts"] + o["dur"] <= p["ts"] + p["dur"] for p in ops)]
+        nested_names += len(outer) < len(ops)
+        gpu_us = sum(dur for (tid, ts), dur in dev for o in outer if tid == o["tid"] and o["ts"] <= ts < o["ts"] + o["dur"])
+        assert by_name[name]["calls_per_step"] == len(outer), name
+        assert by_name[name]["ms_per_step"] == pytest.approx(gpu_us / 1000.0, rel=1e-9), name
+    assert nested_names == 4  # all but aten::copy_ are recorded inside themselves
