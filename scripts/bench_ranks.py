@@ -409,17 +409,17 @@ def main() -> int:
         lines.append(f"- {'PASS' if targets['eight_small_ranks']['pass'] else 'FAIL'}: 8 ranks of {eight['rank_mb']:.1f} MB "
                      f"take {eight['vs_one_rank']:.2f}x the time of one (target <= {a.max_ratio:g}x)")
         pairs = targets["eight_small_ranks"]["repeat_ratios"]
-        if pairs:
-            above = sum(1 for x in pairs if x > a.max_ratio)
-            lines.append(f"  - run by run (each 8-rank run over the one-rank run of the same repeat): median "
-                         f"{statistics.median(pairs):.2f}x, {min(pairs):.2f}-{max(pairs):.2f}x, {above} of {len(pairs)} "
-                         f"above {a.max_ratio:g}x")
         quiet = targets["eight_small_ranks"]["two_cpu_ratios"]
+
+        def ratios(label: str, values: list[float]) -> str:
+            above = sum(1 for x in values if x > a.max_ratio)
+            return (f"  - {label}: {len(values)} of {len(pairs)}, median {statistics.median(values):.2f}x, "
+                    f"{min(values):.2f}-{max(values):.2f}x, {above} above {a.max_ratio:g}x")
+
+        if pairs:
+            lines.append(ratios("run by run (each 8-rank run over the one-rank run of the same repeat)", pairs))
         if quiet:
-            above = sum(1 for x in quiet if x > a.max_ratio)
-            lines.append(f"  - the runs with both CPUs present (probe <= {TWO_CPUS_PROBE:g}x around both runs): "
-                         f"{len(quiet)} of {len(pairs)}, median {statistics.median(quiet):.2f}x, "
-                         f"{min(quiet):.2f}-{max(quiet):.2f}x, {above} above {a.max_ratio:g}x")
+            lines.append(ratios(f"the runs with both CPUs present (probe <= {TWO_CPUS_PROBE:g}x around both runs)", quiet))
         elif pairs:
             lines.append(f"  - no run pair had both CPUs present by the probe (<= {TWO_CPUS_PROBE:g}x)")
     md = "\n".join(lines) + "\n"

@@ -214,6 +214,17 @@ def test_rank0_waits_then_lists_missing_ranks(tmp_path, monkeypatch):
     assert f["evidence"]["missing_ranks"] == [2]
 
 
+def _write_stall_dump(folder: Path, rank: int, frames: list[tuple[str, int, str]], now: float,
+                      code: str = "pass") -> None:
+    """A watchdog stall dump of ``rank``'s main thread, stuck 30 s after step 7 in ``frames`` (outermost first)."""
+    body = "\n".join(f'  File "{f}", line {n}, in {fn}\n    {code}' for f, n, fn in frames)
+    f, n, fn = frames[-1]
+    (folder / f"stall_rank{rank}_20260101-000000.txt").write_text(
+        f"perfkit stall dump\nrank: {rank}\npid: 1\nlast_step: 7\nseconds_since_last_step: 30.0\n"
+        f"last_step_time: {now - 30:.6f}\ntime: x\nunix_time: {now:.6f}\nwatchdog_s: 10\ndump: 1\n"
+        f"where: {fn} ({f}:{n})\n\nThread MainThread (ident 1, main), most recent call last:\n{body}\n\n")
+
+
 def test_stall_user_line_follows_the_analysis_library_rule(tmp_path):
     """A stall's user line is found by the rule the report's source column uses: an installed
     framework's code (transformers under a conda site-packages) is the nearest code the user acts on,
@@ -231,12 +242,7 @@ def test_stall_user_line_follows_the_analysis_library_rule(tmp_path):
         3: [("<frozen runpy>", 88, "_run_code"), (f"{site}/perfkit/cli/profile.py", 60, "run")],
     }
     for rank, frames in stacks.items():
-        body = "\n".join(f'  File "{f}", line {n}, in {fn}\n    pass' for f, n, fn in frames)
-        f, n, fn = frames[-1]
-        (tmp_path / f"stall_rank{rank}_20260101-000000.txt").write_text(
-            f"perfkit stall dump\nrank: {rank}\npid: 1\nlast_step: 7\nseconds_since_last_step: 30.0\n"
-            f"last_step_time: {now - 30:.6f}\ntime: x\nunix_time: {now:.6f}\nwatchdog_s: 10\ndump: 1\n"
-            f"where: {fn} ({f}:{n})\n\nThread MainThread (ident 1, main), most recent call last:\n{body}\n\n")
+        _write_stall_dump(tmp_path, rank, frames, now)
     from perfkit.job.stalls import summarize_stalls
 
     by = {r["rank"]: r for r in summarize_stalls(str(tmp_path))["ranks"]}
@@ -250,12 +256,7 @@ def test_stall_verdict_names_the_rank_the_others_wait_for(tmp_path):
     now = time.time()
 
     def dump(rank: int, frames: list[tuple[str, int, str]], code: str = "pass") -> None:
-        body = "\n".join(f'  File "{f}", line {n}, in {fn}\n    {code}' for f, n, fn in frames)
-        f, n, fn = frames[-1]
-        (tmp_path / f"stall_rank{rank}_20260101-000000.txt").write_text(
-            f"perfkit stall dump\nrank: {rank}\npid: 1\nlast_step: 7\nseconds_since_last_step: 30.0\n"
-            f"last_step_time: {now - 30:.6f}\ntime: x\nunix_time: {now:.6f}\nwatchdog_s: 10\ndump: 1\n"
-            f"where: {fn} ({f}:{n})\n\nThread MainThread (ident 1, main), most recent call last:\n{body}\n\n")
+        _write_stall_dump(tmp_path, rank, frames, now, code)
         (tmp_path / f"heartbeat_rank{rank}.jsonl").write_text(json.dumps({"step": 7, "time": now - 30, "rank": rank}) + "\n")
 
     lib = "/venv/lib/python3.11/site-packages/torch"
