@@ -584,11 +584,16 @@ def copy_overhead(ctx: Context) -> Optional[dict[str, Any]]:
     # A large share of very little GPU work (a trace that is mostly idle) is not worth a warning.
     window_ms = float(ctx.stats.window_us[ctx.stats.kept].sum()) / 1000.0 / ctx.n
     sev = "warning" if share >= COPY_WARN and ms >= COPY_MIN_STEP_SHARE * window_ms else "info"
-    lead = where[0] if where else {"op": "?", "source": None}
-    at = f" at {lead['source']}" if lead.get("source") else ""
+    most = ""
+    if where:
+        lead = where[0]
+        op = str(lead.get("op"))
+        who = (f"annotation {op}" if lead.get("op_basis") == "annotation"
+               else f"an unknown launcher {op}" if op.startswith("(") else op)  # ops.NO_OP_LABEL / NO_LAUNCH_LABEL
+        most = f", most from {who}" + (f" at {lead['source']}" if lead.get("source") else "")
     return finding(
         "copy_overhead", sev,
-        f"Copies take {share:.0%} of {_basis(ctx)} time ({ms:.1f} ms per step), most from {lead['op']}{at}",
+        f"Copies take {share:.0%} of {_basis(ctx)} time ({ms:.1f} ms per step){most}",
         where, {d: copies[d] for d in ("h2d", "d2h", "d2d") if d in copies} | {"copy_share": round(share, 4)},
         "Remove avoidable copies: dtype round trips (a .float() of bf16 logits, casts inside the loop), "
         ".contiguous() after transpose/slicing, .cpu()/.to() of tensors that stay on the GPU; keep weights in the "

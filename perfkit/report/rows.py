@@ -206,6 +206,8 @@ def fmt_where(where: Any) -> str:
             return fmt_value(where)
         label = item.get("name") or item.get("op") or item.get("step")
         label = short_op_name(label) if isinstance(label, str) else label
+        if not item.get("name") and item.get("op_basis") == "annotation":
+            label = launcher_name(item)
         src = short_source(item.get("source")) if item.get("source") else None
         ms = item.get("ms_per_step", item.get("ms_per_step"))
         text_ = " ".join(str(x) for x in (label, f"at {src}" if src else None) if x not in (None, ""))

@@ -207,3 +207,33 @@ def test_top_ops_count_an_op_nested_in_its_own_name_once():
         assert by_name[name]["calls_per_step"] == len(outer), name
         assert by_name[name]["ms_per_step"] == pytest.approx(gpu_us / 1000.0, rel=1e-9), name
     assert nested_names == 4  # all but aten::copy_ are recorded inside themselves
+
+
+def test_copy_finding_names_the_launcher_as_the_tables_do(tmp_path):
+    """The copy_overhead title and its where read "annotation NAME" for a copy launched under a range
+    only, and "an unknown launcher (...)" where nothing names it (a public GPU-only MI210 trace)."""
+    from perfkit.analysis.ops import NO_OP_LABEL
+    from perfkit.report.rows import fmt_where
+
+    from .. import _cached
+    from ..conftest import REPO
+
+    copy_kernel = "void at::native::direct_copy_kernel_cuda(at::TensorIteratorBase&)"
+    events = [_x("user_annotation", "ProfilerStep#1", 0, 2000),
+              _x("user_annotation", "mlp(W)", 10, 100),
+              _x("cuda_runtime", "cudaLaunchKernel", 20, 5, correlation=1),
+              _x("kernel", copy_kernel, 100, 600, pid=0, tid=7, correlation=1),
+              _x("cpu_op", "aten::mm", 200, 20, **{"External id": 2}),
+              _x("cuda_runtime", "cudaLaunchKernel", 205, 5, correlation=2, **{"External id": 2}),
+              _x("kernel", "sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x128x64", 800, 400, pid=0, tid=7,
+                 correlation=2, **{"External id": 2})]
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"traceEvents": events}))
+    doc = perfkit.analyze(str(path)).to_dict()
+    (f,) = [f for f in doc["findings"] if f["id"] == "copy_overhead"]
+    assert f["title"].endswith("most from annotation mlp(W)"), f["title"]
+    assert fmt_where(f["where"]).startswith("annotation mlp(W) (0.60 ms/step)"), fmt_where(f["where"])
+
+    gpu_only = _cached.document(REPO / "tests/data/traces/amd-mi210-gpu-only/gpu_only_trace.json.gz")
+    (f,) = [f for f in gpu_only["findings"] if f["id"] == "copy_overhead"]
+    assert f["title"].endswith(f"most from an unknown launcher {NO_OP_LABEL}"), f["title"]
