@@ -21,7 +21,7 @@ from ..arrays import distinct, distinct_inverse, median
 from . import intervals, rules
 from .attribute import DeviceWork, Steps, innermost_around
 from .intervals import Coverage
-from .ops import Sources
+from .ops import NO_LAUNCH_LABEL, NO_OP_LABEL, Sources
 from .steps import StepStats, capture_windows, in_kept_steps
 from .timeline import Timeline, name_mask
 from .document import Device, DeviceTime, OpRow, Share, TimeBasis, basis_word, finding_order, severity_rank
@@ -589,7 +589,7 @@ def copy_overhead(ctx: Context) -> Optional[dict[str, Any]]:
         lead = where[0]
         op = str(lead.get("op"))
         who = (f"annotation {op}" if lead.get("op_basis") == "annotation"
-               else f"an unknown launcher {op}" if op.startswith("(") else op)  # ops.NO_OP_LABEL / NO_LAUNCH_LABEL
+               else f"an unknown launcher {op}" if op in (NO_OP_LABEL, NO_LAUNCH_LABEL) else op)
         most = f", most from {who}" + (f" at {lead['source']}" if lead.get("source") else "")
     return finding(
         "copy_overhead", sev,

@@ -72,7 +72,7 @@ def measured_recording(runtime: dict[str, Any], gpu_busy_ms: Optional[float]) ->
     the GPU (CUDA graphs) has short wall times that say nothing of the recording's cost
     (:func:`perfkit.collect.runtime.step_time`). Unprofiled steps: those after the profiled window
     (the profiler is stopped then), else those before it past the start-up
-(:func:`perfkit.variation.step_windows`, as the run summary splits them). GPU-bound without the
+    (:func:`perfkit.variation.step_windows`, as the run summary splits them). GPU-bound without the
     recording when the unprofiled median is within
     :data:`perfkit.analysis.findings.GPU_BOUND_TOLERANCE` of the GPU busy time per step.
     """
