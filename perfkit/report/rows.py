@@ -854,7 +854,8 @@ OVERLAP_WORTH_SAYING = 0.25
 def communication_overlap(doc: Document) -> dict[str, float] | None:
     """The communication kernels' time per step and the part of it no compute kernel overlapped
     (``communication.ms_per_step`` / ``exposed_ms_per_step``, GPU time), when a quarter or more of it
-    was overlapped: ``{"ms", "exposed_ms", "overlapped_share"}``; None otherwise or when unknown.
+    was overlapped: ``{"ms", "exposed_ms", "overlapped_share", "cpu"}`` (``cpu``: host collectives, a
+    CPU-basis trace); None otherwise or when unknown.
 
     The category table splits GPU time between kernels running at once, so communication that runs
     beside compute counts for part of its time there, and neither figure says how much of it the
@@ -867,7 +868,7 @@ def communication_overlap(doc: Document) -> dict[str, float] | None:
     share = max(ms - exposed, 0.0) / ms
     if share < OVERLAP_WORTH_SAYING:
         return None
-    return {"ms": ms, "exposed_ms": exposed, "overlapped_share": share}
+    return {"ms": ms, "exposed_ms": exposed, "overlapped_share": share, "cpu": comm.get("basis") == "cpu"}
 
 
 def category_notes(doc: Document) -> list[str]:
@@ -875,9 +876,13 @@ def category_notes(doc: Document) -> list[str]:
     c = communication_overlap(doc)
     if c is None:
         return []
-    return [f"A communication kernel ran during {fmt_ms(c['ms'])} ms of each step, and no compute kernel beside it "
-            f"during {fmt_ms(c['exposed_ms'])} ms of those ({fmt_pct(c['overlapped_share'])}% overlapped). The "
-            "table splits GPU time between kernels running at once, so it shows neither figure."]
+    if c["cpu"]:  # gloo / c10d host ranges against the training threads' other ops (docs/analysis.md)
+        ran, beside, table = "A collective ran", "no other op", "CPU time between ops running at once"
+    else:
+        ran, beside, table = "A communication kernel ran", "no compute kernel", "GPU time between kernels running at once"
+    return [f"{ran} during {fmt_ms(c['ms'])} ms of each step, and {beside} beside it during "
+            f"{fmt_ms(c['exposed_ms'])} ms of those ({fmt_pct(c['overlapped_share'])}% overlapped). The table splits "
+            f"{table}, so it shows neither figure."]
 
 
 def top_kernels_note(doc: Document, top: int) -> str | None:

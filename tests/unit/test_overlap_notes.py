@@ -53,7 +53,7 @@ def test_overlapped_communication_is_said_with_the_document_figures(dualpipe):
     comm = dualpipe["communication"]
     assert comm["overlapped_ms_per_step"] / comm["ms_per_step"] > OVERLAP_WORTH_SAYING  # the case is meaningful
     got = communication_overlap(dualpipe)
-    assert got == {"ms": comm["ms_per_step"], "exposed_ms": comm["exposed_ms_per_step"],
+    assert got == {"ms": comm["ms_per_step"], "exposed_ms": comm["exposed_ms_per_step"], "cpu": False,
                    "overlapped_share": (comm["ms_per_step"] - comm["exposed_ms_per_step"]) / comm["ms_per_step"]}
     (note,) = category_notes(dualpipe)
     pct = f"{100 * got['overlapped_share']:.1f}% overlapped"
@@ -82,3 +82,15 @@ def test_no_kernel_note_on_a_cpu_basis_document():
     doc = _cached.document(REPO / "tests/data/traces/cpu-only-hta-5steps/rank-34.Jul_15_10_52_41.1074.pt.trace.json.gz")
     assert doc["trace"]["time_basis"] == "cpu"
     assert top_kernels_note(doc, 10) is None
+
+
+def test_host_collectives_are_not_called_kernels():
+    """On a CPU-basis document the overlap note speaks of collectives and ops, not kernels (a public gloo
+    trace's communication, its overlapped part raised past the threshold for the sentence)."""
+    doc = _cached.document(REPO / "tests/data/traces/cpu-only-hta-5steps/rank-34.Jul_15_10_52_41.1074.pt.trace.json.gz")
+    comm = doc["communication"]
+    assert comm["basis"] == "cpu" and comm["ms_per_step"] > 0
+    comm["exposed_ms_per_step"] = 0.5 * comm["ms_per_step"]
+    (note,) = category_notes(doc)
+    assert note.startswith("A collective ran during") and "kernel" not in note, note
+
