@@ -831,7 +831,10 @@ def leading_ops(doc: Document) -> list[tuple[str, str, float | None, str | None]
         ops = by_cat.get(key)
         op = max(ops, key=lambda o: ops[o]) if ops else None
         out.append((key, name, share, op))
-    return out
+    # An annotation that leads several categories is a range around most of the step (vLLM's and
+    # SGLang's step ranges around a graph replay), not a pointer to what to look at: left out here.
+    leads = [op for _k, _n, _s, op in out if op and op.startswith("annotation ")]
+    return [(k, n, s, None if op in leads and leads.count(op) > 1 else op) for k, n, s, op in out]
 
 
 def leading_ops_line(doc: Document) -> str | None:

@@ -541,3 +541,21 @@ def test_breakdown_line_says_which_phases_had_no_work(tmp_path):
     assert dual["phases"]["optimizer"]["ms_per_step"] == 0 and dual["phases"]["backward"]["ms_per_step"] > 0
     line = breakdown_line(dual)
     assert "Backward " in line and ", no optimizer work;" in line and "Optimizer 0.0%" not in line, line
+
+
+def test_header_leaves_out_a_range_that_leads_every_category(tmp_path):
+    """A public vLLM graph-replay trace: its step range around the graph launch launched every kernel, so
+    "led by annotation execute_..." named it three times and pointed nowhere; the DualPipe-shaped trace's
+    stage ranges each lead one category and stay."""
+    from perfkit.report.rows import leading_ops, leading_ops_line
+
+    from .. import _cached, _dualpipe_trace
+    from ..conftest import REPO
+
+    vllm = _cached.document(REPO / "tests/data/traces/amd-mi300x-vllm-decode-graph-replay/graph_execution.json.gz")
+    assert sum(1 for k in vllm["top_kernels"] if k.get("op_basis") == "annotation") >= 2  # the case is meaningful
+    assert [op for *_, op in leading_ops(vllm)] == [None, None, None]
+    assert "led by" not in leading_ops_line(vllm)
+    dual = perfkit.analyze(str(_dualpipe_trace.write(tmp_path / "train.json"))).to_dict()
+    leads = [op for *_, op in leading_ops(dual) if op and op.startswith("annotation ")]
+    assert leads and len(set(leads)) == len(leads), leads
