@@ -1,7 +1,8 @@
 """How much step times vary: one statistic for the trace's steps (perfkit.analysis.steps) and for the run
 timer's steps measured in the training process (perfkit.collect.runtime), and which of the run timer's
 steps the profiler recorded (``step_windows``: one rule for the run summary and the analysis' measured
-recording cost). Base stage: numpy only."""
+recording cost), and the run's step time (``run_step_time``: one rule for throughput, budgets and the
+report). Base stage: numpy only."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import numpy as np
 
 from .arrays import median
 
-__all__ = ["START_UP_STEPS", "STEP_CV_WARN", "spread", "spread_warning", "step_windows"]
+__all__ = ["START_UP_STEPS", "STEP_CV_WARN", "run_step_time", "spread", "spread_warning", "step_windows"]
 
 #: Step times whose coefficient of variation (sample standard deviation / mean) exceeds this are
 #: flagged: a median of a few such steps moves by that much from one run to the next.
@@ -82,3 +83,18 @@ def step_windows(wall_ms: list[float], count: int, schedule: dict[str, Any]) -> 
     if len(after) >= 2 or not before:
         return {"traced": traced, "unprofiled": after, "unprofiled_where": "after the profiled window"}
     return {"traced": traced, "unprofiled": before, "unprofiled_where": "before the profiled window"}
+
+
+def run_step_time(steps: dict[str, Any]) -> tuple[Optional[float], str]:
+    """(the run timer's step time in ms, its basis "gpu" or "wall") from ``runtime.steps``:
+    ``step_ms_median`` and ``step_basis`` (the GPU's time between step boundaries where CUDA events
+    were recorded, :func:`perfkit.collect.runtime.step_time`); documents written before them: the
+    CUDA-event median where there is one, else the wall median. None when the run timed no step."""
+    def ms(v: Any) -> Optional[float]:
+        return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and np.isfinite(v) else None
+
+    if steps.get("step_basis") in ("gpu", "wall"):
+        return ms(steps.get("step_ms_median")), str(steps["step_basis"])
+    if ms(steps.get("gpu_ms_median")) is not None:
+        return ms(steps.get("gpu_ms_median")), "gpu"
+    return ms(steps.get("wall_ms_median")), "wall"

@@ -188,28 +188,22 @@ def one_rank_row(row: dict[str, Any], rows: list[dict[str, Any]]) -> Optional[di
                 None)
 
 
-def repeat_ratios(row: dict[str, Any], rows: list[dict[str, Any]]) -> list[float]:
-    """Each run of ``row`` over the one-rank run of the same code, size and repeat (runs are interleaved,
-    so the two ran seconds apart): how the ratio varies from run to run, beside the ratio of the medians."""
-    one = one_rank_row(row, rows)
-    if one is None:
-        return []
-    return [r["seconds"] / o["seconds"] for r, o in zip(row["runs"], one["runs"]) if o["seconds"] > 0]
-
-
 #: A run pair counts as "two CPUs present" when every probe around both of its runs read at most this.
 TWO_CPUS_PROBE = 1.15
 
 
-def two_cpu_ratios(row: dict[str, Any], rows: list[dict[str, Any]]) -> list[float]:
-    """``repeat_ratios`` kept only for the repeats whose two runs (``row``'s and the one-rank run) both
-    had the machine's two CPUs by the probe (``TWO_CPUS_PROBE``): the ratio of the engine's design, apart
-    from a host that withholds the second CPU. Reported beside all runs, never instead of them."""
+def repeat_ratios(row: dict[str, Any], rows: list[dict[str, Any]], two_cpus_only: bool = False) -> list[float]:
+    """Each run of ``row`` over the one-rank run of the same code, size and repeat (runs are interleaved,
+    so the two ran seconds apart): how the ratio varies from run to run, beside the ratio of the medians.
+    ``two_cpus_only``: only the repeats whose two runs both had the machine's two CPUs by the probe
+    (``TWO_CPUS_PROBE``): the engine's design apart from a host that withholds the second CPU, reported
+    beside all runs, never instead of them."""
     one = one_rank_row(row, rows)
     if one is None:
         return []
     return [r["seconds"] / o["seconds"] for r, o in zip(row["runs"], one["runs"])
-            if o["seconds"] > 0 and all((x.get("cpu_pair_probe") or 9.0) <= TWO_CPUS_PROBE for x in (r, o))]
+            if o["seconds"] > 0 and (not two_cpus_only
+                                     or all((x.get("cpu_pair_probe") or 9.0) <= TWO_CPUS_PROBE for x in (r, o)))]
 
 
 def cpu_pair_probe() -> float:
@@ -373,7 +367,7 @@ def main() -> int:
         pairs = repeat_ratios(eight, rows)
         targets["eight_small_ranks"] = {"value": eight["vs_one_rank"], "limit": a.max_ratio,
                                         "pass": eight["vs_one_rank"] <= a.max_ratio, "repeat_ratios": pairs,
-                                        "two_cpu_ratios": two_cpu_ratios(eight, rows)}
+                                        "two_cpu_ratios": repeat_ratios(eight, rows, two_cpus_only=True)}
     lines = [
         f"## perfkit analyze RUN_DIR --engine {a.engine}: time and memory by number of ranks and rank size",
         "",

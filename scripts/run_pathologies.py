@@ -131,12 +131,12 @@ def profile(case: Case, out: Path, fixed: bool, small: bool, timeout: float) -> 
 
 def step_time_of(steps: dict[str, Any]) -> tuple[Optional[float], Optional[str], Optional[float]]:
     """(step time, its basis, the host's wall time per step) from ``runtime.steps``: the run timer's
-    step time as the report shows it (:func:`perfkit.report.rows.run_step_time`). The host's wall
+    step time as the report shows it (:func:`perfkit.variation.run_step_time`). The host's wall
     time is not the step time where the host runs ahead of the GPU (the fixed ``sync_selection``
     run: 8.7 ms of wall time a step against 102 ms on the GPU)."""
     if str(ROOT) not in sys.path:  # the repository's perfkit, as the profiled runs use (PYTHONPATH)
         sys.path.insert(0, str(ROOT))
-    from perfkit.report.rows import run_step_time
+    from perfkit.variation import run_step_time
 
     ms, basis = run_step_time(steps)
     return ms, (basis if ms is not None else None), steps.get("wall_ms_median")

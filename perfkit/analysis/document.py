@@ -46,6 +46,15 @@ CATEGORIES: tuple[Category, ...] = ("matmul", "attention", "convolution", "norma
                                     "other")
 
 Severity = Literal["critical", "warning", "info"]
+
+#: How a top kernel's or copy source's launcher (``op``) is known: ``op_basis``.
+OP_BASIS_OP = "op"  #: the CPU op it ran under (External id, or the innermost op around its launch)
+OP_BASIS_ANNOTATION = "annotation"  #: no CPU op: the innermost user annotation around its launch
+
+
+def launcher_text(op: str, basis: Optional[str]) -> str:
+    """How a launcher reads in titles and tables: "annotation NAME" for a range, the op's name else."""
+    return f"annotation {op}" if basis == OP_BASIS_ANNOTATION else op
 #: Finding severities, most important first.
 SEVERITIES: tuple[Severity, ...] = ("critical", "warning", "info")
 

@@ -21,6 +21,7 @@ from ..arrays import distinct, distinct_inverse, median
 from . import intervals, rules
 from .attribute import DeviceWork, Steps, innermost_around
 from .intervals import Coverage
+from .document import launcher_text
 from .ops import NO_LAUNCH_LABEL, NO_OP_LABEL, Sources
 from .steps import StepStats, capture_windows, in_kept_steps
 from .timeline import Timeline, name_mask
@@ -588,8 +589,7 @@ def copy_overhead(ctx: Context) -> Optional[dict[str, Any]]:
     if where:
         lead = where[0]
         op = str(lead.get("op"))
-        who = (f"annotation {op}" if lead.get("op_basis") == "annotation"
-               else f"an unknown launcher {op}" if op in (NO_OP_LABEL, NO_LAUNCH_LABEL) else op)
+        who = f"an unknown launcher {op}" if op in (NO_OP_LABEL, NO_LAUNCH_LABEL) else launcher_text(op, lead.get("op_basis"))
         most = f", most from {who}" + (f" at {lead['source']}" if lead.get("source") else "")
     return finding(
         "copy_overhead", sev,

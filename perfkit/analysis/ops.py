@@ -13,6 +13,7 @@ from ..arrays import distinct, distinct_inverse, median, member
 from .fold import name_search
 from . import intervals, rules
 from .attribute import CATEGORY_CODES, DeviceWork, innermost_around
+from .document import OP_BASIS_ANNOTATION, OP_BASIS_OP
 from .timeline import Timeline, name_mask
 
 _FRAME = re.compile(rules.FRAME_PATTERN)
@@ -364,9 +365,6 @@ def _best_source(keys: np.ndarray, sources: np.ndarray, weights: np.ndarray) -> 
     return best
 
 
-#: How a device row's launcher is known (``op_basis`` of top kernels and copy sources).
-OP_BASIS_OP = "op"  #: the CPU op it ran under (External id, or the innermost op around its launch)
-OP_BASIS_ANNOTATION = "annotation"  #: no CPU op: the innermost user annotation around its launch
 #: Copy-source labels where nothing names the launcher.
 NO_OP_LABEL = "(no CPU op or annotation around its launch)"
 NO_LAUNCH_LABEL = "(launch not in the trace)"
@@ -387,7 +385,7 @@ def launchers(tl: Timeline, dw: DeviceWork, rows: np.ndarray) -> np.ndarray:
     want = (out < 0) & (launch >= 0)
     if want.any():
         ann = tl.rows(m.Kind.USER_ANNOTATION)
-        ann = ann[~name_mask(tl.trace.names, rules.STEP_PATTERN)[tl.name[ann]]]
+        ann = ann[~tl.matches(rules.STEP_PATTERN)[ann]]
         out[np.flatnonzero(want)] = innermost_around(tl, ann, launch[want])
     return out
 
@@ -397,6 +395,13 @@ def op_basis(tl: Timeline, row: int) -> Optional[str]:
     if row < 0:
         return None
     return OP_BASIS_ANNOTATION if int(tl.kind[row]) == int(m.Kind.USER_ANNOTATION) else OP_BASIS_OP
+
+
+def launcher_bases(tl: Timeline, codes: np.ndarray, by: np.ndarray) -> dict[int, Optional[str]]:
+    """``op_basis`` of each distinct launcher name code in ``codes`` (one row of each: ``by``, the rows
+    :func:`launchers` gave; a name is an op's or an annotation's, not both)."""
+    uniq, first = np.unique(codes, return_index=True)
+    return {int(c): op_basis(tl, int(r)) for c, r in zip(uniq.tolist(), by[first].tolist())}
 
 
 def top_kernels(
@@ -415,7 +420,7 @@ def top_kernels(
     by = launchers(tl, dw, rows)
     op_names = np.where(by >= 0, tl.name[np.maximum(by, 0)], -1)
     best_op = _best_source(name[in_top], op_names, dw.share_us[rows])
-    row_of_name = dict(zip(op_names.tolist(), by.tolist()))  # a row of each launcher name (its kind)
+    basis_of = launcher_bases(tl, op_names, by)
     # A kernel's category is the one carrying most of its GPU time (the same kernel can be
     # classified differently when different ops launch it).
     best_cat = _best_source(name[in_top], dw.category[rows].astype(np.int64), dw.share_us[rows])
@@ -435,7 +440,7 @@ def top_kernels(
             "calls_per_step": float(calls[i]) / n_steps,
             "avg_us": float(dur_sum[i]) / max(int(calls[i]), 1),
             "op": tl.trace.names[best_op[code]] if code in best_op else None,
-            "op_basis": op_basis(tl, row_of_name[best_op[code]]) if code in best_op else None,
+            "op_basis": basis_of[best_op[code]] if code in best_op else None,
             **_source_fields(src, best_src.get(code, -1)),
         })
     return out
@@ -562,7 +567,7 @@ def copies(
     by = launchers(tl, dw, rows)
     # -1: a launch with nothing around it, -2: no launch in the trace
     op_code = np.where(by >= 0, tl.name[np.maximum(by, 0)], np.where(dw.launch[rows] >= 0, -1, -2)).astype(np.int64)
-    row_of_name = dict(zip(op_code.tolist(), by.tolist()))
+    basis_of = launcher_bases(tl, op_code, by)
     share = dw.share_us[rows]
     srcs = np.full(len(rows), -1, dtype=np.int64)
     linked = dw.launch[rows] >= 0
@@ -581,7 +586,7 @@ def copies(
             dirs = np.bincount(dir_code[inverse == i], minlength=4)
             sources.append({
                 "op": names[op] if op >= 0 else NO_OP_LABEL if op == -1 else NO_LAUNCH_LABEL,
-                "op_basis": op_basis(tl, row_of_name[op]) if op >= 0 else None,
+                "op_basis": basis_of[op],
                 **_source_fields(src, s_code),
                 "direction": ("d2d", "d2h", "h2d", "other")[int(np.argmax(dirs))],
                 "ms_per_step": float(tot[i]) / 1000.0 / n_steps,

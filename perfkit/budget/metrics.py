@@ -154,7 +154,10 @@ def value(doc: "Analysis | dict[str, Any]", key: str, *, tokens_per_step: Option
         if direct is not None:
             return direct
         per_step = _units_per_step(doc, key, tokens_per_step, samples_per_step)
-        step_ms = _num(_get(rt, "steps", "step_ms_median")) or value(doc, "step_ms")  # the run's step time
+        # the run's step time where the document names it (step_basis); a document from before step_basis
+        # keeps the wall time its tokens/s was budgeted on, so its baselines still compare (the report's
+        # perfkit.variation.run_step_time reads such a document's CUDA-event median instead)
+        step_ms = _num(_get(rt, "steps", "step_ms_median")) or value(doc, "step_ms")
         return per_step * 1000.0 / step_ms if per_step and step_ms else None
     if key == "peak_memory_bytes":
         return _num(_get(rt, "memory", "peak_bytes"))

@@ -1084,7 +1084,9 @@ def _matmul_dtype() -> str:
 
 def _throughput(steps: dict[str, Any], tokens: Optional[float], samples: Optional[float]) -> dict[str, Any]:
     """Tokens and samples per second over the step time (``step_ms_median``: the GPU's where measured)."""
-    step_s = (steps.get("step_ms_median") or steps.get("wall_ms_median") or 0) / 1000.0
+    from ..variation import run_step_time
+
+    step_s = (run_step_time(steps)[0] or 0) / 1000.0
     out: dict[str, Any] = {"tokens_per_step": tokens, "samples_per_step": samples}
     if step_s > 0:
         if tokens:

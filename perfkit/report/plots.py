@@ -53,7 +53,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from ..analysis.result import Analysis, document_of
 from ..errors import MissingDependencyError
-from .rows import CATEGORY_LABELS, PHASE_LABELS, basis_words, run_step_time
+from ..variation import run_step_time
+from .rows import CATEGORY_LABELS, PHASE_LABELS, basis_words
 from .values import as_dict, as_list, num
 from .scaling_plot import INSTALL_HINT
 

@@ -25,8 +25,9 @@ from dataclasses import dataclass
 from typing import Any, cast
 
 from .values import DASH, as_dict, as_list, compress_ids, fmt_ms, get, num, text
+from ..variation import run_step_time
 
-from ..analysis.document import Document, Finding, OpRow, basis_word
+from ..analysis.document import OP_BASIS_ANNOTATION, Document, Finding, OpRow, basis_word, launcher_text
 from . import ranks as _ranks
 
 
@@ -431,7 +432,7 @@ def launcher_name(row: Any) -> str | None:
     op = get(row, "op")
     if not op:
         return None
-    return ("annotation " if get(row, "op_basis") == "annotation" else "") + short_op_name(op)
+    return launcher_text(short_op_name(op), get(row, "op_basis"))
 
 
 def short_source(source: Any) -> str:
@@ -821,11 +822,14 @@ def leading_ops(doc: Document) -> list[tuple[str, str, float | None, str | None]
     not a complete account.
     """
     by_cat: dict[str, dict[str, float]] = {}
+    ranges = set()  # the launchers that are annotations
     for k in as_list(doc.get("top_kernels")):
         cat, op, ms = get(k, "category"), launcher_name(k), num(get(k, "ms_per_step"))
         if cat and op and ms:
             by_cat.setdefault(str(cat), {}).setdefault(str(op), 0.0)
             by_cat[str(cat)][str(op)] += ms
+            if get(k, "op_basis") == OP_BASIS_ANNOTATION:
+                ranges.add(str(op))
     out = []
     for key, name, _ms, share in category_rows(doc)[:3]:
         ops = by_cat.get(key)
@@ -833,7 +837,7 @@ def leading_ops(doc: Document) -> list[tuple[str, str, float | None, str | None]
         out.append((key, name, share, op))
     # An annotation that leads several categories is a range around most of the step (vLLM's and
     # SGLang's step ranges around a graph replay), not a pointer to what to look at: left out here.
-    leads = [op for _k, _n, _s, op in out if op and op.startswith("annotation ")]
+    leads = [op for _k, _n, _s, op in out if op in ranges]
     return [(k, n, s, None if op in leads and leads.count(op) > 1 else op) for k, n, s, op in out]
 
 
@@ -1127,16 +1131,6 @@ def runtime_rows(doc: Document) -> list[tuple[str, str, str]]:
             unit = "ms GPU, median per call" if "gpu_ms_median" in entry else "ms wall, median per call"
             rows.append((f"Phase {name}", fmt_ms(value), unit))
     return rows  # runtime.analysis_error is among the header's warnings
-
-
-def run_step_time(steps: dict[str, Any]) -> tuple[Any, str]:
-    """(the run timer's step time, its basis "gpu" or "wall"): ``step_ms_median`` and ``step_basis``;
-    documents written before them: the CUDA-event median where there is one, else the wall median."""
-    if steps.get("step_basis") in ("gpu", "wall"):
-        return steps.get("step_ms_median"), str(steps["step_basis"])
-    if num(steps.get("gpu_ms_median")) is not None:
-        return steps.get("gpu_ms_median"), "gpu"
-    return steps.get("wall_ms_median"), "wall"
 
 
 def step_timing_rows(steps: dict[str, Any]) -> list[tuple[str, str, str]]:
